@@ -1,0 +1,69 @@
+"""Typed audit events with stable dotted names, and their canonical encoding.
+
+The encoding is versioned (``"v"``), key-sorted JSON without whitespace: the same event
+always gives the same bytes, which is what the tamper-evident tree will hash. Events never
+carry a secret or a request body — only a body's SHA-256 digest and size.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+ENCODING_VERSION = 1
+
+
+class EventName(enum.StrEnum):
+    REQUEST_ALLOWED = "request.allowed"
+    REQUEST_DENIED = "request.denied"
+    REQUEST_COMPLETED = "request.completed"
+    ORG_CREATED = "org.created"
+    PRINCIPAL_CREATED = "principal.created"
+    PRINCIPAL_UPDATED = "principal.updated"
+    CREDENTIAL_CREATED = "credential.created"
+    CREDENTIAL_REVOKED = "credential.revoked"
+    MODEL_CREATED = "model.created"
+    MODEL_UPDATED = "model.updated"
+    SEAL_KEY_ROTATED = "keys.seal_rotated"
+    SYSTEM_INITIALIZED = "system.initialized"
+    GATEWAY_STARTED = "gateway.started"
+    GATEWAY_STOPPED = "gateway.stopped"
+    AUDIT_RECOVERED = "audit.recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit record. The indexed fields are copied to columns for querying."""
+
+    name: EventName
+    at: float
+    actor: str | None = None
+    request_id: str | None = None
+    principal_id: str | None = None
+    credential_id: str | None = None
+    model: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        record: dict[str, Any] = {
+            "v": ENCODING_VERSION,
+            "name": self.name.value,
+            "at": self.at,
+            "actor": self.actor,
+            "request_id": self.request_id,
+            "principal_id": self.principal_id,
+            "credential_id": self.credential_id,
+            "model": self.model,
+            "data": self.data,
+        }
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def decode(record: bytes) -> dict[str, Any]:
+    value = orjson.loads(record)
+    if not isinstance(value, dict):
+        raise ValueError("audit record is not an object")
+    return value

@@ -1,0 +1,239 @@
+"""The durable audit append, with group commit.
+
+One writer thread owns the database connection. Callers on the event loop hand it events:
+
+* ``await log.append(event)`` returns once the event is committed (fsync'd). The data plane
+  uses it for the event of an allowed call, *before* forwarding: if it raises
+  ``AuditUnavailable`` the call is refused (fail closed).
+* ``log.append_later(event)`` queues the event without waiting (outcomes, refusals). It is
+  committed with the next urgent event or within ``AUDIT_LAZY_FLUSH_S``; a failed write is
+  retried, not dropped, while the queue has room.
+
+Everything pending is committed as one transaction, so N concurrent callers share one fsync.
+
+    event loop thread                    writer thread
+    ─────────────────                    ─────────────
+    append(e) ──▶ pending[] ──notify──▶  take all pending
+       await future                      INSERT … ; COMMIT (fsync)
+       ◀──────── call_soon_threadsafe ── settle futures of the batch
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from garrison.audit.events import AuditEvent, EventName
+from garrison.errors import AuditUnavailable
+
+log = logging.getLogger("garrison.audit")
+
+# Events waiting for the writer. Past this the process is not keeping up (the disk is gone
+# or far too slow); refusing new calls beats growing memory without bound.
+AUDIT_QUEUE_MAX = 50_000
+# Most events in one transaction: bounds the time one commit holds the write lock.
+AUDIT_BATCH_MAX = 2_000
+# Longest a call waits for its event to be durable before it is refused with 503.
+AUDIT_APPEND_TIMEOUT_S = 2.0
+# Non-urgent events ride along with the next urgent one, or are committed after this delay:
+# at concurrency 1 a call's outcome then shares the next call's fsync instead of adding one.
+AUDIT_LAZY_FLUSH_S = 0.005
+# Pause after a failed write before retrying queued events, so a broken disk is not hammered.
+AUDIT_RETRY_BACKOFF_S = 0.2
+
+
+class AuditSink(Protocol):
+    """Where batches go. ``write_batch`` returns only when the rows are durable, else raises."""
+
+    def open(self) -> None: ...
+
+    def write_batch(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Item:
+    event: AuditEvent
+    future: asyncio.Future[None] | None
+
+
+class AuditLog:
+    def __init__(
+        self,
+        sink: AuditSink,
+        *,
+        queue_max: int = AUDIT_QUEUE_MAX,
+        append_timeout: float = AUDIT_APPEND_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._queue_max = queue_max
+        self._append_timeout = append_timeout
+        self._clock = clock
+        self._cv = threading.Condition()
+        self._pending: list[_Item] = []
+        self._urgent = 0
+        self._oldest = 0.0
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.healthy = True
+        self.written = 0
+        self.failures = 0
+        self._unhealthy_since: float | None = None
+
+    # ── lifecycle ──────────────────────────────────────────────────────────────────────────
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._sink.open()
+        self._thread = threading.Thread(target=self._run, name="garrison-audit", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Flush everything queued, then stop the writer (blocking)."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._sink.close()
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    # ── producers (event loop thread) ──────────────────────────────────────────────────────
+    async def append(self, event: AuditEvent) -> None:
+        """Return once ``event`` is durable; raise ``AuditUnavailable`` if it cannot be."""
+        loop = self._loop
+        if loop is None:
+            raise AuditUnavailable("audit log not started")
+        future: asyncio.Future[None] = loop.create_future()
+        self._put(_Item(event, future), urgent=True)
+        try:
+            async with asyncio.timeout(self._append_timeout):
+                await future
+        except TimeoutError:
+            raise AuditUnavailable(
+                f"audit append not durable within {self._append_timeout}s"
+            ) from None
+
+    def append_later(self, event: AuditEvent) -> None:
+        """Queue ``event`` to be committed soon; ``AuditUnavailable`` if the queue is full."""
+        self._put(_Item(event, None), urgent=False)
+
+    def _put(self, item: _Item, *, urgent: bool) -> None:
+        with self._cv:
+            if self._closing:
+                raise AuditUnavailable("audit log is closing")
+            if len(self._pending) >= self._queue_max:
+                raise AuditUnavailable(f"audit queue full ({self._queue_max} events)")
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.append(item)
+            if urgent:
+                self._urgent += 1
+                self._cv.notify()
+            elif len(self._pending) == 1:
+                self._cv.notify()
+
+    # ── writer thread ──────────────────────────────────────────────────────────────────────
+    def _take(self) -> list[_Item] | None:
+        with self._cv:
+            while True:
+                if self._pending and (self._urgent or self._closing):
+                    break
+                if self._pending:
+                    remaining = self._oldest + AUDIT_LAZY_FLUSH_S - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+                elif self._closing:
+                    return None
+                else:
+                    self._cv.wait()
+            batch = self._pending[:AUDIT_BATCH_MAX]
+            rest = self._pending[AUDIT_BATCH_MAX:]
+            self._pending = rest
+            self._urgent = sum(1 for item in rest if item.future is not None)
+            self._oldest = time.monotonic()
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._sink.write_batch([item.event for item in batch])
+            except Exception as exc:  # any sink failure means "not durable"
+                self._on_failure(batch, exc)
+                continue
+            self.written += len(batch)
+            self._settle(batch, None)
+            if not self.healthy:
+                self._on_recovery()
+
+    def _on_failure(self, batch: list[_Item], exc: Exception) -> None:
+        self.failures += 1
+        if self.healthy:
+            log.error("audit log write failed: %s: %s — refusing calls", type(exc).__name__, exc)
+            self._unhealthy_since = self._clock()
+        self.healthy = False
+        # Waiters are told now (their calls are refused); unawaited events are kept and retried.
+        self._settle([item for item in batch if item.future is not None], exc)
+        keep = [item for item in batch if item.future is None]
+        with self._cv:
+            self._pending = keep + self._pending
+            if len(self._pending) > self._queue_max:
+                dropped = len(self._pending) - self._queue_max
+                log.error("audit queue overflow while failing: %d queued events lost", dropped)
+                self._pending = self._pending[: self._queue_max]
+            if self._closing:
+                # Shutting down with a broken sink: report and stop rather than spin.
+                log.error("audit log closing with %d unwritten events", len(self._pending))
+                self._pending = []
+                return
+        time.sleep(AUDIT_RETRY_BACKOFF_S)
+
+    def _on_recovery(self) -> None:
+        self.healthy = True
+        since = self._unhealthy_since
+        self._unhealthy_since = None
+        log.warning("audit log writable again")
+        with contextlib.suppress(AuditUnavailable):
+            self.append_later(
+                AuditEvent(
+                    EventName.AUDIT_RECOVERED,
+                    at=self._clock(),
+                    actor="garrison",
+                    data={"unavailable_since": since, "failed_batches": self.failures},
+                )
+            )
+
+    def _settle(self, batch: list[_Item], exc: Exception | None) -> None:
+        futures = [item.future for item in batch if item.future is not None]
+        if not futures or self._loop is None:
+            return
+        error = None if exc is None else AuditUnavailable(f"{type(exc).__name__}: {exc}")
+        # RuntimeError: the loop closed during shutdown, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve, futures, error)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -1,0 +1,82 @@
+"""``garrison init``: the database, the key files and the first admin credential."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from garrison.audit import EventName
+from garrison.config import CONFIG_FILE, Settings, render_settings
+from garrison.domain import Level, OrgKind, PrincipalKind
+from garrison.errors import ConfigError
+from garrison.keyring import Sealer, create_key_files, load_pepper
+from garrison.store import CreatedKey, Directory, make_engine, migrate
+
+INTERNAL_ORG = "internal"
+FIRST_ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Initialized:
+    settings: Settings
+    config_path: Path
+    admin_key: CreatedKey
+
+
+def local_actor() -> str:
+    """Who runs a local command, for the audit record."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def init(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8080) -> Initialized:
+    data_dir = data_dir.resolve()
+    config_path = data_dir / CONFIG_FILE
+    if config_path.exists():
+        raise ConfigError(f"{config_path} already exists; refusing to initialise twice")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    settings = Settings.for_data_dir(data_dir, host=host, port=port)
+    create_key_files(settings.key_dir)
+    settings.key_dir.chmod(0o700)
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        directory = open_directory(settings, engine=engine)
+        now = time.time()
+        directory.record_event(
+            EventName.SYSTEM_INITIALIZED, now=now, data={"data_dir": str(data_dir)}
+        )
+        directory.create_org(INTERNAL_ORG, OrgKind.INTERNAL, now=now)
+        directory.create_principal(
+            FIRST_ADMIN,
+            org=INTERNAL_ORG,
+            kind=PrincipalKind.HUMAN,
+            clearance=Level.CRITICAL,
+            now=now,
+        )
+        admin_key = directory.create_key(FIRST_ADMIN, now=now, note="first admin (garrison init)")
+    finally:
+        engine.dispose()
+    config_path.write_text(render_settings(settings))
+    config_path.chmod(0o600)
+    return Initialized(settings=settings, config_path=config_path, admin_key=admin_key)
+
+
+def open_directory(
+    settings: Settings, *, engine: sa.Engine | None = None, actor: str | None = None
+) -> Directory:
+    return Directory(
+        engine if engine is not None else make_engine(settings.database_url),
+        actor=actor or local_actor(),
+        pepper=load_pepper(settings.key_dir),
+        sealer=Sealer.from_dir(settings.key_dir),
+    )

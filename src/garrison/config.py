@@ -1,0 +1,125 @@
+"""Configuration: a TOML file written by ``garrison init``, with environment overrides.
+
+    [gateway]
+    host = "127.0.0.1"
+    port = 8080
+    trusted_proxies = ["10.0.0.0/8"]   # X-Forwarded-For believed only from these peers
+
+    [storage]
+    database_url = "sqlite:////var/lib/garrison/garrison.db"
+    key_dir = "/var/lib/garrison/keys"   # pepper and sealing keys, mode 0600
+
+    [limits]                              # optional; defaults in garrison.gateway.limits
+    max_body_bytes = 8388608
+
+Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
+``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from garrison.domain import Network
+from garrison.errors import ConfigError
+from garrison.gateway.limits import GatewayLimits
+
+CONFIG_FILE = "garrison.toml"
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    key_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    trusted_proxies: tuple[Network, ...] = ()
+    limits: GatewayLimits = field(default_factory=GatewayLimits)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
+        data_dir = data_dir.resolve()
+        return cls(
+            database_url=f"sqlite:///{data_dir / 'garrison.db'}", key_dir=data_dir / "keys", **kw
+        )
+
+
+def _networks(values: Any, where: str) -> tuple[Network, ...]:
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}: trusted_proxies must be a list of CIDRs")
+    try:
+        return tuple(ipaddress.ip_network(str(v).strip()) for v in values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
+    known = {f.name: f for f in dataclasses.fields(GatewayLimits)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown limit {key!r} (known: {', '.join(sorted(known))})")
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{where}: limit {key!r} must be a positive number")
+        values[key] = value
+    return GatewayLimits(**values)
+
+
+def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (run `garrison init`)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    gateway = data.get("gateway", {})
+    storage = data.get("storage", {})
+    base = path.parent
+    try:
+        database_url = env.get("GARRISON_DATABASE_URL") or storage["database_url"]
+        key_dir = Path(env.get("GARRISON_KEY_DIR") or storage["key_dir"])
+    except KeyError as exc:
+        raise ConfigError(f"{path}: [storage] needs {exc.args[0]}") from None
+    if not key_dir.is_absolute():
+        key_dir = base / key_dir
+    port_text = env.get("GARRISON_PORT") or gateway.get("port", DEFAULT_PORT)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"port {port_text!r} is not a number") from None
+    proxies = env.get("GARRISON_TRUSTED_PROXIES")
+    return Settings(
+        database_url=database_url,
+        key_dir=key_dir,
+        host=env.get("GARRISON_HOST") or gateway.get("host", "127.0.0.1"),
+        port=port,
+        trusted_proxies=_networks(
+            proxies if proxies is not None else gateway.get("trusted_proxies", []), str(path)
+        ),
+        limits=_limits(data.get("limits", {}), str(path)),
+    )
+
+
+def render_settings(settings: Settings) -> str:
+    proxies = ", ".join(f'"{n}"' for n in settings.trusted_proxies)
+    return (
+        "# Garrison configuration (see docs/operations.md)\n"
+        "[gateway]\n"
+        f'host = "{settings.host}"\n'
+        f"port = {settings.port}\n"
+        f"trusted_proxies = [{proxies}]\n\n"
+        "[storage]\n"
+        f'database_url = "{settings.database_url}"\n'
+        f'key_dir = "{settings.key_dir}"\n'
+    )

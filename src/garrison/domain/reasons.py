@@ -1,0 +1,32 @@
+"""Reason codes: every decision and refusal names its causes from this fixed set.
+
+The audit log keeps the codes; callers only ever see a generic refusal.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    # authentication
+    CREDENTIAL_MISSING = "credential.missing"
+    CREDENTIAL_MALFORMED = "credential.malformed"
+    CREDENTIAL_UNKNOWN = "credential.unknown"
+    CREDENTIAL_BAD_SECRET = "credential.bad_secret"  # noqa: S105 - a reason code, not a secret
+    CREDENTIAL_EXPIRED = "credential.expired"
+    CREDENTIAL_REVOKED = "credential.revoked"
+    CREDENTIAL_NETWORK = "credential.network_not_allowed"
+    PRINCIPAL_INACTIVE = "principal.inactive"
+    # authorisation
+    MODEL_UNKNOWN = "model.unknown"
+    CLEARANCE_LEVEL = "clearance.level"
+    CLEARANCE_COMPARTMENT = "clearance.compartment"
+    ALLOWED = "allowed"
+    # request shape
+    BODY_MALFORMED = "request.malformed"
+    BODY_TOO_LARGE = "request.too_large"
+    BODY_TIMEOUT = "request.read_timeout"
+    # process state
+    OVERLOADED = "gateway.overloaded"
+    AUDIT_UNAVAILABLE = "audit.unavailable"

@@ -1,0 +1,93 @@
+"""Directory objects as frozen dataclasses: what the snapshot holds and the policy reads."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+from garrison.domain.levels import Level
+from garrison.domain.secret import Secret
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class OrgKind(enum.StrEnum):
+    INTERNAL = "internal"
+    VENDOR = "vendor"
+
+
+class PrincipalKind(enum.StrEnum):
+    HUMAN = "human"
+    SERVICE = "service"
+
+
+class Status(enum.StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class UpstreamApi(enum.StrEnum):
+    """Which wire API the upstream speaks; decides which client endpoints can reach it."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class AuthStyle(enum.StrEnum):
+    """How the upstream credential is presented to the upstream."""
+
+    BEARER = "bearer"
+    X_API_KEY = "x-api-key"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    name: str
+    kind: OrgKind
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str
+    name: str
+    org_id: str
+    kind: PrincipalKind
+    clearance: Level
+    compartments: frozenset[str]
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """An API key. ``id`` is the public part of the key; only an HMAC of the secret is kept."""
+
+    id: str
+    principal_id: str
+    secret_hash: bytes = field(repr=False)
+    created_at: float
+    expires_at: float | None
+    networks: tuple[Network, ...]
+    revoked: bool = False
+
+    def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if not self.networks:
+            return True
+        return any(address in net for net in self.networks)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A client-facing model name and the upstream it is routed to."""
+
+    id: str
+    name: str
+    upstream_url: str
+    upstream_model: str
+    api: UpstreamApi
+    auth_style: AuthStyle
+    level: Level
+    compartments: frozenset[str]
+    upstream_key: Secret | None = field(default=None, repr=False)

@@ -1,0 +1,137 @@
+"""One exception tree for Garrison.
+
+Every error says whose fault it is and which HTTP status it maps to. The message in
+``public_message`` is the only text a caller ever sees; ``detail`` is for the operator's log
+and must never contain a secret.
+
+    GarrisonError
+    ├── ClientError                  the caller's fault (4xx)
+    │   ├── BadRequest               400 malformed JSON, missing or wrong fields
+    │   ├── Unauthenticated          401 missing or bad credential (one message for every cause)
+    │   ├── Forbidden                403 refused by a rule the caller may know about
+    │   ├── NotFound                 404 unknown model, or a model the caller may not use
+    │   ├── RequestTimeout           408 the body did not arrive in time (slow client)
+    │   ├── Conflict                 409 a name already taken
+    │   ├── PayloadTooLarge          413 body over the limit
+    │   └── RateLimited              429 over a limit
+    ├── UpstreamError                the model server's fault
+    │   ├── UpstreamFailed           502 bad answer, refused connection, dropped stream
+    │   └── UpstreamTimeout          504 no answer in time
+    └── ServerError                  ours (5xx)
+        ├── AuditUnavailable         503 the audit log cannot be written: fail closed
+        ├── Overloaded               503 too many calls in flight in this process
+        └── ConfigError              500 the configuration or key files are unusable
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GarrisonError(Exception):
+    """Base of every error Garrison raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal error."
+
+    def __init__(self, detail: str = "", *, public_message: str | None = None) -> None:
+        super().__init__(detail or self.default_message)
+        self.detail = detail
+        self.public_message = public_message or self.default_message
+
+
+class ClientError(GarrisonError):
+    status = 400
+    code = "invalid_request"
+    default_message = "Invalid request."
+
+
+class BadRequest(ClientError):
+    status = 400
+    code = "invalid_request"
+    default_message = "Invalid request."
+
+
+class Unauthenticated(ClientError):
+    status = 401
+    code = "invalid_api_key"
+    default_message = "Invalid or missing API key."
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "forbidden"
+    default_message = "This request is not permitted."
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+    default_message = "The model does not exist or you do not have access to it."
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+    default_message = "The request body was not received in time."
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
+    default_message = "Conflict."
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "request_too_large"
+    default_message = "Request body is too large."
+
+
+class RateLimited(ClientError):
+    status = 429
+    code = "rate_limited"
+    default_message = "Rate limit exceeded."
+
+
+class UpstreamError(GarrisonError):
+    status = 502
+    code = "upstream_error"
+    default_message = "The model server failed to answer."
+
+
+class UpstreamFailed(UpstreamError):
+    status = 502
+    code = "upstream_error"
+    default_message = "The model server failed to answer."
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    default_message = "The model server did not answer in time."
+
+
+class ServerError(GarrisonError):
+    status = 500
+    code = "internal_error"
+    default_message = "Internal error."
+
+
+class AuditUnavailable(ServerError):
+    status = 503
+    code = "audit_unavailable"
+    default_message = "Service temporarily unavailable."
+
+
+class Overloaded(ServerError):
+    status = 503
+    code = "overloaded"
+    default_message = "The gateway is overloaded; retry later."
+
+
+class ConfigError(ServerError):
+    status = 500
+    code = "config_error"
+    default_message = "Gateway misconfigured."

@@ -1,0 +1,652 @@
+"""The data plane: one handler per endpoint, running the request flow of DESIGN.md.
+
+    client address → authenticate → read & parse body → model → decide
+      → audit.append(request.allowed)  (durable: fail closed)
+      → forward (stream through)       → audit.append_later(request.completed)
+
+Refusals are recorded as ``request.denied`` with reason codes; the caller sees only the
+generic error of its API. Nothing refused ever reaches the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import os
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from garrison.audit import AuditEvent, EventName
+from garrison.domain import Level, Model, Principal, Reason, UpstreamApi
+from garrison.errors import (
+    AuditUnavailable,
+    BadRequest,
+    GarrisonError,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthenticated,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from garrison.gateway import apis
+from garrison.gateway.apis import Endpoint
+from garrison.gateway.client_address import client_address, parse_address
+from garrison.gateway.metering import SseMeter, Usage, usage_from_body
+from garrison.gateway.scrub import scrub_message, upstream_error_message
+from garrison.gateway.state import GatewayState
+from garrison.gateway.upstream import (
+    REQUEST_ID_HEADER,
+    upstream_body,
+    upstream_headers,
+    upstream_url,
+)
+from garrison.identity import authenticate
+from garrison.policy import decide
+
+log = logging.getLogger("garrison.gateway")
+
+STATE_KEY: web.AppKey[GatewayState] = web.AppKey("garrison_state", GatewayState)
+_JSON = "application/json"
+# Stands in when the peer address cannot be read (never matches a key's networks list).
+_UNKNOWN_ADDRESS = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 - a value, not a bind
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+class Call:
+    """Everything known about one call, for its audit events."""
+
+    __slots__ = (
+        "address",
+        "body_bytes",
+        "body_sha256",
+        "credential_id",
+        "endpoint",
+        "model",
+        "org_id",
+        "principal_id",
+        "request_id",
+        "started",
+    )
+
+    def __init__(self, endpoint: str, request_id: str, address: str) -> None:
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.address = address
+        self.started = time.perf_counter()
+        self.principal_id: str | None = None
+        self.credential_id: str | None = None
+        self.org_id: str | None = None
+        self.model: str | None = None
+        self.body_sha256: str | None = None
+        self.body_bytes: int | None = None
+
+    def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
+        data["endpoint"] = self.endpoint
+        data["client_address"] = self.address
+        data["org_id"] = self.org_id
+        if self.body_sha256 is not None:
+            data["body_sha256"] = self.body_sha256
+            data["body_bytes"] = self.body_bytes
+        return AuditEvent(
+            name,
+            at=at,
+            actor=self.principal_id,
+            request_id=self.request_id,
+            principal_id=self.principal_id,
+            credential_id=self.credential_id,
+            model=self.model,
+            data=data,
+        )
+
+
+# ── helpers ────────────────────────────────────────────────────────────────────────────────
+def _error_response(api: UpstreamApi, exc: GarrisonError, request_id: str) -> web.Response:
+    headers = {REQUEST_ID_HEADER: request_id}
+    if exc.status == 401 and api is UpstreamApi.OPENAI:
+        headers["www-authenticate"] = 'Bearer realm="garrison"'
+    return web.Response(
+        status=exc.status, body=apis.error_body(api, exc), content_type=_JSON, headers=headers
+    )
+
+
+def _presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+        return ""
+    return request.headers.get("x-api-key")
+
+
+def _peer_address(
+    request: web.Request, state: GatewayState
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    peer = None
+    transport = request.transport
+    if transport is not None:
+        info = transport.get_extra_info("peername")
+        if isinstance(info, tuple) and info:
+            peer = parse_address(str(info[0]))
+    if peer is None:
+        return _UNKNOWN_ADDRESS
+    return client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+
+
+def _record_later(state: GatewayState, event: AuditEvent) -> None:
+    try:
+        state.audit.append_later(event)
+    except AuditUnavailable:
+        log.error("audit queue refused %s for %s", event.name, event.request_id)
+
+
+def _deny(
+    state: GatewayState,
+    call: Call,
+    api: UpstreamApi,
+    exc: GarrisonError,
+    reasons: tuple[Reason, ...],
+) -> web.Response:
+    _record_later(
+        state,
+        call.event(
+            EventName.REQUEST_DENIED,
+            state.clock(),
+            status=exc.status,
+            reasons=[r.value for r in reasons],
+        ),
+    )
+    return _error_response(api, exc, call.request_id)
+
+
+def _authenticated(
+    request: web.Request, state: GatewayState, call: Call, now: float
+) -> tuple[Principal | None, Reason | None]:
+    address = _peer_address(request, state)
+    call.address = str(address)
+    snap = state.snapshot
+    result = authenticate(
+        _presented_key(request),
+        credentials=snap.credentials,  # type: ignore[arg-type]
+        principals=snap.principals,  # type: ignore[arg-type]
+        pepper=state.pepper,
+        now=now,
+        address=address,
+    )
+    call.credential_id = result.key_id if result.credential is not None else None
+    if result.principal is not None:
+        call.principal_id = result.principal.id
+        call.org_id = result.principal.org_id
+    return (result.principal if result.ok else None), result.reason
+
+
+async def _read_body(request: web.Request, state: GatewayState) -> bytes:
+    limit = state.limits.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"declared {declared} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(state.limits.body_read_timeout_s):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout("body read timeout") from None
+    return b"".join(chunks)
+
+
+# ── the model endpoints ────────────────────────────────────────────────────────────────────
+def model_handler(endpoint: Endpoint) -> Any:
+    api = endpoint.api
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE_KEY]
+        call = Call(endpoint.kind, new_request_id(), "")
+        if state.inflight >= state.limits.max_concurrent_requests:
+            call.address = str(_peer_address(request, state))
+            return _deny(state, call, api, Overloaded(), (Reason.OVERLOADED,))
+        state.inflight += 1
+        state.calls += 1
+        try:
+            return await _handle_model_call(request, state, endpoint, call)
+        finally:
+            state.inflight -= 1
+
+    return handle
+
+
+async def _handle_model_call(
+    request: web.Request, state: GatewayState, endpoint: Endpoint, call: Call
+) -> web.StreamResponse:
+    api = endpoint.api
+    now = state.clock()
+    principal, reason = _authenticated(request, state, call, now)
+    if principal is None:
+        assert reason is not None
+        return _deny(state, call, api, Unauthenticated(), (reason,))
+    try:
+        raw = await _read_body(request, state)
+    except PayloadTooLarge as exc:
+        return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
+    except RequestTimeout as exc:
+        return _deny(state, call, api, exc, (Reason.BODY_TIMEOUT,))
+    call.body_sha256 = hashlib.sha256(raw).hexdigest()
+    call.body_bytes = len(raw)
+    try:
+        body = apis.parse_body(endpoint, raw)
+    except BadRequest as exc:
+        return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
+    name = body["model"]
+    model = state.snapshot.models.get(name)
+    if model is None or model.api is not api:
+        call.model = name[:200]
+        return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
+    call.model = model.name
+    decision = decide(principal, model)
+    if not decision.allowed:
+        # 404, not 403: a model the caller may not use is indistinguishable from none at all.
+        return _deny(state, call, api, NotFound(), decision.reasons)
+    payload, injected_usage = upstream_body(endpoint, body, model)
+    stream = body.get("stream") is True
+    try:
+        await state.audit.append(
+            call.event(
+                EventName.REQUEST_ALLOWED,
+                now,
+                reasons=[r.value for r in decision.reasons],
+                stream=stream,
+                upstream_model=model.upstream_model,
+                level=model.level.label,
+            )
+        )
+    except AuditUnavailable as exc:
+        log.error("refusing %s: %s", call.request_id, exc.detail)
+        # Best effort: if the log recovers, it records why this call was refused.
+        _record_later(
+            state,
+            call.event(
+                EventName.REQUEST_COMPLETED, state.clock(), status=503, outcome="audit_unavailable"
+            ),
+        )
+        return _error_response(api, AuditUnavailable(), call.request_id)
+    if stream:
+        return await _forward_stream(request, state, endpoint, model, call, payload, injected_usage)
+    return await _forward(request, state, endpoint, model, call, payload)
+
+
+def _timeout(state: GatewayState) -> aiohttp.ClientTimeout:
+    limits = state.limits
+    return aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=limits.upstream_connect_timeout_s,
+        sock_read=limits.upstream_read_timeout_s,
+    )
+
+
+async def _upstream_failure(
+    resp: aiohttp.ClientResponse, model: Model, endpoint: Endpoint
+) -> GarrisonError:
+    raw = await resp.content.read(64 * 1024)
+    if 400 <= resp.status < 500:
+        host = resp.url.host or ""
+        message = scrub_message(
+            upstream_error_message(raw),
+            replace={model.upstream_model: model.name, host: "[upstream]"},
+        )
+        return apis.error_for_upstream_status(resp.status, message)
+    return UpstreamFailed(f"upstream answered {resp.status}")
+
+
+def _complete(
+    state: GatewayState,
+    call: Call,
+    *,
+    status: int,
+    outcome: str,
+    usage: Usage | None,
+    bytes_out: int,
+    ttfb: float | None,
+) -> None:
+    _record_later(
+        state,
+        call.event(
+            EventName.REQUEST_COMPLETED,
+            state.clock(),
+            status=status,
+            outcome=outcome,
+            tokens_in=usage.tokens_in if usage else None,
+            tokens_out=usage.output_tokens if usage else None,
+            bytes_out=bytes_out,
+            duration_ms=round((time.perf_counter() - call.started) * 1000, 3),
+            ttfb_ms=None if ttfb is None else round(ttfb * 1000, 3),
+        ),
+    )
+
+
+def _client_model_bytes(model: Model) -> tuple[bytes, bytes]:
+    return orjson.dumps(model.upstream_model), orjson.dumps(model.name)
+
+
+async def _forward(
+    request: web.Request,
+    state: GatewayState,
+    endpoint: Endpoint,
+    model: Model,
+    call: Call,
+    payload: bytes,
+) -> web.StreamResponse:
+    api = endpoint.api
+    assert state.session is not None
+    headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    try:
+        async with state.session.post(
+            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
+        ) as resp:
+            if resp.status >= 400:
+                exc = await _upstream_failure(resp, model, endpoint)
+                _complete(
+                    state,
+                    call,
+                    status=exc.status,
+                    outcome=f"upstream_{resp.status}",
+                    usage=None,
+                    bytes_out=0,
+                    ttfb=None,
+                )
+                return _error_response(api, exc, call.request_id)
+            if (
+                resp.content_length is not None
+                and resp.content_length > state.limits.max_response_bytes
+            ):
+                raise UpstreamFailed("upstream answer over the size limit")
+            raw = await resp.content.read(state.limits.max_response_bytes + 1)
+            if len(raw) > state.limits.max_response_bytes:
+                raise UpstreamFailed("upstream answer over the size limit")
+            content_type = resp.headers.get("content-type", _JSON)
+    except asyncio.CancelledError:
+        _complete(
+            state, call, status=499, outcome="client_closed", usage=None, bytes_out=0, ttfb=None
+        )
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return _upstream_error(state, call, api, UpstreamTimeout(), "upstream_timeout")
+    except (aiohttp.ClientError, UpstreamFailed) as exc:
+        log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
+        return _upstream_error(state, call, api, UpstreamFailed(), "upstream_error")
+    try:
+        usage = usage_from_body(api, orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return _upstream_error(state, call, api, UpstreamFailed(), "upstream_bad_json")
+    old, new = _client_model_bytes(model)
+    if old != new:
+        raw = raw.replace(old, new)
+    _complete(
+        state,
+        call,
+        status=200,
+        outcome="ok",
+        usage=usage,
+        bytes_out=len(raw),
+        ttfb=time.perf_counter() - call.started,
+    )
+    return web.Response(
+        body=raw, headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
+    )
+
+
+def _upstream_error(
+    state: GatewayState, call: Call, api: UpstreamApi, exc: GarrisonError, outcome: str
+) -> web.Response:
+    _complete(state, call, status=exc.status, outcome=outcome, usage=None, bytes_out=0, ttfb=None)
+    return _error_response(api, exc, call.request_id)
+
+
+class _StreamLimit(Exception):
+    """The stream ran past its longest duration."""
+
+
+async def _forward_stream(
+    request: web.Request,
+    state: GatewayState,
+    endpoint: Endpoint,
+    model: Model,
+    call: Call,
+    payload: bytes,
+    injected_usage: bool,
+) -> web.StreamResponse:
+    api = endpoint.api
+    assert state.session is not None
+    headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    meter = SseMeter(api, drop_usage_chunk=injected_usage)
+    old, new = _client_model_bytes(model)
+    rename = old != new
+    response: web.StreamResponse | None = None
+    bytes_out = 0
+    ttfb: float | None = None
+    outcome = "ok"
+    status = 200
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.limits.stream_max_seconds
+    try:
+        async with state.session.post(
+            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
+        ) as resp:
+            if resp.status >= 400:
+                exc = await _upstream_failure(resp, model, endpoint)
+                return _upstream_error(state, call, api, exc, f"upstream_{resp.status}")
+            response = web.StreamResponse(
+                status=200,
+                headers={
+                    "content-type": "text/event-stream",
+                    "cache-control": "no-cache",
+                    REQUEST_ID_HEADER: call.request_id,
+                },
+            )
+            await response.prepare(request)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    async for data in resp.content.iter_any():
+                        out = meter.feed(data)
+                        if meter.overflow:
+                            raise UpstreamFailed("SSE event over the size limit")
+                        if not out:
+                            continue
+                        if ttfb is None:
+                            ttfb = time.perf_counter() - call.started
+                        if rename:
+                            out = out.replace(old, new)
+                        bytes_out += len(out)
+                        await response.write(out)
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    raise _StreamLimit from None
+                raise
+            rest = meter.flush()
+            if rest:
+                bytes_out += len(rest)
+                await response.write(rest)
+    except asyncio.CancelledError:
+        _complete(
+            state,
+            call,
+            status=499,
+            outcome="client_closed",
+            usage=meter.usage,
+            bytes_out=bytes_out,
+            ttfb=ttfb,
+        )
+        raise
+    except _StreamLimit:
+        outcome, status = "stream_limit", 504
+        error: GarrisonError = UpstreamTimeout(
+            public_message="The stream exceeded its longest duration."
+        )
+        await _end_stream(response, api, error)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        outcome, status = "upstream_timeout", 504
+        if response is None:
+            return _upstream_error(state, call, api, UpstreamTimeout(), outcome)
+        await _end_stream(response, api, UpstreamTimeout())
+    except (aiohttp.ClientError, UpstreamFailed) as exc:
+        log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
+        outcome, status = "upstream_error", 502
+        if response is None:
+            return _upstream_error(state, call, api, UpstreamFailed(), outcome)
+        await _end_stream(response, api, UpstreamFailed())
+    except ConnectionResetError:
+        outcome, status = "client_closed", 499
+    _complete(
+        state,
+        call,
+        status=status,
+        outcome=outcome,
+        usage=meter.usage,
+        bytes_out=bytes_out,
+        ttfb=ttfb,
+    )
+    assert response is not None
+    return response
+
+
+async def _end_stream(
+    response: web.StreamResponse | None, api: UpstreamApi, exc: GarrisonError
+) -> None:
+    if response is None:
+        return
+    try:
+        await response.write(apis.stream_error_event(api, exc))
+        await response.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        pass
+
+
+# ── models list, health ────────────────────────────────────────────────────────────────────
+def _visible_models(principal: Principal, state: GatewayState) -> list[Model]:
+    return sorted(
+        (m for m in state.snapshot.models.values() if decide(principal, m).allowed),
+        key=lambda m: m.name,
+    )
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    anthropic = "anthropic-version" in request.headers
+    api = UpstreamApi.ANTHROPIC if anthropic else UpstreamApi.OPENAI
+    call = Call("models", new_request_id(), "")
+    now = state.clock()
+    principal, reason = _authenticated(request, state, call, now)
+    if principal is None:
+        assert reason is not None
+        return _deny(state, call, api, Unauthenticated(), (reason,))
+    models = _visible_models(principal, state)
+    if anthropic:
+        data: dict[str, Any] = {
+            "data": [
+                {
+                    "type": "model",
+                    "id": m.name,
+                    "display_name": m.name,
+                    "created_at": "1970-01-01T00:00:00Z",
+                }
+                for m in models
+            ],
+            "has_more": False,
+            "first_id": models[0].name if models else None,
+            "last_id": models[-1].name if models else None,
+        }
+    else:
+        data = {
+            "object": "list",
+            "data": [
+                {"id": m.name, "object": "model", "created": 0, "owned_by": "garrison"}
+                for m in models
+            ],
+        }
+    _record_later(
+        state,
+        call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok", listed=len(models)),
+    )
+    return web.Response(
+        body=orjson.dumps(data), content_type=_JSON, headers={REQUEST_ID_HEADER: call.request_id}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    checks = {"audit": state.audit.healthy, "snapshot": state.snapshot.version > 0}
+    ok = all(checks.values())
+    return web.Response(
+        status=200 if ok else 503,
+        body=orjson.dumps({"status": "ready" if ok else "not_ready", "checks": checks}),
+        content_type=_JSON,
+    )
+
+
+async def not_found(request: web.Request) -> web.Response:
+    exc = NotFound(public_message="Unknown endpoint.")
+    api = UpstreamApi.ANTHROPIC if "anthropic-version" in request.headers else UpstreamApi.OPENAI
+    return web.Response(status=404, body=apis.error_body(api, exc), content_type=_JSON)
+
+
+def build_app(state: GatewayState) -> web.Application:
+    # client_max_size is a backstop only; _read_body enforces the limit with a clean 413.
+    app = web.Application(
+        client_max_size=state.limits.max_body_bytes + 1, middlewares=[error_middleware]
+    )
+    app[STATE_KEY] = state
+    for endpoint in apis.ENDPOINTS:
+        app.router.add_post(endpoint.path, model_handler(endpoint))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: anything unexpected becomes a clean error in the API's shape, never a trace."""
+    api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return await not_found(request)
+    except web.HTTPMethodNotAllowed:
+        exc405 = BadRequest(public_message="Method not allowed.")
+        return web.Response(status=405, body=apis.error_body(api, exc405), content_type=_JSON)
+    except web.HTTPException:
+        raise
+    except GarrisonError as exc:
+        return web.Response(status=exc.status, body=apis.error_body(api, exc), content_type=_JSON)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error on %s", request.path)
+        return web.Response(
+            status=500, body=apis.error_body(api, GarrisonError()), content_type=_JSON
+        )
+
+
+__all__ = ["STATE_KEY", "GatewayState", "Level", "build_app", "new_request_id"]

@@ -1,0 +1,107 @@
+"""The HTTP listener: aiohttp's protocol with a deadline on slow request heads.
+
+aiohttp bounds header sizes but has no timeout for a client that sends a request head one
+byte at a time (slowloris). ``_HeadDeadline`` closes a connection whose request head has not
+fully arrived ``header_read_timeout_s`` after its first byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from garrison.gateway.limits import GatewayLimits
+
+# Pending connections the kernel queues for us: enough for a burst of 1,000 new clients.
+LISTEN_BACKLOG = 2048
+
+
+class _HeadDeadline(RequestHandler):
+    """Arms a timer when bytes arrive while no request is being handled; a parsed head
+    disarms it. Reads aiohttp's ``_request_count``, covered by a test of this limit."""
+
+    _deadline: asyncio.TimerHandle | None = None
+    _head_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:
+            self._disarm()
+        elif self._deadline is None and self._task_handler is None:
+            self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(self._head_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self._task_handler is None and self.transport is not None:
+            self.transport.close()
+
+
+class HttpServer:
+    def __init__(self, app: web.Application, limits: GatewayLimits) -> None:
+        self.app = app
+        self.limits = limits
+        self._runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=limits.keepalive_timeout_s,
+            max_line_size=limits.max_header_field_bytes,
+            max_field_size=limits.max_header_field_bytes,
+            max_headers=limits.max_headers,
+            shutdown_timeout=5.0,
+        )
+        self._server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        await self._runner.setup()
+        web_server = self._runner.server
+        assert web_server is not None
+        kwargs: dict[str, Any] = {
+            "keepalive_timeout": self.limits.keepalive_timeout_s,
+            "max_line_size": self.limits.max_header_field_bytes,
+            "max_field_size": self.limits.max_header_field_bytes,
+            "max_headers": self.limits.max_headers,
+            "access_log": None,
+        }
+        loop = asyncio.get_running_loop()
+        timeout = self.limits.header_read_timeout_s
+
+        def factory() -> RequestHandler:
+            handler = _HeadDeadline(web_server, loop=loop, **kwargs)
+            handler._head_timeout = timeout
+            return handler
+
+        self._server = await loop.create_server(
+            factory, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+        )
+        sock: socket.socket = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._runner.cleanup()

@@ -1,0 +1,162 @@
+"""Token accounting, for whole answers and for SSE streams passed through event by event.
+
+Usage comes from the upstream's own usage fields when present. For OpenAI-style streams the
+gateway asks the upstream for a final usage chunk (``stream_options.include_usage``); if the
+client had not asked for it, that chunk is removed so the client receives exactly what it
+would have received without the gateway. When an upstream sends no usage at all, output
+tokens are counted as content-bearing chunks (one token per chunk for llama.cpp and vLLM).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from garrison.domain import UpstreamApi
+
+# Bytes of one SSE event kept while waiting for its end: a single chunk never comes near this;
+# an upstream that never ends an event must not make the gateway buffer without bound.
+MAX_SSE_EVENT_BYTES = 1024 * 1024
+
+
+# vLLM-style servers put ``"usage": null`` on every chunk once usage is requested; those
+# chunks need no JSON parse.
+_NULL_USAGE = re.compile(rb'"usage":\s*null')
+
+
+@dataclass(slots=True)
+class Usage:
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    counted_chunks: int = 0
+
+    @property
+    def output_tokens(self) -> int:
+        return self.tokens_out if self.tokens_out is not None else self.counted_chunks
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_from_body(api: UpstreamApi, body: Any) -> Usage:
+    usage = Usage()
+    if not isinstance(body, dict):
+        return usage
+    data = body.get("usage")
+    if isinstance(data, dict):
+        if api is UpstreamApi.ANTHROPIC:
+            usage.tokens_in = _int(data.get("input_tokens"))
+            usage.tokens_out = _int(data.get("output_tokens"))
+        else:
+            usage.tokens_in = _int(data.get("prompt_tokens"))
+            usage.tokens_out = _int(data.get("completion_tokens"))
+            if usage.tokens_out is None and usage.tokens_in is not None:
+                usage.tokens_out = 0  # embeddings report only prompt tokens
+    return usage
+
+
+class SseMeter:
+    """Feed upstream bytes, get back the bytes to send on; counts usage along the way."""
+
+    def __init__(self, api: UpstreamApi, *, drop_usage_chunk: bool) -> None:
+        self.api = api
+        self.drop_usage_chunk = drop_usage_chunk
+        self.usage = Usage()
+        self._buf = b""
+        self._sep: bytes | None = None
+        self.overflow = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data if self._buf else data
+        sep = self._sep
+        if sep is None:
+            # SSE allows CRLF or LF line ends; sse-starlette (llama-cpp-python) sends CRLF.
+            crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
+            if crlf < 0 and lf < 0:
+                return self._hold(buf)
+            sep = self._sep = b"\r\n\r\n" if crlf >= 0 and (lf < 0 or crlf < lf) else b"\n\n"
+        end = buf.rfind(sep)
+        if end < 0:
+            return self._hold(buf)
+        cut = end + len(sep)
+        complete, self._buf = buf[:cut], buf[cut:]
+        if self.api is UpstreamApi.ANTHROPIC:
+            self._anthropic(complete.split(sep))
+            return complete
+        return self._openai(complete, sep)
+
+    def _hold(self, buf: bytes) -> bytes:
+        self._buf = buf
+        if len(buf) > MAX_SSE_EVENT_BYTES:
+            self.overflow = True
+        return b""
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+    def _openai(self, complete: bytes, sep: bytes) -> bytes:
+        kept: list[bytes] = []
+        dropped = False
+        for event in complete.split(sep)[:-1]:
+            if event.startswith((b"data: {", b"data:{")):
+                if b'"usage"' in event and not _NULL_USAGE.search(event):
+                    if not self._openai_usage(event):
+                        dropped = True
+                        continue
+                elif b'"choices"' in event:
+                    self.usage.counted_chunks += 1
+            kept.append(event)
+        if not dropped:
+            return complete
+        return b"".join(event + sep for event in kept)
+
+    def _openai_usage(self, event: bytes) -> bool:
+        try:
+            chunk = orjson.loads(event[event.index(b"{") :])
+        except (orjson.JSONDecodeError, ValueError):
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        usage = chunk.get("usage")
+        choices = chunk.get("choices")
+        if choices:
+            self.usage.counted_chunks += 1
+        if isinstance(usage, dict):
+            self.usage.tokens_in = _int(usage.get("prompt_tokens"))
+            self.usage.tokens_out = _int(usage.get("completion_tokens"))
+            # The usage-only chunk we asked for on the client's behalf: not theirs to see.
+            if self.drop_usage_chunk and not choices:
+                return False
+        return True
+
+    def _anthropic(self, events: list[bytes]) -> None:
+        for event in events:
+            if event.startswith(b"event: content_block_delta"):
+                self.usage.counted_chunks += 1
+            elif event.startswith(b"event: message_start") or event.startswith(
+                b"event: message_delta"
+            ):
+                data = event.find(b"data:")
+                if data < 0:
+                    continue
+                try:
+                    payload = orjson.loads(event[data + 5 :])
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(payload, dict):
+                    continue
+                usage = payload.get("usage")
+                if usage is None and isinstance(payload.get("message"), dict):
+                    usage = payload["message"].get("usage")
+                if isinstance(usage, dict):
+                    tin = _int(usage.get("input_tokens"))
+                    tout = _int(usage.get("output_tokens"))
+                    if tin is not None:
+                        self.usage.tokens_in = tin
+                    if tout is not None:
+                        self.usage.tokens_out = tout

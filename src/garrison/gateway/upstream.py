@@ -1,0 +1,72 @@
+"""Building the upstream call: URL, headers and body come from the registry and the parse.
+
+Nothing the client sent reaches the upstream except the fields of the parsed body (minus
+redirect fields) and two validated Anthropic headers. The upstream credential is injected
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict
+
+from garrison import __version__
+from garrison.domain import AuthStyle, Model
+from garrison.gateway.apis import REDIRECT_FIELDS, Endpoint
+
+ANTHROPIC_DEFAULT_VERSION = "2023-06-01"
+REQUEST_ID_HEADER = "x-request-id"
+_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_BETA_RE = re.compile(r"^[a-z0-9][a-z0-9.,_-]{0,199}$")
+_USER_AGENT = f"garrison/{__version__}"
+
+# Response headers passed from the upstream to the client. Everything else (cookies, server
+# identity, rate-limit headers naming the upstream account, request ids of the upstream) is
+# dropped: the client talks to Garrison, not to the model server.
+RESPONSE_HEADER_ALLOWLIST = frozenset({"content-type"})
+
+
+def upstream_body(endpoint: Endpoint, body: dict[str, Any], model: Model) -> tuple[bytes, bool]:
+    """The bytes to forward, and whether a usage chunk was requested on the client's behalf."""
+    out = {k: v for k, v in body.items() if k not in REDIRECT_FIELDS}
+    out["model"] = model.upstream_model
+    injected_usage = False
+    if endpoint.api.value == "openai" and out.get("stream") is True:
+        options = out.get("stream_options")
+        if not isinstance(options, dict):
+            options = {}
+        if options.get("include_usage") is not True:
+            out["stream_options"] = {**options, "include_usage": True}
+            injected_usage = True
+    return orjson.dumps(out), injected_usage
+
+
+def upstream_headers(
+    endpoint: Endpoint, model: Model, request_id: str, client_headers: Any
+) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers["content-type"] = "application/json"
+    headers["accept-encoding"] = "identity"
+    headers["user-agent"] = _USER_AGENT
+    headers[REQUEST_ID_HEADER] = request_id
+    key = model.upstream_key.reveal() if model.upstream_key is not None else None
+    if key and model.auth_style is AuthStyle.BEARER:
+        headers["authorization"] = f"Bearer {key}"
+    elif key and model.auth_style is AuthStyle.X_API_KEY:
+        headers["x-api-key"] = key
+    if endpoint.api.value == "anthropic":
+        version = client_headers.get("anthropic-version", "")
+        headers["anthropic-version"] = (
+            version if _VERSION_RE.match(version) else ANTHROPIC_DEFAULT_VERSION
+        )
+        beta = client_headers.get("anthropic-beta", "")
+        if beta and _BETA_RE.match(beta):
+            headers["anthropic-beta"] = beta
+    return headers
+
+
+def upstream_url(model: Model, endpoint: Endpoint) -> str:
+    return model.upstream_url + endpoint.upstream_suffix

@@ -1,0 +1,74 @@
+"""Authenticate a presented key against a directory snapshot. Pure: clock and address in.
+
+An unknown id and a wrong secret take the same work and give the same answer to the caller;
+only the reason code (kept for the audit log) tells them apart.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from garrison.domain import Credential, Principal, Reason, Status
+from garrison.identity.keys import hash_secret, parse_key
+
+# Compared against when the key id is unknown, so that path costs the same HMAC as a real one.
+_DUMMY_HASH = bytes(32)
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """Authenticated exactly when ``reason`` is ``None``.
+
+    ``key_id`` is the presented public id when one could be parsed, and ``credential`` /
+    ``principal`` are filled once the secret matched, so refusals can still be attributed in
+    the audit log (never the secret).
+    """
+
+    reason: Reason | None
+    key_id: str | None = None
+    credential: Credential | None = None
+    principal: Principal | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def authenticate(
+    token: str | None,
+    *,
+    credentials: dict[str, Credential],
+    principals: dict[str, Principal],
+    pepper: bytes,
+    now: float,
+    address: Address,
+) -> AuthResult:
+    if not token:
+        return AuthResult(Reason.CREDENTIAL_MISSING)
+    parsed = parse_key(token)
+    if parsed is None:
+        return AuthResult(Reason.CREDENTIAL_MALFORMED)
+    cred = credentials.get(parsed.key_id)
+    presented = hash_secret(pepper, parsed.key_id, parsed.secret.reveal())
+    if cred is None:
+        hmac.compare_digest(presented, _DUMMY_HASH)
+        return AuthResult(Reason.CREDENTIAL_UNKNOWN, key_id=parsed.key_id)
+    if not hmac.compare_digest(presented, cred.secret_hash):
+        return AuthResult(Reason.CREDENTIAL_BAD_SECRET, key_id=parsed.key_id)
+    # From here on the caller holds the real secret: refusals may be attributed to the
+    # credential and its owner in the audit log (the caller still gets the generic 401).
+    principal = principals.get(cred.principal_id)
+    reason: Reason | None = None
+    if cred.revoked:
+        reason = Reason.CREDENTIAL_REVOKED
+    elif cred.expires_at is not None and now >= cred.expires_at:
+        reason = Reason.CREDENTIAL_EXPIRED
+    elif principal is None or principal.status is not Status.ACTIVE:
+        reason = Reason.PRINCIPAL_INACTIVE
+    elif not cred.allows_address(address):
+        reason = Reason.CREDENTIAL_NETWORK
+    return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)

@@ -1,0 +1,122 @@
+"""Key files kept outside the database, and sealing of upstream credentials.
+
+Two files live in the key directory, each created with mode 0600 and refused if anyone but
+the owner can read it:
+
+* ``pepper.key`` — 32 random bytes (hex). API-key secrets are stored as HMACs under it, so a
+  stolen database (a backup, a replica) yields no usable key.
+* ``seal.keys`` — Fernet keys, one per line, newest first. Upstream credentials are encrypted
+  with the newest; any listed key can decrypt, so a new key can be added and every sealed
+  value re-encrypted (``garrison keys rotate-seal``) without downtime.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from garrison.domain.secret import Secret
+from garrison.errors import ConfigError
+
+PEPPER_FILE = "pepper.key"
+SEAL_FILE = "seal.keys"
+# 32 bytes: the HMAC-SHA-256 key size; more adds nothing, less weakens the HMAC.
+PEPPER_BYTES = 32
+_OWNER_ONLY = 0o600
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600; never overwrite an existing key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def replace_secret_file(path: Path, text: str) -> None:
+    """Atomically replace a key file, keeping mode 0600."""
+    tmp = path.with_suffix(path.suffix + ".new")
+    if tmp.exists():
+        tmp.unlink()
+    write_secret_file(tmp, text)
+    os.replace(tmp, path)
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"key file {path} does not exist (run `garrison init`)") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"key file {path} is readable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+            "run `chmod 600` on it"
+        )
+    return path.read_text().strip()
+
+
+def create_key_files(key_dir: Path) -> None:
+    write_secret_file(key_dir / PEPPER_FILE, secrets.token_hex(PEPPER_BYTES) + "\n")
+    write_secret_file(key_dir / SEAL_FILE, Fernet.generate_key().decode() + "\n")
+
+
+def load_pepper(key_dir: Path) -> bytes:
+    text = read_secret_file(key_dir / PEPPER_FILE)
+    try:
+        pepper = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{key_dir / PEPPER_FILE} is not hex") from None
+    if len(pepper) < PEPPER_BYTES:
+        raise ConfigError(f"{key_dir / PEPPER_FILE} holds fewer than {PEPPER_BYTES} bytes")
+    return pepper
+
+
+class Sealer:
+    """Encrypts upstream credentials at rest (Fernet: AES-128-CBC + HMAC-SHA-256)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise ConfigError("no sealing keys")
+        try:
+            self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+        except ValueError:
+            raise ConfigError("a sealing key is not a valid Fernet key") from None
+        self.key_count = len(keys)
+
+    @classmethod
+    def from_dir(cls, key_dir: Path) -> Sealer:
+        lines = read_secret_file(key_dir / SEAL_FILE).splitlines()
+        return cls([line.strip() for line in lines if line.strip()])
+
+    def seal(self, value: str) -> bytes:
+        return self._fernet.encrypt(value.encode())
+
+    def unseal(self, token: bytes) -> Secret:
+        try:
+            return Secret(self._fernet.decrypt(token).decode())
+        except InvalidToken:
+            raise ConfigError(
+                "a sealed upstream credential cannot be decrypted with any key"
+            ) from None
+
+    def rotate(self, token: bytes) -> bytes:
+        """Re-encrypt ``token`` under the newest key."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken:
+            raise ConfigError(
+                "a sealed upstream credential cannot be decrypted with any key"
+            ) from None
+
+
+def add_seal_key(key_dir: Path) -> None:
+    """Put a new newest key at the top of ``seal.keys``; older keys stay for decryption."""
+    path = key_dir / SEAL_FILE
+    old = read_secret_file(path)
+    replace_secret_file(path, Fernet.generate_key().decode() + "\n" + old + "\n")

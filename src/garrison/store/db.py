@@ -1,0 +1,63 @@
+"""Database engines and migrations. Only ``garrison.store`` talks to the database.
+
+SQLite is the embedded default (one file, WAL). Every connection gets the pragmas the audit
+and directory rely on: WAL (readers never block the writer), ``synchronous=FULL`` (a commit
+is on disk when it returns), foreign keys on, and a busy timeout so short write contention
+waits instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+
+# How long a writer waits for another writer's lock before failing. Directory writes are
+# rare and short; a second covers a burst of audit group commits.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL, or ``None`` for other databases."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database)
+
+
+def apply_sqlite_pragmas(
+    conn: sqlite3.Connection, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+
+
+def make_engine(url: str) -> sa.Engine:
+    if sqlite_path(url) is not None:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy manage BEGIN/COMMIT itself; set pragmas outside a transaction.
+            apply_sqlite_pragmas(dbapi_conn)
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

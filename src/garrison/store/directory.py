@@ -1,0 +1,433 @@
+"""Directory writes: each is one transaction holding the change, its change-feed row and its
+audit event, so nothing is ever half-written and nothing changes unrecorded.
+
+Validation happens before the transaction opens; a bad input raises ``BadRequest`` (or
+``Conflict`` for a taken name) naming the rule, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import sqlalchemy as sa
+
+from garrison.audit.events import AuditEvent, EventName
+from garrison.domain import AuthStyle, Level, Network, OrgKind, PrincipalKind, Status, UpstreamApi
+from garrison.errors import BadRequest, Conflict
+from garrison.identity import IssuedKey, issue_key
+from garrison.keyring import Sealer
+from garrison.store import schema
+
+# Longest name of anything in the directory: long enough for any real naming scheme, short
+# enough to keep tables, logs and the console readable.
+NAME_MAX_CHARS = 200
+# Keys never live longer than this (and default to it): a leaked key stops working on its own.
+KEY_MAX_LIFETIME_S = 90 * 24 * 3600
+# Networks per key: a handful of egress ranges is normal; hundreds means a misuse.
+KEY_MAX_NETWORKS = 64
+COMPARTMENTS_MAX = 64
+URL_MAX_CHARS = 2000
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]*$")
+_COMPARTMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def check_name(name: str, what: str = "name") -> str:
+    name = name.strip()
+    if not name:
+        raise BadRequest(f"{what} must not be empty")
+    if len(name) > NAME_MAX_CHARS:
+        raise BadRequest(f"{what} is longer than {NAME_MAX_CHARS} characters")
+    if not _NAME_RE.match(name):
+        raise BadRequest(
+            f"{what} {name!r} may contain only letters, digits and . _ @ : / + - "
+            "and must start with a letter or digit"
+        )
+    return name
+
+
+def check_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    nets: list[Network] = []
+    for value in values:
+        try:
+            nets.append(ipaddress.ip_network(value.strip(), strict=True))
+        except ValueError as exc:
+            raise BadRequest(f"invalid network {value!r}: {exc}") from None
+    if len(nets) > KEY_MAX_NETWORKS:
+        raise BadRequest(f"at most {KEY_MAX_NETWORKS} networks per key")
+    return tuple(nets)
+
+
+def check_compartments(values: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for value in values:
+        value = value.strip()
+        if not _COMPARTMENT_RE.match(value):
+            raise BadRequest(
+                f"invalid compartment {value!r}: lower-case letters, digits, _ and -, "
+                "at most 63 characters"
+            )
+        out.add(value)
+    if len(out) > COMPARTMENTS_MAX:
+        raise BadRequest(f"at most {COMPARTMENTS_MAX} compartments")
+    return frozenset(out)
+
+
+def check_url(url: str) -> str:
+    if len(url) > URL_MAX_CHARS:
+        raise BadRequest(f"upstream URL is longer than {URL_MAX_CHARS} characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"upstream URL {url!r} must be http:// or https:// with a host")
+    if parts.username or parts.password:
+        raise BadRequest("upstream URL must not carry credentials; use --upstream-key-env")
+    if parts.query or parts.fragment:
+        raise BadRequest("upstream URL must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def _json_list(values: Iterable[Any]) -> str:
+    return orjson.dumps(sorted(str(v) for v in values)).decode()
+
+
+def _record(
+    conn: sa.Connection,
+    *,
+    at: float,
+    actor: str,
+    name: EventName,
+    entity: str,
+    entity_id: str,
+    op: str,
+    data: dict[str, Any],
+    principal_id: str | None = None,
+    credential_id: str | None = None,
+    model: str | None = None,
+) -> None:
+    conn.execute(
+        sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
+    )
+    event = AuditEvent(
+        name,
+        at=at,
+        actor=actor,
+        principal_id=principal_id,
+        credential_id=credential_id,
+        model=model,
+        data=data,
+    )
+    conn.execute(
+        sa.insert(schema.audit_events).values(
+            at=at,
+            name=name.value,
+            request_id=None,
+            principal_id=principal_id,
+            credential_id=credential_id,
+            model=model,
+            record=event.encode(),
+        )
+    )
+
+
+def _unique(conn: sa.Connection, table: sa.Table, name: str, what: str) -> None:
+    if conn.execute(sa.select(table.c.id).where(table.c.name == name)).first() is not None:
+        raise Conflict(f"{what} {name!r} already exists")
+
+
+def _lookup(conn: sa.Connection, table: sa.Table, ref: str, what: str) -> Any:
+    row = conn.execute(
+        sa.select(table).where(sa.or_(table.c.id == ref, table.c.name == ref))
+    ).first()
+    if row is None:
+        raise BadRequest(f"{what} {ref!r} does not exist")
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: IssuedKey
+    principal_id: str
+    expires_at: float
+
+
+class Directory:
+    """Writes to the directory on behalf of ``actor`` (who is named in every audit event)."""
+
+    def __init__(self, engine: sa.Engine, *, actor: str, pepper: bytes, sealer: Sealer) -> None:
+        self.engine = engine
+        self.actor = actor
+        self._pepper = pepper
+        self._sealer = sealer
+
+    def create_org(self, name: str, kind: OrgKind, *, now: float) -> str:
+        name = check_name(name, "org name")
+        org_id = new_id("org")
+        with self.engine.begin() as conn:
+            _unique(conn, schema.orgs, name, "org")
+            conn.execute(
+                sa.insert(schema.orgs).values(id=org_id, name=name, kind=kind.value, created_at=now)
+            )
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.ORG_CREATED,
+                entity="org",
+                entity_id=org_id,
+                op="create",
+                data={"org_id": org_id, "name": name, "kind": kind.value},
+            )
+        return org_id
+
+    def create_principal(
+        self,
+        name: str,
+        *,
+        org: str,
+        kind: PrincipalKind,
+        clearance: Level,
+        compartments: Iterable[str] = (),
+        now: float,
+    ) -> str:
+        name = check_name(name, "principal name")
+        comps = check_compartments(compartments)
+        principal_id = new_id("prn")
+        with self.engine.begin() as conn:
+            org_row = _lookup(conn, schema.orgs, org, "org")
+            _unique(conn, schema.principals, name, "principal")
+            conn.execute(
+                sa.insert(schema.principals).values(
+                    id=principal_id,
+                    name=name,
+                    org_id=org_row.id,
+                    kind=kind.value,
+                    clearance=int(clearance),
+                    compartments=_json_list(comps),
+                    status=Status.ACTIVE.value,
+                    created_at=now,
+                )
+            )
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.PRINCIPAL_CREATED,
+                entity="principal",
+                entity_id=principal_id,
+                op="create",
+                principal_id=principal_id,
+                data={
+                    "name": name,
+                    "org_id": org_row.id,
+                    "kind": kind.value,
+                    "clearance": clearance.label,
+                    "compartments": sorted(comps),
+                },
+            )
+        return principal_id
+
+    def set_principal_status(self, ref: str, status: Status, *, now: float) -> None:
+        with self.engine.begin() as conn:
+            row = _lookup(conn, schema.principals, ref, "principal")
+            conn.execute(
+                sa.update(schema.principals)
+                .where(schema.principals.c.id == row.id)
+                .values(status=status.value)
+            )
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.PRINCIPAL_UPDATED,
+                entity="principal",
+                entity_id=row.id,
+                op="update",
+                principal_id=row.id,
+                data={"status": status.value},
+            )
+
+    def create_key(
+        self,
+        principal: str,
+        *,
+        now: float,
+        expires_in: float | None = None,
+        networks: Iterable[str] = (),
+        note: str = "",
+    ) -> CreatedKey:
+        nets = check_networks(networks)
+        lifetime = KEY_MAX_LIFETIME_S if expires_in is None else expires_in
+        if lifetime <= 0:
+            raise BadRequest("key lifetime must be positive")
+        if lifetime > KEY_MAX_LIFETIME_S:
+            raise BadRequest(
+                f"key lifetime exceeds the maximum of {KEY_MAX_LIFETIME_S // 86400} days"
+            )
+        if len(note) > NAME_MAX_CHARS:
+            raise BadRequest(f"note is longer than {NAME_MAX_CHARS} characters")
+        issued = issue_key(self._pepper)
+        expires_at = now + lifetime
+        with self.engine.begin() as conn:
+            row = _lookup(conn, schema.principals, principal, "principal")
+            if row.status != Status.ACTIVE.value:
+                raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
+            conn.execute(
+                sa.insert(schema.credentials).values(
+                    id=issued.key_id,
+                    principal_id=row.id,
+                    secret_hash=issued.secret_hash,
+                    created_at=now,
+                    expires_at=expires_at,
+                    networks=_json_list(nets),
+                    note=note,
+                )
+            )
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.CREDENTIAL_CREATED,
+                entity="credential",
+                entity_id=issued.key_id,
+                op="create",
+                principal_id=row.id,
+                credential_id=issued.key_id,
+                data={"expires_at": expires_at, "networks": [str(n) for n in nets], "note": note},
+            )
+        return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
+
+    def revoke_key(self, key_id: str, *, now: float, reason: str) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(schema.credentials).where(schema.credentials.c.id == key_id)
+            ).first()
+            if row is None:
+                raise BadRequest(f"key {key_id!r} does not exist")
+            if row.revoked_at is not None:
+                raise Conflict(f"key {key_id!r} is already revoked")
+            conn.execute(
+                sa.update(schema.credentials)
+                .where(schema.credentials.c.id == key_id)
+                .values(revoked_at=now)
+            )
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.CREDENTIAL_REVOKED,
+                entity="credential",
+                entity_id=key_id,
+                op="revoke",
+                principal_id=row.principal_id,
+                credential_id=key_id,
+                data={"reason": reason},
+            )
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        upstream_url: str,
+        upstream_model: str,
+        api: UpstreamApi,
+        auth_style: AuthStyle,
+        level: Level,
+        compartments: Iterable[str] = (),
+        upstream_key: str | None = None,
+        now: float,
+    ) -> str:
+        name = check_name(name, "model name")
+        upstream_model = check_name(upstream_model, "upstream model name")
+        url = check_url(upstream_url)
+        comps = check_compartments(compartments)
+        if upstream_key is not None and auth_style is AuthStyle.NONE:
+            raise BadRequest("an upstream key was given but auth style is 'none'")
+        sealed = self._sealer.seal(upstream_key) if upstream_key else None
+        model_id = new_id("mdl")
+        with self.engine.begin() as conn:
+            _unique(conn, schema.models, name, "model")
+            conn.execute(
+                sa.insert(schema.models).values(
+                    id=model_id,
+                    name=name,
+                    upstream_url=url,
+                    upstream_model=upstream_model,
+                    api=api.value,
+                    auth_style=auth_style.value,
+                    level=int(level),
+                    compartments=_json_list(comps),
+                    upstream_key_sealed=sealed,
+                    created_at=now,
+                )
+            )
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.MODEL_CREATED,
+                entity="model",
+                entity_id=model_id,
+                op="create",
+                model=name,
+                data={
+                    "upstream_url": url,
+                    "upstream_model": upstream_model,
+                    "api": api.value,
+                    "level": level.label,
+                    "compartments": sorted(comps),
+                    "upstream_key": "sealed" if sealed else None,
+                },
+            )
+        return model_id
+
+    def reseal_upstream_keys(self, sealer: Sealer, *, now: float) -> int:
+        """Re-encrypt every sealed upstream key under ``sealer``'s newest key."""
+        count = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(schema.models.c.id, schema.models.c.upstream_key_sealed).where(
+                    schema.models.c.upstream_key_sealed.is_not(None)
+                )
+            ).all()
+            for row in rows:
+                conn.execute(
+                    sa.update(schema.models)
+                    .where(schema.models.c.id == row.id)
+                    .values(upstream_key_sealed=sealer.rotate(bytes(row.upstream_key_sealed)))
+                )
+                count += 1
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=EventName.SEAL_KEY_ROTATED,
+                entity="keys",
+                entity_id="seal",
+                op="rotate",
+                data={"resealed": count},
+            )
+        return count
+
+    def record_event(self, name: EventName, *, now: float, data: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            _record(
+                conn,
+                at=now,
+                actor=self.actor,
+                name=name,
+                entity="system",
+                entity_id="-",
+                op=name.value,
+                data=data,
+            )

@@ -1,0 +1,89 @@
+"""Tables, as SQLAlchemy Core metadata. Alembic migrations in ``store/migrations`` create them.
+
+Times are UNIX seconds (REAL) so the same columns work on SQLite and PostgreSQL; lists
+(networks, compartments) are JSON text.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+orgs = sa.Table(
+    "orgs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("clearance", sa.Integer, nullable=False),
+    sa.Column("compartments", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
+    sa.Column("secret_hash", sa.LargeBinary(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("networks", sa.Text, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("note", sa.String(200), nullable=False, server_default=""),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("upstream_url", sa.String(2000), nullable=False),
+    sa.Column("upstream_model", sa.String(200), nullable=False),
+    sa.Column("api", sa.String(20), nullable=False),
+    sa.Column("auth_style", sa.String(20), nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("compartments", sa.Text, nullable=False),
+    sa.Column("upstream_key_sealed", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Every directory write adds a row here in the same transaction; gateway processes watch the
+# highest seq and rebuild their snapshot when it moves.
+change_feed = sa.Table(
+    "change_feed",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("entity", sa.String(40), nullable=False),
+    sa.Column("entity_id", sa.String(40), nullable=False),
+    sa.Column("op", sa.String(20), nullable=False),
+)
+
+# The audit log. ``record`` is the canonical encoding of the event (the future Merkle leaf);
+# the other columns are copies for querying.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("name", sa.String(60), nullable=False),
+    sa.Column("request_id", sa.String(40), nullable=True),
+    sa.Column("principal_id", sa.String(40), nullable=True),
+    sa.Column("credential_id", sa.String(40), nullable=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("record", sa.LargeBinary, nullable=False),
+    sa.Index("ix_audit_events_request_id", "request_id"),
+)

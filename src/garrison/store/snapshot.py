@@ -1,0 +1,118 @@
+"""The immutable in-memory view of the directory that the data plane reads.
+
+Built in one read transaction; swapped in whole. The hot path never touches the database.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from garrison.domain import (
+    AuthStyle,
+    Credential,
+    Level,
+    Model,
+    Network,
+    Org,
+    OrgKind,
+    Principal,
+    PrincipalKind,
+    Status,
+    UpstreamApi,
+)
+from garrison.keyring import Sealer
+from garrison.store import schema
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    orgs: MappingProxyType[str, Org]
+    principals: MappingProxyType[str, Principal]
+    credentials: MappingProxyType[str, Credential]
+    models: MappingProxyType[str, Model]  # by client-facing name
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(0, *(MappingProxyType({}) for _ in range(4)))
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(n) for n in orjson.loads(text))
+
+
+def parse_compartments(text: str) -> frozenset[str]:
+    return frozenset(orjson.loads(text))
+
+
+def current_version(conn: sa.Connection) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(schema.change_feed.c.seq), 0))
+        ).scalar_one()
+    )
+
+
+def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
+    with engine.connect() as conn, conn.begin():
+        version = current_version(conn)
+        orgs = {r.id: _org(r) for r in conn.execute(sa.select(schema.orgs))}
+        principals = {r.id: _principal(r) for r in conn.execute(sa.select(schema.principals))}
+        credentials = {r.id: _credential(r) for r in conn.execute(sa.select(schema.credentials))}
+        models = {r.name: _model(r, sealer) for r in conn.execute(sa.select(schema.models))}
+    return Snapshot(
+        version=version,
+        orgs=MappingProxyType(orgs),
+        principals=MappingProxyType(principals),
+        credentials=MappingProxyType(credentials),
+        models=MappingProxyType(models),
+    )
+
+
+def _org(r: Any) -> Org:
+    return Org(id=r.id, name=r.name, kind=OrgKind(r.kind))
+
+
+def _principal(r: Any) -> Principal:
+    return Principal(
+        id=r.id,
+        name=r.name,
+        org_id=r.org_id,
+        kind=PrincipalKind(r.kind),
+        clearance=Level(r.clearance),
+        compartments=parse_compartments(r.compartments),
+        status=Status(r.status),
+    )
+
+
+def _credential(r: Any) -> Credential:
+    return Credential(
+        id=r.id,
+        principal_id=r.principal_id,
+        secret_hash=bytes(r.secret_hash),
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        networks=parse_networks(r.networks),
+        revoked=r.revoked_at is not None,
+    )
+
+
+def _model(r: Any, sealer: Sealer) -> Model:
+    sealed = r.upstream_key_sealed
+    return Model(
+        id=r.id,
+        name=r.name,
+        upstream_url=r.upstream_url,
+        upstream_model=r.upstream_model,
+        api=UpstreamApi(r.api),
+        auth_style=AuthStyle(r.auth_style),
+        level=Level(r.level),
+        compartments=parse_compartments(r.compartments),
+        upstream_key=sealer.unseal(bytes(sealed)) if sealed is not None else None,
+    )
