@@ -1,0 +1,188 @@
+"""A seeded directory, a mock upstream and a running gateway, for tests.
+
+``World`` knows every key it issued (tests need them) and can read the audit log back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from garrison.bootstrap import init, open_directory
+from garrison.config import Settings
+from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, UpstreamApi
+from garrison.gateway.limits import GatewayLimits
+from garrison.gateway.runtime import Gateway
+from garrison.mock import MockConfig, MockUpstream
+from garrison.store import Directory
+
+UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
+
+
+@dataclass
+class World:
+    root: Path
+    settings: Settings
+    directory: Directory
+    mock: MockUpstream
+    gateway: Gateway
+    keys: dict[str, str] = field(default_factory=dict)
+    admin_key: str = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.gateway.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.settings.database_url.removeprefix("sqlite:///"))
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Audit records, decoded, in order (optionally only those named ``name``)."""
+        conn = sqlite3.connect(self.db_path)
+        try:
+            rows = conn.execute("SELECT record FROM audit_events ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+        records = [orjson.loads(r[0]) for r in rows]
+        return [r for r in records if name is None or r["name"] == name]
+
+    def raw_audit(self) -> bytes:
+        conn = sqlite3.connect(self.db_path)
+        try:
+            rows = conn.execute("SELECT record FROM audit_events ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+        return b"\n".join(r[0] for r in rows)
+
+    async def settle(self) -> None:
+        """Wait until every queued audit event is committed."""
+        deadline = time.monotonic() + 5
+        while self.gateway.audit.depth and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # The batch taken last may still be committing.
+        await asyncio.sleep(0.05)
+
+    async def reload(self) -> None:
+        await self.gateway.reload()
+
+
+def seed(directory: Directory, upstream: str, now: float) -> dict[str, str]:
+    """Orgs, people, models (incl. failure models) and keys; returns name → key."""
+    directory.create_org("contractor-co", OrgKind.VENDOR, now=now)
+    directory.create_principal(
+        "alice",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.RESTRICTED,
+        compartments=["cyber"],
+        now=now,
+    )
+    directory.create_principal(
+        "bob", org="contractor-co", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=now
+    )
+    directory.create_principal(
+        "carol", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=now
+    )
+    common: dict[str, Any] = dict(
+        upstream_url=upstream, auth_style=AuthStyle.BEARER, upstream_key=UPSTREAM_KEY, now=now
+    )
+    directory.create_model(
+        "assistant",
+        upstream_model="mock-small",
+        api=UpstreamApi.OPENAI,
+        level=Level.INTERNAL,
+        **common,
+    )
+    directory.create_model(
+        "cyber-model",
+        upstream_model="mock-large",
+        api=UpstreamApi.OPENAI,
+        level=Level.RESTRICTED,
+        compartments=["cyber"],
+        **common,
+    )
+    for upstream_name in ("fail-400", "fail-500", "hang", "slow-stream", "drop"):
+        directory.create_model(
+            f"m-{upstream_name}",
+            upstream_model=upstream_name,
+            api=UpstreamApi.OPENAI,
+            level=Level.INTERNAL,
+            **common,
+        )
+    directory.create_model(
+        "claude",
+        upstream_model="mock-small",
+        api=UpstreamApi.ANTHROPIC,
+        level=Level.INTERNAL,
+        upstream_url=upstream,
+        auth_style=AuthStyle.X_API_KEY,
+        upstream_key=UPSTREAM_KEY,
+        now=now,
+    )
+    directory.create_model(
+        "claude-fail-400",
+        upstream_model="fail-400",
+        api=UpstreamApi.ANTHROPIC,
+        level=Level.INTERNAL,
+        upstream_url=upstream,
+        auth_style=AuthStyle.X_API_KEY,
+        upstream_key=UPSTREAM_KEY,
+        now=now,
+    )
+    keys = {
+        "alice": directory.create_key("alice", now=now).key.token.reveal(),
+        "bob": directory.create_key("bob", now=now, networks=["127.0.0.0/8"]).key.token.reveal(),
+        "carol": directory.create_key("carol", now=now).key.token.reveal(),
+        # Bound to a network the tests never come from (still loopback: 127.0.0.2 only).
+        "bob-netbound": directory.create_key(
+            "bob", now=now, networks=["127.0.0.2/32"]
+        ).key.token.reveal(),
+        "bob-short": directory.create_key("bob", now=now, expires_in=1).key.token.reveal(),
+    }
+    return keys
+
+
+async def start_world(
+    root: Path,
+    *,
+    limits: GatewayLimits | None = None,
+    mock_config: MockConfig | None = None,
+    trusted_proxies: tuple[Any, ...] = (),
+) -> World:
+    done = init(root / "data")
+    mock = MockUpstream(mock_config or MockConfig(expected_api_key=UPSTREAM_KEY))
+    upstream_port = await mock.start("127.0.0.1", 0)
+    directory = open_directory(done.settings, actor="test")
+    keys = seed(directory, f"http://127.0.0.1:{upstream_port}/v1", time.time())
+    settings = Settings(
+        database_url=done.settings.database_url,
+        key_dir=done.settings.key_dir,
+        host="127.0.0.1",
+        port=0,
+        trusted_proxies=trusted_proxies,
+        limits=limits or GatewayLimits(),
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    return World(
+        root=root,
+        settings=settings,
+        directory=directory,
+        mock=mock,
+        gateway=gateway,
+        keys=keys,
+        admin_key=done.admin_key.key.token.reveal(),
+    )
+
+
+async def stop_world(world: World) -> None:
+    await world.gateway.stop()
+    await world.mock.stop()
+    world.directory.engine.dispose()
