@@ -11,14 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 import openai
 import pytest
 
-try:
-    from tests.support import tiny_gguf
-    from tests.support.llama_server import LlamaServer, serve_tiny_llama
-except ModuleNotFoundError as exc:  # `tests/` is not a package: pytest put `tests/` on sys.path
-    if exc.name != "tests":
-        raise
-    from support import tiny_gguf  # type: ignore[no-redef,import-not-found,unused-ignore]
-    from support.llama_server import LlamaServer, serve_tiny_llama  # type: ignore[no-redef,import-not-found,unused-ignore]
+from tests.support import tiny_gguf
+from tests.support.llama_server import LlamaServer, serve_tiny_llama
 
 pytestmark = [pytest.mark.e2e, pytest.mark.llama]
 

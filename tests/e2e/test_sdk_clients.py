@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import anthropic
 import openai
 import pytest
@@ -32,7 +34,7 @@ async def test_openai_chat_non_streaming_reaches_upstream_with_client_facing_mod
     seen = world.mock.seen[-1]
     assert seen.path == "/v1/chat/completions"
     assert seen.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert seen.request_id.startswith("req_")
+    assert uuid.UUID(seen.request_id).version == 4
 
 
 async def test_openai_chat_streaming_passes_chunks_and_hides_injected_usage(world: World) -> None:
@@ -88,12 +90,11 @@ async def test_anthropic_messages_non_streaming(world: World) -> None:
 
 
 async def test_anthropic_messages_streaming(world: World) -> None:
-    async with _anthropic(world) as client:
-        async with client.messages.stream(
-            model="claude", max_tokens=32, messages=[{"role": "user", "content": "hello"}]
-        ) as stream:
-            text = "".join([t async for t in stream.text_stream])
-            final = await stream.get_final_message()
+    async with _anthropic(world) as client, client.messages.stream(
+        model="claude", max_tokens=32, messages=[{"role": "user", "content": "hello"}]
+    ) as stream:
+        text = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
     assert len(text.split()) == 16
     assert final.usage.output_tokens == 16
     await world.settle()

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 import aiohttp
@@ -61,7 +62,8 @@ _UNKNOWN_ADDRESS = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 - a value, not
 
 
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """A random UUID (version 4): some upstreams (llama-cpp-python) refuse any other format."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
 
 
 class Call:
