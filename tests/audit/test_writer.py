@@ -1,0 +1,168 @@
+"""The durable group-commit writer: durability before return, fail closed, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink, decode
+from garrison.errors import AuditUnavailable
+from garrison.store import make_engine, migrate
+
+
+def _event(i: int, name: EventName = EventName.REQUEST_ALLOWED) -> AuditEvent:
+    return AuditEvent(name, at=1000.0 + i, request_id=f"r{i}", data={"i": i})
+
+
+class FlakySink:
+    """Fails while ``broken`` is set; records every committed batch."""
+
+    def __init__(self) -> None:
+        self.broken = threading.Event()
+        self.batches: list[list[AuditEvent]] = []
+
+    def open(self) -> None:
+        pass
+
+    def write_batch(self, events: Sequence[AuditEvent]) -> None:
+        if self.broken.is_set():
+            raise OSError("disk gone")
+        self.batches.append(list(events))
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def written(self) -> list[AuditEvent]:
+        return [e for batch in self.batches for e in batch]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+def _rows(path: Path) -> list[bytes]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT record FROM audit_events ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+async def test_append_returns_only_after_the_row_is_committed(db: Path) -> None:
+    log = AuditLog(SqliteAuditSink(db))
+    log.start()
+    try:
+        await log.append(_event(1))
+        # A separate connection sees it: committed, not just buffered.
+        assert [decode(r)["request_id"] for r in _rows(db)] == ["r1"]
+    finally:
+        log.close()
+
+
+async def test_concurrent_appends_share_commits(db: Path) -> None:
+    sink = FlakySink()
+    log = AuditLog(sink)
+    log.start()
+    try:
+        await asyncio.gather(*(log.append(_event(i)) for i in range(200)))
+    finally:
+        log.close()
+    assert len(sink.written) == 200
+    assert len(sink.batches) < 200  # group commit: fewer commits than events
+
+
+async def test_append_later_is_committed_without_an_urgent_event(db: Path) -> None:
+    log = AuditLog(SqliteAuditSink(db))
+    log.start()
+    try:
+        log.append_later(_event(7, EventName.REQUEST_COMPLETED))
+        for _ in range(100):
+            if _rows(db):
+                break
+            await asyncio.sleep(0.01)
+        assert [decode(r)["name"] for r in _rows(db)] == ["request.completed"]
+    finally:
+        log.close()
+
+
+async def test_failed_write_refuses_waiters_and_keeps_unawaited_events() -> None:
+    sink = FlakySink()
+    log = AuditLog(sink)
+    log.start()
+    try:
+        sink.broken.set()
+        log.append_later(_event(1, EventName.REQUEST_DENIED))
+        with pytest.raises(AuditUnavailable):
+            await log.append(_event(2))
+        assert not log.healthy
+        sink.broken.clear()
+        await log.append(_event(3))
+        for _ in range(100):
+            if any(e.name is EventName.AUDIT_RECOVERED for e in sink.written):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        log.close()
+    ids = [e.request_id for e in sink.written]
+    assert "r1" in ids  # the queued refusal was retried, not lost
+    assert "r2" not in ids  # the refused call's event was never claimed durable
+    assert log.healthy
+    assert any(e.name is EventName.AUDIT_RECOVERED for e in sink.written)
+
+
+async def test_append_times_out_when_the_database_is_locked(db: Path) -> None:
+    log = AuditLog(SqliteAuditSink(db), append_timeout=0.3)
+    log.start()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(AuditUnavailable):
+            await log.append(_event(1))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        log.close()
+
+
+async def test_full_queue_is_refused_not_grown() -> None:
+    sink = FlakySink()
+    sink.broken.set()
+    log = AuditLog(sink, queue_max=3)
+    log.start()
+    try:
+        for i in range(3):
+            log.append_later(_event(i))
+        with pytest.raises(AuditUnavailable):
+            log.append_later(_event(99))
+    finally:
+        sink.broken.clear()
+        log.close()
+
+
+async def test_close_flushes_everything_queued(db: Path) -> None:
+    log = AuditLog(SqliteAuditSink(db))
+    log.start()
+    for i in range(50):
+        log.append_later(_event(i, EventName.REQUEST_COMPLETED))
+    log.close()
+    assert len(_rows(db)) == 50
+
+
+def test_encoding_is_canonical_and_versioned() -> None:
+    a = AuditEvent(EventName.REQUEST_DENIED, at=1.5, data={"b": 1, "a": 2})
+    b = AuditEvent(EventName.REQUEST_DENIED, at=1.5, data={"a": 2, "b": 1})
+    assert a.encode() == b.encode()
+    record = decode(a.encode())
+    assert record["v"] == 1 and record["name"] == "request.denied"
+    assert b" " not in a.encode()

@@ -1,0 +1,199 @@
+"""The ``garrison`` command end to end: init, directory commands, serve, a real client call."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+GARRISON = [sys.executable, "-m", "garrison.cli.main"]
+UPSTREAM_SECRET = "sk-cli-upstream-SECRET-42"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GARRISON, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.fixture
+def background() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=10)  # also closes the pipes
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def test_init_serve_and_call_through_the_cli(
+    tmp_path: Path, background: list[subprocess.Popen[str]]
+) -> None:
+    data = tmp_path / "data"
+    config = str(data / "garrison.toml")
+    out = run("init", "--data-dir", str(data))
+    assert out.returncode == 0, out.stderr
+    admin_key = out.stdout.strip().splitlines()[-1].strip()
+    assert admin_key.startswith("gk_")
+    for path in (data / "keys" / "pepper.key", data / "keys" / "seal.keys", data / "garrison.toml"):
+        assert path.stat().st_mode & 0o077 == 0, path
+
+    up_port = _free_port()
+    mock = subprocess.Popen(
+        [*GARRISON, "mock-upstream", "--port", str(up_port)],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    background.append(mock)
+    _wait_http(f"http://127.0.0.1:{up_port}/v1/models", mock)
+
+    assert run("org", "add", "acme-vendor", "--vendor", "--config", config).returncode == 0
+    r = run(
+        "user", "add", "erin", "--org", "acme-vendor", "--clearance", "internal", "--config", config
+    )
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "model",
+        "add",
+        "assistant",
+        "--upstream-url",
+        f"http://127.0.0.1:{up_port}/v1",
+        "--upstream-model",
+        "mock-small",
+        "--upstream-key-env",
+        "UPSTREAM_KEY",
+        "--config",
+        config,
+        env={"UPSTREAM_KEY": UPSTREAM_SECRET},
+    )
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "key",
+        "create",
+        "erin",
+        "--expires-in",
+        "1d",
+        "--network",
+        "127.0.0.0/8",
+        "--json",
+        "--config",
+        config,
+    )
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    listing = run("key", "list", "--json", "--config", config)
+    assert created["key"] not in listing.stdout  # shown once, then only the id
+    assert created["id"] in listing.stdout
+    models = run("model", "list", "--json", "--config", config)
+    assert UPSTREAM_SECRET not in models.stdout
+    assert json.loads(models.stdout)[0]["upstream_key"] == "sealed"
+
+    port = _free_port()
+    serve = subprocess.Popen(
+        [*GARRISON, "-v", "serve", "--config", config],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "GARRISON_PORT": str(port)},
+    )
+    background.append(serve)
+    _wait_http(f"http://127.0.0.1:{port}/healthz", serve)
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=created["key"], max_retries=0
+    )
+    with client:
+        reply = client.chat.completions.create(
+            model="assistant", messages=[{"role": "user", "content": "hello"}]
+        )
+    assert reply.choices[0].message.content
+    serve.send_signal(signal.SIGINT)
+    _, err = serve.communicate(timeout=15)
+    for secret in (admin_key, created["key"], UPSTREAM_SECRET):
+        assert secret not in err
+
+
+def test_bad_input_gives_one_clean_line_and_exit_2(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data)).returncode == 0
+    r = run("user", "add", "x", "--org", "no-such-org", "--config", str(data / "garrison.toml"))
+    assert r.returncode == 2
+    assert "org 'no-such-org' does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run(
+        "key",
+        "create",
+        "admin",
+        "--network",
+        "300.1.1.1/8",
+        "--config",
+        str(data / "garrison.toml"),
+    )
+    assert r.returncode == 2 and "invalid network" in r.stderr
+
+
+def test_init_refuses_to_run_twice(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run("init", "--data-dir", str(data)).returncode == 0
+    again = run("init", "--data-dir", str(data))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_demo_starts_prints_keys_and_serves(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*GARRISON, "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "from openai import OpenAI" in out
+    bob_key = next(line.split()[-1] for line in out.splitlines() if "bob@contractor-co" in line)
+    assert bob_key.startswith("gk_")
