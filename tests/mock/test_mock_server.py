@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+import aiohttp.web
 import anthropic
 import openai
 import orjson
@@ -434,8 +435,8 @@ async def test_slow_stream_cut_mid_stream_is_recorded_as_cancelled(
         async for _chunk in stream:
             received += 1
             if received == 3:
+                assert upstream.cancelled_request_ids == []  # still streaming: cut it now
                 break
-    assert upstream.cancelled_request_ids == []  # still streaming when we cut it
     assert await wait_until(lambda: "slow-1" in upstream.cancelled_request_ids)
 
 
@@ -452,6 +453,27 @@ async def test_fast_stream_cut_by_client_is_recorded_as_cancelled(
             await r.content.readuntil(b"\n\n")
             r.close()
         assert await wait_until(lambda: mock.cancelled_request_ids == ["fast-1"])
+
+
+async def test_cut_stream_is_recorded_even_without_handler_cancellation(
+    http: aiohttp.ClientSession,
+) -> None:
+    # Hosting app() on a runner of one's own: the disconnect only shows up as a failed write.
+    mock = MockUpstream()
+    runner = aiohttp.web.AppRunner(mock.app(), handler_cancellation=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        body = {"model": "slow-stream", "messages": USER, "stream": True}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with http.post(url, json=body, headers={"x-request-id": "own-1"}) as r:
+            await r.content.readuntil(b"\n\n")
+            r.close()
+        assert await wait_until(lambda: mock.cancelled_request_ids == ["own-1"])
+    finally:
+        await runner.cleanup()
 
 
 async def test_completed_requests_are_not_recorded_as_cancelled(

@@ -39,7 +39,7 @@ HANG_SECONDS = 3600.0
 SLOW_STREAM_CHUNKS = 10_000
 # Seconds between `slow-stream` chunks: slow enough to cut, fast enough to see progress.
 SLOW_STREAM_DELAY_S = 0.02
-# How long stop() waits for in-flight handlers before cancelling them: keeps teardown fast.
+# Grace period for handlers at shutdown (stop() disconnects in-flight ones first): fast teardown.
 SHUTDOWN_TIMEOUT_S = 0.5
 # Body length `drop` announces but never delivers, so clients see a truncated answer.
 DROP_DECLARED_LENGTH = 4096
@@ -297,7 +297,8 @@ class MockUpstream:
                 await response.write(event)
             await response.write_eof()
         except ConnectionResetError:
-            # A disconnect surfaces here when a write loses the race with cancellation.
+            # How a disconnect shows up when handlers are not cancelled on disconnect
+            # (app() on a runner without handler_cancellation) or a write wins the race.
             self._record_cancelled(request)
         return response
 
