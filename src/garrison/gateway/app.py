@@ -181,8 +181,8 @@ def _authenticated(
     snap = state.snapshot
     result = authenticate(
         _presented_key(request),
-        credentials=snap.credentials,  # type: ignore[arg-type]
-        principals=snap.principals,  # type: ignore[arg-type]
+        credentials=snap.credentials,
+        principals=snap.principals,
         pepper=state.pepper,
         now=now,
         address=address,

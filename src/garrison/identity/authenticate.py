@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from garrison.domain import Credential, Principal, Reason, Status
@@ -41,8 +42,8 @@ class AuthResult:
 def authenticate(
     token: str | None,
     *,
-    credentials: dict[str, Credential],
-    principals: dict[str, Principal],
+    credentials: Mapping[str, Credential],
+    principals: Mapping[str, Principal],
     pepper: bytes,
     now: float,
     address: Address,
