@@ -19,8 +19,8 @@ run: $(STAMP)
 	$(BIN)/garrison demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(wildcard src tests bench)
+	$(BIN)/ruff format --check $(wildcard src tests bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
