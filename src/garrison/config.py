@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -69,7 +70,8 @@ def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
     for key, value in table.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown limit {key!r} (known: {', '.join(sorted(known))})")
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{where}: limit {key!r} must be a positive number")
         values[key] = value
     return GatewayLimits(**values)
@@ -96,8 +98,10 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     port_text = env.get("GARRISON_PORT") or gateway.get("port", DEFAULT_PORT)
     try:
         port = int(port_text)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ConfigError(f"port {port_text!r} is not a number") from None
+    if isinstance(port_text, bool) or not 0 <= port <= 65535:
+        raise ConfigError(f"port {port_text!r} is not a TCP port (0-65535)")
     proxies = env.get("GARRISON_TRUSTED_PROXIES")
     return Settings(
         database_url=database_url,

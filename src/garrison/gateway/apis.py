@@ -137,6 +137,7 @@ _ANTHROPIC_TYPES: dict[int, str] = {
     408: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    504: "timeout_error",
 }
 
 

@@ -25,6 +25,8 @@ MAX_SSE_EVENT_BYTES = 1024 * 1024
 # vLLM-style servers put ``"usage": null`` on every chunk once usage is requested; those
 # chunks need no JSON parse.
 _NULL_USAGE = re.compile(rb'"usage":\s*null')
+# A chunk that carries generated text (chat delta content or completion text), non-empty.
+_CONTENT = re.compile(rb'"(?:content|text)":\s*"(?!")')
 
 
 @dataclass(slots=True)
@@ -84,6 +86,8 @@ class SseMeter:
             return self._hold(buf)
         cut = end + len(sep)
         complete, self._buf = buf[:cut], buf[cut:]
+        if len(self._buf) > MAX_SSE_EVENT_BYTES:
+            self.overflow = True
         if self.api is UpstreamApi.ANTHROPIC:
             self._anthropic(complete.split(sep))
             return complete
@@ -108,7 +112,7 @@ class SseMeter:
                     if not self._openai_usage(event):
                         dropped = True
                         continue
-                elif b'"choices"' in event:
+                elif _CONTENT.search(event):
                     self.usage.counted_chunks += 1
             kept.append(event)
         if not dropped:
@@ -124,7 +128,7 @@ class SseMeter:
             return True
         usage = chunk.get("usage")
         choices = chunk.get("choices")
-        if choices:
+        if choices and _CONTENT.search(event):
             self.usage.counted_chunks += 1
         if isinstance(usage, dict):
             self.usage.tokens_in = _int(usage.get("prompt_tokens"))

@@ -17,7 +17,10 @@ from garrison.gateway.limits import MAX_ERROR_MESSAGE_CHARS
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+"), "[url]"),
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "[address]"),
-    (re.compile(r"\[?\b(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{0,4}\b\]?"), "[address]"),
+    (
+        re.compile(r"\[?(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])\]?"),
+        "[address]",
+    ),
     (re.compile(r"\b(?:sk|pk|rk|org|proj|key|gk|acct)[-_][A-Za-z0-9_-]{6,}\b"), "[redacted]"),
     (re.compile(r"\b(?:[A-Za-z0-9-]+\.)+(?:[A-Za-z]{2,})(?::\d+)?\b"), "[host]"),
     (re.compile(r"\b[A-Za-z0-9_-]{32,}\b"), "[redacted]"),

@@ -60,10 +60,10 @@ def upstream_headers(
     if endpoint.api.value == "anthropic":
         version = client_headers.get("anthropic-version", "")
         headers["anthropic-version"] = (
-            version if _VERSION_RE.match(version) else ANTHROPIC_DEFAULT_VERSION
+            version if _VERSION_RE.fullmatch(version) else ANTHROPIC_DEFAULT_VERSION
         )
         beta = client_headers.get("anthropic-beta", "")
-        if beta and _BETA_RE.match(beta):
+        if beta and _BETA_RE.fullmatch(beta):
             headers["anthropic-beta"] = beta
     return headers
 

@@ -50,7 +50,7 @@ def parse_key(token: str) -> ParsedKey | None:
     """Split a presented key into id and secret; ``None`` when it is not a Garrison key."""
     if len(token) > KEY_MAX_CHARS:
         return None
-    match = _KEY_RE.match(token)
+    match = _KEY_RE.fullmatch(token)
     if match is None:
         return None
     return ParsedKey(key_id=match.group(1), secret=Secret(match.group(2)))
