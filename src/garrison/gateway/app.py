@@ -41,6 +41,7 @@ from garrison.errors import (
 from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
+from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.scrub import scrub_message, upstream_error_message
 from garrison.gateway.state import GatewayState
@@ -304,10 +305,29 @@ def _timeout(state: GatewayState) -> aiohttp.ClientTimeout:
     )
 
 
+async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole upstream body, or ``UpstreamFailed`` once it passes ``limit`` bytes.
+
+    (``StreamReader.read(n)`` returns what is buffered, not n bytes: loop to the end.)"""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise UpstreamFailed("upstream answer over the size limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamFailed("upstream answer over the size limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _upstream_failure(
     resp: aiohttp.ClientResponse, model: Model, endpoint: Endpoint
 ) -> GarrisonError:
-    raw = await resp.content.read(64 * 1024)
+    try:
+        raw = await _read_all(resp, MAX_UPSTREAM_ERROR_BYTES)
+    except UpstreamFailed:
+        raw = b""
     if 400 <= resp.status < 500:
         host = resp.url.host or ""
         message = scrub_message(
@@ -375,14 +395,7 @@ async def _forward(
                     ttfb=None,
                 )
                 return _error_response(api, exc, call.request_id)
-            if (
-                resp.content_length is not None
-                and resp.content_length > state.limits.max_response_bytes
-            ):
-                raise UpstreamFailed("upstream answer over the size limit")
-            raw = await resp.content.read(state.limits.max_response_bytes + 1)
-            if len(raw) > state.limits.max_response_bytes:
-                raise UpstreamFailed("upstream answer over the size limit")
+            raw = await _read_all(resp, state.limits.max_response_bytes)
             content_type = resp.headers.get("content-type", _JSON)
     except asyncio.CancelledError:
         _complete(
@@ -619,12 +632,18 @@ def build_app(state: GatewayState) -> web.Application:
         client_max_size=state.limits.max_body_bytes + 1, middlewares=[error_middleware]
     )
     app[STATE_KEY] = state
+    app.on_response_prepare.append(_server_header)
     for endpoint in apis.ENDPOINTS:
         app.router.add_post(endpoint.path, model_handler(endpoint))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp announces "Python/3.11 aiohttp/x.y"; callers learn nothing about our stack.
+    response.headers["Server"] = "garrison"
 
 
 @web.middleware

@@ -8,13 +8,21 @@ fully arrived ``header_read_timeout_s`` after its first byte.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response, StreamResponse
 
+from garrison.domain import UpstreamApi
+from garrison.errors import BadRequest, ServerError
+from garrison.gateway.apis import error_body
 from garrison.gateway.limits import GatewayLimits
+
+log = logging.getLogger("garrison.gateway")
 
 # Pending connections the kernel queues for us: enough for a burst of 1,000 new clients.
 LISTEN_BACKLOG = 2048
@@ -22,7 +30,8 @@ LISTEN_BACKLOG = 2048
 
 class _HeadDeadline(RequestHandler):
     """Arms a timer when bytes arrive while no request is being handled; a parsed head
-    disarms it. Reads aiohttp's ``_request_count``, covered by a test of this limit."""
+    disarms it. Reads aiohttp's ``_request_count`` and ``_current_request`` (covered by the
+    tests of this limit, which fail if aiohttp renames them)."""
 
     _deadline: asyncio.TimerHandle | None = None
     _head_timeout: float = 10.0
@@ -36,7 +45,7 @@ class _HeadDeadline(RequestHandler):
         super().data_received(data)
         if self._request_count != before:
             self._disarm()
-        elif self._deadline is None and self._task_handler is None:
+        elif self._deadline is None and self._current_request is None:
             self._arm()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -54,8 +63,31 @@ class _HeadDeadline(RequestHandler):
 
     def _expire(self) -> None:
         self._deadline = None
-        if self._task_handler is None and self.transport is not None:
+        if self._current_request is None and self.transport is not None:
             self.transport.close()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        """aiohttp's own error page quotes the offending bytes (which may hold a key) and logs
+        a traceback; ours names only the exception type and answers in the OpenAI shape."""
+        log.warning("refused unparseable request (%s, status %d)", type(exc).__name__, status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        error = (
+            BadRequest(public_message="Malformed HTTP request.") if status < 500 else ServerError()
+        )
+        response = Response(
+            status=status,
+            body=error_body(UpstreamApi.OPENAI, error),
+            content_type="application/json",
+        )
+        response.force_close()
+        return response
 
 
 class HttpServer:

@@ -1,0 +1,196 @@
+"""Fail closed: if the audit log cannot be written, allowed calls are refused and reach nothing;
+and the event of every allowed call is durable before the upstream sees the call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from garrison.domain import AuthStyle, Level, UpstreamApi
+from tests.support.world import UPSTREAM_KEY, World
+
+pytestmark = pytest.mark.e2e
+
+CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+USER = [{"role": "user", "content": "hello"}]
+ANTHROPIC_ERROR_TYPES = {
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+    "timeout_error",
+}
+
+
+@contextlib.contextmanager
+def exclusive_lock(db_path: Path) -> Iterator[None]:
+    """Hold SQLite's write lock on the database: nobody else can commit meanwhile."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+async def chat(world: World, model: str = "assistant") -> tuple[int, str, bytes]:
+    headers = {"authorization": f"Bearer {world.keys['alice']}"}
+    body = {"model": model, "messages": USER}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(world.base + CHAT, json=body, headers=headers) as resp,
+    ):
+        return resp.status, resp.headers.get("x-request-id", ""), await resp.read()
+
+
+async def claude(world: World) -> tuple[int, bytes]:
+    headers = {"x-api-key": world.keys["alice"], "anthropic-version": "2023-06-01"}
+    body = {"model": "claude", "max_tokens": 8, "messages": USER}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(world.base + MESSAGES, json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+async def refused_while_locked(world: World) -> str:
+    """Make one allowed call while the log is locked; it must be a 503. Its request id."""
+    await world.settle()
+    with exclusive_lock(world.db_path):
+        status, request_id, raw = await chat(world)
+    assert status == 503, raw
+    return request_id
+
+
+# ── refused while the log cannot be written ────────────────────────────────────────────────
+async def test_allowed_call_is_503_and_reaches_nothing_while_audit_is_locked(
+    world: World,
+) -> None:
+    await world.settle()
+    with exclusive_lock(world.db_path):
+        status, _, raw = await chat(world)
+    assert status == 503
+    doc = orjson.loads(raw)
+    assert list(doc) == ["error"]
+    assert set(doc["error"]) == {"message", "type", "param", "code"}
+    assert doc["error"]["code"] == "audit_unavailable"
+    assert world.mock.seen == []
+
+
+async def test_allowed_anthropic_call_is_503_in_anthropic_shape_while_audit_is_locked(
+    world: World,
+) -> None:
+    await world.settle()
+    with exclusive_lock(world.db_path):
+        status, raw = await claude(world)
+    assert status == 503
+    doc = orjson.loads(raw)
+    assert set(doc) == {"type", "error"} and doc["type"] == "error"
+    assert set(doc["error"]) == {"type", "message"}
+    assert doc["error"]["type"] in ANTHROPIC_ERROR_TYPES
+    assert world.mock.seen == []
+
+
+# ── recovery ───────────────────────────────────────────────────────────────────────────────
+async def test_calls_succeed_and_audit_recovered_is_recorded_after_the_lock_is_released(
+    world: World,
+) -> None:
+    await refused_while_locked(world)
+    status, _, raw = await chat(world)
+    assert status == 200, raw
+    assert len(world.mock.seen) == 1
+    await world.settle()
+    recovered = world.events("audit.recovered")
+    assert len(recovered) == 1
+    assert recovered[0]["data"]["failed_batches"] >= 1
+
+
+async def test_refused_call_is_recorded_once_the_log_recovers(world: World) -> None:
+    request_id = await refused_while_locked(world)
+    await chat(world)
+    await world.settle()
+    mine = [e for e in world.events() if e["request_id"] == request_id]
+    assert [e["name"] for e in mine] == ["request.completed"]
+    assert mine[0]["data"]["status"] == 503
+    assert mine[0]["data"]["outcome"] == "audit_unavailable"
+
+
+# ── ordering: durable before forwarded ─────────────────────────────────────────────────────
+@contextlib.asynccontextmanager
+async def probe_upstream(db_path: Path, found: dict[str, bool]) -> AsyncIterator[int]:
+    """An upstream that, on receiving a call, checks the audit log already holds its
+    ``request.allowed`` event (recorded in ``found`` by request id), then answers."""
+
+    async def answer(request: web.Request) -> web.Response:
+        request_id = request.headers.get("x-request-id", "")
+        conn = sqlite3.connect(db_path)
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM audit_events WHERE name = ? AND request_id = ?",
+                ("request.allowed", request_id),
+            ).fetchone()
+        finally:
+            conn.close()
+        found[request_id] = row[0] == 1
+        body: dict[str, Any] = {
+            "id": "chatcmpl-probe",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "probe",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+async def test_allowed_event_is_durable_before_the_upstream_sees_the_call(world: World) -> None:
+    found: dict[str, bool] = {}
+    async with probe_upstream(world.db_path, found) as port:
+        world.directory.create_model(
+            "m-probe",
+            upstream_url=f"http://127.0.0.1:{port}/v1",
+            upstream_model="probe",
+            api=UpstreamApi.OPENAI,
+            auth_style=AuthStyle.BEARER,
+            upstream_key=UPSTREAM_KEY,
+            level=Level.INTERNAL,
+            now=time.time(),
+        )
+        await world.reload()
+        replies = await asyncio.gather(*(chat(world, "m-probe") for _ in range(8)))
+    assert [status for status, _, _ in replies] == [200] * 8
+    assert set(found) == {request_id for _, request_id, _ in replies}
+    assert all(found.values()), found
