@@ -11,6 +11,7 @@ import pytest
 from garrison.bootstrap import init, open_directory
 from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, Status, UpstreamApi
 from garrison.errors import BadRequest, Conflict
+from garrison.identity import parse_key
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot
 from garrison.store.directory import KEY_MAX_LIFETIME_S
@@ -126,7 +127,10 @@ def test_upstream_key_is_sealed_at_rest(directory: Directory, tmp_path: Path) ->
 
 def test_key_secret_is_not_stored(directory: Directory, tmp_path: Path) -> None:
     created = directory.create_key("alice", now=NOW)
-    secret = created.key.token.reveal().rsplit("_", 1)[1].encode()
+    parsed = parse_key(created.key.token.reveal())
+    assert parsed is not None
+    # (not rsplit("_"): base64url secrets may themselves contain "_")
+    secret = parsed.secret.reveal().encode()
     raw = (tmp_path / "data" / "garrison.db").read_bytes()
     wal = tmp_path / "data" / "garrison.db-wal"
     raw += wal.read_bytes() if wal.exists() else b""
