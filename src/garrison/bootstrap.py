@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from garrison.audit import EventName
+from garrison.audit.checkpoint import create_signing_key
 from garrison.config import CONFIG_FILE, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind
 from garrison.errors import ConfigError
@@ -46,6 +47,7 @@ def init(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8080) -> Initia
     data_dir.chmod(0o700)
     settings = Settings.for_data_dir(data_dir, host=host, port=port)
     create_key_files(settings.key_dir)
+    create_signing_key(settings.key_dir)
     settings.key_dir.chmod(0o700)
     engine = make_engine(settings.database_url)
     try:

@@ -12,8 +12,13 @@
     [limits]                              # optional; defaults in garrison.gateway.limits
     max_body_bytes = 8388608
 
+    [audit]
+    witness_dir = "/mnt/witness/garrison"  # checkpoint copies outside the database
+    fail_open = false                     # true: forward calls even if the log is down (loud)
+
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
-``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated).
+``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
+``GARRISON_WITNESS_DIR``.
 """
 
 from __future__ import annotations
@@ -44,12 +49,20 @@ class Settings:
     port: int = DEFAULT_PORT
     trusted_proxies: tuple[Network, ...] = ()
     limits: GatewayLimits = field(default_factory=GatewayLimits)
+    # Where signed checkpoints are copied, outside the database (None: no witness).
+    witness_dir: Path | None = None
+    # Availability over the record: forward calls even when the audit log cannot be written.
+    # Off by default; when on, every such call is logged loudly.
+    audit_fail_open: bool = False
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
         data_dir = data_dir.resolve()
         return cls(
-            database_url=f"sqlite:///{data_dir / 'garrison.db'}", key_dir=data_dir / "keys", **kw
+            database_url=f"sqlite:///{data_dir / 'garrison.db'}",
+            key_dir=data_dir / "keys",
+            witness_dir=data_dir / "witness",
+            **kw,
         )
 
 
@@ -103,6 +116,14 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     if isinstance(port_text, bool) or not 0 <= port <= 65535:
         raise ConfigError(f"port {port_text!r} is not a TCP port (0-65535)")
     proxies = env.get("GARRISON_TRUSTED_PROXIES")
+    audit = data.get("audit", {})
+    witness = env.get("GARRISON_WITNESS_DIR") or audit.get("witness_dir")
+    witness_dir = None if not witness else Path(witness)
+    if witness_dir is not None and not witness_dir.is_absolute():
+        witness_dir = base / witness_dir
+    fail_open = audit.get("fail_open", False)
+    if not isinstance(fail_open, bool):
+        raise ConfigError(f"{path}: [audit] fail_open must be true or false")
     return Settings(
         database_url=database_url,
         key_dir=key_dir,
@@ -112,6 +133,8 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
             proxies if proxies is not None else gateway.get("trusted_proxies", []), str(path)
         ),
         limits=_limits(data.get("limits", {}), str(path)),
+        witness_dir=witness_dir,
+        audit_fail_open=fail_open,
     )
 
 
@@ -125,5 +148,8 @@ def render_settings(settings: Settings) -> str:
         f"trusted_proxies = [{proxies}]\n\n"
         "[storage]\n"
         f'database_url = "{settings.database_url}"\n'
-        f'key_dir = "{settings.key_dir}"\n'
+        f'key_dir = "{settings.key_dir}"\n\n'
+        "[audit]\n"
+        f'witness_dir = "{settings.witness_dir or ""}"\n'
+        "fail_open = false\n"
     )

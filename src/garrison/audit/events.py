@@ -1,7 +1,8 @@
 """Typed audit events with stable dotted names, and their canonical encoding.
 
 The encoding is versioned (``"v"``), key-sorted JSON without whitespace: the same event
-always gives the same bytes, which is what the tamper-evident tree will hash. Events never
+always gives the same bytes, which is what the tamper-evident tree hashes. The record names
+its own leaf index (``"i"``), so a row moved, removed or slipped in is located exactly. Events never
 carry a secret or a request body — only a body's SHA-256 digest and size.
 """
 
@@ -47,9 +48,11 @@ class AuditEvent:
     model: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
-    def encode(self) -> bytes:
+    def encode(self, index: int) -> bytes:
+        """The canonical record of this event as leaf ``index`` of the log."""
         record: dict[str, Any] = {
             "v": ENCODING_VERSION,
+            "i": index,
             "name": self.name.value,
             "at": self.at,
             "actor": self.actor,

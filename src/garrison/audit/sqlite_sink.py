@@ -1,36 +1,104 @@
-"""The embedded audit sink: SQLite in WAL mode with ``synchronous=FULL``.
+"""The embedded audit sink: SQLite (WAL, ``synchronous=FULL``) plus the Merkle tree.
 
 It uses the ``sqlite3`` driver directly rather than SQLAlchemy: this is the one write on the
-hot path, and the driver's ``executemany`` + ``commit`` is the whole job. The table itself
-is created by the Alembic migrations like every other.
+hot path, and the driver's ``executemany`` + ``commit`` is the whole job. The tables
+themselves are created by the Alembic migrations like every other.
+
+Each batch is one transaction: rows written by other processes since the last batch (local
+CLI directory changes) are folded into the tree first, then each event is encoded as leaf
+``i`` (its row's ``seq`` is ``i + 1``), hashed and appended to the compact tree, and — at
+most once per ``CHECKPOINT_INTERVAL_S`` while events flow, and at close — a signed
+checkpoint is written in the same transaction and then published to the witness.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import orjson
+
+from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.events import AuditEvent
+from garrison.audit.merkle import CompactTree, leaf_hash
+from garrison.audit.witness import DirectoryWitness
 from garrison.store.db import apply_sqlite_pragmas
 
-# The audit writer gives up on a locked database sooner than directory writers do, so a
-# stuck lock turns into refused calls (503) well inside the caller's append timeout.
+log = logging.getLogger("garrison.audit")
+
+# The writer gives up on a locked database sooner than directory writers do, so a stuck
+# lock turns into refused calls (503) well inside the caller's append timeout.
 AUDIT_SQLITE_BUSY_TIMEOUT_MS = 1000
 
 _INSERT = (
-    "INSERT INTO audit_events (at, name, request_id, principal_id, credential_id, model, record)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO audit_events"
+    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
+
+
+class TreeStateError(Exception):
+    """The stored checkpoint does not match its own edge: the log was tampered with."""
+
+
+def load_tree(conn: sqlite3.Connection) -> tuple[CompactTree, Checkpoint | None]:
+    """The tree as of the newest checkpoint, then every row after it folded in."""
+    row = conn.execute(
+        "SELECT body, edge FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    tree = CompactTree()
+    checkpoint = None
+    if row is not None:
+        checkpoint = Checkpoint.from_dict(orjson.loads(row[0]))
+        edge = bytes(row[1])
+        tree = CompactTree(
+            checkpoint.tree_size, [edge[i : i + 32] for i in range(0, len(edge), 32)]
+        )
+        if tree.root().hex() != checkpoint.root:
+            raise TreeStateError("newest checkpoint's edge does not give its root")
+    fold(conn, tree)
+    return tree, checkpoint
+
+
+def fold(conn: sqlite3.Connection, tree: CompactTree) -> int:
+    """Append rows beyond ``tree.size`` (written by another process) to the tree."""
+    count = 0
+    for seq, record in conn.execute(
+        "SELECT seq, record FROM audit_events WHERE seq > ? ORDER BY seq", (tree.size,)
+    ):
+        if seq != tree.size + 1:
+            raise TreeStateError(f"audit row {seq} follows {tree.size}: rows are missing")
+        tree.append(leaf_hash(bytes(record)))
+        count += 1
+    return count
 
 
 class SqliteAuditSink:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        signer: Signer | None = None,
+        witness: DirectoryWitness | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._path = path
+        self._signer = signer
+        self._witness = witness
+        self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        self.tree = CompactTree()
+        self._last: Checkpoint | None = None
+        self._last_at = 0.0
 
     def open(self) -> None:
-        """Nothing to do here: the connection is opened lazily in the writer thread."""
+        conn = self._connection()
+        self.tree, self._last = load_tree(conn)
+        self._last_at = time.monotonic()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -39,22 +107,93 @@ class SqliteAuditSink:
             self._conn = conn
         return self._conn
 
+    @property
+    def checkpoint_due(self) -> bool:
+        last_size = self._last.tree_size if self._last else 0
+        return self._signer is not None and self.tree.size > last_size
+
     def write_batch(self, events: Sequence[AuditEvent]) -> None:
         conn = self._connection()
-        rows = [
-            (e.at, e.name.value, e.request_id, e.principal_id, e.credential_id, e.model, e.encode())
-            for e in events
-        ]
+        saved = self.tree.copy()
+        published: Checkpoint | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
+            fold(conn, self.tree)
+            tree = self.tree
+            rows = []
+            for e in events:
+                index = tree.size
+                record = e.encode(index)
+                lh = leaf_hash(record)
+                tree.append(lh)
+                rows.append(
+                    (
+                        index + 1,
+                        e.at,
+                        e.name.value,
+                        e.request_id,
+                        e.principal_id,
+                        e.credential_id,
+                        e.model,
+                        record,
+                        lh,
+                    )
+                )
             conn.executemany(_INSERT, rows)
+            if self.checkpoint_due and time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
+                published = self._checkpoint(conn)
             conn.execute("COMMIT")
         except BaseException:
+            self.tree = saved
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if published is not None:
+            self._committed(published)
+
+    def checkpoint(self) -> None:
+        """Sign and store a checkpoint of everything written so far (if anything is new)."""
+        conn = self._connection()
+        saved = self.tree.copy()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            fold(conn, self.tree)
+            if not self.checkpoint_due:
+                conn.execute("COMMIT")
+                return
+            published = self._checkpoint(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self.tree = saved
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._committed(published)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint:
+        assert self._signer is not None
+        prev = self._last.digest() if self._last else GENESIS_PREV
+        cp = self._signer.sign(self.tree.size, self.tree.root(), self._clock(), prev)
+        conn.execute(
+            _INSERT_CHECKPOINT,
+            (cp.tree_size, cp.at, orjson.dumps(cp.to_dict()), b"".join(self.tree.edge)),
+        )
+        return cp
+
+    def _committed(self, checkpoint: Checkpoint) -> None:
+        self._last = checkpoint
+        self._last_at = time.monotonic()
+        if self._witness is not None:
+            try:
+                self._witness.publish(checkpoint)
+            except OSError as exc:
+                log.error("witness publish failed: %s", exc)
 
     def close(self) -> None:
         if self._conn is not None:
+            try:
+                self.checkpoint()
+            except Exception as exc:  # closing must not hang on a broken database
+                log.error("final checkpoint failed: %s", exc)
             self._conn.close()
             self._conn = None

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S
 from garrison.audit.events import AuditEvent, EventName
 from garrison.errors import AuditUnavailable
 
@@ -54,6 +55,13 @@ class AuditSink(Protocol):
     def open(self) -> None: ...
 
     def write_batch(self, events: Sequence[AuditEvent]) -> None: ...
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Events were written since the last signed checkpoint."""
+        ...
+
+    def checkpoint(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -147,6 +155,7 @@ class AuditLog:
 
     # ── writer thread ──────────────────────────────────────────────────────────────────────
     def _take(self) -> list[_Item] | None:
+        """The next batch; ``[]`` when idle long enough that a checkpoint is due."""
         with self._cv:
             while True:
                 if self._pending and (self._urgent or self._closing):
@@ -158,6 +167,9 @@ class AuditLog:
                     self._cv.wait(remaining)
                 elif self._closing:
                     return None
+                elif self._sink.checkpoint_due:
+                    if not self._cv.wait(CHECKPOINT_INTERVAL_S) and not self._pending:
+                        return []
                 else:
                     self._cv.wait()
             batch = self._pending[:AUDIT_BATCH_MAX]
@@ -172,6 +184,9 @@ class AuditLog:
             batch = self._take()
             if batch is None:
                 return
+            if not batch:
+                self._idle_checkpoint()
+                continue
             try:
                 self._sink.write_batch([item.event for item in batch])
             except Exception as exc:  # any sink failure means "not durable"
@@ -181,6 +196,13 @@ class AuditLog:
             self._settle(batch, None)
             if not self.healthy:
                 self._on_recovery()
+
+    def _idle_checkpoint(self) -> None:
+        try:
+            self._sink.checkpoint()
+        except Exception as exc:  # the next batch or tick tries again
+            log.error("audit checkpoint failed: %s: %s", type(exc).__name__, exc)
+            time.sleep(AUDIT_RETRY_BACKOFF_S)
 
     def _on_failure(self, batch: list[_Item], exc: Exception) -> None:
         self.failures += 1

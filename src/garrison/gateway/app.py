@@ -282,6 +282,15 @@ async def _handle_model_call(
             )
         )
     except AuditUnavailable as exc:
+        if state.audit_fail_open:
+            log.error(
+                "AUDIT FAIL-OPEN: forwarding %s without a durable record: %s",
+                call.request_id,
+                exc.detail,
+            )
+            return await _forward_any(
+                request, state, endpoint, model, call, payload, injected_usage, stream
+            )
         log.error("refusing %s: %s", call.request_id, exc.detail)
         # Best effort: if the log recovers, it records why this call was refused.
         _record_later(
@@ -291,6 +300,21 @@ async def _handle_model_call(
             ),
         )
         return _error_response(api, AuditUnavailable(), call.request_id)
+    return await _forward_any(
+        request, state, endpoint, model, call, payload, injected_usage, stream
+    )
+
+
+async def _forward_any(
+    request: web.Request,
+    state: GatewayState,
+    endpoint: Endpoint,
+    model: Model,
+    call: Call,
+    payload: bytes,
+    injected_usage: bool,
+    stream: bool,
+) -> web.StreamResponse:
     if stream:
         return await _forward_stream(request, state, endpoint, model, call, payload, injected_usage)
     return await _forward(request, state, endpoint, model, call, payload)

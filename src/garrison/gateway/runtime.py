@@ -12,6 +12,8 @@ from collections.abc import Callable
 import aiohttp
 
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
+from garrison.audit.checkpoint import Signer
+from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
 from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
@@ -41,7 +43,10 @@ class Gateway:
         self._db_path = path
         self.pepper = load_pepper(settings.key_dir)
         self.sealer = Sealer.from_dir(settings.key_dir)
-        self.audit = AuditLog(SqliteAuditSink(path), clock=clock)
+        self.signer = Signer.from_dir(settings.key_dir)
+        witness = DirectoryWitness(settings.witness_dir) if settings.witness_dir else None
+        self.sink = SqliteAuditSink(path, signer=self.signer, witness=witness, clock=clock)
+        self.audit = AuditLog(self.sink, clock=clock)
         self.state = GatewayState(
             snapshot=Snapshot.empty(),
             pepper=self.pepper,
@@ -49,7 +54,13 @@ class Gateway:
             limits=settings.limits,
             trusted_proxies=settings.trusted_proxies,
             clock=clock,
+            audit_fail_open=settings.audit_fail_open,
         )
+        if settings.audit_fail_open:
+            log.warning(
+                "AUDIT FAIL-OPEN IS ON: calls will be forwarded even when the audit log "
+                "cannot record them"
+            )
         self.http = HttpServer(build_app(self.state), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
         self.port = 0

@@ -23,5 +23,6 @@ class GatewayState:
     trusted_proxies: tuple[Network, ...] = ()
     clock: Callable[[], float] = time.time
     session: aiohttp.ClientSession | None = None
+    audit_fail_open: bool = False
     inflight: int = 0
     calls: int = 0

@@ -19,6 +19,7 @@ import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.merkle import leaf_hash
 from garrison.domain import AuthStyle, Level, Network, OrgKind, PrincipalKind, Status, UpstreamApi
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
@@ -127,15 +128,25 @@ def _record(
         model=model,
         data=data,
     )
+    # The next leaf index: this transaction holds SQLite's write lock, so no one else can
+    # take it; the gateway's writer folds the row into the tree and checkpoints it.
+    index = int(
+        conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(schema.audit_events.c.seq), 0))
+        ).scalar_one()
+    )
+    record = event.encode(index)
     conn.execute(
         sa.insert(schema.audit_events).values(
+            seq=index + 1,
             at=at,
             name=name.value,
             request_id=None,
             principal_id=principal_id,
             credential_id=credential_id,
             model=model,
-            record=event.encode(),
+            record=record,
+            leaf_hash=leaf_hash(record),
         )
     )
 

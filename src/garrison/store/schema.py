@@ -85,5 +85,21 @@ audit_events = sa.Table(
     sa.Column("credential_id", sa.String(40), nullable=True),
     sa.Column("model", sa.String(200), nullable=True),
     sa.Column("record", sa.LargeBinary, nullable=False),
+    # H(0x00 ‖ record), kept so a modified record is located at once; verification always
+    # recomputes it and never trusts this column.
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=True),
     sa.Index("ix_audit_events_request_id", "request_id"),
+)
+
+# Signed checkpoints. ``body`` is the checkpoint JSON including its signature; ``edge`` is
+# the compact tree's right edge at that size, so a restart resumes without re-reading the log
+# (checked against the signed root before use).
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tree_size", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("edge", sa.LargeBinary, nullable=False),
 )

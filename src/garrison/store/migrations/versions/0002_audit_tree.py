@@ -1,0 +1,34 @@
+"""Tamper-evident audit log: leaf hashes and signed checkpoints.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("audit_events") as batch:
+        batch.add_column(sa.Column("leaf_hash", sa.LargeBinary(32), nullable=True))
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("tree_size", sa.Integer, nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+        sa.Column("edge", sa.LargeBinary, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("audit_checkpoints")
+    with op.batch_alter_table("audit_events") as batch:
+        batch.drop_column("leaf_hash")
