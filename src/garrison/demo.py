@@ -136,6 +136,7 @@ async def run_demo(data_dir: Path | None, *, port: int, upstream_port: int) -> N
             key_dir=done.settings.key_dir,
             host="127.0.0.1",
             port=port,
+            witness_dir=done.settings.witness_dir,
         )
         gateway = Gateway(settings)
         bound = await gateway.start()

@@ -168,6 +168,7 @@ async def start_world(
         port=0,
         trusted_proxies=trusted_proxies,
         limits=limits or GatewayLimits(),
+        witness_dir=done.settings.witness_dir,
     )
     gateway = Gateway(settings)
     await gateway.start()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import orjson
@@ -28,35 +28,15 @@ from garrison import __version__
 from garrison.bootstrap import init as do_init
 from garrison.bootstrap import open_directory
 from garrison.cli.durations import parse_duration
-from garrison.config import CONFIG_FILE, Settings, load_settings
+from garrison.cli.options import DEFAULT_DATA_DIR, config_option, json_option
+from garrison.config import Settings, load_settings
 from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, Status, UpstreamApi
 from garrison.errors import GarrisonError
 from garrison.keyring import Sealer, add_seal_key
 from garrison.store import make_engine, schema
 
-F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_DATA_DIR = Path("garrison-data")
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _default_config() -> Path:
-    return Path(os.environ.get("GARRISON_CONFIG", str(DEFAULT_DATA_DIR / CONFIG_FILE)))
-
-
-def config_option(fn: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path),
-        default=_default_config,
-        show_default="$GARRISON_CONFIG or garrison-data/garrison.toml",
-        help="Config file written by `garrison init`.",
-    )(fn)
-
-
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
 
 
 def _settings(config_path: Path) -> Settings:
@@ -510,6 +490,15 @@ def keys_rotate_seal(config_path: Path) -> None:
     sealer = Sealer.from_dir(settings.key_dir)
     count = open_directory(settings).reseal_upstream_keys(sealer, now=time.time())
     click.echo(f"new sealing key added; {count} upstream credential(s) re-encrypted")
+
+
+def _register() -> None:
+    from garrison.cli.audit_cmds import audit
+
+    cli.add_command(audit)
+
+
+_register()
 
 
 def main() -> None:

@@ -1,0 +1,65 @@
+"""Checking proof files offline, with nothing but a public key. Raises ``ProofError``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from garrison.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from garrison.audit.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
+
+
+def _hashes(values: Any) -> list[bytes]:
+    if not isinstance(values, list):
+        raise ProofError("proof must be a list of hex hashes")
+    try:
+        return [bytes.fromhex(v) for v in values]
+    except (TypeError, ValueError):
+        raise ProofError("proof holds something that is not a hex hash") from None
+
+
+def _checkpoint(data: Any, keys: Mapping[str, Ed25519PublicKey]) -> Checkpoint:
+    try:
+        cp = Checkpoint.from_dict(data)
+        verify_checkpoint(cp, keys)
+    except CheckpointError as exc:
+        raise ProofError(str(exc)) from None
+    return cp
+
+
+def check_inclusion_bundle(bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> int:
+    """Verify an ``audit prove`` file; return the event's index."""
+    if bundle.get("type") != "inclusion":
+        raise ProofError("not an inclusion proof")
+    cp = _checkpoint(bundle.get("checkpoint"), keys)
+    record = bundle.get("record")
+    index = bundle.get("index")
+    if not isinstance(record, str) or not isinstance(index, int):
+        raise ProofError("proof lacks the record or its index")
+    verify_inclusion(
+        leaf_hash(record.encode()),
+        index,
+        cp.tree_size,
+        _hashes(bundle.get("proof")),
+        bytes.fromhex(cp.root),
+    )
+    return index
+
+
+def check_consistency_bundle(
+    bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[int, int]:
+    if bundle.get("type") != "consistency":
+        raise ProofError("not a consistency proof")
+    old = _checkpoint(bundle.get("old"), keys)
+    new = _checkpoint(bundle.get("new"), keys)
+    verify_consistency(
+        old.tree_size,
+        new.tree_size,
+        bytes.fromhex(old.root),
+        bytes.fromhex(new.root),
+        _hashes(bundle.get("proof")),
+    )
+    return old.tree_size, new.tree_size

@@ -1,0 +1,161 @@
+"""Reading the embedded audit log back: rows in leaf order, checkpoints, proofs, queries."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from garrison.audit.checkpoint import Checkpoint
+from garrison.audit.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash
+from garrison.audit.verify import Row
+
+# Rows fetched per round trip while streaming the log (memory stays flat on huge logs).
+READ_BATCH = 10_000
+
+
+class AuditReader:
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"no audit database at {path}")
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> AuditReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def count(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM audit_events").fetchone()[0])
+
+    def rows(self) -> Iterator[Row]:
+        cur = self._conn.execute("SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq")
+        while True:
+            batch = cur.fetchmany(READ_BATCH)
+            if not batch:
+                return
+            for seq, record, stored in batch:
+                yield int(seq), bytes(record), None if stored is None else bytes(stored)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return [
+            Checkpoint.from_dict(orjson.loads(body))
+            for (body,) in self._conn.execute("SELECT body FROM audit_checkpoints ORDER BY seq")
+        ]
+
+    def leaf_hashes(self, size: int) -> list[bytes]:
+        """Leaf hashes of the first ``size`` events, recomputed from the records."""
+        out: list[bytes] = []
+        for _, record, _ in self.rows():
+            if len(out) >= size:
+                break
+            out.append(leaf_hash(record))
+        return out
+
+    def find(self, ref: str) -> tuple[int, bytes] | None:
+        """An event by leaf index (a number) or by request id (its first event)."""
+        if ref.isdigit():
+            row = self._conn.execute(
+                "SELECT seq, record FROM audit_events WHERE seq = ?", (int(ref) + 1,)
+            ).fetchone()
+        else:
+            row = self._conn.execute(
+                "SELECT seq, record FROM audit_events WHERE request_id = ? ORDER BY seq LIMIT 1",
+                (ref,),
+            ).fetchone()
+        return None if row is None else (int(row[0]) - 1, bytes(row[1]))
+
+    def query(
+        self,
+        *,
+        after_seq: int = 0,
+        since: float | None = None,
+        principals: Sequence[str] | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[int, bytes]]:
+        where = ["seq > ?"]
+        args: list[Any] = [after_seq]
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if principals is not None:
+            where.append(f"principal_id IN ({','.join('?' * len(principals))})")
+            args.extend(principals)
+        if model is not None:
+            where.append("model = ?")
+            args.append(model)
+        # Only fixed column names and placeholders are joined in; values go as parameters.
+        clause = " AND ".join(where)
+        sql = f"SELECT seq, record FROM audit_events WHERE {clause} ORDER BY seq"  # noqa: S608
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"  # noqa: S608
+        return [(int(s), bytes(r)) for s, r in self._conn.execute(sql, args)]
+
+    def principal_ids(self, name_or_org: str, *, by_org: bool) -> list[str]:
+        if by_org:
+            rows = self._conn.execute(
+                "SELECT p.id FROM principals p JOIN orgs o ON o.id = p.org_id"
+                " WHERE o.name = ? OR o.id = ?",
+                (name_or_org, name_or_org),
+            )
+        else:
+            rows = self._conn.execute(
+                "SELECT id FROM principals WHERE name = ? OR id = ?", (name_or_org, name_or_org)
+            )
+        return [r[0] for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionBundle:
+    index: int
+    record: bytes
+    proof: list[bytes]
+    checkpoint: Checkpoint
+
+    def to_dict(self, public_keys: dict[str, str]) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "type": "inclusion",
+            "index": self.index,
+            "record": self.record.decode(),
+            "leaf_hash": leaf_hash(self.record).hex(),
+            "proof": [p.hex() for p in self.proof],
+            "checkpoint": self.checkpoint.to_dict(),
+            "public_keys": public_keys,
+        }
+
+
+def prove_inclusion(
+    reader: AuditReader, index: int, record: bytes, hashes: LeafHashes | None = None
+) -> InclusionBundle:
+    """An inclusion proof of leaf ``index`` against the newest checkpoint that covers it."""
+    checkpoints = [cp for cp in reader.checkpoints() if cp.tree_size > index]
+    if not checkpoints:
+        raise LookupError(f"event {index} is not covered by a signed checkpoint yet")
+    cp = checkpoints[-1]
+    source = hashes or LeafHashes(reader.leaf_hashes(cp.tree_size))
+    return InclusionBundle(index, record, inclusion_proof(index, cp.tree_size, source), cp)
+
+
+def prove_consistency(reader: AuditReader, old: int, new: int) -> dict[str, Any]:
+    by_size = {cp.tree_size: cp for cp in reader.checkpoints()}
+    if old not in by_size or new not in by_size:
+        sizes = ", ".join(str(s) for s in sorted(by_size))
+        raise LookupError(f"both sizes must be signed checkpoints (available: {sizes})")
+    source = LeafHashes(reader.leaf_hashes(new))
+    return {
+        "v": 1,
+        "type": "consistency",
+        "old": by_size[old].to_dict(),
+        "new": by_size[new].to_dict(),
+        "proof": [p.hex() for p in consistency_proof(old, new, source)],
+    }

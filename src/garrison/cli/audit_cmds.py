@@ -1,0 +1,356 @@
+"""``garrison audit …``: verify the log, prove and check events offline, tail and export."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from garrison.audit.checkpoint import (
+    CheckpointError,
+    Signer,
+    load_public_b64,
+    public_b64,
+    rotate_signing_key,
+)
+from garrison.audit.merkle import LeafHashes, ProofError
+from garrison.audit.proofs import check_consistency_bundle, check_inclusion_bundle
+from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
+from garrison.audit.verify import verify_log
+from garrison.audit.witness import read_witness
+from garrison.cli.durations import parse_duration
+from garrison.cli.options import config_option
+from garrison.config import Settings, load_settings
+from garrison.store import sqlite_path
+
+err = Console(stderr=True)
+# Poll interval of `audit tail -f`.
+TAIL_POLL_S = 0.5
+
+
+def _reader(settings: Settings) -> AuditReader:
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        raise click.ClickException("audit commands need the embedded SQLite store")
+    return AuditReader(path)
+
+
+def _since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration (1h, 7d) nor an ISO time", param_hint="--since"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _public_keys(settings: Settings) -> dict[str, str]:
+    return {
+        kid: public_b64(k) for kid, k in Signer.from_dir(settings.key_dir).public_keys().items()
+    }
+
+
+def _load_pubkeys(text: str) -> dict[str, Any]:
+    """A base64 key, a file holding one, or the JSON that `audit pubkey` prints."""
+    from garrison.audit.checkpoint import key_id_of
+
+    path = Path(text)
+    raw = path.read_text().strip() if path.exists() else text.strip()
+    try:
+        if raw.startswith("{"):
+            data = orjson.loads(raw)
+            return {kid: load_public_b64(v) for kid, v in data.items()}
+        key = load_public_b64(raw)
+    except (orjson.JSONDecodeError, CheckpointError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot read a public key from {text!r}: {exc}") from None
+    return {key_id_of(key): key}
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option(
+    "--witness-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Witness copies to check against (default: the configured witness_dir).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@config_option
+def audit_verify(witness_dir: Path | None, as_json: bool, config_path: Path) -> None:
+    """Recompute the tree and check every checkpoint and witness copy. Exit 1 on any problem."""
+    settings = load_settings(config_path)
+    keys = Signer.from_dir(settings.key_dir).public_keys()
+    wdir = witness_dir or settings.witness_dir
+    witness = read_witness(wdir) if wdir is not None and wdir.exists() else []
+    with _reader(settings) as reader:
+        total = reader.count()
+        checkpoints = reader.checkpoints()
+        with Progress(
+            TextColumn("verifying"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=as_json or total < 50_000,
+        ) as bar:
+            task = bar.add_task("verify", total=total)
+            report = verify_log(
+                reader.rows(),
+                checkpoints,
+                keys,
+                witness=witness,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "ok": report.ok,
+                    "events": report.events,
+                    "checkpoints": report.checkpoints,
+                    "witness_checkpoints": report.witness_checkpoints,
+                    "root": report.root,
+                    "unsigned_tail": report.unsigned_tail,
+                    "first_bad_index": report.first_bad_index,
+                    "problems": [
+                        {"kind": p.kind, "index": p.index, "detail": p.detail}
+                        for p in report.problems
+                    ],
+                }
+            ).decode()
+        )
+    else:
+        click.echo(
+            f"events: {report.events:,}   checkpoints: {report.checkpoints:,}   "
+            f"witness copies: {report.witness_checkpoints:,}"
+        )
+        click.echo(f"root: {report.root}")
+        if report.unsigned_tail:
+            click.echo(
+                f"note: the newest {report.unsigned_tail} event(s) are not yet under a "
+                "signed checkpoint"
+            )
+        if report.ok:
+            click.echo("OK: the log verifies")
+        else:
+            click.echo(f"FAILED: first bad index {report.first_bad_index}")
+            for p in report.problems:
+                where = "-" if p.index is None else str(p.index)
+                click.echo(f"  {p.kind:<14} at {where:>8}  {p.detail}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@audit.command("pubkey")
+@config_option
+def audit_pubkey(config_path: Path) -> None:
+    """Print the verification keys (JSON: key id → base64 Ed25519 public key)."""
+    click.echo(
+        orjson.dumps(_public_keys(load_settings(config_path)), option=orjson.OPT_INDENT_2).decode()
+    )
+
+
+@audit.command("rotate-key")
+@config_option
+def audit_rotate_key(config_path: Path) -> None:
+    """Add a new signing key; older keys stay so older checkpoints still verify."""
+    kid = rotate_signing_key(load_settings(config_path).key_dir)
+    click.echo(f"new signing key {kid}; restart gateways to sign with it")
+
+
+@audit.command("prove")
+@click.argument("ref")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Write here (default: stdout)."
+)
+@config_option
+def audit_prove(ref: str, out: Path | None, config_path: Path) -> None:
+    """Inclusion proof of an event (leaf index or request id) with its signed checkpoint."""
+    settings = load_settings(config_path)
+    with _reader(settings) as reader:
+        found = reader.find(ref)
+        if found is None:
+            raise click.ClickException(f"no audit event {ref!r}")
+        try:
+            bundle = prove_inclusion(reader, *found)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+    _emit(bundle.to_dict(_public_keys(settings)), out)
+
+
+@audit.command("prove-consistency")
+@click.argument("old_size", type=int)
+@click.argument("new_size", type=int)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@config_option
+def audit_prove_consistency(
+    old_size: int, new_size: int, out: Path | None, config_path: Path
+) -> None:
+    """Consistency proof between two signed checkpoints (by tree size)."""
+    with _reader(load_settings(config_path)) as reader:
+        try:
+            _emit(prove_consistency(reader, old_size, new_size), out)
+        except (LookupError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _emit(data: dict[str, Any], out: Path | None) -> None:
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    if out is None:
+        click.echo(text)
+    else:
+        out.write_text(text + "\n")
+        click.echo(f"written to {out}", err=True)
+
+
+def _read_bundle(path: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path} is not a proof file")
+    return data
+
+
+@audit.command("verify-proof")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--pubkey", required=True, help="Base64 key, a file with one, or `audit pubkey` JSON."
+)
+def audit_verify_proof(file: Path, pubkey: str) -> None:
+    """Check an inclusion or consistency proof offline. Exit 1 if it does not verify."""
+    bundle = _read_bundle(file)
+    keys = _load_pubkeys(pubkey)
+    try:
+        if bundle.get("type") == "consistency":
+            old, new = check_consistency_bundle(bundle, keys)
+            click.echo(f"OK: the log at size {new} extends the log at size {old}")
+        else:
+            index = check_inclusion_bundle(bundle, keys)
+            click.echo(
+                f"OK: event {index} is in the log signed at size "
+                f"{bundle['checkpoint']['tree_size']}"
+            )
+    except ProofError as exc:
+        click.echo(f"FAILED: {exc}")
+        sys.exit(1)
+
+
+def _line(seq: int, record: bytes) -> str:
+    r = orjson.loads(record)
+    data = r.get("data", {})
+    when = datetime.fromtimestamp(r["at"], UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    extra = []
+    for key in ("status", "outcome", "reasons", "client_address", "tokens_in", "tokens_out"):
+        if data.get(key) not in (None, [], ""):
+            extra.append(f"{key}={data[key]}")
+    who = r.get("principal_id") or r.get("actor") or "-"
+    model = r.get("model") or "-"
+    return f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
+
+
+@audit.command("tail")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("-n", "lines", default=20, show_default=True, help="How many recent events first.")
+@click.option("--principal", default=None, help="Principal name or id.")
+@click.option("--vendor", default=None, help="Org name or id.")
+@click.option("--model", default=None)
+@click.option("--since", default=None, help="A duration (1h, 7d) or an ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@config_option
+def audit_tail(
+    follow: bool,
+    lines: int,
+    principal: str | None,
+    vendor: str | None,
+    model: str | None,
+    since: str | None,
+    as_json: bool,
+    config_path: Path,
+) -> None:
+    """Recent audit events, filtered; `-f` to follow."""
+    settings = load_settings(config_path)
+    with _reader(settings) as reader:
+        principals: list[str] | None = None
+        if principal is not None:
+            principals = reader.principal_ids(principal, by_org=False)
+        if vendor is not None:
+            principals = (principals or []) + reader.principal_ids(vendor, by_org=True)
+        rows = reader.query(
+            since=_since(since), principals=principals, model=model, limit=None if since else lines
+        )
+        last = 0
+        try:
+            while True:
+                for seq, record in rows:
+                    click.echo(record.decode() if as_json else _line(seq, record))
+                    last = seq
+                if not follow:
+                    return
+                time.sleep(TAIL_POLL_S)
+                last = max(last, reader.count() if last == 0 else last)
+                rows = reader.query(after_seq=last, principals=principals, model=model)
+        except KeyboardInterrupt:
+            return
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="A duration (1h, 7d) or an ISO time.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.option("--proofs", is_flag=True, help="Add an inclusion proof to each event.")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@config_option
+def audit_export(
+    since: str | None, fmt: str, proofs: bool, out: Path | None, config_path: Path
+) -> None:
+    """Events as JSON lines for a SIEM or an investigator; with --proofs each line carries
+    its inclusion proof against the newest checkpoint (first line: that checkpoint)."""
+    settings = load_settings(config_path)
+    handle = open(out, "w") if out else sys.stdout  # noqa: SIM115 - closed below
+    try:
+        with _reader(settings) as reader:
+            rows = reader.query(since=_since(since))
+            if proofs:
+                cps = reader.checkpoints()
+                if not cps:
+                    raise click.ClickException("no signed checkpoint yet")
+                cp = cps[-1]
+                hashes = LeafHashes(reader.leaf_hashes(cp.tree_size))
+                handle.write(
+                    orjson.dumps(
+                        {"checkpoint": cp.to_dict(), "public_keys": _public_keys(settings)}
+                    ).decode()
+                    + "\n"
+                )
+            for seq, record in rows:
+                line: dict[str, Any] = {"index": seq - 1, "record": orjson.loads(record)}
+                if proofs and seq - 1 < cp.tree_size:
+                    line["proof"] = prove_inclusion(reader, seq - 1, record, hashes).to_dict({})[
+                        "proof"
+                    ]
+                handle.write(orjson.dumps(line).decode() + "\n")
+    finally:
+        if out:
+            handle.close()
