@@ -69,6 +69,35 @@ class CompactTree:
         self._edge.append(h)
         self.size += 1
 
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Append many leaf hashes: aligned perfect blocks are hashed level by level, which
+        is several times faster than leaf-by-leaf appends (verification's hot loop)."""
+        i, n = 0, len(leaf_hashes)
+        while i < n:
+            room = (n - i).bit_length() - 1  # largest block that fits
+            align = (self.size & -self.size).bit_length() - 1 if self.size else room
+            height = min(room, align)
+            if height == 0:
+                self.append(leaf_hashes[i])
+                i += 1
+                continue
+            level = list(leaf_hashes[i : i + (1 << height)])
+            while len(level) > 1:
+                level = [
+                    _sha256(b"\x01" + a + b).digest()
+                    for a, b in zip(level[::2], level[1::2], strict=True)
+                ]
+            self._append_subtree(level[0], height)
+            i += 1 << height
+
+    def _append_subtree(self, h: bytes, height: int) -> None:
+        size = self.size >> height
+        while size & 1:
+            h = node_hash(self._edge.pop(), h)
+            size >>= 1
+        self._edge.append(h)
+        self.size += 1 << height
+
     def root(self) -> bytes:
         if not self._edge:
             return EMPTY_ROOT

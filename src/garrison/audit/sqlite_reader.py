@@ -45,6 +45,14 @@ class AuditReader:
             for seq, record, stored in batch:
                 yield int(seq), bytes(record), None if stored is None else bytes(stored)
 
+    def rows_range(self, start: int, end: int) -> list[Row]:
+        """Rows at leaf positions [start, end) (by order, whatever their seq says)."""
+        cur = self._conn.execute(
+            "SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq LIMIT ? OFFSET ?",
+            (end - start, start),
+        )
+        return [(int(q), bytes(r), None if h is None else bytes(h)) for q, r, h in cur]
+
     def checkpoints(self) -> list[Checkpoint]:
         return [
             Checkpoint.from_dict(orjson.loads(body))

@@ -18,14 +18,14 @@ What each kind of tampering looks like here:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from garrison.audit.checkpoint import GENESIS_PREV, Checkpoint, CheckpointError, verify_checkpoint
-from garrison.audit.merkle import CompactTree, leaf_hash
+from garrison.audit.merkle import CompactTree
 
 Row = tuple[int, bytes, bytes | None]  # (seq, record, stored leaf hash)
 
@@ -111,40 +111,144 @@ def _check_witness(
 
 
 class _IndexTracker:
-    """Locates deletions, insertions and reorders from the records' own indices."""
+    """Locates deletions, insertions and reorders from the records' own indices.
+
+    It follows the offset between the index a record claims and its position. A lasting
+    rise means events are missing (deleted), a lasting fall means extra records (inserted),
+    and an offset that comes back to where it was means records swapped places (reordered).
+    Only changes of the offset are kept, so a damaged log costs memory per damage, not per row.
+    """
+
+    # Offset changes remembered; past this the log is garbage and the first ones suffice.
+    MAX_CHANGES = 10_000
 
     def __init__(self, report: VerifyReport) -> None:
         self.report = report
-        self.gaps: list[tuple[int, int, int]] = []  # (missing from, to, at position)
+        self.offset = 0
+        self.changes: list[tuple[int, int, int]] = []  # (position, old offset, new offset)
 
     def see(self, position: int, claimed: int) -> None:
-        if claimed == position:
-            return
-        if claimed > position:
-            self.gaps.append((position, claimed, position))
-            return
-        for n, (start, end, at) in enumerate(self.gaps):
-            if start <= claimed < end:
-                self.report.problems.append(
-                    Problem("reordered", at, f"event {claimed} was moved to position {position}")
-                )
-                self.gaps[n] = (start, claimed, at) if claimed > start else (claimed + 1, end, at)
-                if self.gaps[n][0] >= self.gaps[n][1]:
-                    del self.gaps[n]
-                return
-        self.report.problems.append(
-            Problem(
-                "inserted", position, f"position {position} holds a record naming index {claimed}"
-            )
-        )
+        offset = claimed - position
+        if offset != self.offset:
+            if len(self.changes) < self.MAX_CHANGES:
+                self.changes.append((position, self.offset, offset))
+            self.offset = offset
 
     def finish(self) -> None:
-        for start, end, at in self.gaps:
-            self.report.problems.append(
+        changes = self.changes
+        i = 0
+        while i < len(changes):
+            position, before, after = changes[i]
+            back = next((j for j in range(i + 1, len(changes)) if changes[j][2] == before), None)
+            if back is not None and after != before:
+                end = changes[back][0]
+                self.report.problems.append(
+                    Problem(
+                        "reordered", position, f"records {position}..{end - 1} are out of order"
+                    )
+                )
+                i = back + 1
+                continue
+            # k forged records at `position`, after which the offset settles k lower.
+            settle = next(
+                (
+                    j
+                    for j in range(i + 1, len(changes))
+                    if changes[j][2] == before - (changes[j][0] - position)
+                    and changes[j][0] > position
+                ),
+                None,
+            )
+            if (
+                settle is not None
+                and all(changes[m][0] < changes[settle][0] for m in range(i, settle))
+                and changes[settle][0] - position <= len(changes)
+            ):
+                count = changes[settle][0] - position
+                self.report.problems.append(
+                    Problem(
+                        "inserted", position, f"{count} record(s) slipped in at position {position}"
+                    )
+                )
+                i = settle + 1
+                continue
+            if after > before:
+                self.report.problems.append(
+                    Problem(
+                        "deleted",
+                        position,
+                        f"{after - before} event(s) missing before position {position}",
+                    )
+                )
+            else:
+                self.report.problems.append(
+                    Problem(
+                        "inserted",
+                        position,
+                        f"{before - after} record(s) slipped in at position {position}",
+                    )
+                )
+            i += 1
+
+
+# Records hashed per step: large enough for list comprehensions to pay, small enough to
+# keep memory flat on a log of any size.
+_BATCH = 8192
+_sha256 = hashlib.sha256
+
+
+def _claimed_index(record: bytes) -> int | None:
+    """The record's own ``"i"``. Keys are sorted and every top-level key after ``"i"``
+    holds a string or a number, so the last ``,"i":`` is the top-level one."""
+    k = record.rfind(b',"i":')
+    if k < 0:
+        return None
+    end = record.find(b",", k + 5)
+    try:
+        return int(record[k + 5 : end])
+    except ValueError:
+        return None
+
+
+def _check_roots(
+    tree: CompactTree,
+    signed: dict[int, Checkpoint],
+    witnessed: dict[int, Checkpoint],
+    report: VerifyReport,
+    state: dict[str, int],
+) -> tuple[int, int] | None:
+    """Compare the root at this size with any checkpoint signed or witnessed there; return
+    the range a failed signed root implicates."""
+    size = tree.size
+    cp = signed.get(size)
+    wcp = witnessed.get(size)
+    if cp is None and wcp is None:
+        return None
+    root = tree.root().hex()
+    bad: tuple[int, int] | None = None
+    if cp is not None:
+        if root != cp.root:
+            start = state["last_good"]
+            report.problems.append(
                 Problem(
-                    "deleted", at, f"events {start}..{end - 1} are missing before position {at}"
+                    "modified",
+                    start,
+                    f"events in [{start}, {size}) do not give the root signed at size {size}",
                 )
             )
+            bad = (start, size)
+        else:
+            state["last_good"] = size
+    if wcp is not None and root != wcp.root:
+        report.problems.append(
+            Problem(
+                "rewritten",
+                0,
+                f"the witness copy of the checkpoint at size {size} disagrees with this log: "
+                "it was replaced or rewritten",
+            )
+        )
+    return bad
 
 
 def verify_log(
@@ -154,15 +258,69 @@ def verify_log(
     *,
     witness: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
+    reread: Callable[[int, int], Iterable[Row]] | None = None,
 ) -> VerifyReport:
+    """``reread(start, end)`` gives rows at positions [start, end) again; with it, a range
+    whose signed root fails is re-read record by record to locate the change exactly."""
     report = VerifyReport(checkpoints=len(checkpoints), witness_checkpoints=len(witness))
     signed = _check_checkpoints(checkpoints, keys, report)
     witnessed = _check_witness(witness, keys, report)
     tracker = _IndexTracker(report)
     tree = CompactTree()
+    targets = sorted(set(signed) | set(witnessed))
+    state = {"last_good": 0}
+    records: list[bytes] = []
+    stored_hashes: list[bytes | None] = []
+
+    last_signed = max(signed, default=0)
+
+    def detail(start: int, batch: Sequence[bytes], into: _IndexTracker) -> None:
+        for k, record in enumerate(batch):
+            claimed = _claimed_index(record)
+            if claimed is None:
+                report.problems.append(
+                    Problem("modified", start + k, "record is not a valid event")
+                )
+            elif claimed - (start + k) != into.offset:
+                into.see(start + k, claimed)
+
+    def flush() -> None:
+        start = tree.size
+        hashes = [_sha256(b"\x00" + r).digest() for r in records]
+        suspect = stored_hashes != hashes
+        if suspect:
+            for k, (computed, stored) in enumerate(zip(hashes, stored_hashes, strict=True)):
+                if stored is not None and stored != computed:
+                    report.problems.append(
+                        Problem("modified", start + k, "record does not match its hash")
+                    )
+        # Signed ranges are guarded by their roots, so there only the batch's ends are read
+        # for their indices (that is what keeps verification fast); any doubt, and the
+        # unsigned tail, get every record's index checked.
+        end = start + len(records) - 1
+        if (
+            suspect
+            or end >= last_signed
+            or _claimed_index(records[0]) != start + tracker.offset
+            or _claimed_index(records[-1]) != end + tracker.offset
+        ):
+            detail(start, records, tracker)
+        tree.extend(hashes)
+        records.clear()
+        stored_hashes.clear()
+        bad = _check_roots(tree, signed, witnessed, report, state)
+        if bad is not None and reread is not None:
+            # A root failed where every record matched its stored hash and its batch ends:
+            # read that range again, record by record, to say exactly what changed.
+            local = _IndexTracker(report)
+            lo, hi = bad
+            local.offset = 0
+            detail(lo, [r for _, r, _ in reread(lo, hi)], local)
+            local.finish()
+
     position = 0
-    last_good = 0
     expected_seq = 1
+    next_target = targets.pop(0) if targets else -1
     for seq, record, stored in rows:
         if seq != expected_seq:
             report.problems.append(
@@ -171,44 +329,17 @@ def verify_log(
                 )
             )
         expected_seq = seq + 1
-        lh = leaf_hash(record)
-        if stored is not None and stored != lh:
-            report.problems.append(Problem("modified", position, "record does not match its hash"))
-        try:
-            claimed = orjson.loads(record)["i"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            report.problems.append(Problem("modified", position, "record is not a valid event"))
-        else:
-            if isinstance(claimed, int):
-                tracker.see(position, claimed)
-        tree.append(lh)
+        records.append(record)
+        stored_hashes.append(stored)
         position += 1
-        size = position
-        cp = signed.get(size)
-        if cp is not None:
-            if tree.root().hex() != cp.root:
-                report.problems.append(
-                    Problem(
-                        "modified",
-                        last_good,
-                        f"events in [{last_good}, {size}) do not give the root signed at "
-                        f"size {size}",
-                    )
-                )
-            else:
-                last_good = size
-        wcp = witnessed.get(size)
-        if wcp is not None and tree.root().hex() != wcp.root:
-            report.problems.append(
-                Problem(
-                    "rewritten",
-                    0,
-                    f"the witness copy of the checkpoint at size {size} disagrees with this log: "
-                    "it was replaced or rewritten",
-                )
-            )
-        if progress is not None and position % 10_000 == 0:
-            progress(position)
+        if position == next_target or len(records) >= _BATCH:
+            flush()
+            while next_target != -1 and next_target <= position:
+                next_target = targets.pop(0) if targets else -1
+            if progress is not None:
+                progress(position)
+    if records:
+        flush()
     tracker.finish()
     report.events = position
     report.root = tree.root().hex()

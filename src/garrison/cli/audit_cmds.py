@@ -121,6 +121,7 @@ def audit_verify(witness_dir: Path | None, as_json: bool, config_path: Path) -> 
                 keys,
                 witness=witness,
                 progress=lambda n: bar.update(task, completed=n),
+                reread=reader.rows_range,
             )
     if as_json:
         click.echo(
