@@ -1,7 +1,7 @@
 """Typed audit events with stable dotted names, and their canonical encoding.
 
-The encoding is versioned (``"v"``), key-sorted JSON without whitespace: the same event
-always gives the same bytes, which is what the tamper-evident tree hashes. The record names
+The encoding is versioned (``"v"``) JSON without whitespace, top-level keys in sorted order:
+the bytes stored are exactly the bytes the tamper-evident tree hashes. The record names
 its own leaf index (``"i"``), so a row moved, removed or slipped in is located exactly. Events never
 carry a secret or a request body — only a body's SHA-256 digest and size.
 """
@@ -49,20 +49,27 @@ class AuditEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
     def encode(self, index: int) -> bytes:
-        """The canonical record of this event as leaf ``index`` of the log."""
-        record: dict[str, Any] = {
-            "v": ENCODING_VERSION,
-            "i": index,
-            "name": self.name.value,
-            "at": self.at,
-            "actor": self.actor,
-            "request_id": self.request_id,
-            "principal_id": self.principal_id,
-            "credential_id": self.credential_id,
-            "model": self.model,
-            "data": self.data,
-        }
-        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        """The record of this event as leaf ``index`` of the log.
+
+        Top-level keys are written in sorted order (by construction, not by a sort: orjson's
+        recursive key sort costs ten times the rest of the encoding); ``data`` keeps the
+        order its producer wrote. The stored bytes are what the tree hashes, so nothing
+        ever needs to re-encode an event to verify it.
+        """
+        return orjson.dumps(
+            {
+                "actor": self.actor,
+                "at": self.at,
+                "credential_id": self.credential_id,
+                "data": self.data,
+                "i": index,
+                "model": self.model,
+                "name": self.name.value,
+                "principal_id": self.principal_id,
+                "request_id": self.request_id,
+                "v": ENCODING_VERSION,
+            }
+        )
 
 
 def decode(record: bytes) -> dict[str, Any]:

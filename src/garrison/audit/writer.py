@@ -42,6 +42,8 @@ AUDIT_QUEUE_MAX = 50_000
 AUDIT_BATCH_MAX = 2_000
 # Longest a call waits for its event to be durable before it is refused with 503.
 AUDIT_APPEND_TIMEOUT_S = 2.0
+# How often the watchdog looks for appends past their timeout (the timeout's resolution).
+AUDIT_WATCHDOG_S = 0.1
 # Non-urgent events ride along with the next urgent one, or are committed after this delay:
 # at concurrency 1 a call's outcome then shares the next call's fsync instead of adding one.
 AUDIT_LAZY_FLUSH_S = 0.005
@@ -92,6 +94,8 @@ class AuditLog:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[asyncio.Future[None], float] = {}
+        self._watchdog: asyncio.Task[None] | None = None
         self.healthy = True
         self.written = 0
         self.failures = 0
@@ -106,6 +110,11 @@ class AuditLog:
 
     def close(self) -> None:
         """Flush everything queued, then stop the writer (blocking)."""
+        if self._watchdog is not None and self._loop is not None:
+            # close() may run in a worker thread: cancel the task on its own loop.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._watchdog.cancel)
+            self._watchdog = None
         with self._cv:
             self._closing = True
             self._cv.notify()
@@ -126,13 +135,26 @@ class AuditLog:
             raise AuditUnavailable("audit log not started")
         future: asyncio.Future[None] = loop.create_future()
         self._put(_Item(event, future), urgent=True)
+        # One watchdog times out every waiter (a timer per call costs more than the append).
+        self._waiters[future] = time.monotonic() + self._append_timeout
+        if self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch(), name="garrison-audit-watchdog")
         try:
-            async with asyncio.timeout(self._append_timeout):
-                await future
-        except TimeoutError:
-            raise AuditUnavailable(
-                f"audit append not durable within {self._append_timeout}s"
-            ) from None
+            await future
+        finally:
+            self._waiters.pop(future, None)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIT_WATCHDOG_S)
+            now = time.monotonic()
+            late = [f for f, deadline in self._waiters.items() if deadline <= now]
+            for future in late:
+                self._waiters.pop(future, None)
+                if not future.done():
+                    future.set_exception(
+                        AuditUnavailable(f"audit append not durable within {self._append_timeout}s")
+                    )
 
     def append_later(self, event: AuditEvent) -> None:
         """Queue ``event`` to be committed soon; ``AuditUnavailable`` if the queue is full."""
