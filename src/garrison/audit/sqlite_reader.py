@@ -42,8 +42,7 @@ class AuditReader:
             batch = cur.fetchmany(READ_BATCH)
             if not batch:
                 return
-            for seq, record, stored in batch:
-                yield int(seq), bytes(record), None if stored is None else bytes(stored)
+            yield from batch  # (int, bytes, bytes | None) as sqlite3 returns them
 
     def rows_range(self, start: int, end: int) -> list[Row]:
         """Rows at leaf positions [start, end) (by order, whatever their seq says)."""
