@@ -15,6 +15,8 @@
     [audit]
     witness_dir = "/mnt/witness/garrison"  # checkpoint copies outside the database
     fail_open = false                     # true: forward calls even if the log is down (loud)
+    jsonl_path = "/var/log/garrison/audit.jsonl"   # optional copy for a SIEM
+    syslog = "127.0.0.1:514"                       # optional RFC 5424 over UDP
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
 ``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
@@ -54,6 +56,9 @@ class Settings:
     # Availability over the record: forward calls even when the audit log cannot be written.
     # Off by default; when on, every such call is logged loudly.
     audit_fail_open: bool = False
+    # Copies of every committed record for a SIEM: a JSON-lines file and/or syslog (UDP).
+    audit_jsonl: Path | None = None
+    audit_syslog: str | None = None
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -135,6 +140,8 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         limits=_limits(data.get("limits", {}), str(path)),
         witness_dir=witness_dir,
         audit_fail_open=fail_open,
+        audit_jsonl=Path(audit["jsonl_path"]) if audit.get("jsonl_path") else None,
+        audit_syslog=str(audit["syslog"]) if audit.get("syslog") else None,
     )
 
 

@@ -23,6 +23,7 @@ import orjson
 
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.events import AuditEvent
+from garrison.audit.exporters import Exporter
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.witness import DirectoryWitness
 from garrison.store.db import apply_sqlite_pragmas
@@ -84,8 +85,10 @@ class SqliteAuditSink:
         *,
         signer: Signer | None = None,
         witness: DirectoryWitness | None = None,
+        exporters: Sequence[Exporter] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._exporters = list(exporters)
         self._path = path
         self._signer = signer
         self._witness = witness
@@ -140,6 +143,7 @@ class SqliteAuditSink:
                     )
                 )
             conn.executemany(_INSERT, rows)
+            records = [row[7] for row in rows]
             if self.checkpoint_due and time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
                 published = self._checkpoint(conn)
             conn.execute("COMMIT")
@@ -150,6 +154,11 @@ class SqliteAuditSink:
             raise
         if published is not None:
             self._committed(published)
+        for exporter in self._exporters:
+            try:
+                exporter.export(records)
+            except Exception as exc:  # the copy may fail; the durable log stands
+                log.error("audit exporter %s failed: %s", type(exporter).__name__, exc)
 
     def checkpoint(self) -> None:
         """Sign and store a checkpoint of everything written so far (if anything is new)."""
@@ -197,3 +206,5 @@ class SqliteAuditSink:
                 log.error("final checkpoint failed: %s", exc)
             self._conn.close()
             self._conn = None
+        for exporter in self._exporters:
+            exporter.close()

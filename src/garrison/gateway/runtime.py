@@ -13,6 +13,12 @@ import aiohttp
 
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
 from garrison.audit.checkpoint import Signer
+from garrison.audit.exporters import (
+    Exporter,
+    JsonlExporter,
+    SyslogExporter,
+    parse_syslog_address,
+)
 from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
 from garrison.errors import ConfigError
@@ -45,7 +51,17 @@ class Gateway:
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
         witness = DirectoryWitness(settings.witness_dir) if settings.witness_dir else None
-        self.sink = SqliteAuditSink(path, signer=self.signer, witness=witness, clock=clock)
+        exporters: list[Exporter] = []
+        if settings.audit_jsonl is not None:
+            exporters.append(JsonlExporter(settings.audit_jsonl))
+        if settings.audit_syslog:
+            try:
+                exporters.append(SyslogExporter(*parse_syslog_address(settings.audit_syslog)))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        self.sink = SqliteAuditSink(
+            path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
+        )
         self.audit = AuditLog(self.sink, clock=clock)
         self.state = GatewayState(
             snapshot=Snapshot.empty(),

@@ -1,0 +1,69 @@
+"""Streaming committed audit records to a SIEM: a JSON-lines file and/or syslog over UDP.
+
+Exporters run in the writer thread after each commit, with the records exactly as stored
+(leaf index included). A failing exporter is logged and skipped: the durable log, not the
+copy, is the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("garrison.audit")
+
+# Syslog facility local0, severity informational: <PRI> = 16 * 8 + 6.
+SYSLOG_PRI = 134
+# Largest UDP syslog message sent; RFC 5426 asks receivers to accept at least 2,048 bytes,
+# most accept 64 KiB. Longer records are cut (the full record stays in the log).
+SYSLOG_MAX_BYTES = 8192
+
+
+class Exporter(Protocol):
+    def export(self, records: Sequence[bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlExporter:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(path, "ab")  # noqa: SIM115 - kept open for the process lifetime
+
+    def export(self, records: Sequence[bytes]) -> None:
+        self._handle.write(b"".join(r + b"\n" for r in records))
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class SyslogExporter:
+    """RFC 5424 messages over UDP (``APP-NAME`` garrison, ``MSGID`` audit)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._sock = socket.socket(
+            socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        self._hostname = socket.gethostname()
+
+    def export(self, records: Sequence[bytes]) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        header = f"<{SYSLOG_PRI}>1 {stamp} {self._hostname} garrison - audit - ".encode()
+        for record in records:
+            self._sock.sendto((header + record)[:SYSLOG_MAX_BYTES], self._address)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def parse_syslog_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"syslog address {text!r} must be HOST:PORT")
+    return host.strip("[]"), int(port)
