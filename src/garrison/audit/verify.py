@@ -181,11 +181,14 @@ class _IndexTracker:
                     )
                 )
             else:
+                # The offset falls at the first record after the slipped-in ones, which
+                # claimed indices already taken: they start `before - after` positions back.
+                count = before - after
                 self.report.problems.append(
                     Problem(
                         "inserted",
-                        position,
-                        f"{before - after} record(s) slipped in at position {position}",
+                        position - count,
+                        f"{count} record(s) slipped in at position {position - count}",
                     )
                 )
             i += 1
@@ -239,15 +242,22 @@ def _check_roots(
             bad = (start, size)
         else:
             state["last_good"] = size
-    if wcp is not None and root != wcp.root:
-        report.problems.append(
-            Problem(
-                "rewritten",
-                0,
-                f"the witness copy of the checkpoint at size {size} disagrees with this log: "
-                "it was replaced or rewritten",
+    if wcp is not None:
+        if root == wcp.root:
+            state["witness_good"] = size
+        elif cp is None or root == cp.root:
+            # The database's own checkpoints agree with the rebuilt tree but the copy kept
+            # outside does not: the log and its checkpoints were replaced together. (Where the
+            # stored checkpoint fails too, the change is local and reported as such above.)
+            start = state["witness_good"]
+            report.problems.append(
+                Problem(
+                    "rewritten",
+                    start,
+                    f"the witness copy of the checkpoint at size {size} disagrees with this log "
+                    f"from index {start} on: the log and its checkpoints were replaced",
+                )
             )
-        )
     return bad
 
 
@@ -268,7 +278,7 @@ def verify_log(
     tracker = _IndexTracker(report)
     tree = CompactTree()
     targets = sorted(set(signed) | set(witnessed))
-    state = {"last_good": 0}
+    state = {"last_good": 0, "witness_good": 0}
     records: list[bytes] = []
     stored_hashes: list[bytes | None] = []
 
@@ -354,7 +364,30 @@ def verify_log(
                 )
             )
             break
-    # Problems of one cause repeat (a deletion also breaks the next root): keep them all,
-    # ordered by where they are, so the first line names the first bad index.
-    report.problems.sort(key=lambda p: p.index if p.index is not None else -1)
+    report.problems = _tidy(report.problems)
     return report
+
+
+def _tidy(problems: list[Problem]) -> list[Problem]:
+    """One line per finding, the most exact first: a failed signed range is dropped when a
+    finding inside it already names the index; a shortfall explained by deletions found is
+    not also called truncation; the rest is ordered by index."""
+    exact = [p for p in problems if not p.detail.startswith("events in [")]
+    kept: list[Problem] = []
+    seen: set[tuple[str, int | None]] = set()
+    deleted = any(p.kind == "deleted" for p in problems)
+    for p in problems:
+        if p.detail.startswith("events in ["):
+            lo, hi = (int(x) for x in p.detail[len("events in [") :].split(")")[0].split(", "))
+            if any(
+                q.index is not None and lo <= q.index < hi and q.kind != "rewritten" for q in exact
+            ):
+                continue
+        if p.kind == "truncated" and deleted:
+            continue
+        if (p.kind, p.index) in seen:
+            continue
+        seen.add((p.kind, p.index))
+        kept.append(p)
+    kept.sort(key=lambda p: p.index if p.index is not None else -1)
+    return kept

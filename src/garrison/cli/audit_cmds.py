@@ -346,7 +346,8 @@ def audit_export(
                     + "\n"
                 )
             for seq, record in rows:
-                line: dict[str, Any] = {"index": seq - 1, "record": orjson.loads(record)}
+                # The record as stored (a JSON string): its bytes are the hashed leaf.
+                line: dict[str, Any] = {"index": seq - 1, "record": record.decode()}
                 if proofs and seq - 1 < cp.tree_size:
                     line["proof"] = prove_inclusion(reader, seq - 1, record, hashes).to_dict({})[
                         "proof"

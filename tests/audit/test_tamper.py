@@ -1,0 +1,465 @@
+"""Tampering with a real audit log, one kind at a time, and what ``garrison audit verify`` says.
+
+One log is built per module by a real gateway (about fifty calls, with pauses so that several
+checkpoints are signed, then a clean stop for the final one). Each test copies it, edits the
+SQLite file directly as an insider with database access would, and runs the verifier the way
+an operator does: ``garrison audit verify --json`` with the configured witness directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from garrison.audit.checkpoint import GENESIS_PREV, Checkpoint, Signer
+from garrison.audit.merkle import CompactTree, leaf_hash
+from garrison.audit.witness import read_witness
+from garrison.cli.audit_cmds import audit
+from garrison.config import CONFIG_FILE, Settings, render_settings
+from tests.support.world import World, start_world, stop_world
+
+pytestmark = pytest.mark.e2e
+
+GARRISON = [sys.executable, "-m", "garrison.cli.main"]
+CALLS_PER_PHASE = 17
+# Longer than the checkpoint interval (1 s): the idle writer signs a checkpoint in each pause.
+PAUSE_S = 1.3
+EVENT_COLUMNS = ("at", "name", "request_id", "principal_id", "credential_id", "model")
+
+
+# ── the log ────────────────────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class Log:
+    data: Path  # the pristine data directory (database, keys, witness, config)
+    events: int
+    sizes: tuple[int, ...]  # tree sizes of the stored checkpoints, in order
+    witness_sizes: tuple[int, ...]
+
+    @property
+    def range_start(self) -> int:
+        """The first signed range that does not start at 0: [sizes[0], sizes[1])."""
+        return self.sizes[0]
+
+    @property
+    def middle(self) -> int:
+        """A leaf index inside the second signed range, away from both of its ends."""
+        return (self.sizes[0] + self.sizes[1]) // 2
+
+
+async def _call(session: aiohttp.ClientSession, world: World, i: int) -> None:
+    async with session.post(
+        world.base + "/v1/chat/completions",
+        json={"model": "assistant", "messages": [{"role": "user", "content": f"call {i}"}]},
+        headers={"authorization": f"Bearer {world.keys['alice']}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        await resp.read()
+
+
+async def _build(root: Path) -> Path:
+    world = await start_world(root)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for phase in range(3):
+                if phase:
+                    await asyncio.sleep(PAUSE_S)
+                for i in range(CALLS_PER_PHASE):
+                    await _call(session, world, phase * CALLS_PER_PHASE + i)
+    finally:
+        await stop_world(world)  # the clean stop signs the final checkpoint
+    return root / "data"
+
+
+def _connect(data: Path) -> sqlite3.Connection:
+    return sqlite3.connect(data / "garrison.db", isolation_level=None)
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Log:
+    data = asyncio.run(_build(tmp_path_factory.mktemp("tamper-log")))
+    conn = _connect(data)
+    try:
+        events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+        sizes = tuple(r[0] for r in conn.execute("SELECT tree_size FROM audit_checkpoints"))
+    finally:
+        conn.close()
+    witness = tuple(cp.tree_size for cp in read_witness(data / "witness"))
+    built = Log(data, events, sizes, witness)
+    # What the tests below rely on: several checkpoints, the last one covering everything,
+    # all published to the witness, and room for a change inside the second signed range.
+    assert len(sizes) >= 3, sizes
+    assert sizes[-1] == events and witness == sizes
+    assert built.range_start < built.middle - 1 and built.middle + 6 < sizes[1]
+    return built
+
+
+@pytest.fixture
+def data(log: Log, tmp_path: Path) -> Path:
+    """A private copy of the pristine log with a config pointing at it."""
+    copy = tmp_path / "data"
+    shutil.copytree(log.data, copy)
+    (copy / CONFIG_FILE).write_text(render_settings(Settings.for_data_dir(copy)))
+    return copy
+
+
+def verify(data: Path, *, witness: bool = True) -> dict[str, Any]:
+    """``garrison audit verify --json`` (in process); ``witness=False`` hides the witness."""
+    args = ["verify", "--json", "--config", str(data / CONFIG_FILE)]
+    if not witness:
+        args += ["--witness-dir", str(data / "no-witness-here")]
+    result = CliRunner().invoke(audit, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    report: dict[str, Any] = orjson.loads(result.stdout)
+    assert result.exit_code == (0 if report["ok"] else 1), result.output
+    return report
+
+
+def first_problem(report: dict[str, Any]) -> tuple[str, int | None]:
+    assert not report["ok"], "tampering went unnoticed"
+    first = report["problems"][0]
+    return first["kind"], first["index"]
+
+
+# ── tampering, done with sqlite3 as an insider would ───────────────────────────────────────
+def _record(conn: sqlite3.Connection, index: int) -> dict[str, Any]:
+    row = conn.execute("SELECT record FROM audit_events WHERE seq = ?", (index + 1,)).fetchone()
+    value: dict[str, Any] = orjson.loads(row[0])
+    return value
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def edit_record(
+    data: Path, index: int, change: Callable[[dict[str, Any]], None], *, rehash: bool
+) -> None:
+    conn = _connect(data)
+    try:
+        record = _record(conn, index)
+        change(record)
+        raw = _encode(record)
+        if rehash:
+            conn.execute(
+                "UPDATE audit_events SET record = ?, leaf_hash = ? WHERE seq = ?",
+                (raw, leaf_hash(raw), index + 1),
+            )
+        else:
+            conn.execute("UPDATE audit_events SET record = ? WHERE seq = ?", (raw, index + 1))
+    finally:
+        conn.close()
+
+
+def _shift_seqs(conn: sqlite3.Connection, after: int, delta: int) -> None:
+    """Add ``delta`` to every seq above ``after`` (in two steps: seq is the primary key)."""
+    conn.execute("UPDATE audit_events SET seq = -seq WHERE seq > ?", (after,))
+    conn.execute("UPDATE audit_events SET seq = -seq + ? WHERE seq < 0", (delta,))
+
+
+def delete_row(data: Path, index: int, *, renumber: bool) -> None:
+    conn = _connect(data)
+    try:
+        conn.execute("DELETE FROM audit_events WHERE seq = ?", (index + 1,))
+        if renumber:
+            _shift_seqs(conn, index + 1, -1)
+    finally:
+        conn.close()
+
+
+def insert_forged_row(data: Path, index: int) -> None:
+    """A plausible forged event at position ``index`` (naming that index, with a correct
+    leaf hash); every later row moves up one seq."""
+    conn = _connect(data)
+    try:
+        forged = _record(conn, index)
+        forged["data"] = {**forged["data"], "forged": True}
+        raw = _encode(forged)
+        _shift_seqs(conn, index, 1)
+        conn.execute(
+            "INSERT INTO audit_events (seq, at, name, request_id, principal_id, credential_id,"
+            " model, record, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (index + 1, *(forged[c] for c in EVENT_COLUMNS), raw, leaf_hash(raw)),
+        )
+    finally:
+        conn.close()
+
+
+def swap_rows(data: Path, a: int, b: int) -> None:
+    """Exchange two rows' contents (record, leaf hash and the query columns); seqs stay."""
+    columns = (*EVENT_COLUMNS, "record", "leaf_hash")
+    listed = ", ".join(columns)
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    conn = _connect(data)
+    try:
+        select = f"SELECT {listed} FROM audit_events WHERE seq = ?"  # noqa: S608 - fixed names
+        row_a = conn.execute(select, (a + 1,)).fetchone()
+        row_b = conn.execute(select, (b + 1,)).fetchone()
+        update = f"UPDATE audit_events SET {sets} WHERE seq = ?"  # noqa: S608 - fixed names
+        conn.execute(update, (*row_b, a + 1))
+        conn.execute(update, (*row_a, b + 1))
+    finally:
+        conn.close()
+
+
+def truncate(data: Path, keep: int, *, checkpoints_too: bool) -> None:
+    conn = _connect(data)
+    try:
+        conn.execute("DELETE FROM audit_events WHERE seq > ?", (keep,))
+        if checkpoints_too:
+            conn.execute("DELETE FROM audit_checkpoints WHERE tree_size > ?", (keep,))
+    finally:
+        conn.close()
+
+
+def _checkpoint_rows(conn: sqlite3.Connection) -> list[tuple[int, Checkpoint]]:
+    return [
+        (seq, Checkpoint.from_dict(orjson.loads(body)))
+        for seq, body in conn.execute("SELECT seq, body FROM audit_checkpoints ORDER BY seq")
+    ]
+
+
+def rewrite_everything(data: Path) -> None:
+    """Replace the whole log with a self-consistent forgery: every record changed, leaf
+    hashes recomputed, every checkpoint re-signed with the real key and re-chained."""
+    signer = Signer.from_dir(data / "keys")
+    conn = _connect(data)
+    try:
+        conn.execute("BEGIN")
+        rows = conn.execute("SELECT seq, record FROM audit_events ORDER BY seq").fetchall()
+        checkpoints = _checkpoint_rows(conn)
+        wanted = {cp.tree_size for _, cp in checkpoints}
+        tree = CompactTree()
+        states: dict[int, tuple[bytes, bytes]] = {}
+        for seq, record in rows:
+            forged = orjson.loads(record)
+            forged["data"] = {**forged["data"], "note": "nothing to see here"}
+            raw = _encode(forged)
+            lh = leaf_hash(raw)
+            conn.execute(
+                "UPDATE audit_events SET record = ?, leaf_hash = ? WHERE seq = ?", (raw, lh, seq)
+            )
+            tree.append(lh)
+            if tree.size in wanted:
+                states[tree.size] = (tree.root(), b"".join(tree.edge))
+        prev = GENESIS_PREV
+        for seq, cp in checkpoints:
+            root, edge = states[cp.tree_size]
+            new = signer.sign(cp.tree_size, root, cp.at, prev)
+            conn.execute(
+                "UPDATE audit_checkpoints SET body = ?, edge = ? WHERE seq = ?",
+                (orjson.dumps(new.to_dict()), edge, seq),
+            )
+            prev = new.digest()
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def delete_checkpoint(data: Path, position: int) -> None:
+    conn = _connect(data)
+    try:
+        seq = _checkpoint_rows(conn)[position][0]
+        conn.execute("DELETE FROM audit_checkpoints WHERE seq = ?", (seq,))
+    finally:
+        conn.close()
+
+
+def corrupt_checkpoint_signature(data: Path, position: int) -> None:
+    conn = _connect(data)
+    try:
+        seq, cp = _checkpoint_rows(conn)[position]
+        body = cp.to_dict()
+        sig = body["signature"]
+        body["signature"] = ("B" if sig[0] == "A" else "A") + sig[1:]
+        conn.execute(
+            "UPDATE audit_checkpoints SET body = ? WHERE seq = ?", (orjson.dumps(body), seq)
+        )
+    finally:
+        conn.close()
+
+
+def _mark(record: dict[str, Any]) -> None:
+    record["data"] = {**record["data"], "status": 299}
+
+
+# ── the untouched log ──────────────────────────────────────────────────────────────────────
+def test_untouched_log_verifies(data: Path, log: Log) -> None:
+    report = verify(data)
+    assert report["ok"], report["problems"]
+    assert report["events"] == log.events
+    assert report["checkpoints"] == len(log.sizes)
+    assert report["witness_checkpoints"] == len(log.witness_sizes)
+    assert report["unsigned_tail"] == 0
+
+
+# ── modified ───────────────────────────────────────────────────────────────────────────────
+def test_modified_record_is_reported_as_modified_at_its_index(data: Path, log: Log) -> None:
+    edit_record(data, log.middle, _mark, rehash=False)
+    report = verify(data)
+    assert first_problem(report) == ("modified", log.middle), report["problems"]
+    assert report["first_bad_index"] == log.middle
+
+
+def test_modified_record_is_located_by_the_log_alone_without_the_witness(
+    data: Path, log: Log
+) -> None:
+    edit_record(data, log.middle, _mark, rehash=False)
+    report = verify(data, witness=False)
+    assert first_problem(report) == ("modified", log.middle), report["problems"]
+
+
+def test_modified_record_with_a_recomputed_leaf_hash_is_caught_by_the_signed_root(
+    data: Path, log: Log
+) -> None:
+    # The leaf hash column agrees with the forged record: only the checkpoint signed after it
+    # can tell, and it narrows the change to its signed range [range_start, sizes[1]).
+    edit_record(data, log.middle, _mark, rehash=True)
+    report = verify(data, witness=False)
+    assert first_problem(report) == ("modified", log.range_start), report["problems"]
+    assert f"[{log.range_start}, {log.sizes[1]})" in report["problems"][0]["detail"]
+
+
+def test_local_modification_is_not_reported_as_a_rewrite_when_the_witness_is_checked(
+    data: Path, log: Log
+) -> None:
+    # The database's own signed checkpoint already disagrees with the log, so the witness
+    # copy of that same checkpoint says nothing new: this is a modification inside one
+    # signed range, not a replaced log, and its first bad index is that range's start.
+    edit_record(data, log.middle, _mark, rehash=True)
+    report = verify(data)
+    assert first_problem(report) == ("modified", log.range_start), report["problems"]
+    assert "rewritten" not in {p["kind"] for p in report["problems"]}
+
+
+# ── deleted ────────────────────────────────────────────────────────────────────────────────
+def test_deleted_row_leaving_a_seq_gap_is_reported_as_deleted_at_its_index(
+    data: Path, log: Log
+) -> None:
+    delete_row(data, log.middle, renumber=False)
+    report = verify(data)
+    assert first_problem(report) == ("deleted", log.middle), report["problems"]
+    assert report["first_bad_index"] == log.middle
+
+
+def test_deleted_row_with_later_seqs_renumbered_is_reported_as_deleted_at_its_index(
+    data: Path, log: Log
+) -> None:
+    delete_row(data, log.middle, renumber=True)
+    report = verify(data)
+    assert first_problem(report) == ("deleted", log.middle), report["problems"]
+    assert report["first_bad_index"] == log.middle
+
+
+# ── inserted ───────────────────────────────────────────────────────────────────────────────
+def test_forged_row_is_reported_as_inserted_at_its_index(data: Path, log: Log) -> None:
+    insert_forged_row(data, log.middle)
+    report = verify(data)
+    assert first_problem(report) == ("inserted", log.middle), report["problems"]
+    assert report["first_bad_index"] == log.middle
+
+
+# ── reordered ──────────────────────────────────────────────────────────────────────────────
+def test_swapped_rows_are_reported_as_reordered_at_the_first_of_them(data: Path, log: Log) -> None:
+    swap_rows(data, log.middle, log.middle + 5)
+    report = verify(data)
+    assert first_problem(report) == ("reordered", log.middle), report["problems"]
+    assert report["first_bad_index"] == log.middle
+
+
+# ── truncated ──────────────────────────────────────────────────────────────────────────────
+def test_truncated_tail_and_its_checkpoints_are_caught_by_the_witness(data: Path, log: Log) -> None:
+    keep = log.events - 10
+    truncate(data, keep, checkpoints_too=True)
+    report = verify(data)
+    assert first_problem(report) == ("truncated", keep), report["problems"]
+
+
+def test_truncated_tail_and_its_checkpoints_leave_no_trace_in_the_database_alone(
+    data: Path, log: Log
+) -> None:
+    # Why the witness exists: the remaining log and checkpoints are consistent on their own.
+    truncate(data, log.events - 10, checkpoints_too=True)
+    assert verify(data, witness=False)["ok"]
+
+
+def test_truncated_rows_are_caught_by_the_signed_checkpoint(data: Path, log: Log) -> None:
+    keep = log.events - 10
+    truncate(data, keep, checkpoints_too=False)
+    report = verify(data, witness=False)
+    assert first_problem(report) == ("truncated", keep), report["problems"]
+
+
+# ── checkpoints ────────────────────────────────────────────────────────────────────────────
+def test_checkpoint_deleted_from_the_middle_breaks_the_chain(data: Path) -> None:
+    delete_checkpoint(data, 1)
+    report = verify(data)
+    assert first_problem(report) == ("broken_chain", None), report["problems"]
+    assert report["first_bad_index"] is None  # every event is intact
+
+
+def test_corrupted_checkpoint_signature_is_reported_as_a_bad_signature(data: Path) -> None:
+    corrupt_checkpoint_signature(data, 1)
+    report = verify(data)
+    assert first_problem(report) == ("bad_signature", None), report["problems"]
+
+
+# ── rewritten ──────────────────────────────────────────────────────────────────────────────
+def test_self_consistent_forgery_passes_every_check_inside_the_database(data: Path) -> None:
+    # The forgery really is self-consistent: nothing in the database betrays it.
+    rewrite_everything(data)
+    assert verify(data, witness=False)["ok"]
+
+
+def test_self_consistent_forgery_is_caught_through_the_witness_as_rewritten(data: Path) -> None:
+    rewrite_everything(data)
+    report = verify(data)
+    assert first_problem(report) == ("rewritten", 0), report["problems"]
+    assert report["first_bad_index"] == 0
+
+
+# ── the command line ───────────────────────────────────────────────────────────────────────
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GARRISON, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GARRISON_CONFIG": ""},
+        check=False,
+    )
+
+
+@pytest.fixture
+def config(data: Path) -> str:
+    return str(data / CONFIG_FILE)
+
+
+def test_cli_verify_exits_0_and_says_ok_on_an_untouched_log(config: str) -> None:
+    out = run_cli("audit", "verify", "--config", config)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OK: the log verifies" in out.stdout
+
+
+def test_cli_verify_exits_1_and_prints_the_first_bad_index_on_a_tampered_log(
+    data: Path, log: Log, config: str
+) -> None:
+    keep = log.events - 10
+    truncate(data, keep, checkpoints_too=False)
+    out = run_cli("audit", "verify", "--config", config)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"FAILED: first bad index {keep}" in out.stdout
+    assert "truncated" in out.stdout
