@@ -17,6 +17,7 @@
     fail_open = false                     # true: forward calls even if the log is down (loud)
     jsonl_path = "/var/log/garrison/audit.jsonl"   # optional copy for a SIEM
     syslog = "127.0.0.1:514"                       # optional RFC 5424 over UDP
+    capture_bodies = false                # true: keep request bodies, encrypted (capture.keys)
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
 ``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
@@ -58,6 +59,8 @@ class Settings:
     audit_fail_open: bool = False
     # Copies of every committed record for a SIEM: a JSON-lines file and/or syslog (UDP).
     audit_jsonl: Path | None = None
+    # Keep request bodies, encrypted with keys/capture.keys (off: digest and size only).
+    capture_bodies: bool = False
     audit_syslog: str | None = None
 
     @classmethod
@@ -95,6 +98,13 @@ def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
     return GatewayLimits(**values)
 
 
+def _flag(table: Mapping[str, Any], key: str, path: Path) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: [audit] {key} must be true or false")
+    return value
+
+
 def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     try:
@@ -126,9 +136,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     witness_dir = None if not witness else Path(witness)
     if witness_dir is not None and not witness_dir.is_absolute():
         witness_dir = base / witness_dir
-    fail_open = audit.get("fail_open", False)
-    if not isinstance(fail_open, bool):
-        raise ConfigError(f"{path}: [audit] fail_open must be true or false")
+    fail_open = _flag(audit, "fail_open", path)
     return Settings(
         database_url=database_url,
         key_dir=key_dir,
@@ -142,6 +150,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         audit_fail_open=fail_open,
         audit_jsonl=Path(audit["jsonl_path"]) if audit.get("jsonl_path") else None,
         audit_syslog=str(audit["syslog"]) if audit.get("syslog") else None,
+        capture_bodies=_flag(audit, "capture_bodies", path),
     )
 
 

@@ -24,6 +24,9 @@ from garrison.errors import ConfigError
 
 PEPPER_FILE = "pepper.key"
 SEAL_FILE = "seal.keys"
+# Encrypts captured request bodies: a key of its own, so reading prompts is a separate
+# privilege from running the gateway's upstream calls.
+CAPTURE_FILE = "capture.keys"
 # 32 bytes: the HMAC-SHA-256 key size; more adds nothing, less weakens the HMAC.
 PEPPER_BYTES = 32
 _OWNER_ONLY = 0o600
@@ -64,6 +67,7 @@ def read_secret_file(path: Path) -> str:
 def create_key_files(key_dir: Path) -> None:
     write_secret_file(key_dir / PEPPER_FILE, secrets.token_hex(PEPPER_BYTES) + "\n")
     write_secret_file(key_dir / SEAL_FILE, Fernet.generate_key().decode() + "\n")
+    write_secret_file(key_dir / CAPTURE_FILE, Fernet.generate_key().decode() + "\n")
 
 
 def load_pepper(key_dir: Path) -> bytes:
@@ -90,12 +94,21 @@ class Sealer:
         self.key_count = len(keys)
 
     @classmethod
-    def from_dir(cls, key_dir: Path) -> Sealer:
-        lines = read_secret_file(key_dir / SEAL_FILE).splitlines()
+    def from_dir(cls, key_dir: Path, file: str = SEAL_FILE) -> Sealer:
+        lines = read_secret_file(key_dir / file).splitlines()
         return cls([line.strip() for line in lines if line.strip()])
 
     def seal(self, value: str) -> bytes:
         return self._fernet.encrypt(value.encode())
+
+    def seal_bytes(self, value: bytes) -> bytes:
+        return self._fernet.encrypt(value)
+
+    def unseal_bytes(self, token: bytes) -> bytes:
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken:
+            raise ConfigError("a sealed value cannot be decrypted with any key") from None
 
     def unseal(self, token: bytes) -> Secret:
         try:

@@ -155,6 +155,7 @@ async def start_world(
     limits: GatewayLimits | None = None,
     mock_config: MockConfig | None = None,
     trusted_proxies: tuple[Any, ...] = (),
+    capture_bodies: bool = False,
 ) -> World:
     done = init(root / "data")
     mock = MockUpstream(mock_config or MockConfig(expected_api_key=UPSTREAM_KEY))
@@ -169,6 +170,7 @@ async def start_world(
         trusted_proxies=trusted_proxies,
         limits=limits or GatewayLimits(),
         witness_dir=done.settings.witness_dir,
+        capture_bodies=capture_bodies,
     )
     gateway = Gateway(settings)
     await gateway.start()

@@ -47,6 +47,9 @@ class AuditEvent:
     credential_id: str | None = None
     model: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # Optional full capture of the request body, already encrypted (never part of the
+    # record: the record keeps the body's SHA-256, which binds the capture to the log).
+    capture: bytes | None = field(default=None, repr=False)
 
     def encode(self, index: int) -> bytes:
         """The record of this event as leaf ``index`` of the log.

@@ -39,6 +39,7 @@ _INSERT = (
     " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_CAPTURE = "INSERT INTO audit_captures (request_id, at, sealed) VALUES (?, ?, ?)"
 _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
 
 
@@ -143,6 +144,9 @@ class SqliteAuditSink:
                     )
                 )
             conn.executemany(_INSERT, rows)
+            captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
+            if captures:
+                conn.executemany(_INSERT_CAPTURE, captures)
             records = [row[7] for row in rows]
             if self.checkpoint_due and time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
                 published = self._checkpoint(conn)

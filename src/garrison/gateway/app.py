@@ -11,6 +11,7 @@ generic error of its API. Nothing refused ever reaches the upstream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -270,17 +271,18 @@ async def _handle_model_call(
         return _deny(state, call, api, NotFound(), decision.reasons)
     payload, injected_usage = upstream_body(endpoint, body, model)
     stream = body.get("stream") is True
+    allowed = call.event(
+        EventName.REQUEST_ALLOWED,
+        now,
+        reasons=[r.value for r in decision.reasons],
+        stream=stream,
+        upstream_model=model.upstream_model,
+        level=model.level.label,
+    )
+    if state.capture is not None:
+        allowed = dataclasses.replace(allowed, capture=state.capture.seal_bytes(raw))
     try:
-        await state.audit.append(
-            call.event(
-                EventName.REQUEST_ALLOWED,
-                now,
-                reasons=[r.value for r in decision.reasons],
-                stream=stream,
-                upstream_model=model.upstream_model,
-                level=model.level.label,
-            )
-        )
+        await state.audit.append(allowed)
     except AuditUnavailable as exc:
         if state.audit_fail_open:
             log.error(

@@ -25,7 +25,7 @@ from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
-from garrison.keyring import Sealer, load_pepper
+from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.store import current_version, load_snapshot, make_engine, migrate, sqlite_path
 from garrison.store.snapshot import Snapshot
 
@@ -71,6 +71,9 @@ class Gateway:
             trusted_proxies=settings.trusted_proxies,
             clock=clock,
             audit_fail_open=settings.audit_fail_open,
+            capture=Sealer.from_dir(settings.key_dir, CAPTURE_FILE)
+            if settings.capture_bodies
+            else None,
         )
         if settings.audit_fail_open:
             log.warning(

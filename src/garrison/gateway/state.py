@@ -11,6 +11,7 @@ import aiohttp
 from garrison.audit import AuditLog
 from garrison.domain import Network
 from garrison.gateway.limits import GatewayLimits
+from garrison.keyring import Sealer
 from garrison.store.snapshot import Snapshot
 
 
@@ -24,5 +25,7 @@ class GatewayState:
     clock: Callable[[], float] = time.time
     session: aiohttp.ClientSession | None = None
     audit_fail_open: bool = False
+    # Encrypts request bodies for the optional capture; None: bodies are not kept.
+    capture: Sealer | None = None
     inflight: int = 0
     calls: int = 0

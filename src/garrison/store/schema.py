@@ -91,6 +91,16 @@ audit_events = sa.Table(
     sa.Index("ix_audit_events_request_id", "request_id"),
 )
 
+# Optional full capture of request bodies, encrypted with the capture key (keys/capture.keys),
+# never the data key: reading them is a separate privilege. Off by default.
+audit_captures = sa.Table(
+    "audit_captures",
+    metadata,
+    sa.Column("request_id", sa.String(40), primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+)
+
 # Signed checkpoints. ``body`` is the checkpoint JSON including its signature; ``edge`` is
 # the compact tree's right edge at that size, so a restart resumes without re-reading the log
 # (checked against the signed root before use).

@@ -1,4 +1,4 @@
-"""Tamper-evident audit log: leaf hashes and signed checkpoints.
+"""Tamper-evident audit log: leaf hashes, signed checkpoints, encrypted body captures.
 
 Revision ID: 0002
 Revises: 0001
@@ -26,9 +26,16 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary, nullable=False),
         sa.Column("edge", sa.LargeBinary, nullable=False),
     )
+    op.create_table(
+        "audit_captures",
+        sa.Column("request_id", sa.String(40), primary_key=True),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("sealed", sa.LargeBinary, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("audit_captures")
     op.drop_table("audit_checkpoints")
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_column("leaf_hash")
