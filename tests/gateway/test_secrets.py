@@ -55,6 +55,10 @@ def secrets_of(world: World) -> dict[str, str]:
     found["pepper"] = (key_dir / "pepper.key").read_text().strip()
     for i, line in enumerate((key_dir / "seal.keys").read_text().split()):
         found[f"seal key {i}"] = line
+    for i, line in enumerate((key_dir / "capture.keys").read_text().split()):
+        found[f"capture key {i}"] = line
+    for i, line in enumerate((key_dir / "audit-signing.keys").read_text().splitlines()):
+        found[f"signing key {i}"] = line.split()[1]  # "<key id> <private hex>"
     return found
 
 
