@@ -140,15 +140,22 @@ def test_vllm_null_usage_chunks_are_not_taken_for_usage() -> None:
     assert (meter.usage.tokens_in, meter.usage.tokens_out) == (None, None)
 
 
-def test_vllm_null_usage_chunks_are_kept_when_dropping() -> None:
+def test_vllm_null_usage_fields_are_removed_when_usage_was_injected() -> None:
+    # The client never asked for usage: it gets the chunks without the "usage": null field.
     stream = openai_stream(usage=False, null_usage=True)
     out, _ = whole(OPENAI, stream, drop=True)
+    assert out == openai_stream(usage=False, null_usage=False)
+
+
+def test_vllm_null_usage_fields_are_kept_when_the_client_asked() -> None:
+    stream = openai_stream(usage=True, null_usage=True)
+    out, _ = whole(OPENAI, stream, drop=False)
     assert out == stream
 
 
-def test_vllm_null_usage_stream_drops_only_the_final_usage_chunk() -> None:
+def test_vllm_null_usage_stream_loses_the_usage_chunk_and_the_null_fields() -> None:
     out, _ = whole(OPENAI, openai_stream(null_usage=True), drop=True)
-    assert out == openai_stream(usage=False, null_usage=True)
+    assert out == openai_stream(usage=False, null_usage=False)
 
 
 def test_vllm_null_usage_stream_reads_the_final_usage() -> None:

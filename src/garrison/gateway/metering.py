@@ -25,6 +25,9 @@ MAX_SSE_EVENT_BYTES = 1024 * 1024
 # vLLM-style servers put ``"usage": null`` on every chunk once usage is requested; those
 # chunks need no JSON parse.
 _NULL_USAGE = re.compile(rb'"usage":\s*null')
+# The same field with its separator, to remove it from chunks when the client never asked
+# for usage (so it receives exactly what it would have without the gateway).
+_NULL_USAGE_FIELD = re.compile(rb'"usage":\s*null\s*,\s*|,\s*"usage":\s*null')
 # A chunk that carries generated text (chat delta content or completion text), non-empty.
 _CONTENT = re.compile(rb'"(?:content|text)":\s*"(?!")')
 
@@ -105,17 +108,20 @@ class SseMeter:
 
     def _openai(self, complete: bytes, sep: bytes) -> bytes:
         kept: list[bytes] = []
-        dropped = False
+        changed = False
         for event in complete.split(sep)[:-1]:
             if event.startswith((b"data: {", b"data:{")):
+                if self.drop_usage_chunk and _NULL_USAGE.search(event):
+                    event = _NULL_USAGE_FIELD.sub(b"", event, count=1)
+                    changed = True
                 if b'"usage"' in event and not _NULL_USAGE.search(event):
                     if not self._openai_usage(event):
-                        dropped = True
+                        changed = True
                         continue
                 elif _CONTENT.search(event):
                     self.usage.counted_chunks += 1
             kept.append(event)
-        if not dropped:
+        if not changed:
             return complete
         return b"".join(event + sep for event in kept)
 
