@@ -90,9 +90,12 @@ async def test_anthropic_messages_non_streaming(world: World) -> None:
 
 
 async def test_anthropic_messages_streaming(world: World) -> None:
-    async with _anthropic(world) as client, client.messages.stream(
-        model="claude", max_tokens=32, messages=[{"role": "user", "content": "hello"}]
-    ) as stream:
+    async with (
+        _anthropic(world) as client,
+        client.messages.stream(
+            model="claude", max_tokens=32, messages=[{"role": "user", "content": "hello"}]
+        ) as stream,
+    ):
         text = "".join([t async for t in stream.text_stream])
         final = await stream.get_final_message()
     assert len(text.split()) == 16
