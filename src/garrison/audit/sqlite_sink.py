@@ -34,13 +34,26 @@ log = logging.getLogger("garrison.audit")
 # lock turns into refused calls (503) well inside the caller's append timeout.
 AUDIT_SQLITE_BUSY_TIMEOUT_MS = 1000
 
-_INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO audit_events"
-    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash) VALUES "
 )
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_CAPTURE = "INSERT INTO audit_captures (request_id, at, sealed) VALUES (?, ?, ?)"
 _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
+
+
+# Rows per multi-row INSERT: 9 parameters each, under SQLite's 32,766-variable limit.
+_ROWS_PER_INSERT = 1000
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """One statement per up to 1,000 rows: the driver releases and retakes the GIL once per
+    statement, not once per row (that contention was the audit path's main cost)."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        sql = _INSERT_HEAD + ",".join([_ROW] * len(chunk))
+        conn.execute(sql, [value for row in chunk for value in row])
 
 
 class TreeStateError(Exception):
@@ -143,7 +156,7 @@ class SqliteAuditSink:
                         lh,
                     )
                 )
-            conn.executemany(_INSERT, rows)
+            _insert_rows(conn, rows)
             captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
             if captures:
                 conn.executemany(_INSERT_CAPTURE, captures)

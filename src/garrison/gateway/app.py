@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import time
@@ -63,9 +64,22 @@ _JSON = "application/json"
 _UNKNOWN_ADDRESS = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 - a value, not a bind
 
 
-def new_request_id() -> str:
-    """A random UUID (version 4): some upstreams (llama-cpp-python) refuse any other format."""
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+class _RequestIds:
+    """UUID-shaped request ids (llama-cpp-python refuses any other form): 64 random bits per
+    process, then a counter. Unique across processes and restarts, and no system call per
+    request (``os.urandom`` per call cost 3.6 % of the event loop and handed the GIL to the
+    audit thread mid-request). Request ids are labels, not secrets."""
+
+    def __init__(self) -> None:
+        self._prefix = int.from_bytes(os.urandom(8), "big")
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        value = (self._prefix << 64) | (next(self._counter) & 0xFFFF_FFFF_FFFF_FFFF)
+        return str(uuid.UUID(int=value, version=4))
+
+
+new_request_id = _RequestIds()
 
 
 class Call:
@@ -201,6 +215,13 @@ async def _read_body(request: web.Request, state: GatewayState) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"declared {declared} bytes")
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the head (the usual case): no timer needed.
+        raw = content.read_nowait(-1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+        return raw
     chunks: list[bytes] = []
     size = 0
     try:

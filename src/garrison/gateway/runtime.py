@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -26,8 +27,8 @@ from garrison.gateway.app import build_app
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
-from garrison.store import current_version, load_snapshot, make_engine, migrate, sqlite_path
-from garrison.store.snapshot import Snapshot
+from garrison.store import load_snapshot, make_engine, migrate, sqlite_path
+from garrison.store.snapshot import Snapshot, VersionProbe
 
 log = logging.getLogger("garrison.gateway")
 
@@ -82,6 +83,7 @@ class Gateway:
             )
         self.http = HttpServer(build_app(self.state), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
+        self._probe = VersionProbe(path)
         self.port = 0
 
     async def start(self) -> int:
@@ -96,10 +98,16 @@ class Gateway:
                 enable_cleanup_closed=True,
             ),
             auto_decompress=False,
+            # Never keep upstream cookies: one principal's Set-Cookie must not ride on the
+            # next principal's call (aiohttp's default jar would do that for host names).
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),
         )
         self.port = await self.http.start(self.settings.host, self.settings.port)
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
+        # Everything built so far lives as long as the process: keep it out of GC passes.
+        gc.collect()
+        gc.freeze()
         await self.audit.append(
             AuditEvent(
                 EventName.GATEWAY_STARTED,
@@ -121,16 +129,12 @@ class Gateway:
         while True:
             await asyncio.sleep(SNAPSHOT_POLL_S)
             try:
-                version = await asyncio.to_thread(self._version)
+                version = self._probe.version()
                 if version != self.state.snapshot.version:
                     await self.reload()
                     log.info("snapshot %d loaded", self.state.snapshot.version)
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
-
-    def _version(self) -> int:
-        with self.engine.connect() as conn:
-            return current_version(conn)
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -150,6 +154,7 @@ class Gateway:
                 )
             )
         await asyncio.to_thread(self.audit.close)
+        self._probe.close()
         self.engine.dispose()
 
 

@@ -6,7 +6,9 @@ Built in one read transaction; swapped in whole. The hot path never touches the 
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -49,6 +51,26 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 
 def parse_compartments(text: str) -> frozenset[str]:
     return frozenset(orjson.loads(text))
+
+
+class VersionProbe:
+    """Reads the change feed's high-water mark on one kept connection: a primary-key lookup
+    of a few microseconds, cheap enough to run on the event loop every poll."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def version(self) -> int:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        row = self._conn.execute("SELECT coalesce(max(seq), 0) FROM change_feed").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def current_version(conn: sa.Connection) -> int:
