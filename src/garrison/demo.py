@@ -19,7 +19,7 @@ import click
 
 from garrison.bootstrap import init, open_directory
 from garrison.config import Settings
-from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, UpstreamApi
+from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
 from garrison.store import Directory
@@ -34,7 +34,18 @@ class DemoKeys:
 def seed(directory: Directory, upstream_base: str) -> DemoKeys:
     """An internal team, a vendor, two models; returns the two users' keys."""
     now = time.time()
-    directory.create_org("contractor-co", OrgKind.VENDOR, now=now)
+    directory.create_vendor(
+        "contractor-co",
+        sponsor="admin",
+        contract_start=now - 3600,
+        contract_end=now + 90 * 86400,
+        networks=["127.0.0.0/8"],
+        seat_limit=5,
+        ceiling_level=Level.INTERNAL,
+        agreement_ref="MSA-2026-001 (demo)",
+        now=now,
+    )
+    directory.set_vendor_status("contractor-co", VendorStatus.ACTIVE, now=now)
     directory.create_principal(
         "alice",
         org="internal",

@@ -88,7 +88,27 @@ def test_init_serve_and_call_through_the_cli(
     background.append(mock)
     _wait_http(f"http://127.0.0.1:{up_port}/v1/models", mock)
 
-    assert run("org", "add", "acme-vendor", "--vendor", "--config", config).returncode == 0
+    r = run(
+        "vendor",
+        "add",
+        "acme-vendor",
+        "--sponsor",
+        "admin",
+        "--contract-end",
+        "2099-01-01",
+        "--network",
+        "127.0.0.0/8",
+        "--seats",
+        "3",
+        "--ceiling",
+        "internal",
+        "--agreement",
+        "MSA-7",
+        "--config",
+        config,
+    )
+    assert r.returncode == 0, r.stderr
+    assert run("vendor", "activate", "acme-vendor", "--config", config).returncode == 0
     r = run(
         "user", "add", "erin", "--org", "acme-vendor", "--clearance", "internal", "--config", config
     )
@@ -147,6 +167,13 @@ def test_init_serve_and_call_through_the_cli(
             model="assistant", messages=[{"role": "user", "content": "hello"}]
         )
     assert reply.choices[0].message.content
+    show = run("vendor", "show", "acme-vendor", "--json", "--config", config)
+    assert show.returncode == 0, show.stderr
+    report = json.loads(show.stdout)
+    assert report["seats_used"] == 1 and report["terms"]["status"] == "active"
+    (key_row,) = report["principals"][0]["keys"]
+    assert key_row["id"] == created["id"] and key_row["sources"] == ["127.0.0.1"]
+    assert created["key"] not in show.stdout
     serve.send_signal(signal.SIGINT)
     _, err = serve.communicate(timeout=15)
     for secret in (admin_key, created["key"], UPSTREAM_SECRET):

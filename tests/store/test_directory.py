@@ -53,7 +53,7 @@ def _model(directory: Directory, name: str = "m", **kw: object) -> str:
 
 def test_every_write_is_an_audit_event_naming_the_actor(directory: Directory) -> None:
     before = _count(directory, "audit_events")
-    directory.create_org("vendor-a", OrgKind.VENDOR, now=NOW)
+    directory.create_org("research", OrgKind.INTERNAL, now=NOW)
     assert _count(directory, "audit_events") == before + 1
     assert _count(directory, "change_feed") >= 1
 

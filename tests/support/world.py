@@ -16,7 +16,7 @@ import orjson
 
 from garrison.bootstrap import init, open_directory
 from garrison.config import Settings
-from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, UpstreamApi
+from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
@@ -75,7 +75,17 @@ class World:
 
 def seed(directory: Directory, upstream: str, now: float) -> dict[str, str]:
     """Orgs, people, models (incl. failure models) and keys; returns name → key."""
-    directory.create_org("contractor-co", OrgKind.VENDOR, now=now)
+    directory.create_vendor(
+        "contractor-co",
+        sponsor="admin",
+        contract_start=now - 86400,
+        contract_end=now + 30 * 86400,
+        networks=["127.0.0.0/8"],
+        seat_limit=10,
+        ceiling_level=Level.INTERNAL,
+        now=now,
+    )
+    directory.set_vendor_status("contractor-co", VendorStatus.ACTIVE, now=now)
     directory.create_principal(
         "alice",
         org="internal",

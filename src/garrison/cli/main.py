@@ -181,13 +181,11 @@ def org() -> None:
 
 @org.command("add")
 @click.argument("name")
-@click.option("--vendor", is_flag=True, help="A third party (contractor, partner).")
 @config_option
-def org_add(name: str, vendor: bool, config_path: Path) -> None:
+def org_add(name: str, config_path: Path) -> None:
+    """Add an internal org (vendors: `garrison vendor add`)."""
     settings = _settings(config_path)
-    org_id = open_directory(settings).create_org(
-        name, OrgKind.VENDOR if vendor else OrgKind.INTERNAL, now=time.time()
-    )
+    org_id = open_directory(settings).create_org(name, OrgKind.INTERNAL, now=time.time())
     click.echo(org_id)
 
 
@@ -218,6 +216,12 @@ def user() -> None:
 )
 @click.option("--compartment", "compartments", multiple=True, help="Repeat for several.")
 @click.option("--service", is_flag=True, help="A service account rather than a person.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="Admin role: security-admin, approver, vendor-manager, auditor; repeat.",
+)
 @config_option
 def user_add(
     name: str,
@@ -225,6 +229,7 @@ def user_add(
     clearance: str,
     compartments: tuple[str, ...],
     service: bool,
+    roles: tuple[str, ...],
     config_path: Path,
 ) -> None:
     settings = _settings(config_path)
@@ -234,6 +239,7 @@ def user_add(
         kind=PrincipalKind.SERVICE if service else PrincipalKind.HUMAN,
         clearance=Level.parse(clearance),
         compartments=compartments,
+        roles=roles,
         now=time.time(),
     )
     click.echo(principal_id)
@@ -285,6 +291,11 @@ def key() -> None:
 @click.option("--expires-in", default="90d", show_default=True, help="e.g. 12h, 30d (max 90d).")
 @click.option("--network", "networks", multiple=True, help="Allowed source CIDR; repeat.")
 @click.option("--note", default="", help="What the key is for.")
+@click.option(
+    "--canary",
+    is_flag=True,
+    help="A planted key: looks like any other; any use of it is an attack signal.",
+)
 @config_option
 @json_option
 def key_create(
@@ -292,6 +303,7 @@ def key_create(
     expires_in: str,
     networks: tuple[str, ...],
     note: str,
+    canary: bool,
     config_path: Path,
     as_json: bool,
 ) -> None:
@@ -301,7 +313,12 @@ def key_create(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--expires-in") from None
     created = open_directory(_settings(config_path)).create_key(
-        principal, now=time.time(), expires_in=lifetime, networks=networks, note=note
+        principal,
+        now=time.time(),
+        expires_in=lifetime,
+        networks=networks,
+        note=note,
+        canary=canary,
     )
     if as_json:
         click.echo(
@@ -494,8 +511,10 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 def _register() -> None:
     from garrison.cli.audit_cmds import audit
+    from garrison.cli.vendor_cmds import vendor
 
     cli.add_command(audit)
+    cli.add_command(vendor)
 
 
 _register()

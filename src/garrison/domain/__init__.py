@@ -15,10 +15,19 @@ from garrison.domain.types import (
     Status,
     UpstreamApi,
 )
+from garrison.domain.vendor import (
+    TRANSITIONS,
+    IllegalTransition,
+    VendorStatus,
+    VendorTerms,
+    check_transition,
+)
 
 __all__ = [
+    "TRANSITIONS",
     "AuthStyle",
     "Credential",
+    "IllegalTransition",
     "Level",
     "Model",
     "Network",
@@ -30,4 +39,7 @@ __all__ = [
     "Secret",
     "Status",
     "UpstreamApi",
+    "VendorStatus",
+    "VendorTerms",
+    "check_transition",
 ]

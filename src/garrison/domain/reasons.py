@@ -18,10 +18,14 @@ class Reason(enum.StrEnum):
     CREDENTIAL_REVOKED = "credential.revoked"
     CREDENTIAL_NETWORK = "credential.network_not_allowed"
     PRINCIPAL_INACTIVE = "principal.inactive"
+    VENDOR_INACTIVE = "vendor.inactive"
+    VENDOR_CONTRACT = "vendor.outside_contract"
+    VENDOR_NETWORK = "vendor.network_not_allowed"
     # authorisation
     MODEL_UNKNOWN = "model.unknown"
     CLEARANCE_LEVEL = "clearance.level"
     CLEARANCE_COMPARTMENT = "clearance.compartment"
+    VENDOR_CEILING = "vendor.ceiling"
     ALLOWED = "allowed"
     # request shape
     BODY_MALFORMED = "request.malformed"

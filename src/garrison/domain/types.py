@@ -5,9 +5,13 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from garrison.domain.levels import Level
 from garrison.domain.secret import Secret
+
+if TYPE_CHECKING:
+    from garrison.domain.vendor import VendorTerms
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,6 +51,8 @@ class Org:
     id: str
     name: str
     kind: OrgKind
+    # Set for vendors (kind VENDOR): the contract, networks, seats and ceiling.
+    vendor: VendorTerms | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,7 @@ class Principal:
     clearance: Level
     compartments: frozenset[str]
     status: Status
+    roles: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,8 @@ class Credential:
     expires_at: float | None
     networks: tuple[Network, ...]
     revoked: bool = False
+    # A planted key: it works like any other, and any use of it is treated as an attack.
+    canary: bool = False
 
     def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if not self.networks:

@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from garrison.audit import AuditEvent, EventName
-from garrison.domain import Level, Model, Principal, Reason, UpstreamApi
+from garrison.domain import Level, Model, Principal, Reason, UpstreamApi, VendorTerms
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -199,6 +199,7 @@ def _authenticated(
         _presented_key(request),
         credentials=snap.credentials,
         principals=snap.principals,
+        orgs=snap.orgs,
         pepper=state.pepper,
         now=now,
         address=address,
@@ -286,7 +287,7 @@ async def _handle_model_call(
         call.model = name[:200]
         return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
     call.model = model.name
-    decision = decide(principal, model)
+    decision = decide(principal, model, _vendor_of(principal, state))
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return _deny(state, call, api, NotFound(), decision.reasons)
@@ -602,9 +603,15 @@ async def _end_stream(
 
 
 # ── models list, health ────────────────────────────────────────────────────────────────────
+def _vendor_of(principal: Principal, state: GatewayState) -> VendorTerms | None:
+    org = state.snapshot.orgs.get(principal.org_id)
+    return org.vendor if org is not None else None
+
+
 def _visible_models(principal: Principal, state: GatewayState) -> list[Model]:
+    vendor = _vendor_of(principal, state)
     return sorted(
-        (m for m in state.snapshot.models.values() if decide(principal, m).allowed),
+        (m for m in state.snapshot.models.values() if decide(principal, m, vendor).allowed),
         key=lambda m: m.name,
     )
 

@@ -22,13 +22,16 @@ from garrison.audit.exporters import (
 )
 from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
+from garrison.domain import VendorStatus
 from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.store import load_snapshot, make_engine, migrate, sqlite_path
+from garrison.store.directory import Directory
 from garrison.store.snapshot import Snapshot, VersionProbe
+from garrison.store.vendors import expire_ended_contracts
 
 log = logging.getLogger("garrison.gateway")
 
@@ -125,10 +128,31 @@ class Gateway:
     async def reload(self) -> None:
         self.state.snapshot = await asyncio.to_thread(load_snapshot, self.engine, self.sealer)
 
+    async def _contract_clock(self) -> None:
+        """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).
+
+        The data plane already refuses the vendor's people from the instant the contract
+        ends (the snapshot carries the window); this only makes the directory and the log say
+        so. Cheap: nothing is read unless a loaded contract has passed its end."""
+        now = self.clock()
+        due = [
+            org.name
+            for org in self.state.snapshot.orgs.values()
+            if org.vendor is not None
+            and org.vendor.status in (VendorStatus.ACTIVE, VendorStatus.SUSPENDED)
+            and org.vendor.contract_end <= now
+        ]
+        if due:
+            directory = Directory(
+                self.engine, actor="contract-clock", pepper=self.pepper, sealer=self.sealer
+            )
+            await asyncio.to_thread(expire_ended_contracts, directory, now)
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_POLL_S)
             try:
+                await self._contract_clock()
                 version = self._probe.version()
                 if version != self.state.snapshot.version:
                     await self.reload()

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from garrison.domain import Credential, Principal, Reason, Status
+from garrison.domain import Credential, Org, Principal, Reason, Status, VendorStatus
 from garrison.identity.keys import hash_secret, parse_key
 
 # Compared against when the key id is unknown, so that path costs the same HMAC as a real one.
@@ -39,11 +39,30 @@ class AuthResult:
         return self.reason is None
 
 
+def _vendor_reason(
+    orgs: Mapping[str, Org] | None, org_id: str, now: float, address: Address
+) -> Reason | None:
+    """A vendor's people work only while it is active, inside its contract window (the
+    instant the contract ends, with no job to run) and from its networks."""
+    org = orgs.get(org_id) if orgs is not None else None
+    terms = org.vendor if org is not None else None
+    if terms is None:
+        return None
+    if terms.status is not VendorStatus.ACTIVE:
+        return Reason.VENDOR_INACTIVE
+    if not terms.in_contract(now):
+        return Reason.VENDOR_CONTRACT
+    if not terms.allows_address(address):
+        return Reason.VENDOR_NETWORK
+    return None
+
+
 def authenticate(
     token: str | None,
     *,
     credentials: Mapping[str, Credential],
     principals: Mapping[str, Principal],
+    orgs: Mapping[str, Org] | None = None,
     pepper: bytes,
     now: float,
     address: Address,
@@ -72,4 +91,6 @@ def authenticate(
         reason = Reason.PRINCIPAL_INACTIVE
     elif not cred.allows_address(address):
         reason = Reason.CREDENTIAL_NETWORK
+    else:
+        reason = _vendor_reason(orgs, principal.org_id, now, address)
     return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from garrison.domain import Model, Principal, Reason
+from garrison.domain import Model, Principal, Reason, VendorTerms
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +22,11 @@ class Decision:
 ALLOW = Decision(True, (Reason.ALLOWED,))
 
 
-def decide(principal: Principal, model: Model) -> Decision:
+def decide(principal: Principal, model: Model, vendor: VendorTerms | None = None) -> Decision:
+    """``vendor``: the terms of the principal's vendor, whose ceiling no clearance exceeds."""
     reasons: list[Reason] = []
+    if vendor is not None and not vendor.ceiling_allows(model.level, model.compartments):
+        reasons.append(Reason.VENDOR_CEILING)
     if principal.clearance < model.level:
         reasons.append(Reason.CLEARANCE_LEVEL)
     if not model.compartments <= principal.compartments:

@@ -20,11 +20,21 @@ import sqlalchemy as sa
 
 from garrison.audit.events import AuditEvent, EventName
 from garrison.audit.merkle import leaf_hash
-from garrison.domain import AuthStyle, Level, Network, OrgKind, PrincipalKind, Status, UpstreamApi
+from garrison.domain import (
+    AuthStyle,
+    Level,
+    Network,
+    OrgKind,
+    PrincipalKind,
+    Status,
+    UpstreamApi,
+    VendorStatus,
+)
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import schema
+from garrison.store import schema, vendors
+from garrison.store.snapshot import parse_compartments
 
 # Longest name of anything in the directory: long enough for any real naming scheme, short
 # enough to keep tables, logs and the console readable.
@@ -182,6 +192,12 @@ class Directory:
         self._sealer = sealer
 
     def create_org(self, name: str, kind: OrgKind, *, now: float) -> str:
+        """An internal org. Vendors carry terms: ``create_vendor``."""
+        if kind is OrgKind.VENDOR:
+            raise BadRequest(
+                "a vendor needs its terms (sponsor, contract, networks, seats, "
+                "ceiling): use create_vendor / `garrison vendor add`"
+            )
         name = check_name(name, "org name")
         org_id = new_id("org")
         with self.engine.begin() as conn:
@@ -209,6 +225,7 @@ class Directory:
         kind: PrincipalKind,
         clearance: Level,
         compartments: Iterable[str] = (),
+        roles: Iterable[str] = (),
         now: float,
     ) -> str:
         name = check_name(name, "principal name")
@@ -217,6 +234,10 @@ class Directory:
         with self.engine.begin() as conn:
             org_row = _lookup(conn, schema.orgs, org, "org")
             _unique(conn, schema.principals, name, "principal")
+            terms = vendors.vendor_of(conn, org_row.id)
+            role_set = vendors.check_roles(roles, vendor=terms is not None)
+            if terms is not None:
+                vendors.check_person(conn, terms, org_row.id, clearance, comps, adding_seat=True)
             conn.execute(
                 sa.insert(schema.principals).values(
                     id=principal_id,
@@ -227,6 +248,7 @@ class Directory:
                     compartments=_json_list(comps),
                     status=Status.ACTIVE.value,
                     created_at=now,
+                    roles=_json_list(role_set),
                 )
             )
             _record(
@@ -242,6 +264,7 @@ class Directory:
                     "name": name,
                     "org_id": org_row.id,
                     "kind": kind.value,
+                    "roles": sorted(role_set),
                     "clearance": clearance.label,
                     "compartments": sorted(comps),
                 },
@@ -251,6 +274,16 @@ class Directory:
     def set_principal_status(self, ref: str, status: Status, *, now: float) -> None:
         with self.engine.begin() as conn:
             row = _lookup(conn, schema.principals, ref, "principal")
+            terms = vendors.vendor_of(conn, row.org_id)
+            if terms is not None and status is Status.ACTIVE and row.status != status.value:
+                vendors.check_person(
+                    conn,
+                    terms,
+                    row.org_id,
+                    Level(row.clearance),
+                    parse_compartments(row.compartments),
+                    adding_seat=True,
+                )
             conn.execute(
                 sa.update(schema.principals)
                 .where(schema.principals.c.id == row.id)
@@ -276,6 +309,7 @@ class Directory:
         expires_in: float | None = None,
         networks: Iterable[str] = (),
         note: str = "",
+        canary: bool = False,
     ) -> CreatedKey:
         nets = check_networks(networks)
         lifetime = KEY_MAX_LIFETIME_S if expires_in is None else expires_in
@@ -293,6 +327,9 @@ class Directory:
             row = _lookup(conn, schema.principals, principal, "principal")
             if row.status != Status.ACTIVE.value:
                 raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
+            terms = vendors.vendor_of(conn, row.org_id)
+            if terms is not None:
+                nets, expires_at = vendors.key_terms(terms, nets, expires_at, now)
             conn.execute(
                 sa.insert(schema.credentials).values(
                     id=issued.key_id,
@@ -302,6 +339,7 @@ class Directory:
                     expires_at=expires_at,
                     networks=_json_list(nets),
                     note=note,
+                    canary=canary,
                 )
             )
             _record(
@@ -317,6 +355,14 @@ class Directory:
                 data={"expires_at": expires_at, "networks": [str(n) for n in nets], "note": note},
             )
         return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
+
+    def create_vendor(self, name: str, **terms: Any) -> str:
+        return vendors.create_vendor(self, name, **terms)
+
+    def set_vendor_status(
+        self, ref: str, target: VendorStatus, *, now: float, reason: str = ""
+    ) -> None:
+        vendors.set_vendor_status(self, ref, target, now=now, reason=reason)
 
     def revoke_key(self, key_id: str, *, now: float, reason: str) -> None:
         with self.engine.begin() as conn:

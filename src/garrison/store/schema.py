@@ -17,6 +17,17 @@ orgs = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Vendor terms (NULL / empty for the internal org).
+    sa.Column("sponsor_id", sa.String(40), nullable=True),
+    sa.Column("contract_start", sa.Float, nullable=True),
+    sa.Column("contract_end", sa.Float, nullable=True),
+    sa.Column("networks", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("seat_limit", sa.Integer, nullable=True),
+    sa.Column("ceiling_level", sa.Integer, nullable=True),
+    sa.Column("ceiling_compartments", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("security_review_at", sa.Float, nullable=True),
+    sa.Column("agreement_ref", sa.String(200), nullable=False, server_default=""),
+    sa.Column("status", sa.String(20), nullable=False, server_default="active"),
 )
 
 principals = sa.Table(
@@ -30,6 +41,7 @@ principals = sa.Table(
     sa.Column("compartments", sa.Text, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("roles", sa.Text, nullable=False, server_default="[]"),
 )
 
 credentials = sa.Table(
@@ -43,6 +55,7 @@ credentials = sa.Table(
     sa.Column("networks", sa.Text, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("note", sa.String(200), nullable=False, server_default=""),
+    sa.Column("canary", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 models = sa.Table(

@@ -98,7 +98,13 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
 
 
 def _org(r: Any) -> Org:
-    return Org(id=r.id, name=r.name, kind=OrgKind(r.kind))
+    from garrison.store.vendors import terms_of
+
+    kind = OrgKind(r.kind)
+    # Every vendor org carries terms; one stored without a contract gets an empty window and
+    # so is never usable (fail closed).
+    vendor = terms_of(r) if kind is OrgKind.VENDOR else None
+    return Org(id=r.id, name=r.name, kind=kind, vendor=vendor)
 
 
 def _principal(r: Any) -> Principal:
@@ -110,6 +116,7 @@ def _principal(r: Any) -> Principal:
         clearance=Level(r.clearance),
         compartments=parse_compartments(r.compartments),
         status=Status(r.status),
+        roles=parse_compartments(r.roles),
     )
 
 
@@ -122,6 +129,7 @@ def _credential(r: Any) -> Credential:
         expires_at=r.expires_at,
         networks=parse_networks(r.networks),
         revoked=r.revoked_at is not None,
+        canary=bool(r.canary),
     )
 
 

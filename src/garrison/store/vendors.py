@@ -1,0 +1,317 @@
+"""Vendor writes and the vendor rules every directory write obeys.
+
+Each rule is checked inside the writing transaction (the write lock is held, so what is
+checked is what is committed) and refused with a ``BadRequest`` naming the rule:
+
+* a vendor principal's clearance and compartments never exceed the vendor's ceiling;
+* a vendor never has more active principals than its seat limit;
+* a vendor key's networks lie within the vendor's networks (a key with none gets the
+  vendor's), and no key outlives the contract (its expiry is clipped to the contract end);
+* lowering a ceiling, shrinking networks or seats below what is in use is refused, naming
+  what is in the way; offboarding revokes every key and disables every principal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+
+from garrison.audit.events import EventName
+from garrison.domain import (
+    Level,
+    Network,
+    OrgKind,
+    Status,
+    VendorStatus,
+    VendorTerms,
+    check_transition,
+)
+from garrison.errors import BadRequest
+from garrison.store import schema
+from garrison.store.snapshot import parse_compartments, parse_networks
+
+if TYPE_CHECKING:
+    from garrison.store.directory import Directory
+
+# Seats per vendor: no contractor engagement needs more; a typo of 10x would.
+SEAT_LIMIT_MAX = 10_000
+# Admin roles. Vendor principals may hold only vendor-manager (for their own vendor).
+ROLES = frozenset({"security-admin", "approver", "vendor-manager", "auditor"})
+VENDOR_ROLES = frozenset({"vendor-manager"})
+# Statuses in which a vendor may still gain people and keys.
+_ISSUING = (VendorStatus.ONBOARDING, VendorStatus.ACTIVE)
+
+
+def terms_of(row: Any) -> VendorTerms:
+    """The terms stored on an org row (a vendor without a contract is never usable)."""
+    return VendorTerms(
+        sponsor_id=row.sponsor_id or "",
+        contract_start=row.contract_start if row.contract_start is not None else 0.0,
+        contract_end=row.contract_end if row.contract_end is not None else 0.0,
+        networks=parse_networks(row.networks),
+        seat_limit=row.seat_limit or 0,
+        ceiling_level=Level(row.ceiling_level if row.ceiling_level is not None else 0),
+        ceiling_compartments=parse_compartments(row.ceiling_compartments),
+        status=VendorStatus(row.status),
+        security_review_at=row.security_review_at,
+        agreement_ref=row.agreement_ref,
+    )
+
+
+def vendor_of(conn: sa.Connection, org_id: str) -> VendorTerms | None:
+    row = conn.execute(sa.select(schema.orgs).where(schema.orgs.c.id == org_id)).first()
+    if row is None or row.kind != OrgKind.VENDOR.value:
+        return None
+    return terms_of(row)
+
+
+def check_roles(roles: Iterable[str], *, vendor: bool) -> frozenset[str]:
+    out = frozenset(r.strip() for r in roles)
+    unknown = out - ROLES
+    if unknown:
+        raise BadRequest(
+            f"unknown role(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(ROLES))})"
+        )
+    if vendor and out - VENDOR_ROLES:
+        raise BadRequest(
+            "a vendor principal may hold only the vendor-manager role "
+            f"(asked for {', '.join(sorted(out - VENDOR_ROLES))})"
+        )
+    return out
+
+
+def check_person(
+    conn: sa.Connection,
+    terms: VendorTerms,
+    org_id: str,
+    clearance: Level,
+    compartments: frozenset[str],
+    *,
+    adding_seat: bool,
+) -> None:
+    if terms.status not in _ISSUING:
+        raise BadRequest(f"the vendor is {terms.status.value}: no one can be added or enabled")
+    if not terms.ceiling_allows(clearance, compartments):
+        raise BadRequest(
+            f"rule vendor-ceiling: clearance {clearance.label} with compartments "
+            f"{sorted(compartments)} exceeds the vendor's ceiling "
+            f"({terms.ceiling_level.label}, {sorted(terms.ceiling_compartments)})"
+        )
+    if adding_seat:
+        active = _active_seats(conn, org_id)
+        if active >= terms.seat_limit:
+            raise BadRequest(
+                f"rule vendor-seats: the vendor has {active} active principal(s) and a seat "
+                f"limit of {terms.seat_limit}"
+            )
+
+
+def _active_seats(conn: sa.Connection, org_id: str) -> int:
+    p = schema.principals
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).where(
+                p.c.org_id == org_id, p.c.status == Status.ACTIVE.value
+            )
+        ).scalar_one()
+    )
+
+
+def key_terms(
+    terms: VendorTerms, networks: tuple[Network, ...], expires_at: float, now: float
+) -> tuple[tuple[Network, ...], float]:
+    """The networks and expiry a vendor key gets: within the vendor's, clipped to the contract."""
+    if terms.status not in _ISSUING:
+        raise BadRequest(f"the vendor is {terms.status.value}: no key can be issued")
+    if now >= terms.contract_end:
+        raise BadRequest("rule vendor-contract: the vendor's contract has ended")
+    if not networks:
+        networks = terms.networks
+    outside = [str(n) for n in networks if not terms.covers_network(n)]
+    if outside:
+        raise BadRequest(
+            f"rule vendor-networks: {', '.join(outside)} is not within the vendor's networks "
+            f"({', '.join(str(n) for n in terms.networks)})"
+        )
+    return networks, min(expires_at, terms.contract_end)
+
+
+def _json(values: Iterable[Any]) -> str:
+    return orjson.dumps(sorted(str(v) for v in values)).decode()
+
+
+def create_vendor(
+    d: Directory,
+    name: str,
+    *,
+    sponsor: str,
+    contract_start: float,
+    contract_end: float,
+    networks: Iterable[str],
+    seat_limit: int,
+    ceiling_level: Level,
+    ceiling_compartments: Iterable[str] = (),
+    security_review_at: float | None = None,
+    agreement_ref: str = "",
+    now: float,
+) -> str:
+    from garrison.store.directory import (
+        NAME_MAX_CHARS,
+        _lookup,
+        _record,
+        _unique,
+        check_compartments,
+        check_name,
+        check_networks,
+        new_id,
+    )
+
+    name = check_name(name, "vendor name")
+    nets = check_networks(networks)
+    comps = check_compartments(ceiling_compartments)
+    if not nets:
+        raise BadRequest("a vendor needs at least one allowed network (its egress ranges)")
+    if contract_end <= contract_start:
+        raise BadRequest("the contract must end after it starts")
+    if contract_end <= now:
+        raise BadRequest("the contract end is in the past")
+    if not 1 <= seat_limit <= SEAT_LIMIT_MAX:
+        raise BadRequest(f"seat limit must be between 1 and {SEAT_LIMIT_MAX}")
+    if len(agreement_ref) > NAME_MAX_CHARS:
+        raise BadRequest(f"agreement reference is longer than {NAME_MAX_CHARS} characters")
+    org_id = new_id("org")
+    with d.engine.begin() as conn:
+        _unique(conn, schema.orgs, name, "org")
+        sponsor_row = _lookup(conn, schema.principals, sponsor, "sponsor")
+        sponsor_org = conn.execute(
+            sa.select(schema.orgs.c.kind).where(schema.orgs.c.id == sponsor_row.org_id)
+        ).scalar_one()
+        if sponsor_org != OrgKind.INTERNAL.value or sponsor_row.status != Status.ACTIVE.value:
+            raise BadRequest("the sponsor must be an active principal of the internal org")
+        conn.execute(
+            sa.insert(schema.orgs).values(
+                id=org_id,
+                name=name,
+                kind=OrgKind.VENDOR.value,
+                created_at=now,
+                sponsor_id=sponsor_row.id,
+                contract_start=contract_start,
+                contract_end=contract_end,
+                networks=_json(nets),
+                seat_limit=seat_limit,
+                ceiling_level=int(ceiling_level),
+                ceiling_compartments=_json(comps),
+                security_review_at=security_review_at,
+                agreement_ref=agreement_ref,
+                status=VendorStatus.ONBOARDING.value,
+            )
+        )
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            name=EventName.ORG_CREATED,
+            entity="org",
+            entity_id=org_id,
+            op="create",
+            data={
+                "org_id": org_id,
+                "name": name,
+                "kind": "vendor",
+                "sponsor_id": sponsor_row.id,
+                "contract_start": contract_start,
+                "contract_end": contract_end,
+                "networks": [str(n) for n in nets],
+                "seat_limit": seat_limit,
+                "ceiling_level": ceiling_level.label,
+                "ceiling_compartments": sorted(comps),
+                "security_review_at": security_review_at,
+                "agreement_ref": agreement_ref,
+            },
+        )
+    return org_id
+
+
+def set_vendor_status(
+    d: Directory, ref: str, target: VendorStatus, *, now: float, reason: str = ""
+) -> None:
+    from garrison.store.directory import _lookup, _record
+
+    with d.engine.begin() as conn:
+        row = _lookup(conn, schema.orgs, ref, "vendor")
+        if row.kind != OrgKind.VENDOR.value:
+            raise BadRequest(f"{row.name!r} is not a vendor")
+        check_transition(VendorStatus(row.status), target)
+        if target is VendorStatus.ACTIVE and now >= (row.contract_end or 0):
+            raise BadRequest("rule vendor-contract: the contract has ended; extend it first")
+        conn.execute(
+            sa.update(schema.orgs).where(schema.orgs.c.id == row.id).values(status=target.value)
+        )
+        revoked = disabled = 0
+        if target is VendorStatus.OFFBOARDED:
+            p, c = schema.principals, schema.credentials
+            ids = sa.select(p.c.id).where(p.c.org_id == row.id)
+            revoked = conn.execute(
+                sa.update(c)
+                .where(c.c.principal_id.in_(ids), c.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            ).rowcount
+            disabled = conn.execute(
+                sa.update(p)
+                .where(p.c.org_id == row.id, p.c.status == Status.ACTIVE.value)
+                .values(status=Status.DISABLED.value)
+            ).rowcount
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            name=_STATUS_EVENTS[target],
+            entity="org",
+            entity_id=row.id,
+            op=target.value,
+            data={
+                "org_id": row.id,
+                "name": row.name,
+                "from": row.status,
+                "to": target.value,
+                "reason": reason,
+                "keys_revoked": revoked,
+                "principals_disabled": disabled,
+            },
+        )
+
+
+_STATUS_EVENTS = {
+    VendorStatus.ACTIVE: EventName.VENDOR_ACTIVATED,
+    VendorStatus.SUSPENDED: EventName.VENDOR_SUSPENDED,
+    VendorStatus.EXPIRED: EventName.VENDOR_EXPIRED,
+    VendorStatus.OFFBOARDED: EventName.VENDOR_OFFBOARDED,
+    VendorStatus.ONBOARDING: EventName.VENDOR_ACTIVATED,  # never a target; keeps the map total
+}
+
+
+def expire_ended_contracts(d: Directory, now: float | None = None) -> list[str]:
+    """Move every vendor whose contract has ended to ``expired`` (the contract clock).
+
+    The data plane refuses a vendor's people the instant the contract ends, with or without
+    this; it makes the directory say so and records the event."""
+    now = time.time() if now is None else now
+    o = schema.orgs
+    with d.engine.connect() as conn:
+        due = [
+            r.name
+            for r in conn.execute(
+                sa.select(o.c.name).where(
+                    o.c.kind == OrgKind.VENDOR.value,
+                    o.c.status.in_([VendorStatus.ACTIVE.value, VendorStatus.SUSPENDED.value]),
+                    o.c.contract_end <= now,
+                )
+            )
+        ]
+    for name in due:
+        set_vendor_status(d, name, VendorStatus.EXPIRED, now=now, reason="contract ended")
+    return due
