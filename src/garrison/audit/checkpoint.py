@@ -63,17 +63,10 @@ class Checkpoint:
     signature: str = ""  # base64 Ed25519 over ``body()``
 
     def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": CHECKPOINT_VERSION,
-                "tree_size": self.tree_size,
-                "root": self.root,
-                "at": self.at,
-                "prev": self.prev,
-                "key_id": self.key_id,
-            },
-            option=orjson.OPT_SORT_KEYS,
-        )
+        """The signed bytes: every field but the signature, keys sorted."""
+        fields = self.to_dict()
+        del fields["signature"]
+        return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
     def digest(self) -> str:
         """What the next checkpoint names as ``prev``."""

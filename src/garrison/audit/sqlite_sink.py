@@ -13,10 +13,11 @@ checkpoint is written in the same transaction and then published to the witness.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -129,13 +130,26 @@ class SqliteAuditSink:
         last_size = self._last.tree_size if self._last else 0
         return self._signer is not None and self.tree.size > last_size
 
-    def write_batch(self, events: Sequence[AuditEvent]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction with rows from other processes folded in first; on any
+        failure it rolls back and the in-memory tree returns to where it was."""
         conn = self._connection()
         saved = self.tree.copy()
-        published: Checkpoint | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             fold(conn, self.tree)
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            self.tree = saved
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def write_batch(self, events: Sequence[AuditEvent]) -> None:
+        published: Checkpoint | None = None
+        with self._transaction() as conn:
             tree = self.tree
             rows = []
             for e in events:
@@ -160,17 +174,11 @@ class SqliteAuditSink:
             captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
             if captures:
                 conn.executemany(_INSERT_CAPTURE, captures)
-            records = [row[7] for row in rows]
             if self.checkpoint_due and time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
                 published = self._checkpoint(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            self.tree = saved
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if published is not None:
             self._committed(published)
+        records = [row[7] for row in rows]
         for exporter in self._exporters:
             try:
                 exporter.export(records)
@@ -179,22 +187,12 @@ class SqliteAuditSink:
 
     def checkpoint(self) -> None:
         """Sign and store a checkpoint of everything written so far (if anything is new)."""
-        conn = self._connection()
-        saved = self.tree.copy()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            fold(conn, self.tree)
-            if not self.checkpoint_due:
-                conn.execute("COMMIT")
-                return
-            published = self._checkpoint(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            self.tree = saved
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._committed(published)
+        published: Checkpoint | None = None
+        with self._transaction() as conn:
+            if self.checkpoint_due:
+                published = self._checkpoint(conn)
+        if published is not None:
+            self._committed(published)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint:
         assert self._signer is not None
