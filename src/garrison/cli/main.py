@@ -259,13 +259,14 @@ def user_list(config_path: Path, as_json: bool) -> None:
             kind=r.kind,
             clearance=Level(r.clearance).label,
             compartments=",".join(orjson.loads(r.compartments)),
+            roles=",".join(orjson.loads(r.roles)),
             status=r.status,
         )
         for r in _query(_settings(config_path), stmt)
     ]
     _print_rows(
         rows,
-        ["id", "name", "org", "kind", "clearance", "compartments", "status"],
+        ["id", "name", "org", "kind", "clearance", "compartments", "roles", "status"],
         as_json,
         "Principals",
     )
@@ -350,6 +351,7 @@ def key_list(config_path: Path, as_json: bool) -> None:
             c.c.networks,
             c.c.revoked_at,
             c.c.note,
+            c.c.canary,
             p.c.name.label("principal"),
         )
         .join(p, p.c.id == c.c.principal_id)
@@ -371,9 +373,11 @@ def key_list(config_path: Path, as_json: bool) -> None:
                 expires=_time(r.expires_at),
                 networks=",".join(orjson.loads(r.networks)) or "any",
                 note=r.note,
+                canary=bool(r.canary),
             )
         )
-    _print_rows(rows, ["id", "principal", "state", "expires", "networks", "note"], as_json, "Keys")
+    columns = ["id", "principal", "state", "expires", "networks", "note", "canary"]
+    _print_rows(rows, columns, as_json, "Keys")
 
 
 @key.command("revoke")

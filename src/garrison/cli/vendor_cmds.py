@@ -263,7 +263,8 @@ def _report(conn: sa.Connection, ref: str, now: float, dormant_days: int) -> dic
             )
             if last is not None:
                 last_any = max(last_any or 0.0, last)
-        if prn.status == "active" and (last_any is None or now - last_any > dormant_days * 86400):
+        quiet_since = last_any if last_any is not None else prn.created_at
+        if prn.status == "active" and now - quiet_since > dormant_days * 86400:
             dormant.append(prn.name)
         people.append(
             {

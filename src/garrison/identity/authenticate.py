@@ -85,12 +85,14 @@ def authenticate(
     reason: Reason | None = None
     if cred.revoked:
         reason = Reason.CREDENTIAL_REVOKED
-    elif cred.expires_at is not None and now >= cred.expires_at:
-        reason = Reason.CREDENTIAL_EXPIRED
     elif principal is None or principal.status is not Status.ACTIVE:
         reason = Reason.PRINCIPAL_INACTIVE
-    elif not cred.allows_address(address):
-        reason = Reason.CREDENTIAL_NETWORK
     else:
+        # The vendor's terms before the key's own: a key is clipped to them, so the vendor
+        # reason is the one that explains the refusal.
         reason = _vendor_reason(orgs, principal.org_id, now, address)
+        if reason is None and cred.expires_at is not None and now >= cred.expires_at:
+            reason = Reason.CREDENTIAL_EXPIRED
+        elif reason is None and not cred.allows_address(address):
+            reason = Reason.CREDENTIAL_NETWORK
     return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)

@@ -22,6 +22,13 @@ from sqlalchemy import event
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Execution option that marks a transaction as a write (SQLite: BEGIN IMMEDIATE).
+WRITE_OPTION = "garrison_write"
+
+
+def write_transaction(engine: sa.Engine) -> Any:
+    """``with write_transaction(engine) as conn:`` — one write transaction, lock taken first."""
+    return engine.execution_options(**{WRITE_OPTION: True}).begin()
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -47,8 +54,18 @@ def make_engine(url: str) -> sa.Engine:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy manage BEGIN/COMMIT itself; set pragmas outside a transaction.
+            # The driver would only send BEGIN at the first write, so the reads a directory
+            # write checks its rules with would happen outside the transaction. Take over:
+            # no implicit transactions from the driver, and BEGIN sent by the hook below.
+            dbapi_conn.isolation_level = None
             apply_sqlite_pragmas(dbapi_conn)
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            # A write transaction takes the write lock up front, so what its rules read is
+            # what it commits against (two writers cannot both take the last seat).
+            immediate = conn.get_execution_options().get(WRITE_OPTION)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)

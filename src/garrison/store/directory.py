@@ -34,6 +34,7 @@ from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
 from garrison.store import schema, vendors
+from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_compartments
 
 # Longest name of anything in the directory: long enough for any real naming scheme, short
@@ -68,7 +69,7 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
-def check_networks(values: Iterable[str]) -> tuple[Network, ...]:
+def check_networks(values: Iterable[str], what: str = "key") -> tuple[Network, ...]:
     nets: list[Network] = []
     for value in values:
         try:
@@ -76,7 +77,7 @@ def check_networks(values: Iterable[str]) -> tuple[Network, ...]:
         except ValueError as exc:
             raise BadRequest(f"invalid network {value!r}: {exc}") from None
     if len(nets) > KEY_MAX_NETWORKS:
-        raise BadRequest(f"at most {KEY_MAX_NETWORKS} networks per key")
+        raise BadRequest(f"at most {KEY_MAX_NETWORKS} networks per {what}")
     return tuple(nets)
 
 
@@ -200,7 +201,7 @@ class Directory:
             )
         name = check_name(name, "org name")
         org_id = new_id("org")
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             _unique(conn, schema.orgs, name, "org")
             conn.execute(
                 sa.insert(schema.orgs).values(id=org_id, name=name, kind=kind.value, created_at=now)
@@ -231,7 +232,7 @@ class Directory:
         name = check_name(name, "principal name")
         comps = check_compartments(compartments)
         principal_id = new_id("prn")
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             org_row = _lookup(conn, schema.orgs, org, "org")
             _unique(conn, schema.principals, name, "principal")
             terms = vendors.vendor_of(conn, org_row.id)
@@ -272,7 +273,7 @@ class Directory:
         return principal_id
 
     def set_principal_status(self, ref: str, status: Status, *, now: float) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = _lookup(conn, schema.principals, ref, "principal")
             terms = vendors.vendor_of(conn, row.org_id)
             if terms is not None and status is Status.ACTIVE and row.status != status.value:
@@ -323,7 +324,7 @@ class Directory:
             raise BadRequest(f"note is longer than {NAME_MAX_CHARS} characters")
         issued = issue_key(self._pepper)
         expires_at = now + lifetime
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = _lookup(conn, schema.principals, principal, "principal")
             if row.status != Status.ACTIVE.value:
                 raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
@@ -365,7 +366,7 @@ class Directory:
         vendors.set_vendor_status(self, ref, target, now=now, reason=reason)
 
     def revoke_key(self, key_id: str, *, now: float, reason: str) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(
                 sa.select(schema.credentials).where(schema.credentials.c.id == key_id)
             ).first()
@@ -412,7 +413,7 @@ class Directory:
             raise BadRequest("an upstream key was given but auth style is 'none'")
         sealed = self._sealer.seal(upstream_key) if upstream_key else None
         model_id = new_id("mdl")
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             _unique(conn, schema.models, name, "model")
             conn.execute(
                 sa.insert(schema.models).values(
@@ -451,7 +452,7 @@ class Directory:
     def reseal_upstream_keys(self, sealer: Sealer, *, now: float) -> int:
         """Re-encrypt every sealed upstream key under ``sealer``'s newest key."""
         count = 0
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             rows = conn.execute(
                 sa.select(schema.models.c.id, schema.models.c.upstream_key_sealed).where(
                     schema.models.c.upstream_key_sealed.is_not(None)
@@ -477,7 +478,7 @@ class Directory:
         return count
 
     def record_event(self, name: EventName, *, now: float, data: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             _record(
                 conn,
                 at=now,

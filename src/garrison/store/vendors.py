@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import (
+    IllegalTransition,
     Level,
     Network,
     OrgKind,
@@ -32,6 +33,7 @@ from garrison.domain import (
 )
 from garrison.errors import BadRequest
 from garrison.store import schema
+from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_compartments, parse_networks
 
 if TYPE_CHECKING:
@@ -171,7 +173,7 @@ def create_vendor(
     )
 
     name = check_name(name, "vendor name")
-    nets = check_networks(networks)
+    nets = check_networks(networks, "vendor")
     comps = check_compartments(ceiling_compartments)
     if not nets:
         raise BadRequest("a vendor needs at least one allowed network (its egress ranges)")
@@ -184,7 +186,7 @@ def create_vendor(
     if len(agreement_ref) > NAME_MAX_CHARS:
         raise BadRequest(f"agreement reference is longer than {NAME_MAX_CHARS} characters")
     org_id = new_id("org")
-    with d.engine.begin() as conn:
+    with write_transaction(d.engine) as conn:
         _unique(conn, schema.orgs, name, "org")
         sponsor_row = _lookup(conn, schema.principals, sponsor, "sponsor")
         sponsor_org = conn.execute(
@@ -241,7 +243,7 @@ def set_vendor_status(
 ) -> None:
     from garrison.store.directory import _lookup, _record
 
-    with d.engine.begin() as conn:
+    with write_transaction(d.engine) as conn:
         row = _lookup(conn, schema.orgs, ref, "vendor")
         if row.kind != OrgKind.VENDOR.value:
             raise BadRequest(f"{row.name!r} is not a vendor")
@@ -312,6 +314,11 @@ def expire_ended_contracts(d: Directory, now: float | None = None) -> list[str]:
                 )
             )
         ]
+    done = []
     for name in due:
-        set_vendor_status(d, name, VendorStatus.EXPIRED, now=now, reason="contract ended")
-    return due
+        try:
+            set_vendor_status(d, name, VendorStatus.EXPIRED, now=now, reason="contract ended")
+        except IllegalTransition:
+            continue  # another gateway process's clock got there first
+        done.append(name)
+    return done
