@@ -7,6 +7,7 @@ is ignored entirely (anyone can write one).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -16,9 +17,13 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Entries looked at in X-Forwarded-For; a real chain of proxies is a handful long.
 MAX_FORWARDED_HOPS = 16
+# Distinct addresses whose parse is remembered; bounded so a spray of sources cannot grow it.
+PARSED_ADDRESS_CACHE = 4096
 
 
+@functools.lru_cache(maxsize=PARSED_ADDRESS_CACHE)
 def parse_address(text: str) -> Address | None:
+    """Parse once per distinct address (cached): clients keep coming from the same few."""
     try:
         addr = ipaddress.ip_address(text.strip())
     except ValueError:

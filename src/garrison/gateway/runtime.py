@@ -38,6 +38,9 @@ log = logging.getLogger("garrison.gateway")
 # How often each process checks the change feed for directory writes. 50 ms keeps admin
 # changes enforced well inside the 100 ms propagation target at one cheap query per tick.
 SNAPSHOT_POLL_S = 0.05
+# Young-generation GC runs every 10,000 net allocations instead of 700: a call allocates a
+# few hundred short-lived objects, and collecting every couple of calls cost ~5 % of the loop.
+GC_THRESHOLDS = (10_000, 20, 20)
 # Idle upstream connections kept per process (reused across calls to the same server).
 UPSTREAM_KEEPALIVE_S = 30.0
 
@@ -111,6 +114,7 @@ class Gateway:
         # Everything built so far lives as long as the process: keep it out of GC passes.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         await self.audit.append(
             AuditEvent(
                 EventName.GATEWAY_STARTED,
