@@ -40,6 +40,7 @@ from garrison.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from garrison.audit.parallel_verify import verify_parallel
 from garrison.audit.sqlite_reader import AuditReader
 from garrison.audit.verify import verify_log
 from garrison.store import make_engine, migrate
@@ -125,6 +126,45 @@ def bench_verify(db: Path, keys: Path) -> dict[str, Any]:
     }
 
 
+def bench_verify_large(root: Path, events: int) -> dict[str, Any]:
+    """A log of ``events`` written in large batches (fast to build), verified sequentially
+    and with the multi-process fast path that `garrison audit verify` uses on big logs."""
+    db = root / "large.db"
+    engine = make_engine(f"sqlite:///{db}")
+    migrate(engine)
+    engine.dispose()
+    keys = root / "large-keys"
+    keys.mkdir(mode=0o700)
+    create_signing_key(keys)
+    signer = Signer.from_dir(keys)
+    sink = SqliteAuditSink(db, signer=signer)
+    sink.open()
+    batch = [_event(i) for i in range(5000)]
+    for n in range(events // len(batch)):
+        sink.write_batch(batch)
+        if n % 20 == 0:
+            sink.checkpoint()
+    sink.close()
+    public = signer.public_keys()
+    with AuditReader(db) as reader:
+        count = reader.count()
+        checkpoints = reader.checkpoints()
+        t0 = time.perf_counter()
+        report = verify_log(reader.rows(), checkpoints, public)
+        sequential = time.perf_counter() - t0
+    assert report.ok
+    t0 = time.perf_counter()
+    fast = verify_parallel(db, count, checkpoints, public, jobs=os.cpu_count() or 2)
+    parallel = time.perf_counter() - t0
+    assert fast is not None and fast.root == report.root
+    return {
+        "events": count,
+        "checkpoints": len(checkpoints),
+        "sequential_events_per_s": count / sequential,
+        "parallel_events_per_s": count / parallel,
+    }
+
+
 def bench_proofs(size: int, samples: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     base = os.urandom(468)
@@ -192,6 +232,9 @@ def main() -> None:
             results[f"append_c{conc}"] = run(bench_append(root, count, conc))
         last = results["append_c256"]
         results["verify"] = bench_verify(Path(last.pop("db")), Path(last.pop("keys")))
+        results["verify_large"] = bench_verify_large(
+            Path(tmp), 100_000 if args.quick else 1_000_000
+        )
         for key in ("append_c1", "append_c32"):
             results[key].pop("db")
             results[key].pop("keys")

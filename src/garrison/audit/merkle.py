@@ -87,10 +87,13 @@ class CompactTree:
                     _sha256(b"\x01" + a + b).digest()
                     for a, b in zip(level[::2], level[1::2], strict=True)
                 ]
-            self._append_subtree(level[0], height)
+            self.append_subtree(level[0], height)
             i += 1 << height
 
-    def _append_subtree(self, h: bytes, height: int) -> None:
+    def append_subtree(self, h: bytes, height: int) -> None:
+        """Append a perfect subtree of ``2**height`` leaves (the size must be a multiple)."""
+        if self.size % (1 << height):
+            raise ValueError("a subtree must start at a multiple of its size")
         size = self.size >> height
         while size & 1:
             h = node_hash(self._edge.pop(), h)

@@ -22,6 +22,7 @@ class AuditReader:
     def __init__(self, path: Path) -> None:
         if not path.exists():
             raise FileNotFoundError(f"no audit database at {path}")
+        self.path = path
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
     def close(self) -> None:

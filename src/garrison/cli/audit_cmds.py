@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from garrison.audit.checkpoint import (
+    Checkpoint,
     CheckpointError,
     Signer,
     load_public_b64,
@@ -21,9 +23,10 @@ from garrison.audit.checkpoint import (
     rotate_signing_key,
 )
 from garrison.audit.merkle import LeafHashes, ProofError
+from garrison.audit.parallel_verify import verify_parallel
 from garrison.audit.proofs import check_consistency_bundle, check_inclusion_bundle
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
-from garrison.audit.verify import verify_log
+from garrison.audit.verify import VerifyReport, verify_log
 from garrison.audit.witness import read_witness
 from garrison.cli.durations import parse_duration
 from garrison.cli.options import config_option
@@ -31,6 +34,8 @@ from garrison.config import Settings, load_settings
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)
+# Below this many events starting worker processes (~0.5 s) costs more than it saves.
+PARALLEL_MIN_EVENTS = 500_000
 # Poll interval of `audit tail -f`.
 TAIL_POLL_S = 0.5
 
@@ -95,8 +100,15 @@ def audit() -> None:
     help="Witness copies to check against (default: the configured witness_dir).",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--jobs",
+    default=os.cpu_count() or 1,
+    show_default="all cores",
+    type=int,
+    help="Worker processes for the fast path on large logs (1: sequential only).",
+)
 @config_option
-def audit_verify(witness_dir: Path | None, as_json: bool, config_path: Path) -> None:
+def audit_verify(witness_dir: Path | None, as_json: bool, jobs: int, config_path: Path) -> None:
     """Recompute the tree and check every checkpoint and witness copy. Exit 1 on any problem."""
     settings = load_settings(config_path)
     keys = Signer.from_dir(settings.key_dir).public_keys()
@@ -105,24 +117,13 @@ def audit_verify(witness_dir: Path | None, as_json: bool, config_path: Path) -> 
     with _reader(settings) as reader:
         total = reader.count()
         checkpoints = reader.checkpoints()
-        with Progress(
-            TextColumn("verifying"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,}"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=as_json or total < 50_000,
-        ) as bar:
-            task = bar.add_task("verify", total=total)
-            report = verify_log(
-                reader.rows(),
-                checkpoints,
-                keys,
-                witness=witness,
-                progress=lambda n: bar.update(task, completed=n),
-                reread=reader.rows_range,
+        report = None
+        if jobs > 1 and total >= PARALLEL_MIN_EVENTS:
+            report = verify_parallel(
+                reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
             )
+        if report is None:
+            report = _verify_sequential(reader, total, checkpoints, keys, witness, as_json)
     if as_json:
         click.echo(
             orjson.dumps(
@@ -161,6 +162,34 @@ def audit_verify(witness_dir: Path | None, as_json: bool, config_path: Path) -> 
                 click.echo(f"  {p.kind:<14} at {where:>8}  {p.detail}")
     if not report.ok:
         sys.exit(1)
+
+
+def _verify_sequential(
+    reader: AuditReader,
+    total: int,
+    checkpoints: list[Checkpoint],
+    keys: dict[str, Any],
+    witness: list[Checkpoint],
+    as_json: bool,
+) -> VerifyReport:
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=as_json or total < 50_000,
+    ) as bar:
+        task = bar.add_task("verify", total=total)
+        return verify_log(
+            reader.rows(),
+            checkpoints,
+            keys,
+            witness=witness,
+            progress=lambda n: bar.update(task, completed=n),
+            reread=reader.rows_range,
+        )
 
 
 @audit.command("pubkey")
