@@ -4,17 +4,16 @@ cannot be written, each one logged loudly; without it (the default) they are ref
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from garrison.gateway.runtime import Gateway
+from tests.support.db import hold_write_lock
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -37,18 +36,6 @@ async def open_world(tmp_path: Path) -> AsyncIterator[World]:
         await stop_world(world)
 
 
-@contextlib.contextmanager
-def locked(db_path: Path) -> Iterator[None]:
-    """Hold SQLite's write lock: nobody else can commit to the audit log meanwhile."""
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        conn.execute("BEGIN EXCLUSIVE")
-        yield
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
-
-
 async def chat(world: World) -> tuple[int, str]:
     body = {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]}
     headers = {"authorization": f"Bearer {world.keys['alice']}"}
@@ -64,7 +51,7 @@ async def test_call_succeeds_while_the_log_is_locked_when_fail_open_is_on(
     open_world: World,
 ) -> None:
     await open_world.settle()
-    with locked(open_world.db_path):
+    with hold_write_lock(open_world.db_path):
         status, request_id = await chat(open_world)
     assert status == 200
     assert request_id in open_world.mock.seen_request_ids
@@ -74,7 +61,7 @@ async def test_fail_open_call_logs_an_error_naming_audit_fail_open(
     open_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     await open_world.settle()
-    with caplog.at_level(logging.ERROR, logger="garrison"), locked(open_world.db_path):
+    with caplog.at_level(logging.ERROR, logger="garrison"), hold_write_lock(open_world.db_path):
         _, request_id = await chat(open_world)
     loud = [
         r
@@ -89,7 +76,7 @@ async def test_fail_open_call_logs_an_error_naming_audit_fail_open(
 async def test_call_is_503_while_the_log_is_locked_by_default(world: World) -> None:
     assert world.settings.audit_fail_open is False
     await world.settle()
-    with locked(world.db_path):
+    with hold_write_lock(world.db_path):
         status, request_id = await chat(world)
     assert status == 503
     assert request_id not in world.mock.seen_request_ids
@@ -97,7 +84,7 @@ async def test_call_is_503_while_the_log_is_locked_by_default(world: World) -> N
 
 async def test_audit_recovered_is_written_after_the_lock_is_released(open_world: World) -> None:
     await open_world.settle()
-    with locked(open_world.db_path):
+    with hold_write_lock(open_world.db_path):
         status, _ = await chat(open_world)
     assert status == 200
     deadline = asyncio.get_running_loop().time() + RECOVERY_WAIT_S

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from tests.support.db import hold_write_lock
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -35,18 +36,6 @@ ANTHROPIC_ERROR_TYPES = {
     "overloaded_error",
     "timeout_error",
 }
-
-
-@contextlib.contextmanager
-def exclusive_lock(db_path: Path) -> Iterator[None]:
-    """Hold SQLite's write lock on the database: nobody else can commit meanwhile."""
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        conn.execute("BEGIN EXCLUSIVE")
-        yield
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 async def chat(world: World, model: str = "assistant") -> tuple[int, str, bytes]:
@@ -72,7 +61,7 @@ async def claude(world: World) -> tuple[int, bytes]:
 async def refused_while_locked(world: World) -> str:
     """Make one allowed call while the log is locked; it must be a 503. Its request id."""
     await world.settle()
-    with exclusive_lock(world.db_path):
+    with hold_write_lock(world.db_path):
         status, request_id, raw = await chat(world)
     assert status == 503, raw
     return request_id
@@ -83,7 +72,7 @@ async def test_allowed_call_is_503_and_reaches_nothing_while_audit_is_locked(
     world: World,
 ) -> None:
     await world.settle()
-    with exclusive_lock(world.db_path):
+    with hold_write_lock(world.db_path):
         status, _, raw = await chat(world)
     assert status == 503
     doc = orjson.loads(raw)
@@ -97,7 +86,7 @@ async def test_allowed_anthropic_call_is_503_in_anthropic_shape_while_audit_is_l
     world: World,
 ) -> None:
     await world.settle()
-    with exclusive_lock(world.db_path):
+    with hold_write_lock(world.db_path):
         status, raw = await claude(world)
     assert status == 503
     doc = orjson.loads(raw)
