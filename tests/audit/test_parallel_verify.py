@@ -48,6 +48,15 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Signer, Path]:
     return db, signer, witness
 
 
+def _copy(db: Path, to: Path) -> Path:
+    src = sqlite3.connect(db)
+    dst = sqlite3.connect(to)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return to
+
+
 def _checkpoints(db: Path) -> list:  # type: ignore[type-arg]
     with AuditReader(db) as reader:
         return reader.checkpoints()
@@ -69,11 +78,8 @@ def test_parallel_path_steps_aside_on_a_modified_record(
     log: tuple[Path, Signer, Path], tmp_path: Path
 ) -> None:
     db, signer, _ = log
-    copy = tmp_path / "copy.db"
-    src = sqlite3.connect(db)
+    copy = _copy(db, tmp_path / "copy.db")
     dst = sqlite3.connect(copy)
-    src.backup(dst)
-    src.close()
     dst.execute(
         "UPDATE audit_events SET record = replace(record, '\"n\":40000', '\"n\":40001')"
         " WHERE seq = 40001"

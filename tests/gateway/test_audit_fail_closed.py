@@ -18,6 +18,8 @@ from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from tests.support.db import hold_write_lock
+from tests.support.servers import one_route_upstream
+from tests.support.shapes import ANTHROPIC_ERROR_TYPES
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -25,17 +27,6 @@ pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 USER = [{"role": "user", "content": "hello"}]
-ANTHROPIC_ERROR_TYPES = {
-    "invalid_request_error",
-    "authentication_error",
-    "permission_error",
-    "not_found_error",
-    "request_too_large",
-    "rate_limit_error",
-    "api_error",
-    "overloaded_error",
-    "timeout_error",
-}
 
 
 async def chat(world: World, model: str = "assistant") -> tuple[int, str, bytes]:
@@ -153,16 +144,8 @@ async def probe_upstream(db_path: Path, found: dict[str, bool]) -> AsyncIterator
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
+    async with one_route_upstream("/v1/chat/completions", answer) as port:
+        yield port
 
 
 async def test_allowed_event_is_durable_before_the_upstream_sees_the_call(world: World) -> None:

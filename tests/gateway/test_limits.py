@@ -17,6 +17,7 @@ from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.gateway.limits import GatewayLimits
+from tests.support.servers import one_route_upstream
 from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -190,16 +191,8 @@ async def piecewise_upstream(body: bytes, pieces: int = 4) -> AsyncIterator[int]
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
+    async with one_route_upstream("/v1/chat/completions", answer) as port:
+        yield port
 
 
 async def add_model(world: World, name: str, port: int) -> None:

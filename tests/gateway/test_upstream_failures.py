@@ -15,6 +15,7 @@ import pytest
 
 from garrison.gateway.limits import GatewayLimits
 from garrison.mock import LEAK_HEADER, LEAK_HOST, LEAK_ORG, MockConfig
+from tests.support.shapes import ANTHROPIC_ERROR_TYPES
 from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -24,18 +25,6 @@ MESSAGES = "/v1/messages"
 USER = [{"role": "user", "content": "hello"}]
 ANTHROPIC_VERSION = "2023-06-01"
 READ_TIMEOUT_S = 0.3
-# Documented Anthropic error types (any error event must use one of them).
-ANTHROPIC_ERROR_TYPES = {
-    "invalid_request_error",
-    "authentication_error",
-    "permission_error",
-    "not_found_error",
-    "request_too_large",
-    "rate_limit_error",
-    "api_error",
-    "overloaded_error",
-    "timeout_error",
-}
 
 MakeWorld = Callable[..., Awaitable[World]]
 
