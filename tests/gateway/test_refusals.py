@@ -198,6 +198,19 @@ async def test_wrong_secret_is_401_identical_to_unknown_id(world: World) -> None
     ]
 
 
+async def test_refusal_of_a_guessed_secret_names_the_public_key_id(world: World) -> None:
+    real = world.keys["alice"]
+    other_secret = world.keys["carol"].split("_", 2)[2]
+    await chat(world, key=f"gk_{key_id(real)}_{other_secret}")
+    await world.settle()
+    (denied,) = world.events("request.denied")
+    # The id is public; it is what shows someone guessing at one key. No credential is
+    # attributed (the secret did not match) and the presented secret is nowhere.
+    assert denied["data"]["presented_key_id"] == key_id(real)
+    assert denied["credential_id"] is None
+    assert other_secret.encode() not in world.raw_audit()
+
+
 async def test_expired_key_is_401_and_audited(world: World) -> None:
     token = world.keys["bob-short"]
     expires_at = world.gateway.state.snapshot.credentials[key_id(token)].expires_at

@@ -93,6 +93,7 @@ class Call:
         "endpoint",
         "model",
         "org_id",
+        "presented_key_id",
         "principal_id",
         "request_id",
         "started",
@@ -109,11 +110,16 @@ class Call:
         self.model: str | None = None
         self.body_sha256: str | None = None
         self.body_bytes: int | None = None
+        # The public id of a key that did not authenticate (unknown id, wrong secret): not a
+        # secret, and what a detector needs to see someone guessing at one key.
+        self.presented_key_id: str | None = None
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
         data["client_address"] = self.address
         data["org_id"] = self.org_id
+        if self.presented_key_id is not None:
+            data["presented_key_id"] = self.presented_key_id
         if self.body_sha256 is not None:
             data["body_sha256"] = self.body_sha256
             data["body_bytes"] = self.body_bytes
@@ -205,6 +211,8 @@ def _authenticated(
         address=address,
     )
     call.credential_id = result.key_id if result.credential is not None else None
+    if result.credential is None and result.key_id is not None:
+        call.presented_key_id = result.key_id
     if result.principal is not None:
         call.principal_id = result.principal.id
         call.org_id = result.principal.org_id
