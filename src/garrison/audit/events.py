@@ -26,6 +26,7 @@ class EventName(enum.StrEnum):
     VENDOR_SUSPENDED = "vendor.suspended"
     VENDOR_EXPIRED = "vendor.expired"
     VENDOR_OFFBOARDED = "vendor.offboarded"
+    VENDOR_UPDATED = "vendor.updated"
     PRINCIPAL_CREATED = "principal.created"
     PRINCIPAL_UPDATED = "principal.updated"
     CREDENTIAL_CREATED = "credential.created"

@@ -100,6 +100,49 @@ def vendor_add(
     click.echo(org_id)
 
 
+@vendor.command("update")
+@click.argument("vendor_ref")
+@click.option("--contract-end", default=None, help="ISO date; shortening clips live keys.")
+@click.option("--network", "networks", multiple=True, help="Replace the egress CIDRs; repeat.")
+@click.option("--seats", type=int, default=None)
+@click.option("--ceiling", default=None, type=click.Choice([lv.label for lv in Level]))
+@click.option(
+    "--ceiling-compartment",
+    "compartments",
+    multiple=True,
+    help="Replace the ceiling compartments; repeat.",
+)
+@click.option("--agreement", default=None)
+@click.option("--security-review", default=None, help="ISO date of the last security review.")
+@config_option
+def vendor_update(
+    vendor_ref: str,
+    contract_end: str | None,
+    networks: tuple[str, ...],
+    seats: int | None,
+    ceiling: str | None,
+    compartments: tuple[str, ...],
+    agreement: str | None,
+    security_review: str | None,
+    config_path: Path,
+) -> None:
+    """Change a vendor's terms; narrowing is refused while something is in the way."""
+    changes = open_directory(load_settings(config_path)).update_vendor(
+        vendor_ref,
+        now=time.time(),
+        contract_end=_when(contract_end, what="--contract-end") if contract_end else None,
+        networks=networks or None,
+        seat_limit=seats,
+        ceiling_level=Level.parse(ceiling) if ceiling else None,
+        ceiling_compartments=compartments or None,
+        security_review_at=_when(security_review, what="--security-review")
+        if security_review
+        else None,
+        agreement_ref=agreement,
+    )
+    click.echo(orjson.dumps(changes).decode())
+
+
 def _status_command(name: str, target: VendorStatus, help_text: str) -> None:
     @vendor.command(name, help=help_text)
     @click.argument("vendor_ref")

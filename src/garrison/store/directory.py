@@ -360,6 +360,9 @@ class Directory:
     def create_vendor(self, name: str, **terms: Any) -> str:
         return vendors.create_vendor(self, name, **terms)
 
+    def update_vendor(self, ref: str, **changes: Any) -> dict[str, Any]:
+        return vendors.update_vendor(self, ref, **changes)
+
     def set_vendor_status(
         self, ref: str, target: VendorStatus, *, now: float, reason: str = ""
     ) -> None:

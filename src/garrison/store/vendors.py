@@ -322,3 +322,130 @@ def expire_ended_contracts(d: Directory, now: float | None = None) -> list[str]:
             continue  # another gateway process's clock got there first
         done.append(name)
     return done
+
+
+def update_vendor(
+    d: Directory,
+    ref: str,
+    *,
+    now: float,
+    contract_end: float | None = None,
+    networks: Iterable[str] | None = None,
+    seat_limit: int | None = None,
+    ceiling_level: Level | None = None,
+    ceiling_compartments: Iterable[str] | None = None,
+    security_review_at: float | None = None,
+    agreement_ref: str | None = None,
+) -> dict[str, Any]:
+    """Change a vendor's terms. Narrowing is refused while something is in the way (naming
+    it); shortening the contract clips every live key's expiry to the new end."""
+    from garrison.store.directory import (
+        NAME_MAX_CHARS,
+        _lookup,
+        _record,
+        check_compartments,
+        check_networks,
+    )
+
+    p, c = schema.principals, schema.credentials
+    with write_transaction(d.engine) as conn:
+        row = _lookup(conn, schema.orgs, ref, "vendor")
+        if row.kind != OrgKind.VENDOR.value:
+            raise BadRequest(f"{row.name!r} is not a vendor")
+        terms = terms_of(row)
+        if terms.status is VendorStatus.OFFBOARDED:
+            raise BadRequest("an offboarded vendor cannot be changed")
+        values: dict[str, Any] = {}
+        people = conn.execute(
+            sa.select(p).where(p.c.org_id == row.id, p.c.status == Status.ACTIVE.value)
+        ).all()
+        live_keys = conn.execute(
+            sa.select(c).where(
+                c.c.principal_id.in_([x.id for x in people]), c.c.revoked_at.is_(None)
+            )
+        ).all()
+        if contract_end is not None:
+            if contract_end <= terms.contract_start:
+                raise BadRequest("the contract must end after it starts")
+            if contract_end <= now:
+                raise BadRequest("the new contract end is in the past (suspend or offboard)")
+            values["contract_end"] = contract_end
+        if networks is not None:
+            nets = check_networks(networks, "vendor")
+            if not nets:
+                raise BadRequest("a vendor needs at least one allowed network")
+            narrowed = VendorTerms(**{**_terms_fields(terms), "networks": nets})
+            outside = [
+                k.id
+                for k in live_keys
+                if not all(narrowed.covers_network(n) for n in parse_networks(k.networks))
+            ]
+            if outside:
+                raise BadRequest(
+                    "rule vendor-networks: live keys would fall outside the new networks: "
+                    f"{', '.join(outside)} (revoke or re-issue them first)"
+                )
+            values["networks"] = _json(nets)
+        if seat_limit is not None:
+            if not 1 <= seat_limit <= SEAT_LIMIT_MAX:
+                raise BadRequest(f"seat limit must be between 1 and {SEAT_LIMIT_MAX}")
+            if seat_limit < len(people):
+                raise BadRequest(
+                    f"rule vendor-seats: {len(people)} principals are active; disable some "
+                    f"before lowering the limit to {seat_limit}"
+                )
+            values["seat_limit"] = seat_limit
+        if ceiling_level is not None or ceiling_compartments is not None:
+            level = terms.ceiling_level if ceiling_level is None else ceiling_level
+            comps = (
+                terms.ceiling_compartments
+                if ceiling_compartments is None
+                else check_compartments(ceiling_compartments)
+            )
+            above = [
+                x.name
+                for x in people
+                if not (Level(x.clearance) <= level and parse_compartments(x.compartments) <= comps)
+            ]
+            if above:
+                raise BadRequest(
+                    "rule vendor-ceiling: these principals hold more than the new ceiling: "
+                    f"{', '.join(above)} (lower or disable them first)"
+                )
+            values["ceiling_level"] = int(level)
+            values["ceiling_compartments"] = _json(comps)
+        if security_review_at is not None:
+            values["security_review_at"] = security_review_at
+        if agreement_ref is not None:
+            if len(agreement_ref) > NAME_MAX_CHARS:
+                raise BadRequest(f"agreement reference is longer than {NAME_MAX_CHARS} characters")
+            values["agreement_ref"] = agreement_ref
+        if not values:
+            raise BadRequest("nothing to change")
+        conn.execute(sa.update(schema.orgs).where(schema.orgs.c.id == row.id).values(**values))
+        clipped = 0
+        if contract_end is not None:
+            ids = [k.id for k in live_keys if k.expires_at is None or k.expires_at > contract_end]
+            if ids:
+                clipped = conn.execute(
+                    sa.update(c).where(c.c.id.in_(ids)).values(expires_at=contract_end)
+                ).rowcount
+        changes = {
+            k: orjson.loads(v) if k in ("networks", "ceiling_compartments") else v
+            for k, v in values.items()
+        }
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            name=EventName.VENDOR_UPDATED,
+            entity="org",
+            entity_id=row.id,
+            op="update",
+            data={"org_id": row.id, "name": row.name, "changes": changes, "keys_clipped": clipped},
+        )
+    return changes
+
+
+def _terms_fields(terms: VendorTerms) -> dict[str, Any]:
+    return {f: getattr(terms, f) for f in VendorTerms.__dataclass_fields__}
