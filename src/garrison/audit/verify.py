@@ -35,6 +35,8 @@ class Problem:
     kind: str
     index: int | None
     detail: str
+    # Set when the finding covers a range [index, end) rather than naming one index.
+    end: int | None = None
 
 
 @dataclass(slots=True)
@@ -243,6 +245,7 @@ def _check_roots(
                     "modified",
                     start,
                     f"events in [{start}, {size}) do not give the root signed at size {size}",
+                    end=size,
                 )
             )
             bad = (start, size)
@@ -384,17 +387,21 @@ def _tidy(problems: list[Problem]) -> list[Problem]:
     """One line per finding, the most exact first: a failed signed range is dropped when a
     finding inside it already names the index; a shortfall explained by deletions found is
     not also called truncation; the rest is ordered by index."""
-    exact = [p for p in problems if not p.detail.startswith("events in [")]
+    exact = [p for p in problems if p.end is None]
     kept: list[Problem] = []
     seen: set[tuple[str, int | None]] = set()
     deleted = any(p.kind == "deleted" for p in problems)
     for p in problems:
-        if p.detail.startswith("events in ["):
-            lo, hi = (int(x) for x in p.detail[len("events in [") :].split(")")[0].split(", "))
-            if any(
-                q.index is not None and lo <= q.index < hi and q.kind != "rewritten" for q in exact
-            ):
-                continue
+        start, end = p.index, p.end
+        if (
+            start is not None
+            and end is not None
+            and any(
+                q.index is not None and start <= q.index < end and q.kind != "rewritten"
+                for q in exact
+            )
+        ):
+            continue
         if p.kind == "truncated" and deleted:
             continue
         if (p.kind, p.index) in seen:

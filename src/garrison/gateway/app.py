@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -27,7 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from garrison.audit import AuditEvent, EventName
-from garrison.domain import Level, Model, Principal, Reason, UpstreamApi, VendorTerms
+from garrison.domain import Model, Principal, Reason, UpstreamApi, VendorTerms
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -377,9 +378,7 @@ async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _upstream_failure(
-    resp: aiohttp.ClientResponse, model: Model, endpoint: Endpoint
-) -> GarrisonError:
+async def _upstream_failure(resp: aiohttp.ClientResponse, model: Model) -> GarrisonError:
     try:
         raw = await _read_all(resp, MAX_UPSTREAM_ERROR_BYTES)
     except UpstreamFailed:
@@ -421,7 +420,13 @@ def _complete(
 
 
 def _client_model_bytes(model: Model) -> tuple[bytes, bytes]:
-    return orjson.dumps(model.upstream_model), orjson.dumps(model.name)
+    return _quoted(model.upstream_model), _quoted(model.name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(name: str) -> bytes:
+    """A model name as JSON (cached: the same few names on every call)."""
+    return orjson.dumps(name)
 
 
 async def _forward(
@@ -440,7 +445,7 @@ async def _forward(
             upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
         ) as resp:
             if resp.status >= 400:
-                exc = await _upstream_failure(resp, model, endpoint)
+                exc = await _upstream_failure(resp, model)
                 _complete(
                     state,
                     call,
@@ -522,7 +527,7 @@ async def _forward_stream(
             upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
         ) as resp:
             if resp.status >= 400:
-                exc = await _upstream_failure(resp, model, endpoint)
+                exc = await _upstream_failure(resp, model)
                 return _upstream_error(state, call, api, exc, f"upstream_{resp.status}")
             response = web.StreamResponse(
                 status=200,
@@ -732,4 +737,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
-__all__ = ["STATE_KEY", "GatewayState", "Level", "build_app", "new_request_id"]
+__all__ = ["STATE_KEY", "build_app", "new_request_id"]

@@ -292,8 +292,7 @@ _STATUS_EVENTS = {
     VendorStatus.SUSPENDED: EventName.VENDOR_SUSPENDED,
     VendorStatus.EXPIRED: EventName.VENDOR_EXPIRED,
     VendorStatus.OFFBOARDED: EventName.VENDOR_OFFBOARDED,
-    VendorStatus.ONBOARDING: EventName.VENDOR_ACTIVATED,  # never a target; keeps the map total
-}
+}  # onboarding is never a target (TRANSITIONS), so it has no event
 
 
 def expire_ended_contracts(d: Directory, now: float | None = None) -> list[str]:
