@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from garrison.audit import EventName
 from garrison.audit.checkpoint import create_signing_key
 from garrison.config import CONFIG_FILE, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind
+from garrison.domain.roles import Role
 from garrison.errors import ConfigError
 from garrison.keyring import Sealer, create_key_files, load_pepper
 from garrison.store import CreatedKey, Directory, make_engine, migrate
@@ -63,14 +65,25 @@ def init(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8080) -> Initia
             org=INTERNAL_ORG,
             kind=PrincipalKind.HUMAN,
             clearance=Level.CRITICAL,
+            roles=(Role.SECURITY_ADMIN,),
             now=now,
         )
         admin_key = directory.create_key(FIRST_ADMIN, now=now, note="first admin (garrison init)")
     finally:
         engine.dispose()
+    assert settings.admin_credential_file is not None
+    write_credential(settings.admin_credential_file, admin_key.key.token.reveal())
     config_path.write_text(render_settings(settings))
     config_path.chmod(0o600)
     return Initialized(settings=settings, config_path=config_path, admin_key=admin_key)
+
+
+def write_credential(path: Path, token: str) -> None:
+    """Write an admin key to a file only its owner can read (created 0600, never wider)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
 
 
 def open_directory(

@@ -19,9 +19,14 @@
     syslog = "127.0.0.1:514"                       # optional RFC 5424 over UDP
     capture_bodies = false                # true: keep request bodies, encrypted (capture.keys)
 
+    [admin]                               # where the CLI finds the admin API and its key
+    url = "http://127.0.0.1:8080"         # default: the [gateway] address
+    credential_file = "/var/lib/garrison/admin.key"   # 0600; written by `garrison init`
+
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
 ``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
-``GARRISON_WITNESS_DIR``.
+``GARRISON_WITNESS_DIR``; for the CLI, ``GARRISON_ADMIN_URL`` and ``GARRISON_ADMIN_KEY`` (the key
+itself, e.g. from a secrets manager; it wins over ``credential_file``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from garrison.errors import ConfigError
 from garrison.gateway.limits import GatewayLimits
 
 CONFIG_FILE = "garrison.toml"
+ADMIN_CREDENTIAL_FILE = "admin.key"
 DEFAULT_PORT = 8080
 
 
@@ -62,6 +68,10 @@ class Settings:
     # Keep request bodies, encrypted with keys/capture.keys (off: digest and size only).
     capture_bodies: bool = False
     audit_syslog: str | None = None
+    # The admin API's address for the CLI (None: this gateway's own host and port).
+    admin_url: str | None = None
+    # A 0600 file holding the CLI's admin key (`garrison init` writes the first one).
+    admin_credential_file: Path | None = None
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -70,6 +80,7 @@ class Settings:
             database_url=f"sqlite:///{data_dir / 'garrison.db'}",
             key_dir=data_dir / "keys",
             witness_dir=data_dir / "witness",
+            admin_credential_file=data_dir / ADMIN_CREDENTIAL_FILE,
             **kw,
         )
 
@@ -137,6 +148,11 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     if witness_dir is not None and not witness_dir.is_absolute():
         witness_dir = base / witness_dir
     fail_open = _flag(audit, "fail_open", path)
+    admin = data.get("admin", {})
+    credential = admin.get("credential_file")
+    credential_file = Path(credential) if credential else None
+    if credential_file is not None and not credential_file.is_absolute():
+        credential_file = base / credential_file
     return Settings(
         database_url=database_url,
         key_dir=key_dir,
@@ -151,6 +167,8 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         audit_jsonl=Path(audit["jsonl_path"]) if audit.get("jsonl_path") else None,
         audit_syslog=str(audit["syslog"]) if audit.get("syslog") else None,
         capture_bodies=_flag(audit, "capture_bodies", path),
+        admin_url=env.get("GARRISON_ADMIN_URL") or admin.get("url") or None,
+        admin_credential_file=credential_file,
     )
 
 
@@ -167,5 +185,7 @@ def render_settings(settings: Settings) -> str:
         f'key_dir = "{settings.key_dir}"\n\n'
         "[audit]\n"
         f'witness_dir = "{settings.witness_dir or ""}"\n'
-        "fail_open = false\n"
+        "fail_open = false\n\n"
+        "[admin]\n"
+        f'credential_file = "{settings.admin_credential_file or ""}"\n'
     )

@@ -31,6 +31,7 @@ class EventName(enum.StrEnum):
     PRINCIPAL_UPDATED = "principal.updated"
     CREDENTIAL_CREATED = "credential.created"
     CREDENTIAL_REVOKED = "credential.revoked"
+    CREDENTIAL_ROTATED = "credential.rotated"
     MODEL_CREATED = "model.created"
     MODEL_UPDATED = "model.updated"
     SEAL_KEY_ROTATED = "keys.seal_rotated"
@@ -38,6 +39,8 @@ class EventName(enum.StrEnum):
     GATEWAY_STARTED = "gateway.started"
     GATEWAY_STOPPED = "gateway.stopped"
     AUDIT_RECOVERED = "audit.recovered"
+    ADMIN_DENIED = "admin.denied"
+    ADMIN_READ = "admin.read"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The ``garrison`` command.
 
-Until the admin API lands, the directory commands act on the local database directly, with
-the key files of the config; every change is still one transaction with its audit event,
-attributed to the local user.
+``init``, ``serve``, ``demo``, ``mock-upstream``, ``keys`` and ``audit`` work on this host's
+files; every directory command (``org``, ``vendor``, ``user``, ``service``, ``key``,
+``model``, ``whoami``) drives the admin API of a running gateway.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,20 +19,16 @@ from typing import Any
 
 import click
 import orjson
-import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
 from garrison import __version__
+from garrison.bootstrap import FIRST_ADMIN, open_directory
 from garrison.bootstrap import init as do_init
-from garrison.bootstrap import open_directory
-from garrison.cli.durations import parse_duration
-from garrison.cli.options import DEFAULT_DATA_DIR, config_option, json_option
+from garrison.cli.options import DEFAULT_DATA_DIR, config_option
 from garrison.config import Settings, load_settings
-from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, Status, UpstreamApi
 from garrison.errors import GarrisonError
 from garrison.keyring import Sealer, add_seal_key
-from garrison.store import make_engine, schema
 
 console = Console()
 err_console = Console(stderr=True)
@@ -104,9 +99,13 @@ def init(data_dir: Path, host: str, port: int) -> None:
     click.echo(f"config:   {done.config_path}")
     click.echo(f"database: {done.settings.database_url}")
     click.echo(f"keys:     {done.settings.key_dir} (mode 0600)")
+    click.echo(f"admin:    {done.settings.admin_credential_file} (mode 0600)")
     click.echo("")
-    click.echo("First admin key (shown once; store it now):")
-    click.echo(f"  {done.admin_key.key.token.reveal()}")
+    click.echo(
+        f"The first admin, {FIRST_ADMIN!r} (security-admin), has its key in the file above; "
+        "the CLI uses it from there."
+    )
+    click.echo("Next: `garrison serve`, then `garrison whoami`.")
 
 
 @cli.command()
@@ -164,339 +163,6 @@ def mock_upstream(
     )
 
 
-# ── directory ──────────────────────────────────────────────────────────────────────────────
-def _query(settings: Settings, stmt: Any) -> list[Any]:
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(stmt))
-    finally:
-        engine.dispose()
-
-
-@cli.group()
-def org() -> None:
-    """Organisations: the internal one and vendors."""
-
-
-@org.command("add")
-@click.argument("name")
-@config_option
-def org_add(name: str, config_path: Path) -> None:
-    """Add an internal org (vendors: `garrison vendor add`)."""
-    settings = _settings(config_path)
-    org_id = open_directory(settings).create_org(name, OrgKind.INTERNAL, now=time.time())
-    click.echo(org_id)
-
-
-@org.command("list")
-@config_option
-@json_option
-def org_list(config_path: Path, as_json: bool) -> None:
-    rows = [
-        dict(id=r.id, name=r.name, kind=r.kind, created=_time(r.created_at))
-        for r in _query(_settings(config_path), sa.select(schema.orgs).order_by(schema.orgs.c.name))
-    ]
-    _print_rows(rows, ["id", "name", "kind", "created"], as_json, "Organisations")
-
-
-@cli.group()
-def user() -> None:
-    """Principals: people and service accounts."""
-
-
-@user.command("add")
-@click.argument("name")
-@click.option("--org", "org_ref", required=True, help="Org name or id.")
-@click.option(
-    "--clearance",
-    default="internal",
-    show_default=True,
-    type=click.Choice([lv.label for lv in Level]),
-)
-@click.option("--compartment", "compartments", multiple=True, help="Repeat for several.")
-@click.option("--service", is_flag=True, help="A service account rather than a person.")
-@click.option(
-    "--role",
-    "roles",
-    multiple=True,
-    help="Admin role: security-admin, approver, vendor-manager, auditor; repeat.",
-)
-@config_option
-def user_add(
-    name: str,
-    org_ref: str,
-    clearance: str,
-    compartments: tuple[str, ...],
-    service: bool,
-    roles: tuple[str, ...],
-    config_path: Path,
-) -> None:
-    settings = _settings(config_path)
-    principal_id = open_directory(settings).create_principal(
-        name,
-        org=org_ref,
-        kind=PrincipalKind.SERVICE if service else PrincipalKind.HUMAN,
-        clearance=Level.parse(clearance),
-        compartments=compartments,
-        roles=roles,
-        now=time.time(),
-    )
-    click.echo(principal_id)
-
-
-@user.command("list")
-@config_option
-@json_option
-def user_list(config_path: Path, as_json: bool) -> None:
-    p, o = schema.principals, schema.orgs
-    stmt = sa.select(p, o.c.name.label("org")).join(o, o.c.id == p.c.org_id).order_by(p.c.name)
-    rows = [
-        dict(
-            id=r.id,
-            name=r.name,
-            org=r.org,
-            kind=r.kind,
-            clearance=Level(r.clearance).label,
-            compartments=",".join(orjson.loads(r.compartments)),
-            roles=",".join(orjson.loads(r.roles)),
-            status=r.status,
-        )
-        for r in _query(_settings(config_path), stmt)
-    ]
-    _print_rows(
-        rows,
-        ["id", "name", "org", "kind", "clearance", "compartments", "roles", "status"],
-        as_json,
-        "Principals",
-    )
-
-
-@user.command("disable")
-@click.argument("name")
-@config_option
-def user_disable(name: str, config_path: Path) -> None:
-    open_directory(_settings(config_path)).set_principal_status(
-        name, Status.DISABLED, now=time.time()
-    )
-    click.echo(f"disabled {name}")
-
-
-@cli.group()
-def key() -> None:
-    """API keys."""
-
-
-@key.command("create")
-@click.argument("principal")
-@click.option("--expires-in", default="90d", show_default=True, help="e.g. 12h, 30d (max 90d).")
-@click.option("--network", "networks", multiple=True, help="Allowed source CIDR; repeat.")
-@click.option("--note", default="", help="What the key is for.")
-@click.option(
-    "--canary",
-    is_flag=True,
-    help="A planted key: looks like any other; any use of it is an attack signal.",
-)
-@config_option
-@json_option
-def key_create(
-    principal: str,
-    expires_in: str,
-    networks: tuple[str, ...],
-    note: str,
-    canary: bool,
-    config_path: Path,
-    as_json: bool,
-) -> None:
-    """Create a key; the key is printed once and never again."""
-    try:
-        lifetime = parse_duration(expires_in)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--expires-in") from None
-    created = open_directory(_settings(config_path)).create_key(
-        principal,
-        now=time.time(),
-        expires_in=lifetime,
-        networks=networks,
-        note=note,
-        canary=canary,
-    )
-    if as_json:
-        click.echo(
-            orjson.dumps(
-                {
-                    "id": created.key.key_id,
-                    "key": created.key.token.reveal(),
-                    "expires_at": created.expires_at,
-                }
-            ).decode()
-        )
-        return
-    click.echo(f"key id:  {created.key.key_id}")
-    click.echo(f"expires: {_time(created.expires_at)}")
-    click.echo("key (shown once):")
-    click.echo(f"  {created.key.token.reveal()}")
-
-
-@key.command("list")
-@config_option
-@json_option
-def key_list(config_path: Path, as_json: bool) -> None:
-    c, p = schema.credentials, schema.principals
-    stmt = (
-        sa.select(
-            c.c.id,
-            c.c.created_at,
-            c.c.expires_at,
-            c.c.networks,
-            c.c.revoked_at,
-            c.c.note,
-            c.c.canary,
-            p.c.name.label("principal"),
-        )
-        .join(p, p.c.id == c.c.principal_id)
-        .order_by(c.c.created_at)
-    )
-    now = time.time()
-    rows = []
-    for r in _query(_settings(config_path), stmt):
-        state = (
-            "revoked"
-            if r.revoked_at
-            else ("expired" if r.expires_at and r.expires_at <= now else "active")
-        )
-        rows.append(
-            dict(
-                id=r.id,
-                principal=r.principal,
-                state=state,
-                expires=_time(r.expires_at),
-                networks=",".join(orjson.loads(r.networks)) or "any",
-                note=r.note,
-                canary=bool(r.canary),
-            )
-        )
-    columns = ["id", "principal", "state", "expires", "networks", "note", "canary"]
-    _print_rows(rows, columns, as_json, "Keys")
-
-
-@key.command("revoke")
-@click.argument("key_id")
-@click.option("--reason", required=True)
-@config_option
-def key_revoke(key_id: str, reason: str, config_path: Path) -> None:
-    open_directory(_settings(config_path)).revoke_key(key_id, now=time.time(), reason=reason)
-    click.echo(f"revoked {key_id}")
-
-
-@cli.group()
-def model() -> None:
-    """The model registry."""
-
-
-@model.command("add")
-@click.argument("name")
-@click.option("--upstream-url", required=True, help="Base URL, e.g. http://10.0.0.5:8000/v1")
-@click.option(
-    "--upstream-model", default=None, help="The upstream's own model name (default: NAME)."
-)
-@click.option(
-    "--api", default="openai", show_default=True, type=click.Choice([a.value for a in UpstreamApi])
-)
-@click.option(
-    "--auth",
-    "auth_style",
-    default=None,
-    type=click.Choice([a.value for a in AuthStyle]),
-    help="How to present the upstream key (default: bearer for openai, x-api-key for anthropic).",
-)
-@click.option(
-    "--upstream-key-env",
-    default=None,
-    metavar="VAR",
-    help="Environment variable holding the upstream credential (never an argument).",
-)
-@click.option(
-    "--level", default="internal", show_default=True, type=click.Choice([lv.label for lv in Level])
-)
-@click.option("--compartment", "compartments", multiple=True)
-@config_option
-def model_add(
-    name: str,
-    upstream_url: str,
-    upstream_model: str | None,
-    api: str,
-    auth_style: str | None,
-    upstream_key_env: str | None,
-    level: str,
-    compartments: tuple[str, ...],
-    config_path: Path,
-) -> None:
-    upstream_api = UpstreamApi(api)
-    style = (
-        AuthStyle(auth_style)
-        if auth_style
-        else (AuthStyle.X_API_KEY if upstream_api is UpstreamApi.ANTHROPIC else AuthStyle.BEARER)
-    )
-    upstream_key = None
-    if upstream_key_env:
-        upstream_key = os.environ.get(upstream_key_env)
-        if not upstream_key:
-            raise click.BadParameter(
-                f"environment variable {upstream_key_env} is empty or unset",
-                param_hint="--upstream-key-env",
-            )
-    elif style is not AuthStyle.NONE:
-        style = AuthStyle.NONE
-    model_id = open_directory(_settings(config_path)).create_model(
-        name,
-        upstream_url=upstream_url,
-        upstream_model=upstream_model or name,
-        api=upstream_api,
-        auth_style=style,
-        level=Level.parse(level),
-        compartments=compartments,
-        upstream_key=upstream_key,
-        now=time.time(),
-    )
-    click.echo(model_id)
-
-
-@model.command("list")
-@config_option
-@json_option
-def model_list(config_path: Path, as_json: bool) -> None:
-    m = schema.models
-    rows = [
-        dict(
-            id=r.id,
-            name=r.name,
-            upstream=r.upstream_url,
-            upstream_model=r.upstream_model,
-            api=r.api,
-            level=Level(r.level).label,
-            compartments=",".join(orjson.loads(r.compartments)),
-            upstream_key="sealed" if r.upstream_key_sealed else "none",
-        )
-        for r in _query(_settings(config_path), sa.select(m).order_by(m.c.name))
-    ]
-    _print_rows(
-        rows,
-        [
-            "id",
-            "name",
-            "upstream",
-            "upstream_model",
-            "api",
-            "level",
-            "compartments",
-            "upstream_key",
-        ],
-        as_json,
-        "Models",
-    )
-
-
 @cli.group()
 def keys() -> None:
     """Key files: the pepper and the sealing keys."""
@@ -514,11 +180,21 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 
 def _register() -> None:
+    from garrison.cli import directory_cmds
     from garrison.cli.audit_cmds import audit
     from garrison.cli.vendor_cmds import vendor
 
     cli.add_command(audit)
     cli.add_command(vendor)
+    for command in (
+        directory_cmds.whoami,
+        directory_cmds.org,
+        directory_cmds.user,
+        directory_cmds.service,
+        directory_cmds.key,
+        directory_cmds.model,
+    ):
+        cli.add_command(command)
 
 
 _register()

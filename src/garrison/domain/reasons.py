@@ -31,6 +31,12 @@ class Reason(enum.StrEnum):
     BODY_MALFORMED = "request.malformed"
     BODY_TOO_LARGE = "request.too_large"
     BODY_TIMEOUT = "request.read_timeout"
+    # the admin API
+    ADMIN_NO_ROLE = "admin.no_role"
+    ADMIN_ROLE = "admin.role_lacks_action"
+    ADMIN_SCOPE = "admin.out_of_scope"
+    ADMIN_SELF = "admin.self_change"
+    ADMIN_INVALID = "admin.invalid_request"
     # process state
     OVERLOADED = "gateway.overloaded"
     AUDIT_UNAVAILABLE = "audit.unavailable"

@@ -20,13 +20,14 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from garrison.admin.shape import ADMIN_PREFIX, admin_error_body
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import Model, Principal, Reason, UpstreamApi, VendorTerms
 from garrison.errors import (
@@ -56,6 +57,9 @@ from garrison.gateway.upstream import (
 )
 from garrison.identity import authenticate
 from garrison.policy import decide
+
+if TYPE_CHECKING:
+    from garrison.admin.api import AdminBackend
 
 log = logging.getLogger("garrison.gateway")
 
@@ -146,7 +150,7 @@ def _error_response(api: UpstreamApi, exc: GarrisonError, request_id: str) -> we
     )
 
 
-def _presented_key(request: web.Request) -> str | None:
+def presented_key(request: web.Request) -> str | None:
     auth = request.headers.get("authorization")
     if auth is not None:
         scheme, _, value = auth.partition(" ")
@@ -156,7 +160,7 @@ def _presented_key(request: web.Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def _peer_address(
+def peer_address(
     request: web.Request, state: GatewayState
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     peer = None
@@ -199,11 +203,11 @@ def _deny(
 def _authenticated(
     request: web.Request, state: GatewayState, call: Call, now: float
 ) -> tuple[Principal | None, Reason | None]:
-    address = _peer_address(request, state)
+    address = peer_address(request, state)
     call.address = str(address)
     snap = state.snapshot
     result = authenticate(
-        _presented_key(request),
+        presented_key(request),
         credentials=snap.credentials,
         principals=snap.principals,
         orgs=snap.orgs,
@@ -220,8 +224,8 @@ def _authenticated(
     return (result.principal if result.ok else None), result.reason
 
 
-async def _read_body(request: web.Request, state: GatewayState) -> bytes:
-    limit = state.limits.max_body_bytes
+async def read_body(request: web.Request, state: GatewayState, limit: int | None = None) -> bytes:
+    limit = state.limits.max_body_bytes if limit is None else limit
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"declared {declared} bytes")
@@ -257,7 +261,7 @@ def model_handler(endpoint: Endpoint) -> Any:
         state = request.app[STATE_KEY]
         call = Call(endpoint.kind, new_request_id(), "")
         if state.inflight >= state.limits.max_concurrent_requests:
-            call.address = str(_peer_address(request, state))
+            call.address = str(peer_address(request, state))
             return _deny(state, call, api, Overloaded(), (Reason.OVERLOADED,))
         state.inflight += 1
         state.calls += 1
@@ -279,7 +283,7 @@ async def _handle_model_call(
         assert reason is not None
         return _deny(state, call, api, Unauthenticated(), (reason,))
     try:
-        raw = await _read_body(request, state)
+        raw = await read_body(request, state)
     except PayloadTooLarge as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
     except RequestTimeout as exc:
@@ -693,8 +697,8 @@ async def not_found(request: web.Request) -> web.Response:
     return web.Response(status=404, body=apis.error_body(api, exc), content_type=_JSON)
 
 
-def build_app(state: GatewayState) -> web.Application:
-    # client_max_size is a backstop only; _read_body enforces the limit with a clean 413.
+def build_app(state: GatewayState, admin: AdminBackend | None = None) -> web.Application:
+    # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
         client_max_size=state.limits.max_body_bytes + 1, middlewares=[error_middleware]
     )
@@ -705,6 +709,10 @@ def build_app(state: GatewayState) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if admin is not None:
+        from garrison.admin.api import add_admin_routes
+
+        add_admin_routes(app, admin)
     return app
 
 
@@ -717,24 +725,30 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: anything unexpected becomes a clean error in the API's shape, never a trace."""
     api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
+    admin = request.path.startswith(ADMIN_PREFIX + "/")
+
+    def body(exc: GarrisonError) -> bytes:
+        return admin_error_body(exc) if admin else apis.error_body(api, exc)
+
     try:
         return await handler(request)
     except web.HTTPNotFound:
+        if admin:
+            exc404 = NotFound(public_message="Unknown admin endpoint.")
+            return web.Response(status=404, body=body(exc404), content_type=_JSON)
         return await not_found(request)
     except web.HTTPMethodNotAllowed:
         exc405 = BadRequest(public_message="Method not allowed.")
-        return web.Response(status=405, body=apis.error_body(api, exc405), content_type=_JSON)
+        return web.Response(status=405, body=body(exc405), content_type=_JSON)
     except web.HTTPException:
         raise
     except GarrisonError as exc:
-        return web.Response(status=exc.status, body=apis.error_body(api, exc), content_type=_JSON)
+        return web.Response(status=exc.status, body=body(exc), content_type=_JSON)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unexpected error on %s", request.path)
-        return web.Response(
-            status=500, body=apis.error_body(api, GarrisonError()), content_type=_JSON
-        )
+        return web.Response(status=500, body=body(GarrisonError()), content_type=_JSON)
 
 
 __all__ = ["STATE_KEY", "build_app", "new_request_id"]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from garrison.admin.api import AdminBackend
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
 from garrison.audit.checkpoint import Signer
 from garrison.audit.exporters import (
@@ -87,7 +88,10 @@ class Gateway:
                 "AUDIT FAIL-OPEN IS ON: calls will be forwarded even when the audit log "
                 "cannot record them"
             )
-        self.http = HttpServer(build_app(self.state), settings.limits)
+        admin = AdminBackend(
+            engine=self.engine, pepper=self.pepper, sealer=self.sealer, reload=self.reload
+        )
+        self.http = HttpServer(build_app(self.state, admin), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
         self._probe = VersionProbe(path)
         self.port = 0
@@ -130,7 +134,10 @@ class Gateway:
         return self.port
 
     async def reload(self) -> None:
-        self.state.snapshot = await asyncio.to_thread(load_snapshot, self.engine, self.sealer)
+        snapshot = await asyncio.to_thread(load_snapshot, self.engine, self.sealer)
+        # Reloads can overlap (the watcher, an admin write): never swap an older one in.
+        if snapshot.version >= self.state.snapshot.version:
+            self.state.snapshot = snapshot
 
     async def _contract_clock(self) -> None:
         """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).

@@ -33,9 +33,9 @@ from garrison.domain import (
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import schema, vendors
+from garrison.store import principals, registry, schema, vendors
 from garrison.store.db import write_transaction
-from garrison.store.snapshot import parse_compartments
+from garrison.store.snapshot import parse_networks
 
 # Longest name of anything in the directory: long enough for any real naming scheme, short
 # enough to keep tables, logs and the console readable.
@@ -44,6 +44,9 @@ NAME_MAX_CHARS = 200
 KEY_MAX_LIFETIME_S = 90 * 24 * 3600
 # Networks per key: a handful of egress ranges is normal; hundreds means a misuse.
 KEY_MAX_NETWORKS = 64
+# A rotated key may overlap its successor for at most this long: enough to roll a fleet of
+# clients over, short enough that rotating after a leak still ends the old key today.
+KEY_ROTATION_GRACE_MAX_S = 24 * 3600
 COMPARTMENTS_MAX = 64
 URL_MAX_CHARS = 2000
 
@@ -96,12 +99,19 @@ def check_compartments(values: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def check_service_roles(kind: PrincipalKind, roles: frozenset[str]) -> None:
+    """Admin actions must name a person: a service account's key, once leaked, would carry
+    admin power with nobody to answer for it (and no MFA when SSO lands)."""
+    if kind is PrincipalKind.SERVICE and roles:
+        raise BadRequest("rule service-roles: a service account cannot hold admin roles")
+
+
 def check_url(url: str) -> str:
     if len(url) > URL_MAX_CHARS:
         raise BadRequest(f"upstream URL is longer than {URL_MAX_CHARS} characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"upstream URL {url!r} must be http:// or https:// with a host")
+        raise BadRequest("upstream URL must be http:// or https:// with a host")
     if parts.username or parts.password:
         raise BadRequest("upstream URL must not carry credentials; use --upstream-key-env")
     if parts.query or parts.fragment:
@@ -126,7 +136,11 @@ def _record(
     principal_id: str | None = None,
     credential_id: str | None = None,
     model: str | None = None,
+    origin: dict[str, Any] | None = None,
 ) -> None:
+    if origin:
+        # Where the change came from (the admin API: the admin's key, address, request id).
+        data = {**data, "origin": origin}
     conn.execute(
         sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
     )
@@ -134,6 +148,7 @@ def _record(
         name,
         at=at,
         actor=actor,
+        request_id=origin.get("request_id") if origin else None,
         principal_id=principal_id,
         credential_id=credential_id,
         model=model,
@@ -152,7 +167,7 @@ def _record(
             seq=index + 1,
             at=at,
             name=name.value,
-            request_id=None,
+            request_id=event.request_id,
             principal_id=principal_id,
             credential_id=credential_id,
             model=model,
@@ -184,11 +199,24 @@ class CreatedKey:
 
 
 class Directory:
-    """Writes to the directory on behalf of ``actor`` (who is named in every audit event)."""
+    """Writes to the directory on behalf of ``actor`` (who is named in every audit event).
 
-    def __init__(self, engine: sa.Engine, *, actor: str, pepper: bytes, sealer: Sealer) -> None:
+    ``origin`` says where the change came from (for the admin API: the admin's name, key id,
+    address and request id) and is kept in every event's data.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        actor: str,
+        pepper: bytes,
+        sealer: Sealer,
+        origin: dict[str, Any] | None = None,
+    ) -> None:
         self.engine = engine
         self.actor = actor
+        self.origin = origin
         self._pepper = pepper
         self._sealer = sealer
 
@@ -210,6 +238,7 @@ class Directory:
                 conn,
                 at=now,
                 actor=self.actor,
+                origin=self.origin,
                 name=EventName.ORG_CREATED,
                 entity="org",
                 entity_id=org_id,
@@ -237,6 +266,7 @@ class Directory:
             _unique(conn, schema.principals, name, "principal")
             terms = vendors.vendor_of(conn, org_row.id)
             role_set = vendors.check_roles(roles, vendor=terms is not None)
+            check_service_roles(kind, role_set)
             if terms is not None:
                 vendors.check_person(conn, terms, org_row.id, clearance, comps, adding_seat=True)
             conn.execute(
@@ -256,6 +286,7 @@ class Directory:
                 conn,
                 at=now,
                 actor=self.actor,
+                origin=self.origin,
                 name=EventName.PRINCIPAL_CREATED,
                 entity="principal",
                 entity_id=principal_id,
@@ -273,34 +304,10 @@ class Directory:
         return principal_id
 
     def set_principal_status(self, ref: str, status: Status, *, now: float) -> None:
-        with write_transaction(self.engine) as conn:
-            row = _lookup(conn, schema.principals, ref, "principal")
-            terms = vendors.vendor_of(conn, row.org_id)
-            if terms is not None and status is Status.ACTIVE and row.status != status.value:
-                vendors.check_person(
-                    conn,
-                    terms,
-                    row.org_id,
-                    Level(row.clearance),
-                    parse_compartments(row.compartments),
-                    adding_seat=True,
-                )
-            conn.execute(
-                sa.update(schema.principals)
-                .where(schema.principals.c.id == row.id)
-                .values(status=status.value)
-            )
-            _record(
-                conn,
-                at=now,
-                actor=self.actor,
-                name=EventName.PRINCIPAL_UPDATED,
-                entity="principal",
-                entity_id=row.id,
-                op="update",
-                principal_id=row.id,
-                data={"status": status.value},
-            )
+        principals.update_principal(self, ref, status=status, now=now)
+
+    def update_principal(self, ref: str, **changes: Any) -> dict[str, Any]:
+        return principals.update_principal(self, ref, **changes)
 
     def create_key(
         self,
@@ -322,40 +329,128 @@ class Directory:
             )
         if len(note) > NAME_MAX_CHARS:
             raise BadRequest(f"note is longer than {NAME_MAX_CHARS} characters")
-        issued = issue_key(self._pepper)
-        expires_at = now + lifetime
         with write_transaction(self.engine) as conn:
             row = _lookup(conn, schema.principals, principal, "principal")
-            if row.status != Status.ACTIVE.value:
-                raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
-            terms = vendors.vendor_of(conn, row.org_id)
-            if terms is not None:
-                nets, expires_at = vendors.key_terms(terms, nets, expires_at, now)
-            conn.execute(
-                sa.insert(schema.credentials).values(
-                    id=issued.key_id,
-                    principal_id=row.id,
-                    secret_hash=issued.secret_hash,
-                    created_at=now,
-                    expires_at=expires_at,
-                    networks=_json_list(nets),
-                    note=note,
-                    canary=canary,
-                )
+            return self._insert_key(
+                conn, row, nets, now + lifetime, note=note, canary=canary, now=now
             )
+
+    def _insert_key(
+        self,
+        conn: sa.Connection,
+        row: Any,
+        nets: tuple[Network, ...],
+        expires_at: float,
+        *,
+        note: str,
+        canary: bool,
+        now: float,
+        extra: dict[str, Any] | None = None,
+    ) -> CreatedKey:
+        """A new key for principal ``row``, inside the caller's transaction."""
+        if row.status != Status.ACTIVE.value:
+            raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
+        terms = vendors.vendor_of(conn, row.org_id)
+        if terms is not None:
+            nets, expires_at = vendors.key_terms(terms, nets, expires_at, now)
+        issued = issue_key(self._pepper)
+        conn.execute(
+            sa.insert(schema.credentials).values(
+                id=issued.key_id,
+                principal_id=row.id,
+                secret_hash=issued.secret_hash,
+                created_at=now,
+                expires_at=expires_at,
+                networks=_json_list(nets),
+                note=note,
+                canary=canary,
+            )
+        )
+        _record(
+            conn,
+            at=now,
+            actor=self.actor,
+            origin=self.origin,
+            name=EventName.CREDENTIAL_CREATED,
+            entity="credential",
+            entity_id=issued.key_id,
+            op="create",
+            principal_id=row.id,
+            credential_id=issued.key_id,
+            data={
+                "expires_at": expires_at,
+                "networks": [str(n) for n in nets],
+                "note": note,
+                **(extra or {}),
+            },
+        )
+        return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
+
+    def rotate_key(
+        self, key_id: str, *, now: float, grace_s: float = 0.0, reason: str = ""
+    ) -> CreatedKey:
+        """Issue a successor to a live key and retire the old one, in one transaction.
+
+        The successor keeps the principal, networks, note and lifetime (clipped as any new
+        key is). The old key is revoked now, or, with ``grace_s``, expires that much later so
+        that clients can switch over without an outage.
+        """
+        if not 0 <= grace_s <= KEY_ROTATION_GRACE_MAX_S:
+            raise BadRequest(
+                f"grace must be between 0 and {KEY_ROTATION_GRACE_MAX_S // 3600} hours"
+            )
+        if len(reason) > NAME_MAX_CHARS:
+            raise BadRequest(f"reason is longer than {NAME_MAX_CHARS} characters")
+        c = schema.credentials
+        with write_transaction(self.engine) as conn:
+            old = conn.execute(sa.select(c).where(c.c.id == key_id)).first()
+            if old is None:
+                raise BadRequest(f"key {key_id!r} does not exist")
+            if old.revoked_at is not None:
+                raise Conflict(f"key {key_id!r} is revoked; create a new key instead")
+            if old.expires_at is not None and old.expires_at <= now:
+                raise Conflict(f"key {key_id!r} has expired; create a new key instead")
+            row = _lookup(conn, schema.principals, old.principal_id, "principal")
+            lifetime = min(
+                KEY_MAX_LIFETIME_S,
+                (old.expires_at - old.created_at) if old.expires_at else KEY_MAX_LIFETIME_S,
+            )
+            created = self._insert_key(
+                conn,
+                row,
+                parse_networks(old.networks),
+                now + lifetime,
+                note=old.note,
+                canary=bool(old.canary),
+                now=now,
+                extra={"rotated_from": key_id},
+            )
+            if grace_s > 0:
+                retire = {"expires_at": min(old.expires_at or now + grace_s, now + grace_s)}
+            else:
+                retire = {"revoked_at": now}
+            conn.execute(sa.update(c).where(c.c.id == key_id).values(**retire))
             _record(
                 conn,
                 at=now,
                 actor=self.actor,
-                name=EventName.CREDENTIAL_CREATED,
+                origin=self.origin,
+                name=EventName.CREDENTIAL_ROTATED,
                 entity="credential",
-                entity_id=issued.key_id,
-                op="create",
+                entity_id=key_id,
+                op="rotate",
                 principal_id=row.id,
-                credential_id=issued.key_id,
-                data={"expires_at": expires_at, "networks": [str(n) for n in nets], "note": note},
+                credential_id=key_id,
+                data={"successor": created.key.key_id, "grace_s": grace_s, "reason": reason},
             )
-        return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
+        return created
+
+    @property
+    def sealer(self) -> Sealer:
+        return self._sealer
+
+    def update_model(self, ref: str, **changes: Any) -> dict[str, Any]:
+        return registry.update_model(self, ref, **changes)
 
     def create_vendor(self, name: str, **terms: Any) -> str:
         return vendors.create_vendor(self, name, **terms)
@@ -386,6 +481,7 @@ class Directory:
                 conn,
                 at=now,
                 actor=self.actor,
+                origin=self.origin,
                 name=EventName.CREDENTIAL_REVOKED,
                 entity="credential",
                 entity_id=key_id,
@@ -436,6 +532,7 @@ class Directory:
                 conn,
                 at=now,
                 actor=self.actor,
+                origin=self.origin,
                 name=EventName.MODEL_CREATED,
                 entity="model",
                 entity_id=model_id,
@@ -472,6 +569,7 @@ class Directory:
                 conn,
                 at=now,
                 actor=self.actor,
+                origin=self.origin,
                 name=EventName.SEAL_KEY_ROTATED,
                 entity="keys",
                 entity_id="seal",
@@ -486,6 +584,7 @@ class Directory:
                 conn,
                 at=now,
                 actor=self.actor,
+                origin=self.origin,
                 name=name,
                 entity="system",
                 entity_id="-",

@@ -102,6 +102,8 @@ audit_events = sa.Table(
     # recomputes it and never trusts this column.
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=True),
     sa.Index("ix_audit_events_request_id", "request_id"),
+    sa.Index("ix_audit_events_credential_id", "credential_id", "seq"),
+    sa.Index("ix_audit_events_principal_id", "principal_id", "seq"),
 )
 
 # Optional full capture of request bodies, encrypted with the capture key (keys/capture.keys),

@@ -31,6 +31,8 @@ from garrison.domain import (
     VendorTerms,
     check_transition,
 )
+from garrison.domain.roles import VENDOR_ROLES as _VENDOR_ROLES
+from garrison.domain.roles import Role
 from garrison.errors import BadRequest
 from garrison.store import schema
 from garrison.store.db import write_transaction
@@ -42,8 +44,8 @@ if TYPE_CHECKING:
 # Seats per vendor: no contractor engagement needs more; a typo of 10x would.
 SEAT_LIMIT_MAX = 10_000
 # Admin roles. Vendor principals may hold only vendor-manager (for their own vendor).
-ROLES = frozenset({"security-admin", "approver", "vendor-manager", "auditor"})
-VENDOR_ROLES = frozenset({"vendor-manager"})
+ROLES = frozenset(r.value for r in Role)
+VENDOR_ROLES = frozenset(r.value for r in _VENDOR_ROLES)
 # Statuses in which a vendor may still gain people and keys.
 _ISSUING = (VendorStatus.ONBOARDING, VendorStatus.ACTIVE)
 
@@ -97,12 +99,7 @@ def check_person(
 ) -> None:
     if terms.status not in _ISSUING:
         raise BadRequest(f"the vendor is {terms.status.value}: no one can be added or enabled")
-    if not terms.ceiling_allows(clearance, compartments):
-        raise BadRequest(
-            f"rule vendor-ceiling: clearance {clearance.label} with compartments "
-            f"{sorted(compartments)} exceeds the vendor's ceiling "
-            f"({terms.ceiling_level.label}, {sorted(terms.ceiling_compartments)})"
-        )
+    check_ceiling(terms, clearance, compartments)
     if adding_seat:
         active = _active_seats(conn, org_id)
         if active >= terms.seat_limit:
@@ -110,6 +107,15 @@ def check_person(
                 f"rule vendor-seats: the vendor has {active} active principal(s) and a seat "
                 f"limit of {terms.seat_limit}"
             )
+
+
+def check_ceiling(terms: VendorTerms, clearance: Level, compartments: frozenset[str]) -> None:
+    if not terms.ceiling_allows(clearance, compartments):
+        raise BadRequest(
+            f"rule vendor-ceiling: clearance {clearance.label} with compartments "
+            f"{sorted(compartments)} exceeds the vendor's ceiling "
+            f"({terms.ceiling_level.label}, {sorted(terms.ceiling_compartments)})"
+        )
 
 
 def _active_seats(conn: sa.Connection, org_id: str) -> int:
@@ -216,6 +222,7 @@ def create_vendor(
             conn,
             at=now,
             actor=d.actor,
+            origin=d.origin,
             name=EventName.ORG_CREATED,
             entity="org",
             entity_id=org_id,
@@ -271,6 +278,7 @@ def set_vendor_status(
             conn,
             at=now,
             actor=d.actor,
+            origin=d.origin,
             name=_STATUS_EVENTS[target],
             entity="org",
             entity_id=row.id,
@@ -437,6 +445,7 @@ def update_vendor(
             conn,
             at=now,
             actor=d.actor,
+            origin=d.origin,
             name=EventName.VENDOR_UPDATED,
             entity="org",
             entity_id=row.id,

@@ -1,0 +1,1 @@
+"""The admin API: authenticated, authorised by role, audited."""

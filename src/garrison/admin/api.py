@@ -1,0 +1,753 @@
+"""The admin API: HTTP/JSON under ``/admin/v1``, served by the gateway process.
+
+Each call is authenticated with a Garrison key exactly as a model call is (hash, expiry,
+network binding, vendor terms), then authorised by the caller's admin roles
+(``garrison.admin.authz``). Writes go through the directory on behalf of the admin: one
+transaction holding the change, its change-feed row and its audit event, whose actor is the
+admin's principal id and whose ``origin`` names the admin, key, address and request id.
+Refused calls are audit events too (``admin.denied`` with a reason code), and so are reads
+(``admin.read``). After a write this process loads the new snapshot before answering, so
+the change is enforced here when the client hears of it; other processes follow within
+their snapshot poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from garrison.admin import schemas
+from garrison.admin.authz import Action, authorize, reach, roles_of, scope_of
+from garrison.admin.shape import ADMIN_PREFIX, admin_error_body, admin_message, rule_of
+from garrison.audit import AuditEvent, EventName
+from garrison.domain import (
+    AuthStyle,
+    Level,
+    Principal,
+    PrincipalKind,
+    Reason,
+    Status,
+    UpstreamApi,
+    VendorStatus,
+)
+from garrison.errors import (
+    AuditUnavailable,
+    BadRequest,
+    ClientError,
+    Forbidden,
+    GarrisonError,
+    NotFound,
+    Unauthenticated,
+)
+from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presented_key, read_body
+from garrison.gateway.state import GatewayState
+from garrison.identity import authenticate
+from garrison.keyring import Sealer
+from garrison.store import Directory, queries
+
+log = logging.getLogger("garrison.admin")
+
+# The largest real admin request (a vendor with 64 networks and 64 compartments) is a few
+# KB; 64 KiB refuses junk without reading megabytes of it.
+ADMIN_MAX_BODY_BYTES = 64 * 1024
+# Reports count "dormant" seats over at most ten years of history.
+DORMANT_DAYS_MAX = 3650
+
+T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminBackend:
+    """What the admin API needs beyond the gateway's state: the store and the key files."""
+
+    engine: sa.Engine
+    pepper: bytes = field(repr=False)
+    sealer: Sealer = field(repr=False)
+    # Loads the newest snapshot into this process (called after every write).
+    reload: Callable[[], Awaitable[None]]
+
+
+BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Reason, error: GarrisonError) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.error = error
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One admin call: who, from where, and the means to read, write and authorise."""
+
+    request: web.Request
+    state: GatewayState
+    backend: AdminBackend
+    request_id: str
+    admin: Principal
+    credential_id: str
+    address: str
+    scope: frozenset[str]
+    body: Any = None
+    wrote: bool = False
+
+    @property
+    def now(self) -> float:
+        return self.state.clock()
+
+    def origin(self) -> dict[str, Any]:
+        return {
+            "via": "admin-api",
+            "admin": self.admin.name,
+            "credential_id": self.credential_id,
+            "address": self.address,
+            "request_id": self.request_id,
+        }
+
+    def directory(self) -> Directory:
+        return Directory(
+            self.backend.engine,
+            actor=self.admin.id,
+            pepper=self.backend.pepper,
+            sealer=self.backend.sealer,
+            origin=self.origin(),
+        )
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        result = await asyncio.to_thread(fn, *args, **kw)
+        self.wrote = True
+        return result
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        def run() -> T:
+            with self.backend.engine.connect() as conn:
+                return fn(conn, *args, **kw)
+
+        return await asyncio.to_thread(run)
+
+    def reads_over(self, action: Action = Action.READ) -> frozenset[str] | None:
+        """The orgs this admin may read (None: all)."""
+        return reach(self.admin, action, self.scope).orgs
+
+    async def require(
+        self, action: Action, kind: str | None = None, ref: str | None = None
+    ) -> None:
+        """Refuse unless the admin may take ``action`` on the ``kind`` named ``ref``."""
+        target_org = None
+        target_principal = None
+        if kind is not None and ref is not None:
+            target_org = await self.read(queries.org_of, kind, ref)
+            if kind == "principal":
+                target_principal = await self.read(_principal_id, ref)
+        decision = authorize(
+            self.admin,
+            action,
+            self.scope,
+            target_org=target_org,
+            target_principal=target_principal,
+        )
+        if decision.allowed:
+            return
+        if decision.reason is Reason.ADMIN_SCOPE:
+            what = {"org": "vendor", "credential": "key"}.get(kind or "", kind or "object")
+            raise _Refused(
+                decision.reason,
+                NotFound(f"no {what} {ref!r}", public_message=f"No {what} {ref!r}."),
+            )
+        if decision.reason is Reason.ADMIN_SELF:
+            raise _Refused(
+                decision.reason,
+                Forbidden("rule no-self-change: an admin cannot change their own access"),
+            )
+        raise _Refused(decision.reason, Forbidden(f"your roles do not allow {action.value}"))
+
+
+def _principal_id(conn: sa.Connection, ref: str) -> str | None:
+    p = queries.p
+    value = conn.execute(sa.select(p.c.id).where(sa.or_(p.c.id == ref, p.c.name == ref))).scalar()
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    handler: Callable[[Ctx], Awaitable[Any]]
+    # Checked before anything else (None: any admin role); handlers check targets.
+    action: Action | None = None
+    body: type[BaseModel] | None = None
+    status: int = 200
+    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+    tag: str = "directory"
+
+
+def _parse(model: type[B], raw: bytes) -> B:
+    if not raw.strip():
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            where = ".".join(str(part) for part in err["loc"]) or "body"
+            problems.append(f"{where}: {err['msg']}")
+        raise BadRequest("; ".join(problems[:10])) from None
+
+
+def _json(status: int, value: Any, request_id: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(value),
+        content_type="application/json",
+        headers={"x-request-id": request_id, "cache-control": "no-store"},
+    )
+
+
+def _error(exc: GarrisonError, request_id: str) -> web.Response:
+    headers = {"x-request-id": request_id, "cache-control": "no-store"}
+    if exc.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="garrison-admin"'
+    return web.Response(
+        status=exc.status,
+        body=admin_error_body(exc, request_id),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _record(state: GatewayState, event: AuditEvent) -> None:
+    try:
+        state.audit.append_later(event)
+    except AuditUnavailable:
+        log.error("audit queue refused %s", event.name)
+
+
+def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE_KEY]
+        backend = request.app[BACKEND_KEY]
+        request_id = new_request_id()
+        now = state.clock()
+        address = peer_address(request, state)
+        snap = state.snapshot
+        auth = authenticate(
+            presented_key(request),
+            credentials=snap.credentials,
+            principals=snap.principals,
+            orgs=snap.orgs,
+            pepper=state.pepper,
+            now=now,
+            address=address,
+        )
+
+        def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
+            _record(
+                state,
+                AuditEvent(
+                    EventName.ADMIN_DENIED,
+                    at=state.clock(),
+                    actor=actor,
+                    request_id=request_id,
+                    credential_id=auth.key_id if auth.credential is not None else None,
+                    data={
+                        "method": request.method,
+                        "path": request.path,
+                        "address": str(address),
+                        "status": status,
+                        "reasons": [reason.value],
+                        **more,
+                    },
+                ),
+            )
+
+        if not auth.ok or auth.principal is None or auth.credential is None:
+            reason = auth.reason or Reason.CREDENTIAL_MISSING
+            denied(reason, 401, None, presented_key_id=auth.key_id)
+            return _error(Unauthenticated(), request_id)
+        admin = auth.principal
+        ctx = Ctx(
+            request=request,
+            state=state,
+            backend=backend,
+            request_id=request_id,
+            admin=admin,
+            credential_id=auth.credential.id,
+            address=str(address),
+            scope=scope_of(admin, snap.orgs),
+        )
+        try:
+            if not roles_of(admin):
+                raise _Refused(Reason.ADMIN_NO_ROLE, Forbidden("you hold no admin role"))
+            if route.action is not None:
+                decision = reach(admin, route.action, ctx.scope)
+                if not decision.allowed:
+                    raise _Refused(
+                        decision.reason, Forbidden(f"your roles do not allow {route.action.value}")
+                    )
+            if route.body is not None:
+                raw = await read_body(request, state, ADMIN_MAX_BODY_BYTES)
+                ctx.body = _parse(route.body, raw)
+            result = await route.handler(ctx)
+        except _Refused as refused:
+            denied(refused.reason, refused.error.status, admin.id)
+            return _error(refused.error, request_id)
+        except ClientError as exc:
+            if ctx.wrote:  # pragma: no cover - a write either raises or returns
+                await backend.reload()
+            denied(Reason.ADMIN_INVALID, exc.status, admin.id, rule=rule_of(admin_message(exc)))
+            return _error(exc, request_id)
+        if ctx.wrote:
+            await backend.reload()
+        elif request.method == "GET":
+            _record(
+                state,
+                AuditEvent(
+                    EventName.ADMIN_READ,
+                    at=state.clock(),
+                    actor=admin.id,
+                    request_id=request_id,
+                    credential_id=ctx.credential_id,
+                    data={"path": request.path, "query": dict(request.query)},
+                ),
+            )
+        return _json(route.status, result, request_id)
+
+    return handle
+
+
+# ── handlers ───────────────────────────────────────────────────────────────────────────────
+def _level(name: str | None) -> Level | None:
+    return None if name is None else Level.parse(name)
+
+
+def _query_int(ctx: Ctx, name: str, default: int, low: int, high: int) -> int:
+    text = ctx.request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be a whole number") from None
+    if not low <= value <= high:
+        raise BadRequest(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+async def whoami(ctx: Ctx) -> Any:
+    return {
+        "id": ctx.admin.id,
+        "name": ctx.admin.name,
+        "org_id": ctx.admin.org_id,
+        "roles": sorted(ctx.admin.roles),
+        "credential_id": ctx.credential_id,
+        "address": ctx.address,
+        "vendor_scope": sorted(ctx.scope),
+    }
+
+
+async def list_orgs(ctx: Ctx) -> Any:
+    return await ctx.read(queries.list_orgs, ctx.reads_over())
+
+
+async def create_org(ctx: Ctx) -> Any:
+    from garrison.domain import OrgKind
+
+    body: schemas.OrgCreate = ctx.body
+    org_id = await ctx.write(ctx.directory().create_org, body.name, OrgKind.INTERNAL, now=ctx.now)
+    return {"id": org_id, "name": body.name}
+
+
+async def list_vendors(ctx: Ctx) -> Any:
+    return await ctx.read(queries.list_vendors, ctx.now, ctx.reads_over())
+
+
+async def show_vendor(ctx: Ctx) -> Any:
+    days = _query_int(ctx, "dormant_days", queries.DORMANT_DAYS, 1, DORMANT_DAYS_MAX)
+    return await ctx.read(
+        queries.vendor_report,
+        ctx.request.match_info["ref"],
+        ctx.now,
+        dormant_days=days,
+        orgs=ctx.reads_over(),
+    )
+
+
+async def create_vendor(ctx: Ctx) -> Any:
+    body: schemas.VendorCreate = ctx.body
+    now = ctx.now
+    org_id = await ctx.write(
+        ctx.directory().create_vendor,
+        body.name,
+        sponsor=body.sponsor,
+        contract_start=schemas.epoch(body.contract_start) if body.contract_start else now,
+        contract_end=schemas.epoch(body.contract_end),
+        networks=body.networks,
+        seat_limit=body.seat_limit,
+        ceiling_level=Level.parse(body.ceiling),
+        ceiling_compartments=body.ceiling_compartments,
+        security_review_at=schemas.epoch(body.security_review_at)
+        if body.security_review_at
+        else None,
+        agreement_ref=body.agreement_ref,
+        now=now,
+    )
+    return {"id": org_id, "name": body.name, "status": VendorStatus.ONBOARDING.value}
+
+
+async def update_vendor(ctx: Ctx) -> Any:
+    body: schemas.VendorUpdate = ctx.body
+    ref = ctx.request.match_info["ref"]
+    changes = await ctx.write(
+        ctx.directory().update_vendor,
+        ref,
+        now=ctx.now,
+        contract_end=schemas.epoch(body.contract_end) if body.contract_end else None,
+        networks=body.networks,
+        seat_limit=body.seat_limit,
+        ceiling_level=_level(body.ceiling),
+        ceiling_compartments=body.ceiling_compartments,
+        security_review_at=schemas.epoch(body.security_review_at)
+        if body.security_review_at
+        else None,
+        agreement_ref=body.agreement_ref,
+    )
+    return {"changes": changes}
+
+
+_STATUS_ACTIONS = {
+    "active": Action.ACTIVATE_VENDOR,
+    "suspended": Action.SUSPEND_VENDOR,
+    "offboarded": Action.OFFBOARD_VENDOR,
+}
+
+
+async def set_vendor_status(ctx: Ctx) -> Any:
+    body: schemas.StatusChange = ctx.body
+    ref = ctx.request.match_info["ref"]
+    await ctx.require(_STATUS_ACTIONS[body.status], "org", ref)
+    target = VendorStatus(body.status)
+    await ctx.write(ctx.directory().set_vendor_status, ref, target, now=ctx.now, reason=body.reason)
+    return {"vendor": ref, "status": target.value}
+
+
+async def list_principals(ctx: Ctx) -> Any:
+    kind = ctx.request.query.get("kind")
+    if kind is not None and kind not in {k.value for k in PrincipalKind}:
+        raise BadRequest("query parameter kind must be human or service")
+    return await ctx.read(
+        queries.list_principals, ctx.reads_over(), org=ctx.request.query.get("org"), kind=kind
+    )
+
+
+async def show_principal(ctx: Ctx) -> Any:
+    return await ctx.read(
+        queries.principal_report, ctx.request.match_info["ref"], ctx.now, ctx.reads_over()
+    )
+
+
+async def create_principal(ctx: Ctx) -> Any:
+    body: schemas.PrincipalCreate = ctx.body
+    await ctx.require(Action.CREATE_PRINCIPAL, "org", body.org)
+    if body.roles:
+        await ctx.require(Action.SET_PRINCIPAL_ACCESS)
+    principal_id = await ctx.write(
+        ctx.directory().create_principal,
+        body.name,
+        org=body.org,
+        kind=PrincipalKind(body.kind),
+        clearance=Level.parse(body.clearance),
+        compartments=body.compartments,
+        roles=body.roles,
+        now=ctx.now,
+    )
+    return {"id": principal_id, "name": body.name}
+
+
+async def update_principal(ctx: Ctx) -> Any:
+    body: schemas.PrincipalUpdate = ctx.body
+    ref = ctx.request.match_info["ref"]
+    if body.access_change():
+        await ctx.require(Action.SET_PRINCIPAL_ACCESS, "principal", ref)
+    if body.status is not None:
+        await ctx.require(Action.SET_PRINCIPAL_STATUS, "principal", ref)
+    changes = await ctx.write(
+        ctx.directory().update_principal,
+        ref,
+        now=ctx.now,
+        clearance=_level(body.clearance),
+        compartments=body.compartments,
+        roles=body.roles,
+        status=Status(body.status) if body.status else None,
+    )
+    return {"changes": changes}
+
+
+async def list_keys(ctx: Ctx) -> Any:
+    return await ctx.read(
+        queries.list_keys, ctx.now, ctx.reads_over(), principal=ctx.request.query.get("principal")
+    )
+
+
+def _issued(created: Any) -> dict[str, Any]:
+    return {
+        "id": created.key.key_id,
+        # Shown once, in this response; only an HMAC of it is kept.
+        "key": created.key.token.reveal(),
+        "principal_id": created.principal_id,
+        "expires_at": created.expires_at,
+    }
+
+
+async def create_key(ctx: Ctx) -> Any:
+    body: schemas.KeyCreate = ctx.body
+    await ctx.require(Action.CREATE_KEY, "principal", body.principal)
+    if body.canary:
+        await ctx.require(Action.CREATE_CANARY)
+    created = await ctx.write(
+        ctx.directory().create_key,
+        body.principal,
+        now=ctx.now,
+        expires_in=body.expires_in_s,
+        networks=body.networks,
+        note=body.note,
+        canary=body.canary,
+    )
+    return _issued(created)
+
+
+async def revoke_key(ctx: Ctx) -> Any:
+    body: schemas.KeyRevoke = ctx.body
+    key_id = ctx.request.match_info["key_id"]
+    await ctx.require(Action.REVOKE_KEY, "credential", key_id)
+    await ctx.write(ctx.directory().revoke_key, key_id, now=ctx.now, reason=body.reason)
+    return {"id": key_id, "state": "revoked"}
+
+
+async def rotate_key(ctx: Ctx) -> Any:
+    body: schemas.KeyRotate = ctx.body
+    key_id = ctx.request.match_info["key_id"]
+    await ctx.require(Action.ROTATE_KEY, "credential", key_id)
+    created = await ctx.write(
+        ctx.directory().rotate_key, key_id, now=ctx.now, grace_s=body.grace_s, reason=body.reason
+    )
+    return {**_issued(created), "rotated_from": key_id, "grace_s": body.grace_s}
+
+
+async def list_models(ctx: Ctx) -> Any:
+    return await ctx.read(queries.list_models)
+
+
+async def show_model(ctx: Ctx) -> Any:
+    return await ctx.read(queries.show_model, ctx.request.match_info["ref"])
+
+
+async def create_model(ctx: Ctx) -> Any:
+    body: schemas.ModelCreate = ctx.body
+    api = UpstreamApi(body.api)
+    if body.auth_style is not None:
+        style = AuthStyle(body.auth_style)
+    elif body.upstream_key is None:
+        style = AuthStyle.NONE
+    else:
+        style = AuthStyle.X_API_KEY if api is UpstreamApi.ANTHROPIC else AuthStyle.BEARER
+    model_id = await ctx.write(
+        ctx.directory().create_model,
+        body.name,
+        upstream_url=body.upstream_url,
+        upstream_model=body.upstream_model or body.name,
+        api=api,
+        auth_style=style,
+        level=Level.parse(body.level),
+        compartments=body.compartments,
+        upstream_key=body.upstream_key,
+        now=ctx.now,
+    )
+    return {"id": model_id, "name": body.name}
+
+
+async def update_model(ctx: Ctx) -> Any:
+    body: schemas.ModelUpdate = ctx.body
+    changes = await ctx.write(
+        ctx.directory().update_model,
+        ctx.request.match_info["ref"],
+        now=ctx.now,
+        upstream_url=body.upstream_url,
+        upstream_model=body.upstream_model,
+        api=UpstreamApi(body.api) if body.api else None,
+        auth_style=AuthStyle(body.auth_style) if body.auth_style else None,
+        upstream_key=body.upstream_key,
+        clear_upstream_key=body.clear_upstream_key,
+        level=_level(body.level),
+        compartments=body.compartments,
+    )
+    return {"changes": changes}
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/whoami", "The calling admin: principal, roles, vendor scope.", whoami),
+    Route("GET", "/orgs", "Organisations (the internal ones and vendors).", list_orgs, Action.READ),
+    Route(
+        "POST",
+        "/orgs",
+        "Add an internal org.",
+        create_org,
+        Action.CREATE_ORG,
+        schemas.OrgCreate,
+        201,
+    ),
+    Route("GET", "/vendors", "Vendors with status and contract.", list_vendors, Action.READ),
+    Route(
+        "POST",
+        "/vendors",
+        "Add a vendor (status onboarding).",
+        create_vendor,
+        Action.CREATE_VENDOR,
+        schemas.VendorCreate,
+        201,
+    ),
+    Route(
+        "GET",
+        "/vendors/{ref}",
+        "Vendor report: terms, seats, keys with last use and sources, dormant accounts.",
+        show_vendor,
+        Action.READ,
+        query=(("dormant_days", "Days without a call (default 30)."),),
+    ),
+    Route(
+        "PATCH",
+        "/vendors/{ref}",
+        "Change a vendor's terms.",
+        update_vendor,
+        Action.UPDATE_VENDOR,
+        schemas.VendorUpdate,
+    ),
+    Route(
+        "POST",
+        "/vendors/{ref}/status",
+        "Activate, suspend or offboard a vendor.",
+        set_vendor_status,
+        None,
+        schemas.StatusChange,
+    ),
+    Route(
+        "GET",
+        "/principals",
+        "People and service accounts.",
+        list_principals,
+        Action.READ,
+        query=(("org", "Only this org."), ("kind", "human or service.")),
+    ),
+    Route(
+        "POST",
+        "/principals",
+        "Add a person or a service account.",
+        create_principal,
+        Action.CREATE_PRINCIPAL,
+        schemas.PrincipalCreate,
+        201,
+    ),
+    Route(
+        "GET",
+        "/principals/{ref}",
+        "A principal with its keys, their last use and sources.",
+        show_principal,
+        Action.READ,
+    ),
+    Route(
+        "PATCH",
+        "/principals/{ref}",
+        "Change clearance, compartments, roles or status.",
+        update_principal,
+        None,
+        schemas.PrincipalUpdate,
+    ),
+    Route(
+        "GET",
+        "/keys",
+        "API keys (ids and state; never secrets).",
+        list_keys,
+        Action.READ,
+        query=(("principal", "Only this principal's keys."),),
+    ),
+    Route(
+        "POST",
+        "/keys",
+        "Create a key; the response is the only time it is shown.",
+        create_key,
+        Action.CREATE_KEY,
+        schemas.KeyCreate,
+        201,
+    ),
+    Route(
+        "POST",
+        "/keys/{key_id}/revoke",
+        "Revoke a key at once.",
+        revoke_key,
+        Action.REVOKE_KEY,
+        schemas.KeyRevoke,
+    ),
+    Route(
+        "POST",
+        "/keys/{key_id}/rotate",
+        "Issue a successor and retire the key (now, or after a grace period).",
+        rotate_key,
+        Action.ROTATE_KEY,
+        schemas.KeyRotate,
+        201,
+    ),
+    Route("GET", "/models", "The model registry.", list_models, Action.READ_MODELS, tag="models"),
+    Route(
+        "POST",
+        "/models",
+        "Register a model.",
+        create_model,
+        Action.WRITE_MODEL,
+        schemas.ModelCreate,
+        201,
+        tag="models",
+    ),
+    Route(
+        "GET",
+        "/models/{ref}",
+        "One registered model.",
+        show_model,
+        Action.READ_MODELS,
+        tag="models",
+    ),
+    Route(
+        "PATCH",
+        "/models/{ref}",
+        "Change a model's upstream, level or compartments.",
+        update_model,
+        Action.WRITE_MODEL,
+        schemas.ModelUpdate,
+        tag="models",
+    ),
+)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from garrison.admin.openapi import document
+
+    return web.Response(body=document(ROUTES), content_type="application/json")
+
+
+def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
+    app[BACKEND_KEY] = backend
+    app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", openapi)
+    for route in ROUTES:
+        app.router.add_route(route.method, ADMIN_PREFIX + route.path, _endpoint(route))
+
+
+__all__ = ["ADMIN_PREFIX", "ROUTES", "AdminBackend", "add_admin_routes"]

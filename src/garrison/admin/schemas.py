@@ -1,0 +1,147 @@
+"""Request bodies of the admin API, as strict pydantic models.
+
+The models check shapes and bounds (types, lengths, counts, enumerations; unknown fields are
+refused); the directory then checks meaning (names free, references existing, CIDRs and
+vendor rules). Their JSON Schemas go into the OpenAPI document as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from garrison.store.directory import (
+    COMPARTMENTS_MAX,
+    KEY_MAX_LIFETIME_S,
+    KEY_MAX_NETWORKS,
+    KEY_ROTATION_GRACE_MAX_S,
+    NAME_MAX_CHARS,
+    URL_MAX_CHARS,
+)
+from garrison.store.vendors import SEAT_LIMIT_MAX
+
+# Free text an admin writes (reasons, agreement references): long enough for a sentence and a
+# ticket number, short enough that the audit log stays a log.
+TEXT_MAX_CHARS = 500
+# Upstream credentials are API keys or tokens; a JWT with claims fits comfortably.
+UPSTREAM_KEY_MAX_CHARS = 8192
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_CHARS)]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_CHARS)]
+Cidr = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Compartment = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+LevelName = Literal["public", "internal", "restricted", "critical"]
+RoleName = Literal["security-admin", "auditor", "vendor-manager", "approver"]
+Networks = Annotated[list[Cidr], Field(max_length=KEY_MAX_NETWORKS)]
+Compartments = Annotated[list[Compartment], Field(max_length=COMPARTMENTS_MAX)]
+
+
+def epoch(moment: datetime) -> float:
+    """Seconds since the epoch; a time without a zone is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class OrgCreate(Body):
+    name: Name
+
+
+class VendorCreate(Body):
+    name: Name
+    sponsor: Name = Field(description="Internal principal accountable for the vendor.")
+    contract_start: datetime | None = Field(None, description="ISO 8601; default now.")
+    contract_end: datetime = Field(description="ISO 8601; people and keys stop at it.")
+    networks: Annotated[list[Cidr], Field(min_length=1, max_length=KEY_MAX_NETWORKS)]
+    seat_limit: int = Field(ge=1, le=SEAT_LIMIT_MAX)
+    ceiling: LevelName = "internal"
+    ceiling_compartments: Compartments = []
+    agreement_ref: Text = ""
+    security_review_at: datetime | None = None
+
+
+class VendorUpdate(Body):
+    contract_end: datetime | None = None
+    networks: Annotated[list[Cidr], Field(min_length=1, max_length=KEY_MAX_NETWORKS)] | None = None
+    seat_limit: int | None = Field(None, ge=1, le=SEAT_LIMIT_MAX)
+    ceiling: LevelName | None = None
+    ceiling_compartments: Compartments | None = None
+    agreement_ref: Text | None = None
+    security_review_at: datetime | None = None
+
+
+class StatusChange(Body):
+    status: Literal["active", "suspended", "offboarded"]
+    reason: Text = ""
+
+
+class PrincipalCreate(Body):
+    name: Name
+    org: Name
+    kind: Literal["human", "service"] = "human"
+    clearance: LevelName = "internal"
+    compartments: Compartments = []
+    roles: Annotated[list[RoleName], Field(max_length=4)] = []
+
+
+class PrincipalUpdate(Body):
+    clearance: LevelName | None = None
+    compartments: Compartments | None = None
+    roles: Annotated[list[RoleName], Field(max_length=4)] | None = None
+    status: Literal["active", "disabled"] | None = None
+
+    def access_change(self) -> bool:
+        return self.clearance is not None or self.compartments is not None or self.roles is not None
+
+
+class KeyCreate(Body):
+    principal: Name
+    expires_in_s: float | None = Field(
+        None, gt=0, le=KEY_MAX_LIFETIME_S, description="Lifetime in seconds (default 90 days)."
+    )
+    networks: Networks = []
+    note: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
+    canary: bool = False
+
+
+class KeyRevoke(Body):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS)]
+
+
+class KeyRotate(Body):
+    grace_s: float = Field(0.0, ge=0, le=KEY_ROTATION_GRACE_MAX_S)
+    reason: Text = ""
+
+
+class ModelCreate(Body):
+    name: Name
+    upstream_url: Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX_CHARS)]
+    upstream_model: Name | None = None
+    api: Literal["openai", "anthropic"] = "openai"
+    auth_style: Literal["bearer", "x-api-key", "none"] | None = None
+    upstream_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=UPSTREAM_KEY_MAX_CHARS)] | None
+    ) = Field(None, description="Sealed at rest; never returned or logged.")
+    level: LevelName = "internal"
+    compartments: Compartments = []
+
+
+class ModelUpdate(Body):
+    upstream_url: (
+        Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX_CHARS)] | None
+    ) = None
+    upstream_model: Name | None = None
+    api: Literal["openai", "anthropic"] | None = None
+    auth_style: Literal["bearer", "x-api-key", "none"] | None = None
+    upstream_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=UPSTREAM_KEY_MAX_CHARS)] | None
+    ) = Field(None, description="Replace the upstream credential.")
+    clear_upstream_key: bool = False
+    level: LevelName | None = None
+    compartments: Compartments | None = None

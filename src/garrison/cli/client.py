@@ -1,0 +1,135 @@
+"""The CLI's client for the admin API.
+
+Where it connects and with which key, first match wins:
+
+    address   GARRISON_ADMIN_URL, then [admin] url in the config, then the [gateway] host
+              and port of the config
+    key       GARRISON_ADMIN_KEY, then the file named by [admin] credential_file (0600,
+              written by `garrison init`)
+
+The key travels only in the Authorization header; it is never printed, and errors from the
+server are shown as their message alone.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from garrison.admin.shape import ADMIN_PREFIX
+from garrison.config import Settings, load_settings
+from garrison.errors import ConfigError, GarrisonError
+
+# Reports read the audit log; a minute is generous for a directory of any real size and
+# still ends a hung connection.
+ADMIN_CLIENT_TIMEOUT_S = 60.0
+
+
+class ApiError(GarrisonError):
+    """The admin API refused the call; the message is the server's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+
+
+def _connect_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a listen address, mapped to loopback
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _read_credential(path: Path) -> str:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"admin credential file {path} not found") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"admin credential file {path} is readable by others; chmod 600 it")
+    token = path.read_text().strip()
+    if not token:
+        raise ConfigError(f"admin credential file {path} is empty")
+    return token
+
+
+def resolve(config_path: Path, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The admin API's base URL and the admin key to present."""
+    env = dict(os.environ) if env is None else env
+    settings: Settings | None = None
+    if config_path.exists():
+        settings = load_settings(config_path, env)
+    url = env.get("GARRISON_ADMIN_URL") or (settings.admin_url if settings else None)
+    if not url:
+        if settings is None:
+            raise ConfigError(
+                f"config file {config_path} not found and GARRISON_ADMIN_URL is not set"
+            )
+        url = f"http://{_connect_host(settings.host)}:{settings.port}"
+    key = env.get("GARRISON_ADMIN_KEY", "").strip()
+    if not key:
+        if settings is None or settings.admin_credential_file is None:
+            raise ConfigError(
+                "no admin credential: set GARRISON_ADMIN_KEY or [admin] credential_file"
+            )
+        key = _read_credential(settings.admin_credential_file)
+    return url.rstrip("/"), key
+
+
+class AdminClient:
+    def __init__(self, base_url: str, key: str, *, timeout: float = ADMIN_CLIENT_TIMEOUT_S):
+        self.base_url = base_url
+        self._http = httpx.Client(
+            base_url=base_url + ADMIN_PREFIX,
+            headers={"authorization": f"Bearer {key}", "user-agent": "garrison-cli"},
+            timeout=timeout,
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_config(cls, config_path: Path) -> AdminClient:
+        return cls(*resolve(config_path))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        content = None if body is None else orjson.dumps(body)
+        headers = {"content-type": "application/json"} if content is not None else {}
+        try:
+            resp = self._http.request(method, path, content=content, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                0,
+                f"cannot reach the admin API at {self.base_url} ({type(exc).__name__}); "
+                "is `garrison serve` running there?",
+            ) from None
+        try:
+            value = orjson.loads(resp.content) if resp.content else None
+        except orjson.JSONDecodeError:
+            value = None
+        if resp.status_code >= 400:
+            message = f"HTTP {resp.status_code}"
+            if isinstance(value, dict) and isinstance(value.get("error"), dict):
+                message = str(value["error"].get("message") or message)
+            raise ApiError(resp.status_code, message)
+        return value
+
+    def get(self, path: str, **params: str | None) -> Any:
+        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self.call("POST", path, body)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.call("PATCH", path, body)

@@ -1,0 +1,480 @@
+"""``garrison org|user|service|key|model|whoami``: the directory, through the admin API.
+
+Every command is one admin API call made with the admin key of the config (or
+``GARRISON_ADMIN_KEY``); the server authorises it by role and records it naming the admin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import click
+
+from garrison.cli.durations import parse_duration
+from garrison.cli.options import config_option, json_option
+from garrison.cli.output import api, emit_json, table, when
+from garrison.domain import AuthStyle, Level, UpstreamApi
+
+LEVELS = [lv.label for lv in Level]
+ROLES = ["security-admin", "approver", "vendor-manager", "auditor"]
+
+
+def seg(ref: str) -> str:
+    """A name or id as one URL path segment."""
+    return quote(ref, safe="")
+
+
+def _seconds(text: str, what: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+
+
+@click.command()
+@config_option
+@json_option
+def whoami(config_path: Path, as_json: bool) -> None:
+    """The admin the CLI acts as: principal, roles, vendor scope."""
+    with api(config_path) as client:
+        me = client.get("/whoami")
+    if as_json:
+        emit_json(me)
+        return
+    click.echo(f"{me['name']} ({me['id']}) roles: {', '.join(me['roles']) or 'none'}")
+    if me["vendor_scope"]:
+        click.echo(f"vendor scope: {', '.join(me['vendor_scope'])}")
+
+
+# ── orgs ───────────────────────────────────────────────────────────────────────────────────
+@click.group()
+def org() -> None:
+    """Organisations: the internal one and vendors."""
+
+
+@org.command("add")
+@click.argument("name")
+@config_option
+def org_add(name: str, config_path: Path) -> None:
+    """Add an internal org (vendors: `garrison vendor add`)."""
+    with api(config_path) as client:
+        click.echo(client.post("/orgs", {"name": name})["id"])
+
+
+@org.command("list")
+@config_option
+@json_option
+def org_list(config_path: Path, as_json: bool) -> None:
+    with api(config_path) as client:
+        rows = client.get("/orgs")
+    for row in rows:
+        row["created"] = when(row["created_at"])
+    table(rows, ["id", "name", "kind", "created"], as_json, "Organisations")
+
+
+# ── principals ─────────────────────────────────────────────────────────────────────────────
+def _add_principal(
+    config_path: Path,
+    name: str,
+    org_ref: str,
+    kind: str,
+    clearance: str,
+    compartments: tuple[str, ...],
+    roles: tuple[str, ...],
+) -> None:
+    body = {
+        "name": name,
+        "org": org_ref,
+        "kind": kind,
+        "clearance": clearance,
+        "compartments": list(compartments),
+        "roles": list(roles),
+    }
+    with api(config_path) as client:
+        click.echo(client.post("/principals", body)["id"])
+
+
+@click.group()
+def user() -> None:
+    """People (principals of kind human)."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--org", "org_ref", required=True, help="Org name or id.")
+@click.option("--clearance", default="internal", show_default=True, type=click.Choice(LEVELS))
+@click.option("--compartment", "compartments", multiple=True, help="Repeat for several.")
+@click.option(
+    "--role", "roles", multiple=True, type=click.Choice(ROLES), help="Admin role; repeat."
+)
+@config_option
+def user_add(
+    name: str,
+    org_ref: str,
+    clearance: str,
+    compartments: tuple[str, ...],
+    roles: tuple[str, ...],
+    config_path: Path,
+) -> None:
+    """Add a person."""
+    _add_principal(config_path, name, org_ref, "human", clearance, compartments, roles)
+
+
+@user.command("list")
+@click.option("--org", "org_ref", default=None, help="Only this org.")
+@click.option("--kind", default=None, type=click.Choice(["human", "service"]))
+@config_option
+@json_option
+def user_list(org_ref: str | None, kind: str | None, config_path: Path, as_json: bool) -> None:
+    """People and service accounts."""
+    with api(config_path) as client:
+        rows = client.get("/principals", org=org_ref, kind=kind)
+    columns = ["id", "name", "org", "kind", "clearance", "compartments", "roles", "status"]
+    table(rows, columns, as_json, "Principals")
+
+
+@user.command("show")
+@click.argument("name")
+@config_option
+@json_option
+def user_show(name: str, config_path: Path, as_json: bool) -> None:
+    """A principal with its keys, their last use and source addresses."""
+    with api(config_path) as client:
+        report = client.get(f"/principals/{seg(name)}")
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(
+        f"{report['name']} ({report['id']}) {report['kind']} in {report['org']} — "
+        f"{report['status']}; clearance {report['clearance']} "
+        f"{report['compartments']}; roles {', '.join(report['roles']) or 'none'}; "
+        f"last use {when(report['last_used'])}"
+    )
+    for key in report["keys"]:
+        key["expires"] = when(key["expires_at"])
+        key["last use"] = when(key["last_used"])
+    table(
+        report["keys"],
+        ["id", "state", "expires", "networks", "last use", "sources", "note"],
+        False,
+        "Keys",
+    )
+
+
+@user.command("update")
+@click.argument("name")
+@click.option("--clearance", default=None, type=click.Choice(LEVELS))
+@click.option(
+    "--compartment", "compartments", multiple=True, help="Replace the compartments; repeat."
+)
+@click.option("--no-compartments", is_flag=True, help="Remove every compartment.")
+@click.option("--role", "roles", multiple=True, type=click.Choice(ROLES), help="Replace roles.")
+@click.option("--no-roles", is_flag=True, help="Remove every admin role.")
+@config_option
+@json_option
+def user_update(
+    name: str,
+    clearance: str | None,
+    compartments: tuple[str, ...],
+    no_compartments: bool,
+    roles: tuple[str, ...],
+    no_roles: bool,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Change a principal's clearance, compartments or roles (security-admin)."""
+    body: dict[str, object] = {}
+    if clearance:
+        body["clearance"] = clearance
+    if compartments or no_compartments:
+        body["compartments"] = list(compartments)
+    if roles or no_roles:
+        body["roles"] = list(roles)
+    if not body:
+        raise click.UsageError("nothing to change")
+    _patch_principal(config_path, name, body, as_json)
+
+
+def _patch_principal(config_path: Path, name: str, body: dict[str, object], as_json: bool) -> None:
+    with api(config_path) as client:
+        result = client.patch(f"/principals/{seg(name)}", body)
+    if as_json:
+        emit_json(result)
+        return
+    changes = result["changes"]
+    if not changes:
+        click.echo(f"{name}: nothing changed")
+    for field, (before, after) in changes.items():
+        click.echo(f"{name}: {field} {before} → {after}")
+
+
+@user.command("disable")
+@click.argument("name")
+@config_option
+def user_disable(name: str, config_path: Path) -> None:
+    """Stop a principal at once (every key stops working)."""
+    _patch_principal(config_path, name, {"status": "disabled"}, False)
+
+
+@user.command("enable")
+@click.argument("name")
+@config_option
+def user_enable(name: str, config_path: Path) -> None:
+    """Enable a principal again (a vendor seat must be free)."""
+    _patch_principal(config_path, name, {"status": "active"}, False)
+
+
+@click.group()
+def service() -> None:
+    """Service accounts: principals for programs, never holding admin roles."""
+
+
+@service.command("add")
+@click.argument("name")
+@click.option("--org", "org_ref", required=True, help="Org name or id.")
+@click.option("--clearance", default="internal", show_default=True, type=click.Choice(LEVELS))
+@click.option("--compartment", "compartments", multiple=True, help="Repeat for several.")
+@config_option
+def service_add(
+    name: str, org_ref: str, clearance: str, compartments: tuple[str, ...], config_path: Path
+) -> None:
+    """Add a service account."""
+    _add_principal(config_path, name, org_ref, "service", clearance, compartments, ())
+
+
+# ── keys ───────────────────────────────────────────────────────────────────────────────────
+@click.group()
+def key() -> None:
+    """API keys."""
+
+
+def _show_issued(issued: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        emit_json(issued)
+        return
+    click.echo(f"key id:  {issued['id']}")
+    expires = issued["expires_at"]
+    click.echo(f"expires: {when(expires if isinstance(expires, float | int) else None)}")
+    click.echo("key (shown once):")
+    click.echo(f"  {issued['key']}")
+
+
+@key.command("create")
+@click.argument("principal")
+@click.option("--expires-in", default="90d", show_default=True, help="e.g. 12h, 30d (max 90d).")
+@click.option("--network", "networks", multiple=True, help="Allowed source CIDR; repeat.")
+@click.option("--note", default="", help="What the key is for.")
+@click.option(
+    "--canary",
+    is_flag=True,
+    help="A planted key: looks like any other; any use of it is an attack signal.",
+)
+@config_option
+@json_option
+def key_create(
+    principal: str,
+    expires_in: str,
+    networks: tuple[str, ...],
+    note: str,
+    canary: bool,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Create a key; the key is printed once and never again."""
+    body = {
+        "principal": principal,
+        "expires_in_s": _seconds(expires_in, "--expires-in"),
+        "networks": list(networks),
+        "note": note,
+        "canary": canary,
+    }
+    with api(config_path) as client:
+        _show_issued(client.post("/keys", body), as_json)
+
+
+@key.command("list")
+@click.option("--principal", default=None, help="Only this principal's keys.")
+@config_option
+@json_option
+def key_list(principal: str | None, config_path: Path, as_json: bool) -> None:
+    with api(config_path) as client:
+        rows = client.get("/keys", principal=principal)
+    for row in rows:
+        row["expires"] = when(row["expires_at"])
+    columns = ["id", "principal", "state", "expires", "networks", "note", "canary"]
+    table(rows, columns, as_json, "Keys")
+
+
+@key.command("revoke")
+@click.argument("key_id")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@config_option
+def key_revoke(key_id: str, reason: str, config_path: Path) -> None:
+    """Revoke a key at once."""
+    with api(config_path) as client:
+        client.post(f"/keys/{seg(key_id)}/revoke", {"reason": reason})
+    click.echo(f"revoked {key_id}")
+
+
+@key.command("rotate")
+@click.argument("key_id")
+@click.option(
+    "--grace",
+    default="0s",
+    show_default=True,
+    help="Keep the old key working this long (max 24h), e.g. 1h; 0s revokes it now.",
+)
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@config_option
+@json_option
+def key_rotate(key_id: str, grace: str, reason: str, config_path: Path, as_json: bool) -> None:
+    """Issue a successor key (printed once) and retire the old one."""
+    grace_s = 0.0 if grace.strip() in ("0", "0s") else _seconds(grace, "--grace")
+    body: dict[str, object] = {"grace_s": grace_s, "reason": reason}
+    with api(config_path) as client:
+        issued = client.post(f"/keys/{seg(key_id)}/rotate", body)
+    _show_issued(issued, as_json)
+
+
+# ── models ─────────────────────────────────────────────────────────────────────────────────
+@click.group()
+def model() -> None:
+    """The model registry."""
+
+
+def _upstream_key(env_var: str | None) -> str | None:
+    if not env_var:
+        return None
+    value = os.environ.get(env_var)
+    if not value:
+        raise click.BadParameter(
+            f"environment variable {env_var} is empty or unset", param_hint="--upstream-key-env"
+        )
+    return value
+
+
+@model.command("add")
+@click.argument("name")
+@click.option("--upstream-url", required=True, help="Base URL, e.g. http://10.0.0.5:8000/v1")
+@click.option(
+    "--upstream-model", default=None, help="The upstream's own model name (default: NAME)."
+)
+@click.option(
+    "--api",
+    "upstream_api",
+    default="openai",
+    show_default=True,
+    type=click.Choice([a.value for a in UpstreamApi]),
+)
+@click.option(
+    "--auth",
+    "auth_style",
+    default=None,
+    type=click.Choice([a.value for a in AuthStyle]),
+    help="How to present the upstream key (default: bearer for openai, x-api-key for anthropic).",
+)
+@click.option(
+    "--upstream-key-env",
+    default=None,
+    metavar="VAR",
+    help="Environment variable holding the upstream credential (never an argument).",
+)
+@click.option("--level", default="internal", show_default=True, type=click.Choice(LEVELS))
+@click.option("--compartment", "compartments", multiple=True)
+@config_option
+def model_add(
+    name: str,
+    upstream_url: str,
+    upstream_model: str | None,
+    upstream_api: str,
+    auth_style: str | None,
+    upstream_key_env: str | None,
+    level: str,
+    compartments: tuple[str, ...],
+    config_path: Path,
+) -> None:
+    """Register a model."""
+    upstream_key = _upstream_key(upstream_key_env)
+    body = {
+        "name": name,
+        "upstream_url": upstream_url,
+        "upstream_model": upstream_model,
+        "api": upstream_api,
+        "auth_style": auth_style if upstream_key else "none",
+        "upstream_key": upstream_key,
+        "level": level,
+        "compartments": list(compartments),
+    }
+    with api(config_path) as client:
+        click.echo(client.post("/models", body)["id"])
+
+
+@model.command("list")
+@config_option
+@json_option
+def model_list(config_path: Path, as_json: bool) -> None:
+    with api(config_path) as client:
+        rows = client.get("/models")
+    columns = ["id", "name", "upstream_url", "upstream_model", "api", "level"]
+    table(rows, [*columns, "compartments", "upstream_key"], as_json, "Models")
+
+
+@model.command("update")
+@click.argument("name")
+@click.option("--upstream-url", default=None)
+@click.option("--upstream-model", default=None)
+@click.option(
+    "--api", "upstream_api", default=None, type=click.Choice([a.value for a in UpstreamApi])
+)
+@click.option("--auth", "auth_style", default=None, type=click.Choice([a.value for a in AuthStyle]))
+@click.option("--upstream-key-env", default=None, metavar="VAR", help="Replace the credential.")
+@click.option("--remove-upstream-key", is_flag=True, help="Remove the upstream credential.")
+@click.option("--level", default=None, type=click.Choice(LEVELS))
+@click.option("--compartment", "compartments", multiple=True, help="Replace; repeat.")
+@click.option("--no-compartments", is_flag=True, help="Remove every compartment.")
+@config_option
+@json_option
+def model_update(
+    name: str,
+    upstream_url: str | None,
+    upstream_model: str | None,
+    upstream_api: str | None,
+    auth_style: str | None,
+    upstream_key_env: str | None,
+    remove_upstream_key: bool,
+    level: str | None,
+    compartments: tuple[str, ...],
+    no_compartments: bool,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Change a model's upstream, credential, level or compartments (security-admin)."""
+    body: dict[str, object] = {
+        k: v
+        for k, v in {
+            "upstream_url": upstream_url,
+            "upstream_model": upstream_model,
+            "api": upstream_api,
+            "auth_style": auth_style,
+            "upstream_key": _upstream_key(upstream_key_env),
+            "level": level,
+        }.items()
+        if v is not None
+    }
+    if remove_upstream_key:
+        body["clear_upstream_key"] = True
+    if compartments or no_compartments:
+        body["compartments"] = list(compartments)
+    if not body:
+        raise click.UsageError("nothing to change")
+    with api(config_path) as client:
+        result = client.patch(f"/models/{seg(name)}", body)
+    if as_json:
+        emit_json(result)
+        return
+    for field, change in result["changes"].items():
+        click.echo(f"{name}: {field} {change}")
+    if not result["changes"]:
+        click.echo(f"{name}: nothing changed")

@@ -1,0 +1,119 @@
+"""Changes to a principal: clearance, compartments, admin roles and status.
+
+Every rule is checked inside the writing transaction and refused with a ``BadRequest``
+naming it; nothing is written unless all of them hold:
+
+* a vendor principal stays within the vendor's ceiling, holds only vendor roles, and
+  re-enabling one takes a seat (the seat limit applies);
+* a service account holds no admin role;
+* the last active security-admin cannot be disabled or lose the role (no lock-out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from garrison.audit.events import EventName
+from garrison.domain import Level, PrincipalKind, Status
+from garrison.domain.roles import Role
+from garrison.errors import BadRequest
+from garrison.store import schema, vendors
+from garrison.store.db import write_transaction
+from garrison.store.snapshot import parse_compartments
+
+if TYPE_CHECKING:
+    from garrison.store.directory import Directory
+
+SECURITY_ADMIN = Role.SECURITY_ADMIN.value
+
+
+def update_principal(
+    d: Directory,
+    ref: str,
+    *,
+    now: float,
+    clearance: Level | None = None,
+    compartments: Iterable[str] | None = None,
+    roles: Iterable[str] | None = None,
+    status: Status | None = None,
+) -> dict[str, Any]:
+    """Apply the given changes; returns ``{field: [before, after]}`` for what changed."""
+    from garrison.store.directory import (
+        _json_list,
+        _lookup,
+        _record,
+        check_compartments,
+        check_service_roles,
+    )
+
+    comps = check_compartments(compartments) if compartments is not None else None
+    with write_transaction(d.engine) as conn:
+        row = _lookup(conn, schema.principals, ref, "principal")
+        terms = vendors.vendor_of(conn, row.org_id)
+        old_level = Level(row.clearance)
+        old_comps = parse_compartments(row.compartments)
+        old_roles = parse_compartments(row.roles)
+        new_level = old_level if clearance is None else clearance
+        new_comps = old_comps if comps is None else comps
+        new_roles = old_roles
+        if roles is not None:
+            new_roles = vendors.check_roles(roles, vendor=terms is not None)
+            check_service_roles(PrincipalKind(row.kind), new_roles)
+        new_status = Status(row.status) if status is None else status
+
+        enabling = new_status is Status.ACTIVE and row.status != Status.ACTIVE.value
+        if terms is not None and enabling:
+            vendors.check_person(conn, terms, row.org_id, new_level, new_comps, adding_seat=True)
+        elif terms is not None:
+            vendors.check_ceiling(terms, new_level, new_comps)
+        losing_admin = SECURITY_ADMIN in old_roles and row.status == Status.ACTIVE.value
+        if losing_admin and (SECURITY_ADMIN not in new_roles or new_status is not Status.ACTIVE):
+            _keep_one_security_admin(conn, row.id)
+
+        changes: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        if new_level != old_level:
+            changes["clearance"] = [old_level.label, new_level.label]
+            values["clearance"] = int(new_level)
+        if new_comps != old_comps:
+            changes["compartments"] = [sorted(old_comps), sorted(new_comps)]
+            values["compartments"] = _json_list(new_comps)
+        if new_roles != old_roles:
+            changes["roles"] = [sorted(old_roles), sorted(new_roles)]
+            values["roles"] = _json_list(new_roles)
+        if new_status.value != row.status:
+            changes["status"] = [row.status, new_status.value]
+            values["status"] = new_status.value
+        if not values:
+            return {}
+        conn.execute(
+            sa.update(schema.principals).where(schema.principals.c.id == row.id).values(**values)
+        )
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.PRINCIPAL_UPDATED,
+            entity="principal",
+            entity_id=row.id,
+            op="update",
+            principal_id=row.id,
+            data={"name": row.name, "changes": changes},
+        )
+    return changes
+
+
+def _keep_one_security_admin(conn: sa.Connection, leaving_id: str) -> None:
+    p = schema.principals
+    others = conn.execute(
+        sa.select(p.c.roles).where(p.c.status == Status.ACTIVE.value, p.c.id != leaving_id)
+    )
+    if not any(SECURITY_ADMIN in parse_compartments(r.roles) for r in others):
+        raise BadRequest(
+            "rule last-security-admin: this is the last active security-admin; "
+            "give the role to someone else first"
+        )

@@ -1,0 +1,110 @@
+"""Changes to a registered model: where it is served, how it is reached, who may use it.
+
+The audit event keeps each changed field's before and after, except the upstream
+credential, which is recorded only as "replaced" or "removed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from garrison.audit.events import EventName
+from garrison.domain import AuthStyle, Level, UpstreamApi
+from garrison.errors import BadRequest
+from garrison.store import schema
+from garrison.store.db import write_transaction
+from garrison.store.snapshot import parse_compartments
+
+if TYPE_CHECKING:
+    from garrison.store.directory import Directory
+
+
+def update_model(
+    d: Directory,
+    ref: str,
+    *,
+    now: float,
+    upstream_url: str | None = None,
+    upstream_model: str | None = None,
+    api: UpstreamApi | None = None,
+    auth_style: AuthStyle | None = None,
+    upstream_key: str | None = None,
+    clear_upstream_key: bool = False,
+    level: Level | None = None,
+    compartments: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Apply the given changes; returns ``{field: [before, after]}`` for what changed."""
+    from garrison.store.directory import (
+        _json_list,
+        _lookup,
+        _record,
+        check_compartments,
+        check_name,
+        check_url,
+    )
+
+    if upstream_key is not None and clear_upstream_key:
+        raise BadRequest("give a new upstream key or remove it, not both")
+    url = check_url(upstream_url) if upstream_url is not None else None
+    up_model = check_name(upstream_model, "upstream model name") if upstream_model else None
+    comps = check_compartments(compartments) if compartments is not None else None
+    sealed = d.sealer.seal(upstream_key) if upstream_key else None
+    if upstream_key is not None and not upstream_key:
+        raise BadRequest("the upstream key is empty")
+    with write_transaction(d.engine) as conn:
+        row = _lookup(conn, schema.models, ref, "model")
+        changes: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+
+        def change(field: str, before: Any, after: Any, stored: Any) -> None:
+            if after is not None and after != before:
+                changes[field] = [before, after]
+                values[field] = stored
+
+        change("upstream_url", row.upstream_url, url, url)
+        change("upstream_model", row.upstream_model, up_model, up_model)
+        change("api", row.api, api.value if api else None, api.value if api else None)
+        change(
+            "auth_style",
+            row.auth_style,
+            auth_style.value if auth_style else None,
+            auth_style.value if auth_style else None,
+        )
+        old_level = Level(row.level)
+        if level is not None and level != old_level:
+            changes["level"] = [old_level.label, level.label]
+            values["level"] = int(level)
+        old_comps = parse_compartments(row.compartments)
+        if comps is not None and comps != old_comps:
+            changes["compartments"] = [sorted(old_comps), sorted(comps)]
+            values["compartments"] = _json_list(comps)
+        has_key = row.upstream_key_sealed is not None
+        if sealed is not None:
+            changes["upstream_key"] = "replaced" if has_key else "added"
+            values["upstream_key_sealed"] = sealed
+        elif clear_upstream_key and has_key:
+            changes["upstream_key"] = "removed"
+            values["upstream_key_sealed"] = None
+        style = AuthStyle(values.get("auth_style", row.auth_style))
+        keyed = values.get("upstream_key_sealed", row.upstream_key_sealed) is not None
+        if style is AuthStyle.NONE and keyed:
+            raise BadRequest("auth style 'none' with an upstream key: remove the key too")
+        if not values:
+            return {}
+        conn.execute(sa.update(schema.models).where(schema.models.c.id == row.id).values(**values))
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.MODEL_UPDATED,
+            entity="model",
+            entity_id=row.id,
+            op="update",
+            model=row.name,
+            data={"name": row.name, "changes": changes},
+        )
+    return changes
