@@ -3,10 +3,12 @@
     python bench/propagation_bench.py [--rounds 40] [--gateways 2] [--json OUT]
 
 Two (or more) ``garrison serve`` processes share one SQLite database; a mock upstream sits
-behind them. Each round creates a fresh key, checks it works on every gateway, then revokes
-it (or suspends the vendor, every other round) through ``Directory`` — the same write the
-CLI makes — and polls every gateway every millisecond with the key until each answers 401.
-The figure per round and gateway is the time from the write's commit to the first refusal.
+behind them. Each round creates a fresh key (set-up, written directly), checks it works on
+every gateway, then revokes it (or suspends the vendor, every other round) through the admin
+API of the first gateway — the call the CLI makes — and polls every gateway every
+millisecond with the key until each answers 401. The figure per round and gateway is the
+time from sending the admin call to the first refusal; the first gateway (the one that took
+the write) and the others are reported apart.
 Everything runs on 127.0.0.1, is bounded in rounds and time, and stops by itself.
 """
 
@@ -112,7 +114,12 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
         _wait(f"http://127.0.0.1:{up_port}/v1/models")
         for base in bases:
             _wait(f"{base}/healthz")
-        samples: dict[str, list[float]] = {"revoke_key": [], "suspend_vendor": []}
+        samples: dict[str, list[float]] = {
+            f"{kind}_{where}": []
+            for kind in ("revoke_key", "suspend_vendor")
+            for where in ("same_process", "other_process")
+        }
+        admin = {"authorization": f"Bearer {done.admin_key.key.token.reveal()}"}
         async with aiohttp.ClientSession() as session:
             for n in range(rounds):
                 kind = "revoke_key" if n % 2 == 0 else "suspend_vendor"
@@ -142,12 +149,19 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
                     while await _status(session, base, key) != 200:
                         await asyncio.sleep(POLL_S)
                 if kind == "revoke_key":
-                    directory.revoke_key(created.key.key_id, now=time.time(), reason="bench")
+                    path = f"/admin/v1/keys/{created.key.key_id}/revoke"
+                    change = {"reason": "bench"}
                 else:
-                    directory.set_vendor_status(vendor, VendorStatus.SUSPENDED, now=time.time())
+                    path = f"/admin/v1/vendors/{vendor}/status"
+                    change = {"status": "suspended", "reason": "bench"}
                 t0 = time.perf_counter()
+                async with session.post(bases[0] + path, json=change, headers=admin) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"admin call failed: {resp.status}")
                 times = await asyncio.gather(*(_until_refused(session, b, key, t0) for b in bases))
-                samples[kind].extend(times)
+                samples[f"{kind}_same_process"].append(times[0])
+                samples[f"{kind}_other_process"].extend(times[1:])
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import sqlalchemy as sa
 
 from garrison.audit import EventName
@@ -16,9 +17,9 @@ from garrison.audit.checkpoint import create_signing_key
 from garrison.config import CONFIG_FILE, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind
 from garrison.domain.roles import Role
-from garrison.errors import ConfigError
+from garrison.errors import BadRequest, ConfigError
 from garrison.keyring import Sealer, create_key_files, load_pepper
-from garrison.store import CreatedKey, Directory, make_engine, migrate
+from garrison.store import CreatedKey, Directory, make_engine, migrate, schema
 
 INTERNAL_ORG = "internal"
 FIRST_ADMIN = "admin"
@@ -84,6 +85,21 @@ def write_credential(path: Path, token: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
+
+
+def recover_admin_key(directory: Directory, principal: str, *, now: float) -> CreatedKey:
+    """A new key for an active security-admin, issued locally (break glass; audited as the
+    local user)."""
+    engine = directory.engine
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(schema.principals).where(
+                sa.or_(schema.principals.c.id == principal, schema.principals.c.name == principal)
+            )
+        ).first()
+    if row is None or Role.SECURITY_ADMIN.value not in orjson.loads(row.roles):
+        raise BadRequest(f"{principal!r} is not a security-admin")
+    return directory.create_key(row.id, now=now, note="recover-admin (local break glass)")
 
 
 def open_directory(

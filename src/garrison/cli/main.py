@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from garrison import __version__
-from garrison.bootstrap import FIRST_ADMIN, open_directory
+from garrison.bootstrap import FIRST_ADMIN, open_directory, recover_admin_key, write_credential
 from garrison.bootstrap import init as do_init
 from garrison.cli.options import DEFAULT_DATA_DIR, config_option
 from garrison.config import Settings, load_settings
@@ -160,6 +160,28 @@ def mock_upstream(
     click.echo(f"mock upstream on http://{host}:{port}/v1")
     run_mock_upstream(
         host, port, MockConfig(latency_ms=latency_ms, tokens=tokens, chunk_delay_ms=chunk_delay_ms)
+    )
+
+
+@cli.command("recover-admin")
+@click.option("--principal", default=FIRST_ADMIN, show_default=True, help="A security-admin.")
+@config_option
+def recover_admin(principal: str, config_path: Path) -> None:
+    """Break glass: issue a new admin key on this host (needs the key files), written to the
+    config's credential file. For when every admin key has expired or been lost."""
+    settings = _settings(config_path)
+    if settings.admin_credential_file is None:
+        _fail("the config has no [admin] credential_file to write the key to")
+        return
+    directory = open_directory(settings)
+    try:
+        created = recover_admin_key(directory, principal, now=time.time())
+    finally:
+        directory.engine.dispose()
+    write_credential(settings.admin_credential_file, created.key.token.reveal())
+    click.echo(
+        f"new key {created.key.key_id} for {principal} written to "
+        f"{settings.admin_credential_file} (mode 0600)"
     )
 
 
