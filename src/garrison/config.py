@@ -19,6 +19,10 @@
     syslog = "127.0.0.1:514"                       # optional RFC 5424 over UDP
     capture_bodies = false                # true: keep request bodies, encrypted (capture.keys)
 
+    [locks]
+    stale_mode = "restricted"   # lock view older than limits.lock_view_stale_s: refuse calls to
+                                # restricted/critical models; "all": every call; "open": none
+
     [admin]                               # where the CLI finds the admin API and its key
     url = "http://127.0.0.1:8080"         # default: the [gateway] address
     credential_file = "/var/lib/garrison/admin.key"   # 0600; written by `garrison init`
@@ -44,6 +48,7 @@ from typing import Any
 from garrison.domain import Network
 from garrison.errors import ConfigError
 from garrison.gateway.limits import GatewayLimits
+from garrison.gateway.state import StaleMode
 
 CONFIG_FILE = "garrison.toml"
 ADMIN_CREDENTIAL_FILE = "admin.key"
@@ -72,6 +77,8 @@ class Settings:
     admin_url: str | None = None
     # A 0600 file holding the CLI's admin key (`garrison init` writes the first one).
     admin_credential_file: Path | None = None
+    # What a process refuses when it has not seen the locks for limits.lock_view_stale_s.
+    lock_stale_mode: StaleMode = StaleMode.RESTRICTED
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -114,6 +121,15 @@ def _flag(table: Mapping[str, Any], key: str, path: Path) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{path}: [audit] {key} must be true or false")
     return value
+
+
+def _stale_mode(table: Mapping[str, Any], path: Path) -> StaleMode:
+    value = table.get("stale_mode", StaleMode.RESTRICTED.value)
+    try:
+        return StaleMode(value)
+    except ValueError:
+        known = ", ".join(m.value for m in StaleMode)
+        raise ConfigError(f"{path}: [locks] stale_mode must be one of {known}") from None
 
 
 def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +185,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         capture_bodies=_flag(audit, "capture_bodies", path),
         admin_url=env.get("GARRISON_ADMIN_URL") or admin.get("url") or None,
         admin_credential_file=credential_file,
+        lock_stale_mode=_stale_mode(data.get("locks", {}), path),
     )
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -38,6 +40,8 @@ from garrison.domain import (
     UpstreamApi,
     VendorStatus,
 )
+from garrison.domain.incidents import IncidentStatus
+from garrison.domain.locks import LockKind
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -48,10 +52,14 @@ from garrison.errors import (
     Unauthenticated,
 )
 from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presented_key, read_body
+from garrison.gateway.containment import lock_covering
 from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
 from garrison.keyring import Sealer
+from garrison.respond import render
 from garrison.store import Directory, queries
+from garrison.store import incidents as store_incidents
+from garrison.store import locks as store_locks
 
 log = logging.getLogger("garrison.admin")
 
@@ -74,6 +82,9 @@ class AdminBackend:
     sealer: Sealer = field(repr=False)
     # Loads the newest snapshot into this process (called after every write).
     reload: Callable[[], Awaitable[None]]
+    # For evidence bundles: the audit log's database file and the checkpoint public keys.
+    db_path: Path | None = None
+    public_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)
@@ -276,7 +287,22 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             denied(reason, 401, None, presented_key_id=auth.key_id)
             return _error(Unauthenticated(), request_id)
         admin = auth.principal
-        ctx = Ctx(
+        # A locked key, person, org or network cannot administer either (a global lockdown
+        # does not apply here: admins must be able to lift it).
+        lock = lock_covering(
+            snap,
+            now,
+            credential_id=auth.credential.id,
+            principal_id=admin.id,
+            org_id=admin.org_id,
+            model_id=None,
+            address=str(address),
+            include_global=False,
+        )
+        if lock is not None:
+            denied(Reason.LOCKED, 403, admin.id, lock_id=lock.id)
+            return _error(Forbidden(f"locked ({lock.id})"), request_id)
+        admin_ctx = Ctx(
             request=request,
             state=state,
             backend=backend,
@@ -286,6 +312,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             address=str(address),
             scope=scope_of(admin, snap.orgs),
         )
+        ctx = admin_ctx
         try:
             if not roles_of(admin):
                 raise _Refused(Reason.ADMIN_NO_ROLE, Forbidden("you hold no admin role"))
@@ -303,8 +330,6 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             denied(refused.reason, refused.error.status, admin.id)
             return _error(refused.error, request_id)
         except ClientError as exc:
-            if ctx.wrote:  # pragma: no cover - a write either raises or returns
-                await backend.reload()
             denied(Reason.ADMIN_INVALID, exc.status, admin.id, rule=rule_of(admin_message(exc)))
             return _error(exc, request_id)
         if ctx.wrote:
@@ -477,6 +502,8 @@ async def create_principal(ctx: Ctx) -> Any:
 async def update_principal(ctx: Ctx) -> Any:
     body: schemas.PrincipalUpdate = ctx.body
     ref = ctx.request.match_info["ref"]
+    if not body.access_change() and body.status is None:
+        raise BadRequest("nothing to change")
     if body.access_change():
         await ctx.require(Action.SET_PRINCIPAL_ACCESS, "principal", ref)
     if body.status is not None:
@@ -592,6 +619,137 @@ async def update_model(ctx: Ctx) -> Any:
         compartments=body.compartments,
     )
     return {"changes": changes}
+
+
+async def rotate_vendor_keys(ctx: Ctx) -> Any:
+    body: schemas.VendorKeyRotation = ctx.body
+    ref = ctx.request.match_info["ref"]
+    await ctx.require(Action.ROTATE_KEY, "org", ref)
+    issued = await ctx.write(
+        ctx.directory().rotate_vendor_keys, ref, now=ctx.now, reason=body.reason
+    )
+    return {"vendor": ref, "issued": [_issued(k) for k in issued]}
+
+
+_LOCK_SCOPES = {LockKind.CREDENTIAL: "credential", LockKind.PRINCIPAL: "principal"}
+
+
+async def list_locks(ctx: Ctx) -> Any:
+    ended = ctx.request.query.get("all", "").lower() in ("1", "true", "yes")
+    return await ctx.read(store_locks.list_locks, ctx.now, include_ended=ended)
+
+
+async def create_lock(ctx: Ctx) -> Any:
+    body: schemas.LockCreate = ctx.body
+    kind = LockKind(body.kind)
+    if kind in _LOCK_SCOPES:
+        await ctx.require(Action.LOCK, _LOCK_SCOPES[kind], body.target)
+    elif kind is LockKind.VENDOR:
+        await ctx.require(Action.LOCK, "org", body.target)
+    else:
+        await ctx.require(Action.LOCK_WIDE)
+    if body.incident is not None:
+        await ctx.require(Action.MANAGE_INCIDENTS)
+    return await ctx.write(
+        ctx.directory().create_lock,
+        kind,
+        body.target,
+        reason=body.reason,
+        now=ctx.now,
+        ttl_s=body.ttl_s,
+        incident=body.incident,
+    )
+
+
+async def lift_lock(ctx: Ctx) -> Any:
+    body: schemas.LockLift = ctx.body
+    return await ctx.write(
+        ctx.directory().lift_lock,
+        ctx.request.match_info["lock_id"],
+        reason=body.reason,
+        now=ctx.now,
+    )
+
+
+async def list_incidents(ctx: Ctx) -> Any:
+    return await ctx.read(store_incidents.list_incidents)
+
+
+async def open_incident(ctx: Ctx) -> Any:
+    body: schemas.IncidentOpen = ctx.body
+    incident_id = await ctx.write(
+        ctx.directory().open_incident,
+        body.title,
+        now=ctx.now,
+        since=schemas.epoch(body.since) if body.since else None,
+        vendors=body.vendors,
+        principals=body.principals,
+        credentials=body.credentials,
+    )
+    return {"id": incident_id, "status": "open"}
+
+
+async def update_incident(ctx: Ctx) -> Any:
+    body: schemas.IncidentUpdate = ctx.body
+    return await ctx.write(
+        ctx.directory().update_incident,
+        ctx.request.match_info["incident_id"],
+        now=ctx.now,
+        status=IncidentStatus(body.status) if body.status else None,
+        note=body.note,
+    )
+
+
+_REPORT_FORMATS = ("json", "md", "html")
+
+
+async def incident_report(ctx: Ctx) -> Any:
+    fmt = ctx.request.query.get("format", "json")
+    if fmt not in _REPORT_FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(_REPORT_FORMATS)}")
+    report = await ctx.read(
+        store_incidents.incident_report, ctx.request.match_info["incident_id"], ctx.now
+    )
+    if fmt == "md":
+        return {"format": "md", "content": render.to_markdown(report)}
+    if fmt == "html":
+        return {"format": "html", "content": render.to_html(report)}
+    return report
+
+
+# Evidence waits this long for a signed checkpoint to cover the newest events (checkpoints
+# are signed at least once a second while events flow).
+EVIDENCE_CHECKPOINT_WAIT_S = 3.0
+
+
+async def incident_evidence(ctx: Ctx) -> Any:
+    from garrison.respond.evidence import build_evidence
+
+    backend = ctx.backend
+    if backend.db_path is None:
+        raise BadRequest("evidence bundles need the embedded SQLite audit log")
+    incident_id = ctx.request.match_info["incident_id"]
+    deadline = time.monotonic() + EVIDENCE_CHECKPOINT_WAIT_S
+    while True:
+        try:
+            bundle = await asyncio.to_thread(
+                build_evidence,
+                backend.engine,
+                backend.db_path,
+                incident_id,
+                dict(backend.public_keys),
+                ctx.now,
+            )
+        except LookupError as exc:
+            bundle = None
+            problem = str(exc)
+        if bundle is not None and (
+            not bundle["not_yet_checkpointed"] or time.monotonic() > deadline
+        ):
+            return bundle
+        if bundle is None and time.monotonic() > deadline:
+            raise BadRequest(problem)
+        await asyncio.sleep(0.2)
 
 
 ROUTES: tuple[Route, ...] = (
@@ -733,6 +891,83 @@ ROUTES: tuple[Route, ...] = (
         Action.WRITE_MODEL,
         schemas.ModelUpdate,
         tag="models",
+    ),
+    Route(
+        "POST",
+        "/vendors/{ref}/rotate-keys",
+        "Containment: revoke every key of the vendor's people and issue each a new one.",
+        rotate_vendor_keys,
+        None,
+        schemas.VendorKeyRotation,
+        201,
+    ),
+    Route(
+        "GET",
+        "/locks",
+        "Locks in force (all=true: lifted and expired ones too).",
+        list_locks,
+        Action.READ_LOCKS,
+        query=(("all", "Include lifted and expired locks."),),
+        tag="locks",
+    ),
+    Route(
+        "POST",
+        "/locks",
+        "Lock a credential, principal, vendor, model, network or everything; takes effect at "
+        "once and cuts covered calls in flight.",
+        create_lock,
+        None,
+        schemas.LockCreate,
+        201,
+        tag="locks",
+    ),
+    Route(
+        "POST",
+        "/locks/{lock_id}/lift",
+        "Lift a lock (a global lockdown needs a second admin to confirm).",
+        lift_lock,
+        Action.UNLOCK,
+        schemas.LockLift,
+        tag="locks",
+    ),
+    Route(
+        "GET", "/incidents", "Incidents.", list_incidents, Action.READ_INCIDENTS, tag="incidents"
+    ),
+    Route(
+        "POST",
+        "/incidents",
+        "Open an incident.",
+        open_incident,
+        Action.MANAGE_INCIDENTS,
+        schemas.IncidentOpen,
+        201,
+        tag="incidents",
+    ),
+    Route(
+        "PATCH",
+        "/incidents/{incident_id}",
+        "Change status (transition table) or add a note.",
+        update_incident,
+        Action.MANAGE_INCIDENTS,
+        schemas.IncidentUpdate,
+        tag="incidents",
+    ),
+    Route(
+        "GET",
+        "/incidents/{incident_id}/report",
+        "Blast-radius report from the audit log (format=json|md|html).",
+        incident_report,
+        Action.READ_INCIDENTS,
+        query=(("format", "json, md or html."),),
+        tag="incidents",
+    ),
+    Route(
+        "GET",
+        "/incidents/{incident_id}/evidence",
+        "Evidence bundle: events with inclusion proofs, the checkpoint, the public keys.",
+        incident_evidence,
+        Action.READ_INCIDENTS,
+        tag="incidents",
     ),
 )
 

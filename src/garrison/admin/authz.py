@@ -2,10 +2,13 @@
 
     role             reach   actions
     security-admin   all     everything
-    auditor          all     read the directory and the model registry; change nothing
+    auditor          all     read the directory, the model registry, locks and incidents;
+                             change nothing
     vendor-manager   scope   read, add people and service accounts (no roles), enable and
                              disable them, create / revoke / rotate their keys, suspend
-                             the vendor — in the vendors of their scope only
+                             the vendor, lock its keys, people or the vendor itself — in
+                             the vendors of their scope only (lifting is for a
+                             security-admin)
     approver         -       nothing here (approvals come with just-in-time access)
 
 A vendor-manager's scope is their own org when it is a vendor, plus every vendor they
@@ -43,6 +46,12 @@ class Action(enum.StrEnum):
     REVOKE_KEY = "revoke-key"
     ROTATE_KEY = "rotate-key"
     WRITE_MODEL = "write-model"
+    READ_LOCKS = "read-locks"
+    LOCK = "lock"  # a credential, principal or vendor
+    LOCK_WIDE = "lock-wide"  # a model, a network, everything
+    UNLOCK = "unlock"
+    READ_INCIDENTS = "read-incidents"
+    MANAGE_INCIDENTS = "manage-incidents"
 
 
 class Reach(enum.Enum):
@@ -60,11 +69,15 @@ _VENDOR_MANAGER = {
         Action.CREATE_KEY,
         Action.REVOKE_KEY,
         Action.ROTATE_KEY,
+        Action.LOCK,
     )
 }
 PERMISSIONS: Mapping[Role, Mapping[Action, Reach]] = {
     Role.SECURITY_ADMIN: {a: Reach.ALL for a in Action},
-    Role.AUDITOR: {Action.READ: Reach.ALL, Action.READ_MODELS: Reach.ALL},
+    Role.AUDITOR: {
+        a: Reach.ALL
+        for a in (Action.READ, Action.READ_MODELS, Action.READ_LOCKS, Action.READ_INCIDENTS)
+    },
     Role.VENDOR_MANAGER: _VENDOR_MANAGER,
     Role.APPROVER: {},
 }

@@ -20,6 +20,8 @@ from garrison.store.directory import (
     NAME_MAX_CHARS,
     URL_MAX_CHARS,
 )
+from garrison.store.incidents import INCIDENT_NOTE_MAX_CHARS, INCIDENT_TITLE_MAX_CHARS
+from garrison.store.locks import LOCK_TTL_MAX_S
 from garrison.store.vendors import SEAT_LIMIT_MAX
 
 # Free text an admin writes (reasons, agreement references): long enough for a sentence and a
@@ -145,3 +147,36 @@ class ModelUpdate(Body):
     clear_upstream_key: bool = False
     level: LevelName | None = None
     compartments: Compartments | None = None
+
+
+class LockCreate(Body):
+    kind: Literal["credential", "principal", "vendor", "model", "network", "all"]
+    target: Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_CHARS)] = Field(
+        description="Key id, principal, vendor or org, model (name or id), CIDR; '*' for all."
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS)]
+    ttl_s: float | None = Field(None, gt=0, le=LOCK_TTL_MAX_S, description="Ends by itself.")
+    incident: Name | None = None
+
+
+class LockLift(Body):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS)]
+
+
+class VendorKeyRotation(Body):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_CHARS)]
+
+
+class IncidentOpen(Body):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=INCIDENT_TITLE_MAX_CHARS)]
+    since: datetime | None = Field(None, description="Start of the window (default now).")
+    vendors: Annotated[list[Name], Field(max_length=16)] = []
+    principals: Annotated[list[Name], Field(max_length=64)] = []
+    credentials: Annotated[list[Name], Field(max_length=256)] = []
+
+
+class IncidentUpdate(Body):
+    status: Literal["open", "contained", "resolved", "closed"] | None = None
+    note: (
+        Annotated[str, StringConstraints(min_length=1, max_length=INCIDENT_NOTE_MAX_CHARS)] | None
+    ) = None

@@ -40,6 +40,11 @@ class EventName(enum.StrEnum):
     GATEWAY_STOPPED = "gateway.stopped"
     AUDIT_RECOVERED = "audit.recovered"
     ADMIN_DENIED = "admin.denied"
+    LOCK_CREATED = "lock.created"
+    LOCK_LIFT_REQUESTED = "lock.lift_requested"
+    LOCK_LIFTED = "lock.lifted"
+    INCIDENT_OPENED = "incident.opened"
+    INCIDENT_UPDATED = "incident.updated"
     ADMIN_READ = "admin.read"
 
 

@@ -63,3 +63,29 @@ def check_consistency_bundle(
         _hashes(bundle.get("proof")),
     )
     return old.tree_size, new.tree_size
+
+
+def check_evidence_bundle(
+    bundle: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[int, int]:
+    """Verify an incident evidence bundle; returns (events proven, the checkpoint's size)."""
+    if bundle.get("type") != "evidence":
+        raise ProofError("not an evidence bundle")
+    cp = _checkpoint(bundle.get("checkpoint"), keys)
+    events = bundle.get("events")
+    if not isinstance(events, list):
+        raise ProofError("the bundle lists no events")
+    root = bytes.fromhex(cp.root)
+    for item in events:
+        if not isinstance(item, dict):
+            raise ProofError("an event entry is not an object")
+        record, index = item.get("record"), item.get("index")
+        if not isinstance(record, str) or not isinstance(index, int):
+            raise ProofError("an event lacks its record or its index")
+        try:
+            verify_inclusion(
+                leaf_hash(record.encode()), index, cp.tree_size, _hashes(item.get("proof")), root
+            )
+        except ProofError as exc:
+            raise ProofError(f"event {index}: {exc}") from None
+    return len(events), cp.tree_size

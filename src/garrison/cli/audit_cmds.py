@@ -24,7 +24,11 @@ from garrison.audit.checkpoint import (
 )
 from garrison.audit.merkle import LeafHashes, ProofError
 from garrison.audit.parallel_verify import verify_parallel
-from garrison.audit.proofs import check_consistency_bundle, check_inclusion_bundle
+from garrison.audit.proofs import (
+    check_consistency_bundle,
+    check_evidence_bundle,
+    check_inclusion_bundle,
+)
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
 from garrison.audit.verify import VerifyReport, verify_log
 from garrison.audit.witness import read_witness
@@ -277,6 +281,9 @@ def audit_verify_proof(file: Path, pubkey: str) -> None:
         if bundle.get("type") == "consistency":
             old, new = check_consistency_bundle(bundle, keys)
             click.echo(f"OK: the log at size {new} extends the log at size {old}")
+        elif bundle.get("type") == "evidence":
+            count, size = check_evidence_bundle(bundle, keys)
+            click.echo(f"OK: all {count} events are in the log signed at size {size}")
         else:
             index = check_inclusion_bundle(bundle, keys)
             click.echo(

@@ -319,7 +319,12 @@ def key_revoke(key_id: str, reason: str, config_path: Path) -> None:
 
 
 @key.command("rotate")
-@click.argument("key_id")
+@click.argument("key_id", required=False)
+@click.option(
+    "--vendor",
+    default=None,
+    help="Containment: revoke every key of this vendor's people and issue each a new one.",
+)
 @click.option(
     "--grace",
     default="0s",
@@ -329,12 +334,36 @@ def key_revoke(key_id: str, reason: str, config_path: Path) -> None:
 @click.option("--reason", default="", help="Why (kept in the audit log).")
 @config_option
 @json_option
-def key_rotate(key_id: str, grace: str, reason: str, config_path: Path, as_json: bool) -> None:
-    """Issue a successor key (printed once) and retire the old one."""
+def key_rotate(
+    key_id: str | None,
+    vendor: str | None,
+    grace: str,
+    reason: str,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Issue a successor key (printed once) and retire the old one; or, with --vendor,
+    replace every key of a vendor's people at once."""
+    if (key_id is None) == (vendor is None):
+        raise click.UsageError("give a KEY_ID or --vendor V")
+    if vendor is not None:
+        with api(config_path) as client:
+            result = client.post(
+                f"/vendors/{seg(vendor)}/rotate-keys", {"reason": reason or "vendor rotation"}
+            )
+        if as_json:
+            emit_json(result)
+            return
+        click.echo(
+            f"every key of {vendor} revoked; {len(result['issued'])} new key(s), shown once:"
+        )
+        for issued in result["issued"]:
+            click.echo(f"  {issued['principal_id']}  {issued['id']}  {issued['key']}")
+        return
     grace_s = 0.0 if grace.strip() in ("0", "0s") else _seconds(grace, "--grace")
     body: dict[str, object] = {"grace_s": grace_s, "reason": reason}
     with api(config_path) as client:
-        issued = client.post(f"/keys/{seg(key_id)}/rotate", body)
+        issued = client.post(f"/keys/{seg(str(key_id))}/rotate", body)
     _show_issued(issued, as_json)
 
 

@@ -202,7 +202,7 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 
 def _register() -> None:
-    from garrison.cli import directory_cmds
+    from garrison.cli import directory_cmds, response_cmds
     from garrison.cli.audit_cmds import audit
     from garrison.cli.vendor_cmds import vendor
 
@@ -215,6 +215,10 @@ def _register() -> None:
         directory_cmds.service,
         directory_cmds.key,
         directory_cmds.model,
+        response_cmds.lock,
+        response_cmds.unlock,
+        response_cmds.locks,
+        response_cmds.incident,
     ):
         cli.add_command(command)
 

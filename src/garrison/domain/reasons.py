@@ -37,6 +37,10 @@ class Reason(enum.StrEnum):
     ADMIN_SCOPE = "admin.out_of_scope"
     ADMIN_SELF = "admin.self_change"
     ADMIN_INVALID = "admin.invalid_request"
+    # containment
+    LOCKED = "lock.active"
+    LOCK_VIEW_STALE = "lock.view_stale"
+    REVOKED_IN_FLIGHT = "credential.revoked_in_flight"
     # process state
     OVERLOADED = "gateway.overloaded"
     AUDIT_UNAVAILABLE = "audit.unavailable"

@@ -33,6 +33,7 @@ from garrison.domain import Model, Principal, Reason, UpstreamApi, VendorTerms
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
+    Forbidden,
     GarrisonError,
     NotFound,
     Overloaded,
@@ -45,6 +46,7 @@ from garrison.errors import (
 from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
+from garrison.gateway.containment import Cut, lock_covering, stale_refusal, uncancel
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.scrub import scrub_message, upstream_error_message
@@ -92,16 +94,20 @@ class Call:
 
     __slots__ = (
         "address",
+        "allowed",
         "body_bytes",
         "body_sha256",
         "credential_id",
+        "cut",
         "endpoint",
         "model",
+        "model_id",
         "org_id",
         "presented_key_id",
         "principal_id",
         "request_id",
         "started",
+        "task",
     )
 
     def __init__(self, endpoint: str, request_id: str, address: str) -> None:
@@ -118,6 +124,12 @@ class Call:
         # The public id of a key that did not authenticate (unknown id, wrong secret): not a
         # secret, and what a detector needs to see someone guessing at one key.
         self.presented_key_id: str | None = None
+        self.model_id: str | None = None
+        # Set when a lock (or a revocation) cuts this call in flight; its task is cancelled.
+        self.cut: Cut | None = None
+        self.task: asyncio.Task[Any] | None = None
+        # The request.allowed event was handed to the log (what a cut then records).
+        self.allowed = False
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
@@ -224,6 +236,51 @@ def _authenticated(
     return (result.principal if result.ok else None), result.reason
 
 
+def _locked(state: GatewayState, call: Call, api: UpstreamApi, now: float) -> web.Response | None:
+    """A 403 if a lock covers this call (the audit event names the lock), else None."""
+    lock = lock_covering(
+        state.snapshot,
+        now,
+        credential_id=call.credential_id,
+        principal_id=call.principal_id,
+        org_id=call.org_id,
+        model_id=call.model_id,
+        address=call.address,
+    )
+    if lock is None:
+        return None
+    _record_later(
+        state,
+        call.event(
+            EventName.REQUEST_DENIED,
+            state.clock(),
+            status=403,
+            reasons=[Reason.LOCKED.value],
+            lock_id=lock.id,
+        ),
+    )
+    return _error_response(api, Forbidden(), call.request_id)
+
+
+def _cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Response:
+    """The answer to a call cut before its response started."""
+    assert call.cut is not None
+    if call.allowed:
+        _complete(state, call, status=403, outcome="cut", usage=None, bytes_out=0, ttfb=None)
+    else:
+        _record_later(
+            state,
+            call.event(
+                EventName.REQUEST_DENIED,
+                state.clock(),
+                status=403,
+                reasons=[call.cut.reason.value],
+                lock_id=call.cut.lock_id,
+            ),
+        )
+    return _error_response(api, Forbidden(), call.request_id)
+
+
 async def read_body(request: web.Request, state: GatewayState, limit: int | None = None) -> bytes:
     limit = state.limits.max_body_bytes if limit is None else limit
     declared = request.content_length
@@ -267,8 +324,15 @@ def model_handler(endpoint: Endpoint) -> Any:
         state.calls += 1
         try:
             return await _handle_model_call(request, state, endpoint, call)
+        except asyncio.CancelledError:
+            if call.cut is None:
+                raise
+            # Cut before the answer started (reading the body, waiting for the log).
+            uncancel()
+            return _cut_response(state, call, api)
         finally:
             state.inflight -= 1
+            state.live.discard(call)
 
     return handle
 
@@ -282,6 +346,12 @@ async def _handle_model_call(
     if principal is None:
         assert reason is not None
         return _deny(state, call, api, Unauthenticated(), (reason,))
+    # Join the live calls before checking locks (no await in between: see containment).
+    call.task = asyncio.current_task()
+    state.live.add(call)
+    refused = _locked(state, call, api, now)
+    if refused is not None:
+        return refused
     try:
         raw = await read_body(request, state)
     except PayloadTooLarge as exc:
@@ -304,6 +374,12 @@ async def _handle_model_call(
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return _deny(state, call, api, NotFound(), decision.reasons)
+    call.model_id = model.id
+    refused = _locked(state, call, api, state.clock())
+    if refused is not None:
+        return refused
+    if stale_refusal(state, model):
+        return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
     payload, injected_usage = upstream_body(endpoint, body, model)
     stream = body.get("stream") is True
     allowed = call.event(
@@ -316,6 +392,7 @@ async def _handle_model_call(
     )
     if state.capture is not None:
         allowed = dataclasses.replace(allowed, capture=state.capture.seal_bytes(raw))
+    call.allowed = True
     try:
         await state.audit.append(allowed)
     except AuditUnavailable as exc:
@@ -407,11 +484,15 @@ def _complete(
     bytes_out: int,
     ttfb: float | None,
 ) -> None:
+    extra: dict[str, Any] = {}
+    if call.cut is not None:
+        extra = {"reasons": [call.cut.reason.value], "lock_id": call.cut.lock_id}
     _record_later(
         state,
         call.event(
             EventName.REQUEST_COMPLETED,
             state.clock(),
+            **extra,
             status=status,
             outcome=outcome,
             tokens_in=usage.tokens_in if usage else None,
@@ -463,6 +544,10 @@ async def _forward(
             raw = await _read_all(resp, state.limits.max_response_bytes)
             content_type = resp.headers.get("content-type", _JSON)
     except asyncio.CancelledError:
+        if call.cut is not None:
+            # Cut by a lock: leaving the upstream context above dropped its connection.
+            uncancel()
+            return _cut_response(state, call, api)
         _complete(
             state, call, status=499, outcome="client_closed", usage=None, bytes_out=0, ttfb=None
         )
@@ -565,16 +650,24 @@ async def _forward_stream(
                 bytes_out += len(rest)
                 await response.write(rest)
     except asyncio.CancelledError:
-        _complete(
-            state,
-            call,
-            status=499,
-            outcome="client_closed",
-            usage=meter.usage,
-            bytes_out=bytes_out,
-            ttfb=ttfb,
-        )
-        raise
+        if call.cut is None:
+            _complete(
+                state,
+                call,
+                status=499,
+                outcome="client_closed",
+                usage=meter.usage,
+                bytes_out=bytes_out,
+                ttfb=ttfb,
+            )
+            raise
+        # Cut by a lock: the upstream connection was dropped on the way out of its context;
+        # the client gets a final error event (or a plain 403 if nothing was sent yet).
+        uncancel()
+        if response is None:
+            return _cut_response(state, call, api)
+        outcome, status = "cut", 403
+        await _end_stream(response, api, Forbidden())
     except _StreamLimit:
         outcome, status = "stream_limit", 504
         error: GarrisonError = UpstreamTimeout(
@@ -633,6 +726,11 @@ def _visible_models(principal: Principal, state: GatewayState) -> list[Model]:
     )
 
 
+def _model_locked(state: GatewayState, model: Model, now: float) -> bool:
+    locks = state.snapshot.locks
+    return bool(locks) and locks.covering(now, model_id=model.id, include_global=False) is not None
+
+
 async def list_models(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     anthropic = "anthropic-version" in request.headers
@@ -643,7 +741,10 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     if principal is None:
         assert reason is not None
         return _deny(state, call, api, Unauthenticated(), (reason,))
-    models = _visible_models(principal, state)
+    refused = _locked(state, call, api, now)
+    if refused is not None:
+        return refused
+    models = [m for m in _visible_models(principal, state) if not _model_locked(state, m, now)]
     if anthropic:
         data: dict[str, Any] = {
             "data": [

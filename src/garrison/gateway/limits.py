@@ -41,6 +41,11 @@ MAX_ERROR_MESSAGE_CHARS = 500
 # Calls in flight in one process: 1,000 concurrent streams is the design point; past 4,096
 # the process refuses new calls (503) rather than exhaust memory or file descriptors.
 MAX_CONCURRENT_REQUESTS = 4096
+# Lock view staleness: a process that has not seen the directory (and so the locks) for this
+# long refuses calls to restricted and critical models (fail closed, like Teleport's strict
+# mode). 100 snapshot polls: long enough that a busy moment never trips it, short enough that
+# a process cut off from its database stops serving sensitive models within seconds.
+LOCK_VIEW_STALE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +61,4 @@ class GatewayLimits:
     stream_max_seconds: float = STREAM_MAX_SECONDS
     max_response_bytes: int = MAX_RESPONSE_BYTES
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
+    lock_view_stale_s: float = LOCK_VIEW_STALE_S

@@ -14,7 +14,7 @@ import aiohttp
 
 from garrison.admin.api import AdminBackend
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
-from garrison.audit.checkpoint import Signer
+from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import (
     Exporter,
     JsonlExporter,
@@ -26,6 +26,7 @@ from garrison.config import Settings
 from garrison.domain import VendorStatus
 from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
+from garrison.gateway.containment import cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
@@ -79,6 +80,7 @@ class Gateway:
             trusted_proxies=settings.trusted_proxies,
             clock=clock,
             audit_fail_open=settings.audit_fail_open,
+            stale_mode=settings.lock_stale_mode,
             capture=Sealer.from_dir(settings.key_dir, CAPTURE_FILE)
             if settings.capture_bodies
             else None,
@@ -89,7 +91,12 @@ class Gateway:
                 "cannot record them"
             )
         admin = AdminBackend(
-            engine=self.engine, pepper=self.pepper, sealer=self.sealer, reload=self.reload
+            engine=self.engine,
+            pepper=self.pepper,
+            sealer=self.sealer,
+            reload=self.reload,
+            db_path=path,
+            public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         self.http = HttpServer(build_app(self.state, admin), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
@@ -137,7 +144,10 @@ class Gateway:
         snapshot = await asyncio.to_thread(load_snapshot, self.engine, self.sealer)
         # Reloads can overlap (the watcher, an admin write): never swap an older one in.
         if snapshot.version >= self.state.snapshot.version:
+            # Swap and cut with no await between (see gateway.containment).
             self.state.snapshot = snapshot
+            self.state.lock_view_at = time.monotonic()
+            cut_covered(self.state)
 
     async def _contract_clock(self) -> None:
         """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).
@@ -168,6 +178,11 @@ class Gateway:
                 if version != self.state.snapshot.version:
                     await self.reload()
                     log.info("snapshot %d loaded", self.state.snapshot.version)
+                else:
+                    self.state.lock_view_at = time.monotonic()
+                # A lock with a TTL, or a contract, can end or start covering a call without
+                # any write: re-check the live calls on every tick (cheap when none is live).
+                cut_covered(self.state)
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -13,6 +15,14 @@ from garrison.domain import Network
 from garrison.gateway.limits import GatewayLimits
 from garrison.keyring import Sealer
 from garrison.store.snapshot import Snapshot
+
+
+class StaleMode(enum.StrEnum):
+    """What a process refuses when its view of the locks is stale."""
+
+    RESTRICTED = "restricted"  # calls to restricted and critical models (the default)
+    ALL = "all"  # every call
+    OPEN = "open"  # nothing (logs loudly): availability over containment
 
 
 @dataclass(slots=True)
@@ -29,3 +39,9 @@ class GatewayState:
     capture: Sealer | None = None
     inflight: int = 0
     calls: int = 0
+    # Calls past authentication, for cutting when a lock covers them (see containment).
+    live: set[Any] = field(default_factory=set)
+    # When this process last read the directory's version (monotonic), and what it does when
+    # that is older than limits.lock_view_stale_s.
+    lock_view_at: float = field(default_factory=time.monotonic)
+    stale_mode: StaleMode = StaleMode.RESTRICTED

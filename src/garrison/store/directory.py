@@ -30,10 +30,11 @@ from garrison.domain import (
     UpstreamApi,
     VendorStatus,
 )
+from garrison.domain.locks import LockKind
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import principals, registry, schema, vendors
+from garrison.store import incidents, locks, principals, registry, schema, vendors
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_networks
 
@@ -451,6 +452,77 @@ class Directory:
 
     def update_model(self, ref: str, **changes: Any) -> dict[str, Any]:
         return registry.update_model(self, ref, **changes)
+
+    def create_lock(self, kind: LockKind, ref: str, **kw: Any) -> dict[str, Any]:
+        return locks.create_lock(self, kind, ref, **kw)
+
+    def lift_lock(self, lock_id: str, **kw: Any) -> dict[str, Any]:
+        return locks.lift_lock(self, lock_id, **kw)
+
+    def open_incident(self, title: str, **kw: Any) -> str:
+        return incidents.open_incident(self, title, **kw)
+
+    def update_incident(self, incident_id: str, **kw: Any) -> dict[str, Any]:
+        return incidents.update_incident(self, incident_id, **kw)
+
+    def rotate_vendor_keys(self, vendor: str, *, now: float, reason: str) -> list[CreatedKey]:
+        """Containment: revoke every live key of a vendor's people and issue each active
+        principal one new key (networks of their newest live key, else the vendor's), all
+        in one transaction. The new keys are returned for showing once. A vendor that
+        cannot be issued keys (suspended, expired, offboarded) only has its keys revoked."""
+        if len(reason) > NAME_MAX_CHARS:
+            raise BadRequest(f"reason is longer than {NAME_MAX_CHARS} characters")
+        p, c = schema.principals, schema.credentials
+        issued: list[CreatedKey] = []
+        with write_transaction(self.engine) as conn:
+            org = _lookup(conn, schema.orgs, vendor, "vendor")
+            if org.kind != OrgKind.VENDOR.value:
+                raise BadRequest(f"{org.name!r} is not a vendor")
+            people = list(conn.execute(sa.select(p).where(p.c.org_id == org.id).order_by(p.c.name)))
+            issuing = VendorStatus(org.status) in (VendorStatus.ONBOARDING, VendorStatus.ACTIVE)
+            for person in people:
+                live = list(
+                    conn.execute(
+                        sa.select(c)
+                        .where(
+                            c.c.principal_id == person.id,
+                            c.c.revoked_at.is_(None),
+                            sa.or_(c.c.expires_at.is_(None), c.c.expires_at > now),
+                        )
+                        .order_by(c.c.created_at.desc())
+                    )
+                )
+                for old in live:
+                    conn.execute(sa.update(c).where(c.c.id == old.id).values(revoked_at=now))
+                    _record(
+                        conn,
+                        at=now,
+                        actor=self.actor,
+                        origin=self.origin,
+                        name=EventName.CREDENTIAL_REVOKED,
+                        entity="credential",
+                        entity_id=old.id,
+                        op="revoke",
+                        principal_id=person.id,
+                        credential_id=old.id,
+                        data={"reason": reason, "vendor_rotation": org.id},
+                    )
+                if person.status != Status.ACTIVE.value or not issuing:
+                    continue
+                nets = parse_networks(live[0].networks) if live else ()
+                issued.append(
+                    self._insert_key(
+                        conn,
+                        person,
+                        nets,
+                        now + KEY_MAX_LIFETIME_S,
+                        note=f"vendor rotation: {reason}"[:NAME_MAX_CHARS],
+                        canary=False,
+                        now=now,
+                        extra={"vendor_rotation": org.id},
+                    )
+                )
+        return issued
 
     def create_vendor(self, name: str, **terms: Any) -> str:
         return vendors.create_vendor(self, name, **terms)

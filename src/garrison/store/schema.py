@@ -128,3 +128,53 @@ audit_checkpoints = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("edge", sa.LargeBinary, nullable=False),
 )
+
+# Incidents: a record of one compromise, its subjects, status and notes. The timeline and the
+# report are built from the audit log, never stored twice.
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("opened_by", sa.String(200), nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    # {"vendor": [org ids], "principal": [ids], "credential": [ids]}
+    sa.Column("subjects", sa.Text, nullable=False, server_default="{}"),
+)
+
+incident_notes = sa.Table(
+    "incident_notes",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(40), sa.ForeignKey("incidents.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # note, status, action
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+# Locks: kill switches on a credential, principal, org, model, network or everything. Kept
+# after they are lifted or expire (the record of what was locked, when, by whom, and why).
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    # The target's id (credential, principal, org, model), a CIDR, or "*".
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("target_name", sa.String(200), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("incident_id", sa.String(40), sa.ForeignKey("incidents.id"), nullable=True),
+    sa.Column("lifted_at", sa.Float, nullable=True),
+    sa.Column("lifted_by", sa.String(200), nullable=True),
+    sa.Column("lift_reason", sa.String(500), nullable=True),
+    sa.Column("lift_requested_by", sa.String(200), nullable=True),
+    sa.Column("lift_requested_at", sa.Float, nullable=True),
+    sa.Index("ix_locks_lifted_at", "lifted_at"),
+)

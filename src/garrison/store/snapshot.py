@@ -28,6 +28,7 @@ from garrison.domain import (
     Status,
     UpstreamApi,
 )
+from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
 from garrison.keyring import Sealer
 from garrison.store import schema
 
@@ -39,10 +40,12 @@ class Snapshot:
     principals: MappingProxyType[str, Principal]
     credentials: MappingProxyType[str, Credential]
     models: MappingProxyType[str, Model]  # by client-facing name
+    locks: LockSet = EMPTY_LOCKS  # unlifted locks (expired ones still listed; they check)
 
     @classmethod
     def empty(cls) -> Snapshot:
-        return cls(0, *(MappingProxyType({}) for _ in range(4)))
+        empty: MappingProxyType[str, Any] = MappingProxyType({})
+        return cls(0, empty, empty, empty, empty)
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
@@ -88,12 +91,32 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
         principals = {r.id: _principal(r) for r in conn.execute(sa.select(schema.principals))}
         credentials = {r.id: _credential(r) for r in conn.execute(sa.select(schema.credentials))}
         models = {r.name: _model(r, sealer) for r in conn.execute(sa.select(schema.models))}
+        locks = LockSet.build(
+            _lock(r)
+            for r in conn.execute(sa.select(schema.locks).where(schema.locks.c.lifted_at.is_(None)))
+        )
     return Snapshot(
         version=version,
         orgs=MappingProxyType(orgs),
         principals=MappingProxyType(principals),
         credentials=MappingProxyType(credentials),
         models=MappingProxyType(models),
+        locks=locks,
+    )
+
+
+def _lock(r: Any) -> Lock:
+    kind = LockKind(r.kind)
+    return Lock(
+        id=r.id,
+        kind=kind,
+        target=r.target,
+        reason=r.reason,
+        created_by=r.created_by,
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        incident_id=r.incident_id,
+        network=ipaddress.ip_network(r.target) if kind is LockKind.NETWORK else None,
     )
 
 

@@ -1,0 +1,131 @@
+"""Locks on the data plane: refusing covered calls, cutting covered calls in flight, and
+failing closed when this process's view of the locks is stale.
+
+Every call that passes authentication joins ``state.live`` until it ends. When a new
+snapshot is swapped in, ``cut_covered`` walks the live calls: a call now covered by a lock,
+or whose credential was revoked, principal disabled or vendor stopped, is marked with the
+cause and its task cancelled; the handler catches that cancellation, ends the answer with an
+error in the API's own shape (a final stream event for streams) and closes the upstream
+connection. Swapping and walking happen with no await in between, and a call joins and
+checks the snapshot with none either, so no call slips between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+
+from garrison.domain import Level, Model, Reason, Status, VendorStatus
+from garrison.domain.locks import Lock
+from garrison.gateway.state import GatewayState, StaleMode
+from garrison.store.snapshot import Snapshot
+
+log = logging.getLogger("garrison.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    reason: Reason
+    lock_id: str | None = None
+
+
+def lock_covering(
+    snap: Snapshot,
+    now: float,
+    *,
+    credential_id: str | None,
+    principal_id: str | None,
+    org_id: str | None,
+    model_id: str | None,
+    address: str,
+    include_global: bool = True,
+) -> Lock | None:
+    if not snap.locks:
+        return None
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        addr = None
+    return snap.locks.covering(
+        now,
+        credential_id=credential_id,
+        principal_id=principal_id,
+        org_id=org_id,
+        model_id=model_id,
+        address=addr,
+        include_global=include_global,
+    )
+
+
+def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
+    """Why a live call's standing is gone in ``snap`` (revoked, disabled, vendor stopped)."""
+    cred = snap.credentials.get(getattr(call, "credential_id", None) or "")
+    if cred is None or cred.revoked:
+        return Reason.REVOKED_IN_FLIGHT
+    principal = snap.principals.get(cred.principal_id)
+    if principal is None or principal.status is not Status.ACTIVE:
+        return Reason.PRINCIPAL_INACTIVE
+    org = snap.orgs.get(principal.org_id)
+    if org is not None and org.vendor is not None:
+        if org.vendor.status is not VendorStatus.ACTIVE:
+            return Reason.VENDOR_INACTIVE
+        if not org.vendor.contract_start <= now < org.vendor.contract_end:
+            return Reason.VENDOR_CONTRACT
+    return None
+
+
+def cut_covered(state: GatewayState) -> int:
+    """Cut every live call the current snapshot no longer allows; returns how many."""
+    if not state.live:
+        return 0
+    snap = state.snapshot
+    now = state.clock()
+    cut = 0
+    for call in list(state.live):
+        if call.cut is not None or call.task is None:
+            continue
+        lock = lock_covering(
+            snap,
+            now,
+            credential_id=call.credential_id,
+            principal_id=call.principal_id,
+            org_id=call.org_id,
+            model_id=call.model_id,
+            address=call.address,
+        )
+        if lock is not None:
+            call.cut = Cut(Reason.LOCKED, lock.id)
+        else:
+            reason = _withdrawn(snap, call, now)
+            if reason is None:
+                continue
+            call.cut = Cut(reason)
+        call.task.cancel()
+        cut += 1
+    if cut:
+        log.warning("cut %d call(s) in flight", cut)
+    return cut
+
+
+def stale_refusal(state: GatewayState, model: Model | None) -> bool:
+    """True when this call must be refused because the lock view is stale."""
+    age = time.monotonic() - state.lock_view_at
+    if age <= state.limits.lock_view_stale_s:
+        return False
+    mode = state.stale_mode
+    if mode is StaleMode.OPEN:
+        log.error("LOCK VIEW STALE (%.1f s): serving anyway (stale_mode = open)", age)
+        return False
+    if mode is StaleMode.ALL:
+        return True
+    return model is not None and model.level >= Level.RESTRICTED
+
+
+def uncancel() -> None:
+    """Undo the cancellation a cut used to interrupt this task, so the handler can answer."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()

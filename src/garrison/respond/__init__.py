@@ -1,0 +1,1 @@
+"""Incident response: reports and evidence built from the audit log."""
