@@ -136,7 +136,8 @@ class Ctx:
 
     async def write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         result = await asyncio.to_thread(fn, *args, **kw)
-        self.wrote = True
+        # A change that changed nothing ({}) wrote no event: the dispatcher records the call.
+        self.wrote = result != {}
         return result
 
     async def read(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -334,16 +335,20 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             return _error(exc, request_id)
         if ctx.wrote:
             await backend.reload()
-        elif request.method == "GET":
+        else:
             _record(
                 state,
                 AuditEvent(
-                    EventName.ADMIN_READ,
+                    EventName.ADMIN_READ if request.method == "GET" else EventName.ADMIN_UNCHANGED,
                     at=state.clock(),
                     actor=admin.id,
                     request_id=request_id,
                     credential_id=ctx.credential_id,
-                    data={"path": request.path, "query": dict(request.query)},
+                    data={
+                        "method": request.method,
+                        "path": request.path,
+                        "query": dict(request.query),
+                    },
                 ),
             )
         return _json(route.status, result, request_id)

@@ -46,6 +46,7 @@ class EventName(enum.StrEnum):
     INCIDENT_OPENED = "incident.opened"
     INCIDENT_UPDATED = "incident.updated"
     ADMIN_READ = "admin.read"
+    ADMIN_UNCHANGED = "admin.unchanged"  # a write that found nothing to change
 
 
 @dataclass(frozen=True, slots=True)

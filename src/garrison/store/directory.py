@@ -52,6 +52,9 @@ COMPARTMENTS_MAX = 64
 URL_MAX_CHARS = 2000
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]*$")
+# The shape of the ids this module makes (new_id): a name of that shape could stand for
+# another object wherever "name or id" is accepted.
+_ID_RE = re.compile(r"^[a-z]{3}_[0-9a-f]{16}$")
 _COMPARTMENT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -65,6 +68,8 @@ def check_name(name: str, what: str = "name") -> str:
         raise BadRequest(f"{what} must not be empty")
     if len(name) > NAME_MAX_CHARS:
         raise BadRequest(f"{what} is longer than {NAME_MAX_CHARS} characters")
+    if _ID_RE.match(name):
+        raise BadRequest(f"{what} {name!r} has the shape of an id; choose another name")
     if not _NAME_RE.match(name):
         raise BadRequest(
             f"{what} {name!r} may contain only letters, digits and . _ @ : / + - "
