@@ -387,7 +387,7 @@ async def test_model_beyond_clearance_is_404_identical_to_unknown_model(world: W
     await world.settle()
     denied = world.events("request.denied")
     assert [e["data"]["reasons"] for e in denied] == [
-        ["vendor.ceiling", "clearance.level", "clearance.compartment"],  # bob is a contractor
+        ["clearance.level", "clearance.compartment", "vendor.ceiling"],  # bob is a contractor
         ["model.unknown"],
     ]
 

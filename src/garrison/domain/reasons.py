@@ -26,6 +26,12 @@ class Reason(enum.StrEnum):
     CLEARANCE_LEVEL = "clearance.level"
     CLEARANCE_COMPARTMENT = "clearance.compartment"
     VENDOR_CEILING = "vendor.ceiling"
+    GRANT_REQUIRED = "grant.required"
+    MFA_REQUIRED = "mfa.required"
+    JUSTIFICATION_REQUIRED = "justification.required"
+    POLICY_FORBID = "policy.forbid"  # an organisation policy forbade it
+    POLICY_DEFAULT_DENY = "policy.default_deny"  # no policy permitted it
+    POLICY_ERROR = "policy.error"  # evaluation failed: denied, and an alert
     ALLOWED = "allowed"
     # request shape
     BODY_MALFORMED = "request.malformed"

@@ -100,3 +100,5 @@ class Model:
     level: Level
     compartments: frozenset[str]
     upstream_key: Secret | None = field(default=None, repr=False)
+    # Calls must carry a justification header (x-garrison-justification), kept in the log.
+    requires_justification: bool = False

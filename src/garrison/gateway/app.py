@@ -58,7 +58,8 @@ from garrison.gateway.upstream import (
     upstream_url,
 )
 from garrison.identity import authenticate
-from garrison.policy import decide
+from garrison.policy.context import call_context
+from garrison.policy.engine import PolicyDecision
 
 if TYPE_CHECKING:
     from garrison.admin.api import AdminBackend
@@ -88,6 +89,12 @@ class _RequestIds:
 
 new_request_id = _RequestIds()
 
+# A caller may say why they need a model; models that require it refuse calls without it.
+JUSTIFICATION_HEADER = "x-garrison-justification"
+# A sentence and a ticket reference; kept in the audit event.
+JUSTIFICATION_MAX_CHARS = 500
+NO_ENGINE = PolicyDecision(False, (Reason.POLICY_ERROR,), (), ("no policy engine loaded",))
+
 
 class Call:
     """Everything known about one call, for its audit events."""
@@ -103,6 +110,7 @@ class Call:
         "model",
         "model_id",
         "org_id",
+        "peer",
         "presented_key_id",
         "principal_id",
         "request_id",
@@ -125,6 +133,7 @@ class Call:
         # secret, and what a detector needs to see someone guessing at one key.
         self.presented_key_id: str | None = None
         self.model_id: str | None = None
+        self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         # Set when a lock (or a revocation) cuts this call in flight; its task is cancelled.
         self.cut: Cut | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -199,7 +208,10 @@ def _deny(
     api: UpstreamApi,
     exc: GarrisonError,
     reasons: tuple[Reason, ...],
+    *,
+    policies: tuple[str, ...] = (),
 ) -> web.Response:
+    extra = {"policies": list(policies)} if policies else {}
     _record_later(
         state,
         call.event(
@@ -207,6 +219,7 @@ def _deny(
             state.clock(),
             status=exc.status,
             reasons=[r.value for r in reasons],
+            **extra,
         ),
     )
     return _error_response(api, exc, call.request_id)
@@ -217,6 +230,7 @@ def _authenticated(
 ) -> tuple[Principal | None, Reason | None]:
     address = peer_address(request, state)
     call.address = str(address)
+    call.peer = address
     snap = state.snapshot
     result = authenticate(
         presented_key(request),
@@ -370,10 +384,16 @@ async def _handle_model_call(
         call.model = name[:200]
         return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
     call.model = model.name
-    decision = decide(principal, model, _vendor_of(principal, state))
+    justification = request.headers.get(JUSTIFICATION_HEADER, "").strip()
+    if len(justification) > JUSTIFICATION_MAX_CHARS:
+        too_long = BadRequest(
+            public_message=f"The justification is longer than {JUSTIFICATION_MAX_CHARS} characters."
+        )
+        return _deny(state, call, api, too_long, (Reason.BODY_MALFORMED,))
+    decision = _decide(state, principal, model, call, now, justification=bool(justification))
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
-        return _deny(state, call, api, NotFound(), decision.reasons)
+        return _deny(state, call, api, NotFound(), decision.reasons, policies=decision.policies)
     call.model_id = model.id
     refused = _locked(state, call, api, state.clock())
     if refused is not None:
@@ -382,13 +402,16 @@ async def _handle_model_call(
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
     payload, injected_usage = upstream_body(endpoint, body, model)
     stream = body.get("stream") is True
+    extra_data = {"justification": justification} if justification else {}
     allowed = call.event(
         EventName.REQUEST_ALLOWED,
         now,
         reasons=[r.value for r in decision.reasons],
+        policies=list(decision.policies),
         stream=stream,
         upstream_model=model.upstream_model,
         level=model.level.label,
+        **extra_data,
     )
     if state.capture is not None:
         allowed = dataclasses.replace(allowed, capture=state.capture.seal_bytes(raw))
@@ -718,10 +741,43 @@ def _vendor_of(principal: Principal, state: GatewayState) -> VendorTerms | None:
     return org.vendor if org is not None else None
 
 
-def _visible_models(principal: Principal, state: GatewayState) -> list[Model]:
-    vendor = _vendor_of(principal, state)
+def _decide(
+    state: GatewayState,
+    principal: Principal,
+    model: Model,
+    call: Call,
+    now: float,
+    *,
+    justification: bool = False,
+) -> PolicyDecision:
+    """The policy engine's decision for this call (deny if there is no engine yet)."""
+    engine = state.policy
+    if engine is None:
+        return NO_ENGINE
+    snap = state.snapshot
+    credential = snap.credentials.get(call.credential_id or "")
+    context = call_context(
+        snap, principal, model, credential, call.peer, now, justification=justification
+    )
+    decision = engine.decide(principal, model, context)
+    if decision.errors:
+        log.error(
+            "POLICY EVALUATION ERROR for %s on %s (denied): %s",
+            principal.id,
+            model.name,
+            "; ".join(decision.errors[:3]),
+        )
+    return decision
+
+
+def _visible_models(principal: Principal, state: GatewayState, call: Call) -> list[Model]:
+    now = state.clock()
     return sorted(
-        (m for m in state.snapshot.models.values() if decide(principal, m, vendor).allowed),
+        (
+            m
+            for m in state.snapshot.models.values()
+            if _decide(state, principal, m, call, now, justification=True).allowed
+        ),
         key=lambda m: m.name,
     )
 
@@ -744,7 +800,9 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     refused = _locked(state, call, api, now)
     if refused is not None:
         return refused
-    models = [m for m in _visible_models(principal, state) if not _model_locked(state, m, now)]
+    models = [
+        m for m in _visible_models(principal, state, call) if not _model_locked(state, m, now)
+    ]
     if anthropic:
         data: dict[str, Any] = {
             "data": [

@@ -30,6 +30,7 @@ from garrison.gateway.containment import cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
+from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.store import load_snapshot, make_engine, migrate, sqlite_path
 from garrison.store.directory import Directory
 from garrison.store.snapshot import Snapshot, VersionProbe
@@ -100,12 +101,45 @@ class Gateway:
         )
         self.http = HttpServer(build_app(self.state, admin), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
+        self._compiled: CompiledPolicies | None = None
+        self._reloading = asyncio.Lock()
         self._probe = VersionProbe(path)
         self.port = 0
 
+    def _load(self) -> tuple[Snapshot, PolicyEngine]:
+        """A snapshot and its policy engine (in a worker thread: parsing takes milliseconds)."""
+        snapshot = load_snapshot(self.engine, self.sealer)
+        compiled = self._compiled
+        if compiled is None or compiled.version != snapshot.policy_version:
+            try:
+                compiled = CompiledPolicies(snapshot.policy_text, version=snapshot.policy_version)
+            except PolicyError as exc:
+                if compiled is None:
+                    # No valid set yet (first load): the base policies alone, and loudly.
+                    log.error(
+                        "organisation policy set %d refused: %s", snapshot.policy_version, exc
+                    )
+                    compiled = CompiledPolicies("", version=snapshot.policy_version)
+                else:
+                    log.error(
+                        "organisation policy set %d refused; version %d stays in force: %s",
+                        snapshot.policy_version,
+                        compiled.version,
+                        exc,
+                    )
+            self._compiled = compiled
+        vendor_orgs = frozenset(o.id for o in snapshot.orgs.values() if o.vendor is not None)
+        entities = build_entities(
+            snapshot.principals.values(),
+            snapshot.models.values(),
+            {o.id: o.kind.value for o in snapshot.orgs.values()},
+            vendor_orgs,
+        )
+        return snapshot, PolicyEngine(compiled, entities)
+
     async def start(self) -> int:
         migrate(self.engine)
-        self.state.snapshot = await asyncio.to_thread(load_snapshot, self.engine, self.sealer)
+        self.state.snapshot, self.state.policy = await asyncio.to_thread(self._load)
         self.audit.start()
         limits = self.settings.limits
         self.state.session = aiohttp.ClientSession(
@@ -141,11 +175,13 @@ class Gateway:
         return self.port
 
     async def reload(self) -> None:
-        snapshot = await asyncio.to_thread(load_snapshot, self.engine, self.sealer)
+        async with self._reloading:
+            snapshot, policy = await asyncio.to_thread(self._load)
         # Reloads can overlap (the watcher, an admin write): never swap an older one in.
         if snapshot.version >= self.state.snapshot.version:
             # Swap and cut with no await between (see gateway.containment).
             self.state.snapshot = snapshot
+            self.state.policy = policy
             self.state.lock_view_at = time.monotonic()
             cut_covered(self.state)
 

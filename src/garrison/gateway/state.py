@@ -14,6 +14,7 @@ from garrison.audit import AuditLog
 from garrison.domain import Network
 from garrison.gateway.limits import GatewayLimits
 from garrison.keyring import Sealer
+from garrison.policy.engine import PolicyEngine
 from garrison.store.snapshot import Snapshot
 
 
@@ -45,3 +46,5 @@ class GatewayState:
     # that is older than limits.lock_view_stale_s.
     lock_view_at: float = field(default_factory=time.monotonic)
     stale_mode: StaleMode = StaleMode.RESTRICTED
+    # The policy engine for the current snapshot and policy set (swapped with the snapshot).
+    policy: PolicyEngine | None = None

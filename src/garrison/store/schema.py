@@ -71,6 +71,7 @@ models = sa.Table(
     sa.Column("compartments", sa.Text, nullable=False),
     sa.Column("upstream_key_sealed", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("requires_justification", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # Every directory write adds a row here in the same transaction; gateway processes watch the
@@ -177,4 +178,65 @@ locks = sa.Table(
     sa.Column("lift_requested_by", sa.String(200), nullable=True),
     sa.Column("lift_requested_at", sa.Float, nullable=True),
     sa.Index("ix_locks_lifted_at", "lifted_at"),
+)
+
+# Organisation policy sets (Cedar text), newest version in force; each was validated against
+# the schema before it was stored, and approved by a second admin.
+policy_sets = sa.Table(
+    "policy_sets",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("proposed_by", sa.String(200), nullable=False),
+    sa.Column("approved_by", sa.String(200), nullable=True),
+)
+
+# Just-in-time access: a principal asks for a critical model for a while; approvers decide.
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("principal_id", sa.String(40), nullable=False),
+    sa.Column("model_id", sa.String(40), nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # a pending request lapses at this
+    sa.Column("approvals", sa.Text, nullable=False, server_default="[]"),  # approver ids
+    sa.Column("decided_at", sa.Float, nullable=True),
+    sa.Column("decided_by", sa.String(200), nullable=True),
+    sa.Column("decision_reason", sa.String(500), nullable=True),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("request_id", sa.String(40), nullable=False),
+    sa.Column("principal_id", sa.String(40), nullable=False),
+    sa.Column("model_id", sa.String(40), nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("revoked_by", sa.String(200), nullable=True),
+)
+
+# Sensitive admin changes waiting for a second admin (two-person rule).
+pending_changes = sa.Table(
+    "pending_changes",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("summary", sa.String(500), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("decided_by", sa.String(200), nullable=True),
+    sa.Column("decided_at", sa.Float, nullable=True),
 )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +30,7 @@ from garrison.domain import (
     Status,
     UpstreamApi,
 )
+from garrison.domain.access import Grant
 from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
 from garrison.keyring import Sealer
 from garrison.store import schema
@@ -41,6 +44,17 @@ class Snapshot:
     credentials: MappingProxyType[str, Credential]
     models: MappingProxyType[str, Model]  # by client-facing name
     locks: LockSet = EMPTY_LOCKS  # unlifted locks (expired ones still listed; they check)
+    # Unrevoked, unexpired grants by (principal id, model id).
+    grants: Mapping[tuple[str, str], tuple[Grant, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # The organisation's policy set in force (Cedar text) and its version (0: none).
+    policy_version: int = 0
+    policy_text: str = ""
+
+    def has_grant(self, principal_id: str, model_id: str, now: float) -> bool:
+        found = self.grants.get((principal_id, model_id))
+        return found is not None and any(g.active(now) for g in found)
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -95,6 +109,16 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
             _lock(r)
             for r in conn.execute(sa.select(schema.locks).where(schema.locks.c.lifted_at.is_(None)))
         )
+        g = schema.grants
+        grants: dict[tuple[str, str], list[Grant]] = {}
+        for r in conn.execute(
+            sa.select(g).where(g.c.revoked_at.is_(None), g.c.expires_at > time.time())
+        ):
+            grants.setdefault((r.principal_id, r.model_id), []).append(
+                Grant(r.id, r.principal_id, r.model_id, r.starts_at, r.expires_at)
+            )
+        ps = schema.policy_sets
+        policy = conn.execute(sa.select(ps).order_by(ps.c.version.desc()).limit(1)).first()
     return Snapshot(
         version=version,
         orgs=MappingProxyType(orgs),
@@ -102,6 +126,9 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
         credentials=MappingProxyType(credentials),
         models=MappingProxyType(models),
         locks=locks,
+        grants=MappingProxyType({k: tuple(v) for k, v in grants.items()}),
+        policy_version=policy.version if policy is not None else 0,
+        policy_text=policy.text if policy is not None else "",
     )
 
 
@@ -168,4 +195,5 @@ def _model(r: Any, sealer: Sealer) -> Model:
         level=Level(r.level),
         compartments=parse_compartments(r.compartments),
         upstream_key=sealer.unseal(bytes(sealed)) if sealed is not None else None,
+        requires_justification=bool(r.requires_justification),
     )
