@@ -474,7 +474,8 @@ class Directory:
         """Containment: revoke every live key of a vendor's people and issue each active
         principal one new key (networks of their newest live key, else the vendor's), all
         in one transaction. The new keys are returned for showing once. A vendor that
-        cannot be issued keys (suspended, expired, offboarded) only has its keys revoked."""
+        cannot be issued keys (suspended, expired, offboarded, past its contract end) only
+        has its keys revoked."""
         if len(reason) > NAME_MAX_CHARS:
             raise BadRequest(f"reason is longer than {NAME_MAX_CHARS} characters")
         p, c = schema.principals, schema.credentials
@@ -484,7 +485,10 @@ class Directory:
             if org.kind != OrgKind.VENDOR.value:
                 raise BadRequest(f"{org.name!r} is not a vendor")
             people = list(conn.execute(sa.select(p).where(p.c.org_id == org.id).order_by(p.c.name)))
-            issuing = VendorStatus(org.status) in (VendorStatus.ONBOARDING, VendorStatus.ACTIVE)
+            issuing = VendorStatus(org.status) in (
+                VendorStatus.ONBOARDING,
+                VendorStatus.ACTIVE,
+            ) and now < (org.contract_end or 0)
             for person in people:
                 live = list(
                     conn.execute(
