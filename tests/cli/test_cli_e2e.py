@@ -1,4 +1,5 @@
-"""The ``garrison`` command end to end: init, directory commands, serve, a real client call."""
+"""The ``garrison`` command end to end: init, serve, directory commands through the admin
+API of the running gateway, a real client call."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.cli.conftest import Served
+
 pytestmark = pytest.mark.e2e
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
@@ -28,13 +31,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without GARRISON_* settings (they would override the config)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GARRISON_")}
+    return {**env, **(extra or {})}
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*GARRISON, *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **(env or {})},
+        env=_env(env),
         check=False,
     )
 
@@ -71,10 +80,16 @@ def test_init_serve_and_call_through_the_cli(
 ) -> None:
     data = tmp_path / "data"
     config = str(data / "garrison.toml")
-    out = run("init", "--data-dir", str(data))
+    port = _free_port()
+    out = run("init", "--data-dir", str(data), "--port", str(port))
     assert out.returncode == 0, out.stderr
-    admin_key = out.stdout.strip().splitlines()[-1].strip()
+    credential = data / "admin.key"
+    assert credential.stat().st_mode & 0o777 == 0o600
+    admin_key = credential.read_text().strip()
     assert admin_key.startswith("gk_")
+    assert admin_key not in out.stdout + out.stderr  # written to the file, never printed
+    assert admin_key.split("_", 2)[2] not in out.stdout + out.stderr
+    assert str(credential) in out.stdout
     for path in (data / "keys" / "pepper.key", data / "keys" / "seal.keys", data / "garrison.toml"):
         assert path.stat().st_mode & 0o077 == 0, path
 
@@ -87,8 +102,29 @@ def test_init_serve_and_call_through_the_cli(
     )
     background.append(mock)
     _wait_http(f"http://127.0.0.1:{up_port}/v1/models", mock)
+    serve = subprocess.Popen(
+        [*GARRISON, "-v", "serve", "--config", config],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    background.append(serve)
+    _wait_http(f"http://127.0.0.1:{port}/healthz", serve)
 
-    r = run(
+    # The directory commands drive the admin API of `garrison serve`: its address comes from
+    # the config's [gateway] section, the key from the config's [admin] credential_file.
+    outputs: list[str] = []
+
+    def cli(*args: str, env: dict[str, str] | None = None) -> str:
+        r = run(*args, "--config", config, env=env)
+        assert r.returncode == 0, r.stderr
+        outputs.extend((r.stdout, r.stderr))
+        return r.stdout
+
+    me = cli("whoami")
+    assert me.startswith("admin (prn_") and "roles: security-admin" in me
+    cli(
         "vendor",
         "add",
         "acme-vendor",
@@ -104,16 +140,10 @@ def test_init_serve_and_call_through_the_cli(
         "internal",
         "--agreement",
         "MSA-7",
-        "--config",
-        config,
     )
-    assert r.returncode == 0, r.stderr
-    assert run("vendor", "activate", "acme-vendor", "--config", config).returncode == 0
-    r = run(
-        "user", "add", "erin", "--org", "acme-vendor", "--clearance", "internal", "--config", config
-    )
-    assert r.returncode == 0, r.stderr
-    r = run(
+    cli("vendor", "activate", "acme-vendor")
+    cli("user", "add", "erin", "--org", "acme-vendor", "--clearance", "internal")
+    cli(
         "model",
         "add",
         "assistant",
@@ -123,42 +153,19 @@ def test_init_serve_and_call_through_the_cli(
         "mock-small",
         "--upstream-key-env",
         "UPSTREAM_KEY",
-        "--config",
-        config,
         env={"UPSTREAM_KEY": UPSTREAM_SECRET},
     )
-    assert r.returncode == 0, r.stderr
-    r = run(
-        "key",
-        "create",
-        "erin",
-        "--expires-in",
-        "1d",
-        "--network",
-        "127.0.0.0/8",
-        "--json",
-        "--config",
-        config,
+    created = json.loads(
+        cli("key", "create", "erin", "--expires-in", "1d", "--network", "127.0.0.0/8", "--json")
     )
-    assert r.returncode == 0, r.stderr
-    created = json.loads(r.stdout)
-    listing = run("key", "list", "--json", "--config", config)
-    assert created["key"] not in listing.stdout  # shown once, then only the id
-    assert created["id"] in listing.stdout
-    models = run("model", "list", "--json", "--config", config)
-    assert UPSTREAM_SECRET not in models.stdout
-    assert json.loads(models.stdout)[0]["upstream_key"] == "sealed"
+    shown_once = len(outputs)
+    listing = cli("key", "list", "--json")
+    assert created["key"] not in listing  # shown once, then only the id
+    assert created["id"] in listing
+    models = cli("model", "list", "--json")
+    assert UPSTREAM_SECRET not in models
+    assert json.loads(models)[0]["upstream_key"] == "sealed"
 
-    port = _free_port()
-    serve = subprocess.Popen(
-        [*GARRISON, "-v", "serve", "--config", config],
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "GARRISON_PORT": str(port)},
-    )
-    background.append(serve)
-    _wait_http(f"http://127.0.0.1:{port}/healthz", serve)
     client = openai.OpenAI(
         base_url=f"http://127.0.0.1:{port}/v1", api_key=created["key"], max_retries=0
     )
@@ -167,36 +174,30 @@ def test_init_serve_and_call_through_the_cli(
             model="assistant", messages=[{"role": "user", "content": "hello"}]
         )
     assert reply.choices[0].message.content
-    show = run("vendor", "show", "acme-vendor", "--json", "--config", config)
-    assert show.returncode == 0, show.stderr
-    report = json.loads(show.stdout)
+    # The call's audit record is written behind the answer: wait for it to be counted.
+    deadline = time.monotonic() + 10
+    while True:
+        report = json.loads(cli("vendor", "show", "acme-vendor", "--json"))
+        (key_row,) = report["principals"][0]["keys"]
+        if key_row["last_used"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert report["seats_used"] == 1 and report["terms"]["status"] == "active"
-    (key_row,) = report["principals"][0]["keys"]
     assert key_row["id"] == created["id"] and key_row["sources"] == ["127.0.0.1"]
-    assert created["key"] not in show.stdout
     serve.send_signal(signal.SIGINT)
     _, err = serve.communicate(timeout=15)
     for secret in (admin_key, created["key"], UPSTREAM_SECRET):
         assert secret not in err
+    for secret in (admin_key, UPSTREAM_SECRET):
+        assert not [o for o in outputs if secret in o]
+    assert not [o for o in outputs[shown_once:] if created["key"] in o]
 
 
-def test_bad_input_gives_one_clean_line_and_exit_2(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    assert run("init", "--data-dir", str(data)).returncode == 0
-    r = run("user", "add", "x", "--org", "no-such-org", "--config", str(data / "garrison.toml"))
-    assert r.returncode == 2
-    assert "org 'no-such-org' does not exist" in r.stderr
-    assert "Traceback" not in r.stderr
-    r = run(
-        "key",
-        "create",
-        "admin",
-        "--network",
-        "300.1.1.1/8",
-        "--config",
-        str(data / "garrison.toml"),
-    )
-    assert r.returncode == 2 and "invalid network" in r.stderr
+def test_bad_input_gives_one_clean_line_and_exit_2(served: Served) -> None:
+    err = served.refused("user", "add", "x", "--org", "no-such-org")
+    assert "org 'no-such-org' does not exist" in err
+    err = served.refused("key", "create", "admin", "--network", "300.1.1.1/8")
+    assert "invalid network" in err
 
 
 def test_init_refuses_to_run_twice(tmp_path: Path) -> None:

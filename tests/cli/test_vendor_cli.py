@@ -1,4 +1,5 @@
-"""``garrison vendor …``, ``user add --role`` and ``key create --canary`` as subprocesses.
+"""``garrison vendor …``, ``user add --role`` and ``key create --canary`` as subprocesses,
+driving the admin API of a gateway running for the test's data directory.
 
 Set-up that is not under test is written in-process (each subprocess costs half a second).
 """
@@ -6,90 +7,32 @@ Set-up that is not under test is written in-process (each subprocess costs half 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sqlite3
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
-from garrison.bootstrap import init, open_directory
-from garrison.config import load_settings
 from garrison.domain import Level, PrincipalKind, Status, VendorStatus
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot
+from tests.cli.conftest import Cli, Served
 from tests.support.world import start_world, stop_world
 
 pytestmark = pytest.mark.e2e
 
-GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 DAY = 86400.0
-
-
-def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*GARRISON, *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        # Wide enough that rich never wraps a report line.
-        env={**os.environ, "COLUMNS": "250", "GARRISON_CONFIG": ""},
-        check=False,
-    )
-
-
-def ok(config: Path, *args: str) -> str:
-    out = run(config, *args)
-    assert out.returncode == 0, out.stderr
-    assert "Traceback" not in out.stderr
-    return out.stdout
-
-
-def as_json(config: Path, *args: str) -> Any:
-    return json.loads(ok(config, *args, "--json"))
-
-
-def refused(config: Path, *args: str) -> str:
-    """The command fails with exit 2 and one clean line; returns that line."""
-    out = run(config, *args)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr
-    return out.stderr
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def query(config: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(config.parent / "garrison.db")
-    try:
-        return list(conn.execute(sql, params).fetchall())
-    finally:
-        conn.close()
-
-
-def status_of(config: Path, vendor: str) -> str:
-    ((status,),) = query(config, "SELECT status FROM orgs WHERE name = ?", vendor)
+def status_of(served: Served, vendor: str) -> str:
+    ((status,),) = served.query("SELECT status FROM orgs WHERE name = ?", vendor)
     return str(status)
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    """An initialised data directory; returns its config path."""
-    return init(tmp_path / "data").config_path
-
-
-@pytest.fixture
-def directory(data: Path) -> Directory:
-    return open_directory(load_settings(data), actor="test")
 
 
 def add_vendor(directory: Directory, name: str, *, days: float = 10.5) -> str:
@@ -108,17 +51,16 @@ def add_vendor(directory: Directory, name: str, *, days: float = 10.5) -> str:
 
 
 @pytest.fixture
-def acme(directory: Directory) -> str:
+def acme(served: Served) -> str:
     """An active vendor made in-process (the commands under test are the others)."""
-    add_vendor(directory, "acme")
-    directory.set_vendor_status("acme", VendorStatus.ACTIVE, now=time.time())
+    add_vendor(served.directory, "acme")
+    served.directory.set_vendor_status("acme", VendorStatus.ACTIVE, now=time.time())
     return "acme"
 
 
 # ── add, list, show, lifecycle ─────────────────────────────────────────────────────────────
-def test_vendor_add_creates_an_onboarding_vendor_listed_as_json(data: Path) -> None:
-    out = ok(
-        data,
+def test_vendor_add_creates_an_onboarding_vendor_listed_as_json(served: Served) -> None:
+    out = served.ok(
         "vendor", "add", "globex",
         "--sponsor", "admin",
         "--contract-end", iso(time.time() + 20.5 * DAY),
@@ -127,9 +69,9 @@ def test_vendor_add_creates_an_onboarding_vendor_listed_as_json(data: Path) -> N
         "--seats", "4",
         "--ceiling", "restricted",
     )  # fmt: skip
-    (row,) = as_json(data, "vendor", "list")
+    (row,) = served.as_json("vendor", "list")
     assert row["id"] == out.strip() and row["id"].startswith("org_")
-    assert (row["name"], row["status"], row["seats"], row["ceiling"], row["days_left"]) == (
+    assert (row["name"], row["status"], row["seat_limit"], row["ceiling"], row["days_left"]) == (
         "globex",
         "onboarding",
         4,
@@ -138,9 +80,8 @@ def test_vendor_add_creates_an_onboarding_vendor_listed_as_json(data: Path) -> N
     )
 
 
-def test_vendor_show_json_carries_the_terms(data: Path) -> None:
-    ok(
-        data,
+def test_vendor_show_json_carries_the_terms(served: Served) -> None:
+    served.ok(
         "vendor", "add", "globex",
         "--sponsor", "admin",
         "--contract-end", "2099-01-01",
@@ -150,7 +91,7 @@ def test_vendor_show_json_carries_the_terms(data: Path) -> None:
         "--agreement", "MSA-9",
         "--security-review", "2026-03-01",
     )  # fmt: skip
-    t = as_json(data, "vendor", "show", "globex")["terms"]
+    t = served.as_json("vendor", "show", "globex")["terms"]
     assert (t["status"], t["sponsor"], t["networks"]) == ("onboarding", "admin", ["10.1.0.0/16"])
     assert (t["seat_limit"], t["ceiling"], t["ceiling_compartments"]) == (2, "internal", ["cyber"])
     assert t["agreement_ref"] == "MSA-9"
@@ -158,43 +99,42 @@ def test_vendor_show_json_carries_the_terms(data: Path) -> None:
     assert t["contract_end"] == datetime(2099, 1, 1, tzinfo=UTC).timestamp()
 
 
-def test_vendor_lifecycle_commands_move_the_status(data: Path, directory: Directory) -> None:
-    add_vendor(directory, "globex")
+def test_vendor_lifecycle_commands_move_the_status(served: Served) -> None:
+    add_vendor(served.directory, "globex")
     seen = []
     for command in ("activate", "suspend", "activate", "offboard"):
-        out = ok(data, "vendor", command, "globex", "--reason", "test")
+        out = served.ok("vendor", command, "globex", "--reason", "test")
         assert out.startswith("globex: ")
-        seen.append(status_of(data, "globex"))
+        seen.append(status_of(served, "globex"))
     assert seen == ["active", "suspended", "active", "offboarded"]
 
 
-def test_vendor_status_commands_are_audited_with_the_reason(
-    data: Path, directory: Directory
+def test_vendor_status_commands_are_audited_with_the_reason_naming_the_admin(
+    served: Served,
 ) -> None:
-    add_vendor(directory, "globex")
-    ok(data, "vendor", "activate", "globex", "--reason", "contract signed")
-    ((record,),) = query(data, "SELECT record FROM audit_events WHERE name = 'vendor.activated'")
-    event = orjson.loads(record)
+    add_vendor(served.directory, "globex")
+    served.ok("vendor", "activate", "globex", "--reason", "contract signed")
+    (event,) = served.events("vendor.activated")
     assert event["data"]["reason"] == "contract signed"
-    assert event["actor"].startswith("cli:")
+    ((admin_id,),) = served.query("SELECT id FROM principals WHERE name = 'admin'")
+    assert event["actor"] == admin_id  # the admin's principal, not a local user
+    origin = event["data"]["origin"]
+    assert (origin["via"], origin["admin"]) == ("admin-api", "admin")
+    assert origin["address"] == "127.0.0.1" and origin["request_id"] == event["request_id"]
 
 
-def test_illegal_transition_exits_2_with_a_clear_message(
-    data: Path, acme: str, directory: Directory
-) -> None:
-    directory.set_vendor_status(acme, VendorStatus.OFFBOARDED, now=time.time())
-    err = refused(data, "vendor", "activate", acme)
+def test_illegal_transition_exits_2_with_a_clear_message(served: Served, acme: str) -> None:
+    served.directory.set_vendor_status(acme, VendorStatus.OFFBOARDED, now=time.time())
+    err = served.refused("vendor", "activate", acme)
     assert "a vendor cannot go from offboarded to active (allowed: none)" in err
-    assert status_of(data, acme) == "offboarded"
+    assert status_of(served, acme) == "offboarded"
 
 
-def test_suspending_an_onboarding_vendor_names_the_allowed_targets(
-    data: Path, directory: Directory
-) -> None:
-    add_vendor(directory, "globex")
-    err = refused(data, "vendor", "suspend", "globex")
+def test_suspending_an_onboarding_vendor_names_the_allowed_targets(served: Served) -> None:
+    add_vendor(served.directory, "globex")
+    err = served.refused("vendor", "suspend", "globex")
     assert "from onboarding to suspended (allowed: active, offboarded)" in err
-    assert status_of(data, "globex") == "onboarding"
+    assert status_of(served, "globex") == "onboarding"
 
 
 @pytest.mark.parametrize(
@@ -204,67 +144,78 @@ def test_suspending_an_onboarding_vendor_names_the_allowed_targets(
             ["--contract-start", "2000-01-01", "--contract-end", "2001-01-01", "--seats", "2"],
             "the contract end is in the past",
         ),
-        (["--contract-end", "2099-01-01", "--seats", "0"], "seat limit must be between"),
+        (
+            ["--contract-end", "2099-01-01", "--seats", "0"],
+            "seat_limit: Input should be greater than or equal to 1",
+        ),
         (["--contract-end", "next tuesday", "--seats", "2"], "is not an ISO date"),
     ],
     ids=["past-end", "no-seats", "bad-date"],
 )
 def test_vendor_add_with_bad_terms_exits_2_and_adds_nothing(
-    data: Path, args: list[str], message: str
+    served: Served, args: list[str], message: str
 ) -> None:
-    err = refused(
-        data, "vendor", "add", "globex", "--sponsor", "admin", "--network", "10.1.0.0/16", *args
-    )
+    command = ("vendor", "add", "globex", "--sponsor", "admin", "--network", "10.1.0.0/16")
+    if "next tuesday" in args:  # the CLI checks dates itself (a usage error, no call made)
+        err = served.usage_error(*command, *args)
+    else:  # the admin API refuses the others
+        err = served.refused(*command, *args)
     assert message in err
-    assert query(data, "SELECT name FROM orgs WHERE kind = 'vendor'") == []
+    assert served.query("SELECT name FROM orgs WHERE kind = 'vendor'") == []
 
 
-def test_show_of_an_unknown_vendor_fails_cleanly(data: Path) -> None:
-    out = run(data, "vendor", "show", "nobody")
-    assert out.returncode != 0
-    assert "no vendor 'nobody'" in out.stderr and "Traceback" not in out.stderr
+def test_show_of_an_unknown_vendor_fails_cleanly(served: Served) -> None:
+    assert "no vendor 'nobody'" in served.refused("vendor", "show", "nobody")
 
 
 # ── roles ──────────────────────────────────────────────────────────────────────────────────
-def test_user_add_with_a_vendor_role_is_stored(data: Path, acme: str, directory: Directory) -> None:
-    ok(data, "user", "add", "vic", "--org", acme, "--role", "vendor-manager")
-    snap = load_snapshot(directory.engine, Sealer.from_dir(data.parent / "keys"))
+def test_user_add_with_a_vendor_role_is_stored_and_enforced_at_once(
+    served: Served, acme: str
+) -> None:
+    served.ok("user", "add", "vic", "--org", acme, "--role", "vendor-manager")
+    snap = load_snapshot(served.directory.engine, Sealer.from_dir(served.settings.key_dir))
     (vic,) = [p for p in snap.principals.values() if p.name == "vic"]
     assert vic.roles == frozenset({"vendor-manager"})
+    # The gateway loaded the change before the command returned.
+    (live,) = [p for p in served.gateway.state.snapshot.principals.values() if p.name == "vic"]
+    assert live.roles == frozenset({"vendor-manager"})
 
 
-def test_user_list_shows_each_principals_roles(data: Path, acme: str) -> None:
+def test_user_list_shows_each_principals_roles(served: Served, acme: str) -> None:
     """Who holds which admin role must be visible to whoever administers the directory."""
-    ok(data, "user", "add", "vic", "--org", acme, "--role", "vendor-manager")
-    roles = {r["name"]: r.get("roles") for r in as_json(data, "user", "list")}
-    assert roles["vic"] in (["vendor-manager"], "vendor-manager")
+    served.ok("user", "add", "vic", "--org", acme, "--role", "vendor-manager")
+    roles = {r["name"]: r.get("roles") for r in served.as_json("user", "list")}
+    assert roles == {"admin": ["security-admin"], "vic": ["vendor-manager"]}
 
 
-def test_user_add_refuses_an_admin_role_for_a_vendor_principal(data: Path, acme: str) -> None:
-    err = refused(data, "user", "add", "vic", "--org", acme, "--role", "security-admin")
+def test_user_add_refuses_an_admin_role_for_a_vendor_principal(served: Served, acme: str) -> None:
+    err = served.refused("user", "add", "vic", "--org", acme, "--role", "security-admin")
     assert "a vendor principal may hold only the vendor-manager role" in err
-    assert query(data, "SELECT name FROM principals WHERE name = 'vic'") == []
+    assert served.query("SELECT name FROM principals WHERE name = 'vic'") == []
 
 
-def test_user_add_refuses_an_unknown_role(data: Path) -> None:
-    err = refused(data, "user", "add", "vic", "--org", "internal", "--role", "root")
-    assert "unknown role(s) root" in err
+def test_user_add_refuses_an_unknown_role(served: Served) -> None:
+    # The CLI's own check (a click usage error, exit 2) refuses it before any call.
+    err = served.usage_error("user", "add", "vic", "--org", "internal", "--role", "root")
+    assert "'root' is not one of" in err
+    assert served.query("SELECT name FROM principals WHERE name = 'vic'") == []
 
 
-def test_user_add_refuses_clearance_above_the_vendor_ceiling(data: Path, acme: str) -> None:
-    err = refused(data, "user", "add", "vic", "--org", acme, "--clearance", "critical")
+def test_user_add_refuses_clearance_above_the_vendor_ceiling(served: Served, acme: str) -> None:
+    err = served.refused("user", "add", "vic", "--org", acme, "--clearance", "critical")
     assert "rule vendor-ceiling" in err
 
 
 # ── canaries and secrets ───────────────────────────────────────────────────────────────────
 @pytest.fixture
-def canary(data: Path, acme: str, directory: Directory) -> dict[str, dict[str, Any]]:
+def canary(served: Served, acme: str) -> dict[str, dict[str, Any]]:
     """A canary key made through the CLI, beside an ordinary key of the same person."""
     now = time.time()
+    directory = served.directory
     directory.create_principal(
         "vic", org=acme, kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=now
     )
-    created: dict[str, Any] = as_json(data, "key", "create", "vic", "--canary", "--note", "trap")
+    created: dict[str, Any] = served.as_json("key", "create", "vic", "--canary", "--note", "trap")
     plain = directory.create_key("vic", now=now)
     return {
         "canary": created,
@@ -273,29 +224,31 @@ def canary(data: Path, acme: str, directory: Directory) -> dict[str, dict[str, A
 
 
 def test_canary_key_is_flagged_in_vendor_show(
-    data: Path, canary: dict[str, dict[str, Any]]
+    served: Served, canary: dict[str, dict[str, Any]]
 ) -> None:
-    (vic,) = as_json(data, "vendor", "show", "acme")["principals"]
+    (vic,) = served.as_json("vendor", "show", "acme")["principals"]
     flags = {k["id"]: k["canary"] for k in vic["keys"]}
     assert flags == {canary["canary"]["id"]: True, canary["plain"]["id"]: False}
 
 
-def test_canary_key_is_flagged_in_key_list(data: Path, canary: dict[str, dict[str, Any]]) -> None:
-    rows = {r["id"]: r for r in as_json(data, "key", "list")}
+def test_canary_key_is_flagged_in_key_list(
+    served: Served, canary: dict[str, dict[str, Any]]
+) -> None:
+    rows = {r["id"]: r for r in served.as_json("key", "list")}
     assert rows[canary["canary"]["id"]].get("canary") is True
     assert rows[canary["plain"]["id"]].get("canary") is False
 
 
 def test_key_secret_is_never_printed_after_creation(
-    data: Path, canary: dict[str, dict[str, Any]]
+    served: Served, canary: dict[str, dict[str, Any]]
 ) -> None:
     tokens = [canary[k]["key"] for k in ("canary", "plain")]
     secrets = tokens + [t.split("_", 2)[2] for t in tokens]  # the secret part alone, too
     outputs = [
-        ok(data, "key", "list"),
-        ok(data, "key", "list", "--json"),
-        ok(data, "vendor", "show", "acme"),
-        ok(data, "vendor", "show", "acme", "--json"),
+        served.ok("key", "list"),
+        served.ok("key", "list", "--json"),
+        served.ok("vendor", "show", "acme"),
+        served.ok("vendor", "show", "acme", "--json"),
     ]
     for output in outputs:
         assert canary["canary"]["id"] in output  # the key is listed …
@@ -305,8 +258,9 @@ def test_key_secret_is_never_printed_after_creation(
 
 # ── the report ─────────────────────────────────────────────────────────────────────────────
 async def _used_world(root: Path) -> dict[str, Any]:
-    """The seeded world after bob made one call, with dan (no calls), eve (disabled) and a
-    revoked key added to contractor-co, once bob-short has expired."""
+    """``vendor show contractor-co --json`` of the seeded world after bob made one call, with
+    dan (no calls), eve (disabled) and a revoked key added to contractor-co, once bob-short
+    has expired."""
     world = await start_world(root)
     try:
         d, now = world.directory, time.time()
@@ -331,20 +285,20 @@ async def _used_world(root: Path) -> dict[str, Any]:
         short = world.gateway.state.snapshot.credentials[kid["bob-short"]].expires_at
         assert short is not None
         await asyncio.sleep(max(0.0, short - time.time()) + 0.05)
+        # The command under test, against this world's running gateway.
+        cli = Cli(config=root / "data" / "garrison.toml", url=world.base)
+        shown: dict[str, Any] = await asyncio.to_thread(
+            cli.as_json, "vendor", "show", "contractor-co"
+        )
     finally:
         await stop_world(world)
-    return {"key_ids": kid, "revoked": revoked}
+    return {**shown, "_made": {"key_ids": kid, "revoked": revoked}}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``vendor show contractor-co --json`` of that world (run once for these tests)."""
-    root = tmp_path_factory.mktemp("vendor-report")
-    made = asyncio.run(_used_world(root))
-    shown: dict[str, Any] = as_json(
-        root / "data" / "garrison.toml", "vendor", "show", "contractor-co"
-    )
-    return {**shown, "_made": made}
+    return asyncio.run(_used_world(tmp_path_factory.mktemp("vendor-report")))
 
 
 def test_vendor_show_counts_active_seats(report: dict[str, Any]) -> None:
@@ -386,10 +340,8 @@ def test_vendor_show_does_not_call_accounts_created_within_the_window_dormant(
     assert report["dormant"] == []  # dan never called, but was created moments ago
 
 
-def test_vendor_show_table_states_seats_days_left_and_dormant(
-    data: Path, acme: str, directory: Directory
-) -> None:
-    now = time.time()
+def test_vendor_show_table_states_seats_days_left_and_dormant(served: Served, acme: str) -> None:
+    now, directory = time.time(), served.directory
     for name in ("vic", "wes"):  # added 40 days ago, never used since
         directory.create_principal(
             name,
@@ -399,7 +351,7 @@ def test_vendor_show_table_states_seats_days_left_and_dormant(
             now=now - 40 * 86400,
         )
     key = directory.create_key("vic", now=now).key.key_id
-    out = ok(data, "vendor", "show", acme)
+    out = served.ok("vendor", "show", acme)
     assert "seats 2/3" in out
     assert "(10 days left)" in out
     assert "dormant (no call in 30 days): vic, wes" in out

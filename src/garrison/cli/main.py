@@ -39,7 +39,9 @@ def _settings(config_path: Path) -> Settings:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    # One line, verbatim: no markup parsing (messages may hold brackets), no wrapping.
+    prefix = click.style("error:", fg="red")
+    click.echo(f"{prefix} {' '.join(message.split())}", err=True)
     sys.exit(2)
 
 
