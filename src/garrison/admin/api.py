@@ -14,6 +14,7 @@ their snapshot poll.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ from garrison.domain import (
 )
 from garrison.domain.incidents import IncidentStatus
 from garrison.domain.locks import LockKind
+from garrison.domain.roles import Role
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -302,7 +304,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         )
         if lock is not None:
             denied(Reason.LOCKED, 403, admin.id, lock_id=lock.id)
-            return _error(Forbidden(f"locked ({lock.id})"), request_id)
+            return _error(Forbidden("locked"), request_id)
         admin_ctx = Ctx(
             request=request,
             state=state,
@@ -639,6 +641,32 @@ async def rotate_vendor_keys(ctx: Ctx) -> Any:
 _LOCK_SCOPES = {LockKind.CREDENTIAL: "credential", LockKind.PRINCIPAL: "principal"}
 
 
+async def _refuse_self_lockout(ctx: Ctx, kind: LockKind, ref: str) -> None:
+    """A security-admin's lock that would cover their own call could leave nobody able to
+    lift it through the API (which honours locks): refuse it, and say what to use instead.
+    (A vendor-manager may lock their own vendor: a security-admin can lift it.)"""
+    if kind is LockKind.ALL or Role.SECURITY_ADMIN not in roles_of(ctx.admin):
+        return  # a global lockdown leaves the admin API open by design
+    try:
+        target, _ = await ctx.read(store_locks.resolve_target, kind, ref)
+    except BadRequest:
+        return  # the write will refuse it with the same message
+    if kind is LockKind.NETWORK:
+        own = ipaddress.ip_address(ctx.address) in ipaddress.ip_network(target)
+    else:
+        own = target == {
+            LockKind.CREDENTIAL: ctx.credential_id,
+            LockKind.PRINCIPAL: ctx.admin.id,
+            LockKind.VENDOR: ctx.admin.org_id,
+        }.get(kind)
+    if own:
+        raise BadRequest(
+            f"rule no-self-lockout: this {kind.value} lock would cover your own call and lock "
+            "the admin API against you; have another admin place it, or use `lock all` "
+            "(which leaves the admin API open)"
+        )
+
+
 async def list_locks(ctx: Ctx) -> Any:
     ended = ctx.request.query.get("all", "").lower() in ("1", "true", "yes")
     return await ctx.read(store_locks.list_locks, ctx.now, include_ended=ended)
@@ -655,6 +683,7 @@ async def create_lock(ctx: Ctx) -> Any:
         await ctx.require(Action.LOCK_WIDE)
     if body.incident is not None:
         await ctx.require(Action.MANAGE_INCIDENTS)
+    await _refuse_self_lockout(ctx, kind, body.target)
     return await ctx.write(
         ctx.directory().create_lock,
         kind,

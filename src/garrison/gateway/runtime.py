@@ -155,6 +155,7 @@ class Gateway:
             skip_auto_headers=("User-Agent",),
         )
         self.port = await self.http.start(self.settings.host, self.settings.port)
+        self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
         # Everything built so far lives as long as the process: keep it out of GC passes.
         gc.collect()

@@ -245,7 +245,11 @@ def list_locks(
             state = "lifted"
         elif r.expires_at is not None and r.expires_at <= now:
             state = "expired"
-        elif r.lift_requested_by is not None:
+        elif (
+            r.lift_requested_by is not None
+            and r.lift_requested_at is not None
+            and now - r.lift_requested_at <= LIFT_REQUEST_TTL_S
+        ):
             state = "lift-pending"
         else:
             state = "active"
