@@ -17,24 +17,28 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from garrison.admin import schemas
-from garrison.admin.authz import Action, authorize, reach, roles_of, scope_of
+from garrison.admin import access_api, schemas
+from garrison.admin.authz import Action, reach, roles_of, scope_of
+from garrison.admin.base import (
+    BACKEND_KEY,
+    AdminBackend,
+    B,
+    Ctx,
+    Refused,
+    Route,
+)
 from garrison.admin.shape import ADMIN_PREFIX, admin_error_body, admin_message, rule_of
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import (
     AuthStyle,
     Level,
-    Principal,
     PrincipalKind,
     Reason,
     Status,
@@ -50,18 +54,16 @@ from garrison.errors import (
     ClientError,
     Forbidden,
     GarrisonError,
-    NotFound,
     Unauthenticated,
 )
 from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presented_key, read_body
 from garrison.gateway.containment import lock_covering
 from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
-from garrison.keyring import Sealer
 from garrison.respond import render
-from garrison.store import Directory, queries
 from garrison.store import incidents as store_incidents
 from garrison.store import locks as store_locks
+from garrison.store import queries
 
 log = logging.getLogger("garrison.admin")
 
@@ -70,140 +72,6 @@ log = logging.getLogger("garrison.admin")
 ADMIN_MAX_BODY_BYTES = 64 * 1024
 # Reports count "dormant" seats over at most ten years of history.
 DORMANT_DAYS_MAX = 3650
-
-T = TypeVar("T")
-B = TypeVar("B", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class AdminBackend:
-    """What the admin API needs beyond the gateway's state: the store and the key files."""
-
-    engine: sa.Engine
-    pepper: bytes = field(repr=False)
-    sealer: Sealer = field(repr=False)
-    # Loads the newest snapshot into this process (called after every write).
-    reload: Callable[[], Awaitable[None]]
-    # For evidence bundles: the audit log's database file and the checkpoint public keys.
-    db_path: Path | None = None
-    public_keys: Mapping[str, str] = field(default_factory=dict)
-
-
-BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)
-
-
-class _Refused(Exception):
-    def __init__(self, reason: Reason, error: GarrisonError) -> None:
-        super().__init__(reason.value)
-        self.reason = reason
-        self.error = error
-
-
-@dataclass(slots=True)
-class Ctx:
-    """One admin call: who, from where, and the means to read, write and authorise."""
-
-    request: web.Request
-    state: GatewayState
-    backend: AdminBackend
-    request_id: str
-    admin: Principal
-    credential_id: str
-    address: str
-    scope: frozenset[str]
-    body: Any = None
-    wrote: bool = False
-
-    @property
-    def now(self) -> float:
-        return self.state.clock()
-
-    def origin(self) -> dict[str, Any]:
-        return {
-            "via": "admin-api",
-            "admin": self.admin.name,
-            "credential_id": self.credential_id,
-            "address": self.address,
-            "request_id": self.request_id,
-        }
-
-    def directory(self) -> Directory:
-        return Directory(
-            self.backend.engine,
-            actor=self.admin.id,
-            pepper=self.backend.pepper,
-            sealer=self.backend.sealer,
-            origin=self.origin(),
-        )
-
-    async def write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        result = await asyncio.to_thread(fn, *args, **kw)
-        # A change that changed nothing ({}) wrote no event: the dispatcher records the call.
-        self.wrote = result != {}
-        return result
-
-    async def read(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        def run() -> T:
-            with self.backend.engine.connect() as conn:
-                return fn(conn, *args, **kw)
-
-        return await asyncio.to_thread(run)
-
-    def reads_over(self, action: Action = Action.READ) -> frozenset[str] | None:
-        """The orgs this admin may read (None: all)."""
-        return reach(self.admin, action, self.scope).orgs
-
-    async def require(
-        self, action: Action, kind: str | None = None, ref: str | None = None
-    ) -> None:
-        """Refuse unless the admin may take ``action`` on the ``kind`` named ``ref``."""
-        target_org = None
-        target_principal = None
-        if kind is not None and ref is not None:
-            target_org = await self.read(queries.org_of, kind, ref)
-            if kind == "principal":
-                target_principal = await self.read(_principal_id, ref)
-        decision = authorize(
-            self.admin,
-            action,
-            self.scope,
-            target_org=target_org,
-            target_principal=target_principal,
-        )
-        if decision.allowed:
-            return
-        if decision.reason is Reason.ADMIN_SCOPE:
-            what = {"org": "vendor", "credential": "key"}.get(kind or "", kind or "object")
-            raise _Refused(
-                decision.reason,
-                NotFound(f"no {what} {ref!r}", public_message=f"No {what} {ref!r}."),
-            )
-        if decision.reason is Reason.ADMIN_SELF:
-            raise _Refused(
-                decision.reason,
-                Forbidden("rule no-self-change: an admin cannot change their own access"),
-            )
-        raise _Refused(decision.reason, Forbidden(f"your roles do not allow {action.value}"))
-
-
-def _principal_id(conn: sa.Connection, ref: str) -> str | None:
-    p = queries.p
-    value = conn.execute(sa.select(p.c.id).where(sa.or_(p.c.id == ref, p.c.name == ref))).scalar()
-    return None if value is None else str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    path: str
-    summary: str
-    handler: Callable[[Ctx], Awaitable[Any]]
-    # Checked before anything else (None: any admin role); handlers check targets.
-    action: Action | None = None
-    body: type[BaseModel] | None = None
-    status: int = 200
-    query: tuple[tuple[str, str], ...] = ()  # (name, description)
-    tag: str = "directory"
 
 
 def _parse(model: type[B], raw: bytes) -> B:
@@ -317,19 +185,19 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         )
         ctx = admin_ctx
         try:
-            if not roles_of(admin):
-                raise _Refused(Reason.ADMIN_NO_ROLE, Forbidden("you hold no admin role"))
+            if not route.open_to_all and not roles_of(admin):
+                raise Refused(Reason.ADMIN_NO_ROLE, Forbidden("you hold no admin role"))
             if route.action is not None:
                 decision = reach(admin, route.action, ctx.scope)
                 if not decision.allowed:
-                    raise _Refused(
+                    raise Refused(
                         decision.reason, Forbidden(f"your roles do not allow {route.action.value}")
                     )
             if route.body is not None:
                 raw = await read_body(request, state, ADMIN_MAX_BODY_BYTES)
                 ctx.body = _parse(route.body, raw)
             result = await route.handler(ctx)
-        except _Refused as refused:
+        except Refused as refused:
             denied(refused.reason, refused.error.status, admin.id)
             return _error(refused.error, request_id)
         except ClientError as exc:
@@ -341,7 +209,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             _record(
                 state,
                 AuditEvent(
-                    EventName.ADMIN_READ if request.method == "GET" else EventName.ADMIN_UNCHANGED,
+                    EventName.ADMIN_UNCHANGED if ctx.attempted else EventName.ADMIN_READ,
                     at=state.clock(),
                     actor=admin.id,
                     request_id=request_id,
@@ -353,7 +221,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     },
                 ),
             )
-        return _json(route.status, result, request_id)
+        return _json(ctx.status or route.status, result, request_id)
 
     return handle
 
@@ -515,6 +383,16 @@ async def update_principal(ctx: Ctx) -> Any:
         await ctx.require(Action.SET_PRINCIPAL_ACCESS, "principal", ref)
     if body.status is not None:
         await ctx.require(Action.SET_PRINCIPAL_STATUS, "principal", ref)
+    if body.access_change():
+        current = await ctx.read(queries.find, queries.p, ref, "principal")
+        if access_api.principal_change_is_sensitive(current, body):
+            return await access_api.propose(
+                ctx,
+                "principal-access",
+                current.id,
+                body.model_dump(exclude_none=True),
+                f"change {current.name}: {body.model_dump(exclude_none=True)}",
+            )
     changes = await ctx.write(
         ctx.directory().update_principal,
         ref,
@@ -612,6 +490,18 @@ async def create_model(ctx: Ctx) -> Any:
 
 async def update_model(ctx: Ctx) -> Any:
     body: schemas.ModelUpdate = ctx.body
+    current = await ctx.read(queries.find, queries.m, ctx.request.match_info["ref"], "model")
+    if access_api.model_change_is_sensitive(current, body):
+        if body.upstream_key is not None:
+            # A pending change is stored in the clear: credentials never wait in it.
+            raise BadRequest(
+                "lowering a model's level or removing a compartment takes a second admin; "
+                "change the upstream credential in a separate call"
+            )
+        wanted = body.model_dump(exclude_none=True, exclude_defaults=True)
+        return await access_api.propose(
+            ctx, "model-update", current.id, wanted, f"change model {current.name}: {wanted}"
+        )
     changes = await ctx.write(
         ctx.directory().update_model,
         ctx.request.match_info["ref"],
@@ -787,6 +677,7 @@ async def incident_evidence(ctx: Ctx) -> Any:
 
 
 ROUTES: tuple[Route, ...] = (
+    *access_api.ROUTES,
     Route("GET", "/whoami", "The calling admin: principal, roles, vendor scope.", whoami),
     Route("GET", "/orgs", "Organisations (the internal ones and vendors).", list_orgs, Action.READ),
     Route(

@@ -9,7 +9,9 @@
                              the vendor, lock its keys, people or the vendor itself — in
                              the vendors of their scope only (lifting is for a
                              security-admin)
-    approver         -       nothing here (approvals come with just-in-time access)
+    approver         all     read, approve and deny access requests; revoke grants
+    (anyone)         own     ask for access, list and cancel their own requests, list and
+                             give up their own grants
 
 A vendor-manager's scope is their own org when it is a vendor, plus every vendor they
 sponsor. Clearances, compartments and roles are changed by a security-admin only, and never
@@ -52,6 +54,12 @@ class Action(enum.StrEnum):
     UNLOCK = "unlock"
     READ_INCIDENTS = "read-incidents"
     MANAGE_INCIDENTS = "manage-incidents"
+    READ_ACCESS = "read-access"  # every access request and grant (own ones: anyone)
+    APPROVE_ACCESS = "approve-access"  # approve or deny access requests
+    REVOKE_GRANT = "revoke-grant"  # anyone's grant (own ones: anyone)
+    APPROVE_CHANGE = "approve-change"  # the second admin of a two-person change
+    READ_POLICY = "read-policy"  # the policy set, explain
+    WRITE_POLICY = "write-policy"  # propose a policy set
 
 
 class Reach(enum.Enum):
@@ -72,14 +80,26 @@ _VENDOR_MANAGER = {
         Action.LOCK,
     )
 }
+# Approving access is the approver role's alone: a security-admin who should approve holds
+# that role too (the rule: "two distinct approvers holding the approver role").
+_APPROVER_ONLY = frozenset({Action.APPROVE_ACCESS})
 PERMISSIONS: Mapping[Role, Mapping[Action, Reach]] = {
-    Role.SECURITY_ADMIN: {a: Reach.ALL for a in Action},
+    Role.SECURITY_ADMIN: {a: Reach.ALL for a in Action if a not in _APPROVER_ONLY},
     Role.AUDITOR: {
         a: Reach.ALL
-        for a in (Action.READ, Action.READ_MODELS, Action.READ_LOCKS, Action.READ_INCIDENTS)
+        for a in (
+            Action.READ,
+            Action.READ_MODELS,
+            Action.READ_LOCKS,
+            Action.READ_INCIDENTS,
+            Action.READ_ACCESS,
+            Action.READ_POLICY,
+        )
     },
     Role.VENDOR_MANAGER: _VENDOR_MANAGER,
-    Role.APPROVER: {},
+    Role.APPROVER: {
+        a: Reach.ALL for a in (Action.READ_ACCESS, Action.APPROVE_ACCESS, Action.REVOKE_GRANT)
+    },
 }
 # Actions on a principal's access that nobody may take on their own principal.
 SELF_FORBIDDEN = frozenset({Action.SET_PRINCIPAL_ACCESS})

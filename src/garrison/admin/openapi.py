@@ -14,7 +14,7 @@ from garrison import __version__
 from garrison.admin.shape import ADMIN_PREFIX
 
 if TYPE_CHECKING:
-    from garrison.admin.api import Route
+    from garrison.admin.base import Route
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 _ERROR = {

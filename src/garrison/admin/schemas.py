@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from garrison.policy.engine import ORG_POLICY_MAX_BYTES
 from garrison.store.directory import (
     COMPARTMENTS_MAX,
     KEY_MAX_LIFETIME_S,
@@ -180,3 +181,27 @@ class IncidentUpdate(Body):
     note: (
         Annotated[str, StringConstraints(min_length=1, max_length=INCIDENT_NOTE_MAX_CHARS)] | None
     ) = None
+
+
+class AccessRequestCreate(Body):
+    model: Name
+    duration_s: float = Field(gt=0, description="How long the grant should last (seconds).")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS)]
+
+
+class ReasonBody(Body):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS)]
+
+
+class PolicyProposal(Body):
+    text: Annotated[str, StringConstraints(max_length=ORG_POLICY_MAX_BYTES)] = Field(
+        description="The organisation's whole Cedar policy set (replaces the one in force)."
+    )
+
+
+class PolicyExplain(Body):
+    principal: Name
+    model: Name
+    address: Cidr | None = Field(None, description="Client address (default: any allowed).")
+    at: datetime | None = Field(None, description="The time of the call (default now).")
+    justification: bool = False

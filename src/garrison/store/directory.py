@@ -34,7 +34,7 @@ from garrison.domain.locks import LockKind
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import incidents, locks, principals, registry, schema, vendors
+from garrison.store import changes, incidents, locks, principals, registry, schema, vendors
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_networks
 
@@ -147,6 +147,11 @@ def _record(
     if origin:
         # Where the change came from (the admin API: the admin's key, address, request id).
         data = {**data, "origin": origin}
+        change_id = origin.get("change_id")
+        if change_id is not None:
+            # Applying a two-person change: it is marked approved in this same transaction,
+            # so the change and its approval commit together or not at all.
+            changes.mark_applied(conn, change_id, actor=actor, at=at)
     conn.execute(
         sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
     )

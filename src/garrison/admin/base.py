@@ -1,0 +1,161 @@
+"""What every admin API handler works with: the backend, the call context, the route."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from aiohttp import web
+from pydantic import BaseModel
+
+from garrison.admin.authz import Action, authorize, reach
+from garrison.domain import Principal, Reason
+from garrison.errors import Forbidden, GarrisonError, NotFound
+from garrison.gateway.state import GatewayState
+from garrison.keyring import Sealer
+from garrison.store import Directory, queries
+
+T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminBackend:
+    """What the admin API needs beyond the gateway's state: the store and the key files."""
+
+    engine: sa.Engine
+    pepper: bytes = field(repr=False)
+    sealer: Sealer = field(repr=False)
+    # Loads the newest snapshot into this process (called after every write).
+    reload: Callable[[], Awaitable[None]]
+    # For evidence bundles: the audit log's database file and the checkpoint public keys.
+    db_path: Path | None = None
+    public_keys: Mapping[str, str] = field(default_factory=dict)
+
+
+BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)
+
+
+class Refused(Exception):
+    def __init__(self, reason: Reason, error: GarrisonError) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.error = error
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One admin call: who, from where, and the means to read, write and authorise."""
+
+    request: web.Request
+    state: GatewayState
+    backend: AdminBackend
+    request_id: str
+    admin: Principal
+    credential_id: str
+    address: str
+    scope: frozenset[str]
+    body: Any = None
+    wrote: bool = False
+    attempted: bool = False
+    # A handler may answer with another status than its route's (202 for a proposal).
+    status: int | None = None
+
+    @property
+    def now(self) -> float:
+        return self.state.clock()
+
+    def origin(self) -> dict[str, Any]:
+        return {
+            "via": "admin-api",
+            "admin": self.admin.name,
+            "credential_id": self.credential_id,
+            "address": self.address,
+            "request_id": self.request_id,
+        }
+
+    def directory(self) -> Directory:
+        return Directory(
+            self.backend.engine,
+            actor=self.admin.id,
+            pepper=self.backend.pepper,
+            sealer=self.backend.sealer,
+            origin=self.origin(),
+        )
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        self.attempted = True
+        result = await asyncio.to_thread(fn, *args, **kw)
+        # A change that changed nothing ({}) wrote no event: the dispatcher records the call.
+        self.wrote = result != {}
+        return result
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        def run() -> T:
+            with self.backend.engine.connect() as conn:
+                return fn(conn, *args, **kw)
+
+        return await asyncio.to_thread(run)
+
+    def reads_over(self, action: Action = Action.READ) -> frozenset[str] | None:
+        """The orgs this admin may read (None: all)."""
+        return reach(self.admin, action, self.scope).orgs
+
+    async def require(
+        self, action: Action, kind: str | None = None, ref: str | None = None
+    ) -> None:
+        """Refuse unless the admin may take ``action`` on the ``kind`` named ``ref``."""
+        target_org = None
+        target_principal = None
+        if kind is not None and ref is not None:
+            target_org = await self.read(queries.org_of, kind, ref)
+            if kind == "principal":
+                target_principal = await self.read(_principal_id, ref)
+        decision = authorize(
+            self.admin,
+            action,
+            self.scope,
+            target_org=target_org,
+            target_principal=target_principal,
+        )
+        if decision.allowed:
+            return
+        if decision.reason is Reason.ADMIN_SCOPE:
+            what = {"org": "vendor", "credential": "key"}.get(kind or "", kind or "object")
+            raise Refused(
+                decision.reason,
+                NotFound(f"no {what} {ref!r}", public_message=f"No {what} {ref!r}."),
+            )
+        if decision.reason is Reason.ADMIN_SELF:
+            raise Refused(
+                decision.reason,
+                Forbidden("rule no-self-change: an admin cannot change their own access"),
+            )
+        raise Refused(decision.reason, Forbidden(f"your roles do not allow {action.value}"))
+
+
+def _principal_id(conn: sa.Connection, ref: str) -> str | None:
+    p = queries.p
+    value = conn.execute(sa.select(p.c.id).where(sa.or_(p.c.id == ref, p.c.name == ref))).scalar()
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    handler: Callable[[Ctx], Awaitable[Any]]
+    # Checked before anything else (None: any admin role); handlers check targets.
+    action: Action | None = None
+    body: type[BaseModel] | None = None
+    status: int = 200
+    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+    tag: str = "directory"
+    # Open to any authenticated principal (asking for access, one's own requests), not
+    # only to admins; the handler limits what each caller sees.
+    open_to_all: bool = False

@@ -1,0 +1,225 @@
+"""Two-person changes: a sensitive admin change is proposed by one admin and applied only
+when a second, different admin approves it.
+
+Sensitive: raising a clearance, adding a compartment to a principal, lowering a model's level
+or removing its compartments, changing the organisation's policy set. (Lifting a global
+lockdown follows the same rule in ``store.locks``.) A proposal lapses after
+``CHANGE_TTL_S``. Approving applies the change through the directory with the approver as
+actor; the change's row is marked approved inside that same transaction (see
+``Directory._record``), so a change is never applied without its approval or vice versa.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+
+from garrison.audit.events import EventName
+from garrison.errors import Conflict, Forbidden, NotFound
+from garrison.store import schema
+from garrison.store.db import write_transaction
+
+if TYPE_CHECKING:
+    from garrison.store.directory import Directory
+
+# A proposal waits this long for a second admin.
+CHANGE_TTL_S = 24 * 3600.0
+
+pc = schema.pending_changes
+
+
+def propose(
+    d: Directory, kind: str, target: str, payload: dict[str, Any], summary: str, *, now: float
+) -> dict[str, Any]:
+    from garrison.store.directory import _record, new_id
+
+    change_id = new_id("chg")
+    values = {
+        "id": change_id,
+        "kind": kind,
+        "target": target,
+        "payload": orjson.dumps(payload).decode(),
+        "summary": summary[:500],
+        "requested_by": d.actor,
+        "requested_at": now,
+        "expires_at": now + CHANGE_TTL_S,
+        "status": "pending",
+    }
+    with write_transaction(d.engine) as conn:
+        conn.execute(sa.insert(pc).values(**values))
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.CHANGE_PROPOSED,
+            entity="change",
+            entity_id=change_id,
+            op="propose",
+            data={"change_id": change_id, "kind": kind, "target": target, "summary": summary},
+        )
+    return {k: v for k, v in values.items() if k != "payload"}
+
+
+def pending(conn: sa.Connection, change_id: str, approver: str, now: float) -> Any:
+    """The pending change ``approver`` may approve now, or a clear refusal."""
+    row = conn.execute(sa.select(pc).where(pc.c.id == change_id)).first()
+    if row is None:
+        raise NotFound(f"no change {change_id!r}", public_message=f"No change {change_id!r}.")
+    if row.status != "pending":
+        raise Conflict(f"change {change_id} is {row.status}")
+    if now >= row.expires_at:
+        raise Conflict(f"change {change_id} lapsed unapproved")
+    if row.requested_by == approver:
+        raise Forbidden("rule two-person: a second, different admin must approve this change")
+    return row
+
+
+def payload_of(row: Any) -> dict[str, Any]:
+    value = orjson.loads(row.payload)
+    assert isinstance(value, dict)
+    return value
+
+
+def mark_applied(conn: sa.Connection, change_id: str, *, actor: str, at: float) -> None:
+    """Mark a pending change approved by ``actor`` (idempotent within one transaction)."""
+    done = conn.execute(
+        sa.update(pc)
+        .where(
+            pc.c.id == change_id,
+            sa.or_(
+                pc.c.status == "pending",
+                sa.and_(pc.c.status == "approved", pc.c.decided_by == actor, pc.c.decided_at == at),
+            ),
+        )
+        .values(status="approved", decided_by=actor, decided_at=at)
+    ).rowcount
+    if not done:
+        raise Conflict(f"change {change_id} is no longer pending")
+
+
+def deny(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
+    from garrison.store.directory import _record
+
+    with write_transaction(d.engine) as conn:
+        row = conn.execute(sa.select(pc).where(pc.c.id == change_id)).first()
+        if row is None:
+            raise NotFound(f"no change {change_id!r}", public_message=f"No change {change_id!r}.")
+        if row.status != "pending":
+            raise Conflict(f"change {change_id} is {row.status}")
+        conn.execute(
+            sa.update(pc)
+            .where(pc.c.id == change_id)
+            .values(status="denied", decided_by=d.actor, decided_at=now)
+        )
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.CHANGE_DENIED,
+            entity="change",
+            entity_id=change_id,
+            op="deny",
+            data={"change_id": change_id, "kind": row.kind, "target": row.target},
+        )
+    return {"id": change_id, "status": "denied"}
+
+
+def list_changes(conn: sa.Connection, now: float, *, all_: bool = False) -> list[dict[str, Any]]:
+    stmt = sa.select(pc).order_by(pc.c.requested_at.desc())
+    out = []
+    for r in conn.execute(stmt):
+        status = r.status
+        if status == "pending" and now >= r.expires_at:
+            status = "lapsed"
+        if not all_ and status != "pending":
+            continue
+        out.append(
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "target": r.target,
+                "summary": r.summary,
+                "status": status,
+                "requested_by": r.requested_by,
+                "requested_at": r.requested_at,
+                "expires_at": r.expires_at,
+                "decided_by": r.decided_by,
+                "decided_at": r.decided_at,
+            }
+        )
+    return out
+
+
+def set_policy(d: Directory, text: str, *, now: float, proposed_by: str) -> int:
+    """Store a (validated) organisation policy set as the one in force."""
+    from garrison.store.directory import _record
+
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    with write_transaction(d.engine) as conn:
+        version = conn.execute(
+            sa.insert(schema.policy_sets).values(
+                text=text,
+                digest=digest,
+                created_at=now,
+                proposed_by=proposed_by,
+                approved_by=d.actor,
+            )
+        ).inserted_primary_key
+        number = int(version[0]) if version else 0
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.POLICY_CHANGED,
+            entity="policy",
+            entity_id=str(number),
+            op="set",
+            data={
+                "version": number,
+                "sha256": digest,
+                "bytes": len(text.encode()),
+                "proposed_by": proposed_by,
+            },
+        )
+    return number
+
+
+def current_policy(conn: sa.Connection) -> dict[str, Any]:
+    ps = schema.policy_sets
+    row = conn.execute(sa.select(ps).order_by(ps.c.version.desc()).limit(1)).first()
+    if row is None:
+        return {"version": 0, "text": "", "sha256": hashlib.sha256(b"").hexdigest()}
+    return {
+        "version": row.version,
+        "text": row.text,
+        "sha256": row.digest,
+        "created_at": row.created_at,
+        "proposed_by": row.proposed_by,
+        "approved_by": row.approved_by,
+    }
+
+
+def close_unchanged(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
+    """Approve a change whose application found nothing left to change."""
+    from garrison.store.directory import _record
+
+    with write_transaction(d.engine) as conn:
+        mark_applied(conn, change_id, actor=d.actor, at=now)
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=None,
+            name=EventName.ADMIN_UNCHANGED,
+            entity="change",
+            entity_id=change_id,
+            op="approve",
+            data={"change_id": change_id, "note": "approved; nothing left to change"},
+        )
+    return {"id": change_id, "status": "approved"}
