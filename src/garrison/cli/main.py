@@ -204,7 +204,7 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 
 def _register() -> None:
-    from garrison.cli import directory_cmds, response_cmds
+    from garrison.cli import access_cmds, directory_cmds, response_cmds
     from garrison.cli.audit_cmds import audit
     from garrison.cli.vendor_cmds import vendor
 
@@ -221,6 +221,11 @@ def _register() -> None:
         response_cmds.unlock,
         response_cmds.locks,
         response_cmds.incident,
+        access_cmds.access,
+        access_cmds.approvals,
+        access_cmds.changes,
+        access_cmds.change,
+        access_cmds.policy,
     ):
         cli.add_command(command)
 
