@@ -103,7 +103,7 @@ def seed(directory: Directory, upstream_base: str) -> DemoKeys:
     return DemoKeys(alice=alice.key.token.reveal(), bob=bob.key.token.reveal())
 
 
-def _snippet(base: str, keys: DemoKeys) -> str:
+def _snippet(base: str, keys: DemoKeys, config: Path) -> str:
     return f"""
 Gateway:  {base}/v1   (mock upstream behind it)
 
@@ -127,7 +127,15 @@ Try it:
        -H 'content-type: application/json' \\
        -d '{{"model":"cyber-model","messages":[{{"role":"user","content":"hi"}}]}}'
 
-Every call is in the audit log (table audit_events). Ctrl-C to stop.
+Admin (the CLI drives the admin API with the first admin's key, in {config.parent}):
+  export GARRISON_CONFIG={config} GARRISON_ADMIN_URL={base}
+  garrison vendor show contractor-co                      # seats, keys, last use, sources
+  garrison lock vendor contractor-co --reason drill       # bob stops at once, streams cut
+  garrison locks                                          # then: garrison unlock LOCK_ID --reason done
+  garrison audit tail -n 20                               # every call and admin action
+  garrison audit verify                                   # the tamper-evident log checks out
+
+Ctrl-C to stop.
 """
 
 
@@ -151,7 +159,7 @@ async def run_demo(data_dir: Path | None, *, port: int, upstream_port: int) -> N
         )
         gateway = Gateway(settings)
         bound = await gateway.start()
-        click.echo(_snippet(f"http://127.0.0.1:{bound}", keys))
+        click.echo(_snippet(f"http://127.0.0.1:{bound}", keys, done.config_path))
         await asyncio.Event().wait()
     finally:
         if gateway is not None:
