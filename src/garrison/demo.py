@@ -131,7 +131,7 @@ Admin (the CLI drives the admin API with the first admin's key, in {config.paren
   export GARRISON_CONFIG={config} GARRISON_ADMIN_URL={base}
   garrison vendor show contractor-co                      # seats, keys, last use, sources
   garrison lock vendor contractor-co --reason drill       # bob stops at once, streams cut
-  garrison locks                                          # then: garrison unlock LOCK_ID --reason done
+  garrison locks                                          # garrison unlock LOCK_ID --reason ok
   garrison audit tail -n 20                               # every call and admin action
   garrison audit verify                                   # the tamper-evident log checks out
 
