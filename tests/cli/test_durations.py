@@ -1,4 +1,4 @@
-"""Tests for ``garrison.cli.durations.parse_duration``."""
+"""Tests for ``garrison.domain.durations.parse_duration``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from garrison.cli.durations import parse_duration
+from garrison.domain.durations import parse_duration
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

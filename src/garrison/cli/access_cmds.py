@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from garrison.cli.directory_cmds import seg
-from garrison.cli.durations import parse_duration
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
+from garrison.domain.durations import parse_duration
 from garrison.policy.engine import CompiledPolicies
 from garrison.policy.testing import read_policy_dir, run_policy_tests
 

@@ -32,9 +32,9 @@ from garrison.audit.proofs import (
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
 from garrison.audit.verify import VerifyReport, verify_log
 from garrison.audit.witness import read_witness
-from garrison.cli.durations import parse_duration
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
+from garrison.domain.durations import parse_duration
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)

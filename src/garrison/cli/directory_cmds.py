@@ -12,10 +12,10 @@ from urllib.parse import quote
 
 import click
 
-from garrison.cli.durations import parse_duration
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, table, when
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from garrison.domain.durations import parse_duration
 
 LEVELS = [lv.label for lv in Level]
 ROLES = ["security-admin", "approver", "vendor-manager", "auditor"]

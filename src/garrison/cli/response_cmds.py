@@ -8,9 +8,9 @@ import click
 import orjson
 
 from garrison.cli.directory_cmds import seg
-from garrison.cli.durations import parse_duration
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
+from garrison.domain.durations import parse_duration
 from garrison.respond.evidence import VERIFY_COMMAND
 
 

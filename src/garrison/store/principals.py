@@ -67,7 +67,9 @@ def update_principal(
         enabling = new_status is Status.ACTIVE and row.status != Status.ACTIVE.value
         if terms is not None and enabling:
             vendors.check_person(conn, terms, row.org_id, new_level, new_comps, adding_seat=True)
-        elif terms is not None:
+        elif terms is not None and (new_level != old_level or new_comps != old_comps):
+            # Only a change of access is held to the ceiling; taking a role away or disabling
+            # someone already above a since-lowered ceiling stays possible.
             vendors.check_ceiling(terms, new_level, new_comps)
         losing_admin = SECURITY_ADMIN in old_roles and row.status == Status.ACTIVE.value
         if losing_admin and (SECURITY_ADMIN not in new_roles or new_status is not Status.ACTIVE):

@@ -163,7 +163,9 @@ def _key_usage(conn: sa.Connection, key_ids: Iterable[str]) -> dict[str, tuple[f
     return usage
 
 
-def _keys_of(conn: sa.Connection, principal_ids: list[str], now: float) -> list[dict[str, Any]]:
+def _keys_of(
+    conn: sa.Connection, principal_ids: list[str], now: float, *, show_canary: bool = True
+) -> list[dict[str, Any]]:
     rows = list(
         conn.execute(
             sa.select(c).where(c.c.principal_id.in_(principal_ids)).order_by(c.c.created_at)
@@ -183,7 +185,7 @@ def _keys_of(conn: sa.Connection, principal_ids: list[str], now: float) -> list[
                 "revoked_at": r.revoked_at,
                 "networks": orjson.loads(r.networks),
                 "note": r.note,
-                "canary": bool(r.canary),
+                **({"canary": bool(r.canary)} if show_canary else {}),
                 "last_used": last,
                 "sources": sources,
             }
@@ -202,7 +204,9 @@ def principal_report(
     if row is None:
         raise NotFound(f"no principal {ref!r}", public_message=f"No principal {ref!r}.")
     report = _principal_dict(row, row.org_name)
-    keys = _keys_of(conn, [row.id], now)
+    # A planted canary must look like any other key to a scoped reader (a vendor-manager
+    # could be the intruder): only readers of every org see the flag.
+    keys = _keys_of(conn, [row.id], now, show_canary=orgs is None)
     report["keys"] = keys
     used = [k["last_used"] for k in keys if k["last_used"] is not None]
     report["last_used"] = max(used) if used else None
@@ -234,7 +238,7 @@ def list_keys(
             "expires_at": r.expires_at,
             "networks": orjson.loads(r.networks),
             "note": r.note,
-            "canary": bool(r.canary),
+            **({"canary": bool(r.canary)} if orgs is None else {}),
         }
         for r in conn.execute(stmt)
     ]
@@ -279,7 +283,7 @@ def vendor_report(
         raise NotFound(f"no vendor {ref!r}", public_message=f"No vendor {ref!r}.")
     sponsor = conn.execute(sa.select(p.c.name).where(p.c.id == org.sponsor_id)).scalar()
     people_rows = list(conn.execute(sa.select(p).where(p.c.org_id == org.id).order_by(p.c.name)))
-    keys = _keys_of(conn, [r.id for r in people_rows], now)
+    keys = _keys_of(conn, [r.id for r in people_rows], now, show_canary=orgs is None)
     people = []
     dormant = []
     seats = 0

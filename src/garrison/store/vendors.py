@@ -366,10 +366,11 @@ def update_vendor(
         people = conn.execute(
             sa.select(p).where(p.c.org_id == row.id, p.c.status == Status.ACTIVE.value)
         ).all()
+        # Every unrevoked key of the vendor's people, disabled ones included: re-enabling a
+        # principal must never bring back a key outside the vendor's current terms.
+        everyone = sa.select(p.c.id).where(p.c.org_id == row.id)
         live_keys = conn.execute(
-            sa.select(c).where(
-                c.c.principal_id.in_([x.id for x in people]), c.c.revoked_at.is_(None)
-            )
+            sa.select(c).where(c.c.principal_id.in_(everyone), c.c.revoked_at.is_(None))
         ).all()
         if contract_end is not None:
             if contract_end <= terms.contract_start:
