@@ -892,14 +892,17 @@ async def test_clearance_change_is_enforced_on_the_data_plane_at_once(world: Wor
         "/principals/carol",
         {"clearance": "restricted", "compartments": ["cyber"]},
     )
+    # Raising access is a two-person change: proposed now, applied by a second admin.
+    assert answer.status == 202, answer.raw
+    change_id = answer.body["pending"]["id"]
+    assert await chat(world, carol, "cyber-model") == 404
+    second = await new_admin(world, "second-security-admin", ["security-admin"])
+    answer = await call(world, second.key, "POST", f"/changes/{change_id}/approve")
     assert answer.status == 200, answer.raw
-    assert answer.body == {
-        "changes": {
-            "clearance": ["internal", "restricted"],
-            "compartments": [[], ["cyber"]],
-        }
+    assert answer.body["result"] == {
+        "clearance": ["internal", "restricted"],
+        "compartments": [[], ["cyber"]],
     }
-    await expect_write(world, answer, admin, "principal.updated")
     assert await chat(world, carol, "cyber-model") == 200
     # Taking the compartment away is as immediate.
     answer = await call(world, admin.key, "PATCH", "/principals/carol", {"compartments": []})
@@ -932,10 +935,11 @@ async def test_security_admin_cannot_change_their_own_access(world: World) -> No
     answer = await call(world, other.key, "PATCH", "/principals/admin", {"clearance": "restricted"})
     assert answer.status == 200, answer.raw
     await expect_write(world, answer, other, "principal.updated")
-    answer = await call(world, admin.key, "PATCH", "/principals/admin-2", {"roles": ["auditor"]})
+    # Taking roles away applies at once (adding one would wait for a second admin).
+    answer = await call(world, admin.key, "PATCH", "/principals/admin-2", {"roles": []})
     assert answer.status == 200, answer.raw
     await expect_write(world, answer, admin, "principal.updated")
-    # admin-2 is an auditor now: their next write is refused.
+    # admin-2 holds no role now: their next write is refused.
     answer = await call(world, other.key, "POST", "/orgs", {"name": "late"})
     assert answer.status == 403
 

@@ -117,9 +117,17 @@ def test_every_role_has_a_row_and_every_reach_is_known() -> None:
         assert set(row.values()) <= set(Reach)
 
 
+# Approving access is the approver role's alone (a security-admin who approves holds it too).
+APPROVER_ONLY = frozenset({Action.APPROVE_ACCESS})
+APPROVER_ACTIONS = frozenset({Action.READ_ACCESS, Action.APPROVE_ACCESS, Action.REVOKE_GRANT})
+
+
 def test_security_admin_may_do_everything_everywhere() -> None:
-    assert PERMISSIONS[Role.SECURITY_ADMIN] == {a: Reach.ALL for a in Action}
-    for action in Action:
+    assert PERMISSIONS[Role.SECURITY_ADMIN] == {
+        a: Reach.ALL for a in Action if a not in APPROVER_ONLY
+    }
+    assert not reach(SECADMIN, Action.APPROVE_ACCESS, frozenset()).allowed
+    for action in set(Action) - APPROVER_ONLY:
         decision = reach(SECADMIN, action, frozenset())
         assert decision.allowed, action
         assert decision.reason is Reason.ALLOWED
@@ -137,12 +145,15 @@ def test_auditor_reads_everything_and_changes_nothing() -> None:
             assert decision.reason is Reason.ADMIN_ROLE
 
 
-def test_approver_may_do_nothing_here() -> None:
-    assert PERMISSIONS[Role.APPROVER] == {}
+def test_approver_may_only_decide_access() -> None:
+    assert PERMISSIONS[Role.APPROVER] == {a: Reach.ALL for a in APPROVER_ACTIONS}
     for action in Action:
         decision = reach(APPROVER, action, frozenset())
-        assert not decision.allowed, action
-        assert decision.reason is Reason.ADMIN_ROLE
+        if action in APPROVER_ACTIONS:
+            assert decision.allowed and decision.orgs is None, action
+        else:
+            assert not decision.allowed, action
+            assert decision.reason is Reason.ADMIN_ROLE
 
 
 def test_vendor_manager_may_take_only_the_scoped_actions() -> None:
@@ -282,7 +293,7 @@ def test_security_admin_may_not_change_their_own_access() -> None:
 def test_self_rule_covers_access_only() -> None:
     # Everything else on one's own principal is a normal action (e.g. a status change, which
     # the directory bounds with the last-security-admin rule).
-    for action in set(Action) - SELF_FORBIDDEN:
+    for action in set(Action) - SELF_FORBIDDEN - APPROVER_ONLY:
         decision = authorize(
             SECADMIN, action, frozenset(), target_org=INTERNAL, target_principal=SECADMIN.id
         )

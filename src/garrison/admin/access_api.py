@@ -19,7 +19,6 @@ from garrison.errors import BadRequest, Forbidden, NotFound
 from garrison.policy.context import call_context
 from garrison.policy.engine import CompiledPolicies
 from garrison.store import access, changes
-from garrison.store.snapshot import parse_compartments
 
 
 def _may(ctx: Ctx, action: Action) -> bool:
@@ -115,24 +114,31 @@ async def propose(ctx: Ctx, kind: str, target: str, payload: dict[str, Any], sum
     return {"pending": proposal}
 
 
-def principal_change_is_sensitive(current: Any, body: schemas.PrincipalUpdate) -> bool:
-    """Raising a clearance, adding a compartment or adding a role takes two admins."""
-    if body.clearance is not None and Level.parse(body.clearance) > Level(current.clearance):
-        return True
-    if body.compartments is not None and not set(body.compartments) <= set(
-        parse_compartments(current.compartments)
-    ):
-        return True
-    return body.roles is not None and not set(body.roles) <= set(parse_compartments(current.roles))
+def principal_change_is_sensitive(changes: dict[str, Any]) -> bool:
+    """Raising a clearance, adding a compartment or adding a role takes two admins
+    (``changes`` is the dry run's ``{field: [before, after]}``)."""
+    if "clearance" in changes:
+        before, after = changes["clearance"]
+        if Level.parse(after) > Level.parse(before):
+            return True
+    for field in ("compartments", "roles"):
+        if field in changes:
+            before, after = changes[field]
+            if set(after) - set(before):
+                return True
+    return False
 
 
-def model_change_is_sensitive(current: Any, body: schemas.ModelUpdate) -> bool:
+def model_change_is_sensitive(changes: dict[str, Any]) -> bool:
     """Lowering a model's level or removing one of its compartments takes two admins."""
-    if body.level is not None and Level.parse(body.level) < Level(current.level):
-        return True
-    return body.compartments is not None and not set(
-        parse_compartments(current.compartments)
-    ) <= set(body.compartments)
+    if "level" in changes:
+        before, after = changes["level"]
+        if Level.parse(after) < Level.parse(before):
+            return True
+    if "compartments" in changes:
+        before, after = changes["compartments"]
+        return bool(set(before) - set(after))
+    return False
 
 
 async def list_changes(ctx: Ctx) -> Any:

@@ -14,6 +14,7 @@ their snapshot poll.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -383,17 +384,7 @@ async def update_principal(ctx: Ctx) -> Any:
         await ctx.require(Action.SET_PRINCIPAL_ACCESS, "principal", ref)
     if body.status is not None:
         await ctx.require(Action.SET_PRINCIPAL_STATUS, "principal", ref)
-    if body.access_change():
-        current = await ctx.read(queries.find, queries.p, ref, "principal")
-        if access_api.principal_change_is_sensitive(current, body):
-            return await access_api.propose(
-                ctx,
-                "principal-access",
-                current.id,
-                body.model_dump(exclude_none=True),
-                f"change {current.name}: {body.model_dump(exclude_none=True)}",
-            )
-    changes = await ctx.write(
+    update = functools.partial(
         ctx.directory().update_principal,
         ref,
         now=ctx.now,
@@ -402,7 +393,18 @@ async def update_principal(ctx: Ctx) -> Any:
         roles=body.roles,
         status=Status(body.status) if body.status else None,
     )
-    return {"changes": changes}
+    # Every rule is checked now (a dry run); a change that raises access then waits.
+    preview = await asyncio.to_thread(update, dry_run=True)
+    if access_api.principal_change_is_sensitive(preview):
+        target = await ctx.read(queries.find, queries.p, ref, "principal")
+        return await access_api.propose(
+            ctx,
+            "principal-access",
+            target.id,
+            body.model_dump(exclude_none=True),
+            f"change {target.name}: {preview}",
+        )
+    return {"changes": await ctx.write(update)}
 
 
 async def list_keys(ctx: Ctx) -> Any:
@@ -490,21 +492,10 @@ async def create_model(ctx: Ctx) -> Any:
 
 async def update_model(ctx: Ctx) -> Any:
     body: schemas.ModelUpdate = ctx.body
-    current = await ctx.read(queries.find, queries.m, ctx.request.match_info["ref"], "model")
-    if access_api.model_change_is_sensitive(current, body):
-        if body.upstream_key is not None:
-            # A pending change is stored in the clear: credentials never wait in it.
-            raise BadRequest(
-                "lowering a model's level or removing a compartment takes a second admin; "
-                "change the upstream credential in a separate call"
-            )
-        wanted = body.model_dump(exclude_none=True, exclude_defaults=True)
-        return await access_api.propose(
-            ctx, "model-update", current.id, wanted, f"change model {current.name}: {wanted}"
-        )
-    changes = await ctx.write(
+    ref = ctx.request.match_info["ref"]
+    update = functools.partial(
         ctx.directory().update_model,
-        ctx.request.match_info["ref"],
+        ref,
         now=ctx.now,
         upstream_url=body.upstream_url,
         upstream_model=body.upstream_model,
@@ -515,7 +506,20 @@ async def update_model(ctx: Ctx) -> Any:
         level=_level(body.level),
         compartments=body.compartments,
     )
-    return {"changes": changes}
+    preview = await asyncio.to_thread(update, dry_run=True)
+    if access_api.model_change_is_sensitive(preview):
+        if body.upstream_key is not None:
+            # A pending change is stored in the clear: credentials never wait in it.
+            raise BadRequest(
+                "lowering a model's level or removing a compartment takes a second admin; "
+                "change the upstream credential in a separate call"
+            )
+        target = await ctx.read(queries.find, queries.m, ref, "model")
+        wanted = body.model_dump(exclude_none=True, exclude_defaults=True)
+        return await access_api.propose(
+            ctx, "model-update", target.id, wanted, f"change model {target.name}: {preview}"
+        )
+    return {"changes": await ctx.write(update)}
 
 
 async def rotate_vendor_keys(ctx: Ctx) -> Any:

@@ -35,6 +35,8 @@ class AdminBackend:
     # For evidence bundles: the audit log's database file and the checkpoint public keys.
     db_path: Path | None = None
     public_keys: Mapping[str, str] = field(default_factory=dict)
+    # The detection service (for /metrics and alert figures); None when detection is off.
+    monitor: Any = None
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)

@@ -203,11 +203,21 @@ def _patch_principal(config_path: Path, name: str, body: dict[str, object], as_j
     if as_json:
         emit_json(result)
         return
+    if "pending" in result:
+        _show_pending(result["pending"])
+        return
     changes = result["changes"]
     if not changes:
         click.echo(f"{name}: nothing changed")
     for field, (before, after) in changes.items():
         click.echo(f"{name}: {field} {before} → {after}")
+
+
+def _show_pending(pending: dict[str, object]) -> None:
+    click.echo(
+        f"{pending['id']}: proposed — a second security-admin applies it with "
+        f"`garrison change approve {pending['id']}`"
+    )
 
 
 @user.command("disable")
@@ -502,6 +512,9 @@ def model_update(
         result = client.patch(f"/models/{seg(name)}", body)
     if as_json:
         emit_json(result)
+        return
+    if "pending" in result:
+        _show_pending(result["pending"])
         return
     for field, change in result["changes"].items():
         click.echo(f"{name}: {field} {change}")

@@ -22,12 +22,13 @@ def call_context(
     *,
     justification: bool = False,
 ) -> Context:
+    # No address (an explanation asked without one): take it to be an allowed one.
     if credential is None:
         key_ok = False
-    elif not credential.networks:
+    elif not credential.networks or address is None:
         key_ok = True
     else:
-        key_ok = address is not None and credential.allows_address(address)
+        key_ok = credential.allows_address(address)
     clock = time.gmtime(now)
     grant = snap.has_grant(principal.id, model.id, now)
     org = snap.orgs.get(principal.org_id)
@@ -43,7 +44,7 @@ def call_context(
     return Context(
         vendor_active=terms.status is VendorStatus.ACTIVE,
         vendor_in_contract=terms.in_contract(now),
-        vendor_network_ok=address is not None and terms.allows_address(address),
+        vendor_network_ok=address is None or terms.allows_address(address),
         vendor_ceiling_level=int(terms.ceiling_level),
         vendor_ceiling_compartments=terms.ceiling_compartments,
         key_network_ok=key_ok,

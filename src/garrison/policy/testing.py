@@ -45,7 +45,7 @@ def read_policy_dir(path: Path) -> str:
         return path.read_text()
     if not path.is_dir():
         raise BadRequest(f"{path} is neither a .cedar file nor a directory")
-    files = sorted(path.glob("*.cedar"))
+    files = sorted(f for f in path.glob("*.cedar") if f.is_file())
     if len(files) > POLICY_FILES_MAX:
         raise BadRequest(f"{path} holds more than {POLICY_FILES_MAX} .cedar files")
     return "\n".join(f"// ── {f.name}\n{f.read_text()}" for f in files)
@@ -70,25 +70,40 @@ def _level(value: Any, where: str) -> Level:
         raise BadRequest(f"{where}: {exc}") from None
 
 
+def _strings(value: Any, where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{where}: expected a list of strings")
+    return frozenset(value)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: expected a table")
+    return value
+
+
 def _context(values: Any, where: str) -> Context:
     if values is None:
         return Context()
-    if not isinstance(values, dict):
-        raise BadRequest(f"{where}: context must be a table")
-    known = {f.name for f in dataclasses.fields(Context)}
-    unknown = set(values) - known
+    values = dict(_table(values, f"{where}.context"))
+    fields = {f.name for f in dataclasses.fields(Context)}
+    unknown = set(values) - fields
     if unknown:
         raise BadRequest(f"{where}: unknown context field(s) {', '.join(sorted(unknown))}")
-    if "vendor_ceiling_compartments" in values:
-        values = {
-            **values,
-            "vendor_ceiling_compartments": frozenset(values["vendor_ceiling_compartments"]),
-        }
-    if "vendor_ceiling_level" in values and isinstance(values["vendor_ceiling_level"], str):
-        values = {
-            **values,
-            "vendor_ceiling_level": int(_level(values["vendor_ceiling_level"], where)),
-        }
+    for name, value in list(values.items()):
+        here = f"{where}.context.{name}"
+        if name == "vendor_ceiling_compartments":
+            values[name] = _strings(value, here)
+        elif name == "vendor_ceiling_level":
+            level = int(_level(value, here)) if isinstance(value, str) else value
+            if not isinstance(level, int) or isinstance(level, bool):
+                raise BadRequest(f"{here}: expected a level")
+            values[name] = level
+        elif name in ("hour_utc", "weekday"):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BadRequest(f"{here}: expected a whole number")
+        elif not isinstance(value, bool):
+            raise BadRequest(f"{here}: expected true or false")
     return Context(**values)
 
 
@@ -103,23 +118,34 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
     compiled = CompiledPolicies(org_text)
     principals: dict[str, Principal] = {}
     vendors: set[str] = set()
-    for name, p in (spec.get("principals") or {}).items():
+    for name, raw in _table(spec.get("principals") or {}, "principals").items():
         where = f"principals.{name}"
-        org = "vendor-org" if p.get("vendor") else "internal-org"
-        if p.get("vendor"):
+        p = _table(raw, where)
+        vendor = p.get("vendor", False)
+        if not isinstance(vendor, bool):
+            raise BadRequest(f"{where}.vendor: expected true or false")
+        org = "vendor-org" if vendor else "internal-org"
+        if vendor:
             vendors.add(org)
+        kind = p.get("kind", "human")
+        if kind not in ("human", "service"):
+            raise BadRequest(f"{where}.kind: expected human or service")
         principals[name] = Principal(
             id=name,
             name=name,
             org_id=org,
-            kind=PrincipalKind(p.get("kind", "human")),
+            kind=PrincipalKind(kind),
             clearance=_level(p.get("clearance", "internal"), where),
-            compartments=frozenset(p.get("compartments", [])),
+            compartments=_strings(p.get("compartments", []), f"{where}.compartments"),
             status=Status.ACTIVE,
-            roles=frozenset(p.get("roles", [])),
+            roles=_strings(p.get("roles", []), f"{where}.roles"),
         )
     models: dict[str, Model] = {}
-    for name, m in (spec.get("models") or {}).items():
+    for name, raw_model in _table(spec.get("models") or {}, "models").items():
+        m = _table(raw_model, f"models.{name}")
+        justification = m.get("requires_justification", False)
+        if not isinstance(justification, bool):
+            raise BadRequest(f"models.{name}.requires_justification: expected true or false")
         models[name] = Model(
             id=name,
             name=name,
@@ -128,8 +154,8 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
             api=UpstreamApi.OPENAI,
             auth_style=AuthStyle.NONE,
             level=_level(m.get("level", "internal"), f"models.{name}"),
-            compartments=frozenset(m.get("compartments", [])),
-            requires_justification=bool(m.get("requires_justification", False)),
+            compartments=_strings(m.get("compartments", []), f"models.{name}.compartments"),
+            requires_justification=justification,
         )
     orgs = {"internal-org": "internal", "vendor-org": "vendor"}
     engine = PolicyEngine(
@@ -137,9 +163,15 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
         build_entities(principals.values(), models.values(), orgs, frozenset(vendors)),
     )
     results = []
-    for n, case in enumerate(spec.get("cases") or [], start=1):
+    cases = spec.get("cases") or []
+    if not isinstance(cases, list):
+        raise BadRequest("cases: expected a list of tables ([[cases]])")
+    for n, raw_case in enumerate(cases, start=1):
         where = f"cases[{n}]"
+        case = _table(raw_case, where)
         who, what = case.get("principal"), case.get("model")
+        if not isinstance(who, str) or not isinstance(what, str):
+            raise BadRequest(f"{where}: principal and model must be names")
         if who not in principals or what not in models:
             raise BadRequest(f"{where}: principal {who!r} or model {what!r} is not defined")
         expect = case.get("expect")
@@ -151,7 +183,9 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
         passed = got == expect
         note = ""
         wanted = case.get("reasons")
-        if passed and wanted is not None and sorted(wanted) != sorted(reasons):
+        if wanted is not None:
+            wanted = sorted(_strings(wanted, f"{where}.reasons"))
+        if passed and wanted is not None and wanted != sorted(reasons):
             passed = False
             note = f"expected reasons {sorted(wanted)}"
         results.append(CaseResult(who, what, expect, got, reasons, decision.policies, passed, note))

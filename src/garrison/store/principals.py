@@ -39,8 +39,11 @@ def update_principal(
     compartments: Iterable[str] | None = None,
     roles: Iterable[str] | None = None,
     status: Status | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Apply the given changes; returns ``{field: [before, after]}`` for what changed."""
+    """Apply the given changes; returns ``{field: [before, after]}`` for what changed.
+    ``dry_run``: check every rule and report the changes, but write nothing (a two-person
+    proposal is checked this way before it waits for its second admin)."""
     from garrison.store.directory import (
         _json_list,
         _lookup,
@@ -89,8 +92,8 @@ def update_principal(
         if new_status.value != row.status:
             changes["status"] = [row.status, new_status.value]
             values["status"] = new_status.value
-        if not values:
-            return {}
+        if not values or dry_run:
+            return changes
         conn.execute(
             sa.update(schema.principals).where(schema.principals.c.id == row.id).values(**values)
         )

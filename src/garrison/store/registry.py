@@ -35,8 +35,10 @@ def update_model(
     clear_upstream_key: bool = False,
     level: Level | None = None,
     compartments: Iterable[str] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Apply the given changes; returns ``{field: [before, after]}`` for what changed."""
+    """Apply the given changes; returns ``{field: [before, after]}`` for what changed.
+    ``dry_run``: check and report, write nothing."""
     from garrison.store.directory import (
         _json_list,
         _lookup,
@@ -92,8 +94,8 @@ def update_model(
         keyed = values.get("upstream_key_sealed", row.upstream_key_sealed) is not None
         if style is AuthStyle.NONE and keyed:
             raise BadRequest("auth style 'none' with an upstream key: remove the key too")
-        if not values:
-            return {}
+        if not values or dry_run:
+            return changes
         conn.execute(sa.update(schema.models).where(schema.models.c.id == row.id).values(**values))
         _record(
             conn,

@@ -35,6 +35,9 @@ from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
 from garrison.keyring import Sealer
 from garrison.store import schema
 
+# Expired grants are dropped from the snapshot only this long after they end.
+GRANT_MEMORY_S = 7 * 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -112,7 +115,11 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
         g = schema.grants
         grants: dict[tuple[str, str], list[Grant]] = {}
         for r in conn.execute(
-            sa.select(g).where(g.c.revoked_at.is_(None), g.c.expires_at > time.time())
+            # Whether a grant is active is decided per call with the gateway's clock; a week of
+            # slack only keeps long-expired grants out of memory.
+            sa.select(g).where(
+                g.c.revoked_at.is_(None), g.c.expires_at > time.time() - GRANT_MEMORY_S
+            )
         ):
             grants.setdefault((r.principal_id, r.model_id), []).append(
                 Grant(r.id, r.principal_id, r.model_id, r.starts_at, r.expires_at)
