@@ -19,6 +19,17 @@
     syslog = "127.0.0.1:514"                       # optional RFC 5424 over UDP
     capture_bodies = false                # true: keep request bodies, encrypted (capture.keys)
 
+    [detect]
+    enabled = true
+    rules = "/etc/garrison/rules.yaml"   # default: the built-in rules (garrison/detect/)
+
+    [alerts]
+    webhook_url = "https://siem.example/hooks/garrison"
+    webhook_secret_env = "GARRISON_WEBHOOK_SECRET"  # HMAC key, read from the environment
+    jsonl_path = "/var/log/garrison/alerts.jsonl"   # "-" for standard output
+    syslog = "127.0.0.1:514"
+    min_severity = "medium"
+
     [locks]
     stale_mode = "restricted"   # lock view older than limits.lock_view_stale_s: refuse calls to
                                 # restricted/critical models; "all": every call; "open": none
@@ -79,6 +90,17 @@ class Settings:
     admin_credential_file: Path | None = None
     # What a process refuses when it has not seen the locks for limits.lock_view_stale_s.
     lock_stale_mode: StaleMode = StaleMode.RESTRICTED
+    # Detection: on by default, with the built-in rules unless a rules file is named.
+    detect_enabled: bool = True
+    rules_path: Path | None = None
+    # Alert sinks: a webhook (its HMAC secret read from the named environment variable),
+    # a JSON-lines file ("-": standard output), syslog; alerts at or above min_severity go
+    # out (a playbook's notify sends any).
+    alerts_webhook_url: str | None = None
+    alerts_webhook_secret_env: str | None = None
+    alerts_jsonl: str | None = None
+    alerts_syslog: str | None = None
+    alerts_min_severity: str = "medium"
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -121,6 +143,31 @@ def _flag(table: Mapping[str, Any], key: str, path: Path) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{path}: [audit] {key} must be true or false")
     return value
+
+
+def _detection(
+    detect: Mapping[str, Any], alerts: Mapping[str, Any], path: Path, base: Path
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"detect_enabled": _flag({"x": detect.get("enabled", True)}, "x", path)}
+    rules = detect.get("rules")
+    if rules:
+        rules_path = Path(str(rules))
+        out["rules_path"] = rules_path if rules_path.is_absolute() else base / rules_path
+    for key, setting in (
+        ("webhook_url", "alerts_webhook_url"),
+        ("webhook_secret_env", "alerts_webhook_secret_env"),
+        ("jsonl_path", "alerts_jsonl"),
+        ("syslog", "alerts_syslog"),
+        ("min_severity", "alerts_min_severity"),
+    ):
+        if alerts.get(key):
+            out[setting] = str(alerts[key])
+    url = out.get("alerts_webhook_url")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{path}: [alerts] webhook_url must be http:// or https://")
+    if out.get("alerts_min_severity", "medium") not in ("low", "medium", "high", "critical"):
+        raise ConfigError(f"{path}: [alerts] min_severity must be low, medium, high or critical")
+    return out
 
 
 def _stale_mode(table: Mapping[str, Any], path: Path) -> StaleMode:
@@ -186,6 +233,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         admin_url=env.get("GARRISON_ADMIN_URL") or admin.get("url") or None,
         admin_credential_file=credential_file,
         lock_stale_mode=_stale_mode(data.get("locks", {}), path),
+        **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
     )
 
 

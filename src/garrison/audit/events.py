@@ -53,6 +53,10 @@ class EventName(enum.StrEnum):
     CHANGE_PROPOSED = "change.proposed"
     CHANGE_DENIED = "change.denied"
     POLICY_CHANGED = "policy.changed"
+    ALERT_RAISED = "alert.raised"
+    ALERT_UPDATED = "alert.updated"  # acknowledged, resolved, or a playbook acted on it
+    RULES_LOADED = "rules.loaded"
+    RULES_REFUSED = "rules.refused"
     INCIDENT_OPENED = "incident.opened"
     INCIDENT_UPDATED = "incident.updated"
     ADMIN_READ = "admin.read"

@@ -104,6 +104,9 @@ class SqliteAuditSink:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._exporters = list(exporters)
+        # Called in the writer thread after each commit with (first leaf index, events);
+        # they must not block (the detection service only queues).
+        self._listeners: list[Callable[[int, Sequence[AuditEvent]], None]] = []
         self._path = path
         self._signer = signer
         self._witness = witness
@@ -147,10 +150,14 @@ class SqliteAuditSink:
                 conn.execute("ROLLBACK")
             raise
 
+    def add_listener(self, listener: Callable[[int, Sequence[AuditEvent]], None]) -> None:
+        self._listeners.append(listener)
+
     def write_batch(self, events: Sequence[AuditEvent]) -> None:
         published: Checkpoint | None = None
         with self._transaction() as conn:
             tree = self.tree
+            first = tree.size
             rows = []
             for e in events:
                 index = tree.size
@@ -178,6 +185,11 @@ class SqliteAuditSink:
                 published = self._checkpoint(conn)
         if published is not None:
             self._committed(published)
+        for listener in self._listeners:
+            try:
+                listener(first, events)
+            except Exception as exc:  # a listener failing must not fail the commit
+                log.error("audit listener failed: %s", exc)
         records = [row[7] for row in rows]
         for exporter in self._exporters:
             try:

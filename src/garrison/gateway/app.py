@@ -47,6 +47,7 @@ from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, lock_covering, stale_refusal, uncancel
+from garrison.gateway.content import scan
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.scrub import scrub_message, upstream_error_message
@@ -212,6 +213,8 @@ def _deny(
     policies: tuple[str, ...] = (),
 ) -> web.Response:
     extra = {"policies": list(policies)} if policies else {}
+    for reason in reasons:
+        state.refusals[reason.value] += 1
     _record_later(
         state,
         call.event(
@@ -263,6 +266,7 @@ def _locked(state: GatewayState, call: Call, api: UpstreamApi, now: float) -> we
     )
     if lock is None:
         return None
+    state.refusals[Reason.LOCKED.value] += 1
     _record_later(
         state,
         call.event(
@@ -402,7 +406,11 @@ async def _handle_model_call(
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
     payload, injected_usage = upstream_body(endpoint, body, model)
     stream = body.get("stream") is True
-    extra_data = {"justification": justification} if justification else {}
+    extra_data: dict[str, Any] = {"justification": justification} if justification else {}
+    if state.content_rules:
+        flags = scan(state.content_rules, body)
+        if flags:
+            extra_data["content_flags"] = flags
     allowed = call.event(
         EventName.REQUEST_ALLOWED,
         now,
@@ -507,6 +515,7 @@ def _complete(
     bytes_out: int,
     ttfb: float | None,
 ) -> None:
+    state.outcomes[outcome] += 1
     extra: dict[str, Any] = {}
     if call.cut is not None:
         extra = {"reasons": [call.cut.reason.value], "lock_id": call.cut.lock_id}

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 
@@ -23,6 +26,8 @@ from garrison.audit.exporters import (
 )
 from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
+from garrison.detect.observation import Severity
+from garrison.detect.rules import RuleSet
 from garrison.domain import VendorStatus
 from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
@@ -31,6 +36,8 @@ from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
+from garrison.respond.monitor import Monitor
+from garrison.respond.sinks import JsonlSink, Sink, SyslogSink, WebhookSink
 from garrison.store import load_snapshot, make_engine, migrate, sqlite_path
 from garrison.store.directory import Directory
 from garrison.store.snapshot import Snapshot, VersionProbe
@@ -99,12 +106,60 @@ class Gateway:
             db_path=path,
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
+        self.monitor = self._monitor(settings) if settings.detect_enabled else None
+        if self.monitor is not None:
+            self.sink.add_listener(self.monitor.observe)
+            admin = dataclasses.replace(admin, monitor=self.monitor)
         self.http = HttpServer(build_app(self.state, admin), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
         self._compiled: CompiledPolicies | None = None
         self._reloading = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self._probe = VersionProbe(path)
         self.port = 0
+
+    def _monitor(self, settings: Settings) -> Monitor:
+        sinks: list[Sink] = []
+        if settings.alerts_webhook_url:
+            secret_env = settings.alerts_webhook_secret_env
+            secret = os.environ.get(secret_env, "") if secret_env else ""
+            if secret_env and not secret:
+                raise ConfigError(f"[alerts] webhook_secret_env: {secret_env} is empty or unset")
+            sinks.append(WebhookSink(settings.alerts_webhook_url, secret.encode() or None))
+        if settings.alerts_jsonl:
+            target = None if settings.alerts_jsonl == "-" else Path(settings.alerts_jsonl)
+            sinks.append(JsonlSink(target))
+        if settings.alerts_syslog:
+            try:
+                sinks.append(SyslogSink(*parse_syslog_address(settings.alerts_syslog)))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+        def directory_for(actor: str) -> Directory:
+            return Directory(self.engine, actor=actor, pepper=self.pepper, sealer=self.sealer)
+
+        def on_rules(ruleset: RuleSet) -> None:
+            self.state.content_rules = tuple(ruleset.content_patterns())
+
+        return Monitor(
+            engine=self.engine,
+            db_path=self._db_path,
+            directory_for=directory_for,
+            facts=lambda: self.state.snapshot,
+            after_write=self._reload_soon,
+            rules_path=settings.rules_path,
+            sinks=sinks,
+            min_severity=Severity.parse(settings.alerts_min_severity),
+            on_rules=on_rules,
+            clock=self.clock,
+        )
+
+    def _reload_soon(self) -> None:
+        """From another thread: load the new snapshot on the event loop (a playbook locked)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self._tasks.add(asyncio.ensure_future(self.reload())))
 
     def _load(self) -> tuple[Snapshot, PolicyEngine]:
         """A snapshot and its policy engine (in a worker thread: parsing takes milliseconds)."""
@@ -138,9 +193,12 @@ class Gateway:
         return snapshot, PolicyEngine(compiled, entities)
 
     async def start(self) -> int:
+        self._loop = asyncio.get_running_loop()
         migrate(self.engine)
         self.state.snapshot, self.state.policy = await asyncio.to_thread(self._load)
         self.audit.start()
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.start)
         limits = self.settings.limits
         self.state.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -229,6 +287,10 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.http.stop()
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.stop)
+        for task in list(self._tasks):
+            task.cancel()
         if self.state.session is not None:
             await self.state.session.close()
         with contextlib.suppress(Exception):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,3 +50,9 @@ class GatewayState:
     stale_mode: StaleMode = StaleMode.RESTRICTED
     # The policy engine for the current snapshot and policy set (swapped with the snapshot).
     policy: PolicyEngine | None = None
+    # Content rules scanned over prompts in flight: (rule id, compiled pattern); set by the
+    # detection service whenever its rules load. Only matches are recorded, never the text.
+    content_rules: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    # Counters for /metrics (cheap dict increments on the hot path).
+    refusals: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)

@@ -240,3 +240,32 @@ pending_changes = sa.Table(
     sa.Column("decided_by", sa.String(200), nullable=True),
     sa.Column("decided_at", sa.Float, nullable=True),
 )
+
+# Alerts from the detection engine: deduplicated (a repeat grows count and evidence), with
+# the evidence event indices and the playbook actions taken.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("subject_kind", sa.String(20), nullable=False),
+    sa.Column("subject_id", sa.String(200), nullable=False),
+    sa.Column("dedup_key", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # open, acked, resolved
+    sa.Column("first_at", sa.Float, nullable=False),
+    sa.Column("last_at", sa.Float, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),  # JSON list of leaf indices
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("principal_id", sa.String(40), nullable=True),
+    sa.Column("org_id", sa.String(40), nullable=True),
+    sa.Column("credential_id", sa.String(40), nullable=True),
+    sa.Column("incident_id", sa.String(40), nullable=True),
+    sa.Column("actions", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_alerts_dedup", "dedup_key", "status"),
+)

@@ -1,0 +1,382 @@
+"""The built-in detectors. Each is pure: observations and the clock in, findings out; its
+state (windows, baselines) lives in the instance; thresholds and windows come from its rule.
+
+``Facts`` is the read-only directory view a detector may consult (is this key a canary,
+when was it created, which org is a principal in) — the gateway's current snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from garrison.detect import rules as r
+from garrison.detect.observation import Finding, Obs, network_of
+from garrison.store.snapshot import Snapshot
+
+Facts = Snapshot
+# Evidence indices kept per finding: enough to point an investigator at the events.
+EVIDENCE_MAX = 20
+_CALLS = ("request.allowed", "request.denied")
+_NETWORK_REASONS = frozenset({"credential.network_not_allowed", "vendor.network_not_allowed"})
+
+
+class Detector(Protocol):
+    rule: r.Rule
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]: ...
+
+
+class _Base:
+    def __init__(self, rule: r.Rule) -> None:
+        self.rule = rule
+
+    def finding(
+        self,
+        obs: Obs,
+        subject_kind: str,
+        subject_id: str,
+        reason: str,
+        *,
+        evidence: tuple[int, ...] | None = None,
+        **data: Any,
+    ) -> Finding:
+        return Finding(
+            rule_id=self.rule.id,
+            title=self.rule.title,
+            severity=self.rule.severity,
+            subject_kind=subject_kind,
+            subject_id=subject_id,
+            reason=reason,
+            at=obs.at,
+            evidence=(evidence if evidence is not None else (obs.index,))[-EVIDENCE_MAX:],
+            data=data,
+            principal_id=obs.principal_id,
+            org_id=obs.org_id,
+            credential_id=obs.key,
+        )
+
+
+class Canary(_Base):
+    """Any use of a canary key — authenticated or not — is an attack."""
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        key = obs.key
+        if key is None or not obs.name.startswith("request."):
+            return []
+        credential = facts.credentials.get(key)
+        if credential is None or not credential.canary:
+            return []
+        return [self.finding(obs, "credential", key, "credential.canary", address=obs.address)]
+
+
+class OutOfNetwork(_Base):
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.denied" or not _NETWORK_REASONS.intersection(obs.reasons):
+            return []
+        subject = obs.key or obs.address or "-"
+        return [
+            self.finding(
+                obs, "credential", subject, "credential.out_of_network", address=obs.address
+            )
+        ]
+
+
+class MultiNetwork(_Base):
+    """One key used (successfully) from ``min_networks`` networks within ``window``."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.p: r.MultiNetwork = rule.params
+        # key → network → (last seen, last index)
+        self.seen: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.allowed" or obs.credential_id is None or obs.address is None:
+            return []
+        net = network_of(obs.address, self.p.prefix_v4, self.p.prefix_v6)
+        if net is None:
+            return []
+        nets = self.seen[obs.credential_id]
+        horizon = obs.at - self.p.window
+        for old in [n for n, (t, _) in nets.items() if t < horizon]:
+            del nets[old]
+        is_new = net not in nets
+        nets[net] = (obs.at, obs.index)
+        if not is_new or len(nets) < self.p.min_networks:
+            return []
+        return [
+            self.finding(
+                obs,
+                "credential",
+                obs.credential_id,
+                "credential.multi_network",
+                evidence=tuple(sorted(i for _, i in nets.values())),
+                networks=sorted(nets),
+            )
+        ]
+
+
+class NewNetwork(_Base):
+    """A principal's first call from a network not seen for it (after a learning period)."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.p: r.NewNetwork = rule.params
+        self.networks: dict[str, set[str]] = defaultdict(set)
+        self.events: dict[str, int] = defaultdict(int)
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.allowed" or obs.principal_id is None or obs.address is None:
+            return []
+        net = network_of(obs.address, self.p.prefix_v4, self.p.prefix_v6)
+        if net is None:
+            return []
+        known = self.networks[obs.principal_id]
+        self.events[obs.principal_id] += 1
+        if net in known:
+            return []
+        known.add(net)
+        if self.events[obs.principal_id] <= self.p.learning_events or len(known) == 1:
+            return []
+        return [
+            self.finding(obs, "principal", obs.principal_id, "principal.new_network", network=net)
+        ]
+
+
+class Volume(_Base):
+    """Calls or tokens per principal per bucket far above its own EWMA baseline, or above an
+    absolute ceiling. Fires as soon as the current bucket crosses the line (once a bucket)."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.p: r.Volume = rule.params
+        # principal → [bucket start, calls, tokens, fired]
+        self.current: dict[str, list[Any]] = {}
+        self.baseline: dict[str, float] = {}
+        self.buckets_seen: dict[str, int] = defaultdict(int)
+
+    def _roll(self, who: str, start: float) -> list[Any]:
+        cur = self.current.get(who)
+        if cur is None or cur[0] != start:
+            if cur is not None:
+                # Close the finished bucket (and any empty ones between) into the baseline.
+                gaps = max(0, int((start - cur[0]) / self.p.bucket) - 1)
+                base = self.baseline.get(who)
+                a = self.p.ewma_alpha
+                base = cur[1] if base is None else a * cur[1] + (1 - a) * base
+                for _ in range(min(gaps, 100)):
+                    base = (1 - a) * base
+                self.baseline[who] = base
+                self.buckets_seen[who] += 1 + gaps
+            cur = [start, 0, 0, False]
+            self.current[who] = cur
+        return cur
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        who = obs.principal_id
+        if who is None or obs.name not in ("request.allowed", "request.completed"):
+            return []
+        start = obs.at - (obs.at % self.p.bucket)
+        cur = self._roll(who, start)
+        if obs.name == "request.allowed":
+            cur[1] += 1
+        else:
+            cur[2] += obs.tokens_in + obs.tokens_out
+        if cur[3]:
+            return []
+        base = self.baseline.get(who, 0.0)
+        warm = self.buckets_seen[who] >= self.p.warmup_buckets
+        over_ceiling = cur[1] > self.p.max_calls_per_bucket or cur[2] > self.p.max_tokens_per_bucket
+        over_baseline = (
+            warm and cur[1] >= self.p.min_calls and cur[1] > self.p.factor * max(base, 1.0)
+        )
+        if not (over_ceiling or over_baseline):
+            return []
+        cur[3] = True
+        return [
+            self.finding(
+                obs,
+                "principal",
+                who,
+                "principal.volume",
+                calls=cur[1],
+                tokens=cur[2],
+                baseline=round(base, 2),
+                ceiling=over_ceiling,
+            )
+        ]
+
+
+class RefusalBurst(_Base):
+    """``threshold`` refused calls within ``window`` from one key (or one address)."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.p: r.RefusalBurst = rule.params
+        self.times: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.denied" or obs.status in (429, 503):
+            return []
+        subject_kind, subject = ("credential", obs.key) if obs.key else ("address", obs.address)
+        if subject is None:
+            return []
+        window = self.times[subject]
+        window.append((obs.at, obs.index))
+        horizon = obs.at - self.p.window
+        while window and window[0][0] < horizon:
+            window.popleft()
+        if len(window) != self.p.threshold:  # once per crossing
+            return []
+        return [
+            self.finding(
+                obs,
+                subject_kind,
+                subject,
+                "refusals.burst",
+                evidence=tuple(i for _, i in window),
+                refusals=len(window),
+                address=obs.address,
+            )
+        ]
+
+
+class OutsideContract(_Base):
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.denied" or "vendor.outside_contract" not in obs.reasons:
+            return []
+        return [
+            self.finding(
+                obs, "credential", obs.key or "-", "vendor.outside_contract", org_id=obs.org_id
+            )
+        ]
+
+
+class OffHours(_Base):
+    """A call in an hour (UTC) that holds under ``min_share`` of the principal's learned use."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.p: r.OffHours = rule.params
+        self.hours: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.allowed" or obs.principal_id is None:
+            return []
+        hist = self.hours[obs.principal_id]
+        total = sum(hist)
+        hour = time.gmtime(obs.at).tm_hour
+        unusual = total >= self.p.learning_events and hist[hour] / total < self.p.min_share
+        hist[hour] += 1
+        if not unusual:
+            return []
+        return [self.finding(obs, "principal", obs.principal_id, "principal.off_hours", hour=hour)]
+
+
+class Dormant(_Base):
+    """A key whose last use (or creation) is older than ``dormant`` is used again."""
+
+    def __init__(self, rule: r.Rule, last_used: dict[str, float] | None = None) -> None:
+        super().__init__(rule)
+        self.p: r.Dormant = rule.params
+        self.last: dict[str, float] = dict(last_used or {})
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.allowed" or obs.credential_id is None:
+            return []
+        key = obs.credential_id
+        previous = self.last.get(key)
+        self.last[key] = obs.at
+        if previous is None:
+            credential = facts.credentials.get(key)
+            if credential is None:
+                return []
+            previous = credential.created_at
+        idle = obs.at - previous
+        if idle < self.p.dormant:
+            return []
+        return [
+            self.finding(
+                obs, "credential", key, "credential.dormant", idle_days=round(idle / 86400, 1)
+            )
+        ]
+
+
+class Content(_Base):
+    """The gateway matched this rule's patterns against the prompt in flight."""
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.allowed" or self.rule.id not in obs.content_flags:
+            return []
+        return [
+            self.finding(
+                obs, "principal", obs.principal_id or "-", "prompt.content", model=obs.model
+            )
+        ]
+
+
+class Extraction(_Base):
+    """``calls_per_bucket`` calls to one model for ``sustained_buckets`` buckets in a row by
+    one principal (or vendor): systematic querying."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.p: r.Extraction = rule.params
+        # (subject, model) → [bucket start, calls, consecutive full buckets, fired]
+        self.state: dict[tuple[str, str], list[Any]] = {}
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name != "request.allowed" or obs.model is None:
+            return []
+        subject = obs.principal_id if self.p.by == "principal" else obs.org_id
+        if subject is None:
+            return []
+        start = obs.at - (obs.at % self.p.bucket)
+        st = self.state.get((subject, obs.model))
+        if st is None:
+            st = [start, 0, 0, False]
+            self.state[(subject, obs.model)] = st
+        elif st[0] != start:
+            full = st[1] >= self.p.calls_per_bucket
+            adjacent = start - st[0] <= self.p.bucket
+            st[2] = st[2] + 1 if full and adjacent else 0
+            st[0], st[1] = start, 0
+        st[1] += 1
+        if st[1] != self.p.calls_per_bucket or st[2] + 1 < self.p.sustained_buckets:
+            return []
+        return [
+            self.finding(
+                obs,
+                self.p.by,
+                subject,
+                "model.extraction",
+                model=obs.model,
+                buckets=st[2] + 1,
+                calls_per_bucket=st[1],
+            )
+        ]
+
+
+BUILDERS: dict[str, Callable[..., Detector]] = {
+    "canary": Canary,
+    "out_of_network": OutOfNetwork,
+    "multi_network": MultiNetwork,
+    "new_network": NewNetwork,
+    "volume": Volume,
+    "refusal_burst": RefusalBurst,
+    "outside_contract": OutsideContract,
+    "off_hours": OffHours,
+    "dormant": Dormant,
+    "content": Content,
+    "extraction": Extraction,
+}
+assert set(BUILDERS) == set(r.DETECTORS)
+
+
+def build(rule: r.Rule, *, last_used: dict[str, float] | None = None) -> Detector:
+    if rule.detector == "dormant":
+        return Dormant(rule, last_used)
+    return BUILDERS[rule.detector](rule)

@@ -1,0 +1,126 @@
+"""What detectors read: one audit event reduced to the fields they use, and what they emit.
+
+An ``Obs`` is built from an in-memory ``AuditEvent`` (the live stream) or from a stored
+record (catching up after falling behind); either way detectors see the same thing.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from garrison.audit.events import AuditEvent
+
+
+class Severity(enum.IntEnum):
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(s.name.lower() for s in cls)
+            raise ValueError(f"unknown level {text!r} (expected one of: {names})") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Obs:
+    index: int  # the event's leaf index in the audit log (-1 when unknown)
+    name: str
+    at: float
+    principal_id: str | None
+    credential_id: str | None
+    model: str | None
+    org_id: str | None = None
+    address: str | None = None
+    status: int | None = None
+    reasons: tuple[str, ...] = ()
+    tokens_in: int = 0
+    tokens_out: int = 0
+    # The public id of a key that did not authenticate (unknown id, wrong secret, revoked).
+    presented_key_id: str | None = None
+    # Content rules that matched the request's prompt in flight (rule ids; never the text).
+    content_flags: tuple[str, ...] = ()
+    outcome: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The key this event is about, whether or not it authenticated."""
+        return self.credential_id or self.presented_key_id
+
+    @classmethod
+    def of(cls, index: int, name: str, at: float, top: dict[str, Any], data: dict[str, Any]) -> Obs:
+        return cls(
+            index=index,
+            name=name,
+            at=at,
+            principal_id=top.get("principal_id"),
+            credential_id=top.get("credential_id"),
+            model=top.get("model"),
+            org_id=data.get("org_id"),
+            address=data.get("client_address"),
+            status=data.get("status"),
+            reasons=tuple(data.get("reasons") or ()),
+            tokens_in=data.get("tokens_in") or 0,
+            tokens_out=data.get("tokens_out") or 0,
+            presented_key_id=data.get("presented_key_id"),
+            content_flags=tuple(data.get("content_flags") or ()),
+            outcome=data.get("outcome"),
+        )
+
+    @classmethod
+    def from_event(cls, index: int, event: AuditEvent) -> Obs:
+        top = {
+            "principal_id": event.principal_id,
+            "credential_id": event.credential_id,
+            "model": event.model,
+        }
+        return cls.of(index, event.name.value, event.at, top, event.data)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Obs:
+        return cls.of(
+            int(record.get("i", -1)),
+            str(record["name"]),
+            float(record["at"]),
+            record,
+            record.get("data") or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule_id: str
+    title: str
+    severity: Severity
+    # What the finding is about: "credential", "principal", "vendor", "address", "model".
+    subject_kind: str
+    subject_id: str
+    reason: str  # a short code, e.g. "credential.multi_network"
+    at: float
+    evidence: tuple[int, ...] = ()  # leaf indices of the events that show it
+    data: dict[str, Any] = field(default_factory=dict)
+    # The principal and vendor involved, when known (for playbooks and incidents).
+    principal_id: str | None = None
+    org_id: str | None = None
+    credential_id: str | None = None
+
+
+def network_of(address: str, prefix_v4: int, prefix_v6: int) -> str | None:
+    """The network an address belongs to at the given granularity (e.g. its /24)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = prefix_v4 if ip.version == 4 else prefix_v6
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
