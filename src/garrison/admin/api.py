@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from garrison.admin import access_api, schemas
+from garrison.admin import access_api, alerts_api, schemas
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -206,7 +206,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             return _error(exc, request_id)
         if ctx.wrote:
             await backend.reload()
-        else:
+        elif route.audit_reads or ctx.attempted:
             _record(
                 state,
                 AuditEvent(
@@ -222,6 +222,8 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     },
                 ),
             )
+        if isinstance(result, web.StreamResponse):
+            return result
         return _json(ctx.status or route.status, result, request_id)
 
     return handle
@@ -682,6 +684,7 @@ async def incident_evidence(ctx: Ctx) -> Any:
 
 ROUTES: tuple[Route, ...] = (
     *access_api.ROUTES,
+    *alerts_api.ROUTES,
     Route("GET", "/whoami", "The calling admin: principal, roles, vendor scope.", whoami),
     Route("GET", "/orgs", "Organisations (the internal ones and vendors).", list_orgs, Action.READ),
     Route(
@@ -912,6 +915,7 @@ def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
     app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", openapi)
     for route in ROUTES:
         app.router.add_route(route.method, ADMIN_PREFIX + route.path, _endpoint(route))
+    app.router.add_get("/metrics", _endpoint(alerts_api.METRICS_ROUTE))
 
 
 __all__ = ["ADMIN_PREFIX", "ROUTES", "AdminBackend", "add_admin_routes"]

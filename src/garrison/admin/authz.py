@@ -59,6 +59,8 @@ class Action(enum.StrEnum):
     REVOKE_GRANT = "revoke-grant"  # anyone's grant (own ones: anyone)
     APPROVE_CHANGE = "approve-change"  # the second admin of a two-person change
     READ_POLICY = "read-policy"  # the policy set, explain
+    READ_ALERTS = "read-alerts"  # alerts and /metrics
+    MANAGE_ALERTS = "manage-alerts"  # acknowledge, resolve
     WRITE_POLICY = "write-policy"  # propose a policy set
 
 
@@ -94,6 +96,7 @@ PERMISSIONS: Mapping[Role, Mapping[Action, Reach]] = {
             Action.READ_INCIDENTS,
             Action.READ_ACCESS,
             Action.READ_POLICY,
+            Action.READ_ALERTS,
         )
     },
     Role.VENDOR_MANAGER: _VENDOR_MANAGER,

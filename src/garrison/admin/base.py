@@ -161,3 +161,5 @@ class Route:
     # Open to any authenticated principal (asking for access, one's own requests), not
     # only to admins; the handler limits what each caller sees.
     open_to_all: bool = False
+    # Reads are audit events (admin.read) except where that would only be noise (scrapes).
+    audit_reads: bool = True

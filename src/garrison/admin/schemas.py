@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from garrison.policy.engine import ORG_POLICY_MAX_BYTES
+from garrison.store.alerts import ALERT_NOTE_MAX_CHARS
 from garrison.store.directory import (
     COMPARTMENTS_MAX,
     KEY_MAX_LIFETIME_S,
@@ -205,3 +206,7 @@ class PolicyExplain(Body):
     address: Cidr | None = Field(None, description="Client address (default: any allowed).")
     at: datetime | None = Field(None, description="The time of the call (default now).")
     justification: bool = False
+
+
+class AlertUpdate(Body):
+    note: Annotated[str, StringConstraints(max_length=ALERT_NOTE_MAX_CHARS)] | None = None

@@ -204,7 +204,7 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 
 def _register() -> None:
-    from garrison.cli import access_cmds, directory_cmds, response_cmds
+    from garrison.cli import access_cmds, detect_cmds, directory_cmds, response_cmds
     from garrison.cli.audit_cmds import audit
     from garrison.cli.vendor_cmds import vendor
 
@@ -226,6 +226,10 @@ def _register() -> None:
         access_cmds.changes,
         access_cmds.change,
         access_cmds.policy,
+        detect_cmds.alerts,
+        detect_cmds.alert,
+        detect_cmds.rules,
+        detect_cmds.drill,
     ):
         cli.add_command(command)
 

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("first_at", sa.Float, nullable=False),
         sa.Column("last_at", sa.Float, nullable=False),
+        sa.Column("raised_at", sa.Float, nullable=False),
         sa.Column("count", sa.Integer, nullable=False),
         sa.Column("evidence", sa.Text, nullable=False),
         sa.Column("data", sa.Text, nullable=False),
