@@ -149,6 +149,13 @@ def test_user_update_changes_clearance_compartments_and_roles(served: Served) ->
         "--compartment", "cyber",
         "--role", "auditor",
     )  # fmt: skip
+    # Raising access is a proposal: a second security-admin applies it.
+    change_id = changed["pending"]["id"]
+    (carol,) = [p for p in served.gateway.state.snapshot.principals.values() if p.name == "carol"]
+    assert carol.clearance is Level.INTERNAL
+    second = served.make_principal("admin-2", roles=("security-admin",))
+    approved = served.as_json("change", "approve", change_id, env={"GARRISON_ADMIN_KEY": second})
+    changed = {"changes": approved["result"]}
     assert changed == {
         "changes": {
             "clearance": ["internal", "restricted"],
@@ -162,7 +169,8 @@ def test_user_update_changes_clearance_compartments_and_roles(served: Served) ->
     assert carol.roles == frozenset({"auditor"})
     (event,) = served.events("principal.updated")
     assert event["data"]["changes"] == changed["changes"]
-    assert event["data"]["origin"]["admin"] == "admin"
+    assert event["data"]["origin"]["admin"] == "admin-2"
+    assert event["data"]["origin"]["change_id"] == change_id
 
     out = served.ok("user", "update", "carol", "--no-compartments", "--no-roles")
     assert out.splitlines() == [
@@ -188,7 +196,11 @@ def test_user_update_of_clearance_is_enforced_at_once(served: Served, upstream: 
     token = served.make_principal("carol")
     # Beyond one's clearance a model is as unknown as a missing one (404, no oracle).
     assert chat(served, token, "restricted-model") == 404
-    served.ok("user", "update", "carol", "--clearance", "restricted")
+    out = served.ok("user", "update", "carol", "--clearance", "restricted")
+    change_id = out.split(":")[0]
+    assert chat(served, token, "restricted-model") == 404  # proposed, not applied
+    second = served.make_principal("admin-2", roles=("security-admin",))
+    served.ok("change", "approve", change_id, env={"GARRISON_ADMIN_KEY": second})
     assert chat(served, token, "restricted-model") == 200
 
 

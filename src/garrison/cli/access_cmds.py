@@ -163,9 +163,13 @@ def change() -> None:
 @change.command("approve")
 @click.argument("change_id")
 @config_option
-def change_approve(change_id: str, config_path: Path) -> None:
+@json_option
+def change_approve(change_id: str, config_path: Path, as_json: bool) -> None:
     with api(config_path) as client:
         result = client.post(f"/changes/{seg(change_id)}/approve", {})
+    if as_json:
+        emit_json(result)
+        return
     click.echo(f"{change_id}: approved and applied {result['result']}")
 
 
