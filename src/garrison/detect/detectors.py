@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from garrison.detect import rules as r
 from garrison.detect.observation import Finding, Obs, network_of
+from garrison.domain import PrincipalKind
 from garrison.store.snapshot import Snapshot
 
 Facts = Snapshot
@@ -262,14 +263,20 @@ class OffHours(_Base):
         super().__init__(rule)
         self.p: r.OffHours = rule.params
         self.hours: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
+        self.first_seen: dict[str, float] = {}
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         if obs.name != "request.allowed" or obs.principal_id is None:
             return []
+        principal = facts.principals.get(obs.principal_id)
+        if principal is not None and principal.kind is PrincipalKind.SERVICE:
+            return []  # programs keep no office hours
         hist = self.hours[obs.principal_id]
+        first = self.first_seen.setdefault(obs.principal_id, obs.at)
         total = sum(hist)
         hour = time.gmtime(obs.at).tm_hour
-        unusual = total >= self.p.learning_events and hist[hour] / total < self.p.min_share
+        learned = total >= self.p.learning_events and obs.at - first >= self.p.learning_span
+        unusual = learned and hist[hour] / total < self.p.min_share
         hist[hour] += 1
         if not unusual:
             return []

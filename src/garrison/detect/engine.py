@@ -44,7 +44,8 @@ class DetectionEngine:
         key = f"{finding.rule_id}|{finding.subject_kind}|{finding.subject_id}"
         last = self._last_alert.get(key)
         new = last is None or finding.at - last > DEDUP_WINDOW_S
-        self._last_alert[key] = finding.at
+        # Findings can arrive late (catching up a gap): the window never moves backwards.
+        self._last_alert[key] = finding.at if last is None else max(last, finding.at)
         return Verdict(finding, key, new)
 
     def forget(self, dedup_key: str) -> None:

@@ -18,6 +18,7 @@ rule and the field; an invalid file is refused whole (the previous rules stay in
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,8 +52,8 @@ def _seconds(value: Any) -> float:
         seconds = parse_duration(value)
     else:
         raise ValueError("a duration is a number of seconds or text like 10m, 1h, 30d")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration must be a positive, finite number")
     return seconds
 
 
@@ -100,7 +101,12 @@ class RefusalBurst(_Params):
 
 class OffHours(_Params):
     learning_events: int = Field(200, ge=1)
+    # Hours are learned over days, not only events: a busy principal's first morning
+    # says nothing about its evenings.
+    learning_span: float = 3 * 86400.0
     min_share: float = Field(0.01, gt=0, lt=1)
+
+    _s = field_validator("learning_span", mode="before")(_seconds)
 
 
 class Dormant(_Params):
@@ -226,7 +232,7 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         raise RulesError(f"{source}: over {RULES_MAX_BYTES // 1024} KiB")
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise RulesError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RulesError(f"{source}: expected a mapping with a list under 'rules'")
@@ -272,7 +278,10 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
                 Rule(spec.id, spec.title, severity, spec.detector, params, tuple(spec.tags))
             )
     playbooks: list[Playbook] = []
-    for n, raw in enumerate(doc.get("playbooks") or []):
+    raw_playbooks = doc.get("playbooks") or []
+    if not isinstance(raw_playbooks, list):
+        raise RulesError(f"{source}: 'playbooks' must be a list")
+    for n, raw in enumerate(raw_playbooks):
         label = f"playbooks[{n}]"
         try:
             spec_p = _PlaybookSpec.model_validate(raw)

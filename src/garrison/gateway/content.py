@@ -34,8 +34,10 @@ def prompt_text(body: dict[str, Any]) -> str:
     size = 0
     for key in ("system", "messages", "prompt", "input"):
         for text in _texts(body.get(key)):
+            if not text:
+                continue
             parts.append(text)
-            size += len(text)
+            size += len(text) + 1  # and the newline that joins it
             if size >= CONTENT_SCAN_MAX_CHARS:
                 return "\n".join(parts)[:CONTENT_SCAN_MAX_CHARS]
     return "\n".join(parts)
