@@ -82,10 +82,7 @@ class DrillResult:
         return sum(
             1
             for c in self.calls
-            if c.who == "attacker"
-            and c.started >= self.contained_at
-            and c.status == 200
-            and not c.cut
+            if c.who == "attacker" and c.started >= self.contained_at and c.status == 200
         )
 
     @property
@@ -280,15 +277,11 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
                 ]
                 if mine and result.detected_at is None:
                     result.detected_at = min(a["raised_at"] for a in mine)
-                locks = await admin.call("GET", "/locks")
-                mine_locks = [
-                    lk
-                    for lk in locks
-                    if lk["created_at"] >= result.first_hostile_at
-                    and lk["created_by"].startswith("playbook:")
-                ]
-                if mine_locks and result.contained_at is None:
-                    result.contained_at = min(lk["created_at"] for lk in mine_locks)
+                # Contained when the gateway is seen refusing the hostile side (when that
+                # answer arrived: an upper bound, measured where the attacker stands).
+                refused = [c.ended for c in result.calls if c.who == "attacker" and c.status == 403]
+                if refused and result.contained_at is None:
+                    result.contained_at = min(refused)
                 await asyncio.sleep(0.02)
             await asyncio.sleep(AFTER_CONTAINMENT_S)
         finally:

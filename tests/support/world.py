@@ -166,6 +166,7 @@ async def start_world(
     mock_config: MockConfig | None = None,
     trusted_proxies: tuple[Any, ...] = (),
     capture_bodies: bool = False,
+    detect: bool = True,
 ) -> World:
     done = init(root / "data")
     mock = MockUpstream(mock_config or MockConfig(expected_api_key=UPSTREAM_KEY))
@@ -181,6 +182,7 @@ async def start_world(
         limits=limits or GatewayLimits(),
         witness_dir=done.settings.witness_dir,
         capture_bodies=capture_bodies,
+        detect_enabled=detect,
     )
     gateway = Gateway(settings)
     await gateway.start()

@@ -45,7 +45,10 @@ def read_policy_dir(path: Path) -> str:
         return path.read_text()
     if not path.is_dir():
         raise BadRequest(f"{path} is neither a .cedar file nor a directory")
-    files = sorted(f for f in path.glob("*.cedar") if f.is_file())
+    files = sorted(path.glob("*.cedar"))
+    odd = [f.name for f in files if not f.is_file()]
+    if odd:
+        raise BadRequest(f"{path}: {', '.join(odd)} is not a file")
     if len(files) > POLICY_FILES_MAX:
         raise BadRequest(f"{path} holds more than {POLICY_FILES_MAX} .cedar files")
     return "\n".join(f"// ── {f.name}\n{f.read_text()}" for f in files)
@@ -85,7 +88,9 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 def _context(values: Any, where: str) -> Context:
     if values is None:
         return Context()
-    values = dict(_table(values, f"{where}.context"))
+    if not isinstance(values, dict):
+        raise BadRequest(f"{where}: context must be a table")
+    values = dict(values)
     fields = {f.name for f in dataclasses.fields(Context)}
     unknown = set(values) - fields
     if unknown:

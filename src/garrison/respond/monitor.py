@@ -98,7 +98,7 @@ class Monitor:
     # ── life cycle ─────────────────────────────────────────────────────────────────────────
     def start(self) -> None:
         self._load_rules(initial=True)
-        if self._rules_mtime is None:  # the built-in rules: start the engine informed
+        if self._rules_path is None:  # the built-in rules: start the engine informed
             self.prime()
         self._thread = threading.Thread(target=self._run, name="garrison-detect", daemon=True)
         self._thread.start()
@@ -211,9 +211,14 @@ class Monitor:
         if not new:
             return
         outcome = playbooks.run(
-            self.ruleset.playbooks, finding, alert_id, self._facts(), self._directory_for, now
+            self.ruleset.playbooks,
+            finding,
+            alert_id,
+            self._facts(),
+            self._directory_for,
+            self._clock,
+            self._after_write,
         )
-        self._after_write()
         if outcome.notify or finding.severity >= self._min_severity:
             payload = {
                 "id": alert_id,
@@ -243,6 +248,7 @@ class Monitor:
         except OSError as exc:
             if initial:
                 log.error("rules file %s unreadable (%s): the built-in rules run", path, exc)
+                self._use_built_in()
             return
         if mtime == self._rules_mtime:
             return
@@ -258,6 +264,8 @@ class Monitor:
                 now=self._clock(),
                 data={"path": str(path), "error": exc.detail[:2000]},
             )
+            if initial:
+                self._use_built_in()
             return
         self.ruleset = ruleset
         self.engine = DetectionEngine(ruleset, last_used=self._last_used())
@@ -274,6 +282,13 @@ class Monitor:
             },
         )
         log.info("rules loaded from %s: %d rules", path, len(ruleset.rules))
+
+    def _use_built_in(self) -> None:
+        """The built-in rules in force (no usable rules file at start), content rules too."""
+        self.ruleset = load_rules(None)
+        self.prime()
+        if self._on_rules is not None:
+            self._on_rules(self.ruleset)
 
     def _last_used(self) -> dict[str, float]:
         """Last allowed call of every key, so the dormant-key detector starts informed."""

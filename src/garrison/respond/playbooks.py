@@ -54,61 +54,83 @@ def run(
     alert_id: str,
     facts: Snapshot,
     directory_for: Callable[[str], Directory],
-    now: float,
+    clock: Callable[[], float],
+    enforce: Callable[[], None],
 ) -> Outcome:
+    """Run the matching playbooks. Locks come first, each stamped when it is written, and
+    ``enforce`` (load the new snapshot) is called as soon as they are; the incident, the
+    links and the bookkeeping follow."""
     matching = [pb for pb in playbooks if pb.matches(finding.rule_id, finding.severity)]
     if not matching:
         return Outcome(False, (), False)
     key, principal, vendor = _subjects(finding, facts)
-    taken: list[dict[str, Any]] = []
-    notify = False
+    taken: list[tuple[Directory, dict[str, Any]]] = []
+    notify = any("notify" in pb.actions for pb in matching)
     locked = False
-    incident_id: str | None = None
     reason = f"alert {alert_id}: {finding.title}"
+    targets = {
+        "lock_credential": (LockKind.CREDENTIAL, key),
+        "lock_principal": (LockKind.PRINCIPAL, principal),
+        "lock_vendor": (LockKind.VENDOR, vendor) if vendor else (LockKind.PRINCIPAL, principal),
+    }
+    lock_ids: list[str] = []
     for pb in matching:
         d = directory_for(f"playbook:{pb.id}")
-        ordered = sorted(pb.actions, key=lambda a: a != "open_incident")
-        for action in ordered:
-            try:
-                if action == "notify":
-                    notify = True
-                    continue
-                if action == "open_incident":
-                    if incident_id is None:
-                        incident_id = d.open_incident(
-                            f"{finding.title} ({finding.subject_kind} {finding.subject_id})"[:200],
-                            now=now,
-                            since=min(finding.at - INCIDENT_LOOKBACK_S, now),
-                            vendors=[vendor] if vendor else [],
-                            principals=[principal] if principal else [],
-                            credentials=[key] if key else [],
-                        )
-                    result: dict[str, Any] = {"incident_id": incident_id}
-                else:
-                    target = {
-                        "lock_credential": (LockKind.CREDENTIAL, key),
-                        "lock_principal": (LockKind.PRINCIPAL, principal),
-                        "lock_vendor": (
-                            (LockKind.VENDOR, vendor) if vendor else (LockKind.PRINCIPAL, principal)
-                        ),
-                    }[action]
-                    kind, ref = target
-                    if ref is None:
-                        result = {"skipped": "the finding names no such target"}
-                    else:
-                        try:
-                            lock = d.create_lock(
-                                kind, ref, reason=reason, now=now, incident=incident_id
-                            )
-                            result = {"lock_id": lock["id"], "kind": kind.value, "target": ref}
-                            locked = True
-                        except Conflict:
-                            result = {"already_locked": ref, "kind": kind.value}
-                            locked = True
-                entry = {"playbook": pb.id, "action": action, **result}
-                alerts.update(d, alert_id, now=now, action=entry, incident_id=incident_id)
-                taken.append(entry)
-            except GarrisonError as exc:  # an action failing must not stop the others
-                log.error("playbook %s action %s failed: %s", pb.id, action, exc)
-                taken.append({"playbook": pb.id, "action": action, "error": str(exc)})
-    return Outcome(notify, tuple(taken), locked)
+        for action in pb.actions:
+            if action not in targets:
+                continue
+            kind, ref = targets[action]
+            entry: dict[str, Any] = {"playbook": pb.id, "action": action}
+            if ref is None:
+                entry["skipped"] = "the finding names no such target"
+            else:
+                try:
+                    lock = d.create_lock(kind, ref, reason=reason, now=clock())
+                    entry.update(lock_id=lock["id"], kind=kind.value, target=ref)
+                    lock_ids.append(lock["id"])
+                    locked = True
+                except Conflict:
+                    entry.update(already_locked=ref, kind=kind.value)
+                    locked = True
+                except GarrisonError as exc:  # an action failing must not stop the others
+                    log.error("playbook %s action %s failed: %s", pb.id, action, exc)
+                    entry["error"] = str(exc)
+            taken.append((d, entry))
+    if lock_ids:
+        enforce()
+    incident_id: str | None = None
+    for pb in matching:
+        if "open_incident" not in pb.actions:
+            continue
+        d = directory_for(f"playbook:{pb.id}")
+        entry = {"playbook": pb.id, "action": "open_incident"}
+        try:
+            if incident_id is None:
+                now = clock()
+                incident_id = d.open_incident(
+                    f"{finding.title} ({finding.subject_kind} {finding.subject_id})"[:200],
+                    now=now,
+                    since=min(finding.at - INCIDENT_LOOKBACK_S, now),
+                    vendors=[vendor] if vendor else [],
+                    principals=[principal] if principal else [],
+                    credentials=[key] if key else [],
+                )
+                for lock_id in lock_ids:
+                    link_lock(d, lock_id, incident_id, now=clock())
+            entry["incident_id"] = incident_id
+        except GarrisonError as exc:
+            log.error("playbook %s could not open an incident: %s", pb.id, exc)
+            entry["error"] = str(exc)
+        taken.append((d, entry))
+    for d, entry in taken:
+        try:
+            alerts.update(d, alert_id, now=clock(), action=entry, incident_id=incident_id)
+        except GarrisonError as exc:
+            log.error("recording playbook action on %s failed: %s", alert_id, exc)
+    return Outcome(notify, tuple(entry for _, entry in taken), locked)
+
+
+def link_lock(d: Directory, lock_id: str, incident_id: str, *, now: float) -> None:
+    from garrison.store.locks import link_incident
+
+    link_incident(d, lock_id, incident_id, now=now)

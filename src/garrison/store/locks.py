@@ -272,3 +272,22 @@ def list_locks(
             }
         )
     return out
+
+
+def link_incident(d: Directory, lock_id: str, incident_id: str, *, now: float) -> None:
+    """Attach a lock placed before its incident existed (a playbook locks first)."""
+    with write_transaction(d.engine) as conn:
+        conn.execute(
+            sa.update(schema.locks)
+            .where(schema.locks.c.id == lock_id, schema.locks.c.incident_id.is_(None))
+            .values(incident_id=incident_id)
+        )
+        conn.execute(
+            sa.insert(schema.incident_notes).values(
+                incident_id=incident_id,
+                at=now,
+                author=d.actor,
+                kind="action",
+                text=f"lock {lock_id} placed by {d.actor}",
+            )
+        )
