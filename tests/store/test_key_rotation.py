@@ -21,6 +21,8 @@ from garrison.identity import authenticate, parse_key
 from garrison.keyring import Sealer, load_pepper
 from garrison.store import CreatedKey, Directory, directory, load_snapshot
 from garrison.store.directory import KEY_MAX_LIFETIME_S, KEY_ROTATION_GRACE_MAX_S, NAME_MAX_CHARS
+from tests.support.db import connect as _db
+from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -55,23 +57,6 @@ def d(initialized: Initialized) -> Directory:
         "vic", org="acme", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
     )
     return dr
-
-
-def _db(d: Directory) -> sqlite3.Connection:
-    return sqlite3.connect(str(d.engine.url.database))
-
-
-def counts(d: Directory) -> dict[str, int]:
-    """Rows in every table of the database (directory, change feed, audit log, the rest)."""
-    conn = _db(d)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {
-            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
-            for t in tables
-        }
-    finally:
-        conn.close()
 
 
 def key_row(d: Directory, key_id: str) -> dict[str, Any]:

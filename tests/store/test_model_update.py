@@ -18,6 +18,8 @@ from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.errors import BadRequest
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot
+from tests.support.db import connect as _db
+from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
 OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
@@ -59,23 +61,6 @@ def d(initialized: Initialized) -> Directory:
 @pytest.fixture
 def sealer(initialized: Initialized) -> Sealer:
     return Sealer.from_dir(initialized.settings.key_dir)
-
-
-def _db(d: Directory) -> sqlite3.Connection:
-    return sqlite3.connect(str(d.engine.url.database))
-
-
-def counts(d: Directory) -> dict[str, int]:
-    """Rows in every table of the database (directory, change feed, audit log, the rest)."""
-    conn = _db(d)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {
-            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
-            for t in tables
-        }
-    finally:
-        conn.close()
 
 
 def model_row(d: Directory, name: str) -> dict[str, Any]:

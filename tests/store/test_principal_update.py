@@ -20,6 +20,8 @@ from garrison.bootstrap import Initialized, init, open_directory
 from garrison.domain import Level, PrincipalKind, Status, VendorStatus
 from garrison.errors import BadRequest
 from garrison.store import Directory
+from tests.support.db import connect as _db
+from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -54,23 +56,6 @@ def d(initialized: Initialized) -> Directory:
         "vic", org="acme", kind=PrincipalKind.HUMAN, clearance=Level.PUBLIC, now=NOW
     )
     return directory
-
-
-def _db(d: Directory) -> sqlite3.Connection:
-    return sqlite3.connect(str(d.engine.url.database))
-
-
-def counts(d: Directory) -> dict[str, int]:
-    """Rows in every table of the database (directory, change feed, audit log, the rest)."""
-    conn = _db(d)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {
-            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
-            for t in tables
-        }
-    finally:
-        conn.close()
 
 
 def principal_row(d: Directory, name: str) -> dict[str, Any]:
