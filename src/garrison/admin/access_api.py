@@ -13,7 +13,7 @@ from typing import Any
 from garrison.admin import schemas
 from garrison.admin.authz import Action, reach
 from garrison.admin.base import Ctx, Refused, Route
-from garrison.domain import AuthStyle, Level, Reason, Status, UpstreamApi
+from garrison.domain import AuthStyle, Level, PrincipalKind, Reason, Status, UpstreamApi
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, Forbidden, NotFound
 from garrison.policy.context import call_context
@@ -114,33 +114,6 @@ async def propose(ctx: Ctx, kind: str, target: str, payload: dict[str, Any], sum
     return {"pending": proposal}
 
 
-def principal_change_is_sensitive(changes: dict[str, Any]) -> bool:
-    """Raising a clearance, adding a compartment or adding a role takes two admins
-    (``changes`` is the dry run's ``{field: [before, after]}``)."""
-    if "clearance" in changes:
-        before, after = changes["clearance"]
-        if Level.parse(after) > Level.parse(before):
-            return True
-    for field in ("compartments", "roles"):
-        if field in changes:
-            before, after = changes[field]
-            if set(after) - set(before):
-                return True
-    return False
-
-
-def model_change_is_sensitive(changes: dict[str, Any]) -> bool:
-    """Lowering a model's level or removing one of its compartments takes two admins."""
-    if "level" in changes:
-        before, after = changes["level"]
-        if Level.parse(after) < Level.parse(before):
-            return True
-    if "compartments" in changes:
-        before, after = changes["compartments"]
-        return bool(set(before) - set(after))
-    return False
-
-
 async def list_changes(ctx: Ctx) -> Any:
     everything = ctx.request.query.get("all", "").lower() in ("1", "true", "yes")
     return await ctx.read(changes.list_changes, ctx.now, all_=everything)
@@ -173,6 +146,17 @@ async def approve_change(ctx: Ctx) -> Any:
             compartments=payload.get("compartments"),
             roles=payload.get("roles"),
             status=Status(status) if status else None,
+        )
+    elif row.kind == "principal-create":
+        result = await ctx.write(
+            directory.create_principal,
+            payload["name"],
+            org=payload["org"],
+            kind=PrincipalKind(payload["kind"]),
+            clearance=Level.parse(payload["clearance"]),
+            compartments=payload["compartments"],
+            roles=payload["roles"],
+            now=ctx.now,
         )
     elif row.kind == "model-update":
         level = payload.pop("level", None)

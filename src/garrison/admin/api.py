@@ -62,6 +62,7 @@ from garrison.gateway.containment import lock_covering
 from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
 from garrison.respond import render
+from garrison.store import changes as changes_rules
 from garrison.store import incidents as store_incidents
 from garrison.store import locks as store_locks
 from garrison.store import queries
@@ -364,7 +365,7 @@ async def create_principal(ctx: Ctx) -> Any:
     await ctx.require(Action.CREATE_PRINCIPAL, "org", body.org)
     if body.roles:
         await ctx.require(Action.SET_PRINCIPAL_ACCESS)
-    principal_id = await ctx.write(
+    create = functools.partial(
         ctx.directory().create_principal,
         body.name,
         org=body.org,
@@ -374,6 +375,17 @@ async def create_principal(ctx: Ctx) -> Any:
         roles=body.roles,
         now=ctx.now,
     )
+    await asyncio.to_thread(create, dry_run=True)  # every rule, now
+    level = Level.parse(body.clearance)
+    if changes_rules.new_principal_is_sensitive(level, body.compartments, body.roles):
+        return await access_api.propose(
+            ctx,
+            "principal-create",
+            body.name,
+            body.model_dump(),
+            f"add {body.name} in {body.org}: {level.label} {body.compartments} {body.roles}",
+        )
+    principal_id = await ctx.write(create)
     return {"id": principal_id, "name": body.name}
 
 
@@ -397,7 +409,7 @@ async def update_principal(ctx: Ctx) -> Any:
     )
     # Every rule is checked now (a dry run); a change that raises access then waits.
     preview = await asyncio.to_thread(update, dry_run=True)
-    if access_api.principal_change_is_sensitive(preview):
+    if changes_rules.principal_change_is_sensitive(preview):
         target = await ctx.read(queries.find, queries.p, ref, "principal")
         return await access_api.propose(
             ctx,
@@ -406,7 +418,7 @@ async def update_principal(ctx: Ctx) -> Any:
             body.model_dump(exclude_none=True),
             f"change {target.name}: {preview}",
         )
-    return {"changes": await ctx.write(update)}
+    return {"changes": await ctx.write(update, forbid_sensitive=True)}
 
 
 async def list_keys(ctx: Ctx) -> Any:
@@ -509,7 +521,7 @@ async def update_model(ctx: Ctx) -> Any:
         compartments=body.compartments,
     )
     preview = await asyncio.to_thread(update, dry_run=True)
-    if access_api.model_change_is_sensitive(preview):
+    if changes_rules.model_change_is_sensitive(preview):
         if body.upstream_key is not None:
             # A pending change is stored in the clear: credentials never wait in it.
             raise BadRequest(
@@ -521,7 +533,7 @@ async def update_model(ctx: Ctx) -> Any:
         return await access_api.propose(
             ctx, "model-update", target.id, wanted, f"change model {target.name}: {preview}"
         )
-    return {"changes": await ctx.write(update)}
+    return {"changes": await ctx.write(update, forbid_sensitive=True)}
 
 
 async def rotate_vendor_keys(ctx: Ctx) -> Any:

@@ -18,6 +18,7 @@ import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
+from garrison.domain import Level
 from garrison.errors import Conflict, Forbidden, NotFound
 from garrison.store import schema
 from garrison.store.db import write_transaction
@@ -29,6 +30,46 @@ if TYPE_CHECKING:
 CHANGE_TTL_S = 24 * 3600.0
 
 pc = schema.pending_changes
+
+
+def principal_change_is_sensitive(changes: dict[str, Any]) -> bool:
+    """Raising a clearance, adding a compartment or adding a role takes two admins
+    (``changes`` is ``{field: [before, after]}``)."""
+    if "clearance" in changes:
+        before, after = changes["clearance"]
+        if Level.parse(after) > Level.parse(before):
+            return True
+    for field in ("compartments", "roles"):
+        if field in changes:
+            before, after = changes[field]
+            if set(after) - set(before):
+                return True
+    return False
+
+
+def new_principal_is_sensitive(clearance: Level, compartments: Any, roles: Any) -> bool:
+    """Creating someone above the internal level, in a compartment or with a role is a raise
+    from nothing, and takes two admins like any raise."""
+    return clearance > Level.INTERNAL or bool(list(compartments)) or bool(list(roles))
+
+
+# Fields of a model whose change redirects its traffic (and its upstream credential).
+MODEL_ROUTING_FIELDS = ("upstream_url", "upstream_model", "api")
+
+
+def model_change_is_sensitive(changes: dict[str, Any]) -> bool:
+    """Lowering a model's level, removing a compartment or re-pointing it (URL, upstream model,
+    API) takes two admins."""
+    if any(field in changes for field in MODEL_ROUTING_FIELDS):
+        return True
+    if "level" in changes:
+        before, after = changes["level"]
+        if Level.parse(after) < Level.parse(before):
+            return True
+    if "compartments" in changes:
+        before, after = changes["compartments"]
+        return bool(set(before) - set(after))
+    return False
 
 
 def propose(

@@ -268,7 +268,9 @@ class Directory:
         compartments: Iterable[str] = (),
         roles: Iterable[str] = (),
         now: float,
+        dry_run: bool = False,
     ) -> str:
+        """A new principal; ``dry_run`` checks every rule and writes nothing."""
         name = check_name(name, "principal name")
         comps = check_compartments(compartments)
         principal_id = new_id("prn")
@@ -280,6 +282,8 @@ class Directory:
             check_service_roles(kind, role_set)
             if terms is not None:
                 vendors.check_person(conn, terms, org_row.id, clearance, comps, adding_seat=True)
+            if dry_run:
+                return principal_id
             conn.execute(
                 sa.insert(schema.principals).values(
                     id=principal_id,

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from garrison.audit.events import EventName
 from garrison.domain import Level, PrincipalKind, Status
 from garrison.domain.roles import Role
-from garrison.errors import BadRequest
+from garrison.errors import BadRequest, Conflict
 from garrison.store import schema, vendors
+from garrison.store.changes import principal_change_is_sensitive
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_compartments
 
@@ -40,6 +41,7 @@ def update_principal(
     roles: Iterable[str] | None = None,
     status: Status | None = None,
     dry_run: bool = False,
+    forbid_sensitive: bool = False,
 ) -> dict[str, Any]:
     """Apply the given changes; returns ``{field: [before, after]}`` for what changed.
     ``dry_run``: check every rule and report the changes, but write nothing (a two-person
@@ -92,6 +94,10 @@ def update_principal(
         if new_status.value != row.status:
             changes["status"] = [row.status, new_status.value]
             values["status"] = new_status.value
+        if forbid_sensitive and principal_change_is_sensitive(changes):
+            # Checked again under the write lock: the principal changed since the caller
+            # judged this change harmless (compare and set).
+            raise Conflict(f"{row.name!r} changed meanwhile; this change now needs two admins")
         if not values or dry_run:
             return changes
         conn.execute(

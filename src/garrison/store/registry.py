@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import AuthStyle, Level, UpstreamApi
-from garrison.errors import BadRequest
+from garrison.errors import BadRequest, Conflict
 from garrison.store import schema
+from garrison.store.changes import model_change_is_sensitive
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_compartments
 
@@ -36,6 +38,7 @@ def update_model(
     level: Level | None = None,
     compartments: Iterable[str] | None = None,
     dry_run: bool = False,
+    forbid_sensitive: bool = False,
 ) -> dict[str, Any]:
     """Apply the given changes; returns ``{field: [before, after]}`` for what changed.
     ``dry_run``: check and report, write nothing."""
@@ -90,10 +93,21 @@ def update_model(
         elif clear_upstream_key and has_key:
             changes["upstream_key"] = "removed"
             values["upstream_key_sealed"] = None
+        new_host = url is not None and urlsplit(url).netloc != urlsplit(row.upstream_url).netloc
+        # A new host never inherits the old host's credential: it would be sent there.
+        inherits = sealed is None and has_key and not clear_upstream_key
+        if new_host and inherits:
+            changes["upstream_key"] = "removed (new host)"
+            values["upstream_key_sealed"] = None
+            if "auth_style" not in values:
+                values["auth_style"] = AuthStyle.NONE.value
+                changes["auth_style"] = [row.auth_style, AuthStyle.NONE.value]
         style = AuthStyle(values.get("auth_style", row.auth_style))
         keyed = values.get("upstream_key_sealed", row.upstream_key_sealed) is not None
         if style is AuthStyle.NONE and keyed:
             raise BadRequest("auth style 'none' with an upstream key: remove the key too")
+        if forbid_sensitive and model_change_is_sensitive(changes):
+            raise Conflict(f"model {row.name!r} changed meanwhile; this change needs two admins")
         if not values or dry_run:
             return changes
         conn.execute(sa.update(schema.models).where(schema.models.c.id == row.id).values(**values))
