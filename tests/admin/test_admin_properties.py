@@ -170,8 +170,19 @@ async def start(world: World, spec: VendorStart) -> Run:
     sec = world.admin_key
     vendor, sponsor, manager = f"pv{n}", f"pv{n}-sponsor", f"pv{n}-vm"
 
+    root = str(world.root)
+    if root not in _approvers:
+        _approvers[root] = make_admin(world, "second-security-admin", ["security-admin"])
+        await world.reload()
+
     async def ok(method: str, path: str, body: Any, key: str = sec) -> Any:
         status, answer = await admin_call(world, key, method, path, body)
+        if status == 202:  # a two-person change (a principal with a role): the second approves
+            change = answer["pending"]["id"]
+            status, answer = await admin_call(
+                world, _approvers[root], "POST", f"/changes/{change}/approve"
+            )
+            answer = {"id": answer["result"]} if status == 200 else answer
         assert status in (200, 201), (method, path, body, status, answer)
         return answer
 
@@ -203,10 +214,6 @@ async def start(world: World, spec: VendorStart) -> Run:
         )
     )["id"]
     vm = await ok("POST", "/keys", {"principal": manager, "networks": ["127.0.0.1/32"]})
-    root = str(world.root)
-    if root not in _approvers:
-        _approvers[root] = make_admin(world, "second-security-admin", ["security-admin"])
-        await world.reload()
     keys_of = {"sec": sec, "sec2": _approvers[root], "sponsor": sponsor_key, "vm": vm["key"]}
     run = Run(world, vendor, keys_of, vm_id)
     run.principals.append(manager)

@@ -169,10 +169,19 @@ def test_show_of_an_unknown_vendor_fails_cleanly(served: Served) -> None:
 
 
 # ── roles ──────────────────────────────────────────────────────────────────────────────────
+def add_with_two_admins(served: Served, *args: str) -> None:
+    """A principal with a role is a two-person change: proposed, then applied by admin-2."""
+    out = served.ok(*args)
+    change_id = out.split(":")[0]
+    assert change_id.startswith("chg_"), out
+    second = served.make_principal("admin-2", roles=("security-admin",))
+    served.ok("change", "approve", change_id, env={"GARRISON_ADMIN_KEY": second})
+
+
 def test_user_add_with_a_vendor_role_is_stored_and_enforced_at_once(
     served: Served, acme: str
 ) -> None:
-    served.ok("user", "add", "vic", "--org", acme, "--role", "vendor-manager")
+    add_with_two_admins(served, "user", "add", "vic", "--org", acme, "--role", "vendor-manager")
     snap = load_snapshot(served.directory.engine, Sealer.from_dir(served.settings.key_dir))
     (vic,) = [p for p in snap.principals.values() if p.name == "vic"]
     assert vic.roles == frozenset({"vendor-manager"})
@@ -183,9 +192,13 @@ def test_user_add_with_a_vendor_role_is_stored_and_enforced_at_once(
 
 def test_user_list_shows_each_principals_roles(served: Served, acme: str) -> None:
     """Who holds which admin role must be visible to whoever administers the directory."""
-    served.ok("user", "add", "vic", "--org", acme, "--role", "vendor-manager")
+    add_with_two_admins(served, "user", "add", "vic", "--org", acme, "--role", "vendor-manager")
     roles = {r["name"]: r.get("roles") for r in served.as_json("user", "list")}
-    assert roles == {"admin": ["security-admin"], "vic": ["vendor-manager"]}
+    assert roles == {
+        "admin": ["security-admin"],
+        "admin-2": ["security-admin"],
+        "vic": ["vendor-manager"],
+    }
 
 
 def test_user_add_refuses_an_admin_role_for_a_vendor_principal(served: Served, acme: str) -> None:

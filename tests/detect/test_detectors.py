@@ -264,7 +264,9 @@ def test_severity_parse_and_label() -> None:
 
 
 # ── events that are not calls ────────────────────────────────────────────────────────────
-NOT_CALLS = ("credential.created", "alert.raised", "admin.read", "gateway.started", "rules.loaded")
+# Events that are neither calls nor admin API calls (admin.* events are read: a canary or a
+# burst of refusals on the admin API counts as much as on the data plane).
+NOT_CALLS = ("credential.created", "alert.raised", "gateway.started", "rules.loaded")
 HAIR_TRIGGER: dict[str, dict[str, Any]] = {
     "multi_network": {"window": 3600},
     "new_network": {"learning_events": 0},

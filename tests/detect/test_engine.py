@@ -171,13 +171,16 @@ def test_non_request_events_are_counted_but_not_shown_to_detectors() -> None:
     spy = Spy()
     e.detectors.append(spy)  # type: ignore[arg-type]
     facts = tiny_facts(key("k-canary", T0 - 400 * DAY, canary=True))
-    names = ["gateway.started", "credential.created", "alert.raised", "admin.read"]
+    names = ["gateway.started", "credential.created", "alert.raised", "lock.created"]
     for name in names:
         assert e.process(call(T0, name, credential_id="k-canary"), facts) == []
     found = e.process(call(T0, "request.denied", credential_id="k-canary"), facts)
     assert "canary-key-used" in {f.rule_id for f in found}
-    assert spy.seen == ["request.denied"]
-    assert e.processed == len(names) + 1
+    # Admin API calls are read too: a canary used there is caught as well.
+    found = e.process(call(T0 + 1, "admin.read", credential_id="k-canary"), facts)
+    assert "canary-key-used" in {f.rule_id for f in found}
+    assert spy.seen == ["request.denied", "admin.read"]
+    assert e.processed == len(names) + 2
 
 
 def test_processed_counts_every_event() -> None:

@@ -9,6 +9,7 @@ and fail once a record is altered. Also: rotating a vendor's keys, and who may d
 from __future__ import annotations
 
 import base64
+import html
 import ipaddress
 import os
 import sqlite3
@@ -490,8 +491,10 @@ def test_markdown_carries_the_figures(scene: Scene) -> None:
     assert f"| alice | {HOME} | 1 | " in md
     for kid, state in _credential_rows(scene):
         assert f"| {kid} | bob | {state} | " in md
-    assert f"| {scene.lock['id']} | vendor | contractor-co | {LOCK_REASON} | " in md
-    assert NOTE in md
+    # Caller-supplied text is escaped in Markdown too (it is often rendered as HTML).
+    reason = html.escape(LOCK_REASON, quote=False)
+    assert f"| {scene.lock['id']} | vendor | contractor-co | {reason} | " in md
+    assert html.escape(NOTE, quote=False) in md and "<script>" not in md
     # One table row per timeline event.
     timeline = md.split("## Timeline", 1)[1].split("## Notes", 1)[0]
     assert sum(1 for line in timeline.splitlines() if line.startswith("| ")) == EVENTS + 1

@@ -160,6 +160,20 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             denied(reason, 401, None, presented_key_id=auth.key_id)
             return _error(Unauthenticated(), request_id)
         admin = auth.principal
+        if auth.credential.canary:
+            # Whatever the call, a canary's use must reach the detectors.
+            _record(
+                state,
+                AuditEvent(
+                    EventName.ADMIN_READ,
+                    at=now,
+                    actor=admin.id,
+                    request_id=request_id,
+                    principal_id=admin.id,
+                    credential_id=auth.credential.id,
+                    data={"method": request.method, "path": request.path, "address": str(address)},
+                ),
+            )
         # A locked key, person, org or network cannot administer either (a global lockdown
         # does not apply here: admins must be able to lift it).
         lock = lock_covering(
@@ -208,21 +222,25 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         if ctx.wrote:
             await backend.reload()
         elif route.audit_reads or ctx.attempted:
-            _record(
-                state,
-                AuditEvent(
-                    EventName.ADMIN_UNCHANGED if ctx.attempted else EventName.ADMIN_READ,
-                    at=state.clock(),
-                    actor=admin.id,
-                    request_id=request_id,
-                    credential_id=ctx.credential_id,
-                    data={
-                        "method": request.method,
-                        "path": request.path,
-                        "query": dict(request.query),
-                    },
-                ),
-            )
+            # Durable before the answer leaves (what an admin read is in the record); a log
+            # that cannot be written refuses the read, as it refuses model calls.
+            try:
+                await state.audit.append(
+                    AuditEvent(
+                        EventName.ADMIN_UNCHANGED if ctx.attempted else EventName.ADMIN_READ,
+                        at=state.clock(),
+                        actor=admin.id,
+                        request_id=request_id,
+                        credential_id=ctx.credential_id,
+                        data={
+                            "method": request.method,
+                            "path": request.path,
+                            "query": dict(request.query),
+                        },
+                    ),
+                )
+            except AuditUnavailable:
+                return _error(AuditUnavailable(), request_id)
         if isinstance(result, web.StreamResponse):
             return result
         return _json(ctx.status or route.status, result, request_id)

@@ -13,6 +13,7 @@ server are shown as their message alone.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from pathlib import Path
@@ -80,14 +81,36 @@ def resolve(config_path: Path, env: dict[str, str] | None = None) -> tuple[str, 
     return url.rstrip("/"), key
 
 
+def check_transport(url: str) -> None:
+    """The admin key travels in a header: only over TLS, or to this host itself."""
+    parts = httpx.URL(url)
+    if parts.userinfo:
+        raise ConfigError("the admin API address must not carry a user or password")
+    host = parts.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a name (other than localhost) may resolve anywhere
+    if parts.scheme == "http" and not loopback:
+        raise ConfigError(
+            f"refusing to send the admin key in clear text to {host}: use https:// "
+            "(plain http only to this host's loopback)"
+        )
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError("the admin API address must be http:// (loopback) or https://")
+
+
 class AdminClient:
     def __init__(self, base_url: str, key: str, *, timeout: float = ADMIN_CLIENT_TIMEOUT_S):
         self.base_url = base_url
+        check_transport(base_url)
         self._http = httpx.Client(
             base_url=base_url + ADMIN_PREFIX,
             headers={"authorization": f"Bearer {key}", "user-agent": "garrison-cli"},
             timeout=timeout,
             follow_redirects=False,
+            # An HTTP(S)_PROXY from the environment would receive the admin key.
+            trust_env=False,
         )
 
     @classmethod

@@ -93,7 +93,11 @@ def _add_principal(
         "roles": list(roles),
     }
     with api(config_path) as client:
-        click.echo(client.post("/principals", body)["id"])
+        created = client.post("/principals", body)
+    if "pending" in created:  # a role, a compartment or a clearance above internal
+        _show_pending(created["pending"])
+        return
+    click.echo(created["id"])
 
 
 @click.group()

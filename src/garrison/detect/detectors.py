@@ -20,7 +20,8 @@ from garrison.store.snapshot import Snapshot
 Facts = Snapshot
 # Evidence indices kept per finding: enough to point an investigator at the events.
 EVIDENCE_MAX = 20
-_CALLS = ("request.allowed", "request.denied")
+# Refusals on the data plane and on the admin API (key guessing there counts as much).
+_DENIALS = frozenset({"request.denied", "admin.denied"})
 _NETWORK_REASONS = frozenset({"credential.network_not_allowed", "vendor.network_not_allowed"})
 
 
@@ -65,7 +66,7 @@ class Canary(_Base):
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         key = obs.key
-        if key is None or not obs.name.startswith("request."):
+        if key is None or not obs.name.startswith(("request.", "admin.")):
             return []
         credential = facts.credentials.get(key)
         if credential is None or not credential.canary:
@@ -75,7 +76,7 @@ class Canary(_Base):
 
 class OutOfNetwork(_Base):
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.denied" or not _NETWORK_REASONS.intersection(obs.reasons):
+        if obs.name not in _DENIALS or not _NETWORK_REASONS.intersection(obs.reasons):
             return []
         subject = obs.key or obs.address or "-"
         return [
@@ -220,7 +221,7 @@ class RefusalBurst(_Base):
         self.times: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.denied" or obs.status in (429, 503):
+        if obs.name not in _DENIALS or obs.status in (429, 503):
             return []
         subject_kind, subject = ("credential", obs.key) if obs.key else ("address", obs.address)
         if subject is None:

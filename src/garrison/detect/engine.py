@@ -31,8 +31,8 @@ class DetectionEngine:
 
     def process(self, obs: Obs, facts: detectors.Facts) -> list[Finding]:
         self.processed += 1
-        if not obs.name.startswith("request."):
-            return []  # alerts, admin actions and the like are not what detectors read
+        if not obs.name.startswith(("request.", "admin.")):
+            return []  # calls and admin API calls; alerts, locks and the like are not read
         findings: list[Finding] = []
         for detector in self.detectors:
             found = detector.observe(obs, facts)

@@ -385,7 +385,8 @@ async def _handle_model_call(
     name = body["model"]
     model = state.snapshot.models.get(name)
     if model is None or model.api is not api:
-        call.model = name[:200]
+        # Kept for the record, printable only (it is caller-chosen text).
+        call.model = "".join(ch if ch.isprintable() else "?" for ch in name[:200])
         return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
     call.model = model.name
     justification = request.headers.get(JUSTIFICATION_HEADER, "").strip()

@@ -65,9 +65,18 @@ def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
     cred = snap.credentials.get(getattr(call, "credential_id", None) or "")
     if cred is None or cred.revoked:
         return Reason.REVOKED_IN_FLIGHT
+    if cred.expires_at is not None and now >= cred.expires_at:
+        return Reason.CREDENTIAL_EXPIRED
     principal = snap.principals.get(cred.principal_id)
     if principal is None or principal.status is not Status.ACTIVE:
         return Reason.PRINCIPAL_INACTIVE
+    model = snap.models.get(getattr(call, "model", None) or "")
+    if (
+        model is not None
+        and model.level >= Level.CRITICAL
+        and not snap.has_grant(principal.id, model.id, now)
+    ):
+        return Reason.GRANT_REQUIRED  # the grant expired or was revoked mid-call
     org = snap.orgs.get(principal.org_id)
     if org is not None and org.vendor is not None:
         if org.vendor.status is not VendorStatus.ACTIVE:

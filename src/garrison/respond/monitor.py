@@ -145,7 +145,10 @@ class Monitor:
                 if item:
                     first, events = item
                     for offset, event in enumerate(events):
-                        self._process(Obs.from_event(first + offset, event))
+                        try:
+                            self._process(Obs.from_event(first + offset, event))
+                        except Exception:  # one event failing must not skip the rest
+                            log.exception("detection failed on event %d", first + offset)
                 if self._gaps and self._queue.empty():
                     self._catch_up()
                 if time.monotonic() >= next_rules_check:
@@ -177,7 +180,10 @@ class Monitor:
                         (cursor, min(end, cursor + CATCHUP_BATCH)),
                     ).fetchall()
                     for (record,) in rows:
-                        self._process(Obs.from_record(orjson.loads(record)))
+                        try:
+                            self._process(Obs.from_record(orjson.loads(record)))
+                        except Exception:  # one event failing must not skip the rest
+                            log.exception("detection failed on an event read back")
                     cursor += CATCHUP_BATCH
         finally:
             conn.close()
@@ -206,7 +212,13 @@ class Monitor:
         verdict: Verdict = self.engine.judge(finding)
         now = self._clock()
         directory = self._directory_for(f"detector:{finding.rule_id}")
-        alert_id, new = alerts.record(directory, verdict, now=now)
+        try:
+            alert_id, new = alerts.record(directory, verdict, now=now)
+        except Exception:
+            # Not stored: the next finding of the same kind must be new again, so that its
+            # playbooks still run.
+            self.engine.forget(verdict.dedup_key)
+            raise
         self.alerts[(finding.rule_id, finding.severity.label)] += 1
         if not new:
             return

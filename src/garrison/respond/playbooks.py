@@ -92,9 +92,11 @@ def run(
                 except Conflict:
                     entry.update(already_locked=ref, kind=kind.value)
                     locked = True
-                except GarrisonError as exc:  # an action failing must not stop the others
+                except Exception as exc:  # an action failing must not stop the others
                     log.error("playbook %s action %s failed: %s", pb.id, action, exc)
-                    entry["error"] = str(exc)
+                    entry["error"] = (
+                        type(exc).__name__ if not isinstance(exc, GarrisonError) else str(exc)
+                    )
             taken.append((d, entry))
     if lock_ids:
         enforce()
@@ -118,14 +120,14 @@ def run(
                 for lock_id in lock_ids:
                     link_lock(d, lock_id, incident_id, now=clock())
             entry["incident_id"] = incident_id
-        except GarrisonError as exc:
+        except Exception as exc:
             log.error("playbook %s could not open an incident: %s", pb.id, exc)
-            entry["error"] = str(exc)
+            entry["error"] = str(exc) if isinstance(exc, GarrisonError) else type(exc).__name__
         taken.append((d, entry))
     for d, entry in taken:
         try:
             alerts.update(d, alert_id, now=clock(), action=entry, incident_id=incident_id)
-        except GarrisonError as exc:
+        except Exception as exc:
             log.error("recording playbook action on %s failed: %s", alert_id, exc)
     return Outcome(notify, tuple(entry for _, entry in taken), locked)
 

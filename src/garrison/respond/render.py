@@ -131,7 +131,10 @@ def _header(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """One table cell: nothing unprintable (a terminal would obey control characters, a \\r
+    would split the row), pipes and HTML escaped."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in text)
+    return html.escape(printable, quote=False).replace("|", "\\|")
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -47,10 +47,14 @@ def _text(value: str, what: str) -> str:
     return value
 
 
+# Only grants change what the gateway enforces; requests and their decisions do not.
+_FEEDS = frozenset({EventName.ACCESS_GRANTED, EventName.GRANT_REVOKED})
+
+
 def _record(d: Directory, conn: sa.Connection, name: EventName, now: float, **kw: Any) -> None:
     from garrison.store.directory import _record as record
 
-    record(conn, at=now, actor=d.actor, origin=d.origin, name=name, **kw)
+    record(conn, at=now, actor=d.actor, origin=d.origin, name=name, feed=name in _FEEDS, **kw)
 
 
 def _request_row(conn: sa.Connection, request_id: str, now: float) -> Any:
@@ -92,27 +96,28 @@ def request_access(
         who = _lookup(conn, p, d.actor, "principal")
         if who.status != Status.ACTIVE.value:
             raise Forbidden("an inactive principal cannot ask for access")
-        model = _lookup(conn, m, model_ref, "model")
-        level = Level(model.level)
-        if level not in GRANT_MAX_DURATION_S:
-            raise BadRequest(
-                f"model {model.name!r} is {level.label}: it needs no grant (grants are for "
-                "critical models)"
-            )
+        # One answer for a model that does not exist, needs no grant, or is beyond the
+        # principal: asking must not reveal which models exist or at what level (no oracle).
+        model = conn.execute(
+            sa.select(m).where(sa.or_(m.c.id == model_ref, m.c.name == model_ref))
+        ).first()
+        level = Level(model.level) if model is not None else Level.PUBLIC
+        comps = parse_compartments(model.compartments) if model is not None else frozenset()
+        terms = vendors.vendor_of(conn, who.org_id)
+        if (
+            model is None
+            or level not in GRANT_MAX_DURATION_S
+            or Level(who.clearance) < level
+            or not comps <= parse_compartments(who.compartments)
+            or (terms is not None and not terms.ceiling_allows(level, comps))
+        ):
+            # The same words for every case, to everyone (the specifics would be an oracle).
+            raise NotFound("No such model.", public_message="No such model.")
         longest = GRANT_MAX_DURATION_S[level]
         if not 0 < duration_s <= longest:
             raise BadRequest(
                 f"a grant for a {level.label} model lasts at most {longest / 3600:g} hours"
             )
-        comps = parse_compartments(model.compartments)
-        if Level(who.clearance) < level or not comps <= parse_compartments(who.compartments):
-            raise BadRequest(
-                "rule grant-dominance: a grant never raises a clearance; the principal's "
-                "clearance and compartments must already cover the model"
-            )
-        terms = vendors.vendor_of(conn, who.org_id)
-        if terms is not None and not terms.ceiling_allows(level, comps):
-            raise BadRequest("rule vendor-ceiling: the model is above the vendor's ceiling")
         open_request = conn.execute(
             sa.select(ar.c.id).where(
                 ar.c.principal_id == who.id,

@@ -143,7 +143,11 @@ def _record(
     credential_id: str | None = None,
     model: str | None = None,
     origin: dict[str, Any] | None = None,
+    feed: bool = True,
 ) -> None:
+    """One audit event in the caller's transaction, and (``feed``) a change-feed row that
+    makes every gateway process load a new snapshot. Changes the snapshot does not hold
+    (alerts, incidents, proposals, requests) pass ``feed=False``."""
     if origin:
         # Where the change came from (the admin API: the admin's key, address, request id).
         data = {**data, "origin": origin}
@@ -152,9 +156,10 @@ def _record(
             # Applying a two-person change: it is marked approved in this same transaction,
             # so the change and its approval commit together or not at all.
             changes.mark_applied(conn, change_id, actor=actor, at=at)
-    conn.execute(
-        sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
-    )
+    if feed:
+        conn.execute(
+            sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
+        )
     event = AuditEvent(
         name,
         at=at,
@@ -680,4 +685,5 @@ class Directory:
                 entity_id="-",
                 op=name.value,
                 data=data,
+                feed=False,
             )

@@ -117,6 +117,7 @@ def open_incident(
             actor=d.actor,
             origin=d.origin,
             name=EventName.INCIDENT_OPENED,
+            feed=False,
             entity="incident",
             entity_id=incident_id,
             op="open",
@@ -165,6 +166,7 @@ def update_incident(
             actor=d.actor,
             origin=d.origin,
             name=EventName.INCIDENT_UPDATED,
+            feed=False,
             entity="incident",
             entity_id=row.id,
             op="update",
@@ -222,7 +224,10 @@ def timeline(
     presented = sa.func.json_extract(a.c.record, "$.data.presented_key_id")
     conds = []
     if principals:
-        conds.append(a.c.principal_id.in_(sorted(principals)))
+        ids = sorted(principals)
+        conds.append(a.c.principal_id.in_(ids))
+        # What they did as admins (keys minted, locks placed): the actor is the subject.
+        conds.append(sa.func.json_extract(a.c.record, "$.actor").in_(ids))
     if credentials:
         ids = sorted(credentials)
         conds += [a.c.credential_id.in_(ids), presented.in_(ids)]
