@@ -202,6 +202,10 @@ def seed_gateway(data_dir: Path, mocks: Mocks) -> Seeded:
         key = directory.create_key(PRINCIPAL, now=now, note="benchmark").key.token.reveal()
     finally:
         directory.engine.dispose()
+    if os.environ.get("GARRISON_BENCH_NO_DETECT"):
+        # To see what in-process detection costs: the same gateway without it.
+        with done.config_path.open("a") as config:
+            config.write("\n[detect]\nenabled = false\n")
     db_path = Path(done.settings.database_url.removeprefix("sqlite:///"))
     return Seeded(done.config_path, db_path, key, port)
 
