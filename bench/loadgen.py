@@ -402,6 +402,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_url(url: str, timeout: float = 20.0) -> None:
+    """Wait until ``url`` (on loopback) answers at all; RuntimeError after ``timeout``."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
 # ── child processes ────────────────────────────────────────────────────────────────────────
 @dataclass
 class Child:

@@ -36,13 +36,11 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +54,17 @@ import garrison
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import CLK_TCK, REPO_ROOT, machine_busy_ticks, wait_for_quiet
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import (
+    CLK_TCK,
+    REPO_ROOT,
+    free_port,
+    machine_busy_ticks,
+    wait_for_quiet,
+    wait_url,
+)
 from garrison.bootstrap import init, open_directory
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.store.directory import Directory
@@ -78,23 +86,6 @@ SLOW_TOKENS = 5000
 SLOW_CHUNK_DELAY_MS = 10.0
 # Gateway log lines kept in the result when they look like trouble.
 LOG_LINES_KEPT = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _address(index: int) -> str:
@@ -449,7 +440,7 @@ async def measure(
     source = _commit()  # the gateway runs whatever src/ holds when it starts
     done = init(root / "data")
     directory = open_directory(done.settings, actor="bench")
-    fast_port, slow_port = _free_port(), _free_port()
+    fast_port, slow_port = free_port(), free_port()
     logs: list[Path] = []
     procs: list[subprocess.Popen[bytes]] = []
     tally = Tally()
@@ -482,17 +473,17 @@ async def measure(
             )
         bases = []
         for index in range(gateways):
-            port = _free_port()
+            port = free_port()
             logs.append(root / f"gateway{index}.log")
             env = {**os.environ, "GARRISON_PORT": str(port)}
             procs.append(
                 _start([*GARRISON, "serve", "--config", str(done.config_path)], logs[-1], env)
             )
             bases.append(f"http://127.0.0.1:{port}")
-        _wait(f"http://127.0.0.1:{fast_port}/v1/models")
-        _wait(f"http://127.0.0.1:{slow_port}/v1/models")
+        wait_url(f"http://127.0.0.1:{fast_port}/v1/models")
+        wait_url(f"http://127.0.0.1:{slow_port}/v1/models")
         for base in bases:
-            _wait(f"{base}/healthz")
+            wait_url(f"{base}/healthz")
         async with _session() as admin_session:
             admin = Admin(admin_session, bases[0], done.admin_key.key.token.reveal())
             for n in range(rounds):

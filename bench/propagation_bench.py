@@ -18,19 +18,20 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.loadgen import free_port, wait_url
 from garrison.bootstrap import init, open_directory
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 
@@ -39,23 +40,6 @@ GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 ROUND_TIMEOUT_S = 5.0
 # Poll interval while waiting for the refusal (the measurement's resolution).
 POLL_S = 0.001
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def _status(session: aiohttp.ClientSession, base: str, key: str) -> int:
@@ -80,7 +64,7 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
     done = init(root / "data")
     directory = open_directory(done.settings, actor="bench")
     now = time.time()
-    up_port = _free_port()
+    up_port = free_port()
     procs = [
         subprocess.Popen(
             [*GARRISON, "mock-upstream", "--port", str(up_port)],
@@ -100,7 +84,7 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
         )
         bases = []
         for _ in range(gateways):
-            port = _free_port()
+            port = free_port()
             env = {**os.environ, "GARRISON_PORT": str(port)}
             procs.append(
                 subprocess.Popen(
@@ -111,9 +95,9 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
                 )
             )
             bases.append(f"http://127.0.0.1:{port}")
-        _wait(f"http://127.0.0.1:{up_port}/v1/models")
+        wait_url(f"http://127.0.0.1:{up_port}/v1/models")
         for base in bases:
-            _wait(f"{base}/healthz")
+            wait_url(f"{base}/healthz")
         samples: dict[str, list[float]] = {
             f"{kind}_{where}": []
             for kind in ("revoke_key", "suspend_vendor")

@@ -5,6 +5,7 @@ a slow or dead receiver never slows detection, and what does not fit is counted 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import hmac
@@ -50,7 +51,9 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={mac}"
 
 
-class _Threaded:
+class _Threaded(abc.ABC):
+    """A sink's queue and thread; subclasses say how one alert is delivered."""
+
     name = "sink"
 
     def __init__(self) -> None:
@@ -79,8 +82,8 @@ class _Threaded:
                 self.dropped += 1
                 log.error("%s sink failed for alert %s: %s", self.name, alert.get("id"), exc)
 
-    def _deliver(self, alert: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _deliver(self, alert: dict[str, Any]) -> None: ...
 
     def close(self) -> None:
         with contextlib.suppress(queue.Full):
