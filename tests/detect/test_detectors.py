@@ -189,7 +189,11 @@ def feed(detector: Any, observations: Iterable[Obs], facts: Snapshot = FACTS) ->
 def test_every_detector_has_a_builder() -> None:
     assert set(detectors.BUILDERS) == set(DETECTORS)
     for name in DETECTORS:
-        params = {"patterns": ["x"]} if name == "content" else {}
+        required: dict[str, dict[str, Any]] = {
+            "content": {"patterns": ["x"]},
+            "refusal_reason": {"reasons": ["policy.error"]},
+        }
+        params = required.get(name, {})
         assert make(name, **params).rule.detector == name
 
 
@@ -276,6 +280,7 @@ HAIR_TRIGGER: dict[str, dict[str, Any]] = {
     "dormant": {"dormant": 1},
     "content": {"patterns": ["x"], "rule_id": "flagged"},
     "extraction": {"calls_per_bucket": 1, "sustained_buckets": 1},
+    "refusal_reason": {"reasons": ["credential.network_not_allowed"]},
 }
 
 
@@ -1010,3 +1015,16 @@ def test_off_hours_never_flags_a_service_account() -> None:
     d = make("off_hours", learning_events=20, learning_span=1, min_share=0.05)
     feed(d, _office_hours(2, 10), facts)
     assert feed(d, [obs(_at_hour(2, 3, 15))], facts) == []
+
+
+# ── refusal_reason ───────────────────────────────────────────────────────────────────────
+def test_refusal_reason_catches_a_named_reason_and_nothing_else() -> None:
+    d = make("refusal_reason", level="high", reasons=["policy.error"])
+    (f,) = feed(d, [obs(T0, name="request.denied", status=404, reasons=("policy.error",))])
+    assert f.severity is Severity.HIGH and f.reason == "policy.error"
+    assert f.subject_id == "alice" and f.data["reasons"] == ["policy.error"]
+    # Other refusals, and allowed calls, are not it.
+    assert feed(d, [obs(T0, name="request.denied", reasons=("clearance.level",))]) == []
+    assert feed(d, [obs(T0, reasons=("policy.error",))]) == []
+    # On the admin API as well.
+    assert len(feed(d, [obs(T0, name="admin.denied", reasons=("policy.error",))])) == 1

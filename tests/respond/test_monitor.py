@@ -357,9 +357,13 @@ async def test_queue_overflow_is_caught_up_from_the_log_and_raises_a_lagging_ale
         # bob from two networks (its evidence will be in a gap), then plenty of traffic.
         assert (await chat(world, world.keys["bob"], addr=HOME))[0] == 200
         assert (await chat(world, world.keys["bob"], addr=AWAY))[0] == 200
-        for _ in range(12):
+        # Until the queue overflows (on a busy machine group commit packs more events into
+        # fewer batches, so how many calls that takes varies).
+        for _ in range(200):
             assert (await chat(world, world.keys["carol"]))[0] == 200
-        await world.settle()
+            await world.settle()
+            if monitor.dropped > 0:
+                break
         assert monitor.dropped > 0, "the queue never overflowed"
         assert processed == []  # the thread is stuck on its first event
 

@@ -246,6 +246,22 @@ class RefusalBurst(_Base):
         ]
 
 
+class RefusalReason(_Base):
+    """Any refusal carrying one of ``reasons`` (e.g. ``policy.error``: a policy that failed to
+    evaluate denied the call, and someone must look at the policy set)."""
+
+    def __init__(self, rule: r.Rule) -> None:
+        super().__init__(rule)
+        self.reasons = frozenset(rule.params.reasons)
+
+    def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
+        if obs.name not in _DENIALS or not self.reasons.intersection(obs.reasons):
+            return []
+        hit = sorted(self.reasons.intersection(obs.reasons))
+        subject = obs.principal_id or obs.key or obs.address or "-"
+        return [self.finding(obs, "principal", subject, hit[0], reasons=hit, model=obs.model)]
+
+
 class OutsideContract(_Base):
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         if obs.name != "request.denied" or "vendor.outside_contract" not in obs.reasons:
@@ -369,6 +385,7 @@ class Extraction(_Base):
 
 
 BUILDERS: dict[str, Callable[..., Detector]] = {
+    "refusal_reason": RefusalReason,
     "canary": Canary,
     "out_of_network": OutOfNetwork,
     "multi_network": MultiNetwork,

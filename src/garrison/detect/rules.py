@@ -140,7 +140,12 @@ class Extraction(_Params):
     _b = field_validator("bucket", mode="before")(_seconds)
 
 
+class RefusalReason(_Params):
+    reasons: list[str] = Field(min_length=1, max_length=50)
+
+
 DETECTORS: Mapping[str, type[_Params]] = {
+    "refusal_reason": RefusalReason,
     "out_of_network": NoParams,
     "multi_network": MultiNetwork,
     "new_network": NewNetwork,
