@@ -58,7 +58,6 @@ from garrison.errors import (
     Unauthenticated,
 )
 from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presented_key, read_body
-from garrison.gateway.containment import lock_covering
 from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
 from garrison.respond import render
@@ -176,14 +175,12 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             )
         # A locked key, person, org or network cannot administer either (a global lockdown
         # does not apply here: admins must be able to lift it).
-        lock = lock_covering(
-            snap,
+        lock = snap.locks.covering(
             now,
             credential_id=auth.credential.id,
             principal_id=admin.id,
             org_id=admin.org_id,
-            model_id=None,
-            address=str(address),
+            address=address,
             include_global=False,
         )
         if lock is not None:

@@ -46,7 +46,7 @@ from garrison.errors import (
 from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
-from garrison.gateway.containment import Cut, lock_covering, stale_refusal, uncancel
+from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.content import scan
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
@@ -253,17 +253,23 @@ def _authenticated(
     return (result.principal if result.ok else None), result.reason
 
 
-def _locked(state: GatewayState, call: Call, api: UpstreamApi, now: float) -> web.Response | None:
-    """A 403 if a lock covers this call (the audit event names the lock), else None."""
-    lock = lock_covering(
-        state.snapshot,
-        now,
-        credential_id=call.credential_id,
-        principal_id=call.principal_id,
-        org_id=call.org_id,
-        model_id=call.model_id,
-        address=call.address,
-    )
+def _locked(
+    state: GatewayState, call: Call, api: UpstreamApi, now: float, *, model_only: bool = False
+) -> web.Response | None:
+    """A 403 if a lock covers this call (the audit event names the lock), else None.
+    ``model_only``: the caller was checked already (and is a live call, which any later lock
+    on it cuts); only its model remains to check."""
+    locks = state.snapshot.locks
+    if model_only:
+        lock = locks.covering(now, model_id=call.model_id, include_global=False)
+    else:
+        lock = locks.covering(
+            now,
+            credential_id=call.credential_id,
+            principal_id=call.principal_id,
+            org_id=call.org_id,
+            address=call.peer,
+        )
     if lock is None:
         return None
     state.refusals[Reason.LOCKED.value] += 1
@@ -400,7 +406,7 @@ async def _handle_model_call(
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return _deny(state, call, api, NotFound(), decision.reasons, policies=decision.policies)
     call.model_id = model.id
-    refused = _locked(state, call, api, state.clock())
+    refused = _locked(state, call, api, state.clock(), model_only=True)
     if refused is not None:
         return refused
     if stale_refusal(state, model):

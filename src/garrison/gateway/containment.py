@@ -13,13 +13,11 @@ checks the snapshot with none either, so no call slips between the two.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
 
 from garrison.domain import Level, Model, Reason, Status, VendorStatus
-from garrison.domain.locks import Lock
 from garrison.gateway.state import GatewayState, StaleMode
 from garrison.store.snapshot import Snapshot
 
@@ -30,34 +28,6 @@ log = logging.getLogger("garrison.gateway")
 class Cut:
     reason: Reason
     lock_id: str | None = None
-
-
-def lock_covering(
-    snap: Snapshot,
-    now: float,
-    *,
-    credential_id: str | None,
-    principal_id: str | None,
-    org_id: str | None,
-    model_id: str | None,
-    address: str,
-    include_global: bool = True,
-) -> Lock | None:
-    if not snap.locks:
-        return None
-    try:
-        addr = ipaddress.ip_address(address)
-    except ValueError:
-        addr = None
-    return snap.locks.covering(
-        now,
-        credential_id=credential_id,
-        principal_id=principal_id,
-        org_id=org_id,
-        model_id=model_id,
-        address=addr,
-        include_global=include_global,
-    )
 
 
 def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
@@ -96,14 +66,13 @@ def cut_covered(state: GatewayState) -> int:
     for call in list(state.live):
         if call.cut is not None or call.task is None:
             continue
-        lock = lock_covering(
-            snap,
+        lock = snap.locks.covering(
             now,
             credential_id=call.credential_id,
             principal_id=call.principal_id,
             org_id=call.org_id,
             model_id=call.model_id,
-            address=call.address,
+            address=call.peer,
         )
         if lock is not None:
             call.cut = Cut(Reason.LOCKED, lock.id)
