@@ -114,7 +114,9 @@ def test_missing_token_attributes_nothing(token: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "token", ["Bearer " + TOKEN, TOKEN[:-1], "sk-abc", " ", TOKEN.replace("gk_", "gk-", 1)]
+    "token",
+    ["Bearer " + TOKEN, TOKEN[:-1], "sk-abc", " ", TOKEN.replace("gk_", "gk-", 1)],
+    ids=["bearer-prefix", "truncated", "foreign", "blank", "wrong-separator"],
 )
 def test_malformed_token_gives_credential_malformed(token: str) -> None:
     assert auth(token).reason is Reason.CREDENTIAL_MALFORMED
