@@ -231,6 +231,11 @@ class SqliteAuditSink:
                 self.checkpoint()
             except Exception as exc:  # closing must not hang on a broken database
                 log.error("final checkpoint failed: %s", exc)
+            try:
+                # Fold the WAL into the database file: a clean stop leaves one file to copy.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.error("WAL checkpoint at close failed: %s", exc)
             self._conn.close()
             self._conn = None
         for exporter in self._exporters:

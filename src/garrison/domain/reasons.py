@@ -49,4 +49,5 @@ class Reason(enum.StrEnum):
     REVOKED_IN_FLIGHT = "credential.revoked_in_flight"
     # process state
     OVERLOADED = "gateway.overloaded"
+    SHUTTING_DOWN = "gateway.shutting_down"
     AUDIT_UNAVAILABLE = "audit.unavailable"

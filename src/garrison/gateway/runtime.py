@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +29,10 @@ from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
 from garrison.detect.observation import Severity
 from garrison.detect.rules import RuleSet
-from garrison.domain import VendorStatus
+from garrison.domain import Reason, VendorStatus
 from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
-from garrison.gateway.containment import cut_covered
+from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
@@ -53,6 +54,14 @@ SNAPSHOT_POLL_S = 0.05
 GC_THRESHOLDS = (10_000, 20, 20)
 # Idle upstream connections kept per process (reused across calls to the same server).
 UPSTREAM_KEEPALIVE_S = 30.0
+# The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
+# send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# While draining, how often the live calls are counted.
+DRAIN_POLL_S = 0.05
+# After the drain deadline cuts the remaining calls, how long they get to write their final
+# error event and outcome record before the listener is torn down.
+CUT_SETTLE_S = 2.0
 
 
 class Gateway:
@@ -281,6 +290,32 @@ class Gateway:
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
 
+    async def drain(self, deadline_s: float | None = None) -> int:
+        """Stop taking calls and let those in flight finish, for at most ``deadline_s``
+        (default: the drain limit); then cut the rest with an error in the API's shape,
+        recorded as ``shutdown``. Returns how many were cut."""
+        deadline_s = self.state.limits.drain_deadline_s if deadline_s is None else deadline_s
+        self.state.draining = True
+        self.http.stop_accepting()
+        end = time.monotonic() + deadline_s
+        # Polled (the live set is the data plane's own; a 50 ms step is nothing at shutdown).
+        while self.state.live and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_S)
+        cut = 0
+        for call in list(self.state.live):
+            if call.cut is None and call.task is not None:
+                call.cut = Cut(Reason.SHUTTING_DOWN)
+                call.task.cancel()
+                cut += 1
+        # The cut calls write their final error event and outcome record, then leave.
+        end = time.monotonic() + CUT_SETTLE_S
+        # Polled (the live set is the data plane's own; a 50 ms step is nothing at shutdown).
+        while self.state.live and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_S)
+        if cut:
+            log.warning("drain deadline passed: cut %d call(s)", cut)
+        return cut
+
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
@@ -308,10 +343,20 @@ class Gateway:
 
 
 async def serve_forever(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and stop cleanly (exit status 0)."""
     gateway = Gateway(settings)
-    await gateway.start()
-    log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before the listener opens: a signal that arrives while starting still drains cleanly.
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await gateway.start()
+        log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+        await stopping.wait()
+        log.warning("stop signal: draining %d call(s) in flight", len(gateway.state.live))
+        await gateway.drain()
     finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
         await gateway.stop()
