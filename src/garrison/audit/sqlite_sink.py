@@ -102,6 +102,7 @@ class SqliteAuditSink:
         witness: DirectoryWitness | None = None,
         exporters: Sequence[Exporter] = (),
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._exporters = list(exporters)
         # Called in the writer thread after each commit with (first leaf index, events);
@@ -111,6 +112,8 @@ class SqliteAuditSink:
         self._signer = signer
         self._witness = witness
         self._clock = clock
+        # Paces the periodic checkpoint (injected: a test decides when checkpoints happen).
+        self._monotonic = monotonic
         self._conn: sqlite3.Connection | None = None
         self.tree = CompactTree()
         self._last: Checkpoint | None = None
@@ -119,7 +122,7 @@ class SqliteAuditSink:
     def open(self) -> None:
         conn = self._connection()
         self.tree, self._last = load_tree(conn)
-        self._last_at = time.monotonic()
+        self._last_at = self._monotonic()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -181,7 +184,7 @@ class SqliteAuditSink:
             captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
             if captures:
                 conn.executemany(_INSERT_CAPTURE, captures)
-            if self.checkpoint_due and time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
+            if self.checkpoint_due and self._monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
                 published = self._checkpoint(conn)
         if published is not None:
             self._committed(published)
@@ -218,7 +221,7 @@ class SqliteAuditSink:
 
     def _committed(self, checkpoint: Checkpoint) -> None:
         self._last = checkpoint
-        self._last_at = time.monotonic()
+        self._last_at = self._monotonic()
         if self._witness is not None:
             try:
                 self._witness.publish(checkpoint)
