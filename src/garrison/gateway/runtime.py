@@ -31,6 +31,7 @@ from garrison.detect.observation import Severity
 from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
 from garrison.errors import ConfigError
+from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
@@ -344,6 +345,15 @@ class Gateway:
 
 async def serve_forever(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain and stop cleanly (exit status 0)."""
+    fds = fd_limit.ensure(settings.limits.max_concurrent_requests)
+    if fds.max_calls < 1:
+        raise ConfigError(
+            f"the file descriptor limit ({fds.soft}) leaves no room for calls beside the "
+            f"reserve of {fd_limit.FD_RESERVE}: raise it (ulimit -n, LimitNOFILE=)"
+        )
+    if fds.max_calls < settings.limits.max_concurrent_requests:
+        limits = dataclasses.replace(settings.limits, max_concurrent_requests=fds.max_calls)
+        settings = dataclasses.replace(settings, limits=limits)
     gateway = Gateway(settings)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
