@@ -50,4 +50,6 @@ class Reason(enum.StrEnum):
     # process state
     OVERLOADED = "gateway.overloaded"
     SHUTTING_DOWN = "gateway.shutting_down"
+    # The process that allowed the call ended (killed) before recording how it ended.
+    PROCESS_ENDED = "gateway.process_ended"
     AUDIT_UNAVAILABLE = "audit.unavailable"

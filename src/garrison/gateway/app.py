@@ -88,6 +88,12 @@ class _RequestIds:
         value = (self._prefix << 64) | (next(self._counter) & 0xFFFF_FFFF_FFFF_FFFF)
         return str(uuid.UUID(int=value, version=4))
 
+    @property
+    def prefix(self) -> str:
+        """What every id of this process starts with (``xxxxxxxx-xxxx-4xxx``): the process's
+        instance id, by which its calls are found after it dies."""
+        return str(uuid.UUID(int=self._prefix << 64, version=4))[:18]
+
 
 new_request_id = _RequestIds()
 
