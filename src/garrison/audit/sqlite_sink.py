@@ -123,6 +123,14 @@ class SqliteAuditSink:
         conn = self._connection()
         self.tree, self._last = load_tree(conn)
         self._last_at = self._monotonic()
+        if (
+            self._witness is not None
+            and self._last is not None
+            and self._witness.latest_size() < self._last.tree_size
+        ):
+            # Stored but never published (the process ended between the two): publish now.
+            log.warning("witness is behind the log: publishing the newest checkpoint again")
+            self._committed(self._last)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
