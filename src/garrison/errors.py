@@ -20,6 +20,7 @@ and must never contain a secret.
     └── ServerError                  ours (5xx)
         ├── AuditUnavailable         503 the audit log cannot be written: fail closed
         ├── Overloaded               503 too many calls in flight in this process
+        ├── ShuttingDown             503 the process is draining (SIGTERM): retry elsewhere
         └── ConfigError              500 the configuration or key files are unusable
 """
 
@@ -129,6 +130,12 @@ class Overloaded(ServerError):
     status = 503
     code = "overloaded"
     default_message = "The gateway is overloaded; retry later."
+
+
+class ShuttingDown(ServerError):
+    status = 503
+    code = "shutting_down"
+    default_message = "The gateway is shutting down; retry on another instance."
 
 
 class ConfigError(ServerError):

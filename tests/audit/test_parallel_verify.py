@@ -32,7 +32,11 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Signer, Path]:
     create_signing_key(keys)
     signer = Signer.from_dir(keys)
     witness = root / "witness"
-    sink = SqliteAuditSink(db, signer=signer, witness=DirectoryWitness(witness))
+    # A clock that never moves: checkpoints happen exactly where the test asks, however slow
+    # the machine (a real one would add periodic checkpoints under load).
+    sink = SqliteAuditSink(
+        db, signer=signer, witness=DirectoryWitness(witness), monotonic=lambda: 0.0
+    )
     sink.open()
     written = 0
     for size in CHECKPOINT_AT:

@@ -119,7 +119,7 @@ def verify(data: Path, *, witness: bool = True) -> dict[str, Any]:
     """``garrison audit verify --json`` (in process); ``witness=False`` hides the witness."""
     args = ["verify", "--json", "--config", str(data / CONFIG_FILE)]
     if not witness:
-        args += ["--witness-dir", str(data / "no-witness-here")]
+        args += ["--no-witness"]
     result = CliRunner().invoke(audit, args)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -463,3 +463,109 @@ def test_cli_verify_exits_1_and_prints_the_first_bad_index_on_a_tampered_log(
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"FAILED: first bad index {keep}" in out.stdout
     assert "truncated" in out.stdout
+
+
+# ── the witness itself attacked or damaged ───────────────────────────────────────────────────
+def _kinds(report: dict[str, Any]) -> list[str]:
+    return [p["kind"] for p in report["problems"]]
+
+
+def test_a_deleted_witness_is_a_finding(data: Path) -> None:
+    shutil.rmtree(data / "witness")
+    report = verify(data)
+    assert _kinds(report) == ["witness_missing"]
+
+
+def test_an_emptied_witness_is_a_finding(data: Path) -> None:
+    (data / "witness" / "checkpoints.jsonl").write_bytes(b"")
+    (data / "witness" / "latest.json").unlink()
+    assert _kinds(verify(data)) == ["witness_missing"]
+
+
+def test_a_witness_cut_short_is_a_finding(data: Path, log: Log) -> None:
+    history = data / "witness" / "checkpoints.jsonl"
+    lines = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(b"".join(lines[:1]))  # only the first checkpoint left
+    report = verify(data)
+    assert _kinds(report) == ["witness_behind"]
+    assert f"lacks {len(log.sizes) - 2} checkpoint(s)" in report["problems"][0]["detail"]
+
+
+def test_a_witness_one_behind_is_not_a_finding(data: Path) -> None:
+    """The newest checkpoint is published right after its commit (or again at the next
+    start after a crash in between): a witness without it is not evidence of anything."""
+    history = data / "witness" / "checkpoints.jsonl"
+    lines = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(b"".join(lines[:-1]))
+    assert verify(data)["ok"]
+
+
+def test_a_garbage_witness_line_is_a_finding_not_a_crash(data: Path) -> None:
+    history = data / "witness" / "checkpoints.jsonl"
+    lines = history.read_bytes().splitlines(keepends=True)
+    lines.insert(1, b"\x00garbage{not json\n")
+    history.write_bytes(b"".join(lines))
+    report = verify(data)
+    assert _kinds(report) == ["witness_damaged"]
+    assert "checkpoints.jsonl:2" in report["problems"][0]["detail"]
+
+
+def test_a_torn_last_witness_line_is_skipped_and_repaired_by_the_next_publish(
+    data: Path,
+) -> None:
+    """A full disk or a crash can cut an append short: the half line was never an entry."""
+    from garrison.audit.witness import DirectoryWitness, load_witness
+
+    history = data / "witness" / "checkpoints.jsonl"
+    whole = history.read_bytes()
+    last = whole.splitlines(keepends=True)[-1]
+    history.write_bytes(whole + last[: len(last) // 2])  # half of a line, no newline
+    copy = load_witness(data / "witness")
+    assert copy.torn_tail and not copy.damaged
+    assert verify(data)["ok"]
+    newest = copy.checkpoints[-1]
+    DirectoryWitness(data / "witness").publish(newest)
+    assert history.read_bytes() == whole + last  # the torn half is gone, the entry whole
+    assert not load_witness(data / "witness").torn_tail
+
+
+def test_a_checkpoint_stored_but_never_published_is_published_at_the_next_start(
+    data: Path,
+) -> None:
+    from garrison.audit.sqlite_sink import SqliteAuditSink
+    from garrison.audit.witness import DirectoryWitness, load_witness
+
+    history = data / "witness" / "checkpoints.jsonl"
+    lines = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(b"".join(lines[:-1]))  # the process ended between commit and publish
+    (data / "witness" / "latest.json").write_bytes(lines[-2].rstrip(b"\n"))
+    sink = SqliteAuditSink(
+        data / "garrison.db",
+        signer=Signer.from_dir(data / "keys"),
+        witness=DirectoryWitness(data / "witness"),
+    )
+    sink.open()
+    sink.close()
+    assert history.read_bytes() == b"".join(lines)
+    assert [cp.tree_size for cp in load_witness(data / "witness").checkpoints][-1] == int(
+        orjson.loads(lines[-1])["tree_size"]
+    )
+
+
+def test_a_corrupt_database_is_could_not_read_without_a_traceback(data: Path) -> None:
+    db = data / "garrison.db"
+    raw = bytearray(db.read_bytes())
+    raw[100:4096] = b"\xff" * (4096 - 100)  # the header's tail and the first page: garbage
+    db.write_bytes(bytes(raw))
+    for extra in ("garrison.db-wal", "garrison.db-shm"):
+        (data / extra).unlink(missing_ok=True)
+    result = subprocess.run(
+        [*GARRISON, "audit", "verify", "--config", str(data / CONFIG_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in result.stderr
+    assert result.returncode not in (0, 1), (result.returncode, result.stderr)
+    assert "could not read" in result.stderr.lower()

@@ -428,3 +428,135 @@ def test_body_without_usable_usage_gives_empty_usage(body: Any) -> None:
 def test_non_integer_token_counts_are_ignored(value: Any) -> None:
     usage = usage_from_body(ANTHROPIC, {"usage": {"input_tokens": value, "output_tokens": value}})
     assert (usage.tokens_in, usage.tokens_out) == (None, None)
+
+
+# ── events split as the SSE spec says ─────────────────────────────────────────────────────
+TERMINATORS = (b"\n", b"\r\n", b"\r")
+
+
+def test_a_crlf_event_after_an_lf_event_is_released_at_once() -> None:
+    """The old splitter fixed the separator on the first event and then held a CRLF event
+    back until the stream ended."""
+    meter = SseMeter(OPENAI, drop_usage_chunk=False)
+    first = data(content("a"))
+    second = data(content("b"), sep=b"\r\n\r\n")
+    assert meter.feed(first) == first
+    assert meter.feed(second) == second
+
+
+def test_cr_only_events_are_released_and_counted() -> None:
+    meter = SseMeter(OPENAI, drop_usage_chunk=False)
+    stream = data(content("a"), sep=b"\r\r") + data(usage_chunk(), sep=b"\r\r")
+    assert meter.feed(stream) == stream
+    assert usage_tuple(meter.usage) == (11, 3, 1)
+
+
+def test_anthropic_usage_is_read_when_data_comes_before_event() -> None:
+    payload = {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 7}}
+    raw = b"data: " + orjson.dumps(payload) + b"\nevent: message_delta\n\n"
+    meter = SseMeter(ANTHROPIC, drop_usage_chunk=False)
+    assert meter.feed(raw) == raw
+    assert meter.usage.tokens_out == 7
+
+
+def test_usage_split_over_several_data_lines_is_read() -> None:
+    chunk = orjson.dumps(usage_chunk(5, 2)).decode()
+    head, tail = chunk.split(',"usage"', 1)
+    raw = f'data: {head},\ndata: "usage"{tail}\n\n'.encode()
+    meter = SseMeter(OPENAI, drop_usage_chunk=False)
+    assert meter.feed(raw) == raw
+    assert (meter.usage.tokens_in, meter.usage.tokens_out) == (5, 2)
+
+
+def test_comments_and_retry_lines_pass_through_and_do_not_count() -> None:
+    raw = b": keep-alive\n\nretry: 3000\n\n" + data(content("x"))
+    meter = SseMeter(OPENAI, drop_usage_chunk=False)
+    assert meter.feed(raw) == raw
+    assert meter.usage.counted_chunks == 1
+
+
+def _line_ends(draw: st.DrawFn, count: int) -> list[bytes]:
+    """Line terminators where a lone CR is never followed by an LF (that pair is a CRLF)."""
+    ends: list[bytes] = []
+    for _ in range(count):
+        choices = TERMINATORS if not ends or ends[-1] != b"\r" else (b"\r\n", b"\r")
+        ends.append(draw(st.sampled_from(choices)))
+    return ends
+
+
+@st.composite
+def mixed_streams(draw: st.DrawFn) -> tuple[UpstreamApi, bytes, tuple[int, int]]:
+    """A real-shaped stream whose every line ends in any of the spec's three terminators,
+    with multi-line data, comments and field order varied; and its usage."""
+    api = draw(st.sampled_from([OPENAI, ANTHROPIC]))
+    lines: list[list[bytes]] = []
+    if api is OPENAI:
+        for word in ("Hel", "lo"):
+            lines.append([b"data: " + orjson.dumps(content(word))])
+        chunk = orjson.dumps(usage_chunk(13, 2))
+        head, tail = chunk.split(b',"usage"', 1)
+        if draw(st.booleans()):
+            lines.append([b"data: " + head + b",", b'data: "usage"' + tail])
+        else:
+            lines.append([b"data:" + chunk])
+        lines.append([b"data: [DONE]"])
+        expected = (13, 2)
+    else:
+        start = {"type": "message_start", "message": {"usage": {"input_tokens": 9}}}
+        delta = {"type": "message_delta", "usage": {"output_tokens": 4}}
+        for name, payload in (("message_start", start), ("message_delta", delta)):
+            fields = [b"event: " + name.encode(), b"data: " + orjson.dumps(payload)]
+            if draw(st.booleans()):
+                fields.reverse()  # data before event: the spec allows any order
+            lines.append(fields)
+        expected = (9, 4)
+    if draw(st.booleans()):
+        lines.insert(1, [b": comment"])
+    count = sum(len(event) + 1 for event in lines)
+    ends = iter(_line_ends(draw, count))
+    out = b"".join(b"".join(line + next(ends) for line in [*event, b""]) for event in lines)
+    return api, out, expected
+
+
+def _event_ends(stream: bytes) -> list[tuple[int, int]]:
+    """Reference: where each event's terminating empty line starts and ends (a plain
+    byte-by-byte reading of the spec's line rules)."""
+    ends: list[tuple[int, int]] = []
+    i, empty = 0, True
+    while i < len(stream):
+        if stream[i : i + 1] in (b"\r", b"\n"):
+            size = 2 if stream[i : i + 2] == b"\r\n" else 1
+            if empty:
+                ends.append((i, i + size))
+            empty = True
+            i += size
+        else:
+            empty = False
+            i += 1
+    return ends
+
+
+@given(mixed_streams(), st.lists(st.integers(min_value=0), max_size=30))
+def test_every_event_is_released_as_soon_as_it_is_complete(
+    case: tuple[UpstreamApi, bytes, tuple[int, int]], cuts: list[int]
+) -> None:
+    api, stream, expected_usage = case
+    ends = _event_ends(stream)
+    meter = SseMeter(api, drop_usage_chunk=False)
+    released = 0
+    fed = 0
+    for piece in split(stream, cuts):
+        out = meter.feed(piece)
+        assert stream[released : released + len(out)] == out  # passed through unchanged
+        released += len(out)
+        fed += len(piece)
+        complete = [(a, b) for a, b in ends if a < fed]
+        if complete:
+            # Released through the first byte of the empty line that ended the last
+            # complete event, and nothing of an event not yet complete.
+            assert released >= complete[-1][0] + 1
+            assert released <= min(fed, complete[-1][1])
+        else:
+            assert released == 0
+    assert released + len(meter.flush()) == len(stream)
+    assert (meter.usage.tokens_in, meter.usage.tokens_out) == expected_usage

@@ -199,12 +199,18 @@ async def test_key_from_two_networks_is_alerted_once_locked_and_put_in_an_incide
 # How long the playbook's incident write is made to take (a slow or busy disk): the window
 # between a lock's recorded creation and its enforcement, made wide enough to see every time.
 SLOW_INCIDENT_S = 0.5
+# A lock is stamped when it is written and enforced when the gateway has loaded it: the
+# documented propagation target (100 ms) is the most that may lie between the two. Without
+# it the test measures the machine's load (a call decided in the few milliseconds between
+# the commit and the reload), not the playbook's order of writes.
+PROPAGATION_TARGET_S = 0.1
 
 
 async def test_a_playbook_lock_holds_from_the_time_it_records(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nothing of a key is allowed after its lock's recorded creation time.
+    """Nothing of a key is allowed after its lock's recorded creation time (give or take the
+    propagation target).
 
     The playbook stamps its lock (``locks.created_at``, the ``lock.created`` event) with the
     time the alert was judged, but writes it only after the incident and an alert update,
@@ -237,7 +243,7 @@ async def test_a_playbook_lock_holds_from_the_time_it_records(
     served_after = [
         (round(e["at"] - lock["at"], 3), e["data"]["client_address"])
         for e in world.events("request.allowed")
-        if e["credential_id"] == key_id and e["at"] > lock["at"]
+        if e["credential_id"] == key_id and e["at"] > lock["at"] + PROPAGATION_TARGET_S
     ]
     assert served_after == [], f"allowed after the lock's recorded creation: {served_after}"
 

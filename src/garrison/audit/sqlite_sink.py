@@ -102,6 +102,7 @@ class SqliteAuditSink:
         witness: DirectoryWitness | None = None,
         exporters: Sequence[Exporter] = (),
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._exporters = list(exporters)
         # Called in the writer thread after each commit with (first leaf index, events);
@@ -111,6 +112,8 @@ class SqliteAuditSink:
         self._signer = signer
         self._witness = witness
         self._clock = clock
+        # Paces the periodic checkpoint (injected: a test decides when checkpoints happen).
+        self._monotonic = monotonic
         self._conn: sqlite3.Connection | None = None
         self.tree = CompactTree()
         self._last: Checkpoint | None = None
@@ -119,7 +122,15 @@ class SqliteAuditSink:
     def open(self) -> None:
         conn = self._connection()
         self.tree, self._last = load_tree(conn)
-        self._last_at = time.monotonic()
+        self._last_at = self._monotonic()
+        if (
+            self._witness is not None
+            and self._last is not None
+            and self._witness.latest_size() < self._last.tree_size
+        ):
+            # Stored but never published (the process ended between the two): publish now.
+            log.warning("witness is behind the log: publishing the newest checkpoint again")
+            self._committed(self._last)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -181,7 +192,7 @@ class SqliteAuditSink:
             captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
             if captures:
                 conn.executemany(_INSERT_CAPTURE, captures)
-            if self.checkpoint_due and time.monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
+            if self.checkpoint_due and self._monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
                 published = self._checkpoint(conn)
         if published is not None:
             self._committed(published)
@@ -218,7 +229,7 @@ class SqliteAuditSink:
 
     def _committed(self, checkpoint: Checkpoint) -> None:
         self._last = checkpoint
-        self._last_at = time.monotonic()
+        self._last_at = self._monotonic()
         if self._witness is not None:
             try:
                 self._witness.publish(checkpoint)
@@ -231,6 +242,11 @@ class SqliteAuditSink:
                 self.checkpoint()
             except Exception as exc:  # closing must not hang on a broken database
                 log.error("final checkpoint failed: %s", exc)
+            try:
+                # Fold the WAL into the database file: a clean stop leaves one file to copy.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.error("WAL checkpoint at close failed: %s", exc)
             self._conn.close()
             self._conn = None
         for exporter in self._exporters:

@@ -410,3 +410,49 @@ def _tidy(problems: list[Problem]) -> list[Problem]:
         kept.append(p)
     kept.sort(key=lambda p: p.index if p.index is not None else -1)
     return kept
+
+
+def witness_findings(
+    checkpoints: Sequence[Checkpoint],
+    *,
+    present: bool,
+    copies: Sequence[Checkpoint],
+    damaged: Sequence[str] = (),
+) -> list[Problem]:
+    """What a configured witness says by its absence, damage or shortness.
+
+    A witness receives every checkpoint the database stores, right after the commit: the
+    newest one may be missing (published a moment later, or lost to a crash and published
+    again at the next start), nothing older may — from the witness's first copy on (a witness
+    configured later never saw the older ones, so a witness cut from the head is only seen as
+    long as its first copy is the log's first checkpoint). A deleted or emptied witness is a
+    finding: it is the copy that makes a replaced log visible."""
+    problems: list[Problem] = []
+    if checkpoints and not (present and (copies or damaged)):
+        problems.append(
+            Problem(
+                "witness_missing",
+                None,
+                f"a witness is configured but holds nothing, while the log has "
+                f"{len(checkpoints)} checkpoint(s): it was deleted, emptied or never written",
+            )
+        )
+        return problems
+    for line in damaged:
+        problems.append(Problem("witness_damaged", None, f"not a checkpoint: {line}"))
+    sizes = {cp.tree_size for cp in copies}
+    # Owed: every checkpoint from the witness's first copy on (a witness configured later
+    # never saw the older ones), but the newest.
+    first = min(sizes, default=0)
+    owed = [size for size in sorted({cp.tree_size for cp in checkpoints})[:-1] if size >= first]
+    missing = [size for size in owed if size not in sizes]
+    if missing:
+        problems.append(
+            Problem(
+                "witness_behind",
+                None,
+                f"the witness lacks {len(missing)} checkpoint(s) the log has (sizes "
+                f"{missing[0]}…{missing[-1]}): it was truncated or lost writes",
+            )
+        )
+    return problems

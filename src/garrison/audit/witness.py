@@ -1,14 +1,19 @@
 """Witness copies of checkpoints, kept outside the database.
 
 A witness directory receives every checkpoint: ``latest.json`` (replaced atomically) and
-``checkpoints.jsonl`` (appended). Whoever rewrites or truncates the database cannot reach
-the copies already published, so ``garrison audit verify --witness-dir`` detects it with a
-consistency check against the tree rebuilt from the log.
+``checkpoints.jsonl`` (appended, fsynced). Whoever rewrites or truncates the database cannot
+reach the copies already published, so ``garrison audit verify --witness-dir`` detects it
+with a consistency check against the tree rebuilt from the log.
+
+An append cut short (a full disk, a crash) leaves a last line without its newline: readers
+skip it (it was never a whole entry) and the next publish cuts it off before appending. A
+damaged line anywhere else is a finding, never a crash.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -19,6 +24,16 @@ LATEST = "latest.json"
 HISTORY = "checkpoints.jsonl"
 
 
+@dataclass(slots=True)
+class WitnessCopy:
+    """What a witness directory holds, read without trusting it."""
+
+    present: bool = False  # the directory has a history or a latest copy
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # lines that are not checkpoints
+    torn_tail: bool = False  # an append cut short (skipped; repaired by the next publish)
+
+
 class DirectoryWitness:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -26,27 +41,72 @@ class DirectoryWitness:
     def publish(self, checkpoint: Checkpoint) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         line = orjson.dumps(checkpoint.to_dict())
-        with open(self.path / HISTORY, "ab") as handle:
+        history = self.path / HISTORY
+        _cut_torn_tail(history)
+        with open(history, "ab") as handle:
             handle.write(line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         tmp = self.path / (LATEST + ".new")
-        tmp.write_bytes(line)
+        with open(tmp, "wb") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.path / LATEST)
 
+    def latest_size(self) -> int:
+        """The tree size of the newest copy here (0: none, or unreadable)."""
+        try:
+            return Checkpoint.from_dict(orjson.loads((self.path / LATEST).read_bytes())).tree_size
+        except (OSError, orjson.JSONDecodeError, CheckpointError, TypeError, AttributeError):
+            return 0
 
-def read_witness(path: Path) -> list[Checkpoint]:
-    """Every checkpoint a witness directory holds (history, else latest)."""
+
+def _cut_torn_tail(history: Path) -> None:
+    """Drop a last line that lacks its newline (an append cut short) before appending."""
+    size = history.stat().st_size if history.exists() else 0
+    if size == 0:
+        return
+    with open(history, "rb") as reader:
+        reader.seek(size - 1)
+        if reader.read(1) == b"\n":
+            return
+        reader.seek(0)
+        whole = reader.read()
+    os.truncate(history, whole.rfind(b"\n") + 1)
+
+
+def load_witness(path: Path) -> WitnessCopy:
+    """Every checkpoint a witness directory holds (history, else latest), with damage named."""
+    copy = WitnessCopy()
     history = path / HISTORY
-    out: list[Checkpoint] = []
+    latest = path / LATEST
     if history.exists():
-        for number, line in enumerate(history.read_bytes().splitlines(), 1):
+        copy.present = True
+        raw = history.read_bytes()
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        elif lines:
+            lines.pop()  # no newline after it: an append cut short, never a whole entry
+            copy.torn_tail = True
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                out.append(Checkpoint.from_dict(orjson.loads(line)))
-            except (orjson.JSONDecodeError, CheckpointError) as exc:
-                raise CheckpointError(f"{history}:{number}: {exc}") from None
-    elif (path / LATEST).exists():
-        out.append(Checkpoint.from_dict(orjson.loads((path / LATEST).read_bytes())))
-    return out
+                copy.checkpoints.append(Checkpoint.from_dict(orjson.loads(line)))
+            except (orjson.JSONDecodeError, CheckpointError, TypeError, AttributeError) as exc:
+                copy.damaged.append(f"{history.name}:{number}: {exc}")
+    elif latest.exists():
+        copy.present = True
+        try:
+            copy.checkpoints.append(Checkpoint.from_dict(orjson.loads(latest.read_bytes())))
+        except (orjson.JSONDecodeError, CheckpointError, TypeError, AttributeError) as exc:
+            copy.damaged.append(f"{latest.name}: {exc}")
+    return copy
+
+
+def read_witness(path: Path) -> list[Checkpoint]:
+    """Every readable checkpoint a witness directory holds (damage is skipped: use
+    :func:`load_witness` to see it)."""
+    return load_witness(path).checkpoints

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -30,11 +31,12 @@ from garrison.audit.proofs import (
     check_inclusion_bundle,
 )
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
-from garrison.audit.verify import VerifyReport, verify_log
-from garrison.audit.witness import read_witness
+from garrison.audit.verify import VerifyReport, verify_log, witness_findings
+from garrison.audit.witness import load_witness
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
+from garrison.errors import GarrisonError
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)
@@ -103,6 +105,11 @@ def audit() -> None:
     default=None,
     help="Witness copies to check against (default: the configured witness_dir).",
 )
+@click.option(
+    "--no-witness",
+    is_flag=True,
+    help="Check the log and its own checkpoints alone, ignoring any witness.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option(
     "--jobs",
@@ -112,22 +119,35 @@ def audit() -> None:
     help="Worker processes for the fast path on large logs (1: sequential only).",
 )
 @config_option
-def audit_verify(witness_dir: Path | None, as_json: bool, jobs: int, config_path: Path) -> None:
+def audit_verify(
+    witness_dir: Path | None, no_witness: bool, as_json: bool, jobs: int, config_path: Path
+) -> None:
     """Recompute the tree and check every checkpoint and witness copy. Exit 1 on any problem."""
     settings = load_settings(config_path)
     keys = Signer.from_dir(settings.key_dir).public_keys()
-    wdir = witness_dir or settings.witness_dir
-    witness = read_witness(wdir) if wdir is not None and wdir.exists() else []
-    with _reader(settings) as reader:
-        total = reader.count()
-        checkpoints = reader.checkpoints()
-        report = None
-        if jobs > 1 and total >= PARALLEL_MIN_EVENTS:
-            report = verify_parallel(
-                reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
+    wdir = None if no_witness else (witness_dir or settings.witness_dir)
+    copy = load_witness(wdir) if wdir is not None else None
+    witness = copy.checkpoints if copy is not None else []
+    try:
+        with _reader(settings) as reader:
+            total = reader.count()
+            checkpoints = reader.checkpoints()
+            report = None
+            if jobs > 1 and total >= PARALLEL_MIN_EVENTS:
+                report = verify_parallel(
+                    reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
+                )
+            if report is None:
+                report = _verify_sequential(reader, total, checkpoints, keys, witness, as_json)
+    except (OSError, sqlite3.Error) as exc:
+        # Not a verdict on the log: exit code "could not read" (docs/cli.md, Exit codes).
+        raise GarrisonError(f"could not read the audit log: {exc}") from None
+    if copy is not None:
+        report.problems.extend(
+            witness_findings(
+                checkpoints, present=copy.present, copies=copy.checkpoints, damaged=copy.damaged
             )
-        if report is None:
-            report = _verify_sequential(reader, total, checkpoints, keys, witness, as_json)
+        )
     if as_json:
         click.echo(
             orjson.dumps(

@@ -49,4 +49,7 @@ class Reason(enum.StrEnum):
     REVOKED_IN_FLIGHT = "credential.revoked_in_flight"
     # process state
     OVERLOADED = "gateway.overloaded"
+    SHUTTING_DOWN = "gateway.shutting_down"
+    # The process that allowed the call ended (killed) before recording how it ended.
+    PROCESS_ENDED = "gateway.process_ended"
     AUDIT_UNAVAILABLE = "audit.unavailable"

@@ -39,6 +39,7 @@ from garrison.errors import (
     Overloaded,
     PayloadTooLarge,
     RequestTimeout,
+    ShuttingDown,
     Unauthenticated,
     UpstreamFailed,
     UpstreamTimeout,
@@ -86,6 +87,12 @@ class _RequestIds:
     def __call__(self) -> str:
         value = (self._prefix << 64) | (next(self._counter) & 0xFFFF_FFFF_FFFF_FFFF)
         return str(uuid.UUID(int=value, version=4))
+
+    @property
+    def prefix(self) -> str:
+        """What every id of this process starts with (``xxxxxxxx-xxxx-4xxx``): the process's
+        instance id, by which its calls are found after it dies."""
+        return str(uuid.UUID(int=self._prefix << 64, version=4))[:18]
 
 
 new_request_id = _RequestIds()
@@ -286,23 +293,35 @@ def _locked(
     return _error_response(api, Forbidden(), call.request_id)
 
 
+def _cut_as(call: Call) -> tuple[str, GarrisonError]:
+    """The outcome and the client's error for a cut call: a lock or a withdrawn standing
+    (403), or the process stopping past its drain deadline (503: retry elsewhere)."""
+    assert call.cut is not None
+    if call.cut.reason is Reason.SHUTTING_DOWN:
+        return "shutdown", ShuttingDown()
+    return "cut", Forbidden()
+
+
 def _cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Response:
     """The answer to a call cut before its response started."""
     assert call.cut is not None
+    outcome, error = _cut_as(call)
     if call.allowed:
-        _complete(state, call, status=403, outcome="cut", usage=None, bytes_out=0, ttfb=None)
+        _complete(
+            state, call, status=error.status, outcome=outcome, usage=None, bytes_out=0, ttfb=None
+        )
     else:
         _record_later(
             state,
             call.event(
                 EventName.REQUEST_DENIED,
                 state.clock(),
-                status=403,
+                status=error.status,
                 reasons=[call.cut.reason.value],
                 lock_id=call.cut.lock_id,
             ),
         )
-    return _error_response(api, Forbidden(), call.request_id)
+    return _error_response(api, error, call.request_id)
 
 
 async def read_body(request: web.Request, state: GatewayState, limit: int | None = None) -> bytes:
@@ -341,6 +360,12 @@ def model_handler(endpoint: Endpoint) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE_KEY]
         call = Call(endpoint.kind, new_request_id(), "")
+        if state.draining:
+            # Stopping: finish what is in flight, take nothing new; the client reconnects.
+            call.address = str(peer_address(request, state))
+            refused = _deny(state, call, api, ShuttingDown(), (Reason.SHUTTING_DOWN,))
+            refused.force_close()
+            return refused
         if state.inflight >= state.limits.max_concurrent_requests:
             call.address = str(peer_address(request, state))
             return _deny(state, call, api, Overloaded(), (Reason.OVERLOADED,))
@@ -705,8 +730,9 @@ async def _forward_stream(
         uncancel()
         if response is None:
             return _cut_response(state, call, api)
-        outcome, status = "cut", 403
-        await _end_stream(response, api, Forbidden())
+        outcome, cut_error = _cut_as(call)
+        status = cut_error.status
+        await _end_stream(response, api, cut_error)
     except _StreamLimit:
         outcome, status = "stream_limit", 504
         error: GarrisonError = UpstreamTimeout(
@@ -857,7 +883,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    checks = {"audit": state.audit.healthy, "snapshot": state.snapshot.version > 0}
+    checks = {
+        "audit": state.audit.healthy,
+        "snapshot": state.snapshot.version > 0,
+        # A stopping process leaves the load balancer's pool before it stops answering.
+        "accepting": not state.draining,
+    }
     ok = all(checks.values())
     return web.Response(
         status=200 if ok else 503,

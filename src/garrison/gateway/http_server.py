@@ -133,7 +133,11 @@ class HttpServer:
         self.port = int(sock.getsockname()[1])
         return self.port
 
-    async def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the listening socket: no new connections; open ones keep being served."""
         if self._server is not None:
             self._server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
         await self._runner.cleanup()

@@ -46,6 +46,11 @@ MAX_CONCURRENT_REQUESTS = 4096
 # mode). 100 snapshot polls: long enough that a busy moment never trips it, short enough that
 # a process cut off from its database stops serving sensitive models within seconds.
 LOCK_VIEW_STALE_S = 5.0
+# Stopping (SIGTERM/SIGINT): calls in flight get this long to finish before they are cut with
+# an error in the API's shape. Kubernetes sends SIGKILL 30 s after SIGTERM by default; 20 s
+# leaves room for the final outcomes, checkpoint and WAL checkpoint (systemd waits 90 s;
+# `docker stop` waits only 10 s unless given `--stop-timeout 30`).
+DRAIN_DEADLINE_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +67,4 @@ class GatewayLimits:
     max_response_bytes: int = MAX_RESPONSE_BYTES
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     lock_view_stale_s: float = LOCK_VIEW_STALE_S
+    drain_deadline_s: float = DRAIN_DEADLINE_S

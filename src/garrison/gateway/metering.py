@@ -64,37 +64,106 @@ def usage_from_body(api: UpstreamApi, body: Any) -> Usage:
     return usage
 
 
+# The end of an SSE event: a line terminator followed by an empty line (WHATWG HTML,
+# "Server-sent events", parsing an event stream: CRLF, LF or CR end a line). A CR counts alone
+# only when no LF follows it, so the LF of a CRLF is never taken for an empty line.
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
+# One line of an event (its terminator excluded).
+_LINE = re.compile(rb"\r\n|\n|\r")
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """The fields of one event that metering reads: its name and its data (the ``data``
+    lines joined with LF, as the spec's dispatch does)."""
+
+    name: bytes
+    data: bytes | None
+
+
+def event_data(raw: bytes) -> bytes | None:
+    """The data of one event; the common one-line ``data: …`` event without a split."""
+    line = raw.rstrip(b"\r\n")
+    if line[:5] == b"data:" and b"\n" not in line and b"\r" not in line:
+        return line[6:] if line[5:6] == b" " else line[5:]
+    return parse_event(raw).data
+
+
+def parse_event(raw: bytes) -> SseEvent:
+    """Parse one event's lines per the spec: ``field: value`` (one space after the colon is
+    dropped), a line starting with ``:`` is a comment, a line without a colon is a field
+    with an empty value; ``id`` and ``retry`` are not needed here."""
+    name = b"message"
+    data: list[bytes] = []
+    for line in _LINE.split(raw):
+        if not line or line[:1] == b":":
+            continue
+        colon = line.find(b":")
+        if colon < 0:
+            field, value = line, b""
+        else:
+            field, value = line[:colon], line[colon + 1 :]
+            if value[:1] == b" ":
+                value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value or b"message"
+    return SseEvent(name, b"\n".join(data) if data else None)
+
+
+def _one_event(data: bytes) -> bool:
+    """``data`` is one line and its empty line, ended by LF LF or CRLF CRLF."""
+    n = len(data)
+    if data[-2:] == b"\n\n":
+        if data[-4:] == b"\r\n\r\n":
+            return data.find(b"\r") == n - 4 and data.find(b"\n") == n - 3
+        return data.find(b"\n") == n - 2 and b"\r" not in data
+    return False
+
+
 class SseMeter:
-    """Feed upstream bytes, get back the bytes to send on; counts usage along the way."""
+    """Feed upstream bytes, get back the bytes to send on; counts usage along the way.
+
+    Events are split exactly as the SSE spec says (any of the three line terminators, mixed
+    within one stream), and each event is passed on as soon as its terminating empty line has
+    arrived; bytes of an event not yet complete are held (at most ``MAX_SSE_EVENT_BYTES``).
+    An event is changed only to remove usage the client never asked for."""
 
     def __init__(self, api: UpstreamApi, *, drop_usage_chunk: bool) -> None:
         self.api = api
         self.drop_usage_chunk = drop_usage_chunk
         self.usage = Usage()
         self._buf = b""
-        self._sep: bytes | None = None
         self.overflow = False
 
     def feed(self, data: bytes) -> bytes:
-        buf = self._buf + data if self._buf else data
-        sep = self._sep
-        if sep is None:
-            # SSE allows CRLF or LF line ends; sse-starlette (llama-cpp-python) sends CRLF.
-            crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
-            if crlf < 0 and lf < 0:
-                return self._hold(buf)
-            sep = self._sep = b"\r\n\r\n" if crlf >= 0 and (lf < 0 or crlf < lf) else b"\n\n"
-        end = buf.rfind(sep)
-        if end < 0:
+        held = len(self._buf)
+        if not held and _one_event(data):
+            # The usual chunk: exactly one whole one-line event (no scan, no split).
+            if self.api is UpstreamApi.ANTHROPIC:
+                self._anthropic(parse_event(data))
+                return data
+            return self._openai(data, [(0, len(data))])
+        buf = self._buf + data if held else data
+        # Only the new bytes (and the two before them, which may start a terminator) can
+        # complete an event: never rescan what was already scanned.
+        cut = 0
+        starts: list[tuple[int, int]] = []  # (start, end) of each complete event
+        begin = 0
+        for match in _EVENT_END.finditer(buf, max(0, held - 2)):
+            starts.append((begin, match.end()))
+            begin = cut = match.end()
+        if not cut:
             return self._hold(buf)
-        cut = end + len(sep)
         complete, self._buf = buf[:cut], buf[cut:]
         if len(self._buf) > MAX_SSE_EVENT_BYTES:
             self.overflow = True
         if self.api is UpstreamApi.ANTHROPIC:
-            self._anthropic(complete.split(sep))
+            for lo, hi in starts:
+                self._anthropic(parse_event(complete[lo:hi]))
             return complete
-        return self._openai(complete, sep)
+        return self._openai(complete, starts)
 
     def _hold(self, buf: bytes) -> bytes:
         self._buf = buf
@@ -106,29 +175,32 @@ class SseMeter:
         rest, self._buf = self._buf, b""
         return rest
 
-    def _openai(self, complete: bytes, sep: bytes) -> bytes:
+    def _openai(self, complete: bytes, spans: list[tuple[int, int]]) -> bytes:
         kept: list[bytes] = []
         changed = False
-        for event in complete.split(sep)[:-1]:
-            if event.startswith((b"data: {", b"data:{")):
-                if self.drop_usage_chunk and _NULL_USAGE.search(event):
-                    event = _NULL_USAGE_FIELD.sub(b"", event, count=1)
+        for lo, hi in spans:
+            raw = complete[lo:hi]
+            data = event_data(raw)
+            if data is not None and data[:1] == b"{":
+                if self.drop_usage_chunk and _NULL_USAGE.search(raw):
+                    raw = _NULL_USAGE_FIELD.sub(b"", raw, count=1)
                     changed = True
-                if b'"usage"' in event and not _NULL_USAGE.search(event):
-                    if not self._openai_usage(event):
+                    data = _NULL_USAGE_FIELD.sub(b"", data, count=1)
+                if b'"usage"' in data and not _NULL_USAGE.search(data):
+                    if not self._openai_usage(data):
                         changed = True
                         continue
-                elif _CONTENT.search(event):
+                elif _CONTENT.search(data):
                     self.usage.counted_chunks += 1
-            kept.append(event)
+            kept.append(raw)
         if not changed:
             return complete
-        return b"".join(event + sep for event in kept)
+        return b"".join(kept)
 
     def _openai_usage(self, event: bytes) -> bool:
         try:
-            chunk = orjson.loads(event[event.index(b"{") :])
-        except (orjson.JSONDecodeError, ValueError):
+            chunk = orjson.loads(event)
+        except orjson.JSONDecodeError:
             return True
         if not isinstance(chunk, dict):
             return True
@@ -144,29 +216,25 @@ class SseMeter:
                 return False
         return True
 
-    def _anthropic(self, events: list[bytes]) -> None:
-        for event in events:
-            if event.startswith(b"event: content_block_delta"):
-                self.usage.counted_chunks += 1
-            elif event.startswith(b"event: message_start") or event.startswith(
-                b"event: message_delta"
-            ):
-                data = event.find(b"data:")
-                if data < 0:
-                    continue
-                try:
-                    payload = orjson.loads(event[data + 5 :])
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(payload, dict):
-                    continue
-                usage = payload.get("usage")
-                if usage is None and isinstance(payload.get("message"), dict):
-                    usage = payload["message"].get("usage")
-                if isinstance(usage, dict):
-                    tin = _int(usage.get("input_tokens"))
-                    tout = _int(usage.get("output_tokens"))
-                    if tin is not None:
-                        self.usage.tokens_in = tin
-                    if tout is not None:
-                        self.usage.tokens_out = tout
+    def _anthropic(self, event: SseEvent) -> None:
+        if event.name == b"content_block_delta":
+            self.usage.counted_chunks += 1
+            return
+        if event.name not in (b"message_start", b"message_delta") or event.data is None:
+            return
+        try:
+            payload = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(payload, dict):
+            return
+        usage = payload.get("usage")
+        if usage is None and isinstance(payload.get("message"), dict):
+            usage = payload["message"].get("usage")
+        if isinstance(usage, dict):
+            tin = _int(usage.get("input_tokens"))
+            tout = _int(usage.get("output_tokens"))
+            if tin is not None:
+                self.usage.tokens_in = tin
+            if tout is not None:
+                self.usage.tokens_out = tout

@@ -9,6 +9,8 @@ import dataclasses
 import gc
 import logging
 import os
+import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,17 +30,18 @@ from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
 from garrison.detect.observation import Severity
 from garrison.detect.rules import RuleSet
-from garrison.domain import VendorStatus
+from garrison.domain import Reason, VendorStatus
 from garrison.errors import ConfigError
-from garrison.gateway.app import build_app
-from garrison.gateway.containment import cut_covered
+from garrison.gateway import fd_limit
+from garrison.gateway.app import build_app, new_request_id
+from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
 from garrison.respond.sinks import JsonlSink, Sink, SyslogSink, WebhookSink
-from garrison.store import load_snapshot, make_engine, migrate, sqlite_path
+from garrison.store import instances, load_snapshot, make_engine, migrate, sqlite_path
 from garrison.store.directory import Directory
 from garrison.store.snapshot import Snapshot, VersionProbe
 from garrison.store.vendors import expire_ended_contracts
@@ -53,6 +56,20 @@ SNAPSHOT_POLL_S = 0.05
 GC_THRESHOLDS = (10_000, 20, 20)
 # Idle upstream connections kept per process (reused across calls to the same server).
 UPSTREAM_KEEPALIVE_S = 30.0
+# A process that has not renewed its lease for this long is taken for dead and its unfinished
+# calls get the outcome `process_ended`: several missed renewals, so a stalled disk or a busy
+# moment never marks a live process's calls.
+INSTANCE_LEASE_S = 15.0
+# How often a process renews its lease (and looks for lapsed ones).
+INSTANCE_RENEW_S = 2.0
+# The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
+# send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# While draining, how often the live calls are counted.
+DRAIN_POLL_S = 0.05
+# After the drain deadline cuts the remaining calls, how long they get to write their final
+# error event and outcome record before the listener is torn down.
+CUT_SETTLE_S = 2.0
 
 
 class Gateway:
@@ -112,6 +129,9 @@ class Gateway:
             admin = dataclasses.replace(admin, monitor=self.monitor)
         self.http = HttpServer(build_app(self.state, admin), settings.limits)
         self._watcher: asyncio.Task[None] | None = None
+        self._lease: asyncio.Task[None] | None = None
+        # This process among those on the database: its request ids start with this.
+        self.instance_id = new_request_id.prefix
         self._compiled: CompiledPolicies | None = None
         self._reloading = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,6 +215,15 @@ class Gateway:
     async def start(self) -> int:
         self._loop = asyncio.get_running_loop()
         migrate(self.engine)
+        await asyncio.to_thread(
+            instances.register,
+            self.engine,
+            self.instance_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            now=self.clock(),
+            lease_s=INSTANCE_LEASE_S,
+        )
         self.state.snapshot, self.state.policy = await asyncio.to_thread(self._load)
         self.audit.start()
         if self.monitor is not None:
@@ -215,6 +244,7 @@ class Gateway:
         self.port = await self.http.start(self.settings.host, self.settings.port)
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
+        self._lease = asyncio.create_task(self._keep_lease(), name="garrison-instance-lease")
         # Everything built so far lives as long as the process: keep it out of GC passes.
         gc.collect()
         gc.freeze()
@@ -281,7 +311,94 @@ class Gateway:
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
 
+    async def drain(self, deadline_s: float | None = None) -> int:
+        """Stop taking calls and let those in flight finish, for at most ``deadline_s``
+        (default: the drain limit); then cut the rest with an error in the API's shape,
+        recorded as ``shutdown``. Returns how many were cut."""
+        deadline_s = self.state.limits.drain_deadline_s if deadline_s is None else deadline_s
+        self.state.draining = True
+        self.http.stop_accepting()
+        end = time.monotonic() + deadline_s
+        # Polled (the live set is the data plane's own; a 50 ms step is nothing at shutdown).
+        while self.state.live and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_S)
+        cut = 0
+        for call in list(self.state.live):
+            if call.cut is None and call.task is not None:
+                call.cut = Cut(Reason.SHUTTING_DOWN)
+                call.task.cancel()
+                cut += 1
+        # The cut calls write their final error event and outcome record, then leave.
+        end = time.monotonic() + CUT_SETTLE_S
+        # Polled (the live set is the data plane's own; a 50 ms step is nothing at shutdown).
+        while self.state.live and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(DRAIN_POLL_S)
+        if cut:
+            log.warning("drain deadline passed: cut %d call(s)", cut)
+        return cut
+
+    async def _keep_lease(self) -> None:
+        """Renew this instance's lease; give the calls of instances that died an outcome."""
+        while True:
+            try:
+                await asyncio.to_thread(
+                    instances.renew,
+                    self.engine,
+                    self.instance_id,
+                    now=self.clock(),
+                    lease_s=INSTANCE_LEASE_S,
+                )
+                await self.end_lapsed_instances()
+            except Exception as exc:  # the next tick tries again
+                log.error("instance lease upkeep failed: %s", exc)
+            await asyncio.sleep(INSTANCE_RENEW_S)
+
+    async def end_lapsed_instances(self, now: float | None = None) -> int:
+        """Record ``process_ended`` for every call that a process whose lease lapsed (as of
+        ``now``, default the clock) allowed and never finished; returns how many calls."""
+        claimed = await asyncio.to_thread(
+            instances.claim_lapsed,
+            self.engine,
+            self.instance_id,
+            now=self.clock() if now is None else now,
+        )
+        ended = 0
+        for dead in claimed:
+            while True:
+                calls = await asyncio.to_thread(instances.unfinished, self.engine, dead)
+                for call in calls:
+                    await self.audit.append(
+                        AuditEvent(
+                            EventName.REQUEST_COMPLETED,
+                            at=self.clock(),
+                            actor="garrison",
+                            request_id=call.request_id,
+                            principal_id=call.principal_id,
+                            credential_id=call.credential_id,
+                            model=call.model,
+                            data={
+                                "endpoint": call.data.get("endpoint"),
+                                "client_address": call.data.get("client_address"),
+                                "org_id": call.data.get("org_id"),
+                                "status": None,
+                                "outcome": "process_ended",
+                                "reasons": [Reason.PROCESS_ENDED.value],
+                                "instance": dead,
+                                "recorded_by": self.instance_id,
+                            },
+                        )
+                    )
+                ended += len(calls)
+                if len(calls) < instances.UNFINISHED_BATCH:
+                    break
+            log.warning("instance %s ended without stopping: %d call(s) marked", dead, ended)
+        return ended
+
     async def stop(self) -> None:
+        if self._lease is not None:
+            self._lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -303,15 +420,39 @@ class Gateway:
                 )
             )
         await asyncio.to_thread(self.audit.close)
+        try:
+            # Every outcome is written: no other process needs to end our calls for us.
+            await asyncio.to_thread(instances.end, self.engine, self.instance_id, now=self.clock())
+        except Exception as exc:
+            log.error("could not record the clean stop of this instance: %s", exc)
         self._probe.close()
         self.engine.dispose()
 
 
 async def serve_forever(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and stop cleanly (exit status 0)."""
+    fds = fd_limit.ensure(settings.limits.max_concurrent_requests)
+    if fds.max_calls < 1:
+        raise ConfigError(
+            f"the file descriptor limit ({fds.soft}) leaves no room for calls beside the "
+            f"reserve of {fd_limit.FD_RESERVE}: raise it (ulimit -n, LimitNOFILE=)"
+        )
+    if fds.max_calls < settings.limits.max_concurrent_requests:
+        limits = dataclasses.replace(settings.limits, max_concurrent_requests=fds.max_calls)
+        settings = dataclasses.replace(settings, limits=limits)
     gateway = Gateway(settings)
-    await gateway.start()
-    log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before the listener opens: a signal that arrives while starting still drains cleanly.
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await gateway.start()
+        log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+        await stopping.wait()
+        log.warning("stop signal: draining %d call(s) in flight", len(gateway.state.live))
+        await gateway.drain()
     finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
         await gateway.stop()

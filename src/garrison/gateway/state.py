@@ -41,6 +41,8 @@ class GatewayState:
     # Encrypts request bodies for the optional capture; None: bodies are not kept.
     capture: Sealer | None = None
     inflight: int = 0
+    # Set when the process is stopping: new calls are refused (503), live ones may finish.
+    draining: bool = False
     calls: int = 0
     # Calls past authentication, for cutting when a lock covers them (see containment).
     live: set[Any] = field(default_factory=set)

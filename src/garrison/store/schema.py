@@ -270,3 +270,18 @@ alerts = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_alerts_dedup", "dedup_key", "status"),
 )
+
+# Gateway processes on this database, each with a lease it renews while alive. Calls of an
+# instance whose lease lapsed without a clean stop get an explicit "process ended" outcome.
+# ``id`` is the instance's request-id prefix, so its calls are found by a range on request_id.
+gateway_instances = sa.Table(
+    "gateway_instances",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),  # a clean stop, or recovery by another
+    sa.Column("ended_by", sa.String(40), nullable=True),  # itself, or the recovering instance
+)
