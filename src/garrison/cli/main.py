@@ -204,7 +204,7 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 
 def _register() -> None:
-    from garrison.cli import access_cmds, detect_cmds, directory_cmds, response_cmds
+    from garrison.cli import access_cmds, detect_cmds, directory_cmds, ops_cmds, response_cmds
     from garrison.cli.audit_cmds import audit
     from garrison.cli.vendor_cmds import vendor
 
@@ -230,6 +230,8 @@ def _register() -> None:
         detect_cmds.alert,
         detect_cmds.rules,
         detect_cmds.drill,
+        ops_cmds.backup,
+        ops_cmds.completion,
     ):
         cli.add_command(command)
 
