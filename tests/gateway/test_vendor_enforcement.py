@@ -17,10 +17,12 @@ import pytest
 
 from garrison.bootstrap import init, open_directory
 from garrison.config import Settings
-from garrison.domain import Level, PrincipalKind, VendorStatus, VendorTerms
+from garrison.domain import Level, PrincipalKind, VendorStatus, VendorTerms, clock_guard
 from garrison.gateway import runtime
 from garrison.gateway.runtime import SNAPSHOT_POLL_S, Gateway
 from garrison.mock import MockConfig, MockUpstream
+from garrison.store.vendors import expire_ended_contracts
+from tests.support.admin import admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World, seed
 
 pytestmark = pytest.mark.e2e
@@ -97,11 +99,19 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.monotonic = 0.0  # how far the monotonic clock was moved along
 
     def __call__(self) -> float:
         return time.time() + self.offset
 
     def set(self, moment: float) -> None:
+        """Time passes until ``moment``: both clocks move."""
+        step = moment - time.time() - self.offset
+        self.offset += step
+        self.monotonic += step
+
+    def jump(self, moment: float) -> None:
+        """Only the wall clock is set to ``moment`` (a bad time source): no time passed."""
         self.offset = moment - time.time()
 
 
@@ -125,7 +135,9 @@ async def start_clocked_world(root: Path) -> ClockedWorld:
         witness_dir=done.settings.witness_dir,
     )
     clock = Clock()
-    gateway = Gateway(settings, clock=clock)
+    # Time that truly passes moves both clocks: the monotonic clock follows the offset too,
+    # so the contract clock's jump guard sees no jump (tests of a jump move `clock.jump`).
+    gateway = Gateway(settings, clock=clock, monotonic=lambda: time.monotonic() + clock.monotonic)
     await gateway.start()
     world = World(
         root=root,
@@ -398,3 +410,53 @@ async def test_vendor_principal_above_the_ceiling_is_refused_the_model(world: Wo
     assert world.mock.seen == []
     event = await denial_for(world, reply)
     assert event["data"]["reasons"] == ["vendor.ceiling"]
+
+
+# ── a wall clock that jumps ────────────────────────────────────────────────────────────────
+async def test_a_wall_clock_jump_pauses_expiries_and_raises_an_alert(
+    clocked: ClockedWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world, clock = clocked.world, clocked.clock
+    monkeypatch.setattr(clock_guard, "CLOCK_AGREE_S", 0.5)
+    clock.jump(terms(world).contract_end + 86400)  # a month ahead, in an instant
+    deadline = time.monotonic() + 10
+    while not world.events("clock.jumped") and time.monotonic() < deadline:
+        await asyncio.sleep(SNAPSHOT_POLL_S)
+    (jumped,) = world.events("clock.jumped")
+    assert jumped["data"]["skew_s"] > 30 * 86400 - 60
+    await asyncio.sleep(20 * SNAPSHOT_POLL_S)  # many contract-clock ticks
+    assert world.events("vendor.expired") == []
+    assert terms(world).status is VendorStatus.ACTIVE
+    status, alerts = await admin_call(world, world.admin_key, "GET", "/alerts")
+    assert status == 200
+    assert any(a["rule_id"] == "clock-jump" for a in alerts)
+    # The time source is fixed: once the clocks agree again for the named period, the
+    # contract clock resumes, and the contract (not ended in truth) expires nothing.
+    clock.jump(time.time())
+    deadline = time.monotonic() + 10
+    while not world.events("clock.agreed") and time.monotonic() < deadline:
+        await asyncio.sleep(SNAPSHOT_POLL_S)
+    assert world.events("clock.agreed")
+    assert terms(world).status is VendorStatus.ACTIVE
+
+
+async def test_a_vendor_expired_by_a_clock_jump_is_restored_by_two_admins(world: World) -> None:
+    # A process that started with a wrong clock expired the vendor (its guard had no earlier
+    # reading to compare with).
+    expire_ended_contracts(world.directory, terms(world).contract_end + 1)
+    await world.reload()
+    assert terms(world).status is VendorStatus.EXPIRED
+    first, second = world.admin_key, make_admin(world, "admin-two", ["security-admin"])
+    body = {"status": "active", "reason": "expired by a clock jump"}
+    status, proposed = await admin_call(world, first, "POST", f"/vendors/{VENDOR}/status", body)
+    assert status == 202, proposed
+    assert terms(world).status is VendorStatus.EXPIRED  # nothing until a second admin
+    change_id = proposed["pending"]["id"]
+    status, _ = await admin_call(world, first, "POST", f"/changes/{change_id}/approve")
+    assert status == 403  # not by the proposer
+    status, done = await admin_call(world, second, "POST", f"/changes/{change_id}/approve")
+    assert status == 200, done
+    await world.reload()
+    assert terms(world).status is VendorStatus.ACTIVE
+    reply = await call(world, world.keys["bob"])
+    assert reply.status == 200

@@ -13,7 +13,15 @@ from typing import Any
 from garrison.admin import schemas
 from garrison.admin.authz import Action, reach
 from garrison.admin.base import Ctx, Refused, Route
-from garrison.domain import AuthStyle, Level, PrincipalKind, Reason, Status, UpstreamApi
+from garrison.domain import (
+    AuthStyle,
+    Level,
+    PrincipalKind,
+    Reason,
+    Status,
+    UpstreamApi,
+    VendorStatus,
+)
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, Forbidden, NotFound
 from garrison.policy.context import call_context
@@ -177,6 +185,15 @@ async def approve_change(ctx: Ctx) -> Any:
         result = await ctx.write(
             changes.set_policy, directory, text, now=ctx.now, proposed_by=row.requested_by
         )
+    elif row.kind == "vendor-restore":
+        await ctx.write(
+            directory.set_vendor_status,
+            row.target,
+            VendorStatus.ACTIVE,
+            now=ctx.now,
+            reason=f"restored by two admins: {payload.get('reason') or 'no reason given'}",
+        )
+        result = {"vendor": row.target, "status": VendorStatus.ACTIVE.value}
     else:  # pragma: no cover - kinds are written by this module only
         raise BadRequest(f"unknown change kind {row.kind!r}")
     if result == {}:

@@ -65,6 +65,7 @@ from garrison.store import changes as changes_rules
 from garrison.store import incidents as store_incidents
 from garrison.store import locks as store_locks
 from garrison.store import queries
+from garrison.store.vendors import vendor_status
 
 log = logging.getLogger("garrison.admin")
 
@@ -356,6 +357,20 @@ async def set_vendor_status(ctx: Ctx) -> Any:
     ref = ctx.request.match_info["ref"]
     await ctx.require(_STATUS_ACTIONS[body.status], "org", ref)
     target = VendorStatus(body.status)
+    if target is VendorStatus.ACTIVE:
+        current = await ctx.read(vendor_status, ref)
+        if current is VendorStatus.EXPIRED:
+            # Restoring an expired vendor (its contract clock was fooled, or the contract was
+            # extended late) reopens access for all its people: two admins.
+            from garrison.admin.access_api import propose
+
+            return await propose(
+                ctx,
+                "vendor-restore",
+                ref,
+                {"reason": body.reason},
+                f"restore expired vendor {ref} to active ({body.reason or 'no reason given'})",
+            )
     await ctx.write(ctx.directory().set_vendor_status, ref, target, now=ctx.now, reason=body.reason)
     return {"vendor": ref, "status": target.value}
 

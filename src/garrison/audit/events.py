@@ -38,6 +38,9 @@ class EventName(enum.StrEnum):
     SYSTEM_INITIALIZED = "system.initialized"
     GATEWAY_STARTED = "gateway.started"
     GATEWAY_STOPPED = "gateway.stopped"
+    # The wall clock moved against the monotonic clock (contract expiries pause), and agreed again.
+    CLOCK_JUMPED = "clock.jumped"
+    CLOCK_AGREED = "clock.agreed"
     AUDIT_RECOVERED = "audit.recovered"
     ADMIN_DENIED = "admin.denied"
     LOCK_CREATED = "lock.created"

@@ -38,7 +38,9 @@ TRANSITIONS: dict[VendorStatus, frozenset[VendorStatus]] = {
     VendorStatus.SUSPENDED: frozenset(
         {VendorStatus.ACTIVE, VendorStatus.EXPIRED, VendorStatus.OFFBOARDED}
     ),
-    VendorStatus.EXPIRED: frozenset({VendorStatus.OFFBOARDED}),
+    # Back to active only when the contract had not really ended (a wall clock that jumped,
+    # or a contract extended after it lapsed): a two-person change (see the admin API).
+    VendorStatus.EXPIRED: frozenset({VendorStatus.ACTIVE, VendorStatus.OFFBOARDED}),
     VendorStatus.OFFBOARDED: frozenset(),
 }
 

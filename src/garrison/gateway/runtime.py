@@ -28,9 +28,10 @@ from garrison.audit.exporters import (
 )
 from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
-from garrison.detect.observation import Severity
+from garrison.detect.observation import Finding, Severity
 from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
+from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.errors import ConfigError
 from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app, new_request_id
@@ -73,9 +74,17 @@ CUT_SETTLE_S = 2.0
 
 
 class Gateway:
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self._monotonic = monotonic
+        self.clock_guard = ClockGuard.start(clock(), monotonic())
         path = sqlite_path(settings.database_url)
         if path is None:
             raise ConfigError("only the embedded SQLite store is supported in this version")
@@ -281,6 +290,11 @@ class Gateway:
         ends (the snapshot carries the window); this only makes the directory and the log say
         so. Cheap: nothing is read unless a loaded contract has passed its end."""
         now = self.clock()
+        change = self.clock_guard.observe(now, self._monotonic())
+        if change is not ClockChange.NONE:
+            await self._clock_changed(change, now)
+        if self.clock_guard.paused:
+            return  # the wall clock is not to be trusted: expire nothing until it is
         due = [
             org.name
             for org in self.state.snapshot.orgs.values()
@@ -293,6 +307,34 @@ class Gateway:
                 self.engine, actor="contract-clock", pepper=self.pepper, sealer=self.sealer
             )
             await asyncio.to_thread(expire_ended_contracts, directory, now)
+
+    async def _clock_changed(self, change: ClockChange, now: float) -> None:
+        skew = round(self.clock_guard.skew, 3)
+        if change is ClockChange.JUMPED:
+            log.error(
+                "WALL CLOCK JUMPED by %.0f s against the monotonic clock: contract expiries "
+                "paused until the two agree again for %.0f s (or restart to accept the time)",
+                skew,
+                CLOCK_AGREE_S,
+            )
+        else:
+            log.warning("wall clock agrees again (skew %.3f s): contract expiries resume", skew)
+        name = EventName.CLOCK_JUMPED if change is ClockChange.JUMPED else EventName.CLOCK_AGREED
+        self.audit.append_later(
+            AuditEvent(name, at=now, actor="contract-clock", data={"skew_s": skew})
+        )
+        if change is ClockChange.JUMPED and self.monitor is not None:
+            finding = Finding(
+                rule_id="clock-jump",
+                title="The wall clock jumped: contract expiries are paused",
+                severity=Severity.HIGH,
+                subject_kind="gateway",
+                subject_id="clock",
+                reason="clock.jumped",
+                at=now,
+                data={"skew_s": skew},
+            )
+            await asyncio.to_thread(self.monitor.raise_finding, finding)
 
     async def _watch(self) -> None:
         while True:

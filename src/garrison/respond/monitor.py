@@ -208,6 +208,11 @@ class Monitor:
             self._raise(finding)
 
     # ── alerts ────────────────────────────────────────────────────────────────────────────
+    def raise_finding(self, finding: Finding) -> None:
+        """Raise a finding made outside the detectors (the gateway's own health), with the
+        same judging, playbooks and sinks (blocking: call it from a worker thread)."""
+        self._raise(finding)
+
     def _raise(self, finding: Finding) -> None:
         verdict: Verdict = self.engine.judge(finding)
         now = self._clock()

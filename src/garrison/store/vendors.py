@@ -66,6 +66,16 @@ def terms_of(row: Any) -> VendorTerms:
     )
 
 
+def vendor_status(conn: sa.Connection, ref: str) -> VendorStatus:
+    """The status of the vendor ``ref`` (id or name); NotFound as any lookup."""
+    from garrison.store.directory import _lookup
+
+    row = _lookup(conn, schema.orgs, ref, "vendor")
+    if row.kind != OrgKind.VENDOR.value:
+        raise BadRequest(f"{row.name!r} is not a vendor")
+    return VendorStatus(row.status)
+
+
 def vendor_of(conn: sa.Connection, org_id: str) -> VendorTerms | None:
     row = conn.execute(sa.select(schema.orgs).where(schema.orgs.c.id == org_id)).first()
     if row is None or row.kind != OrgKind.VENDOR.value:
