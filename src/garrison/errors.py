@@ -19,6 +19,8 @@ and must never contain a secret.
     │   └── UpstreamTimeout          504 no answer in time
     └── ServerError                  ours (5xx)
         ├── AuditUnavailable         503 the audit log cannot be written: fail closed
+        ├── AuditRecordInvalid       500 one event cannot be encoded (never forwarded, even
+        │                                with fail-open: the log is fine, this record is not)
         ├── Overloaded               503 too many calls in flight in this process
         └── ConfigError              500 the configuration or key files are unusable
 """
@@ -123,6 +125,15 @@ class AuditUnavailable(ServerError):
     status = 503
     code = "audit_unavailable"
     default_message = "Service temporarily unavailable."
+
+
+class AuditRecordInvalid(ServerError):
+    """An event that cannot be encoded as a record. It fails only the call that made it (the
+    writer encodes each event as it is appended, never in the shared batch)."""
+
+    status = 500
+    code = "internal_error"
+    default_message = "Internal error."
 
 
 class Overloaded(ServerError):

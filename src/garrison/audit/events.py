@@ -9,10 +9,12 @@ carry a secret or a request body — only a body's SHA-256 digest and size.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
+
+from garrison.errors import AuditRecordInvalid
 
 ENCODING_VERSION = 1
 
@@ -78,6 +80,8 @@ class AuditEvent:
     # Optional full capture of the request body, already encrypted (never part of the
     # record: the record keeps the body's SHA-256, which binds the capture to the log).
     capture: bytes | None = field(default=None, repr=False)
+    # The record, encoded when the event was appended (see ``prepare``).
+    encoded: EncodedRecord | None = field(default=None, repr=False, compare=False)
 
     def encode(self, index: int) -> bytes:
         """The record of this event as leaf ``index`` of the log.
@@ -87,20 +91,51 @@ class AuditEvent:
         order its producer wrote. The stored bytes are what the tree hashes, so nothing
         ever needs to re-encode an event to verify it.
         """
-        return orjson.dumps(
-            {
-                "actor": self.actor,
-                "at": self.at,
-                "credential_id": self.credential_id,
-                "data": self.data,
-                "i": index,
-                "model": self.model,
-                "name": self.name.value,
-                "principal_id": self.principal_id,
-                "request_id": self.request_id,
-                "v": ENCODING_VERSION,
-            }
-        )
+        return (self.encoded or self._encode_parts()).record(index)
+
+    def prepare(self) -> AuditEvent:
+        """This event with its record encoded now, all but the leaf index (spliced in when
+        the writer orders it). ``AuditRecordInvalid`` if it cannot be encoded (a string that
+        is not valid UTF-8, a value JSON cannot hold): the fault is this event's alone, found
+        before it can join a batch."""
+        if self.encoded is not None:
+            return self
+        return replace(self, encoded=self._encode_parts())
+
+    def _encode_parts(self) -> EncodedRecord:
+        try:
+            head = orjson.dumps(
+                {
+                    "actor": self.actor,
+                    "at": self.at,
+                    "credential_id": self.credential_id,
+                    "data": self.data,
+                }
+            )
+            tail = orjson.dumps(
+                {
+                    "model": self.model,
+                    "name": self.name.value,
+                    "principal_id": self.principal_id,
+                    "request_id": self.request_id,
+                    "v": ENCODING_VERSION,
+                }
+            )
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise AuditRecordInvalid(f"{self.name.value}: {type(exc).__name__}") from None
+        return EncodedRecord(head[:-1] + b',"i":', b"," + tail[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRecord:
+    """An event's record in two parts around its leaf index: ``head + str(i) + tail`` is
+    byte for byte what encoding the whole record at once gives."""
+
+    head: bytes
+    tail: bytes
+
+    def record(self, index: int) -> bytes:
+        return b"%b%d%b" % (self.head, index, self.tail)
 
 
 def decode(record: bytes) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from garrison.admin.shape import ADMIN_PREFIX, admin_error_body
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import Model, Principal, Reason, UpstreamApi, VendorTerms
 from garrison.errors import (
+    AuditRecordInvalid,
     AuditUnavailable,
     BadRequest,
     Forbidden,
@@ -45,6 +46,7 @@ from garrison.errors import (
 )
 from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
+from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.content import scan
@@ -90,10 +92,6 @@ class _RequestIds:
 
 new_request_id = _RequestIds()
 
-# A caller may say why they need a model; models that require it refuse calls without it.
-JUSTIFICATION_HEADER = "x-garrison-justification"
-# A sentence and a ticket reference; kept in the audit event.
-JUSTIFICATION_MAX_CHARS = 500
 NO_ENGINE = PolicyDecision(False, (Reason.POLICY_ERROR,), (), ("no policy engine loaded",))
 
 
@@ -199,8 +197,8 @@ def peer_address(
 def _record_later(state: GatewayState, event: AuditEvent) -> None:
     try:
         state.audit.append_later(event)
-    except AuditUnavailable:
-        log.error("audit queue refused %s for %s", event.name, event.request_id)
+    except (AuditUnavailable, AuditRecordInvalid) as exc:
+        log.error("audit refused %s for %s: %s", event.name, event.request_id, exc.detail)
 
 
 def _deny(
@@ -377,6 +375,11 @@ async def _handle_model_call(
     if refused is not None:
         return refused
     try:
+        # Before the model is looked up: the same refusal whatever model was asked for.
+        justification = caller_justification(request.headers)
+    except BadRequest as exc:
+        return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
+    try:
         raw = await read_body(request, state)
     except PayloadTooLarge as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
@@ -395,12 +398,6 @@ async def _handle_model_call(
         call.model = "".join(ch if ch.isprintable() else "?" for ch in name[:200])
         return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
     call.model = model.name
-    justification = request.headers.get(JUSTIFICATION_HEADER, "").strip()
-    if len(justification) > JUSTIFICATION_MAX_CHARS:
-        too_long = BadRequest(
-            public_message=f"The justification is longer than {JUSTIFICATION_MAX_CHARS} characters."
-        )
-        return _deny(state, call, api, too_long, (Reason.BODY_MALFORMED,))
     decision = _decide(state, principal, model, call, now, justification=bool(justification))
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
@@ -433,6 +430,19 @@ async def _handle_model_call(
     call.allowed = True
     try:
         await state.audit.append(allowed)
+    except AuditRecordInvalid as exc:
+        # This event alone cannot be recorded (never forwarded, even when failing open).
+        log.error("refusing %s: %s", call.request_id, exc.detail)
+        _complete(
+            state,
+            call,
+            status=500,
+            outcome="audit_record_invalid",
+            usage=None,
+            bytes_out=0,
+            ttfb=None,
+        )
+        return _error_response(api, exc, call.request_id)
     except AuditUnavailable as exc:
         if state.audit_fail_open:
             log.error(
