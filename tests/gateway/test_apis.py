@@ -192,6 +192,7 @@ OPENAI_TYPE: dict[type[GarrisonError], str] = {
     errors.GarrisonError: "server_error",
     errors.ServerError: "server_error",
     errors.AuditUnavailable: "server_error",
+    errors.AuditRecordInvalid: "server_error",
     errors.Overloaded: "server_error",
     errors.ConfigError: "server_error",
 }
@@ -210,6 +211,7 @@ ANTHROPIC_TYPE: dict[type[GarrisonError], str] = {
     errors.GarrisonError: "api_error",
     errors.ServerError: "api_error",
     errors.AuditUnavailable: "api_error",
+    errors.AuditRecordInvalid: "api_error",
     errors.Overloaded: "overloaded_error",
     errors.ConfigError: "api_error",
 }
