@@ -19,8 +19,7 @@ and must never contain a secret.
     │   └── UpstreamTimeout          504 no answer in time
     └── ServerError                  ours (5xx)
         ├── AuditUnavailable         503 the audit log cannot be written: fail closed
-        ├── AuditRecordInvalid       500 one event cannot be encoded (never forwarded, even
-        │                                with fail-open: the log is fine, this record is not)
+        ├── AuditRecordInvalid       500 one event cannot be encoded: only its call fails
         ├── Overloaded               503 too many calls in flight in this process
         └── ConfigError              500 the configuration or key files are unusable
 """
