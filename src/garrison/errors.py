@@ -10,6 +10,8 @@ and must never contain a secret.
     │   ├── Unauthenticated          401 missing or bad credential (one message for every cause)
     │   ├── Forbidden                403 refused by a rule the caller may know about
     │   ├── NotFound                 404 unknown model, or a model the caller may not use
+    │   │   ├── WrongApi             404 a model the caller may use, on the other wire API
+    │   │   └── UnsupportedRoute     404 a path the gateway does not serve
     │   ├── RequestTimeout           408 the body did not arrive in time (slow client)
     │   ├── Conflict                 409 a name already taken
     │   ├── PayloadTooLarge          413 body over the limit
@@ -70,6 +72,17 @@ class NotFound(ClientError):
     status = 404
     code = "model_not_found"
     default_message = "The model does not exist or you do not have access to it."
+
+
+class WrongApi(NotFound):
+    """Only ever told to a caller who may use the model (anyone else gets ``NotFound``)."""
+
+    code = "model_wrong_api"
+
+
+class UnsupportedRoute(NotFound):
+    code = "unsupported_route"
+    default_message = "This endpoint is not supported by the gateway."
 
 
 class RequestTimeout(ClientError):

@@ -41,10 +41,11 @@ from garrison.errors import (
     PayloadTooLarge,
     RequestTimeout,
     Unauthenticated,
+    UnsupportedRoute,
     UpstreamFailed,
     UpstreamTimeout,
 )
-from garrison.gateway import apis
+from garrison.gateway import apis, listing
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.client_address import client_address, parse_address
@@ -393,11 +394,12 @@ async def _handle_model_call(
         return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
     name = body["model"]
     model = state.snapshot.models.get(name)
-    if model is None or model.api is not api:
-        # Kept for the record, printable only (it is caller-chosen text).
-        call.model = "".join(ch if ch.isprintable() else "?" for ch in name[:200])
+    if model is None:
+        call.model = _printable_name(name)
         return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
     call.model = model.name
+    if model.api is not api:
+        return _other_api(state, principal, model, call, api, now)
     decision = _decide(state, principal, model, call, now, justification=bool(justification))
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
@@ -813,6 +815,38 @@ def _model_locked(state: GatewayState, model: Model, now: float) -> bool:
     return bool(locks) and locks.covering(now, model_id=model.id, include_global=False) is not None
 
 
+def _printable_name(name: str) -> str:
+    """A caller-chosen model name as kept for the record: printable, at most 200 characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in name[:200])
+
+
+def _hidden(
+    state: GatewayState, principal: Principal, model: Model, call: Call, now: float
+) -> tuple[Reason, ...]:
+    """Why ``model`` is hidden from this caller (``()``: visible). Visible is what
+    ``/v1/models`` lists: allowed (a justification assumed given) and not locked."""
+    decision = _decide(state, principal, model, call, now, justification=True)
+    if not decision.allowed:
+        return decision.reasons
+    return (Reason.LOCKED,) if _model_locked(state, model, now) else ()
+
+
+def _other_api(
+    state: GatewayState,
+    principal: Principal,
+    model: Model,
+    call: Call,
+    api: UpstreamApi,
+    now: float,
+) -> web.Response:
+    """A model called through the API it does not speak: a caller who may use it is told
+    which API it speaks; anyone else gets exactly the answer for a model that does not exist."""
+    hidden = _hidden(state, principal, model, call, now)
+    if hidden:
+        return _deny(state, call, api, NotFound(), hidden)
+    return _deny(state, call, api, listing.wrong_api(model), (Reason.MODEL_WRONG_API,))
+
+
 async def list_models(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     anthropic = "anthropic-version" in request.headers
@@ -829,35 +863,43 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     models = [
         m for m in _visible_models(principal, state, call) if not _model_locked(state, m, now)
     ]
-    if anthropic:
-        data: dict[str, Any] = {
-            "data": [
-                {
-                    "type": "model",
-                    "id": m.name,
-                    "display_name": m.name,
-                    "created_at": "1970-01-01T00:00:00Z",
-                }
-                for m in models
-            ],
-            "has_more": False,
-            "first_id": models[0].name if models else None,
-            "last_id": models[-1].name if models else None,
-        }
-    else:
-        data = {
-            "object": "list",
-            "data": [
-                {"id": m.name, "object": "model", "created": 0, "owned_by": "garrison"}
-                for m in models
-            ],
-        }
+    data = listing.models_list(api, models)
     _record_later(
         state,
         call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok", listed=len(models)),
     )
     return web.Response(
         body=orjson.dumps(data), content_type=_JSON, headers={REQUEST_ID_HEADER: call.request_id}
+    )
+
+
+async def retrieve_model(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models/{id}``: a model the caller may see, or the 404 of a missing one."""
+    state = request.app[STATE_KEY]
+    api = UpstreamApi.ANTHROPIC if "anthropic-version" in request.headers else UpstreamApi.OPENAI
+    call = Call("models", new_request_id(), "")
+    now = state.clock()
+    principal, reason = _authenticated(request, state, call, now)
+    if principal is None:
+        assert reason is not None
+        return _deny(state, call, api, Unauthenticated(), (reason,))
+    refused = _locked(state, call, api, now)
+    if refused is not None:
+        return refused
+    name = request.match_info["model_id"]
+    model = state.snapshot.models.get(name)
+    if model is None:
+        call.model = _printable_name(name)
+        return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
+    call.model = model.name
+    hidden = _hidden(state, principal, model, call, now)
+    if hidden:
+        return _deny(state, call, api, NotFound(), hidden)
+    _record_later(state, call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok"))
+    return web.Response(
+        body=orjson.dumps(listing.model_entry(api, model)),
+        content_type=_JSON,
+        headers={REQUEST_ID_HEADER: call.request_id},
     )
 
 
@@ -877,7 +919,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    exc = NotFound(public_message="Unknown endpoint.")
+    exc = UnsupportedRoute()
     api = UpstreamApi.ANTHROPIC if "anthropic-version" in request.headers else UpstreamApi.OPENAI
     return web.Response(status=404, body=apis.error_body(api, exc), content_type=_JSON)
 
@@ -892,6 +934,7 @@ def build_app(state: GatewayState, admin: AdminBackend | None = None) -> web.App
     for endpoint in apis.ENDPOINTS:
         app.router.add_post(endpoint.path, model_handler(endpoint))
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", retrieve_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if admin is not None:
