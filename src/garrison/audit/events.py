@@ -9,7 +9,7 @@ carry a secret or a request body — only a body's SHA-256 digest and size.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -94,26 +94,25 @@ class AuditEvent:
         return (self.encoded or self._encode_parts()).record(index)
 
     def prepare(self) -> AuditEvent:
-        """This event with its record encoded now, all but the leaf index (spliced in when
-        the writer orders it). ``AuditRecordInvalid`` if it cannot be encoded (a string that
-        is not valid UTF-8, a value JSON cannot hold): the fault is this event's alone, found
-        before it can join a batch."""
-        if self.encoded is not None:
-            return self
-        return replace(self, encoded=self._encode_parts())
+        """Encode this event's record now, all but the leaf index (spliced in when the writer
+        orders it), and keep it with the event. ``AuditRecordInvalid`` if it cannot be
+        encoded (a string that is not valid UTF-8, a value JSON cannot hold): the fault is
+        this event's alone, found before it can join a batch. Returns the event itself."""
+        if self.encoded is None:
+            # A cache, not a change: ``encoded`` is derived from the other fields and is not
+            # part of the event's identity (frozen dataclasses allow this one way in).
+            object.__setattr__(self, "encoded", self._encode_parts())
+        return self
 
     def _encode_parts(self) -> EncodedRecord:
         try:
-            head = orjson.dumps(
+            whole = orjson.dumps(
                 {
                     "actor": self.actor,
                     "at": self.at,
                     "credential_id": self.credential_id,
                     "data": self.data,
-                }
-            )
-            tail = orjson.dumps(
-                {
+                    "i": 0,
                     "model": self.model,
                     "name": self.name.value,
                     "principal_id": self.principal_id,
@@ -123,16 +122,27 @@ class AuditEvent:
             )
         except (orjson.JSONEncodeError, TypeError) as exc:
             raise AuditRecordInvalid(f"{self.name.value}: {type(exc).__name__}") from None
-        return EncodedRecord(head[:-1] + b',"i":', b"," + tail[1:])
+        # The last match is the top-level key: after ``data`` come only strings (whose
+        # quotes are escaped), null and an integer, none of which can hold this text.
+        cut = whole.rfind(_INDEX_MARK)
+        return EncodedRecord(whole[: cut + _INDEX_AT], whole[cut + _INDEX_AT + 1 :])
 
 
-@dataclass(frozen=True, slots=True)
+# Where the leaf index sits in a record encoded with index 0.
+_INDEX_MARK = b',"i":0,"model":'
+_INDEX_AT = len(b',"i":')
+
+
 class EncodedRecord:
     """An event's record in two parts around its leaf index: ``head + str(i) + tail`` is
-    byte for byte what encoding the whole record at once gives."""
+    byte for byte what encoding the whole record at once gives. (A plain slotted class: a
+    frozen dataclass costs more to build than the encoding it holds.)"""
 
-    head: bytes
-    tail: bytes
+    __slots__ = ("head", "tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self.head = head
+        self.tail = tail
 
     def record(self, index: int) -> bytes:
         return b"%b%d%b" % (self.head, index, self.tail)
