@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink, decode
 from garrison.errors import AuditRecordInvalid, AuditUnavailable
@@ -203,7 +205,8 @@ def test_an_event_encoded_at_append_gives_the_same_bytes_as_before(index: int) -
         principal_id="prn_1",
         credential_id="k",
         model="m",
-        data={"z": [1, {"i": 0, "model": "x"}], "a": "é\u2028", "i": 5},
+        # Inside data, the very text that marks the index at the top level.
+        data={"z": [1, {"i": 0, "model": "x"}], "a": "é\u2028", "i": 0, "model": 5},
     )
     prepared = event.prepare()
     assert prepared.encode(index) == _whole_record(event, index) == event.encode(index)
@@ -238,3 +241,35 @@ async def test_an_unencodable_event_fails_alone_and_the_batch_commits(db: Path) 
         assert [decode(r)["request_id"] for r in _rows(db)] == [f"r{i}" for i in range(40)]
     finally:
         log.close()
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20
+) | st.sampled_from([',"i":0,"model":', '"i":0', "\\", '"'])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.dictionaries(st.sampled_from(["i", "model", "v", "x", "data"]) | _TEXT, _JSON),
+    text=st.none() | _TEXT,
+    index=st.integers(0, 2**40),
+)
+def test_the_spliced_record_is_the_whole_record_for_any_event(
+    data: dict[str, object], text: str | None, index: int
+) -> None:
+    event = AuditEvent(
+        EventName.REQUEST_DENIED,
+        at=1.25,
+        actor=text,
+        request_id=text,
+        principal_id=text,
+        credential_id=text,
+        model=text,
+        data=data,
+    )
+    assert event.prepare().encode(index) == _whole_record(event, index)
