@@ -64,12 +64,18 @@ async def send_raw(port: int, request: bytes) -> tuple[int, bytes]:
 
 
 async def good_calls(world: World, n: int) -> list[int]:
+    """``n`` model calls by carol, each followed by an audited admin read (which waits for
+    its ``admin.read`` event to be durable, as the call waits for ``request.allowed``)."""
     body = {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]}
     headers = {"authorization": f"Bearer {world.keys['carol']}", JUSTIFICATION_HEADER: "INC-1"}
+    admin = {"authorization": f"Bearer {world.admin_key}"}
     statuses = []
     async with aiohttp.ClientSession() as session:
         for _ in range(n):
             async with session.post(world.base + CHAT, json=body, headers=headers) as resp:
+                await resp.read()
+                statuses.append(resp.status)
+            async with session.get(world.base + "/admin/v1/models", headers=admin) as resp:
                 await resp.read()
                 statuses.append(resp.status)
     return statuses
@@ -123,7 +129,7 @@ async def test_a_poisoning_caller_in_a_loop_stops_nobody_else(any_world: World) 
     finally:
         stop.set()
         await asyncio.gather(*flood)
-    assert statuses == [200] * GOOD_CALLS
+    assert statuses == [200] * (2 * GOOD_CALLS)
     assert poisoned and set(poisoned) == {400}
     await world.settle()
     allowed = world.events("request.allowed")
@@ -132,6 +138,7 @@ async def test_a_poisoning_caller_in_a_loop_stops_nobody_else(any_world: World) 
         world.gateway.state.snapshot.credentials[world.keys["carol"].split("_")[1]].principal_id
     }
     assert len(world.events("request.denied")) == len(poisoned)
+    assert len(world.events("admin.read")) == GOOD_CALLS
 
 
 @pytest.mark.parametrize(
