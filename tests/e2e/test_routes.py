@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from garrison.domain.locks import LockKind
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -144,3 +145,18 @@ async def test_a_forbidden_model_on_the_other_api_is_a_plain_404(world: World) -
     await world.settle()
     reasons = [e["data"]["reasons"] for e in world.events("request.denied")]
     assert reasons == [["clearance.level", "vendor.ceiling"], ["model.unknown"]]
+
+
+async def test_a_locked_model_is_retrieved_like_a_missing_one_as_it_leaves_the_list(
+    world: World,
+) -> None:
+    world.directory.create_lock(LockKind.MODEL, "assistant", reason="test", now=time.time())
+    await world.reload()
+    answers = []
+    async with _openai(world, "bob") as client:
+        assert "assistant" not in {m.id async for m in client.models.list()}
+        for name in ("assistant", "no-such-model"):
+            with pytest.raises(openai.NotFoundError) as caught:
+                await client.models.retrieve(name)
+            answers.append((caught.value.code, caught.value.message))
+    assert answers[0] == answers[1]
