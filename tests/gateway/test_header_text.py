@@ -19,6 +19,7 @@ import pytest
 from multidict import CIMultiDict
 
 from garrison.errors import BadRequest
+from garrison.gateway import app as gateway_app
 from garrison.gateway.caller_text import (
     JUSTIFICATION_HEADER,
     JUSTIFICATION_MAX_CHARS,
@@ -185,3 +186,22 @@ def test_a_repeated_justification_is_refused() -> None:
 def test_text_that_is_not_printable_utf8_is_refused(text: str) -> None:
     with pytest.raises(BadRequest):
         caller_justification(CIMultiDict({JUSTIFICATION_HEADER: text}))
+
+
+async def test_behind_the_check_an_unencodable_event_fails_only_its_own_call(
+    any_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth: were poisoned text to get past the header check, its event fails
+    to encode when appended — a 500 for that call alone, never forwarded (even failing open)."""
+    world = any_world
+    monkeypatch.setattr(
+        gateway_app, "caller_justification", lambda headers: headers.get(JUSTIFICATION_HEADER, "")
+    )
+    status, body = await send_raw(world.gateway.port, poisoned_request(world.keys["alice"]))
+    assert status == 500, body
+    assert world.mock.seen == []
+    assert await good_calls(world, 3) == [200] * 6
+    await world.settle()
+    assert len(world.events("request.allowed")) == 3
+    (failed,) = [e for e in world.events("request.completed") if e["data"]["status"] == 500]
+    assert failed["data"]["outcome"] == "audit_record_invalid"
