@@ -10,6 +10,8 @@ and must never contain a secret.
     │   ├── Unauthenticated          401 missing or bad credential (one message for every cause)
     │   ├── Forbidden                403 refused by a rule the caller may know about
     │   ├── NotFound                 404 unknown model, or a model the caller may not use
+    │   │   ├── WrongApi             404 a model the caller may use, on the other wire API
+    │   │   └── UnsupportedRoute     404 a path the gateway does not serve
     │   ├── RequestTimeout           408 the body did not arrive in time (slow client)
     │   ├── Conflict                 409 a name already taken
     │   ├── PayloadTooLarge          413 body over the limit
@@ -19,6 +21,7 @@ and must never contain a secret.
     │   └── UpstreamTimeout          504 no answer in time
     └── ServerError                  ours (5xx)
         ├── AuditUnavailable         503 the audit log cannot be written: fail closed
+        ├── AuditRecordInvalid       500 one event cannot be encoded: only its call fails
         ├── Overloaded               503 too many calls in flight in this process
         ├── ShuttingDown             503 the process is draining (SIGTERM): retry elsewhere
         └── ConfigError              500 the configuration or key files are unusable
@@ -70,6 +73,17 @@ class NotFound(ClientError):
     status = 404
     code = "model_not_found"
     default_message = "The model does not exist or you do not have access to it."
+
+
+class WrongApi(NotFound):
+    """Only ever told to a caller who may use the model (anyone else gets ``NotFound``)."""
+
+    code = "model_wrong_api"
+
+
+class UnsupportedRoute(NotFound):
+    code = "unsupported_route"
+    default_message = "This endpoint is not supported by the gateway."
 
 
 class RequestTimeout(ClientError):
@@ -124,6 +138,15 @@ class AuditUnavailable(ServerError):
     status = 503
     code = "audit_unavailable"
     default_message = "Service temporarily unavailable."
+
+
+class AuditRecordInvalid(ServerError):
+    """An event that cannot be encoded as a record. It fails only the call that made it (the
+    writer encodes each event as it is appended, never in the shared batch)."""
+
+    status = 500
+    code = "internal_error"
+    default_message = "Internal error."
 
 
 class Overloaded(ServerError):

@@ -8,10 +8,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink, decode
-from garrison.errors import AuditUnavailable
+from garrison.errors import AuditRecordInvalid, AuditUnavailable
 from garrison.store import make_engine, migrate
 
 
@@ -171,3 +174,102 @@ def test_encoding_is_deterministic_versioned_and_indexed() -> None:
     record = decode(a.encode(3))
     assert record["v"] == 1 and record["name"] == "request.denied" and record["i"] == 3
     assert b" " not in a.encode(3)
+
+
+# ── one bad event fails alone ──────────────────────────────────────────────────────────────
+def _whole_record(event: AuditEvent, index: int) -> bytes:
+    """The record as it was encoded before events were encoded at append time."""
+    return orjson.dumps(
+        {
+            "actor": event.actor,
+            "at": event.at,
+            "credential_id": event.credential_id,
+            "data": event.data,
+            "i": index,
+            "model": event.model,
+            "name": event.name.value,
+            "principal_id": event.principal_id,
+            "request_id": event.request_id,
+            "v": 1,
+        }
+    )
+
+
+@pytest.mark.parametrize("index", [0, 7, 10**12])
+def test_an_event_encoded_at_append_gives_the_same_bytes_as_before(index: int) -> None:
+    event = AuditEvent(
+        EventName.REQUEST_ALLOWED,
+        at=1700000000.123456,
+        actor="prn_1",
+        request_id="r",
+        principal_id="prn_1",
+        credential_id="k",
+        model="m",
+        # Inside data, the very text that marks the index at the top level.
+        data={"z": [1, {"i": 0, "model": "x"}], "a": "é\u2028", "i": 0, "model": 5},
+    )
+    prepared = event.prepare()
+    assert prepared.encode(index) == _whole_record(event, index) == event.encode(index)
+    assert prepared == event  # the cached record is not part of the event's identity
+
+
+def test_an_unencodable_event_is_refused_when_appended() -> None:
+    bad = AuditEvent(EventName.REQUEST_ALLOWED, at=1.0, data={"justification": "a\udcffb"})
+    with pytest.raises(AuditRecordInvalid):
+        bad.prepare()
+    assert not issubclass(AuditRecordInvalid, AuditUnavailable)  # fail-open must not forward
+
+
+async def test_an_unencodable_event_fails_alone_and_the_batch_commits(db: Path) -> None:
+    log = AuditLog(SqliteAuditSink(db))
+    log.start()
+    try:
+        bad = AuditEvent(EventName.REQUEST_ALLOWED, at=1.0, data={"justification": "\udcff"})
+        late_bad = AuditEvent(EventName.REQUEST_DENIED, at=1.0, data={"big": 2**70})
+        with pytest.raises(AuditRecordInvalid):
+            log.append_later(late_bad)
+        results = await asyncio.gather(
+            *(log.append(_event(i)) for i in range(20)),
+            log.append(bad),
+            *(log.append(_event(i)) for i in range(20, 40)),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results].count("AuditRecordInvalid") == 1
+        assert isinstance(results[20], AuditRecordInvalid)
+        assert all(r is None for i, r in enumerate(results) if i != 20)
+        assert log.healthy and log.failures == 0
+        assert [decode(r)["request_id"] for r in _rows(db)] == [f"r{i}" for i in range(40)]
+    finally:
+        log.close()
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20) | st.sampled_from(
+    [',"i":0,"model":', '"i":0', "\\", '"']
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.dictionaries(st.sampled_from(["i", "model", "v", "x", "data"]) | _TEXT, _JSON),
+    text=st.none() | _TEXT,
+    index=st.integers(0, 2**40),
+)
+def test_the_spliced_record_is_the_whole_record_for_any_event(
+    data: dict[str, object], text: str | None, index: int
+) -> None:
+    event = AuditEvent(
+        EventName.REQUEST_DENIED,
+        at=1.25,
+        actor=text,
+        request_id=text,
+        principal_id=text,
+        credential_id=text,
+        model=text,
+        data=data,
+    )
+    assert event.prepare().encode(index) == _whole_record(event, index)

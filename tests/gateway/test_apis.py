@@ -183,6 +183,8 @@ OPENAI_TYPE: dict[type[GarrisonError], str] = {
     errors.Unauthenticated: "invalid_request_error",
     errors.Forbidden: "permission_error",
     errors.NotFound: "invalid_request_error",
+    errors.WrongApi: "invalid_request_error",
+    errors.UnsupportedRoute: "invalid_request_error",
     errors.RequestTimeout: "invalid_request_error",
     errors.PayloadTooLarge: "invalid_request_error",
     errors.RateLimited: "rate_limit_error",
@@ -192,6 +194,7 @@ OPENAI_TYPE: dict[type[GarrisonError], str] = {
     errors.GarrisonError: "server_error",
     errors.ServerError: "server_error",
     errors.AuditUnavailable: "server_error",
+    errors.AuditRecordInvalid: "server_error",
     errors.Overloaded: "server_error",
     errors.ConfigError: "server_error",
 }
@@ -201,6 +204,8 @@ ANTHROPIC_TYPE: dict[type[GarrisonError], str] = {
     errors.Unauthenticated: "authentication_error",
     errors.Forbidden: "permission_error",
     errors.NotFound: "not_found_error",
+    errors.WrongApi: "not_found_error",
+    errors.UnsupportedRoute: "not_found_error",
     errors.RequestTimeout: "invalid_request_error",
     errors.PayloadTooLarge: "request_too_large",
     errors.RateLimited: "rate_limit_error",
@@ -210,6 +215,7 @@ ANTHROPIC_TYPE: dict[type[GarrisonError], str] = {
     errors.GarrisonError: "api_error",
     errors.ServerError: "api_error",
     errors.AuditUnavailable: "api_error",
+    errors.AuditRecordInvalid: "api_error",
     errors.Overloaded: "overloaded_error",
     errors.ConfigError: "api_error",
 }

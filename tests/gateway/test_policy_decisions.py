@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from garrison.domain import AuthStyle, Level, Model, Principal, Reason, UpstreamApi
-from garrison.gateway.app import JUSTIFICATION_HEADER, JUSTIFICATION_MAX_CHARS
+from garrison.gateway.caller_text import JUSTIFICATION_HEADER, JUSTIFICATION_MAX_CHARS
 from garrison.policy.context import call_context
 from garrison.policy.reference import reference_reasons
 from garrison.store.changes import set_policy

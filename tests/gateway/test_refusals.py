@@ -392,11 +392,12 @@ async def test_model_beyond_clearance_is_404_identical_to_unknown_model(world: W
     ]
 
 
-async def test_anthropic_model_on_openai_endpoint_is_404_and_audited(world: World) -> None:
+async def test_anthropic_model_on_openai_endpoint_is_404_naming_its_api(world: World) -> None:
     reply = await chat(world, key=world.keys["alice"], model="claude")
-    openai_error(reply, 404, code="model_not_found", type_="invalid_request_error")
+    error = openai_error(reply, 404, code="model_wrong_api", type_="invalid_request_error")
+    assert "/v1/messages" in error["message"]
     assert world.mock.seen == []
-    await assert_denied(world, reply, "model.unknown")
+    await assert_denied(world, reply, "model.wrong_api")
 
 
 async def test_openai_model_on_messages_endpoint_is_404_in_anthropic_shape(world: World) -> None:
@@ -404,13 +405,13 @@ async def test_openai_model_on_messages_endpoint_is_404_in_anthropic_shape(world
     reply = await messages(world, world.keys["alice"], body)
     anthropic_error(reply, 404, type_="not_found_error")
     assert world.mock.seen == []
-    await assert_denied(world, reply, "model.unknown")
+    await assert_denied(world, reply, "model.wrong_api")
 
 
 # ── routing ────────────────────────────────────────────────────────────────────────────────
 async def test_unknown_endpoint_is_404_in_openai_shape(world: World) -> None:
     reply = await call(world, "/v1/no-such-endpoint", key=world.keys["alice"], json={})
-    openai_error(reply, 404, code=None, type_="invalid_request_error")
+    openai_error(reply, 404, code="unsupported_route", type_="invalid_request_error")
     assert world.mock.seen == []
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from garrison.errors import AuditRecordInvalid
+
 ENCODING_VERSION = 1
 
 
@@ -81,6 +83,8 @@ class AuditEvent:
     # Optional full capture of the request body, already encrypted (never part of the
     # record: the record keeps the body's SHA-256, which binds the capture to the log).
     capture: bytes | None = field(default=None, repr=False)
+    # The record, encoded when the event was appended (see ``prepare``).
+    encoded: EncodedRecord | None = field(default=None, repr=False, compare=False)
 
     def encode(self, index: int) -> bytes:
         """The record of this event as leaf ``index`` of the log.
@@ -90,20 +94,61 @@ class AuditEvent:
         order its producer wrote. The stored bytes are what the tree hashes, so nothing
         ever needs to re-encode an event to verify it.
         """
-        return orjson.dumps(
-            {
-                "actor": self.actor,
-                "at": self.at,
-                "credential_id": self.credential_id,
-                "data": self.data,
-                "i": index,
-                "model": self.model,
-                "name": self.name.value,
-                "principal_id": self.principal_id,
-                "request_id": self.request_id,
-                "v": ENCODING_VERSION,
-            }
-        )
+        return (self.encoded or self._encode_parts()).record(index)
+
+    def prepare(self) -> AuditEvent:
+        """Encode this event's record now, all but the leaf index (spliced in when the writer
+        orders it), and keep it with the event. ``AuditRecordInvalid`` if it cannot be
+        encoded (a string that is not valid UTF-8, a value JSON cannot hold): the fault is
+        this event's alone, found before it can join a batch. Returns the event itself."""
+        if self.encoded is None:
+            # A cache, not a change: ``encoded`` is derived from the other fields and is not
+            # part of the event's identity (frozen dataclasses allow this one way in).
+            object.__setattr__(self, "encoded", self._encode_parts())
+        return self
+
+    def _encode_parts(self) -> EncodedRecord:
+        try:
+            whole = orjson.dumps(
+                {
+                    "actor": self.actor,
+                    "at": self.at,
+                    "credential_id": self.credential_id,
+                    "data": self.data,
+                    "i": 0,
+                    "model": self.model,
+                    "name": self.name.value,
+                    "principal_id": self.principal_id,
+                    "request_id": self.request_id,
+                    "v": ENCODING_VERSION,
+                }
+            )
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            raise AuditRecordInvalid(f"{self.name.value}: {type(exc).__name__}") from None
+        # The last match is the top-level key: after ``data`` come only strings (whose
+        # quotes are escaped), null and an integer, none of which can hold this text.
+        cut = whole.rfind(_INDEX_MARK)
+        return EncodedRecord(whole[: cut + _INDEX_AT], whole[cut + _INDEX_AT + 1 :])
+
+
+# Where the leaf index sits in a record encoded with index 0.
+_INDEX_MARK = b',"i":0,"model":'
+_INDEX_AT = len(b',"i":')
+
+
+class EncodedRecord:
+    """An event's record in two parts around its leaf index: ``head + str(i) + tail`` is
+    byte for byte what encoding the whole record at once gives. (A plain slotted class: a
+    frozen dataclass costs more to build than the encoding it holds.)"""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self.head = head
+        self.tail = tail
+
+    def record(self, index: int) -> bytes:
+        return b"%b%d%b" % (self.head, index, self.tail)
 
 
 def decode(record: bytes) -> dict[str, Any]:

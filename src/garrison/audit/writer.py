@@ -10,6 +10,8 @@ One writer thread owns the database connection. Callers on the event loop hand i
   retried, not dropped, while the queue has room.
 
 Everything pending is committed as one transaction, so N concurrent callers share one fsync.
+Each event is encoded when it is appended (all but its leaf index, spliced in by the sink), so
+an event that cannot be encoded fails its own caller there and then, never the shared batch.
 
     event loop thread                    writer thread
     ─────────────────                    ─────────────
@@ -129,12 +131,14 @@ class AuditLog:
 
     # ── producers (event loop thread) ──────────────────────────────────────────────────────
     async def append(self, event: AuditEvent) -> None:
-        """Return once ``event`` is durable; raise ``AuditUnavailable`` if it cannot be."""
+        """Return once ``event`` is durable; raise ``AuditUnavailable`` if it cannot be, or
+        ``AuditRecordInvalid`` (at once) if the event itself cannot be encoded."""
         loop = self._loop
         if loop is None:
             raise AuditUnavailable("audit log not started")
+        prepared = event.prepare()
         future: asyncio.Future[None] = loop.create_future()
-        self._put(_Item(event, future), urgent=True)
+        self._put(_Item(prepared, future), urgent=True)
         # One watchdog times out every waiter (a timer per call costs more than the append).
         self._waiters[future] = time.monotonic() + self._append_timeout
         if self._watchdog is None:
@@ -157,8 +161,9 @@ class AuditLog:
                     )
 
     def append_later(self, event: AuditEvent) -> None:
-        """Queue ``event`` to be committed soon; ``AuditUnavailable`` if the queue is full."""
-        self._put(_Item(event, None), urgent=False)
+        """Queue ``event`` to be committed soon; ``AuditUnavailable`` if the queue is full,
+        ``AuditRecordInvalid`` if the event cannot be encoded."""
+        self._put(_Item(event.prepare(), None), urgent=False)
 
     def _put(self, item: _Item, *, urgent: bool) -> None:
         with self._cv:

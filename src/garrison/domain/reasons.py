@@ -23,6 +23,7 @@ class Reason(enum.StrEnum):
     VENDOR_NETWORK = "vendor.network_not_allowed"
     # authorisation
     MODEL_UNKNOWN = "model.unknown"
+    MODEL_WRONG_API = "model.wrong_api"  # a model the caller may use, on the other API
     CLEARANCE_LEVEL = "clearance.level"
     CLEARANCE_COMPARTMENT = "clearance.compartment"
     VENDOR_CEILING = "vendor.ceiling"

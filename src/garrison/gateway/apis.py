@@ -21,6 +21,7 @@ from garrison.errors import (
     RateLimited,
     UpstreamError,
 )
+from garrison.gateway.json_depth import MAX_JSON_DEPTH, within_depth
 
 # Fields a client could use to redirect or re-key the call through a permissive upstream
 # (LiteLLM-style proxies honour some of them). The registry alone picks the upstream, so
@@ -102,6 +103,11 @@ def parse_body(endpoint: Endpoint, raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise BadRequest("body not an object", public_message="Request body must be a JSON object.")
+    if not within_depth(body):
+        raise BadRequest(
+            "body nested too deep",
+            public_message=f"Request body nests deeper than {MAX_JSON_DEPTH} levels.",
+        )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("missing model", public_message="Field 'model' is required (a string).")

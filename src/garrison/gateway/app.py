@@ -31,6 +31,7 @@ from garrison.admin.shape import ADMIN_PREFIX, admin_error_body
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import Model, Principal, Reason, UpstreamApi, VendorTerms
 from garrison.errors import (
+    AuditRecordInvalid,
     AuditUnavailable,
     BadRequest,
     Forbidden,
@@ -41,11 +42,13 @@ from garrison.errors import (
     RequestTimeout,
     ShuttingDown,
     Unauthenticated,
+    UnsupportedRoute,
     UpstreamFailed,
     UpstreamTimeout,
 )
-from garrison.gateway import apis
+from garrison.gateway import apis, listing
 from garrison.gateway.apis import Endpoint
+from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.content import scan
@@ -97,10 +100,6 @@ class _RequestIds:
 
 new_request_id = _RequestIds()
 
-# A caller may say why they need a model; models that require it refuse calls without it.
-JUSTIFICATION_HEADER = "x-garrison-justification"
-# A sentence and a ticket reference; kept in the audit event.
-JUSTIFICATION_MAX_CHARS = 500
 NO_ENGINE = PolicyDecision(False, (Reason.POLICY_ERROR,), (), ("no policy engine loaded",))
 
 
@@ -206,8 +205,8 @@ def peer_address(
 def _record_later(state: GatewayState, event: AuditEvent) -> None:
     try:
         state.audit.append_later(event)
-    except AuditUnavailable:
-        log.error("audit queue refused %s for %s", event.name, event.request_id)
+    except (AuditUnavailable, AuditRecordInvalid) as exc:
+        log.error("audit refused %s for %s: %s", event.name, event.request_id, exc.detail)
 
 
 def _deny(
@@ -402,6 +401,11 @@ async def _handle_model_call(
     if refused is not None:
         return refused
     try:
+        # Before the model is looked up: the same refusal whatever model was asked for.
+        justification = caller_justification(request.headers)
+    except BadRequest as exc:
+        return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
+    try:
         raw = await read_body(request, state)
     except PayloadTooLarge as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
@@ -415,17 +419,12 @@ async def _handle_model_call(
         return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
     name = body["model"]
     model = state.snapshot.models.get(name)
-    if model is None or model.api is not api:
-        # Kept for the record, printable only (it is caller-chosen text).
-        call.model = "".join(ch if ch.isprintable() else "?" for ch in name[:200])
+    if model is None:
+        call.model = _printable_name(name)
         return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
     call.model = model.name
-    justification = request.headers.get(JUSTIFICATION_HEADER, "").strip()
-    if len(justification) > JUSTIFICATION_MAX_CHARS:
-        too_long = BadRequest(
-            public_message=f"The justification is longer than {JUSTIFICATION_MAX_CHARS} characters."
-        )
-        return _deny(state, call, api, too_long, (Reason.BODY_MALFORMED,))
+    if model.api is not api:
+        return _other_api(state, principal, model, call, api, now)
     decision = _decide(state, principal, model, call, now, justification=bool(justification))
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
@@ -458,6 +457,19 @@ async def _handle_model_call(
     call.allowed = True
     try:
         await state.audit.append(allowed)
+    except AuditRecordInvalid as exc:
+        # This event alone cannot be recorded (never forwarded, even when failing open).
+        log.error("refusing %s: %s", call.request_id, exc.detail)
+        _complete(
+            state,
+            call,
+            status=500,
+            outcome="audit_record_invalid",
+            usage=None,
+            bytes_out=0,
+            ttfb=None,
+        )
+        return _error_response(api, exc, call.request_id)
     except AuditUnavailable as exc:
         if state.audit_fail_open:
             log.error(
@@ -829,6 +841,38 @@ def _model_locked(state: GatewayState, model: Model, now: float) -> bool:
     return bool(locks) and locks.covering(now, model_id=model.id, include_global=False) is not None
 
 
+def _printable_name(name: str) -> str:
+    """A caller-chosen model name as kept for the record: printable, at most 200 characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in name[:200])
+
+
+def _hidden(
+    state: GatewayState, principal: Principal, model: Model, call: Call, now: float
+) -> tuple[Reason, ...]:
+    """Why ``model`` is hidden from this caller (``()``: visible). Visible is what
+    ``/v1/models`` lists: allowed (a justification assumed given) and not locked."""
+    decision = _decide(state, principal, model, call, now, justification=True)
+    if not decision.allowed:
+        return decision.reasons
+    return (Reason.LOCKED,) if _model_locked(state, model, now) else ()
+
+
+def _other_api(
+    state: GatewayState,
+    principal: Principal,
+    model: Model,
+    call: Call,
+    api: UpstreamApi,
+    now: float,
+) -> web.Response:
+    """A model called through the API it does not speak: a caller who may use it is told
+    which API it speaks; anyone else gets exactly the answer for a model that does not exist."""
+    hidden = _hidden(state, principal, model, call, now)
+    if hidden:
+        return _deny(state, call, api, NotFound(), hidden)
+    return _deny(state, call, api, listing.wrong_api(model), (Reason.MODEL_WRONG_API,))
+
+
 async def list_models(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     anthropic = "anthropic-version" in request.headers
@@ -845,35 +889,43 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     models = [
         m for m in _visible_models(principal, state, call) if not _model_locked(state, m, now)
     ]
-    if anthropic:
-        data: dict[str, Any] = {
-            "data": [
-                {
-                    "type": "model",
-                    "id": m.name,
-                    "display_name": m.name,
-                    "created_at": "1970-01-01T00:00:00Z",
-                }
-                for m in models
-            ],
-            "has_more": False,
-            "first_id": models[0].name if models else None,
-            "last_id": models[-1].name if models else None,
-        }
-    else:
-        data = {
-            "object": "list",
-            "data": [
-                {"id": m.name, "object": "model", "created": 0, "owned_by": "garrison"}
-                for m in models
-            ],
-        }
+    data = listing.models_list(api, models)
     _record_later(
         state,
         call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok", listed=len(models)),
     )
     return web.Response(
         body=orjson.dumps(data), content_type=_JSON, headers={REQUEST_ID_HEADER: call.request_id}
+    )
+
+
+async def retrieve_model(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models/{id}``: a model the caller may see, or the 404 of a missing one."""
+    state = request.app[STATE_KEY]
+    api = UpstreamApi.ANTHROPIC if "anthropic-version" in request.headers else UpstreamApi.OPENAI
+    call = Call("models", new_request_id(), "")
+    now = state.clock()
+    principal, reason = _authenticated(request, state, call, now)
+    if principal is None:
+        assert reason is not None
+        return _deny(state, call, api, Unauthenticated(), (reason,))
+    refused = _locked(state, call, api, now)
+    if refused is not None:
+        return refused
+    name = request.match_info["model_id"]
+    model = state.snapshot.models.get(name)
+    if model is None:
+        call.model = _printable_name(name)
+        return _deny(state, call, api, NotFound(), (Reason.MODEL_UNKNOWN,))
+    call.model = model.name
+    hidden = _hidden(state, principal, model, call, now)
+    if hidden:
+        return _deny(state, call, api, NotFound(), hidden)
+    _record_later(state, call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok"))
+    return web.Response(
+        body=orjson.dumps(listing.model_entry(api, model)),
+        content_type=_JSON,
+        headers={REQUEST_ID_HEADER: call.request_id},
     )
 
 
@@ -898,7 +950,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    exc = NotFound(public_message="Unknown endpoint.")
+    exc = UnsupportedRoute()
     api = UpstreamApi.ANTHROPIC if "anthropic-version" in request.headers else UpstreamApi.OPENAI
     return web.Response(status=404, body=apis.error_body(api, exc), content_type=_JSON)
 
@@ -913,6 +965,7 @@ def build_app(state: GatewayState, admin: AdminBackend | None = None) -> web.App
     for endpoint in apis.ENDPOINTS:
         app.router.add_post(endpoint.path, model_handler(endpoint))
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", retrieve_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if admin is not None:

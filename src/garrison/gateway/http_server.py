@@ -24,6 +24,8 @@ from garrison.gateway.limits import GatewayLimits
 
 log = logging.getLogger("garrison.gateway")
 
+# What every answer says in its Server header (never the Python or aiohttp version).
+SERVER_NAME = "garrison"
 # Pending connections the kernel queues for us: enough for a burst of 1,000 new clients.
 LISTEN_BACKLOG = 2048
 
@@ -85,6 +87,9 @@ class _HeadDeadline(RequestHandler):
             status=status,
             body=error_body(UpstreamApi.OPENAI, error),
             content_type="application/json",
+            # Answered outside the application, so its response hook does not name us:
+            # without this aiohttp announces "Python/3.11 aiohttp/x.y".
+            headers={"Server": SERVER_NAME},
         )
         response.force_close()
         return response
