@@ -121,7 +121,7 @@ def test_openai_tool_call_arguments_are_scanned() -> None:
     }
     text = prompt_text(body)
     assert arguments in text
-    assert text.startswith("look it up\n") and text.endswith("\ndone")
+    assert text.index("look it up") < text.index(arguments) < text.index("done")
     assert scan(BUILTIN, body) == [EXTRACTION]
 
 
@@ -207,7 +207,7 @@ def test_an_instruction_in_a_last_message_after_filler_messages_is_flagged() -> 
 def test_an_instruction_before_70k_of_filler_is_flagged() -> None:
     body = {"model": "m", "system": INSTRUCTION, "messages": [user("x" * FILLER)]}
     text = prompt_text(body)
-    assert text.startswith(INSTRUCTION + "\n")
+    assert INSTRUCTION in text
     assert scan(BUILTIN, body) == [EXTRACTION]
 
 
@@ -250,13 +250,8 @@ _SIZES = st.lists(st.integers(min_value=0, max_value=3 * CONTENT_SCAN_MAX_CHARS)
 def test_a_long_prompt_is_its_first_and_last_halves(prompt: list[str], sizes: list[int]) -> None:
     system = "s" * (sizes[0] if sizes else 0)
     long_ones = ["q" * n for n in sizes[1:]]
-    body = {
-        "model": "m",
-        "system": system,
-        "messages": [user(p) for p in [*prompt, *long_ones]],
-        "input": prompt,
-    }
-    whole = "\n".join(t for t in [system, *prompt, *long_ones, *prompt] if t)
+    body = {"system": system, "messages": [{"content": p} for p in [*prompt, *long_ones]]}
+    whole = "\n".join(t for t in [system, *prompt, *long_ones] if t)
     text = prompt_text(body)
     if len(whole) <= CONTENT_SCAN_MAX_CHARS:
         assert text == whole
