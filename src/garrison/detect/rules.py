@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from garrison.detect.observation import Severity
+from garrison.detect.textnorm import normalise
 from garrison.domain.durations import parse_duration
 from garrison.errors import BadRequest
 
@@ -216,9 +217,10 @@ class RuleSet:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def content_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
-        """(rule id, compiled pattern) of every content rule, for the gateway's in-flight scan."""
+        """(rule id, compiled pattern) of every content rule, for the gateway's in-flight scan.
+        Patterns are normalised like the text they are matched against (``textnorm``)."""
         return [
-            (rule.id, re.compile(pattern))
+            (rule.id, re.compile(normalise(pattern)))
             for rule in self.rules
             if rule.detector == "content"
             for pattern in rule.params.patterns

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from garrison.detect import textnorm
 from garrison.gateway.content_fields import request_texts
 
 # Text scanned per call: 64K characters of a long prompt, its first and last halves (the
@@ -30,7 +31,7 @@ def prompt_text(body: dict[str, Any]) -> str:
 def scan(rules: tuple[tuple[str, re.Pattern[str]], ...], body: dict[str, Any]) -> list[str]:
     if not rules:
         return []
-    text = prompt_text(body)
+    text = textnorm.normalise(prompt_text(body))
     if not text:
         return []
     hits: list[str] = []
