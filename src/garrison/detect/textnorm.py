@@ -85,6 +85,11 @@ def _table() -> dict[int, str | None]:
     return table
 
 
+def prepare() -> None:
+    """Build the table now (~0.1 s), so the first non-ASCII prompt does not pay for it."""
+    _table()
+
+
 def normalise(text: str) -> str:
     """The canonical form content patterns are matched against (see the module docstring)."""
     if text.isascii():
