@@ -24,7 +24,9 @@ ASCII text is already in this form and is returned as it is (the common case cos
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
+from dataclasses import dataclass
 
 # Latin lookalikes from Cyrillic and Greek (a subset of Unicode's confusables.txt: the
 # letters drawn like a Latin letter in common fonts). The Cyrillic pairs fold case-consistently
@@ -70,29 +72,61 @@ _IGNORED_RANGES: tuple[tuple[int, int], ...] = (
 _CF_PLANES = ((0x80, 0x3FFFF), (0xE0000, 0xEFFFF))
 
 
+def _char_class(codes: list[int]) -> re.Pattern[str]:
+    """One character class of runs (a class of ranges stays on ``re``'s fast path)."""
+    runs: list[tuple[int, int]] = []
+    for code in sorted(codes):
+        if runs and code == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], code)
+        else:
+            runs.append((code, code))
+    body = "".join(
+        re.escape(chr(first)) + ("-" + re.escape(chr(last)) if last > first else "")
+        for first, last in runs
+    )
+    return re.compile(f"[{body}]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    dropped: re.Pattern[str]  # format characters, other ignorables, combining marks
+    lookalikes: re.Pattern[str]  # any key of CONFUSABLES
+    fold: dict[int, str]  # str.translate table for CONFUSABLES
+
+
 @functools.cache
-def _table() -> dict[int, str | None]:
-    """The translation table of steps 2 and 3 (built once, on the first non-ASCII text)."""
-    table: dict[int, str | None] = {
-        code: None
+def _tables() -> _Tables:
+    """The tables of steps 2 and 3 (built once: see ``prepare``)."""
+    dropped = [
+        code
         for first, last in _CF_PLANES
         for code in range(first, last + 1)
         if unicodedata.category(chr(code)) == "Cf"
-    }
+    ]
     for first, last in _IGNORED_RANGES:
-        table.update(dict.fromkeys(range(first, last + 1)))
-    table.update({ord(k): v for k, v in CONFUSABLES.items()})
-    return table
+        dropped.extend(range(first, last + 1))
+    return _Tables(
+        dropped=_char_class(dropped),
+        lookalikes=_char_class([ord(k) for k in CONFUSABLES]),
+        fold={ord(k): v for k, v in CONFUSABLES.items()},
+    )
 
 
 def prepare() -> None:
-    """Build the table now (~0.1 s), so the first non-ASCII prompt does not pay for it."""
-    _table()
+    """Build the tables now (~0.1 s), so the first non-ASCII prompt does not pay for it."""
+    _tables()
 
 
 def normalise(text: str) -> str:
-    """The canonical form content patterns are matched against (see the module docstring)."""
+    """The canonical form content patterns are matched against (see the module docstring).
+    Each step runs only when the text holds something for it to do (a regex search, at C
+    speed), so ordinary non-ASCII text costs two normalisation passes and two searches."""
     if text.isascii():
         return text
+    tables = _tables()
     decomposed = unicodedata.normalize("NFKD", text)
-    return unicodedata.normalize("NFC", decomposed.translate(_table()))
+    if tables.dropped.search(decomposed):
+        decomposed = tables.dropped.sub("", decomposed)
+    if tables.lookalikes.search(decomposed):
+        decomposed = decomposed.translate(tables.fold)
+    return unicodedata.normalize("NFC", decomposed)

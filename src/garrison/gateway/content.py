@@ -12,12 +12,12 @@ to scan whole is refused (``ContentUncheckable``), never forwarded half-read.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from garrison.detect import textnorm
+from garrison.detect.patterns import Matcher
 from garrison.gateway.content_fields import ContentUncheckable, request_texts
 
 # Characters matched per regex call: bounds one call's input (and the copy the engine makes
@@ -29,8 +29,9 @@ CONTENT_SCAN_OVERLAP_CHARS = 4 * 1024
 # Normalised characters scanned per request: above the largest body (8 MiB of JSON) with
 # room for normalisation's growth, below what compatibility forms can expand to (up to 18x).
 CONTENT_SCAN_MAX_CHARS = 16 * 1024 * 1024
-# Seconds one request's scan may take, checked between windows (a backstop: a body at the
-# size limit scans in a fraction of this, see docs/benchmarks.md).
+# Seconds one request's scan (normalisation and matching) may take, checked between windows:
+# a backstop, not a rate. An 8 MiB ASCII body scans in ~0.3 s and an 8 MiB non-ASCII one in
+# ~1-3 s on the loaded 2-core bench machine (docs/benchmarks.md); hostile text takes longer.
 CONTENT_SCAN_BUDGET_S = 5.0
 
 textnorm.prepare()
@@ -83,7 +84,7 @@ def windows(segments: Iterable[str]) -> Iterator[str]:
 
 
 def scan(
-    rules: tuple[tuple[str, re.Pattern[str]], ...],
+    rules: tuple[tuple[str, Matcher], ...],
     body: dict[str, Any],
     *,
     clock: Callable[[], float] = time.monotonic,
