@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from garrison.detect.patterns import CONTENT_PATTERN_MAX_CHARS, compile_pattern
+from garrison.detect.patterns import (
+    CONTENT_PATTERN_MAX_CHARS,
+    compile_pattern,
+)
 from garrison.detect.rules import RulesError, load_rules, parse_rules
 from garrison.gateway.content import CONTENT_SCAN_CHUNK_CHARS, scan
 
@@ -81,3 +84,12 @@ rules:
     assert scan(rules, {"prompt": "the INTERNAL\nnew codename"}) == ["secrets"]
     assert scan(rules, {"prompt": "ticket ABC-1234"}) == ["secrets"]
     assert scan(rules, {"prompt": "nothing here"}) == []
+
+
+def test_a_pattern_over_re2s_memory_bound_is_refused() -> None:
+    # 300 bounded gaps of 999 any-characters: a program larger than CONTENT_PATTERN_MAX_MEM.
+    pattern = "(?s)" + "a.{0,999}" * 300
+    assert len(pattern) <= CONTENT_PATTERN_MAX_CHARS
+    with pytest.raises(ValueError, match="pattern too large"):
+        compile_pattern(pattern)
+    assert compile_pattern("(?s)" + "a.{0,999}" * 3).search("a" * 10) is not None

@@ -21,6 +21,7 @@ from garrison.gateway.content import scan
 from garrison.gateway.content_fields import (
     CONTENT_WALK_MAX_DEPTH,
     CONTENT_WALK_MAX_VALUES,
+    DATA_URL_HEADER_MAX,
     ContentUncheckable,
     request_texts,
 )
@@ -247,3 +248,10 @@ async def test_gateway_refuses_a_body_too_deep_to_check_in_the_apis_shape(world:
     await world.settle()
     assert world.events("request.allowed") == []
     assert world.mock.seen == []
+
+
+def test_a_data_url_header_past_its_bound_is_read_as_text() -> None:
+    media = ";x=" + "y" * DATA_URL_HEADER_MAX
+    long_header = f"data:image/png{media};base64,{MEDIA}"
+    assert request_texts({"url": long_header}) == [long_header]
+    assert request_texts({"url": f"data:image/png;base64,{MEDIA}"}) == []

@@ -58,7 +58,7 @@ def compile_pattern(pattern: str) -> Matcher:
             reason = reason.decode("utf-8", "replace")
         raise ValueError(
             f"pattern {pattern!r} is not a valid regular expression for the linear-time "
-            f"engine (RE2): {reason} (backreferences and lookaround are refused: they can "
-            "backtrack catastrophically)"
+            f"engine (RE2): {reason} (RE2 refuses backreferences and lookaround, which can "
+            "backtrack catastrophically, and programs over its memory bound)"
         ) from None
     return compiled
