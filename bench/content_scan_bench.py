@@ -19,6 +19,10 @@ Three measurements, each the median of ``--rounds`` runs, reported in ns per KiB
   path) and on hostile text (the built-ins' first words written with Cyrillic lookalikes:
   normalisation's slow path and RE2's worst case together).
 
+* GIL: how fast another Python thread runs during one long search call (``re``: the
+  catastrophic input at n = 22; RE2: the first built-in pattern on dense text), 100% = as
+  fast as while the searching thread sleeps.
+
 Bounded: well under a minute on the 2-core bench machine; stops by itself.
 """
 
@@ -30,6 +34,7 @@ import platform
 import random
 import re
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -147,6 +152,46 @@ def pipeline(kib: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def gil(kib: int) -> dict[str, int]:
+    """How much another Python thread runs while a thread searches (100%: as if idle). The
+    gateway scans large bodies in a worker thread; that only frees the event loop if the
+    engine releases the GIL while it matches."""
+    builtin = [
+        p for r in load_rules(None).rules if r.detector == "content" for p in r.params.patterns
+    ]
+    text = _texts(kib)["dense"]
+    ticks = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        before, started = ticks, time.perf_counter()
+        time.sleep(0.3)
+        free = (ticks - before) / (time.perf_counter() - started)
+        shares = {}
+        # One long call each: re on a catastrophic input, RE2 on dense text.
+        slow, hostile = re.compile(r"(a+)+$"), "a" * 22 + "!"
+        fast = compile_pattern(builtin[0])
+        for engine, call in (
+            ("re", lambda: slow.search(hostile)),
+            ("re2", lambda: fast.search(text * 4)),
+        ):
+            before, started = ticks, time.perf_counter()
+            call()
+            rate = (ticks - before) / (time.perf_counter() - started)
+            shares[engine] = round(100 * rate / free)
+    finally:
+        stop.set()
+        thread.join()
+    return shares
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kib", type=int, default=256)
@@ -160,6 +205,7 @@ def main() -> None:
         "engines": engines(args.kib, args.rounds),
         "catastrophic": catastrophic(),
         "pipeline": pipeline(args.kib, args.rounds),
+        "other_thread_percent": gil(args.kib),
     }
     print(f"{'rules':9} {'text':7} {'re ns/KiB':>11} {'re2 ns/KiB':>11} {'speed-up':>9}")
     rows = result["engines"]
@@ -176,6 +222,10 @@ def main() -> None:
     print("\nscan() end to end, built-in rules:")
     for row in result["pipeline"]:
         print(f"  {row['text']:9} {row['ns_per_kib']:>9,} ns/KiB")
+    shares = result["other_thread_percent"]
+    print(
+        f"\nanother thread runs at {shares['re']}% (re) / {shares['re2']}% (RE2) while one searches"
+    )
     print(f"\nload average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
