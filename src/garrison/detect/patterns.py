@@ -3,8 +3,8 @@
 Every prompt is matched against every content pattern in flight, so a pattern that can
 backtrack catastrophically (``(a+)+$`` on ``aaaa…b``) would let one request hold a worker for
 minutes. Patterns are compiled with RE2 (``google-re2``), whose matching time is linear in
-the text whatever the pattern; it was also 7-25x faster than ``re`` on the built-in rules
-(docs/benchmarks.md, "Content scan").
+the text whatever the pattern, and it releases the GIL while it matches; it was also 8-90x
+faster than ``re`` on ordinary text (docs/benchmarks.md, "Content scan").
 
 What RE2 does not accept is refused when the rules load, with an error naming the rule and
 the file: backreferences (``\\1``) and lookaround (``(?=``, ``(?!``, ``(?<=``), the features
@@ -23,10 +23,11 @@ import re2
 
 from garrison.detect.textnorm import normalise
 
-# RE2's memory for one compiled pattern (program and DFA cache): past it RE2 falls back to a
-# slower (still linear) engine; 8 MiB halved the built-ins' speed on dense trigger words,
-# 32 MiB kept them on the DFA (bench/content_scan_bench.py).
-CONTENT_PATTERN_MAX_MEM = 32 * 1024 * 1024
+# RE2's memory for one compiled pattern (program and DFA cache; past it RE2 falls back to a
+# slower, still linear, engine): RE2's default. Hostile text can fill every pattern's cache,
+# so this times the pattern count is a memory ceiling; 64 MiB was 2-4x faster than 8 MiB on
+# text dense with trigger words, not worth 8x the ceiling (docs/benchmarks.md).
+CONTENT_PATTERN_MAX_MEM = 8 * 1024 * 1024
 # Characters in one pattern: a rule is a few alternations; longer is a word list pasted in by
 # mistake (50 patterns of this size per rule stay well under a megabyte of program).
 CONTENT_PATTERN_MAX_CHARS = 4096
