@@ -9,6 +9,7 @@ walk's bounds and the binary-payload rules are tested on the walk itself.
 from __future__ import annotations
 
 import base64
+import tracemalloc
 from typing import Any
 
 import aiohttp
@@ -255,3 +256,16 @@ def test_a_data_url_header_past_its_bound_is_read_as_text() -> None:
     long_header = f"data:image/png{media};base64,{MEDIA}"
     assert request_texts({"url": long_header}) == [long_header]
     assert request_texts({"url": f"data:image/png;base64,{MEDIA}"}) == []
+
+
+def test_the_walk_holds_memory_per_level_not_per_value() -> None:
+    # 200,000 values: a stack of one entry per value would peak at ~16 MB.
+    body = {"prompt": [1] * 200_000, "input": ["word"] * 1000}
+    tracemalloc.start()
+    try:
+        texts = request_texts(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert texts == ["word"] * 1000
+    assert peak < 1024 * 1024, f"{peak} bytes"

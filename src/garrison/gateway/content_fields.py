@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from garrison.errors import BadRequest
@@ -97,15 +98,36 @@ def _binary_text(node: dict[str, Any], key: str, value: str, parent: str | None)
     return None
 
 
+# A child to visit: (value, key it sits under, key of the object holding it).
+_Child = tuple[Any, str | None, str | None]
+
+
+def _dict_children(node: dict[str, Any], key: str | None) -> Iterator[_Child]:
+    for child_key, child in node.items():
+        if isinstance(child_key, str) and child_key and not _IDENTIFIER.fullmatch(child_key):
+            yield child_key, None, key
+        if isinstance(child, str) and isinstance(child_key, str):
+            binary = _binary_text(node, child_key, child, key)
+            if binary is not None:
+                if binary:
+                    yield binary, None, key
+                continue
+        yield child, child_key, key
+
+
 def request_texts(body: Any) -> list[str]:
     """Every piece of text in a parsed request body, in document order, empty ones left out.
-    Raises ``ContentUncheckable`` past the depth or value bound."""
+    Raises ``ContentUncheckable`` past the depth or value bound. The walk holds one iterator
+    per level of nesting (memory grows with depth, not with the number of values)."""
     texts: list[str] = []
-    # (value, depth, key it sits under, key of the object holding it)
-    stack: list[tuple[Any, int, str | None, str | None]] = [(body, 0, None, None)]
+    stack: list[Iterator[_Child]] = [iter([(body, None, None)])]
     visited = 1
     while stack:
-        value, depth, key, parent = stack.pop()
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
+        value, key, parent = child
         if isinstance(value, str):
             if value:
                 decoded = _data_url_text(value) if value[:5].lower() == "data:" else None
@@ -113,26 +135,14 @@ def request_texts(body: Any) -> list[str]:
             continue
         if not isinstance(value, dict | list):
             continue
-        if depth >= CONTENT_WALK_MAX_DEPTH:
+        # The body itself is depth 0: this container's children sit at len(stack).
+        if len(stack) > CONTENT_WALK_MAX_DEPTH:
             raise ContentUncheckable(f"nested deeper than {CONTENT_WALK_MAX_DEPTH}")
-        # Counted before they are pushed: the stack never holds more than the bound.
         visited += len(value)
         if visited > CONTENT_WALK_MAX_VALUES:
             raise ContentUncheckable(f"over {CONTENT_WALK_MAX_VALUES} values")
         if isinstance(value, list):
-            # Pushed in reverse so they pop in document order.
-            stack.extend((item, depth + 1, key, parent) for item in reversed(value))
-            continue
-        children: list[tuple[Any, int, str | None, str | None]] = []
-        for child_key, child in value.items():
-            if isinstance(child_key, str) and child_key and not _IDENTIFIER.fullmatch(child_key):
-                children.append((child_key, depth + 1, None, key))
-            if isinstance(child, str) and isinstance(child_key, str):
-                binary = _binary_text(value, child_key, child, key)
-                if binary is not None:
-                    if binary:
-                        children.append((binary, depth + 1, None, key))
-                    continue
-            children.append((child, depth + 1, child_key, key))
-        stack.extend(reversed(children))
+            stack.append((item, key, parent) for item in value)
+        else:
+            stack.append(_dict_children(value, key))
     return [t for t in texts if t]
