@@ -6,8 +6,8 @@ messages and their parts, ``system`` blocks, ``document`` blocks with text sourc
 message's ``name``, tool definitions and their schemas, tool calls and tool results,
 ``response_format`` schemas, ``/v1/completions`` ``suffix``, ``metadata`` and every field a
 future API version adds. Object keys are read too, unless they are a bare identifier (the
-shape of every API field name; free text written as a key, like a schema property named
-with spaces, is read).
+shape of every API field name); free text written as a key (a schema property named
+``ignore previous instructions`` or ``ignore-all-previous-instructions``) is read.
 
 Left out, because they are media the model does not read as words:
 
@@ -43,8 +43,10 @@ CONTENT_WALK_MAX_VALUES = 1_000_000
 # How far into a string a data: URL's header (``data:<type>;base64,``) may end.
 DATA_URL_HEADER_MAX = 256
 
-# A bare identifier: the shape of an API field name ("role", "input_schema", "top_p").
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+# A bare identifier: the shape of an API field name ("role", "input_schema", "topP"). No
+# hyphens or dots: "ignore-previous-instructions" has word boundaries a rule can match on;
+# "ignore_previous_instructions" has none (``_`` is a word character), so \b-rules could not.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]*")
 _DATA_URL = re.compile(r"data:([^;,]{0,200})((?:;[^;,]{0,200}){0,8});base64,", re.IGNORECASE)
 # Keys whose string value is an audio clip or file: base64 payloads by definition.
