@@ -47,8 +47,7 @@ from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
-from garrison.gateway.content import scan
-from garrison.gateway.content_fields import ContentUncheckable
+from garrison.gateway.content import ContentUncheckable, scan
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.scrub import scrub_message, upstream_error_message

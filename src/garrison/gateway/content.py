@@ -20,6 +20,9 @@ from garrison.detect import textnorm
 from garrison.detect.patterns import Matcher
 from garrison.gateway.content_fields import ContentUncheckable, request_texts
 
+# ``scan`` raises ContentUncheckable; callers import both from here.
+__all__ = ["ContentUncheckable", "prompt_text", "scan", "windows"]
+
 # Characters matched per regex call: bounds one call's input (and the copy the engine makes
 # of it); 64K characters is one long prompt, scanned whole in one call.
 CONTENT_SCAN_CHUNK_CHARS = 64 * 1024
