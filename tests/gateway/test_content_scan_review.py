@@ -1,7 +1,7 @@
 """Review fix 8, ``garrison.gateway.content``: tool definitions and tool-call arguments are
 scanned (OpenAI and Anthropic shapes), a long prompt is scanned at its start and at its end
-(an instruction after 70K characters of filler is still flagged), and the scanned text never
-exceeds ``CONTENT_SCAN_MAX_CHARS``. One end-to-end call shows the running gateway flags an
+(an instruction after 70K characters of filler is still flagged; issue 11 scans the middle
+too). One end-to-end call shows the running gateway flags an
 instruction hidden in a tool definition.
 """
 
@@ -12,11 +12,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from garrison.detect.rules import load_rules
-from garrison.gateway.content import CONTENT_SCAN_MAX_CHARS, prompt_text, scan
+from garrison.gateway.content import prompt_text, scan
 from tests.support.world import World
 
 BUILTIN = tuple(load_rules(None).content_patterns())
@@ -121,7 +119,7 @@ def test_openai_tool_call_arguments_are_scanned() -> None:
     }
     text = prompt_text(body)
     assert arguments in text
-    assert text.startswith("look it up\n") and text.endswith("\ndone")
+    assert text.index("look it up") < text.index(arguments) < text.index("done")
     assert scan(BUILTIN, body) == [EXTRACTION]
 
 
@@ -187,12 +185,9 @@ def test_anthropic_tool_result_content_is_scanned() -> None:
     assert scan(BUILTIN, body) == [EXTRACTION]
 
 
-# ── long prompts: both ends ───────────────────────────────────────────────────────────────
+# ── long prompts: both ends (and, since issue 11, the middle: test_content_windows.py) ──
 def test_an_instruction_after_70k_of_filler_is_flagged() -> None:
     body = {"model": "m", "messages": [user("x" * FILLER + " " + INSTRUCTION)]}
-    text = prompt_text(body)
-    assert len(text) == CONTENT_SCAN_MAX_CHARS
-    assert text.endswith(INSTRUCTION)
     assert scan(BUILTIN, body) == [EXTRACTION]
 
 
@@ -206,8 +201,6 @@ def test_an_instruction_in_a_last_message_after_filler_messages_is_flagged() -> 
 
 def test_an_instruction_before_70k_of_filler_is_flagged() -> None:
     body = {"model": "m", "system": INSTRUCTION, "messages": [user("x" * FILLER)]}
-    text = prompt_text(body)
-    assert text.startswith(INSTRUCTION + "\n")
     assert scan(BUILTIN, body) == [EXTRACTION]
 
 
@@ -220,66 +213,10 @@ def test_both_ends_are_flagged_in_one_long_prompt() -> None:
     assert scan(BUILTIN, body) == [HIGH_RISK, EXTRACTION]
 
 
-def test_a_long_prompt_keeps_its_first_and_last_halves() -> None:
-    half = CONTENT_SCAN_MAX_CHARS // 2
-    head, middle, tail = "H" * half, "M" * 10_000, "T" * half
-    text = prompt_text({"prompt": head + middle + tail})
-    assert len(text) == CONTENT_SCAN_MAX_CHARS
-    assert text.startswith(head)
-    assert text.endswith("T" * (CONTENT_SCAN_MAX_CHARS - half - 1))
-    assert "M" not in text
-
-
-def test_a_prompt_one_over_the_cap_is_cut_to_the_cap() -> None:
-    text = prompt_text({"prompt": "a" * (CONTENT_SCAN_MAX_CHARS + 1)})
-    assert len(text) == CONTENT_SCAN_MAX_CHARS
-
-
 def test_a_tool_definition_after_a_long_prompt_is_still_read() -> None:
     # The tools come after the messages: a long conversation must not push them out.
     body = {"model": "m", "messages": [user("x" * FILLER)], "tools": [openai_tool(INSTRUCTION)]}
     assert scan(BUILTIN, body) == [EXTRACTION]
-
-
-_TEXT = st.text(alphabet="ab \n", max_size=3000)
-_SIZES = st.lists(st.integers(min_value=0, max_value=3 * CONTENT_SCAN_MAX_CHARS), max_size=3)
-
-
-@settings(max_examples=40, deadline=None)
-@given(prompt=st.lists(_TEXT, max_size=8), sizes=_SIZES)
-def test_a_long_prompt_is_its_first_and_last_halves(prompt: list[str], sizes: list[int]) -> None:
-    system = "s" * (sizes[0] if sizes else 0)
-    long_ones = ["q" * n for n in sizes[1:]]
-    body = {
-        "model": "m",
-        "system": system,
-        "messages": [user(p) for p in [*prompt, *long_ones]],
-        "input": prompt,
-    }
-    whole = "\n".join(t for t in [system, *prompt, *long_ones, *prompt] if t)
-    text = prompt_text(body)
-    if len(whole) <= CONTENT_SCAN_MAX_CHARS:
-        assert text == whole
-    else:
-        half = CONTENT_SCAN_MAX_CHARS // 2
-        assert len(text) == CONTENT_SCAN_MAX_CHARS
-        assert text.startswith(whole[:half])
-        assert text.endswith(whole[-(CONTENT_SCAN_MAX_CHARS - half - 1) :])
-
-
-@settings(max_examples=40, deadline=None)
-@given(prompt=st.lists(_TEXT, max_size=8), sizes=_SIZES, tools=st.lists(_TEXT, max_size=4))
-def test_the_scanned_text_never_exceeds_the_cap(
-    prompt: list[str], sizes: list[int], tools: list[str]
-) -> None:
-    body = {
-        "model": "m",
-        "system": [{"type": "text", "text": "s" * n} for n in sizes],
-        "messages": [user(p) for p in prompt],
-        "tools": [openai_tool(t, arg={"type": "string", "description": t}) for t in tools],
-        "functions": [{"name": "f", "description": t} for t in tools],
-    }
-    assert len(prompt_text(body)) <= CONTENT_SCAN_MAX_CHARS
 
 
 # ── on the running gateway ────────────────────────────────────────────────────────────────

@@ -19,7 +19,6 @@ rule and the field; an invalid file is refused whole (the previous rules stay in
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from garrison.detect.observation import Severity
+from garrison.detect.patterns import Matcher, compile_pattern
 from garrison.domain.durations import parse_duration
 from garrison.errors import BadRequest
 
@@ -122,12 +122,7 @@ class Content(_Params):
     @classmethod
     def _compile(cls, value: list[str]) -> list[str]:
         for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(
-                    f"pattern {pattern!r} is not a valid regular expression: {exc}"
-                ) from None
+            compile_pattern(pattern)  # ValueError naming the pattern and what is wrong
         return value
 
 
@@ -215,10 +210,11 @@ class RuleSet:
     digest: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def content_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
-        """(rule id, compiled pattern) of every content rule, for the gateway's in-flight scan."""
+    def content_patterns(self) -> list[tuple[str, Matcher]]:
+        """(rule id, compiled pattern) of every content rule, for the gateway's in-flight scan:
+        normalised like the text and compiled for linear-time matching (``patterns``)."""
         return [
-            (rule.id, re.compile(pattern))
+            (rule.id, compile_pattern(pattern))
             for rule in self.rules
             if rule.detector == "content"
             for pattern in rule.params.patterns

@@ -51,7 +51,7 @@ from garrison.gateway.apis import Endpoint
 from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
-from garrison.gateway.content import scan
+from garrison.gateway.content import ContentUncheckable, scan
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.scrub import scrub_message, upstream_error_message
@@ -439,7 +439,11 @@ async def _handle_model_call(
     stream = body.get("stream") is True
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
     if state.content_rules:
-        flags = scan(state.content_rules, body)
+        try:
+            flags = scan(state.content_rules, body)
+        except ContentUncheckable as exc:
+            # Refused, never forwarded half-read (after the decision: it reveals nothing).
+            return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
         if flags:
             extra_data["content_flags"] = flags
     allowed = call.event(

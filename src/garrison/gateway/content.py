@@ -1,76 +1,114 @@
 """Content rules in flight: the prompt's text is matched against the detection rules'
 patterns before the call is forwarded. Only the ids of matching rules are kept (in the
 audit event, for the detectors); the text itself is never stored.
+
+What is read: every string of the body except binary payloads (``content_fields``), each
+normalised (``garrison.detect.textnorm``), one piece per line. All of it is scanned,
+however long, in windows of ``CONTENT_SCAN_CHUNK_CHARS`` that overlap by
+``CONTENT_SCAN_OVERLAP_CHARS``: a match no longer than the overlap is always whole inside
+one window, wherever the window boundaries fall. A body whose text is too large or too slow
+to scan whole is refused (``ContentUncheckable``), never forwarded half-read.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-# Text scanned per call: 64K characters of a long prompt, its first and last halves (the
-# regexes run over all of it on every call, so this bounds their cost).
-CONTENT_SCAN_MAX_CHARS = 64 * 1024
+from garrison.detect import textnorm
+from garrison.detect.patterns import Matcher
+from garrison.gateway.content_fields import ContentUncheckable, request_texts
 
+# ``scan`` raises ContentUncheckable; callers import both from here.
+__all__ = ["ContentUncheckable", "prompt_text", "scan", "windows"]
 
-# Keys that hold structure, identifiers or media rather than words someone wrote: skipped
-# (an image's base64 would only eat the budget).
-_STRUCTURE = frozenset(
-    {
-        "role",
-        "type",
-        "id",
-        "name",
-        "tool_call_id",
-        "tool_use_id",
-        "image_url",
-        "url",
-        "source",
-        "media_type",
-        "cache_control",
-        "index",
-        "model",
-    }
-)
+# Characters matched per regex call: bounds one call's input (and the copy the engine makes
+# of it); 64K characters is one long prompt, scanned whole in one call.
+CONTENT_SCAN_CHUNK_CHARS = 64 * 1024
+# Characters each window repeats from the one before: a match up to this long is found
+# wherever it falls (the built-in patterns match at most ~250 characters).
+CONTENT_SCAN_OVERLAP_CHARS = 4 * 1024
+# Normalised characters scanned per request: above the largest body (8 MiB of JSON) with
+# room for normalisation's growth, below what compatibility forms can expand to (up to 18x).
+CONTENT_SCAN_MAX_CHARS = 16 * 1024 * 1024
+# Seconds one request's scan (normalisation and matching) may take, checked between windows:
+# a backstop, not a rate. An 8 MiB ASCII body scans in ~0.3 s and an 8 MiB non-ASCII one in
+# ~1-3 s on the loaded 2-core bench machine (docs/benchmarks.md); hostile text takes longer.
+CONTENT_SCAN_BUDGET_S = 5.0
 
-
-def _texts(value: Any) -> Iterable[str]:
-    """Every string inside a value: message parts, tool definitions (descriptions and
-    parameter schemas), tool calls and their arguments, whatever their shape."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _texts(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if key not in _STRUCTURE:
-                yield from _texts(item)
+textnorm.prepare()
 
 
 def prompt_text(body: dict[str, Any]) -> str:
-    """The text of a chat, completion, messages or embeddings request, tool definitions and
-    tool-call arguments included. A long prompt is scanned at its start and its end (half
-    the budget each), so filler cannot push an instruction out of reach at either end."""
-    parts: list[str] = []
-    for key in ("system", "messages", "prompt", "input", "tools", "functions"):
-        parts.extend(t for t in _texts(body.get(key)) if t)
-    text = "\n".join(parts)
-    if len(text) <= CONTENT_SCAN_MAX_CHARS:
-        return text
-    half = CONTENT_SCAN_MAX_CHARS // 2
-    return text[:half] + "\n" + text[-(CONTENT_SCAN_MAX_CHARS - half - 1) :]
+    """The text of a request the content rules read, as written (before normalisation): every
+    string of the body (see ``content_fields``), one per line."""
+    return "\n".join(request_texts(body))
 
 
-def scan(rules: tuple[tuple[str, re.Pattern[str]], ...], body: dict[str, Any]) -> list[str]:
+def _segments(texts: list[str]) -> Iterator[str]:
+    """The normalised text, one piece per line, in slices of at most a chunk of the input
+    (normalised slice by slice, so no one copy is larger than a chunk's expansion)."""
+    for n, text in enumerate(texts):
+        if n:
+            yield "\n"
+        for start in range(0, len(text), CONTENT_SCAN_CHUNK_CHARS):
+            yield textnorm.normalise(text[start : start + CONTENT_SCAN_CHUNK_CHARS])
+
+
+def windows(segments: Iterable[str]) -> Iterator[str]:
+    """Overlapping windows over the concatenated segments: each at most
+    ``CONTENT_SCAN_CHUNK_CHARS`` long, each starting ``CONTENT_SCAN_OVERLAP_CHARS`` before
+    the end of the one before. Raises ``ContentUncheckable`` past ``CONTENT_SCAN_MAX_CHARS``."""
+    step = CONTENT_SCAN_CHUNK_CHARS - CONTENT_SCAN_OVERLAP_CHARS
+    pending: list[str] = []
+    size = total = 0
+    emitted = False
+    for segment in segments:
+        total += len(segment)
+        if total > CONTENT_SCAN_MAX_CHARS:
+            raise ContentUncheckable(f"over {CONTENT_SCAN_MAX_CHARS} characters to scan")
+        pending.append(segment)
+        size += len(segment)
+        if size < CONTENT_SCAN_CHUNK_CHARS:
+            continue
+        text = "".join(pending)
+        start = 0
+        while len(text) - start >= CONTENT_SCAN_CHUNK_CHARS:
+            yield text[start : start + CONTENT_SCAN_CHUNK_CHARS]
+            emitted = True
+            start += step
+        rest = text[start:]
+        pending, size = [rest], len(rest)
+    last = "".join(pending)
+    # After a window, the last OVERLAP characters were already scanned; only more is new.
+    if last and (not emitted or len(last) > CONTENT_SCAN_OVERLAP_CHARS):
+        yield last
+
+
+def scan(
+    rules: tuple[tuple[str, Matcher], ...],
+    body: dict[str, Any],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[str]:
+    """Ids of the rules whose patterns match the request's text, in rule order. Raises
+    ``ContentUncheckable`` for a body that cannot be read or scanned whole (see the module
+    docstring); each rule stops at its first matching pattern."""
     if not rules:
         return []
-    text = prompt_text(body)
-    if not text:
+    texts = request_texts(body)
+    if not texts:
         return []
-    hits: list[str] = []
-    for rule_id, pattern in rules:
-        if rule_id not in hits and pattern.search(text):
-            hits.append(rule_id)
-    return hits
+    started = clock()
+    rule_ids = {rule_id for rule_id, _ in rules}
+    hit: set[str] = set()
+    for n, window in enumerate(windows(_segments(texts))):
+        if n and clock() - started > CONTENT_SCAN_BUDGET_S:
+            raise ContentUncheckable(f"content scan over {CONTENT_SCAN_BUDGET_S} s")
+        for rule_id, pattern in rules:
+            if rule_id not in hit and pattern.search(window):
+                hit.add(rule_id)
+        if len(hit) == len(rule_ids):
+            break
+    return list(dict.fromkeys(rule_id for rule_id, _ in rules if rule_id in hit))

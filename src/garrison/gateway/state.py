@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from garrison.audit import AuditLog
+from garrison.detect.patterns import Matcher
 from garrison.domain import Network
 from garrison.gateway.limits import GatewayLimits
 from garrison.keyring import Sealer
@@ -54,7 +54,7 @@ class GatewayState:
     policy: PolicyEngine | None = None
     # Content rules scanned over prompts in flight: (rule id, compiled pattern); set by the
     # detection service whenever its rules load. Only matches are recorded, never the text.
-    content_rules: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    content_rules: tuple[tuple[str, Matcher], ...] = ()
     # Counters for /metrics (cheap dict increments on the hot path).
     refusals: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)

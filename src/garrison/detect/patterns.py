@@ -1,0 +1,65 @@
+"""Content patterns, compiled for linear-time matching.
+
+Every prompt is matched against every content pattern in flight, so a pattern that can
+backtrack catastrophically (``(a+)+$`` on ``aaaa…b``) would let one request hold a worker for
+minutes. Patterns are compiled with RE2 (``google-re2``), whose matching time is linear in
+the text whatever the pattern, and it releases the GIL while it matches; it was also 8-90x
+faster than ``re`` on ordinary text (docs/benchmarks.md, "Content scan").
+
+What RE2 does not accept is refused when the rules load, with an error naming the rule and
+the file: backreferences (``\\1``) and lookaround (``(?=``, ``(?!``, ``(?<=``), the features
+that need backtracking. Syntax differences from Python's ``re`` to know when writing rules:
+``\\b``, ``\\w``, ``\\d`` and ``\\s`` are ASCII-only (text is normalised to plain Latin letters
+first, see ``textnorm``; for other scripts use ``\\pL``), ``\\Z`` is written ``\\z``.
+
+Patterns are normalised like the text before compiling (``textnorm.normalise``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import re2
+
+from garrison.detect.textnorm import normalise
+
+# RE2's memory for one compiled pattern (program and DFA cache; past it RE2 falls back to a
+# slower, still linear, engine): RE2's default. Hostile text can fill every pattern's cache,
+# so this times the pattern count is a memory ceiling; 64 MiB was 2-4x faster than 8 MiB on
+# text dense with trigger words, not worth 8x the ceiling (docs/benchmarks.md).
+CONTENT_PATTERN_MAX_MEM = 8 * 1024 * 1024
+# Characters in one pattern: a rule is a few alternations; longer is a word list pasted in by
+# mistake (50 patterns of this size per rule stay well under a megabyte of program).
+CONTENT_PATTERN_MAX_CHARS = 4096
+
+
+class Matcher(Protocol):
+    """What the scan needs of a compiled pattern (RE2's and ``re``'s both fit)."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.max_mem = CONTENT_PATTERN_MAX_MEM
+    # Errors are raised to the caller (with the rule's name), not printed by RE2 itself.
+    options.log_errors = False
+    return options
+
+
+def compile_pattern(pattern: str) -> Matcher:
+    """The pattern compiled for linear-time matching; ``ValueError`` saying why it cannot be."""
+    if len(pattern) > CONTENT_PATTERN_MAX_CHARS:
+        raise ValueError(f"a pattern is at most {CONTENT_PATTERN_MAX_CHARS} characters")
+    try:
+        compiled: Matcher = re2.compile(normalise(pattern), options=_options())
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"pattern {pattern!r} is not a valid regular expression for the linear-time "
+            f"engine (RE2): {reason} (RE2 refuses backreferences and lookaround, which can "
+            "backtrack catastrophically, and programs over its memory bound)"
+        ) from None
+    return compiled

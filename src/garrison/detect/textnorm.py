@@ -1,0 +1,132 @@
+"""Text normalisation for the content rules: a prompt is matched in a canonical form, so
+writing a trigger phrase with zero-width characters, fullwidth or mathematical letters,
+combining marks or Cyrillic/Greek lookalikes does not step around a rule.
+
+``normalise`` does, in order:
+
+1. NFKD: compatibility decomposition (fullwidth ``ｓａｒｉｎ``, mathematical ``𝐬𝐚𝐫𝐢𝐧``, ligatures
+   and odd spaces become their plain forms; accented letters become letter + mark);
+2. removes Unicode format characters (category Cf: zero-width space and joiners, soft
+   hyphen, bidi controls, tag characters), the other default-ignorable characters that are
+   not Cf (variation selectors, the combining grapheme joiner, Hangul fillers) and the
+   combining diacritical marks (so ``s̶a̶r̶i̶n̶`` and ``sárin`` read ``sarin``);
+3. folds the Latin lookalikes of ``CONFUSABLES`` (Cyrillic and Greek letters drawn like
+   Latin ones, from Unicode's confusables.txt) to the Latin letter;
+4. NFC: recomposes whatever is left (together with 1, the NFKC form of the result).
+
+Content patterns are passed through the same function when they load, so a rule written in
+Cyrillic or Greek, or with accents, still matches its own script's text.
+
+ASCII text is already in this form and is returned as it is (the common case costs one
+``isascii`` check).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# Latin lookalikes from Cyrillic and Greek (a subset of Unicode's confusables.txt: the
+# letters drawn like a Latin letter in common fonts). The Cyrillic pairs fold case-consistently
+# (н → h with Н → H), so a case-insensitive rule written in Cyrillic still matches; three Greek
+# lowercase letters fold unlike their capitals (η → n but Η → H; ν → v, Ν → N; υ → u, Υ → Y):
+# a case-insensitive rule written in Greek should avoid them.
+CONFUSABLES: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "һ": "h", "і": "i", "ј": "j", "к": "k", "ӏ": "l",
+    "м": "m", "о": "o", "р": "p", "ԛ": "q", "ѕ": "s", "т": "t",
+    "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "ԁ": "d", "ɡ": "g", "ү": "y",
+    "А": "A", "В": "B", "С": "C", "Е": "E", "Н": "H", "І": "I", "Ј": "J", "К": "K",
+    "М": "M", "О": "O", "Р": "P", "Ԛ": "Q", "Ѕ": "S", "Т": "T", "Ѵ": "V", "Ԝ": "W",
+    "Х": "X", "У": "Y", "Ү": "Y", "Ӏ": "l", "с": "c", "н": "h", "Һ": "H", "Ԁ": "D",
+    # Greek
+    "α": "a", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
+    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Latin letters outside ASCII drawn like ASCII ones
+    "ı": "i", "ȷ": "j", "ɑ": "a", "ʏ": "y", "ɪ": "i",
+}  # fmt: skip
+
+# Default-ignorable characters outside category Cf, and the combining diacritical marks.
+_IGNORED_RANGES: tuple[tuple[int, int], ...] = (
+    (0x0300, 0x036F),  # combining diacritical marks (incl. the grapheme joiner U+034F)
+    (0x115F, 0x1160),  # Hangul choseong/jungseong fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian free variation selectors
+    (0x1AB0, 0x1AFF),  # combining diacritical marks extended
+    (0x1DC0, 0x1DFF),  # combining diacritical marks supplement
+    (0x20D0, 0x20FF),  # combining marks for symbols (enclosing circles, strokes)
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFE20, 0xFE2F),  # combining half marks
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+)
+
+
+# Where format characters are looked for: the planes Unicode assigns characters in (3 and 4
+# hold only ideographs, 15 and 16 are private use).
+_CF_PLANES = ((0x80, 0x3FFFF), (0xE0000, 0xEFFFF))
+
+
+def _char_class(codes: list[int]) -> re.Pattern[str]:
+    """One character class of runs (a class of ranges stays on ``re``'s fast path)."""
+    runs: list[tuple[int, int]] = []
+    for code in sorted(codes):
+        if runs and code == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], code)
+        else:
+            runs.append((code, code))
+    body = "".join(
+        re.escape(chr(first)) + ("-" + re.escape(chr(last)) if last > first else "")
+        for first, last in runs
+    )
+    return re.compile(f"[{body}]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    dropped: re.Pattern[str]  # format characters, other ignorables, combining marks
+    lookalikes: re.Pattern[str]  # any key of CONFUSABLES
+    fold: dict[int, str]  # str.translate table for CONFUSABLES
+
+
+@functools.cache
+def _tables() -> _Tables:
+    """The tables of steps 2 and 3 (built once: see ``prepare``)."""
+    dropped = [
+        code
+        for first, last in _CF_PLANES
+        for code in range(first, last + 1)
+        if unicodedata.category(chr(code)) == "Cf"
+    ]
+    for first, last in _IGNORED_RANGES:
+        dropped.extend(range(first, last + 1))
+    return _Tables(
+        dropped=_char_class(dropped),
+        lookalikes=_char_class([ord(k) for k in CONFUSABLES]),
+        fold={ord(k): v for k, v in CONFUSABLES.items()},
+    )
+
+
+def prepare() -> None:
+    """Build the tables now (~0.1 s), so the first non-ASCII prompt does not pay for it."""
+    _tables()
+
+
+def normalise(text: str) -> str:
+    """The canonical form content patterns are matched against (see the module docstring).
+    Each step runs only when the text holds something for it to do (a regex search, at C
+    speed), so ordinary non-ASCII text costs two normalisation passes and two searches."""
+    if text.isascii():
+        return text
+    tables = _tables()
+    decomposed = unicodedata.normalize("NFKD", text)
+    if tables.dropped.search(decomposed):
+        decomposed = tables.dropped.sub("", decomposed)
+    if tables.lookalikes.search(decomposed):
+        decomposed = decomposed.translate(tables.fold)
+    return unicodedata.normalize("NFC", decomposed)
