@@ -115,6 +115,13 @@ async def test_failed_write_refuses_waiters_and_keeps_unawaited_events() -> None
             await log.append(_event(2))
         assert not log.healthy
         sink.broken.clear()
+        # Known down: appends are refused at once until the background probe finds the
+        # sink writable again (within a few probe intervals).
+        for _ in range(100):
+            if log.healthy:
+                break
+            await asyncio.sleep(0.01)
+        assert log.healthy
         await log.append(_event(3))
         for _ in range(100):
             if any(e.name is EventName.AUDIT_RECOVERED for e in sink.written):

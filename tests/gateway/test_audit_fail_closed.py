@@ -49,6 +49,17 @@ async def claude(world: World) -> tuple[int, bytes]:
         return resp.status, await resp.read()
 
 
+async def until_served(world: World) -> tuple[int, str, bytes]:
+    """Call until served: after an outage the log is probed in the background, so the first
+    calls may still be refused (503) for a few probe intervals."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, request_id, raw = await chat(world)
+        if status != 503 or time.monotonic() > deadline:
+            return status, request_id, raw
+        await asyncio.sleep(0.05)
+
+
 async def refused_while_locked(world: World) -> str:
     """Make one allowed call while the log is locked; it must be a 503. Its request id."""
     await world.settle()
@@ -92,7 +103,7 @@ async def test_calls_succeed_and_audit_recovered_is_recorded_after_the_lock_is_r
     world: World,
 ) -> None:
     await refused_while_locked(world)
-    status, _, raw = await chat(world)
+    status, _, raw = await until_served(world)
     assert status == 200, raw
     assert len(world.mock.seen) == 1
     await world.settle()
@@ -103,7 +114,7 @@ async def test_calls_succeed_and_audit_recovered_is_recorded_after_the_lock_is_r
 
 async def test_refused_call_is_recorded_once_the_log_recovers(world: World) -> None:
     request_id = await refused_while_locked(world)
-    await chat(world)
+    await until_served(world)
     await world.settle()
     mine = [e for e in world.events() if e["request_id"] == request_id]
     assert [e["name"] for e in mine] == ["request.completed"]
@@ -166,3 +177,31 @@ async def test_allowed_event_is_durable_before_the_upstream_sees_the_call(world:
     assert [status for status, _, _ in replies] == [200] * 8
     assert set(found) == {request_id for _, request_id, _ in replies}
     assert all(found.values()), found
+
+
+async def test_refusals_are_immediate_while_the_log_is_known_down_and_recovery_is_found(
+    world: World,
+) -> None:
+    """Once the log is known to be down, a call does not wait out the append timeout (2 s)
+    to be refused; the writer probes in the background and service resumes by itself."""
+    await world.settle()
+    with hold_write_lock(world.db_path):
+        status, _, _ = await chat(world)  # finds the outage
+        assert status == 503
+        waits = []
+        for _ in range(5):
+            started = time.monotonic()
+            status, _, raw = await chat(world)
+            waits.append(time.monotonic() - started)
+            assert status == 503, raw
+        assert max(waits) < 0.5, waits
+    deadline = time.monotonic() + 5
+    while True:
+        status, _, _ = await chat(world)
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, "service never resumed after the log came back"
+        await asyncio.sleep(0.05)
+    assert len(world.mock.seen) == 1  # only the call after recovery reached the upstream
+    await world.settle()
+    assert world.events("audit.recovered")

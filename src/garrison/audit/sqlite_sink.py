@@ -208,6 +208,12 @@ class SqliteAuditSink:
             except Exception as exc:  # the copy may fail; the durable log stands
                 log.error("audit exporter %s failed: %s", type(exporter).__name__, exc)
 
+    def probe(self) -> None:
+        """Raise unless a write transaction can be taken now (used while the log is down)."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+
     def checkpoint(self) -> None:
         """Sign and store a checkpoint of everything written so far (if anything is new)."""
         published: Checkpoint | None = None

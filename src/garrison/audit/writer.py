@@ -51,6 +51,9 @@ AUDIT_WATCHDOG_S = 0.1
 AUDIT_LAZY_FLUSH_S = 0.005
 # Pause after a failed write before retrying queued events, so a broken disk is not hammered.
 AUDIT_RETRY_BACKOFF_S = 0.2
+# While the log is known to be down, calls are refused at once (no 2 s wait each) and the
+# writer probes for recovery this often in the background.
+AUDIT_PROBE_S = 0.2
 
 
 class AuditSink(Protocol):
@@ -136,6 +139,9 @@ class AuditLog:
         loop = self._loop
         if loop is None:
             raise AuditUnavailable("audit log not started")
+        if not self.healthy:
+            # Known down: refuse now; the writer thread finds out when it is back.
+            raise AuditUnavailable("audit log is down (recovery is probed in the background)")
         prepared = event.prepare()
         future: asyncio.Future[None] = loop.create_future()
         self._put(_Item(prepared, future), urgent=True)
@@ -194,6 +200,10 @@ class AuditLog:
                     self._cv.wait(remaining)
                 elif self._closing:
                     return None
+                elif not self.healthy:
+                    # Nothing to retry: wake up to probe the sink for recovery.
+                    if not self._cv.wait(AUDIT_PROBE_S) and not self._pending:
+                        return []
                 elif self._sink.checkpoint_due:
                     if not self._cv.wait(CHECKPOINT_INTERVAL_S) and not self._pending:
                         return []
@@ -212,7 +222,10 @@ class AuditLog:
             if batch is None:
                 return
             if not batch:
-                self._idle_checkpoint()
+                if self.healthy:
+                    self._idle_checkpoint()
+                else:
+                    self._probe()
                 continue
             try:
                 self._sink.write_batch([item.event for item in batch])
@@ -223,6 +236,17 @@ class AuditLog:
             self._settle(batch, None)
             if not self.healthy:
                 self._on_recovery()
+
+    def _probe(self) -> None:
+        """Is the log writable again? (A sink without a probe is simply tried again.)"""
+        probe = getattr(self._sink, "probe", None)
+        try:
+            if probe is not None:
+                probe()
+        except Exception as exc:
+            log.debug("audit probe: still down: %s", exc)
+            return
+        self._on_recovery()
 
     def _idle_checkpoint(self) -> None:
         try:
