@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 
-from garrison.admin import access_api, alerts_api, schemas
+from garrison.admin import access_api, alerts_api, emergency, schemas
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -622,15 +623,40 @@ async def create_lock(ctx: Ctx) -> Any:
     if body.incident is not None:
         await ctx.require(Action.MANAGE_INCIDENTS)
     await _refuse_self_lockout(ctx, kind, body.target)
-    return await ctx.write(
-        ctx.directory().create_lock,
-        kind,
-        body.target,
-        reason=body.reason,
-        now=ctx.now,
-        ttl_s=body.ttl_s,
-        incident=body.incident,
-    )
+    try:
+        return await ctx.write(
+            ctx.directory().create_lock,
+            kind,
+            body.target,
+            reason=body.reason,
+            now=ctx.now,
+            ttl_s=body.ttl_s,
+            incident=body.incident,
+        )
+    except sa.exc.OperationalError as exc:
+        if ctx.backend.emergency_lock is None:
+            raise
+        # The database cannot be written (and so neither can the log): a lock must still
+        # hold. Journalled, enforced now, folded into the database and the log when it is back.
+        log.error("lock write failed (%s): placing it through the emergency journal", exc)
+        record = emergency.lock_record(
+            ctx.state.snapshot,
+            kind,
+            body.target,
+            reason=body.reason,
+            actor=ctx.admin.id,
+            now=ctx.now,
+            ttl_s=body.ttl_s,
+        )
+        await ctx.backend.emergency_lock(record)
+        ctx.wrote = True
+        return {
+            **record,
+            "incident_id": None,
+            "emergency": True,
+            "note": "placed while the database cannot be written: enforced now, recorded in "
+            "the audit log as soon as it can be written",
+        }
 
 
 async def lift_lock(ctx: Ctx) -> Any:

@@ -37,6 +37,8 @@ class AdminBackend:
     public_keys: Mapping[str, str] = field(default_factory=dict)
     # The detection service (for /metrics and alert figures); None when detection is off.
     monitor: Any = None
+    # Places a lock through the emergency journal when the database cannot be written.
+    emergency_lock: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)

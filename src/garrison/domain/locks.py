@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -79,6 +79,18 @@ class LockSet:
             tuple(networks),
             tuple(everything),
         )
+
+    def __iter__(self) -> Iterator[Lock]:
+        for locks in self.by_target.values():
+            yield from locks
+        yield from self.networks
+        yield from self.everything
+
+    def merged(self, extra: Iterable[Lock]) -> LockSet:
+        """These locks and ``extra`` (those whose id is not here already)."""
+        have = {lock.id for lock in self}
+        more = [lock for lock in extra if lock.id not in have]
+        return LockSet.build([*self, *more]) if more else self
 
     def __bool__(self) -> bool:
         return bool(self.by_target or self.networks or self.everything)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -32,7 +34,8 @@ from garrison.detect.observation import Finding, Severity
 from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
 from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
-from garrison.errors import ConfigError
+from garrison.domain.locks import Lock, LockKind
+from garrison.errors import AuditUnavailable, ConfigError
 from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app, new_request_id
 from garrison.gateway.containment import Cut, cut_covered
@@ -44,6 +47,8 @@ from garrison.respond.monitor import Monitor
 from garrison.respond.sinks import JsonlSink, Sink, SyslogSink, WebhookSink
 from garrison.store import instances, load_snapshot, make_engine, migrate, sqlite_path
 from garrison.store.directory import Directory
+from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal, JournalFull
+from garrison.store.locks import adopt_emergency_lock
 from garrison.store.snapshot import Snapshot, VersionProbe
 from garrison.store.vendors import expire_ended_contracts
 
@@ -124,7 +129,11 @@ class Gateway:
                 "AUDIT FAIL-OPEN IS ON: calls will be forwarded even when the audit log "
                 "cannot record them"
             )
+        self.emergency = EmergencyJournal(path.parent / JOURNAL_FILE)
+        # Locks placed through the emergency journal and not yet in the database, by id.
+        self._emergency_locks: dict[str, Lock] = {}
         admin = AdminBackend(
+            emergency_lock=self.place_emergency_lock,
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
@@ -224,6 +233,7 @@ class Gateway:
     async def start(self) -> int:
         self._loop = asyncio.get_running_loop()
         migrate(self.engine)
+        await asyncio.to_thread(self.emergency.preallocate)
         await asyncio.to_thread(
             instances.register,
             self.engine,
@@ -275,6 +285,9 @@ class Gateway:
     async def reload(self) -> None:
         async with self._reloading:
             snapshot, policy = await asyncio.to_thread(self._load)
+            if self._emergency_locks:
+                locks = snapshot.locks.merged(self._emergency_locks.values())
+                snapshot = dataclasses.replace(snapshot, locks=locks)
         # Reloads can overlap (the watcher, an admin write): never swap an older one in.
         if snapshot.version >= self.state.snapshot.version:
             # Swap and cut with no await between (see gateway.containment).
@@ -379,9 +392,62 @@ class Gateway:
             log.warning("drain deadline passed: cut %d call(s)", cut)
         return cut
 
+    async def place_emergency_lock(self, record: dict[str, Any]) -> None:
+        """Journal a lock durably and enforce it in this process at once (the database
+        cannot be written); it reaches the database and the log when they are back."""
+        try:
+            await asyncio.to_thread(self.emergency.place, record)
+        except (JournalFull, OSError, ValueError) as exc:
+            raise AuditUnavailable(f"emergency lock journal: {exc}") from None
+        kind = LockKind(record["kind"])
+        lock = Lock(
+            id=record["id"],
+            kind=kind,
+            target=record["target"],
+            reason=record["reason"],
+            created_by=record["created_by"],
+            created_at=record["created_at"],
+            expires_at=record["expires_at"],
+            network=ipaddress.ip_network(record["target"]) if kind is LockKind.NETWORK else None,
+        )
+        self._emergency_locks[lock.id] = lock
+        snapshot = self.state.snapshot
+        # Swap and cut with no await between (see gateway.containment).
+        self.state.snapshot = dataclasses.replace(snapshot, locks=snapshot.locks.merged([lock]))
+        cut_covered(self.state)
+        log.error(
+            "EMERGENCY LOCK %s placed (%s %s): enforced now", lock.id, kind.value, lock.target
+        )
+
+    async def fold_emergency_locks(self) -> int:
+        """Write journalled locks into the database and the log; returns how many were
+        folded (0 while the database still cannot be written)."""
+        pending = await asyncio.to_thread(self.emergency.pending)
+        folded = 0
+        for slot, record in pending:
+            directory = Directory(
+                self.engine,
+                actor=str(record.get("created_by", "garrison")),
+                pepper=self.pepper,
+                sealer=self.sealer,
+            )
+            await asyncio.to_thread(adopt_emergency_lock, directory, record, now=self.clock())
+            await asyncio.to_thread(self.emergency.clear, slot)
+            folded += 1
+        if folded:
+            await self.reload()  # the stored locks are in the snapshot now: drop the overlay
+            self._emergency_locks.clear()
+            await self.reload()
+            log.warning("%d emergency lock(s) recorded in the database and the audit log", folded)
+        return folded
+
     async def _keep_lease(self) -> None:
         """Renew this instance's lease; give the calls of instances that died an outcome."""
         while True:
+            try:
+                await self.fold_emergency_locks()
+            except Exception as exc:  # still cannot write: the next tick tries again
+                log.error("emergency locks not yet recorded: %s", exc)
             try:
                 await asyncio.to_thread(
                     instances.renew,

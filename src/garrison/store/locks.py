@@ -160,6 +160,51 @@ def create_lock(
     return values
 
 
+# The fields of a lock record kept in the emergency journal (and of a ``locks`` row).
+EMERGENCY_FIELDS = ("id", "kind", "target", "target_name", "reason", "created_by", "created_at")
+
+
+def adopt_emergency_lock(d: Directory, record: dict[str, Any], *, now: float) -> bool:
+    """Write a lock placed while the database could not be written, with its audit record
+    (``lock.created``, ``emergency: true``, the time it was placed). False if it is stored
+    already (another process folded it first)."""
+    from garrison.store.directory import _record
+
+    values = {k: record[k] for k in EMERGENCY_FIELDS}
+    values["expires_at"] = record.get("expires_at")
+    kind = LockKind(values["kind"])
+    with write_transaction(d.engine) as conn:
+        if conn.execute(
+            sa.select(schema.locks.c.id).where(schema.locks.c.id == values["id"])
+        ).first():
+            return False
+        conn.execute(sa.insert(schema.locks).values(**values))
+        _record(
+            conn,
+            at=now,
+            actor=values["created_by"],
+            origin=d.origin,
+            name=EventName.LOCK_CREATED,
+            entity="lock",
+            entity_id=values["id"],
+            op="create",
+            principal_id=values["target"] if kind is LockKind.PRINCIPAL else None,
+            credential_id=values["target"] if kind is LockKind.CREDENTIAL else None,
+            data={
+                "lock_id": values["id"],
+                "kind": kind.value,
+                "target": values["target"],
+                "target_name": values["target_name"],
+                "reason": values["reason"],
+                "expires_at": values["expires_at"],
+                "incident_id": None,
+                "emergency": True,
+                "placed_at": values["created_at"],
+            },
+        )
+    return True
+
+
 def lift_lock(d: Directory, lock_id: str, *, reason: str, now: float) -> dict[str, Any]:
     """Lift a lock. A global lockdown needs a second admin: returns ``{"status": "pending"}``
     for the first request and ``{"status": "lifted"}`` once lifted."""
