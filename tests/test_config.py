@@ -9,6 +9,7 @@ import pytest
 
 from garrison.config import DEFAULT_PORT, Settings, load_settings, render_settings
 from garrison.errors import ConfigError
+from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import MAX_BODY_BYTES, GatewayLimits
 
 STORAGE = """
@@ -228,3 +229,17 @@ def test_non_numeric_file_port_is_a_config_error(tmp_path: Path) -> None:
 
 def test_port_of_the_wrong_toml_type_is_a_config_error(tmp_path: Path) -> None:
     assert "port" in config_error(tmp_path, "[gateway]\nport = [8080]\n" + STORAGE)
+
+
+def test_forwarded_header_defaults_to_x_forwarded_for(tmp_path: Path) -> None:
+    assert load(tmp_path, FULL).forwarded_header is ForwardedHeader.X_FORWARDED_FOR
+
+
+def test_forwarded_header_may_name_rfc_7239(tmp_path: Path) -> None:
+    text = FULL.replace("[gateway]\n", '[gateway]\nforwarded_header = "Forwarded"\n')
+    assert load(tmp_path, text).forwarded_header is ForwardedHeader.FORWARDED
+
+
+def test_unknown_forwarded_header_is_refused(tmp_path: Path) -> None:
+    text = FULL.replace("[gateway]\n", '[gateway]\nforwarded_header = "x-real-ip"\n')
+    assert "forwarded_header" in config_error(tmp_path, text)

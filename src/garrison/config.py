@@ -4,6 +4,7 @@
     host = "127.0.0.1"
     port = 8080
     trusted_proxies = ["10.0.0.0/8"]   # X-Forwarded-For believed only from these peers
+    forwarded_header = "x-forwarded-for"   # or "forwarded" (RFC 7239): the one they append to
 
     [storage]
     database_url = "sqlite:////var/lib/garrison/garrison.db"
@@ -58,6 +59,7 @@ from typing import Any
 
 from garrison.domain import Network
 from garrison.errors import ConfigError
+from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 
@@ -73,6 +75,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     trusted_proxies: tuple[Network, ...] = ()
+    # The header those proxies append the client's address to; the other one is ignored.
+    forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR
     limits: GatewayLimits = field(default_factory=GatewayLimits)
     # Where signed checkpoints are copied, outside the database (None: no witness).
     witness_dir: Path | None = None
@@ -170,6 +174,15 @@ def _detection(
     return out
 
 
+def _forwarded_header(table: Mapping[str, Any], path: Path) -> ForwardedHeader:
+    value = table.get("forwarded_header", ForwardedHeader.X_FORWARDED_FOR.value)
+    try:
+        return ForwardedHeader(str(value).lower())
+    except ValueError:
+        known = ", ".join(h.value for h in ForwardedHeader)
+        raise ConfigError(f"{path}: [gateway] forwarded_header must be one of {known}") from None
+
+
 def _stale_mode(table: Mapping[str, Any], path: Path) -> StaleMode:
     value = table.get("stale_mode", StaleMode.RESTRICTED.value)
     try:
@@ -224,6 +237,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=_networks(
             proxies if proxies is not None else gateway.get("trusted_proxies", []), str(path)
         ),
+        forwarded_header=_forwarded_header(gateway, path),
         limits=_limits(data.get("limits", {}), str(path)),
         witness_dir=witness_dir,
         audit_fail_open=fail_open,

@@ -86,6 +86,7 @@ class Gateway:
             audit=self.audit,
             limits=settings.limits,
             trusted_proxies=settings.trusted_proxies,
+            forwarded_header=settings.forwarded_header,
             clock=clock,
             audit_fail_open=settings.audit_fail_open,
             stale_mode=settings.lock_stale_mode,
