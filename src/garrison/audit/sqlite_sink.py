@@ -61,6 +61,12 @@ class TreeStateError(Exception):
     """The stored checkpoint does not match its own edge: the log was tampered with."""
 
 
+def newest_checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
+    """The checkpoint stored last, by any process."""
+    row = conn.execute("SELECT body FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else Checkpoint.from_dict(orjson.loads(row[0]))
+
+
 def load_tree(conn: sqlite3.Connection) -> tuple[CompactTree, Checkpoint | None]:
     """The tree as of the newest checkpoint, then every row after it folded in."""
     row = conn.execute(
@@ -206,9 +212,16 @@ class SqliteAuditSink:
         if published is not None:
             self._committed(published)
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint:
+    def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint | None:
+        """Sign the tree, chained to the newest checkpoint *stored* (read inside this write
+        transaction): another process on the same database may have signed since this one
+        last did, and chaining to our own last checkpoint would fork the chain."""
         assert self._signer is not None
-        prev = self._last.digest() if self._last else GENESIS_PREV
+        newest = newest_checkpoint(conn)
+        if newest is not None and newest.tree_size >= self.tree.size:
+            self._last = newest  # another process already signed everything there is
+            return None
+        prev = newest.digest() if newest is not None else GENESIS_PREV
         cp = self._signer.sign(self.tree.size, self.tree.root(), self._clock(), prev)
         conn.execute(
             _INSERT_CHECKPOINT,
