@@ -48,7 +48,6 @@ itself, e.g. from a secrets manager; it wins over ``credential_file``).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import os
 import tomllib
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from garrison.domain import Network
+from garrison.domain.networks import parse_network
 from garrison.errors import ConfigError
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
@@ -124,7 +124,7 @@ def _networks(values: Any, where: str) -> tuple[Network, ...]:
     if not isinstance(values, list):
         raise ConfigError(f"{where}: trusted_proxies must be a list of CIDRs")
     try:
-        return tuple(ipaddress.ip_network(str(v).strip()) for v in values)
+        return tuple(parse_network(str(v)) for v in values)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -7,13 +7,13 @@ approver role's; a second security-admin approves sensitive changes proposed by 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import Any
 
 from garrison.admin import schemas
 from garrison.admin.authz import Action, reach
 from garrison.admin.base import Ctx, Refused, Route
 from garrison.domain import AuthStyle, Level, PrincipalKind, Reason, Status, UpstreamApi
+from garrison.domain.networks import parse_address
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, Forbidden, NotFound
 from garrison.policy.context import call_context
@@ -229,7 +229,7 @@ async def explain(ctx: Ctx) -> Any:
     address = None
     if body.address is not None:
         try:
-            address = ipaddress.ip_address(body.address)
+            address = parse_address(body.address)
         except ValueError:
             raise BadRequest(f"address {body.address!r} is not an IP address") from None
     at = schemas.epoch(body.at) if body.at else ctx.now
