@@ -27,6 +27,7 @@ from garrison.audit.events import AuditEvent
 from garrison.audit.exporters import Exporter
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.witness import DirectoryWitness
+from garrison.private_files import prepare_sqlite_file
 from garrison.store.db import apply_sqlite_pragmas
 
 log = logging.getLogger("garrison.audit")
@@ -129,6 +130,7 @@ class SqliteAuditSink:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            prepare_sqlite_file(self._path)
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             apply_sqlite_pragmas(conn, AUDIT_SQLITE_BUSY_TIMEOUT_MS)
             self._conn = conn

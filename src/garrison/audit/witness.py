@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from garrison.audit.checkpoint import Checkpoint, CheckpointError
+from garrison.private_files import PRIVATE_DIR_MODE, open_private_append, write_private_bytes
 
 LATEST = "latest.json"
 HISTORY = "checkpoints.jsonl"
@@ -24,14 +25,14 @@ class DirectoryWitness:
         self.path = path
 
     def publish(self, checkpoint: Checkpoint) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         line = orjson.dumps(checkpoint.to_dict())
-        with open(self.path / HISTORY, "ab") as handle:
+        with open_private_append(self.path / HISTORY) as handle:
             handle.write(line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         tmp = self.path / (LATEST + ".new")
-        tmp.write_bytes(line)
+        write_private_bytes(tmp, line)
         os.replace(tmp, self.path / LATEST)
 
 
