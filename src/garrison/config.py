@@ -48,6 +48,7 @@ itself, e.g. from a secrets manager; it wins over ``credential_file``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import tomllib
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from garrison.config_keys import check_config_document
 from garrison.domain import Network
 from garrison.domain.networks import parse_network
 from garrison.errors import ConfigError
@@ -134,7 +136,11 @@ def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
-            raise ConfigError(f"{where}: unknown limit {key!r} (known: {', '.join(sorted(known))})")
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(
+                f"{where}: [limits] unknown key {key!r}{maybe}; known: {', '.join(sorted(known))}"
+            )
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{where}: limit {key!r} must be a positive number")
@@ -200,6 +206,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"config file {path} not found (run `garrison init`)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    check_config_document(data, str(path))
     gateway = data.get("gateway", {})
     storage = data.get("storage", {})
     base = path.parent
