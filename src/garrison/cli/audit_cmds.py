@@ -38,6 +38,7 @@ from garrison.audit.witness import read_witness
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
+from garrison.safe_text import terminal_safe
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)
@@ -348,7 +349,8 @@ def _line(seq: int, record: bytes) -> str:
             extra.append(f"{key}={data[key]}")
     who = r.get("principal_id") or r.get("actor") or "-"
     model = r.get("model") or "-"
-    return f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
+    line = f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
+    return terminal_safe(line)
 
 
 @audit.command("tail")
