@@ -21,7 +21,7 @@ import enum
 import functools
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from garrison.domain import Network
 
@@ -127,13 +127,15 @@ def _forwarded_for(line: str) -> list[str | None]:
     return elements
 
 
-def _entries(lines: Sequence[str], header: ForwardedHeader) -> Iterator[str | None]:
-    """The header's entries from the right, over every line (None: an entry with no address)."""
-    for line in reversed(lines):
-        if header is ForwardedHeader.FORWARDED:
-            yield from reversed(_forwarded_for(line))
-        else:
-            yield from reversed(line.split(","))
+def _entries(lines: Sequence[str], header: ForwardedHeader) -> list[str | None]:
+    """The header's last ``MAX_FORWARDED_HOPS`` entries over every line, left to right
+    (None: an entry with no address)."""
+    entries: list[str | None]
+    if header is ForwardedHeader.FORWARDED:
+        entries = [entry for line in lines for entry in _forwarded_for(line)]
+    else:
+        entries = list(",".join(lines).split(","))
+    return entries[-MAX_FORWARDED_HOPS:]
 
 
 def client_address(
@@ -147,9 +149,7 @@ def client_address(
         return peer
     lines = [forwarded] if isinstance(forwarded, str) else forwarded
     client = peer
-    for looked, entry in enumerate(_entries(lines, header)):
-        if looked == MAX_FORWARDED_HOPS:
-            return client
+    for entry in reversed(_entries(lines, header)):
         addr = parse_node(entry) if entry is not None else None
         if addr is None:
             # A garbled entry: trust nothing to its left; the last trusted hop stands.
@@ -157,6 +157,7 @@ def client_address(
         client = addr
         if not _trusted(addr, proxies):
             return addr
+    # Every entry looked at is a trusted proxy: the leftmost of them is all that is known.
     return client
 
 
