@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+import garrison.config as config_doc
 from garrison.config import DEFAULT_PORT, Settings, load_settings, render_settings
+from garrison.config_keys import CONFIG_SECTIONS
 from garrison.errors import ConfigError
+from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import MAX_BODY_BYTES, GatewayLimits
 
 STORAGE = """
@@ -228,3 +231,70 @@ def test_non_numeric_file_port_is_a_config_error(tmp_path: Path) -> None:
 
 def test_port_of_the_wrong_toml_type_is_a_config_error(tmp_path: Path) -> None:
     assert "port" in config_error(tmp_path, "[gateway]\nport = [8080]\n" + STORAGE)
+
+
+def test_forwarded_header_defaults_to_x_forwarded_for(tmp_path: Path) -> None:
+    assert load(tmp_path, FULL).forwarded_header is ForwardedHeader.X_FORWARDED_FOR
+
+
+def test_forwarded_header_may_name_rfc_7239(tmp_path: Path) -> None:
+    text = FULL.replace("[gateway]\n", '[gateway]\nforwarded_header = "Forwarded"\n')
+    assert load(tmp_path, text).forwarded_header is ForwardedHeader.FORWARDED
+
+
+def test_unknown_forwarded_header_is_refused(tmp_path: Path) -> None:
+    text = FULL.replace("[gateway]\n", '[gateway]\nforwarded_header = "x-real-ip"\n')
+    assert "forwarded_header" in config_error(tmp_path, text)
+
+
+# ── unknown keys and sections are refused, naming the key and the file ─────────────────────
+def test_misspelt_key_is_refused_naming_it_its_section_and_the_file(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "[gateway]\nprot = 8080\n" + STORAGE)
+    assert "'prot'" in message and "[gateway]" in message
+    assert str(tmp_path / "garrison.toml") in message
+    assert "did you mean 'port'" in message
+
+
+def test_misspelt_section_is_refused_naming_it_and_the_file(tmp_path: Path) -> None:
+    message = config_error(tmp_path, FULL + "[limts]\nmax_body_bytes = 1\n")
+    assert "[limts]" in message and str(tmp_path / "garrison.toml") in message
+    assert "did you mean 'limits'" in message
+
+
+@pytest.mark.parametrize("section", sorted(CONFIG_SECTIONS))
+def test_unknown_key_is_refused_in_every_section(tmp_path: Path, section: str) -> None:
+    text = FULL if section in ("gateway", "storage") else FULL + f"[{section}]\n"
+    text = text.replace(f"[{section}]\n", f"[{section}]\nbogus_key = 1\n")
+    message = config_error(tmp_path, text)
+    assert "'bogus_key'" in message and f"[{section}]" in message
+
+
+def test_top_level_key_outside_any_section_is_refused(tmp_path: Path) -> None:
+    assert "unknown section [port]" in config_error(tmp_path, "port = 8080\n" + FULL)
+
+
+def test_section_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
+    assert "[gateway] must be a table" in config_error(tmp_path, "gateway = 1\n" + STORAGE)
+
+
+def _documented_config() -> str:
+    text = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
+    section = text[text.index("## Configuration") :]
+    return section[section.index("```toml\n") + 8 : section.index("```\n", 10)]
+
+
+def test_every_key_the_operations_guide_shows_is_known(tmp_path: Path) -> None:
+    settings = load(tmp_path, _documented_config())
+    assert settings.alerts_webhook_url is not None
+
+
+def test_every_key_the_config_module_documents_is_known(tmp_path: Path) -> None:
+    assert config_doc.__doc__ is not None
+    example = config_doc.__doc__.split("\n\nEnvironment overrides")[0]
+    lines = [line[4:] for line in example.splitlines() if line.startswith("    ")]
+    assert load(tmp_path, "\n".join(lines)).port == 8080
+
+
+def test_render_settings_writes_only_known_keys(tmp_path: Path) -> None:
+    written = render_settings(Settings.for_data_dir(tmp_path))
+    assert load(tmp_path, written).database_url.endswith("garrison.db")

@@ -4,6 +4,7 @@
     host = "127.0.0.1"
     port = 8080
     trusted_proxies = ["10.0.0.0/8"]   # X-Forwarded-For believed only from these peers
+    forwarded_header = "x-forwarded-for"   # or "forwarded" (RFC 7239): the one they append to
 
     [storage]
     database_url = "sqlite:////var/lib/garrison/garrison.db"
@@ -47,7 +48,7 @@ itself, e.g. from a secrets manager; it wins over ``credential_file``).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
+import difflib
 import math
 import os
 import tomllib
@@ -56,8 +57,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from garrison.config_keys import check_config_document
 from garrison.domain import Network
+from garrison.domain.networks import parse_network
 from garrison.errors import ConfigError
+from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 
@@ -73,6 +77,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     trusted_proxies: tuple[Network, ...] = ()
+    # The header those proxies append the client's address to; the other one is ignored.
+    forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR
     limits: GatewayLimits = field(default_factory=GatewayLimits)
     # Where signed checkpoints are copied, outside the database (None: no witness).
     witness_dir: Path | None = None
@@ -120,7 +126,7 @@ def _networks(values: Any, where: str) -> tuple[Network, ...]:
     if not isinstance(values, list):
         raise ConfigError(f"{where}: trusted_proxies must be a list of CIDRs")
     try:
-        return tuple(ipaddress.ip_network(str(v).strip()) for v in values)
+        return tuple(parse_network(str(v)) for v in values)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -130,7 +136,11 @@ def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
-            raise ConfigError(f"{where}: unknown limit {key!r} (known: {', '.join(sorted(known))})")
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(
+                f"{where}: [limits] unknown key {key!r}{maybe}; known: {', '.join(sorted(known))}"
+            )
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or value <= 0:
             raise ConfigError(f"{where}: limit {key!r} must be a positive number")
@@ -170,6 +180,15 @@ def _detection(
     return out
 
 
+def _forwarded_header(table: Mapping[str, Any], path: Path) -> ForwardedHeader:
+    value = table.get("forwarded_header", ForwardedHeader.X_FORWARDED_FOR.value)
+    try:
+        return ForwardedHeader(str(value).lower())
+    except ValueError:
+        known = ", ".join(h.value for h in ForwardedHeader)
+        raise ConfigError(f"{path}: [gateway] forwarded_header must be one of {known}") from None
+
+
 def _stale_mode(table: Mapping[str, Any], path: Path) -> StaleMode:
     value = table.get("stale_mode", StaleMode.RESTRICTED.value)
     try:
@@ -187,6 +206,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"config file {path} not found (run `garrison init`)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    check_config_document(data, str(path))
     gateway = data.get("gateway", {})
     storage = data.get("storage", {})
     base = path.parent
@@ -224,6 +244,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=_networks(
             proxies if proxies is not None else gateway.get("trusted_proxies", []), str(path)
         ),
+        forwarded_header=_forwarded_header(gateway, path),
         limits=_limits(data.get("limits", {}), str(path)),
         witness_dir=witness_dir,
         audit_fail_open=fail_open,

@@ -303,6 +303,25 @@ def test_an_invalid_case_is_refused(tmp_path: Path, cases: str, message: str) ->
         run_policy_tests(write_tests(tmp_path, cases))
 
 
+@pytest.mark.parametrize(
+    ("world", "cases", "where"),
+    [
+        (WORLD, case("alice", "assistant", "allow", 'expected = "deny"'), "cases[1]"),
+        ('[principals.zed]\nclearence = "internal"\n', case("zed", "m", "deny"), "principals.zed"),
+        ('[models.m]\nlevle = "internal"\n', case("alice", "m", "deny"), "models.m"),
+        ('polices = "x"\n' + WORLD, case("alice", "assistant", "allow"), "policy-tests.toml"),
+    ],
+)
+def test_an_unknown_key_is_refused_naming_it_and_the_file(
+    tmp_path: Path, world: str, cases: str, where: str
+) -> None:
+    with pytest.raises(BadRequest, match=r"unknown key") as info:
+        run_policy_tests(write_tests(tmp_path, cases, world=world))
+    message = str(info.value)
+    assert str(tmp_path / "policy-tests.toml") in message and where in message
+    assert any(k in message for k in ("'expected'", "'clearence'", "'levle'", "'polices'"))
+
+
 def test_an_unknown_level_is_refused(tmp_path: Path) -> None:
     world = '[principals.zed]\nclearance = "cosmic"\n[models.m]\nlevel = "internal"\n'
     with pytest.raises(BadRequest, match=r"principals\.zed: unknown level 'cosmic'"):

@@ -8,7 +8,9 @@ and fail once a record is altered. Also: rotating a vendor's keys, and who may d
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import html
 import ipaddress
 import os
@@ -29,7 +31,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from garrison.audit.checkpoint import load_public_b64
+from garrison.audit.checkpoint import Checkpoint, key_id_of, load_public_b64
 from garrison.audit.merkle import ProofError
 from garrison.audit.proofs import check_evidence_bundle
 from garrison.config import CONFIG_FILE
@@ -574,7 +576,7 @@ def test_markdown_cells_cannot_break_out_of_their_table() -> None:
 def test_evidence_bundle_proves_every_timeline_event(scene: Scene) -> None:
     ev = scene.evidence
     assert ev["type"] == "evidence"
-    assert ev["verify"] == "garrison audit verify-proof evidence.json --pubkey pubkey.json"
+    assert ev["verify"] == "garrison audit verify-proof evidence.json --fingerprint FINGERPRINT"
     assert ev["incident"] == scene.report["incident"]
     assert ev["not_yet_checkpointed"] == []
     assert [e["index"] for e in ev["events"]] == [e["index"] for e in scene.report["timeline"]]
@@ -598,7 +600,11 @@ def test_evidence_bundle_verifies_offline_with_the_cli(scene: Scene, tmp_path: P
     out = cli("audit", "verify-proof", str(path), "--pubkey", str(scene.pubkey))
     assert out.returncode == 0, out.stdout + out.stderr
     size = scene.evidence["checkpoint"]["tree_size"]
-    assert out.stdout.strip() == f"OK: all {EVENTS} events are in the log signed at size {size}"
+    kid = scene.evidence["checkpoint"]["key_id"]
+    assert out.stdout.splitlines() == [
+        f"OK: all {EVENTS} events are in the log signed at size {size}",
+        f"signed by key {kid}, fingerprint {operator_fingerprints(scene)[kid]}",
+    ]
 
 
 def _altered(scene: Scene) -> tuple[dict[str, Any], int]:
@@ -655,6 +661,96 @@ def test_evidence_checked_with_a_stranger_key_fails_with_the_cli(
     out = cli("audit", "verify-proof", str(path), "--pubkey", str(wrong))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED" in out.stdout
+
+
+def operator_fingerprints(scene: Scene) -> dict[str, str]:
+    """What `garrison audit pubkey --fingerprint` prints on the gateway host: id → fingerprint."""
+    config = scene.world.root / "data" / CONFIG_FILE
+    out = cli("audit", "pubkey", "--fingerprint", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    return dict(line.split() for line in out.stdout.splitlines())
+
+
+def _resigned_by_a_stranger(scene: Scene) -> dict[str, Any]:
+    """The bundle with its checkpoint re-signed by another key, and that key shipped inside:
+    self-consistent, so a check that trusts the bundle's own key would pass it."""
+    stranger = Ed25519PrivateKey.generate()
+    raw = stranger.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    kid = key_id_of(stranger.public_key())
+    bundle = orjson.loads(orjson.dumps(scene.evidence))
+    cp = Checkpoint.from_dict(bundle["checkpoint"])
+    unsigned = dataclasses.replace(cp, key_id=kid, signature="")
+    signature = base64.b64encode(stranger.sign(unsigned.body())).decode()
+    bundle["checkpoint"] = dataclasses.replace(unsigned, signature=signature).to_dict()
+    bundle["public_keys"] = {kid: base64.b64encode(raw).decode()}
+    return bundle
+
+
+def test_evidence_verify_proof_needs_a_key_obtained_independently(
+    scene: Scene, tmp_path: Path
+) -> None:
+    path = tmp_path / "evidence.json"
+    path.write_bytes(orjson.dumps(scene.evidence))
+    out = cli("audit", "verify-proof", str(path))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "obtained independently" in out.stderr
+
+
+def test_evidence_verifies_with_the_operators_fingerprint(scene: Scene, tmp_path: Path) -> None:
+    path = tmp_path / "evidence.json"
+    path.write_bytes(orjson.dumps(scene.evidence))
+    kid = scene.evidence["checkpoint"]["key_id"]
+    fingerprint = operator_fingerprints(scene)[kid]
+    assert fingerprint.startswith("sha256:") and fingerprint[7:].startswith(kid)
+    out = cli("audit", "verify-proof", str(path), "--fingerprint", fingerprint.upper())
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"fingerprint {fingerprint}" in out.stdout
+
+
+def test_evidence_resigned_with_a_key_shipped_inside_fails_against_the_fingerprint(
+    scene: Scene, tmp_path: Path
+) -> None:
+    path = tmp_path / "evidence.json"
+    path.write_bytes(orjson.dumps(_resigned_by_a_stranger(scene)))
+    fingerprint = operator_fingerprints(scene)[scene.evidence["checkpoint"]["key_id"]]
+    out = cli("audit", "verify-proof", str(path), "--fingerprint", fingerprint)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILED" in out.stdout
+    # The operator's key file fails it too; only the bundle's own key would have passed it.
+    out = cli("audit", "verify-proof", str(path), "--pubkey", str(scene.pubkey))
+    assert out.returncode == 1, out.stdout + out.stderr
+
+
+@MODULE
+async def test_incident_export_ships_no_key_and_says_to_get_one_independently(
+    scene: Scene, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "bundle"
+    env = {
+        **os.environ,
+        "GARRISON_CONFIG": "",
+        "GARRISON_ADMIN_URL": scene.world.base,
+        "GARRISON_ADMIN_KEY": scene.world.admin_key,
+    }
+    config = str(scene.world.root / "data" / CONFIG_FILE)
+    args = ["incident", "export", scene.incident, "--out", str(out_dir), "--config", config]
+    # The gateway runs on this test's loop: the CLI must not block it.
+    proc = await asyncio.create_subprocess_exec(
+        *GARRISON, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout_bytes, stderr_bytes = await asyncio.wait_for(proc.communicate(), 60)
+    stdout = stdout_bytes.decode()
+    assert proc.returncode == 0, stdout + stderr_bytes.decode()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["VERIFY.txt", "evidence.json"]
+    kid = orjson.loads((out_dir / "evidence.json").read_bytes())["checkpoint"]["key_id"]
+    fingerprint = operator_fingerprints(scene)[kid]
+    verify_txt = (out_dir / "VERIFY.txt").read_text()
+    assert fingerprint in verify_txt and "independently" in verify_txt
+    assert "--fingerprint" in verify_txt
+    assert fingerprint in stdout
+    evidence = str(out_dir / "evidence.json")
+    check = cli("audit", "verify-proof", evidence, "--fingerprint", fingerprint)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # ── the admin API around it ────────────────────────────────────────────────────────────────

@@ -4,7 +4,6 @@ and writes nothing (no row, no change-feed entry, no audit event)."""
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import sqlite3
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from garrison.bootstrap import Initialized, init, open_directory
 from garrison.domain import Level, OrgKind, PrincipalKind, Status, VendorStatus
+from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest, Conflict
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot, vendors
@@ -195,11 +195,11 @@ def test_nobody_is_added_to_a_suspended_vendor(directory: Directory) -> None:
 
 # ── keys: networks, lifetime, status ───────────────────────────────────────────────────────
 @pytest.mark.parametrize(
-    "network", ["10.2.0.0/16", "10.0.0.0/8", "0.0.0.0/0", "2001:db9::/32", "::ffff:10.1.0.0/112"]
+    "network", ["10.2.0.0/16", "10.0.0.0/8", "0.0.0.0/0", "2001:db9::/32", "::ffff:10.2.0.0/112"]
 )
 def test_key_network_outside_the_vendors_is_refused(directory: Directory, network: str) -> None:
     person(directory, "bob")
-    shown = re.escape(str(ipaddress.ip_network(network)))
+    shown = re.escape(str(parse_network(network)))
     with refused(directory, f"rule vendor-networks: {shown} is not within"):
         directory.create_key("bob", now=NOW, networks=[network])
 
@@ -210,6 +210,15 @@ def test_key_network_inside_the_vendors_is_kept(directory: Directory, key_dir: P
     snap = load_snapshot(directory.engine, Sealer.from_dir(key_dir))
     nets = sorted(str(n) for n in snap.credentials[created.key.key_id].networks)
     assert nets == ["10.1.2.0/24", "2001:db8:5::/48"]
+
+
+def test_key_network_in_mapped_form_is_kept_as_the_ipv4_network_it_means(
+    directory: Directory, key_dir: Path
+) -> None:
+    person(directory, "bob")
+    created = directory.create_key("bob", now=NOW, networks=["::ffff:10.1.0.0/112"])
+    snap = load_snapshot(directory.engine, Sealer.from_dir(key_dir))
+    assert [str(n) for n in snap.credentials[created.key.key_id].networks] == ["10.1.0.0/16"]
 
 
 def test_key_without_networks_gets_the_vendors(directory: Directory, key_dir: Path) -> None:

@@ -17,6 +17,7 @@ import orjson
 from garrison.bootstrap import init, open_directory
 from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
+from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
@@ -165,6 +166,7 @@ async def start_world(
     limits: GatewayLimits | None = None,
     mock_config: MockConfig | None = None,
     trusted_proxies: tuple[Any, ...] = (),
+    forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR,
     capture_bodies: bool = False,
     detect: bool = True,
 ) -> World:
@@ -179,6 +181,7 @@ async def start_world(
         host="127.0.0.1",
         port=0,
         trusted_proxies=trusted_proxies,
+        forwarded_header=forwarded_header,
         limits=limits or GatewayLimits(),
         witness_dir=done.settings.witness_dir,
         capture_bodies=capture_bodies,

@@ -7,7 +7,6 @@ approver role's; a second security-admin approves sensitive changes proposed by 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import Any
 
 from garrison.admin import schemas
@@ -22,6 +21,7 @@ from garrison.domain import (
     UpstreamApi,
     VendorStatus,
 )
+from garrison.domain.networks import parse_address
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, Forbidden, NotFound
 from garrison.policy.context import call_context
@@ -246,7 +246,7 @@ async def explain(ctx: Ctx) -> Any:
     address = None
     if body.address is not None:
         try:
-            address = ipaddress.ip_address(body.address)
+            address = parse_address(body.address)
         except ValueError:
             raise BadRequest(f"address {body.address!r} is not an IP address") from None
     at = schemas.epoch(body.at) if body.at else ctx.now

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,7 @@ from garrison.domain import (
 )
 from garrison.domain.incidents import IncidentStatus
 from garrison.domain.locks import LockKind
+from garrison.domain.networks import parse_address, parse_network
 from garrison.domain.roles import Role
 from garrison.errors import (
     AuditUnavailable,
@@ -591,7 +591,7 @@ async def _refuse_self_lockout(ctx: Ctx, kind: LockKind, ref: str) -> None:
     except BadRequest:
         return  # the write will refuse it with the same message
     if kind is LockKind.NETWORK:
-        own = ipaddress.ip_address(ctx.address) in ipaddress.ip_network(target)
+        own = parse_address(ctx.address) in parse_network(target)
     else:
         own = target == {
             LockKind.CREDENTIAL: ctx.credential_id,

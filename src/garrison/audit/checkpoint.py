@@ -41,6 +41,13 @@ def key_id_of(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def fingerprint_of(public: Ed25519PublicKey) -> str:
+    """The whole SHA-256 of the raw public key (the key id is its first 16 hex digits): what
+    a verifier compares with the fingerprint it obtained independently of any bundle."""
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
 def public_b64(public: Ed25519PublicKey) -> str:
     return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 

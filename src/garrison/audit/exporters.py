@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from garrison.private_files import open_private_append
+
 log = logging.getLogger("garrison.audit")
 
 # Syslog facility local0, severity informational: <PRI> = 16 * 8 + 6.
@@ -31,8 +33,8 @@ class Exporter(Protocol):
 
 class JsonlExporter:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(path, "ab")  # noqa: SIM115 - kept open for the process lifetime
+        # Kept open for the process lifetime; 0600 like every state file.
+        self._handle = open_private_append(path)
 
     def export(self, records: Sequence[bytes]) -> None:
         self._handle.write(b"".join(r + b"\n" for r in records))

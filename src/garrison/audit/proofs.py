@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from garrison.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from garrison.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    fingerprint_of,
+    load_public_b64,
+    verify_checkpoint,
+)
 from garrison.audit.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 
 
@@ -89,3 +95,33 @@ def check_evidence_bundle(
         except ProofError as exc:
             raise ProofError(f"event {index}: {exc}") from None
     return len(events), cp.tree_size
+
+
+def normalise_fingerprint(text: str) -> str:
+    """``sha256:<hex>`` in lower case; the prefix and ``:`` between byte pairs are optional."""
+    body = text.strip().lower().removeprefix("sha256:").replace(":", "")
+    return "sha256:" + body
+
+
+def keys_with_fingerprints(
+    offered: Mapping[str, Any], fingerprints: Sequence[str]
+) -> dict[str, Ed25519PublicKey]:
+    """The offered keys (key id → key, or base64 as a bundle carries them) whose fingerprint
+    is one of ``fingerprints``: a key is believed only if it was obtained independently, or
+    matches a fingerprint that was."""
+    wanted = {normalise_fingerprint(f) for f in fingerprints}
+    out: dict[str, Ed25519PublicKey] = {}
+    for kid, value in offered.items():
+        try:
+            key = value if isinstance(value, Ed25519PublicKey) else load_public_b64(str(value))
+        except CheckpointError:
+            continue
+        if fingerprint_of(key) in wanted:
+            out[str(kid)] = key
+    return out
+
+
+def signing_key_id(bundle: Mapping[str, Any]) -> str | None:
+    """The key id that signed a proof file's (newest) checkpoint."""
+    cp = bundle.get("new") if bundle.get("type") == "consistency" else bundle.get("checkpoint")
+    return str(cp.get("key_id")) if isinstance(cp, dict) else None

@@ -27,6 +27,7 @@ from garrison.audit.events import AuditEvent
 from garrison.audit.exporters import Exporter
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.witness import DirectoryWitness
+from garrison.private_files import prepare_sqlite_file
 from garrison.store.db import apply_sqlite_pragmas
 
 log = logging.getLogger("garrison.audit")
@@ -59,6 +60,12 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -
 
 class TreeStateError(Exception):
     """The stored checkpoint does not match its own edge: the log was tampered with."""
+
+
+def newest_checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
+    """The checkpoint stored last, by any process."""
+    row = conn.execute("SELECT body FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else Checkpoint.from_dict(orjson.loads(row[0]))
 
 
 def load_tree(conn: sqlite3.Connection) -> tuple[CompactTree, Checkpoint | None]:
@@ -134,6 +141,7 @@ class SqliteAuditSink:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            prepare_sqlite_file(self._path)
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             apply_sqlite_pragmas(conn, AUDIT_SQLITE_BUSY_TIMEOUT_MS)
             self._conn = conn
@@ -223,9 +231,16 @@ class SqliteAuditSink:
         if published is not None:
             self._committed(published)
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint:
+    def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint | None:
+        """Sign the tree, chained to the newest checkpoint *stored* (read inside this write
+        transaction): another process on the same database may have signed since this one
+        last did, and chaining to our own last checkpoint would fork the chain."""
         assert self._signer is not None
-        prev = self._last.digest() if self._last else GENESIS_PREV
+        newest = newest_checkpoint(conn)
+        if newest is not None and newest.tree_size >= self.tree.size:
+            self._last = newest  # another process already signed everything there is
+            return None
+        prev = newest.digest() if newest is not None else GENESIS_PREV
         cp = self._signer.sign(self.tree.size, self.tree.root(), self._clock(), prev)
         conn.execute(
             _INSERT_CHECKPOINT,

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from garrison.audit.checkpoint import Checkpoint, CheckpointError
+from garrison.private_files import PRIVATE_DIR_MODE, open_private_append, write_private_bytes
 
 LATEST = "latest.json"
 HISTORY = "checkpoints.jsonl"
@@ -39,19 +40,16 @@ class DirectoryWitness:
         self.path = path
 
     def publish(self, checkpoint: Checkpoint) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         line = orjson.dumps(checkpoint.to_dict())
         history = self.path / HISTORY
         _cut_torn_tail(history)
-        with open(history, "ab") as handle:
+        with open_private_append(history) as handle:
             handle.write(line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         tmp = self.path / (LATEST + ".new")
-        with open(tmp, "wb") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_private_bytes(tmp, line)
         os.replace(tmp, self.path / LATEST)
 
     def latest_size(self) -> int:

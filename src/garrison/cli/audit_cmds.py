@@ -19,6 +19,7 @@ from garrison.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
     Signer,
+    fingerprint_of,
     load_public_b64,
     public_b64,
     rotate_signing_key,
@@ -29,6 +30,8 @@ from garrison.audit.proofs import (
     check_consistency_bundle,
     check_evidence_bundle,
     check_inclusion_bundle,
+    keys_with_fingerprints,
+    signing_key_id,
 )
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
 from garrison.audit.verify import VerifyReport, verify_log, witness_findings
@@ -37,6 +40,7 @@ from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
 from garrison.errors import GarrisonError
+from garrison.safe_text import terminal_safe
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)
@@ -217,9 +221,20 @@ def _verify_sequential(
 
 
 @audit.command("pubkey")
+@click.option(
+    "--fingerprint",
+    "fingerprints",
+    is_flag=True,
+    help="Print each key's id and fingerprint instead (what a checker compares).",
+)
 @config_option
-def audit_pubkey(config_path: Path) -> None:
+def audit_pubkey(fingerprints: bool, config_path: Path) -> None:
     """Print the verification keys (JSON: key id → base64 Ed25519 public key)."""
+    if fingerprints:
+        keys = Signer.from_dir(load_settings(config_path).key_dir).public_keys()
+        for kid, key in keys.items():
+            click.echo(f"{kid} {fingerprint_of(key)}")
+        return
     click.echo(
         orjson.dumps(_public_keys(load_settings(config_path)), option=orjson.OPT_INDENT_2).decode()
     )
@@ -291,12 +306,38 @@ def _read_bundle(path: Path) -> dict[str, Any]:
 @audit.command("verify-proof")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
-    "--pubkey", required=True, help="Base64 key, a file with one, or `audit pubkey` JSON."
+    "--pubkey",
+    default=None,
+    help="The verification key, obtained independently of the file: base64, a file with "
+    "one, or `audit pubkey` JSON.",
 )
-def audit_verify_proof(file: Path, pubkey: str) -> None:
-    """Check an inclusion or consistency proof offline. Exit 1 if it does not verify."""
+@click.option(
+    "--fingerprint",
+    "fingerprints",
+    multiple=True,
+    help="The signing key's fingerprint (sha256:…), obtained independently (`garrison audit "
+    "pubkey --fingerprint` on the gateway host): the file's own copy of the key is used only "
+    "if it matches.",
+)
+def audit_verify_proof(file: Path, pubkey: str | None, fingerprints: tuple[str, ...]) -> None:
+    """Check an inclusion or consistency proof, or an evidence bundle, offline. Exit 1 if it
+    does not verify. A key shipped inside the file proves nothing by itself (whoever could
+    alter the file could replace it): give the key or its fingerprint, obtained elsewhere."""
     bundle = _read_bundle(file)
-    keys = _load_pubkeys(pubkey)
+    if pubkey is None and not fingerprints:
+        raise click.UsageError(
+            "give the signing key (--pubkey) or its fingerprint (--fingerprint), obtained "
+            "independently of the file: a key shipped inside it proves nothing"
+        )
+    keys = _load_pubkeys(pubkey) if pubkey is not None else bundle.get("public_keys") or {}
+    if fingerprints:
+        keys = keys_with_fingerprints(keys if isinstance(keys, dict) else {}, fingerprints)
+        if not keys:
+            click.echo(
+                "FAILED: no key with the expected fingerprint"
+                + ("" if pubkey is not None else " is in the file")
+            )
+            sys.exit(1)
     try:
         if bundle.get("type") == "consistency":
             old, new = check_consistency_bundle(bundle, keys)
@@ -313,6 +354,9 @@ def audit_verify_proof(file: Path, pubkey: str) -> None:
     except ProofError as exc:
         click.echo(f"FAILED: {exc}")
         sys.exit(1)
+    kid = signing_key_id(bundle)
+    if kid is not None and kid in keys:
+        click.echo(f"signed by key {kid}, fingerprint {fingerprint_of(keys[kid])}")
 
 
 def _line(seq: int, record: bytes) -> str:
@@ -325,7 +369,8 @@ def _line(seq: int, record: bytes) -> str:
             extra.append(f"{key}={data[key]}")
     who = r.get("principal_id") or r.get("actor") or "-"
     model = r.get("model") or "-"
-    return f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
+    line = f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
+    return terminal_safe(line)
 
 
 @audit.command("tail")

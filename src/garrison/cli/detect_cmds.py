@@ -12,6 +12,7 @@ from garrison.cli.directory_cmds import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, table, when
 from garrison.detect.rules import load_rules
+from garrison.safe_text import terminal_safe
 
 # How often `garrison alerts --follow` asks for news.
 FOLLOW_POLL_S = 1.0
@@ -68,10 +69,11 @@ def _emit(row: dict[str, Any], as_json: bool) -> None:
         return
     subject = f"{row['subject']['kind']} {row['subject']['id']}"
     actions = ", ".join(x["action"] for x in row["actions"]) or "no action"
-    click.echo(
+    line = (
         f"{when(row['last_at'])}  {row['severity'].upper():8} {row['rule_id']}  {subject}  "
         f"×{row['count']}  {row['status']}  ({actions})  {row['id']}"
     )
+    click.echo(terminal_safe(line))
 
 
 @click.group()

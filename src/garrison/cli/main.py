@@ -26,9 +26,11 @@ from garrison import __version__
 from garrison.bootstrap import FIRST_ADMIN, open_directory, recover_admin_key, write_credential
 from garrison.bootstrap import init as do_init
 from garrison.cli.options import DEFAULT_DATA_DIR, config_option
+from garrison.cli.output import cell
 from garrison.config import Settings, load_settings
 from garrison.errors import GarrisonError
 from garrison.keyring import Sealer, add_seal_key
+from garrison.safe_text import terminal_safe
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,7 +43,7 @@ def _settings(config_path: Path) -> Settings:
 def _fail(message: str) -> None:
     # One line, verbatim: no markup parsing (messages may hold brackets), no wrapping.
     prefix = click.style("error:", fg="red")
-    click.echo(f"{prefix} {' '.join(message.split())}", err=True)
+    click.echo(f"{prefix} {terminal_safe(' '.join(message.split()))}", err=True)
     sys.exit(2)
 
 
@@ -69,7 +71,7 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool, t
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
+        table.add_row(*(cell(row.get(c, "")) for c in columns))
     console.print(table)
 
 

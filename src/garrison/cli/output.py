@@ -12,8 +12,10 @@ import click
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from garrison.cli.client import AdminClient
+from garrison.safe_text import terminal_safe
 
 console = Console()
 
@@ -39,19 +41,22 @@ def emit_json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
-def cell(value: Any) -> str:
+def cell(value: Any) -> Text:
+    """A table cell: plain text (no rich markup), control characters shown escaped."""
     if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
+        text = "-"
+    elif isinstance(value, list):
+        text = ",".join(str(v) for v in value) or "-"
+    else:
+        text = str(value)
+    return Text(terminal_safe(text))
 
 
 def table(rows: list[dict[str, Any]], columns: list[str], as_json: bool, title: str) -> None:
     if as_json:
         emit_json(rows)
         return
-    out = Table(title=title)
+    out = Table(title=Text(terminal_safe(title)))
     for column in columns:
         out.add_column(column)
     for row in rows:

@@ -11,7 +11,7 @@ from garrison.cli.directory_cmds import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
 from garrison.domain.durations import parse_duration
-from garrison.respond.evidence import VERIFY_COMMAND
+from garrison.respond.evidence import VERIFY_COMMAND, signing_fingerprint, verify_instructions
 
 
 @click.group()
@@ -203,18 +203,14 @@ def incident_export(incident_id: str, out: Path, config_path: Path) -> None:
         bundle = client.get(f"/incidents/{seg(incident_id)}/evidence")
     out.mkdir(parents=True, exist_ok=True)
     (out / "evidence.json").write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
-    (out / "pubkey.json").write_bytes(
-        orjson.dumps(bundle["public_keys"], option=orjson.OPT_INDENT_2)
-    )
-    (out / "VERIFY.txt").write_text(
-        f"cd {out}\n{VERIFY_COMMAND}\n\n"
-        "Check pubkey.json against the key you hold independently "
-        "(`garrison audit pubkey` on the gateway host, or your published copy).\n"
-    )
+    # No key file beside it: a key shipped in the bundle proves nothing by itself.
+    (out / "VERIFY.txt").write_text(verify_instructions(bundle, out))
     click.echo(f"{len(bundle['events'])} events with proofs written to {out}")
     if bundle["not_yet_checkpointed"]:
         click.echo(
             f"{len(bundle['not_yet_checkpointed'])} newer events were not yet under a signed "
             "checkpoint; export again to include them"
         )
+    click.echo(f"signed by audit key fingerprint {signing_fingerprint(bundle)}")
     click.echo(f"verify: cd {out} && {VERIFY_COMMAND}")
+    click.echo("  (FINGERPRINT obtained independently: `garrison audit pubkey --fingerprint`)")

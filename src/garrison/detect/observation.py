@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from garrison.audit.events import AuditEvent
+from garrison.domain.networks import parse_address
 
 
 class Severity(enum.IntEnum):
@@ -138,7 +139,7 @@ NETWORK_CACHE = 65536
 def network_of(address: str, prefix_v4: int, prefix_v6: int) -> str | None:
     """The network an address belongs to at the given granularity (e.g. its /24)."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = parse_address(address)
     except ValueError:
         return None
     prefix = prefix_v4 if ip.version == 4 else prefix_v6

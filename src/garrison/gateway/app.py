@@ -199,7 +199,10 @@ def peer_address(
             peer = parse_address(str(info[0]))
     if peer is None:
         return _UNKNOWN_ADDRESS
-    return client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    if not state.trusted_proxies:
+        return peer
+    lines = request.headers.getall(state.forwarded_header, ())
+    return client_address(peer, lines, state.trusted_proxies, state.forwarded_header)
 
 
 def _record_later(state: GatewayState, event: AuditEvent) -> None:

@@ -117,6 +117,7 @@ class Gateway:
             audit=self.audit,
             limits=settings.limits,
             trusted_proxies=settings.trusted_proxies,
+            forwarded_header=settings.forwarded_header,
             clock=clock,
             audit_fail_open=settings.audit_fail_open,
             stale_mode=settings.lock_stale_mode,
@@ -164,6 +165,12 @@ class Gateway:
             secret = os.environ.get(secret_env, "") if secret_env else ""
             if secret_env and not secret:
                 raise ConfigError(f"[alerts] webhook_secret_env: {secret_env} is empty or unset")
+            if not secret:
+                # Not the URL: webhook URLs often carry the receiver's token.
+                log.warning(
+                    "ALERT WEBHOOK IS UNSIGNED: alerts go out without a signature, so the "
+                    "receiver cannot tell them from forgeries; set [alerts] webhook_secret_env"
+                )
             sinks.append(WebhookSink(settings.alerts_webhook_url, secret.encode() or None))
         if settings.alerts_jsonl:
             target = None if settings.alerts_jsonl == "-" else Path(settings.alerts_jsonl)

@@ -14,6 +14,7 @@ import aiohttp
 from garrison.audit import AuditLog
 from garrison.detect.patterns import Matcher
 from garrison.domain import Network
+from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.keyring import Sealer
 from garrison.policy.engine import PolicyEngine
@@ -35,6 +36,8 @@ class GatewayState:
     audit: AuditLog
     limits: GatewayLimits = field(default_factory=GatewayLimits)
     trusted_proxies: tuple[Network, ...] = ()
+    # Which header those proxies append the client's address to (the other is ignored).
+    forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR
     clock: Callable[[], float] = time.time
     session: aiohttp.ClientSession | None = None
     audit_fail_open: bool = False

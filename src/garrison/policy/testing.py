@@ -79,10 +79,23 @@ def _strings(value: Any, where: str) -> frozenset[str]:
     return frozenset(value)
 
 
-def _table(value: Any, where: str) -> dict[str, Any]:
+def _table(value: Any, where: str, known: frozenset[str] | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest(f"{where}: expected a table")
+    if known is not None:
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise BadRequest(
+                f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
     return value
+
+
+# The keys a policy test file and its tables may hold; anything else is a typo, refused.
+_FILE_KEYS = frozenset({"policies", "principals", "models", "cases"})
+_PRINCIPAL_KEYS = frozenset({"vendor", "kind", "clearance", "compartments", "roles"})
+_MODEL_KEYS = frozenset({"level", "compartments", "requires_justification"})
+_CASE_KEYS = frozenset({"principal", "model", "expect", "context", "reasons"})
 
 
 def _context(values: Any, where: str) -> Context:
@@ -117,6 +130,7 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
         spec = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise BadRequest(f"{path}: {exc}") from None
+    _table(spec, str(path), _FILE_KEYS)
     org_text = ""
     if "policies" in spec:
         org_text = read_policy_dir((path.parent / str(spec["policies"])).resolve())
@@ -125,7 +139,7 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
     vendors: set[str] = set()
     for name, raw in _table(spec.get("principals") or {}, "principals").items():
         where = f"principals.{name}"
-        p = _table(raw, where)
+        p = _table(raw, f"{path}: {where}", _PRINCIPAL_KEYS)
         vendor = p.get("vendor", False)
         if not isinstance(vendor, bool):
             raise BadRequest(f"{where}.vendor: expected true or false")
@@ -147,7 +161,7 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
         )
     models: dict[str, Model] = {}
     for name, raw_model in _table(spec.get("models") or {}, "models").items():
-        m = _table(raw_model, f"models.{name}")
+        m = _table(raw_model, f"{path}: models.{name}", _MODEL_KEYS)
         justification = m.get("requires_justification", False)
         if not isinstance(justification, bool):
             raise BadRequest(f"models.{name}.requires_justification: expected true or false")
@@ -173,7 +187,7 @@ def run_policy_tests(path: Path) -> list[CaseResult]:
         raise BadRequest("cases: expected a list of tables ([[cases]])")
     for n, raw_case in enumerate(cases, start=1):
         where = f"cases[{n}]"
-        case = _table(raw_case, where)
+        case = _table(raw_case, f"{path}: {where}", _CASE_KEYS)
         who, what = case.get("principal"), case.get("model")
         if not isinstance(who, str) or not isinstance(what, str):
             raise BadRequest(f"{where}: principal and model must be names")

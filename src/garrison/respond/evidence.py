@@ -1,10 +1,12 @@
 """The evidence bundle of an incident: every event of its timeline with an inclusion proof
 against one signed checkpoint, the public keys, and the command that checks it all offline.
 
-    garrison audit verify-proof evidence.json --pubkey pubkey.json
+    garrison audit verify-proof evidence.json --fingerprint FINGERPRINT
 
-checks the checkpoint's signature with the key given on the command line (not the copy in
-the bundle), then every event's inclusion in the signed tree.
+checks the checkpoint's signature with a key the checker obtained independently (given with
+``--pubkey``, or the bundle's copy only if its fingerprint is the one given), then every
+event's inclusion in the signed tree. A key shipped inside the bundle proves nothing by
+itself: whoever could alter the bundle could replace it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from garrison.audit.checkpoint import fingerprint_of, load_public_b64
 from garrison.audit.merkle import LeafHashes
 from garrison.audit.sqlite_reader import AuditReader, prove_inclusion
 from garrison.store.incidents import incident_report, timeline
 
-VERIFY_COMMAND = "garrison audit verify-proof evidence.json --pubkey pubkey.json"
+VERIFY_COMMAND = "garrison audit verify-proof evidence.json --fingerprint FINGERPRINT"
 
 
 def build_evidence(
@@ -59,3 +62,28 @@ def build_evidence(
         "not_yet_checkpointed": later,
         "verify": VERIFY_COMMAND,
     }
+
+
+def signing_fingerprint(bundle: dict[str, Any]) -> str:
+    """The fingerprint of the key that signed the bundle's checkpoint (from the bundle's own
+    copy: to be compared with one obtained independently, never trusted by itself)."""
+    kid = bundle["checkpoint"]["key_id"]
+    return fingerprint_of(load_public_b64(bundle["public_keys"][kid]))
+
+
+def verify_instructions(bundle: dict[str, Any], where: Path) -> str:
+    """VERIFY.txt: how to check the bundle without trusting anything inside it."""
+    kid = bundle["checkpoint"]["key_id"]
+    fingerprint = signing_fingerprint(bundle)
+    return (
+        f"This bundle's checkpoint is signed by audit key {kid}\n"
+        f"  fingerprint {fingerprint}\n\n"
+        "Do not trust a key or fingerprint shipped in this bundle (this file included):\n"
+        "whoever could alter the bundle could replace them. Obtain the gateway's audit key\n"
+        "independently, from its operator (`garrison audit pubkey --fingerprint` on the\n"
+        "gateway host) or from the copy you hold, then check the bundle against it:\n\n"
+        f"  cd {where}\n"
+        "  garrison audit verify-proof evidence.json --fingerprint <the fingerprint you obtained>\n"
+        "or, with the key itself:\n"
+        "  garrison audit verify-proof evidence.json --pubkey <the key file you obtained>\n"
+    )

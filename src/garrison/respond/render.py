@@ -1,7 +1,8 @@
 """An incident report (the dict of ``store.incidents.incident_report``) as Markdown or HTML.
 
 Pure: the report in, text out. Every value that came from a caller (model names, reasons,
-addresses, notes) is escaped in HTML.
+addresses, notes) is escaped in HTML, and in Markdown so that it cannot render as a link,
+an image, HTML or formatting.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 from typing import Any
+
+from garrison.safe_text import markdown_inline
 
 
 def _t(ts: float | None) -> str:
@@ -131,10 +134,9 @@ def _header(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _md_cell(text: str) -> str:
-    """One table cell: nothing unprintable (a terminal would obey control characters, a \\r
-    would split the row), pipes and HTML escaped."""
-    printable = "".join(ch if ch.isprintable() else " " for ch in text)
-    return html.escape(printable, quote=False).replace("|", "\\|")
+    """One table cell or header value: nothing unprintable (a terminal would obey control
+    characters, a \\r would split the row), HTML, pipes and link/image syntax escaped."""
+    return markdown_inline(text)
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from garrison.audit.exporters import SyslogExporter
+from garrison.private_files import open_private_append
 
 log = logging.getLogger("garrison.alerts")
 
@@ -133,7 +134,7 @@ class JsonlSink(_Threaded):
 
     def __init__(self, path: Path | None) -> None:
         """``path`` None: standard output."""
-        self._handle = sys.stdout.buffer if path is None else open(path, "ab")  # noqa: SIM115
+        self._handle = sys.stdout.buffer if path is None else open_private_append(path)
         self._own = path is not None
         super().__init__()
 

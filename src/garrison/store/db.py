@@ -17,6 +17,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 
+from garrison.private_files import prepare_sqlite_file
+
 # How long a writer waits for another writer's lock before failing. Directory writes are
 # rare and short; a second covers a burst of audit group commits.
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -49,7 +51,10 @@ def apply_sqlite_pragmas(
 
 
 def make_engine(url: str) -> sa.Engine:
-    if sqlite_path(url) is not None:
+    path = sqlite_path(url)
+    if path is not None:
+        if str(path) != ":memory:":
+            prepare_sqlite_file(path)
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
 
         @event.listens_for(engine, "connect")

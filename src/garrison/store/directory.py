@@ -7,7 +7,6 @@ Validation happens before the transaction opens; a bad input raises ``BadRequest
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import secrets
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from garrison.domain import (
     VendorStatus,
 )
 from garrison.domain.locks import LockKind
+from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
@@ -82,7 +82,7 @@ def check_networks(values: Iterable[str], what: str = "key") -> tuple[Network, .
     nets: list[Network] = []
     for value in values:
         try:
-            nets.append(ipaddress.ip_network(value.strip(), strict=True))
+            nets.append(parse_network(value, strict=True))
         except ValueError as exc:
             raise BadRequest(f"invalid network {value!r}: {exc}") from None
     if len(nets) > KEY_MAX_NETWORKS:

@@ -7,13 +7,13 @@ different admin confirms it (a request older than ``LIFT_REQUEST_TTL_S`` no long
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain.locks import LockKind
+from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest, Conflict, NotFound
 from garrison.store import schema
 from garrison.store.db import write_transaction
@@ -52,7 +52,7 @@ def resolve_target(conn: sa.Connection, kind: LockKind, ref: str) -> tuple[str, 
         return "*", "everything"
     if kind is LockKind.NETWORK:
         try:
-            net = ipaddress.ip_network(ref.strip(), strict=False)
+            net = parse_network(ref, strict=False)
         except ValueError as exc:
             raise BadRequest(f"invalid network {ref!r}: {exc}") from None
         return str(net), str(net)

@@ -5,7 +5,6 @@ Built in one read transaction; swapped in whole. The hot path never touches the 
 
 from __future__ import annotations
 
-import ipaddress
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from garrison.domain import (
 )
 from garrison.domain.access import Grant
 from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
+from garrison.domain.networks import parse_network
 from garrison.keyring import Sealer
 from garrison.store import schema
 
@@ -66,7 +66,7 @@ class Snapshot:
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(n) for n in orjson.loads(text))
+    return tuple(parse_network(n) for n in orjson.loads(text))
 
 
 def parse_compartments(text: str) -> frozenset[str]:
@@ -150,7 +150,7 @@ def _lock(r: Any) -> Lock:
         created_at=r.created_at,
         expires_at=r.expires_at,
         incident_id=r.incident_id,
-        network=ipaddress.ip_network(r.target) if kind is LockKind.NETWORK else None,
+        network=parse_network(r.target) if kind is LockKind.NETWORK else None,
     )
 
 
