@@ -50,3 +50,5 @@ class Reason(enum.StrEnum):
     # process state
     OVERLOADED = "gateway.overloaded"
     AUDIT_UNAVAILABLE = "audit.unavailable"
+    # the upstream misbehaved (recorded on request.completed; the caller sees a generic error)
+    UPSTREAM_REDIRECT = "upstream.redirect"  # answered 3xx; redirects are never followed

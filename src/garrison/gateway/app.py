@@ -54,6 +54,7 @@ from garrison.gateway.scrub import scrub_message, upstream_error_message
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
+    is_redirect,
     upstream_body,
     upstream_headers,
     upstream_url,
@@ -521,11 +522,12 @@ def _complete(
     usage: Usage | None,
     bytes_out: int,
     ttfb: float | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     state.outcomes[outcome] += 1
-    extra: dict[str, Any] = {}
+    extra = dict(extra) if extra else {}
     if call.cut is not None:
-        extra = {"reasons": [call.cut.reason.value], "lock_id": call.cut.lock_id}
+        extra.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
     _record_later(
         state,
         call.event(
@@ -566,8 +568,14 @@ async def _forward(
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
     try:
         async with state.session.post(
-            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
+            upstream_url(model, endpoint),
+            data=payload,
+            headers=headers,
+            timeout=_timeout(state),
+            allow_redirects=False,  # never: see upstream.is_redirect
         ) as resp:
+            if is_redirect(resp.status):
+                return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
                 exc = await _upstream_failure(resp, model)
                 _complete(
@@ -624,6 +632,25 @@ def _upstream_error(
     return _error_response(api, exc, call.request_id)
 
 
+def _upstream_redirect(
+    state: GatewayState, call: Call, api: UpstreamApi, status: int
+) -> web.Response:
+    """A 3xx from the upstream: not followed (its target is never contacted), a 502."""
+    log.warning("upstream answered %d (redirect refused) for %s", status, call.request_id)
+    exc = UpstreamFailed(f"upstream answered {status}")
+    _complete(
+        state,
+        call,
+        status=exc.status,
+        outcome="upstream_redirect",
+        usage=None,
+        bytes_out=0,
+        ttfb=None,
+        extra={"reasons": [Reason.UPSTREAM_REDIRECT.value], "upstream_status": status},
+    )
+    return _error_response(api, exc, call.request_id)
+
+
 class _StreamLimit(Exception):
     """The stream ran past its longest duration."""
 
@@ -652,8 +679,14 @@ async def _forward_stream(
     deadline = loop.time() + state.limits.stream_max_seconds
     try:
         async with state.session.post(
-            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
+            upstream_url(model, endpoint),
+            data=payload,
+            headers=headers,
+            timeout=_timeout(state),
+            allow_redirects=False,  # never: see upstream.is_redirect
         ) as resp:
+            if is_redirect(resp.status):
+                return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
                 exc = await _upstream_failure(resp, model)
                 return _upstream_error(state, call, api, exc, f"upstream_{resp.status}")

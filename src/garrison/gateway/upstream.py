@@ -68,5 +68,13 @@ def upstream_headers(
     return headers
 
 
+def is_redirect(status: int) -> bool:
+    """Upstream redirects are never followed: a 307/308 would resend the credential and the
+    prompt to another origin, a 301/302/303 would turn into a GET of a URL the upstream
+    chose (an internal one) whose answer reaches the caller. The registry alone says where
+    a model is served; a 3xx is a broken upstream (502), audited as such."""
+    return 300 <= status < 400
+
+
 def upstream_url(model: Model, endpoint: Endpoint) -> str:
     return model.upstream_url + endpoint.upstream_suffix
