@@ -48,9 +48,9 @@ from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.content import scan
+from garrison.gateway.credential_echo import model_answer_forms, model_key, scrub_bytes
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
-from garrison.gateway.scrub import scrub_message, upstream_error_message
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
@@ -59,6 +59,7 @@ from garrison.gateway.upstream import (
     upstream_headers,
     upstream_url,
 )
+from garrison.gateway.upstream_errors import client_message
 from garrison.identity import authenticate
 from garrison.policy.context import call_context
 from garrison.policy.engine import PolicyDecision
@@ -504,12 +505,12 @@ async def _upstream_failure(resp: aiohttp.ClientResponse, model: Model) -> Garri
     except UpstreamFailed:
         raw = b""
     if 400 <= resp.status < 500:
-        host = resp.url.host or ""
-        message = scrub_message(
-            upstream_error_message(raw),
-            replace={model.upstream_model: model.name, host: "[upstream]"},
+        message, shape = client_message(
+            raw, upstream_model=model.upstream_model, model_name=model.name, key=model_key(model)
         )
-        return apis.error_for_upstream_status(resp.status, message)
+        exc = apis.error_for_upstream_status(resp.status, message)
+        exc.detail = f"upstream answered {resp.status}; message shape {shape}"
+        return exc
     return UpstreamFailed(f"upstream answered {resp.status}")
 
 
@@ -611,6 +612,7 @@ async def _forward(
     old, new = _client_model_bytes(model)
     if old != new:
         raw = raw.replace(old, new)
+    raw = scrub_bytes(raw, model_answer_forms(model))
     _complete(
         state,
         call,
@@ -670,6 +672,7 @@ async def _forward_stream(
     meter = SseMeter(api, drop_usage_chunk=injected_usage)
     old, new = _client_model_bytes(model)
     rename = old != new
+    echo_forms = model_answer_forms(model)
     response: web.StreamResponse | None = None
     bytes_out = 0
     ttfb: float | None = None
@@ -711,13 +714,15 @@ async def _forward_stream(
                             ttfb = time.perf_counter() - call.started
                         if rename:
                             out = out.replace(old, new)
+                        if echo_forms:
+                            out = scrub_bytes(out, echo_forms)
                         bytes_out += len(out)
                         await response.write(out)
             except TimeoutError:
                 if loop.time() >= deadline:
                     raise _StreamLimit from None
                 raise
-            rest = meter.flush()
+            rest = scrub_bytes(meter.flush(), echo_forms)
             if rest:
                 bytes_out += len(rest)
                 await response.write(rest)
