@@ -52,3 +52,4 @@ class Reason(enum.StrEnum):
     AUDIT_UNAVAILABLE = "audit.unavailable"
     # the upstream misbehaved (recorded on request.completed; the caller sees a generic error)
     UPSTREAM_REDIRECT = "upstream.redirect"  # answered 3xx; redirects are never followed
+    UPSTREAM_USAGE_INVALID = "upstream.usage_invalid"  # negative or absurd usage, clamped

@@ -529,6 +529,9 @@ def _complete(
     extra = dict(extra) if extra else {}
     if call.cut is not None:
         extra.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
+    if usage is not None and usage.flags:
+        extra["usage_flags"] = sorted(usage.flags)
+        extra["reasons"] = [*extra.get("reasons", ()), Reason.UPSTREAM_USAGE_INVALID.value]
     _record_later(
         state,
         call.event(
