@@ -54,8 +54,8 @@ from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
+    build_upstream_body,
     is_redirect,
-    upstream_body,
     upstream_headers,
     upstream_url,
 )
@@ -413,9 +413,11 @@ async def _handle_model_call(
         return refused
     if stale_refusal(state, model):
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
-    payload, injected_usage = upstream_body(endpoint, body, model)
+    built = build_upstream_body(endpoint, body, model)
+    payload, injected_usage = built.payload, built.injected_usage
     stream = body.get("stream") is True
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
+    extra_data.update(built.dropped.record())
     if state.content_rules:
         flags = scan(state.content_rules, body)
         if flags:
