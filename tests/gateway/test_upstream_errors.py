@@ -3,17 +3,24 @@ rebuilt as the gateway's own sentence with the upstream's numbers in it."""
 
 from __future__ import annotations
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
+from garrison.domain import UpstreamApi
 from garrison.gateway.upstream_errors import (
     MAX_MESSAGE_SCAN_CHARS,
     SAFE_CODES,
     UpstreamErrorText,
     client_message,
     read_error,
+    rewrite_stream_errors,
     safe_message,
 )
+from tests.support.admin import admin_call
+from tests.support.servers import one_route_upstream
+from tests.support.world import World
 
 LEAK = " (host gpu-7.corp, org org-SECRET, key sk-abc/+=, trace /srv/app.py:12)"
 
@@ -147,3 +154,96 @@ def test_client_message_replaces_the_upstream_model_name_and_the_key() -> None:
         raw, upstream_model="internal-x", model_name="assistant", key="4096"
     )
     assert (out.count("4096"), shape) == (0, "openai_context")
+
+
+# ── error events inside a stream ───────────────────────────────────────────────────────────
+LEAKY = {"message": "CUDA OOM on gpu-7.corp, key Zm9v/YmFy+cXV4==", "type": "server_error"}
+
+
+def rewrite(out: bytes, api: UpstreamApi = UpstreamApi.OPENAI, sep: bytes = b"\n\n") -> bytes:
+    return rewrite_stream_errors(
+        out, sep, api, upstream_model="internal-x", model_name="assistant", key="Zm9v/YmFy+cXV4=="
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        b"data: " + orjson.dumps({"error": LEAKY}),
+        b"data: " + orjson.dumps({"object": "error", **LEAKY, "code": 500}),
+        b"event: error\ndata: " + orjson.dumps({"type": "error", "error": LEAKY}),
+        b"data: " + orjson.dumps({"error": LEAKY["message"]}),
+    ],
+    ids=["openai", "vllm", "anthropic", "string"],
+)
+def test_an_upstream_error_event_is_replaced_by_the_gateways_own(event: bytes) -> None:
+    chunk = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n' + event + b"\n\n"
+    out = rewrite(chunk)
+    assert out.startswith(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    assert b"gpu-7" not in out and b"CUDA" not in out and b"Zm9v" not in out
+    assert b"The model server failed to answer." in out and out.endswith(b"\n\n")
+
+
+def test_a_known_shape_inside_a_stream_error_is_rebuilt() -> None:
+    error = {"error": {"message": "maximum context length is 4096 tokens (host gpu-7.corp)"}}
+    out = rewrite(b"data: " + orjson.dumps(error) + b"\n\n")
+    assert b"maximum context length is 4096 tokens" in out and b"gpu-7" not in out
+
+
+def test_an_anthropic_stream_error_keeps_the_anthropic_shape() -> None:
+    event = b"event: error\ndata: " + orjson.dumps({"type": "error", "error": LEAKY})
+    out = rewrite(event + b"\r\n\r\n", UpstreamApi.ANTHROPIC, b"\r\n\r\n")
+    name, _, data = out.strip().partition(b"\ndata: ")
+    assert name == b"event: error"
+    assert orjson.loads(data)["type"] == "error"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'data: {"choices":[{"delta":{"content":"error"}}]}\n\n',
+        b'data: {"choices":[{"delta":{"content":"an \\"error\\": here"}}]}\n\n',
+        b"data: [DONE]\n\n",
+        b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n',
+    ],
+)
+def test_ordinary_events_pass_unchanged(chunk: bytes) -> None:
+    assert rewrite(chunk) == chunk
+
+
+@pytest.mark.e2e
+async def test_a_leaky_error_event_mid_stream_never_reaches_the_caller(world: World) -> None:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"delta":{"content":"partial"}}]}\n\n')
+        await resp.write(b"data: " + orjson.dumps({"error": LEAKY}))  # no closing blank line
+        return resp
+
+    async with one_route_upstream("/v1/chat/completions", stream) as port:
+        status, body = await admin_call(
+            world,
+            world.admin_key,
+            "POST",
+            "/models",
+            {"name": "leaky", "upstream_url": f"http://127.0.0.1:{port}/v1"},
+        )
+        assert status == 201, body
+        await world.reload()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                world.base + "/v1/chat/completions",
+                json={
+                    "model": "leaky",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "stream": True,
+                },
+                headers={"authorization": f"Bearer {world.keys['alice']}"},
+            ) as resp,
+        ):
+            raw = await resp.read()
+    assert b"partial" in raw
+    assert b"gpu-7" not in raw and b"CUDA" not in raw and b"Zm9v" not in raw
+    assert b"The model server failed to answer." in raw

@@ -59,7 +59,7 @@ from garrison.gateway.upstream import (
     upstream_headers,
     upstream_url,
 )
-from garrison.gateway.upstream_errors import client_message
+from garrison.gateway.upstream_errors import client_message, rewrite_stream_errors
 from garrison.identity import authenticate
 from garrison.policy.context import call_context
 from garrison.policy.engine import PolicyDecision
@@ -721,13 +721,28 @@ async def _forward_stream(
                             out = out.replace(old, new)
                         if echo_forms:
                             out = scrub_bytes(out, echo_forms)
+                        out = rewrite_stream_errors(
+                            out,
+                            meter.separator,
+                            api,
+                            upstream_model=model.upstream_model,
+                            model_name=model.name,
+                            key=model_key(model),
+                        )
                         bytes_out += len(out)
                         await response.write(out)
             except TimeoutError:
                 if loop.time() >= deadline:
                     raise _StreamLimit from None
                 raise
-            rest = scrub_bytes(meter.flush(), echo_forms)
+            rest = rewrite_stream_errors(
+                scrub_bytes(meter.flush(), echo_forms),
+                meter.separator,
+                api,
+                upstream_model=model.upstream_model,
+                model_name=model.name,
+                key=model_key(model),
+            )
             if rest:
                 bytes_out += len(rest)
                 await response.write(rest)

@@ -121,6 +121,11 @@ class SseMeter:
             return complete
         return self._openai(complete, sep)
 
+    @property
+    def separator(self) -> bytes:
+        """The event separator the upstream uses (LF LF until the first event is seen)."""
+        return self._sep or b"\n\n"
+
     def _hold(self, buf: bytes) -> bytes:
         self._buf = buf
         if len(buf) > MAX_SSE_EVENT_BYTES:

@@ -18,6 +18,9 @@ from typing import Any
 
 import orjson
 
+from garrison.domain import UpstreamApi
+from garrison.errors import UpstreamFailed
+from garrison.gateway.apis import stream_error_event
 from garrison.gateway.credential_echo import scrub_text
 from garrison.gateway.scrub import scrub_message
 
@@ -160,3 +163,62 @@ def client_message(
     if message:
         message = scrub_text(scrub_message(message, replace={upstream_model: model_name}), key)
     return message, shape
+
+
+def _is_error_event(event: bytes) -> dict[str, Any] | None:
+    """The payload of an SSE error event (Anthropic ``event: error``, OpenAI/llama.cpp
+    ``{"error": …}``, vLLM ``{"object": "error", …}``), else None."""
+    name = b""
+    data: list[bytes] = []
+    for line in event.splitlines():
+        if line.startswith(b"event:"):
+            name = line[6:].strip()
+        elif line.startswith(b"data:"):
+            data.append(line[5:].strip())
+    if not data:
+        return None
+    try:
+        payload: Any = orjson.loads(b"\n".join(data))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    if (
+        name == b"error"
+        or payload.get("type") == "error"
+        or payload.get("object") == "error"
+        or isinstance(payload.get("error"), dict | str)
+    ):
+        return payload
+    return None
+
+
+def rewrite_stream_errors(
+    out: bytes,
+    sep: bytes,
+    api: UpstreamApi,
+    *,
+    upstream_model: str,
+    model_name: str,
+    key: str | None,
+) -> bytes:
+    """``out`` (whole SSE events ending in ``sep``) with every upstream error event replaced
+    by the gateway's own error event: the message passes only as a known shape, as for a
+    4xx answer. Events that are not errors pass unchanged (and cost one substring test)."""
+    if b"error" not in out:
+        return out
+    events = out.split(sep)
+    changed = False
+    for i, event in enumerate(events):
+        if b"error" not in event:
+            continue
+        payload = _is_error_event(event)
+        if payload is None:
+            continue
+        message, _ = client_message(
+            orjson.dumps(payload), upstream_model=upstream_model, model_name=model_name, key=key
+        )
+        exc = UpstreamFailed("upstream error event", public_message=message or None)
+        events[i] = stream_error_event(api, exc).rstrip(b"\n")
+        changed = True
+    return sep.join(events) if changed else out
