@@ -9,6 +9,7 @@ import pytest
 
 from garrison.domain import UpstreamApi
 from garrison.domain.request_fields import NEVER_FORWARDED
+from garrison.gateway.apis import REDIRECT_FIELDS
 from garrison.gateway.fields import (
     DOCUMENTED,
     DROPPED_NAME_MAX_CHARS,
@@ -36,6 +37,11 @@ def forward(
     kind: str, body: dict[str, Any], extra: frozenset[str] = frozenset()
 ) -> tuple[dict[str, Any], Dropped]:
     return forward_fields(kind, APIS[kind], body, extra)
+
+
+def test_redirect_fields_are_never_forwarded_and_never_documented() -> None:
+    assert REDIRECT_FIELDS <= NEVER_FORWARDED
+    assert not any(REDIRECT_FIELDS & fields for fields in DOCUMENTED.values())
 
 
 @pytest.mark.parametrize("kind", sorted(DOCUMENTED))
