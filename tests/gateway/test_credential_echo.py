@@ -26,6 +26,7 @@ from garrison.gateway.credential_echo import (
     scrub_text,
 )
 from tests.support.admin import admin_call
+from tests.support.callers import service_key
 from tests.support.world import World
 
 SHORT_KEY = "k/+=9Q"
@@ -212,8 +213,9 @@ async def register(world: World, port: int, key: str, api: str, mode: str) -> st
     return name
 
 
-async def call(world: World, api: str, name: str, *, stream: bool = False) -> tuple[int, bytes]:
-    key = world.keys["alice"]
+async def call(
+    world: World, key: str, api: str, name: str, *, stream: bool = False
+) -> tuple[int, bytes]:
     messages = [{"role": "user", "content": "hi"}]
     if api == "anthropic":
         path, headers = "/v1/messages", {"x-api-key": key, "anthropic-version": "2023-06-01"}
@@ -252,20 +254,21 @@ async def test_echoed_credential_never_reaches_the_caller_or_the_log(
             for m in ("echo-error", "echo-context", "echo-answer")
         }
         await world.reload()
-        status, raw = await call(world, api, names["echo-error"])
+        caller = await service_key(world)
+        status, raw = await call(world, caller, api, names["echo-error"])
         assert status == 400
         assert_no_form(raw, key)
         assert b"10.0.0.9" not in raw and b"Invalid API key" not in raw  # not a known shape
-        status, raw = await call(world, api, names["echo-context"])
+        status, raw = await call(world, caller, api, names["echo-context"])
         assert status == 400
         assert_no_form(raw, key)
         assert b"maximum context length is 4096 tokens" in raw  # the known shape, rebuilt
-        status, raw = await call(world, api, names["echo-answer"])
+        status, raw = await call(world, caller, api, names["echo-answer"])
         assert status == 200
         assert_no_form(raw, key)
         assert REDACTED.encode() in raw
         if api == "openai":
-            status, raw = await call(world, api, names["echo-answer"], stream=True)
+            status, raw = await call(world, caller, api, names["echo-answer"], stream=True)
             assert status == 200
             assert_no_form(raw, key)
         await world.settle()

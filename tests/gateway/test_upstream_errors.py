@@ -19,6 +19,7 @@ from garrison.gateway.upstream_errors import (
     safe_message,
 )
 from tests.support.admin import admin_call
+from tests.support.callers import service_key
 from tests.support.servers import one_route_upstream
 from tests.support.world import World
 
@@ -231,6 +232,7 @@ async def test_a_leaky_error_event_mid_stream_never_reaches_the_caller(world: Wo
         )
         assert status == 201, body
         await world.reload()
+        caller = await service_key(world)
         async with (
             aiohttp.ClientSession() as session,
             session.post(
@@ -240,7 +242,7 @@ async def test_a_leaky_error_event_mid_stream_never_reaches_the_caller(world: Wo
                     "messages": [{"role": "user", "content": "x"}],
                     "stream": True,
                 },
-                headers={"authorization": f"Bearer {world.keys['alice']}"},
+                headers={"authorization": f"Bearer {caller}"},
             ) as resp,
         ):
             raw = await resp.read()

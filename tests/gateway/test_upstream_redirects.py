@@ -20,6 +20,7 @@ from aiohttp import web
 from garrison.domain import Reason
 from garrison.gateway.upstream import is_redirect
 from tests.support.admin import admin_call
+from tests.support.callers import service_key
 from tests.support.shapes import ANTHROPIC_ERROR_TYPES
 from tests.support.world import World
 
@@ -88,8 +89,7 @@ async def register(world: World, name: str, port: int, api: str) -> None:
     await world.reload()
 
 
-async def call(world: World, path: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
-    key = world.keys["alice"]
+async def call(world: World, key: str, path: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
     headers = (
         {"x-api-key": key, "anthropic-version": "2023-06-01"}
         if path == "/v1/messages"
@@ -129,7 +129,8 @@ async def test_upstream_redirect_is_a_502_and_its_target_is_never_contacted(
 ) -> None:
     async with redirecting_upstream(redirect) as (port, target):
         await register(world, "redirector", port, api)
-        status, request_id, raw = await call(world, path, {"model": "redirector", **body})
+        key = await service_key(world)
+        status, request_id, raw = await call(world, key, path, {"model": "redirector", **body})
         assert status == 502
         assert target.hits == []
         text = raw.decode()

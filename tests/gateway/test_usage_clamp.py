@@ -14,6 +14,7 @@ from aiohttp import web
 from garrison.domain import Reason, UpstreamApi
 from garrison.gateway.metering import MAX_REPORTED_TOKENS, SseMeter, usage_from_body
 from tests.support.admin import admin_call
+from tests.support.callers import service_key
 from tests.support.servers import one_route_upstream
 from tests.support.world import World
 
@@ -94,12 +95,13 @@ async def test_negative_usage_is_recorded_clamped_and_flagged(world: World) -> N
         )
         assert status == 201, body
         await world.reload()
+        caller = await service_key(world)
         async with (
             aiohttp.ClientSession() as session,
             session.post(
                 world.base + "/v1/chat/completions",
                 json={"model": "forger", "messages": [{"role": "user", "content": "x"}]},
-                headers={"authorization": f"Bearer {world.keys['alice']}"},
+                headers={"authorization": f"Bearer {caller}"},
             ) as resp,
         ):
             assert resp.status == 200
