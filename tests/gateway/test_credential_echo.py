@@ -274,6 +274,8 @@ async def test_echoed_credential_never_reaches_the_caller_or_the_log(
         await world.settle()
     assert key not in caplog.text
     assert key.encode() not in world.raw_audit()
+    shapes = [e["data"].get("upstream_message") for e in world.events("request.completed")]
+    assert {"generic", "openai_context"} <= set(shapes)
 
 
 def test_a_key_at_the_limit_gets_every_form() -> None:

@@ -501,7 +501,11 @@ async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _upstream_failure(resp: aiohttp.ClientResponse, model: Model) -> GarrisonError:
+async def _upstream_failure(
+    resp: aiohttp.ClientResponse, model: Model
+) -> tuple[GarrisonError, dict[str, Any] | None]:
+    """The caller's error for an upstream 4xx/5xx, and for a 4xx the audit field naming the
+    message shape the caller was shown (``generic``: the status's own message)."""
     try:
         raw = await _read_all(resp, MAX_UPSTREAM_ERROR_BYTES)
     except UpstreamFailed:
@@ -511,9 +515,8 @@ async def _upstream_failure(resp: aiohttp.ClientResponse, model: Model) -> Garri
             raw, upstream_model=model.upstream_model, model_name=model.name, key=model_key(model)
         )
         exc = apis.error_for_upstream_status(resp.status, message)
-        exc.detail = f"upstream answered {resp.status}; message shape {shape}"
-        return exc
-    return UpstreamFailed(f"upstream answered {resp.status}")
+        return exc, {"upstream_message": shape}
+    return UpstreamFailed(f"upstream answered {resp.status}"), None
 
 
 def _complete(
@@ -583,7 +586,7 @@ async def _forward(
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
-                exc = await _upstream_failure(resp, model)
+                exc, shape = await _upstream_failure(resp, model)
                 _complete(
                     state,
                     call,
@@ -592,6 +595,7 @@ async def _forward(
                     usage=None,
                     bytes_out=0,
                     ttfb=None,
+                    extra=shape,
                 )
                 return _error_response(api, exc, call.request_id)
             raw = await _read_all(resp, state.limits.max_response_bytes)
@@ -633,9 +637,23 @@ async def _forward(
 
 
 def _upstream_error(
-    state: GatewayState, call: Call, api: UpstreamApi, exc: GarrisonError, outcome: str
+    state: GatewayState,
+    call: Call,
+    api: UpstreamApi,
+    exc: GarrisonError,
+    outcome: str,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    _complete(state, call, status=exc.status, outcome=outcome, usage=None, bytes_out=0, ttfb=None)
+    _complete(
+        state,
+        call,
+        status=exc.status,
+        outcome=outcome,
+        usage=None,
+        bytes_out=0,
+        ttfb=None,
+        extra=extra,
+    )
     return _error_response(api, exc, call.request_id)
 
 
@@ -696,8 +714,8 @@ async def _forward_stream(
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
-                exc = await _upstream_failure(resp, model)
-                return _upstream_error(state, call, api, exc, f"upstream_{resp.status}")
+                exc, shape = await _upstream_failure(resp, model)
+                return _upstream_error(state, call, api, exc, f"upstream_{resp.status}", shape)
             response = web.StreamResponse(
                 status=200,
                 headers={
