@@ -489,6 +489,7 @@ def test_models_never_show_the_upstream_key(s: Setup) -> None:
         "level": "public",
         "compartments": ["cyber"],
         "upstream_key": "none",
+        "extra_fields": [],
         "created_at": NOW,
     }
     assert UPSTREAM_SECRET not in orjson.dumps(read(s, queries.list_models)).decode()

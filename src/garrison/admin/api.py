@@ -530,6 +530,7 @@ async def create_model(ctx: Ctx) -> Any:
         level=Level.parse(body.level),
         compartments=body.compartments,
         upstream_key=body.upstream_key,
+        extra_fields=body.extra_fields,
         now=ctx.now,
     )
     return {"id": model_id, "name": body.name}
@@ -550,6 +551,7 @@ async def update_model(ctx: Ctx) -> Any:
         clear_upstream_key=body.clear_upstream_key,
         level=_level(body.level),
         compartments=body.compartments,
+        extra_fields=body.extra_fields,
     )
     preview = await asyncio.to_thread(update, dry_run=True)
     if changes_rules.model_change_is_sensitive(preview):

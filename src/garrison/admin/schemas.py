@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from garrison.domain.request_fields import EXTRA_FIELD_NAME, MAX_EXTRA_FIELDS
 from garrison.policy.engine import ORG_POLICY_MAX_BYTES
 from garrison.store.alerts import ALERT_NOTE_MAX_CHARS
 from garrison.store.directory import (
@@ -40,6 +41,8 @@ LevelName = Literal["public", "internal", "restricted", "critical"]
 RoleName = Literal["security-admin", "auditor", "vendor-manager", "approver"]
 Networks = Annotated[list[Cidr], Field(max_length=KEY_MAX_NETWORKS)]
 Compartments = Annotated[list[Compartment], Field(max_length=COMPARTMENTS_MAX)]
+ExtraField = Annotated[str, StringConstraints(pattern="^" + EXTRA_FIELD_NAME.pattern + "$")]
+ExtraFields = Annotated[list[ExtraField], Field(max_length=MAX_EXTRA_FIELDS)]
 
 
 def epoch(moment: datetime) -> float:
@@ -134,6 +137,9 @@ class ModelCreate(Body):
     ) = Field(None, description="Sealed at rest; never returned or logged.")
     level: LevelName = "internal"
     compartments: Compartments = []
+    extra_fields: ExtraFields = Field(
+        [], description="Request fields beyond the API's documented ones this upstream may get."
+    )
 
 
 class ModelUpdate(Body):
@@ -149,6 +155,7 @@ class ModelUpdate(Body):
     clear_upstream_key: bool = False
     level: LevelName | None = None
     compartments: Compartments | None = None
+    extra_fields: ExtraFields | None = Field(None, description="Replace the allowed extra fields.")
 
 
 class LockCreate(Body):

@@ -426,6 +426,13 @@ def _upstream_key(env_var: str | None) -> str | None:
 )
 @click.option("--level", default="internal", show_default=True, type=click.Choice(LEVELS))
 @click.option("--compartment", "compartments", multiple=True)
+@click.option(
+    "--allow-field",
+    "allow_fields",
+    multiple=True,
+    metavar="FIELD",
+    help="A request field beyond the API's documented ones to forward (e.g. top_k); repeat.",
+)
 @config_option
 def model_add(
     name: str,
@@ -436,6 +443,7 @@ def model_add(
     upstream_key_env: str | None,
     level: str,
     compartments: tuple[str, ...],
+    allow_fields: tuple[str, ...],
     config_path: Path,
 ) -> None:
     """Register a model."""
@@ -449,6 +457,7 @@ def model_add(
         "upstream_key": upstream_key,
         "level": level,
         "compartments": list(compartments),
+        "extra_fields": list(allow_fields),
     }
     with api(config_path) as client:
         click.echo(client.post("/models", body)["id"])
@@ -461,7 +470,7 @@ def model_list(config_path: Path, as_json: bool) -> None:
     with api(config_path) as client:
         rows = client.get("/models")
     columns = ["id", "name", "upstream_url", "upstream_model", "api", "level"]
-    table(rows, [*columns, "compartments", "upstream_key"], as_json, "Models")
+    table(rows, [*columns, "compartments", "upstream_key", "extra_fields"], as_json, "Models")
 
 
 @model.command("update")
@@ -477,6 +486,14 @@ def model_list(config_path: Path, as_json: bool) -> None:
 @click.option("--level", default=None, type=click.Choice(LEVELS))
 @click.option("--compartment", "compartments", multiple=True, help="Replace; repeat.")
 @click.option("--no-compartments", is_flag=True, help="Remove every compartment.")
+@click.option(
+    "--allow-field",
+    "allow_fields",
+    multiple=True,
+    metavar="FIELD",
+    help="Replace the extra request fields forwarded; repeat.",
+)
+@click.option("--no-extra-fields", is_flag=True, help="Forward only documented fields.")
 @config_option
 @json_option
 def model_update(
@@ -490,6 +507,8 @@ def model_update(
     level: str | None,
     compartments: tuple[str, ...],
     no_compartments: bool,
+    allow_fields: tuple[str, ...],
+    no_extra_fields: bool,
     config_path: Path,
     as_json: bool,
 ) -> None:
@@ -510,6 +529,8 @@ def model_update(
         body["clear_upstream_key"] = True
     if compartments or no_compartments:
         body["compartments"] = list(compartments)
+    if allow_fields or no_extra_fields:
+        body["extra_fields"] = list(allow_fields)
     if not body:
         raise click.UsageError("nothing to change")
     with api(config_path) as client:

@@ -54,3 +54,6 @@ class Reason(enum.StrEnum):
     # The process that allowed the call ended (killed) before recording how it ended.
     PROCESS_ENDED = "gateway.process_ended"
     AUDIT_UNAVAILABLE = "audit.unavailable"
+    # the upstream misbehaved (recorded on request.completed; the caller sees a generic error)
+    UPSTREAM_REDIRECT = "upstream.redirect"  # answered 3xx; redirects are never followed
+    UPSTREAM_USAGE_INVALID = "upstream.usage_invalid"  # negative or absurd usage, clamped

@@ -102,3 +102,6 @@ class Model:
     upstream_key: Secret | None = field(default=None, repr=False)
     # Calls must carry a justification header (x-garrison-justification), kept in the log.
     requires_justification: bool = False
+    # Request fields beyond the API's documented ones this model's upstream may receive
+    # (vLLM / llama.cpp sampling parameters), named by an admin; see domain.request_fields.
+    extra_fields: frozenset[str] = frozenset()

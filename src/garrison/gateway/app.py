@@ -52,16 +52,18 @@ from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.content import ContentUncheckable, scan
+from garrison.gateway.credential_echo import model_answer_forms, model_key, scrub_bytes
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
-from garrison.gateway.scrub import scrub_message, upstream_error_message
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
-    upstream_body,
+    build_upstream_body,
+    is_redirect,
     upstream_headers,
     upstream_url,
 )
+from garrison.gateway.upstream_errors import client_message, rewrite_stream_errors
 from garrison.identity import authenticate
 from garrison.policy.context import call_context
 from garrison.policy.engine import PolicyDecision
@@ -438,9 +440,11 @@ async def _handle_model_call(
         return refused
     if stale_refusal(state, model):
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
-    payload, injected_usage = upstream_body(endpoint, body, model)
+    built = build_upstream_body(endpoint, body, model)
+    payload, injected_usage = built.payload, built.injected_usage
     stream = body.get("stream") is True
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
+    extra_data.update(built.dropped.record())
     if state.content_rules:
         try:
             flags = scan(state.content_rules, body)
@@ -541,19 +545,22 @@ async def _read_all(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _upstream_failure(resp: aiohttp.ClientResponse, model: Model) -> GarrisonError:
+async def _upstream_failure(
+    resp: aiohttp.ClientResponse, model: Model
+) -> tuple[GarrisonError, dict[str, Any] | None]:
+    """The caller's error for an upstream 4xx/5xx, and for a 4xx the audit field naming the
+    message shape the caller was shown (``generic``: the status's own message)."""
     try:
         raw = await _read_all(resp, MAX_UPSTREAM_ERROR_BYTES)
     except UpstreamFailed:
         raw = b""
     if 400 <= resp.status < 500:
-        host = resp.url.host or ""
-        message = scrub_message(
-            upstream_error_message(raw),
-            replace={model.upstream_model: model.name, host: "[upstream]"},
+        message, shape = client_message(
+            raw, upstream_model=model.upstream_model, model_name=model.name, key=model_key(model)
         )
-        return apis.error_for_upstream_status(resp.status, message)
-    return UpstreamFailed(f"upstream answered {resp.status}")
+        exc = apis.error_for_upstream_status(resp.status, message)
+        return exc, {"upstream_message": shape}
+    return UpstreamFailed(f"upstream answered {resp.status}"), None
 
 
 def _complete(
@@ -565,11 +572,15 @@ def _complete(
     usage: Usage | None,
     bytes_out: int,
     ttfb: float | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     state.outcomes[outcome] += 1
-    extra: dict[str, Any] = {}
+    extra = dict(extra) if extra else {}
     if call.cut is not None:
-        extra = {"reasons": [call.cut.reason.value], "lock_id": call.cut.lock_id}
+        extra.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
+    if usage is not None and usage.flags:
+        extra["usage_flags"] = sorted(usage.flags)
+        extra["reasons"] = [*extra.get("reasons", ()), Reason.UPSTREAM_USAGE_INVALID.value]
     _record_later(
         state,
         call.event(
@@ -610,10 +621,16 @@ async def _forward(
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
     try:
         async with state.session.post(
-            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
+            upstream_url(model, endpoint),
+            data=payload,
+            headers=headers,
+            timeout=_timeout(state),
+            allow_redirects=False,  # never: see upstream.is_redirect
         ) as resp:
+            if is_redirect(resp.status):
+                return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
-                exc = await _upstream_failure(resp, model)
+                exc, shape = await _upstream_failure(resp, model)
                 _complete(
                     state,
                     call,
@@ -622,6 +639,7 @@ async def _forward(
                     usage=None,
                     bytes_out=0,
                     ttfb=None,
+                    extra=shape,
                 )
                 return _error_response(api, exc, call.request_id)
             raw = await _read_all(resp, state.limits.max_response_bytes)
@@ -647,6 +665,7 @@ async def _forward(
     old, new = _client_model_bytes(model)
     if old != new:
         raw = raw.replace(old, new)
+    raw = scrub_bytes(raw, model_answer_forms(model))
     _complete(
         state,
         call,
@@ -662,9 +681,42 @@ async def _forward(
 
 
 def _upstream_error(
-    state: GatewayState, call: Call, api: UpstreamApi, exc: GarrisonError, outcome: str
+    state: GatewayState,
+    call: Call,
+    api: UpstreamApi,
+    exc: GarrisonError,
+    outcome: str,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    _complete(state, call, status=exc.status, outcome=outcome, usage=None, bytes_out=0, ttfb=None)
+    _complete(
+        state,
+        call,
+        status=exc.status,
+        outcome=outcome,
+        usage=None,
+        bytes_out=0,
+        ttfb=None,
+        extra=extra,
+    )
+    return _error_response(api, exc, call.request_id)
+
+
+def _upstream_redirect(
+    state: GatewayState, call: Call, api: UpstreamApi, status: int
+) -> web.Response:
+    """A 3xx from the upstream: not followed (its target is never contacted), a 502."""
+    log.warning("upstream answered %d (redirect refused) for %s", status, call.request_id)
+    exc = UpstreamFailed(f"upstream answered {status}")
+    _complete(
+        state,
+        call,
+        status=exc.status,
+        outcome="upstream_redirect",
+        usage=None,
+        bytes_out=0,
+        ttfb=None,
+        extra={"reasons": [Reason.UPSTREAM_REDIRECT.value], "upstream_status": status},
+    )
     return _error_response(api, exc, call.request_id)
 
 
@@ -687,6 +739,7 @@ async def _forward_stream(
     meter = SseMeter(api, drop_usage_chunk=injected_usage)
     old, new = _client_model_bytes(model)
     rename = old != new
+    echo_forms = model_answer_forms(model)
     response: web.StreamResponse | None = None
     bytes_out = 0
     ttfb: float | None = None
@@ -696,11 +749,17 @@ async def _forward_stream(
     deadline = loop.time() + state.limits.stream_max_seconds
     try:
         async with state.session.post(
-            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
+            upstream_url(model, endpoint),
+            data=payload,
+            headers=headers,
+            timeout=_timeout(state),
+            allow_redirects=False,  # never: see upstream.is_redirect
         ) as resp:
+            if is_redirect(resp.status):
+                return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
-                exc = await _upstream_failure(resp, model)
-                return _upstream_error(state, call, api, exc, f"upstream_{resp.status}")
+                exc, shape = await _upstream_failure(resp, model)
+                return _upstream_error(state, call, api, exc, f"upstream_{resp.status}", shape)
             response = web.StreamResponse(
                 status=200,
                 headers={
@@ -722,13 +781,28 @@ async def _forward_stream(
                             ttfb = time.perf_counter() - call.started
                         if rename:
                             out = out.replace(old, new)
+                        if echo_forms:
+                            out = scrub_bytes(out, echo_forms)
+                        out = rewrite_stream_errors(
+                            out,
+                            api,
+                            upstream_model=model.upstream_model,
+                            model_name=model.name,
+                            key=model_key(model),
+                        )
                         bytes_out += len(out)
                         await response.write(out)
             except TimeoutError:
                 if loop.time() >= deadline:
                     raise _StreamLimit from None
                 raise
-            rest = meter.flush()
+            rest = rewrite_stream_errors(
+                scrub_bytes(meter.flush(), echo_forms),
+                api,
+                upstream_model=model.upstream_model,
+                model_name=model.name,
+                key=model_key(model),
+            )
             if rest:
                 bytes_out += len(rest)
                 await response.write(rest)

@@ -10,7 +10,7 @@ tokens are counted as content-bearing chunks (one token per chunk for llama.cpp 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,6 +20,10 @@ from garrison.domain import UpstreamApi
 # Bytes of one SSE event kept while waiting for its end: a single chunk never comes near this;
 # an upstream that never ends an event must not make the gateway buffer without bound.
 MAX_SSE_EVENT_BYTES = 1024 * 1024
+# Largest token count an upstream may report for one call: ten times the longest context
+# window served today (10M tokens). A larger (or negative) count is forged or broken: it is
+# clamped into [0, this] and flagged, so quotas and volume detectors are not fooled.
+MAX_REPORTED_TOKENS = 100_000_000
 
 
 # vLLM-style servers put ``"usage": null`` on every chunk once usage is requested; those
@@ -37,10 +41,31 @@ class Usage:
     tokens_in: int | None = None
     tokens_out: int | None = None
     counted_chunks: int = 0
+    # What was wrong: "<field>.negative", ".too_large", ".not_integer" (six entries at most).
+    flags: set[str] = field(default_factory=set)
 
     @property
     def output_tokens(self) -> int:
         return self.tokens_out if self.tokens_out is not None else self.counted_chunks
+
+    def count(self, value: Any, name: str) -> int | None:
+        """A reported token count, clamped into [0, MAX_REPORTED_TOKENS] (and flagged if it
+        was not in it); None when the upstream reported no integer."""
+        if isinstance(value, float):
+            # A count is an integer (JSON parsers read one past 64 bits as a float): ignored,
+            # as any other non-integer is, but flagged.
+            self.flags.add(f"{name}.not_integer")
+            return None
+        number = _int(value)
+        if number is None:
+            return None
+        if number < 0:
+            self.flags.add(f"{name}.negative")
+            return 0
+        if number > MAX_REPORTED_TOKENS:
+            self.flags.add(f"{name}.too_large")
+            return MAX_REPORTED_TOKENS
+        return number
 
 
 def _int(value: Any) -> int | None:
@@ -54,11 +79,11 @@ def usage_from_body(api: UpstreamApi, body: Any) -> Usage:
     data = body.get("usage")
     if isinstance(data, dict):
         if api is UpstreamApi.ANTHROPIC:
-            usage.tokens_in = _int(data.get("input_tokens"))
-            usage.tokens_out = _int(data.get("output_tokens"))
+            usage.tokens_in = usage.count(data.get("input_tokens"), "tokens_in")
+            usage.tokens_out = usage.count(data.get("output_tokens"), "tokens_out")
         else:
-            usage.tokens_in = _int(data.get("prompt_tokens"))
-            usage.tokens_out = _int(data.get("completion_tokens"))
+            usage.tokens_in = usage.count(data.get("prompt_tokens"), "tokens_in")
+            usage.tokens_out = usage.count(data.get("completion_tokens"), "tokens_out")
             if usage.tokens_out is None and usage.tokens_in is not None:
                 usage.tokens_out = 0  # embeddings report only prompt tokens
     return usage
@@ -110,6 +135,19 @@ def parse_event(raw: bytes) -> SseEvent:
         elif field == b"event":
             name = value or b"message"
     return SseEvent(name, b"\n".join(data) if data else None)
+
+
+def split_events(data: bytes) -> list[bytes]:
+    """``data`` cut into its events (each with its terminating empty line), as the spec
+    splits them; bytes after the last complete event, if any, come last."""
+    out: list[bytes] = []
+    begin = 0
+    for match in _EVENT_END.finditer(data):
+        out.append(data[begin : match.end()])
+        begin = match.end()
+    if begin < len(data):
+        out.append(data[begin:])
+    return out
 
 
 def _one_event(data: bytes) -> bool:
@@ -209,8 +247,8 @@ class SseMeter:
         if choices and _CONTENT.search(event):
             self.usage.counted_chunks += 1
         if isinstance(usage, dict):
-            self.usage.tokens_in = _int(usage.get("prompt_tokens"))
-            self.usage.tokens_out = _int(usage.get("completion_tokens"))
+            self.usage.tokens_in = self.usage.count(usage.get("prompt_tokens"), "tokens_in")
+            self.usage.tokens_out = self.usage.count(usage.get("completion_tokens"), "tokens_out")
             # The usage-only chunk we asked for on the client's behalf: not theirs to see.
             if self.drop_usage_chunk and not choices:
                 return False
@@ -232,8 +270,8 @@ class SseMeter:
         if usage is None and isinstance(payload.get("message"), dict):
             usage = payload["message"].get("usage")
         if isinstance(usage, dict):
-            tin = _int(usage.get("input_tokens"))
-            tout = _int(usage.get("output_tokens"))
+            tin = self.usage.count(usage.get("input_tokens"), "tokens_in")
+            tout = self.usage.count(usage.get("output_tokens"), "tokens_out")
             if tin is not None:
                 self.usage.tokens_in = tin
             if tout is not None:

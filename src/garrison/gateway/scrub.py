@@ -1,5 +1,8 @@
 """Scrub an upstream error message before a client sees it.
 
+(A second line of defence: only the gateway's own sentences for known message shapes reach
+a caller, see ``upstream_errors``; they pass through here all the same.)
+
 A context-length error is useful to the caller; the upstream's host, addresses, account ids,
 keys and internal model name are not theirs to see. What survives is the message with those
 replaced, cut to a bounded length.

@@ -1,13 +1,14 @@
 """Building the upstream call: URL, headers and body come from the registry and the parse.
 
-Nothing the client sent reaches the upstream except the fields of the parsed body (minus
-redirect fields) and two validated Anthropic headers. The upstream credential is injected
+Nothing the client sent reaches the upstream except the documented (or admin-allowed) fields
+of the parsed body and two validated Anthropic headers. The upstream credential is injected
 here and nowhere else.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,7 +16,8 @@ from multidict import CIMultiDict
 
 from garrison import __version__
 from garrison.domain import AuthStyle, Model
-from garrison.gateway.apis import REDIRECT_FIELDS, Endpoint
+from garrison.gateway.apis import Endpoint
+from garrison.gateway.fields import Dropped, forward_fields
 
 ANTHROPIC_DEFAULT_VERSION = "2023-06-01"
 REQUEST_ID_HEADER = "x-request-id"
@@ -29,9 +31,25 @@ _USER_AGENT = f"garrison/{__version__}"
 RESPONSE_HEADER_ALLOWLIST = frozenset({"content-type"})
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamBody:
+    payload: bytes
+    # A usage chunk was requested on the client's behalf (removed from what it receives).
+    injected_usage: bool
+    # The fields not forwarded (not documented for the API nor allowed for the model).
+    dropped: Dropped
+
+
 def upstream_body(endpoint: Endpoint, body: dict[str, Any], model: Model) -> tuple[bytes, bool]:
     """The bytes to forward, and whether a usage chunk was requested on the client's behalf."""
-    out = {k: v for k, v in body.items() if k not in REDIRECT_FIELDS}
+    built = build_upstream_body(endpoint, body, model)
+    return built.payload, built.injected_usage
+
+
+def build_upstream_body(endpoint: Endpoint, body: dict[str, Any], model: Model) -> UpstreamBody:
+    """The body to forward: documented and allowed fields only (see ``gateway.fields``)."""
+    # (REDIRECT_FIELDS are in NEVER_FORWARDED and in no documented list: a test holds it.)
+    out, dropped = forward_fields(endpoint.kind, endpoint.api, body, model.extra_fields)
     out["model"] = model.upstream_model
     injected_usage = False
     if endpoint.api.value == "openai" and out.get("stream") is True:
@@ -41,7 +59,7 @@ def upstream_body(endpoint: Endpoint, body: dict[str, Any], model: Model) -> tup
         if options.get("include_usage") is not True:
             out["stream_options"] = {**options, "include_usage": True}
             injected_usage = True
-    return orjson.dumps(out), injected_usage
+    return UpstreamBody(orjson.dumps(out), injected_usage, dropped)
 
 
 def upstream_headers(
@@ -66,6 +84,14 @@ def upstream_headers(
         if beta and _BETA_RE.fullmatch(beta):
             headers["anthropic-beta"] = beta
     return headers
+
+
+def is_redirect(status: int) -> bool:
+    """Upstream redirects are never followed: a 307/308 would resend the credential and the
+    prompt to another origin, a 301/302/303 would turn into a GET of a URL the upstream
+    chose (an internal one) whose answer reaches the caller. The registry alone says where
+    a model is served; a 3xx is a broken upstream (502), audited as such."""
+    return 300 <= status < 400
 
 
 def upstream_url(model: Model, endpoint: Endpoint) -> str:

@@ -31,6 +31,7 @@ from garrison.domain import (
 )
 from garrison.domain.locks import LockKind
 from garrison.domain.networks import parse_network
+from garrison.domain.request_fields import check_extra_fields
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
@@ -597,12 +598,14 @@ class Directory:
         level: Level,
         compartments: Iterable[str] = (),
         upstream_key: str | None = None,
+        extra_fields: Iterable[str] = (),
         now: float,
     ) -> str:
         name = check_name(name, "model name")
         upstream_model = check_name(upstream_model, "upstream model name")
         url = check_url(upstream_url)
         comps = check_compartments(compartments)
+        extras = check_extra_fields(extra_fields)
         if upstream_key is not None and auth_style is AuthStyle.NONE:
             raise BadRequest("an upstream key was given but auth style is 'none'")
         sealed = self._sealer.seal(upstream_key) if upstream_key else None
@@ -621,6 +624,7 @@ class Directory:
                     compartments=_json_list(comps),
                     upstream_key_sealed=sealed,
                     created_at=now,
+                    extra_fields=_json_list(extras),
                 )
             )
             _record(
@@ -640,6 +644,7 @@ class Directory:
                     "level": level.label,
                     "compartments": sorted(comps),
                     "upstream_key": "sealed" if sealed else None,
+                    "extra_fields": sorted(extras),
                 },
             )
         return model_id

@@ -255,6 +255,7 @@ def _model_dict(r: Any) -> dict[str, Any]:
         "level": Level(r.level).label,
         "compartments": orjson.loads(r.compartments),
         "upstream_key": "sealed" if r.upstream_key_sealed is not None else "none",
+        "extra_fields": orjson.loads(r.extra_fields or "[]"),
         "created_at": r.created_at,
     }
 

@@ -14,11 +14,12 @@ import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from garrison.domain.request_fields import check_extra_fields
 from garrison.errors import BadRequest, Conflict
 from garrison.store import schema
 from garrison.store.changes import model_change_is_sensitive
 from garrison.store.db import write_transaction
-from garrison.store.snapshot import parse_compartments
+from garrison.store.snapshot import parse_compartments, parse_extra_fields
 
 if TYPE_CHECKING:
     from garrison.store.directory import Directory
@@ -37,6 +38,7 @@ def update_model(
     clear_upstream_key: bool = False,
     level: Level | None = None,
     compartments: Iterable[str] | None = None,
+    extra_fields: Iterable[str] | None = None,
     dry_run: bool = False,
     forbid_sensitive: bool = False,
 ) -> dict[str, Any]:
@@ -56,6 +58,7 @@ def update_model(
     url = check_url(upstream_url) if upstream_url is not None else None
     up_model = check_name(upstream_model, "upstream model name") if upstream_model else None
     comps = check_compartments(compartments) if compartments is not None else None
+    extras = check_extra_fields(extra_fields) if extra_fields is not None else None
     sealed = d.sealer.seal(upstream_key) if upstream_key else None
     if upstream_key is not None and not upstream_key:
         raise BadRequest("the upstream key is empty")
@@ -86,6 +89,10 @@ def update_model(
         if comps is not None and comps != old_comps:
             changes["compartments"] = [sorted(old_comps), sorted(comps)]
             values["compartments"] = _json_list(comps)
+        old_extras = parse_extra_fields(row.extra_fields)
+        if extras is not None and extras != old_extras:
+            changes["extra_fields"] = [sorted(old_extras), sorted(extras)]
+            values["extra_fields"] = _json_list(extras)
         has_key = row.upstream_key_sealed is not None
         if sealed is not None:
             changes["upstream_key"] = "replaced" if has_key else "added"

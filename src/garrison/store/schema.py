@@ -72,6 +72,8 @@ models = sa.Table(
     sa.Column("upstream_key_sealed", sa.LargeBinary, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("requires_justification", sa.Boolean, nullable=False, server_default=sa.false()),
+    # JSON list of extra request fields an admin allowed (domain.request_fields).
+    sa.Column("extra_fields", sa.Text, nullable=False, server_default="[]"),
 )
 
 # Every directory write adds a row here in the same transaction; gateway processes watch the

@@ -32,6 +32,7 @@ from garrison.domain import (
 from garrison.domain.access import Grant
 from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
 from garrison.domain.networks import parse_network
+from garrison.domain.request_fields import extra_field_allowed
 from garrison.keyring import Sealer
 from garrison.store import schema
 
@@ -190,6 +191,13 @@ def _credential(r: Any) -> Credential:
     )
 
 
+def parse_extra_fields(raw: str | None) -> frozenset[str]:
+    """The stored list, filtered again: a hand-edited row cannot smuggle a never-forwarded
+    field in (and cannot stop the snapshot from loading either)."""
+    names = orjson.loads(raw) if raw else []
+    return frozenset(n for n in names if isinstance(n, str) and extra_field_allowed(n))
+
+
 def _model(r: Any, sealer: Sealer) -> Model:
     sealed = r.upstream_key_sealed
     return Model(
@@ -203,4 +211,5 @@ def _model(r: Any, sealer: Sealer) -> Model:
         compartments=parse_compartments(r.compartments),
         upstream_key=sealer.unseal(bytes(sealed)) if sealed is not None else None,
         requires_justification=bool(r.requires_justification),
+        extra_fields=parse_extra_fields(r.extra_fields),
     )
