@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -219,3 +220,30 @@ def test_stop_signal_drains_and_exits_zero_with_a_verifiable_log(
         conn.close()
     assert names.count("gateway.started") == 1
     assert names[-1] == "gateway.stopped"
+
+
+async def test_low_disk_makes_readyz_not_ready_and_raises_an_alert(
+    slow_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garrison.gateway import runtime
+    from tests.support.admin import admin_call
+
+    real = shutil.disk_usage
+
+    def almost_full(path: object) -> object:
+        usage = real(str(path))
+        return type(usage)(usage.total, usage.total - 1024, 1024)  # 1 KiB free
+
+    monkeypatch.setattr(runtime.shutil, "disk_usage", almost_full)
+    await slow_world.gateway.check_disk()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(slow_world.base + "/readyz") as resp,
+    ):
+        assert resp.status == 503
+        assert (await resp.json())["checks"]["disk"] is False
+    status, alerts = await admin_call(slow_world, slow_world.admin_key, "GET", "/alerts")
+    assert status == 200 and any(a["rule_id"] == "disk-low" for a in alerts)
+    monkeypatch.setattr(runtime.shutil, "disk_usage", real)
+    await slow_world.gateway.check_disk()
+    assert not slow_world.gateway.state.disk_low

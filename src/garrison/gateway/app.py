@@ -1021,6 +1021,8 @@ async def readyz(request: web.Request) -> web.Response:
         "snapshot": state.snapshot.version > 0,
         # A stopping process leaves the load balancer's pool before it stops answering.
         "accepting": not state.draining,
+        # Free space under the named minimum: the log is about to stop (see runtime).
+        "disk": not state.disk_low,
     }
     ok = all(checks.values())
     return web.Response(

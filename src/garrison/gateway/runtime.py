@@ -10,6 +10,7 @@ import gc
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import socket
 import time
@@ -68,6 +69,12 @@ UPSTREAM_KEEPALIVE_S = 30.0
 INSTANCE_LEASE_S = 15.0
 # How often a process renews its lease (and looks for lapsed ones).
 INSTANCE_RENEW_S = 2.0
+# Free space the database's file system must keep: the WAL grows during an audit outage and
+# checkpoints need room; below this /readyz says not ready and an alert is raised, before a
+# full disk stops the log (and with it every call).
+MIN_FREE_BYTES = 256 * 1024 * 1024
+# How often free space is read (one statvfs).
+DISK_CHECK_S = 5.0
 # The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
 # send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -130,6 +137,7 @@ class Gateway:
                 "AUDIT FAIL-OPEN IS ON: calls will be forwarded even when the audit log "
                 "cannot record them"
             )
+        self._data_dir = path.parent
         self.emergency = EmergencyJournal(path.parent / JOURNAL_FILE)
         # Locks placed through the emergency journal and not yet in the database, by id.
         self._emergency_locks: dict[str, Lock] = {}
@@ -399,6 +407,38 @@ class Gateway:
             log.warning("drain deadline passed: cut %d call(s)", cut)
         return cut
 
+    async def check_disk(self) -> None:
+        """Read the free space of the database's file system; say so when it runs low."""
+        try:
+            free = (await asyncio.to_thread(shutil.disk_usage, self._data_dir)).free
+        except OSError as exc:
+            log.error("cannot read free disk space: %s", exc)
+            return
+        self.state.disk_free_bytes = free
+        low = free < MIN_FREE_BYTES
+        if low and not self.state.disk_low:
+            log.error(
+                "DISK LOW: %d MiB free where the database lives (minimum %d MiB): /readyz "
+                "says not ready; free space before the audit log stops",
+                free // 2**20,
+                MIN_FREE_BYTES // 2**20,
+            )
+            if self.monitor is not None:
+                finding = Finding(
+                    rule_id="disk-low",
+                    title="Free disk space under the minimum",
+                    severity=Severity.HIGH,
+                    subject_kind="gateway",
+                    subject_id="disk",
+                    reason="disk.low",
+                    at=self.clock(),
+                    data={"free_bytes": free, "minimum_bytes": MIN_FREE_BYTES},
+                )
+                await asyncio.to_thread(self.monitor.raise_finding, finding)
+        elif not low and self.state.disk_low:
+            log.warning("disk space back above the minimum (%d MiB free)", free // 2**20)
+        self.state.disk_low = low
+
     async def place_emergency_lock(self, record: dict[str, Any]) -> None:
         """Journal a lock durably and enforce it in this process at once (the database
         cannot be written); it reaches the database and the log when they are back."""
@@ -451,6 +491,7 @@ class Gateway:
     async def _keep_lease(self) -> None:
         """Renew this instance's lease; give the calls of instances that died an outcome."""
         while True:
+            await self.check_disk()
             try:
                 await self.fold_emergency_locks()
             except Exception as exc:  # still cannot write: the next tick tries again

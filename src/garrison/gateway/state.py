@@ -46,6 +46,9 @@ class GatewayState:
     inflight: int = 0
     # Set when the process is stopping: new calls are refused (503), live ones may finish.
     draining: bool = False
+    # Free space where the database lives is under MIN_FREE_BYTES (checked by the watcher).
+    disk_low: bool = False
+    disk_free_bytes: int = -1
     calls: int = 0
     # Calls past authentication, for cutting when a lock covers them (see containment).
     live: set[Any] = field(default_factory=set)
