@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from garrison.audit import EventName
 from garrison.audit.checkpoint import create_signing_key
-from garrison.config import CONFIG_FILE, Settings, render_settings
+from garrison.config import CONFIG_FILE, DEFAULT_METRICS_LISTEN, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, ConfigError
@@ -48,7 +48,9 @@ def init(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8080) -> Initia
         raise ConfigError(f"{config_path} already exists; refusing to initialise twice")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
-    settings = Settings.for_data_dir(data_dir, host=host, port=port)
+    settings = Settings.for_data_dir(
+        data_dir, host=host, port=port, metrics_listen=DEFAULT_METRICS_LISTEN
+    )
     create_key_files(settings.key_dir)
     create_signing_key(settings.key_dir)
     settings.key_dir.chmod(0o700)

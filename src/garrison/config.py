@@ -107,6 +107,10 @@ class Settings:
     alerts_jsonl: str | None = None
     alerts_syslog: str | None = None
     alerts_min_severity: str = "medium"
+    # Prometheus metrics on their own listener, no credential: loopback unless moved
+    # ("" or None: off). Per-model labels only when an admin opts in.
+    metrics_listen: str | None = None
+    metrics_model_labels: bool = False
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -148,10 +152,10 @@ def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
     return GatewayLimits(**values)
 
 
-def _flag(table: Mapping[str, Any], key: str, path: Path) -> bool:
+def _flag(table: Mapping[str, Any], key: str, path: Path, section: str = "audit") -> bool:
     value = table.get(key, False)
     if not isinstance(value, bool):
-        raise ConfigError(f"{path}: [audit] {key} must be true or false")
+        raise ConfigError(f"{path}: [{section}] {key} must be true or false")
     return value
 
 
@@ -254,8 +258,36 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         admin_url=env.get("GARRISON_ADMIN_URL") or admin.get("url") or None,
         admin_credential_file=credential_file,
         lock_stale_mode=_stale_mode(data.get("locks", {}), path),
+        metrics_listen=_metrics_listen(data.get("metrics", {}), path),
+        metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
     )
+
+
+# Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,
+# since the listener asks for no credential.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``; ValueError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"metrics listen address {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _metrics_listen(table: Mapping[str, Any], path: Path) -> str | None:
+    value = table.get("listen", "")
+    if not isinstance(value, str):
+        raise ConfigError(f'{path}: [metrics] listen must be a string like "127.0.0.1:9464"')
+    if not value.strip():
+        return None
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [metrics] {exc}") from None
+    return value.strip()
 
 
 def render_settings(settings: Settings) -> str:
@@ -273,5 +305,9 @@ def render_settings(settings: Settings) -> str:
         f'witness_dir = "{settings.witness_dir or ""}"\n'
         "fail_open = false\n\n"
         "[admin]\n"
-        f'credential_file = "{settings.admin_credential_file or ""}"\n'
+        f'credential_file = "{settings.admin_credential_file or ""}"\n\n'
+        "[metrics]\n"
+        '# Prometheus scrapes here without a key: keep it on loopback ("" turns it off).\n'
+        f'listen = "{settings.metrics_listen or ""}"\n'
+        "model_labels = false\n"
     )

@@ -6,10 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from garrison.gateway.state import GatewayState
+from garrison.histograms import Histogram
 
 
 class _Collector:
@@ -46,6 +52,50 @@ class _Collector:
         depth = GaugeMetricFamily("garrison_audit_queue_depth", "Audit events not yet durable.")
         depth.add_metric([], state.audit.depth)
         yield depth
+        yield _histogram(
+            "garrison_audit_commit_seconds",
+            "Group commit of one audit batch (write and fsync).",
+            state.audit.commit_latency,
+        )
+        latency = state.latency
+        yield _histogram(
+            "garrison_call_duration_seconds",
+            "Whole calls, as the client sees them.",
+            latency.duration,
+        )
+        yield _histogram(
+            "garrison_time_to_first_byte_seconds",
+            "From a call's arrival to the first byte sent back (streams: the first token).",
+            latency.ttfb,
+        )
+        yield _histogram(
+            "garrison_added_latency_seconds",
+            "The gateway's own work before forwarding (authentication, policy, audit).",
+            latency.added,
+        )
+        yield _histogram(
+            "garrison_upstream_seconds", "From forwarding to the end of the call.", latency.upstream
+        )
+        healthy = GaugeMetricFamily("garrison_audit_healthy", "1 while the audit log is writable.")
+        healthy.add_metric([], 1.0 if state.audit.healthy else 0.0)
+        yield healthy
+        free = GaugeMetricFamily(
+            "garrison_disk_free_bytes", "Free space where the database lives (-1: not read yet)."
+        )
+        free.add_metric([], state.disk_free_bytes)
+        yield free
+        draining = GaugeMetricFamily("garrison_draining", "1 while the process is stopping.")
+        draining.add_metric([], 1.0 if state.draining else 0.0)
+        yield draining
+        if state.model_outcomes is not None:
+            by_model = CounterMetricFamily(
+                "garrison_model_call_outcomes",
+                "Completed calls by model and outcome (an admin opted in: [metrics] model_labels).",
+                labels=["model", "outcome"],
+            )
+            for (model, outcome), n in sorted(state.model_outcomes.items()):
+                by_model.add_metric([model, outcome], n)
+            yield by_model
         monitor = self.monitor
         if monitor is None:
             return
@@ -72,7 +122,14 @@ class _Collector:
         yield queue
 
 
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], histogram.cumulative(), histogram.total)
+    return family
+
+
 def render(state: GatewayState, monitor: Any) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(state, monitor))
+    ProcessCollector(registry=registry)  # memory, CPU, descriptors of this process
     return generate_latest(registry)

@@ -34,6 +34,7 @@ from typing import Protocol
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S
 from garrison.audit.events import AuditEvent, EventName
 from garrison.errors import AuditUnavailable
+from garrison.histograms import Histogram
 
 log = logging.getLogger("garrison.audit")
 
@@ -102,6 +103,8 @@ class AuditLog:
         self._waiters: dict[asyncio.Future[None], float] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self.healthy = True
+        # Seconds per group commit (write and fsync of one batch), for /metrics.
+        self.commit_latency = Histogram()
         self.written = 0
         self.failures = 0
         self._unhealthy_since: float | None = None
@@ -227,11 +230,13 @@ class AuditLog:
                 else:
                     self._probe()
                 continue
+            started = time.perf_counter()
             try:
                 self._sink.write_batch([item.event for item in batch])
             except Exception as exc:  # any sink failure means "not durable"
                 self._on_failure(batch, exc)
                 continue
+            self.commit_latency.observe(time.perf_counter() - started)
             self.written += len(batch)
             self._settle(batch, None)
             if not self.healthy:

@@ -116,6 +116,7 @@ class Call:
         "credential_id",
         "cut",
         "endpoint",
+        "forwarded",
         "model",
         "model_id",
         "org_id",
@@ -132,6 +133,7 @@ class Call:
         self.request_id = request_id
         self.address = address
         self.started = time.perf_counter()
+        self.forwarded: float | None = None  # when the upstream request was sent
         self.principal_id: str | None = None
         self.credential_id: str | None = None
         self.org_id: str | None = None
@@ -575,6 +577,16 @@ def _complete(
     extra: dict[str, Any] | None = None,
 ) -> None:
     state.outcomes[outcome] += 1
+    now = time.perf_counter()
+    duration = now - call.started
+    state.latency.duration.observe(duration)
+    if ttfb is not None:
+        state.latency.ttfb.observe(ttfb)
+    if call.forwarded is not None:
+        state.latency.added.observe(call.forwarded - call.started)
+        state.latency.upstream.observe(now - call.forwarded)
+    if state.model_outcomes is not None and call.model is not None:
+        state.model_outcomes[(call.model, outcome)] += 1
     extra = dict(extra) if extra else {}
     if call.cut is not None:
         extra.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
@@ -592,7 +604,7 @@ def _complete(
             tokens_in=usage.tokens_in if usage else None,
             tokens_out=usage.output_tokens if usage else None,
             bytes_out=bytes_out,
-            duration_ms=round((time.perf_counter() - call.started) * 1000, 3),
+            duration_ms=round(duration * 1000, 3),
             ttfb_ms=None if ttfb is None else round(ttfb * 1000, 3),
         ),
     )
@@ -619,6 +631,7 @@ async def _forward(
     api = endpoint.api
     assert state.session is not None
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    call.forwarded = time.perf_counter()
     try:
         async with state.session.post(
             upstream_url(model, endpoint),
@@ -747,6 +760,7 @@ async def _forward_stream(
     status = 200
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.limits.stream_max_seconds
+    call.forwarded = time.perf_counter()
     try:
         async with state.session.post(
             upstream_url(model, endpoint),

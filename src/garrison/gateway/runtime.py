@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app, new_request_id
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
+from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
@@ -155,6 +157,13 @@ class Gateway:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
         self.http = HttpServer(build_app(self.state, admin), settings.limits)
+        if settings.metrics_model_labels:
+            self.state.model_outcomes = Counter()
+        self.metrics = (
+            MetricsListener(self.state, self.monitor, settings.metrics_listen)
+            if settings.metrics_listen
+            else None
+        )
         self._watcher: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
         # This process among those on the database: its request ids start with this.
@@ -276,6 +285,8 @@ class Gateway:
             skip_auto_headers=("User-Agent",),
         )
         self.port = await self.http.start(self.settings.host, self.settings.port)
+        if self.metrics is not None:
+            await self.metrics.start()
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
         self._lease = asyncio.create_task(self._keep_lease(), name="garrison-instance-lease")
@@ -560,6 +571,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.http.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.monitor is not None:
             await asyncio.to_thread(self.monitor.stop)
         for task in list(self._tasks):

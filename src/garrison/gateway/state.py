@@ -16,9 +16,20 @@ from garrison.detect.patterns import Matcher
 from garrison.domain import Network
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
+from garrison.histograms import Histogram
 from garrison.keyring import Sealer
 from garrison.policy.engine import PolicyEngine
 from garrison.store.snapshot import Snapshot
+
+
+@dataclass(slots=True)
+class Latency:
+    """Per-call latency histograms (seconds), read by /metrics."""
+
+    duration: Histogram = field(default_factory=Histogram)  # the whole call, as the client sees
+    ttfb: Histogram = field(default_factory=Histogram)  # to the first byte sent to the client
+    added: Histogram = field(default_factory=Histogram)  # the gateway's own work before forwarding
+    upstream: Histogram = field(default_factory=Histogram)  # from forwarding to the call's end
 
 
 class StaleMode(enum.StrEnum):
@@ -46,6 +57,10 @@ class GatewayState:
     inflight: int = 0
     # Set when the process is stopping: new calls are refused (503), live ones may finish.
     draining: bool = False
+    latency: Latency = field(default_factory=Latency)
+    # (model, outcome) → calls, kept only when an admin opted in to per-model labels (model
+    # names of restricted models are themselves sensitive).
+    model_outcomes: Counter[tuple[str, str]] | None = None
     # Free space where the database lives is under MIN_FREE_BYTES (checked by the watcher).
     disk_low: bool = False
     disk_free_bytes: int = -1
