@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from garrison.cli.output import cell
 from garrison.config import Settings, load_settings
 from garrison.errors import GarrisonError
 from garrison.keyring import Sealer, add_seal_key
+from garrison.log_format import LOG_FORMATS
+from garrison.log_format import configure as configure_logs
 from garrison.safe_text import terminal_safe
 
 console = Console()
@@ -78,12 +81,16 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool, t
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="garrison")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-def cli(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=lambda: os.environ.get("GARRISON_LOG_FORMAT", "text"),
+    show_default="text, or $GARRISON_LOG_FORMAT",
+    help="Logs on standard error as text, or one JSON object per line (with request ids).",
+)
+def cli(verbose: bool, log_format: str) -> None:
     """Garrison: zero-trust access gateway for restricted AI models."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logs(level=logging.INFO if verbose else logging.WARNING, fmt=log_format)
 
 
 # ── bootstrap and serving ──────────────────────────────────────────────────────────────────

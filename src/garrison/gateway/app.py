@@ -60,11 +60,13 @@ from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
     build_upstream_body,
     is_redirect,
+    traceparent,
     upstream_headers,
     upstream_url,
 )
 from garrison.gateway.upstream_errors import client_message, rewrite_stream_errors
 from garrison.identity import authenticate
+from garrison.log_format import request_id_var
 from garrison.policy.context import call_context
 from garrison.policy.engine import PolicyDecision
 
@@ -366,6 +368,7 @@ def model_handler(endpoint: Endpoint) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE_KEY]
         call = Call(endpoint.kind, new_request_id(), "")
+        request_id_var.set(call.request_id)  # this task's log lines carry it
         if state.draining:
             # Stopping: finish what is in flight, take nothing new; the client reconnects.
             call.address = str(peer_address(request, state))
@@ -446,6 +449,9 @@ async def _handle_model_call(
     payload, injected_usage = built.payload, built.injected_usage
     stream = body.get("stream") is True
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
+    trace = traceparent(request.headers)
+    if trace is not None:
+        extra_data["traceparent"] = trace
     extra_data.update(built.dropped.record())
     if state.content_rules:
         try:

@@ -83,7 +83,22 @@ def upstream_headers(
         beta = client_headers.get("anthropic-beta", "")
         if beta and _BETA_RE.fullmatch(beta):
             headers["anthropic-beta"] = beta
+    trace = traceparent(client_headers)
+    if trace is not None:
+        headers["traceparent"] = trace
     return headers
+
+
+# W3C Trace Context, version 00: the only header of a trace passed on (tracestate is free
+# text a caller controls; it stays behind).
+_TRACEPARENT_RE = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def traceparent(client_headers: Any) -> str | None:
+    """The caller's ``traceparent`` if it is a valid W3C one (else None: dropped, never an
+    error — tracing is the caller's convenience, not a reason to refuse a call)."""
+    value = client_headers.get("traceparent", "")
+    return value if value and _TRACEPARENT_RE.fullmatch(value) else None
 
 
 def is_redirect(status: int) -> bool:
