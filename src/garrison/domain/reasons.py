@@ -50,3 +50,8 @@ class Reason(enum.StrEnum):
     # process state
     OVERLOADED = "gateway.overloaded"
     AUDIT_UNAVAILABLE = "audit.unavailable"
+    # admission after authentication (gateway/admission_limits.py)
+    CREDENTIAL_CONCURRENCY = "credential.concurrency"
+    PRINCIPAL_CONCURRENCY = "principal.concurrency"
+    BODY_BUDGET_PRINCIPAL = "principal.body_budget"
+    BODY_BUDGET = "gateway.body_budget"

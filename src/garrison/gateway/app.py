@@ -44,6 +44,7 @@ from garrison.errors import (
     UpstreamTimeout,
 )
 from garrison.gateway import apis
+from garrison.gateway.admission_limits import Refused, Ticket
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
@@ -117,6 +118,7 @@ class Call:
         "request_id",
         "started",
         "task",
+        "ticket",
     )
 
     def __init__(self, endpoint: str, request_id: str, address: str) -> None:
@@ -140,6 +142,8 @@ class Call:
         self.task: asyncio.Task[Any] | None = None
         # The request.allowed event was handed to the log (what a cut then records).
         self.allowed = False
+        # The per-credential/principal slots and body bytes this call holds (admission_limits).
+        self.ticket: Ticket | None = None
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
@@ -305,17 +309,28 @@ def _cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Resp
     return _error_response(api, Forbidden(), call.request_id)
 
 
-async def read_body(request: web.Request, state: GatewayState, limit: int | None = None) -> bytes:
+async def read_body(
+    request: web.Request,
+    state: GatewayState,
+    limit: int | None = None,
+    ticket: Ticket | None = None,
+) -> bytes:
+    """The body, within ``limit`` and the body-read deadline; with a ``ticket``, its bytes
+    are charged to the buffered-body budget before they are held (``Refused`` if over)."""
     limit = state.limits.max_body_bytes if limit is None else limit
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"declared {declared} bytes")
+    if ticket is not None and declared is not None:
+        ticket.charge(declared)
     content = request.content
     if content.is_eof():
         # The whole body came with the head (the usual case): no timer needed.
         raw = content.read_nowait(-1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"body over {limit} bytes")
+        if ticket is not None and declared is None:
+            ticket.charge(len(raw))
         return raw
     chunks: list[bytes] = []
     size = 0
@@ -328,6 +343,8 @@ async def read_body(request: web.Request, state: GatewayState, limit: int | None
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"body over {limit} bytes")
+                if ticket is not None and declared is None:
+                    ticket.charge(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout("body read timeout") from None
@@ -357,6 +374,8 @@ def model_handler(endpoint: Endpoint) -> Any:
         finally:
             state.inflight -= 1
             state.live.discard(call)
+            if call.ticket is not None:
+                call.ticket.release()
 
     return handle
 
@@ -377,7 +396,11 @@ async def _handle_model_call(
     if refused is not None:
         return refused
     try:
-        raw = await read_body(request, state)
+        assert call.credential_id is not None
+        call.ticket = state.admission.enter(state.limits, call.credential_id, principal.id)
+        raw = await read_body(request, state, ticket=call.ticket)
+    except Refused as over:
+        return _deny(state, call, api, over.error, (over.reason,))
     except PayloadTooLarge as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
     except RequestTimeout as exc:

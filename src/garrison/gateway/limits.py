@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from garrison.gateway.admission_limits import (
+    MAX_BUFFERED_BODY_BYTES,
+    MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL,
+    MAX_CONCURRENT_PER_CREDENTIAL,
+    MAX_CONCURRENT_PER_PRINCIPAL,
+)
+
 # Request body: a long-context chat request with a few base64 images fits in 8 MiB; larger
 # bodies are abuse or a mistake, and reading them costs memory before anything is decided.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -62,3 +69,7 @@ class GatewayLimits:
     max_response_bytes: int = MAX_RESPONSE_BYTES
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     lock_view_stale_s: float = LOCK_VIEW_STALE_S
+    max_concurrent_per_credential: int = MAX_CONCURRENT_PER_CREDENTIAL
+    max_concurrent_per_principal: int = MAX_CONCURRENT_PER_PRINCIPAL
+    max_buffered_body_bytes: int = MAX_BUFFERED_BODY_BYTES
+    max_buffered_body_bytes_per_principal: int = MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL
