@@ -47,6 +47,7 @@ from garrison.gateway import apis
 from garrison.gateway.admission_limits import Refused, Ticket
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
+from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.content import scan
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
@@ -898,7 +899,8 @@ async def not_found(request: web.Request) -> web.Response:
 def build_app(state: GatewayState, admin: AdminBackend | None = None) -> web.Application:
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
-        client_max_size=state.limits.max_body_bytes + 1, middlewares=[error_middleware]
+        client_max_size=state.limits.max_body_bytes + 1,
+        middlewares=[error_middleware, reserve_middleware],
     )
     app[STATE_KEY] = state
     app.on_response_prepare.append(_server_header)

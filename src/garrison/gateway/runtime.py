@@ -110,7 +110,9 @@ class Gateway:
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
-        self.http = HttpServer(build_app(self.state, admin), settings.limits)
+        self.http = HttpServer(
+            build_app(self.state, admin), settings.limits, settings.trusted_proxies
+        )
         self._watcher: asyncio.Task[None] | None = None
         self._compiled: CompiledPolicies | None = None
         self._reloading = asyncio.Lock()
