@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hashlib
 import ipaddress
 import itertools
 import logging
@@ -49,14 +48,12 @@ from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
-from garrison.gateway.content import scan
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import SseMeter, Usage, usage_from_body
 from garrison.gateway.scrub import scrub_message, upstream_error_message
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
-    upstream_body,
     upstream_headers,
     upstream_url,
 )
@@ -406,13 +403,14 @@ async def _handle_model_call(
         return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
     except RequestTimeout as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TIMEOUT,))
-    call.body_sha256 = hashlib.sha256(raw).hexdigest()
+    call.body_sha256 = await state.bodies.digest(raw)
     call.body_bytes = len(raw)
     try:
-        body = apis.parse_body(endpoint, raw)
+        # Large bodies are parsed (and scanned) in a worker process: see body_work.
+        seen = await state.bodies.inspect(endpoint, raw, state.content_rules)
     except BadRequest as exc:
         return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
-    name = body["model"]
+    name = seen.model
     model = state.snapshot.models.get(name)
     if model is None or model.api is not api:
         # Kept for the record, printable only (it is caller-chosen text).
@@ -435,11 +433,11 @@ async def _handle_model_call(
         return refused
     if stale_refusal(state, model):
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
-    payload, injected_usage = upstream_body(endpoint, body, model)
-    stream = body.get("stream") is True
+    payload, injected_usage = await state.bodies.rebuild(endpoint, raw, seen, model)
+    stream = seen.stream
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
     if state.content_rules:
-        flags = scan(state.content_rules, body)
+        flags = state.bodies.flags(state.content_rules, seen)
         if flags:
             extra_data["content_flags"] = flags
     allowed = call.event(

@@ -14,6 +14,7 @@ from garrison.gateway.admission_limits import (
     MAX_CONCURRENT_PER_CREDENTIAL,
     MAX_CONCURRENT_PER_PRINCIPAL,
 )
+from garrison.gateway.body_work import BODY_WORKERS, OFFLOAD_BODY_BYTES
 from garrison.gateway.connections import (
     CONNECTION_RESERVE,
     MAX_CONNECTIONS,
@@ -85,3 +86,5 @@ class GatewayLimits:
     max_connections_per_trusted_proxy: int = MAX_CONNECTIONS_PER_TRUSTED_PROXY
     max_connections: int = MAX_CONNECTIONS
     connection_reserve: int = CONNECTION_RESERVE
+    offload_body_bytes: int = OFFLOAD_BODY_BYTES
+    body_workers: int = BODY_WORKERS

@@ -31,6 +31,7 @@ from garrison.detect.rules import RuleSet
 from garrison.domain import VendorStatus
 from garrison.errors import ConfigError
 from garrison.gateway.app import build_app
+from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.state import GatewayState
@@ -214,6 +215,8 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),
         )
+        self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
+        self.state.bodies.start()
         self.port = await self.http.start(self.settings.host, self.settings.port)
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
@@ -289,6 +292,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.http.stop()
+        self.state.bodies.stop()
         if self.monitor is not None:
             await asyncio.to_thread(self.monitor.stop)
         for task in list(self._tasks):
@@ -312,6 +316,7 @@ class Gateway:
 async def serve_forever(settings: Settings) -> None:
     gateway = Gateway(settings)
     await gateway.start()
+    await gateway.state.bodies.warm()
     log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
     try:
         await asyncio.Event().wait()

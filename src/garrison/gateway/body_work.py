@@ -1,0 +1,149 @@
+"""Bounded work on the event loop per request: large bodies are handled in worker processes.
+
+Parsing an 8 MiB body of many tiny parts, re-encoding it for the upstream and scanning its
+text costs hundreds of milliseconds of CPU. On the event loop that stalls every other
+caller; in a thread it stalls them just the same, because ``orjson`` holds the GIL for a
+whole parse (measured: the loop's longest stall was 698 ms inline, 366 ms with
+``asyncio.to_thread``, 11 ms with a worker process; see docs/benchmarks.md). So bodies of
+``offload_body_bytes`` or more are parsed, checked and scanned (``inspect``) and later
+re-encoded (``rebuild``) in a small pool of worker processes; the loop only moves bytes.
+Smaller bodies cost less than a millisecond or two and stay on the loop.
+
+The two steps each parse the body (the worker keeps no state between calls): a large body
+costs two parses of CPU, none of it on the loop. The pool's queue is bounded by admission
+(per-principal calls in flight and the buffered-body budget), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
+import multiprocessing
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from garrison.domain import Model
+from garrison.errors import BadRequest
+from garrison.gateway import apis
+from garrison.gateway.apis import Endpoint
+from garrison.gateway.content import scan
+from garrison.gateway.upstream import upstream_body
+
+# Bodies of this many bytes or more are parsed, scanned and re-encoded in a worker: 128 KiB
+# of the worst shape (tiny JSON parts) parses in ~3 ms, the most one call may take from
+# everyone else on the loop; real long-context prompts (32k tokens) pass it.
+OFFLOAD_BODY_BYTES = 128 * 1024
+# Worker processes for large bodies: the design box has 2 cores; more workers would only
+# contend with the event loop for them. Large bodies past that wait their turn.
+BODY_WORKERS = 2
+# Hashing releases the GIL for large inputs: digests of bodies this large run in a thread.
+THREAD_DIGEST_BYTES = 1024 * 1024
+
+Rules = tuple[tuple[str, re.Pattern[str]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Inspected:
+    """What the event loop needs of a checked body."""
+
+    model: str
+    stream: bool
+    # The parsed body when it was parsed on the loop (small bodies); None when a worker did.
+    body: dict[str, Any] | None
+    # Content flags, when a worker already scanned (None: scan ``body`` on the loop).
+    flags: list[str] | None = None
+
+
+# ── what runs in a worker (module-level, so it pickles) ───────────────────────────────────
+def _inspect(endpoint: Endpoint, raw: bytes, rules: Rules) -> Inspected | tuple[str, str]:
+    try:
+        body = apis.parse_body(endpoint, raw)
+    except BadRequest as exc:
+        return exc.detail, exc.public_message
+    flags = scan(rules, body) if rules else []
+    return Inspected(body["model"], body.get("stream") is True, None, flags)
+
+
+def _rebuild(endpoint: Endpoint, raw: bytes, model: Model) -> tuple[bytes, bool]:
+    return upstream_body(endpoint, apis.parse_body(endpoint, raw), model)
+
+
+def _ready() -> bool:
+    return True
+
+
+# ── the loop's side ────────────────────────────────────────────────────────────────────────
+@dataclass(slots=True)
+class BodyWork:
+    """Runs ``inspect`` and ``rebuild`` inline for small bodies and in the pool for large
+    ones. Without a started pool (tests that build a bare app) everything runs inline."""
+
+    offload_bytes: int = OFFLOAD_BODY_BYTES
+    workers: int = BODY_WORKERS
+    pool: concurrent.futures.ProcessPoolExecutor | None = None
+    # Bodies handled in a worker, for /metrics and tests.
+    offloaded: int = 0
+
+    def start(self) -> None:
+        """Make the pool; its processes start with the first large body (or ``warm``)."""
+        # spawn, not fork: the gateway has threads (the audit writer) by now.
+        context = multiprocessing.get_context("spawn")
+        self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+
+    async def warm(self) -> None:
+        """Start every worker now (imports included), not on the first large body."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self.pool, _ready) for _ in range(self.workers))
+        )
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    def _large(self, raw: bytes) -> bool:
+        return self.pool is not None and len(raw) >= self.offload_bytes
+
+    async def digest(self, raw: bytes) -> str:
+        if len(raw) >= THREAD_DIGEST_BYTES:
+            return (await asyncio.to_thread(hashlib.sha256, raw)).hexdigest()
+        return hashlib.sha256(raw).hexdigest()
+
+    async def inspect(self, endpoint: Endpoint, raw: bytes, rules: Rules) -> Inspected:
+        """The checked body (``BadRequest`` if it is not a valid call of ``endpoint``)."""
+        if not self._large(raw):
+            body = apis.parse_body(endpoint, raw)
+            return Inspected(body["model"], body.get("stream") is True, body)
+        self.offloaded += 1
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.pool, _inspect, endpoint, raw, rules)
+        if isinstance(result, tuple):
+            detail, public = result
+            raise BadRequest(detail, public_message=public)
+        return result
+
+    async def rebuild(
+        self, endpoint: Endpoint, raw: bytes, seen: Inspected, model: Model
+    ) -> tuple[bytes, bool]:
+        """The bytes to forward and whether a usage chunk was asked for on the caller's
+        behalf (``upstream_body``), built where the body was parsed."""
+        if seen.body is not None:
+            return upstream_body(endpoint, seen.body, model)
+        # The upstream credential never leaves this process.
+        bare = dataclasses.replace(model, upstream_key=None)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, _rebuild, endpoint, raw, bare)
+
+    @staticmethod
+    def flags(rules: Rules, seen: Inspected) -> list[str]:
+        if seen.flags is not None:
+            return seen.flags
+        assert seen.body is not None
+        return scan(rules, seen.body)
+
+
+__all__ = ["BODY_WORKERS", "OFFLOAD_BODY_BYTES", "BodyWork", "Inspected"]
