@@ -44,12 +44,19 @@ from garrison.errors import (
 )
 from garrison.gateway import apis
 from garrison.gateway.admission_limits import Refused, Ticket
+from garrison.gateway.answers import (
+    CallDeadline,
+    Charge,
+    ResponseBudgetExhausted,
+    answer_usage,
+    read_answer,
+)
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
 from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
-from garrison.gateway.metering import SseMeter, Usage, usage_from_body
+from garrison.gateway.metering import SseMeter, Usage
 from garrison.gateway.scrub import scrub_message, upstream_error_message
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
@@ -491,7 +498,11 @@ async def _forward_any(
 ) -> web.StreamResponse:
     if stream:
         return await _forward_stream(request, state, endpoint, model, call, payload, injected_usage)
-    return await _forward(request, state, endpoint, model, call, payload)
+    charge = Charge(state.answers, state.limits)
+    try:
+        return await _forward(request, state, endpoint, model, call, payload, charge)
+    finally:
+        charge.release()
 
 
 def _timeout(state: GatewayState) -> aiohttp.ClientTimeout:
@@ -582,14 +593,24 @@ async def _forward(
     model: Model,
     call: Call,
     payload: bytes,
+    charge: Charge,
 ) -> web.StreamResponse:
     api = endpoint.api
     assert state.session is not None
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    loop = asyncio.get_running_loop()
+    # The whole call, connect to last byte (answers.py): a dripping upstream cannot stretch it.
+    deadline = loop.time() + state.limits.nonstream_max_seconds
     try:
-        async with state.session.post(
-            upstream_url(model, endpoint), data=payload, headers=headers, timeout=_timeout(state)
-        ) as resp:
+        async with (
+            asyncio.timeout_at(deadline),
+            state.session.post(
+                upstream_url(model, endpoint),
+                data=payload,
+                headers=headers,
+                timeout=_timeout(state),
+            ) as resp,
+        ):
             if resp.status >= 400:
                 exc = await _upstream_failure(resp, model)
                 _complete(
@@ -602,7 +623,7 @@ async def _forward(
                     ttfb=None,
                 )
                 return _error_response(api, exc, call.request_id)
-            raw = await _read_all(resp, state.limits.max_response_bytes)
+            raw = await read_answer(resp, state.limits.max_response_bytes, charge)
             content_type = resp.headers.get("content-type", _JSON)
     except asyncio.CancelledError:
         if call.cut is not None:
@@ -613,13 +634,18 @@ async def _forward(
             state, call, status=499, outcome="client_closed", usage=None, bytes_out=0, ttfb=None
         )
         raise
+    except ResponseBudgetExhausted as exc:
+        log.warning("answer for %s dropped: %s", call.request_id, exc.detail)
+        return _upstream_error(state, call, api, exc, "response_budget")
     except (TimeoutError, aiohttp.ServerTimeoutError):
+        if loop.time() >= deadline:
+            return _upstream_error(state, call, api, CallDeadline(), "call_deadline")
         return _upstream_error(state, call, api, UpstreamTimeout(), "upstream_timeout")
     except (aiohttp.ClientError, UpstreamFailed) as exc:
         log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
         return _upstream_error(state, call, api, UpstreamFailed(), "upstream_error")
     try:
-        usage = usage_from_body(api, orjson.loads(raw))
+        usage = answer_usage(api, raw)
     except orjson.JSONDecodeError:
         return _upstream_error(state, call, api, UpstreamFailed(), "upstream_bad_json")
     old, new = _client_model_bytes(model)
@@ -634,9 +660,13 @@ async def _forward(
         bytes_out=len(raw),
         ttfb=time.perf_counter() - call.started,
     )
-    return web.Response(
+    response = web.Response(
         body=raw, headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
     )
+    # Written here, so the budget holds the answer's bytes until they are sent.
+    await response.prepare(request)
+    await response.write_eof()
+    return response
 
 
 def _upstream_error(

@@ -14,6 +14,7 @@ from garrison.gateway.admission_limits import (
     MAX_CONCURRENT_PER_CREDENTIAL,
     MAX_CONCURRENT_PER_PRINCIPAL,
 )
+from garrison.gateway.answers import MAX_BUFFERED_RESPONSE_BYTES, NONSTREAM_MAX_SECONDS
 from garrison.gateway.body_work import BODY_WORKERS, OFFLOAD_BODY_BYTES
 from garrison.gateway.connections import (
     CONNECTION_RESERVE,
@@ -88,3 +89,5 @@ class GatewayLimits:
     connection_reserve: int = CONNECTION_RESERVE
     offload_body_bytes: int = OFFLOAD_BODY_BYTES
     body_workers: int = BODY_WORKERS
+    max_buffered_response_bytes: int = MAX_BUFFERED_RESPONSE_BYTES
+    nonstream_max_seconds: float = NONSTREAM_MAX_SECONDS
