@@ -7,11 +7,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from unittest import mock
 
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
+from garrison.gateway import answers
 from tests.gateway.test_limits import (
     LIMIT_S,
     SLACK_S,
@@ -158,3 +162,26 @@ async def test_large_answer_usage_is_read_from_its_tail(make_world: MakeWorld) -
     await world.settle()
     (done,) = world.events("request.completed")
     assert (done["data"]["tokens_in"], done["data"]["tokens_out"]) == (7, 11)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    async def write(self, data: bytes | memoryview) -> None:
+        self.out += data
+
+
+@given(
+    raw=st.binary(max_size=300),
+    old=st.sampled_from([b'"remote"', b'"m"', b'"x"']),
+    new=st.sampled_from([b'"m-big"', b'"y"', b'"remote"']),
+    step=st.integers(min_value=1, max_value=16),
+)
+def test_write_renamed_equals_bytes_replace(raw: bytes, old: bytes, new: bytes, step: int) -> None:
+    raw = raw.replace(b"\x00", old)  # plant some occurrences
+    sink = _Collect()
+    with mock.patch.object(answers, "WRITE_BYTES", step):
+        asyncio.run(answers.write_renamed(sink, bytearray(raw), old, new))  # type: ignore[arg-type]
+    assert bytes(sink.out) == raw.replace(old, new)
+    assert answers.renamed_length(bytearray(raw), old, new) == len(raw.replace(old, new))

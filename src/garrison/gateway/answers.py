@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from garrison.domain import UpstreamApi
 from garrison.errors import Overloaded, UpstreamFailed, UpstreamTimeout
@@ -43,6 +44,9 @@ FULL_PARSE_MAX_BYTES = 1024 * 1024
 # Where a large answer's usage object is looked for: its last 64 KiB (OpenAI and Anthropic
 # put usage last; a usage object is a few hundred bytes).
 USAGE_TAIL_BYTES = 64 * 1024
+# An answer is written to the client this much at a time, each write waiting for the
+# transport to drain (so the transport never queues a second copy of a large answer).
+WRITE_BYTES = 1024 * 1024
 
 
 class ResponseBudgetExhausted(Overloaded):
@@ -85,29 +89,73 @@ class Charge:
         self.amount = 0
 
 
-async def read_answer(resp: aiohttp.ClientResponse, limit: int, charge: Charge) -> bytes:
+async def read_answer(resp: aiohttp.ClientResponse, limit: int, charge: Charge) -> bytearray:
     """The whole answer, charged to the budget as it arrives (a declared length at once);
-    ``UpstreamFailed`` past ``limit`` bytes, ``ResponseBudgetExhausted`` over the budget."""
+    ``UpstreamFailed`` past ``limit`` bytes, ``ResponseBudgetExhausted`` over the budget.
+    A declared length is read into one buffer of that size (no second copy to join)."""
     declared = resp.content_length
     if declared is not None:
         if declared > limit:
             raise UpstreamFailed("upstream answer over the size limit")
         charge.take(declared)
-    chunks: list[bytes] = []
-    size = 0
+        buffer = bytearray(declared)
+        size = 0
+        async for chunk in resp.content.iter_any():
+            end = size + len(chunk)
+            if end > declared:
+                raise UpstreamFailed("upstream answer longer than it declared")
+            buffer[size:end] = chunk
+            size = end
+        if size != declared:
+            raise UpstreamFailed("upstream answer shorter than it declared")
+        return buffer
+    grown = bytearray()
     async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > limit:
+        if len(grown) + len(chunk) > limit:
             raise UpstreamFailed("upstream answer over the size limit")
-        if declared is None or size > declared:
-            charge.take(len(chunk))
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    del chunks
-    return raw
+        charge.take(len(chunk))
+        grown += chunk
+    return grown
 
 
-def answer_usage(api: UpstreamApi, raw: bytes) -> Usage:
+def renamed_length(raw: bytearray, old: bytes, new: bytes) -> int:
+    """The length of ``raw`` once every ``old`` is replaced by ``new``."""
+    if old == new:
+        return len(raw)
+    return len(raw) + raw.count(old) * (len(new) - len(old))
+
+
+async def write_renamed(
+    response: web.StreamResponse, raw: bytearray, old: bytes, new: bytes
+) -> None:
+    """Write ``raw`` with every ``old`` replaced by ``new`` (as ``bytes.replace`` would),
+    ``WRITE_BYTES`` at a time with back-pressure: no renamed copy of the whole answer, no
+    whole answer queued in the transport."""
+    view = memoryview(raw)
+    if old == new:
+        for start in range(0, len(raw), WRITE_BYTES):
+            await response.write(view[start : start + WRITE_BYTES])
+        return
+    out = bytearray()
+    position, reach = 0, len(old) - 1
+    while position < len(raw):
+        window = min(position + WRITE_BYTES, len(raw))
+        hit = raw.find(old, position, window + reach)
+        if hit < 0:
+            out += view[position:window]
+            position = window
+        else:
+            out += view[position:hit]
+            out += new
+            position = hit + len(old)
+        if len(out) >= WRITE_BYTES:
+            await response.write(bytes(out))
+            out.clear()
+    if out:
+        await response.write(bytes(out))
+
+
+def answer_usage(api: UpstreamApi, raw: bytearray) -> Usage:
     """The usage an answer reports; ``orjson.JSONDecodeError`` if a small answer is not
     JSON. A large answer's usage is read from its tail only (unknown if not found there)."""
     if len(raw) <= FULL_PARSE_MAX_BYTES:
@@ -136,4 +184,6 @@ __all__ = [
     "ResponseBudgetExhausted",
     "answer_usage",
     "read_answer",
+    "renamed_length",
+    "write_renamed",
 ]

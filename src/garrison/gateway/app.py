@@ -50,6 +50,8 @@ from garrison.gateway.answers import (
     ResponseBudgetExhausted,
     answer_usage,
     read_answer,
+    renamed_length,
+    write_renamed,
 )
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.client_address import client_address, parse_address
@@ -649,22 +651,22 @@ async def _forward(
     except orjson.JSONDecodeError:
         return _upstream_error(state, call, api, UpstreamFailed(), "upstream_bad_json")
     old, new = _client_model_bytes(model)
-    if old != new:
-        raw = raw.replace(old, new)
+    response = web.StreamResponse(
+        headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
+    )
+    response.content_length = renamed_length(raw, old, new)
     _complete(
         state,
         call,
         status=200,
         outcome="ok",
         usage=usage,
-        bytes_out=len(raw),
+        bytes_out=response.content_length,
         ttfb=time.perf_counter() - call.started,
     )
-    response = web.Response(
-        body=raw, headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
-    )
-    # Written here, so the budget holds the answer's bytes until they are sent.
+    # Written here, renamed piece by piece, so the budget holds the answer until it is sent.
     await response.prepare(request)
+    await write_renamed(response, raw, old, new)
     await response.write_eof()
     return response
 
