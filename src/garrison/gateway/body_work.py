@@ -21,6 +21,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import multiprocessing
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,9 @@ OFFLOAD_BODY_BYTES = 128 * 1024
 # Worker processes for large bodies: the design box has 2 cores; more workers would only
 # contend with the event loop for them. Large bodies past that wait their turn.
 BODY_WORKERS = 2
+# Workers run at this nice value: on a busy box the event loop (nice 0) wins the CPU over
+# them, so large bodies wait rather than every caller's latency growing.
+BODY_WORKER_NICE = 10
 # Hashing releases the GIL for large inputs: digests of bodies this large run in a thread.
 THREAD_DIGEST_BYTES = 1024 * 1024
 
@@ -75,6 +79,10 @@ def _ready() -> bool:
     return True
 
 
+def _lower_priority() -> None:
+    os.nice(BODY_WORKER_NICE)
+
+
 # ── the loop's side ────────────────────────────────────────────────────────────────────────
 @dataclass(slots=True)
 class BodyWork:
@@ -91,7 +99,9 @@ class BodyWork:
         """Make the pool; its processes start with the first large body (or ``warm``)."""
         # spawn, not fork: the gateway has threads (the audit writer) by now.
         context = multiprocessing.get_context("spawn")
-        self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_lower_priority
+        )
 
     async def warm(self) -> None:
         """Start every worker now (imports included), not on the first large body."""
