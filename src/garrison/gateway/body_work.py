@@ -37,9 +37,10 @@ from garrison.gateway.upstream import upstream_body
 # of the worst shape (tiny JSON parts) parses in ~3 ms, the most one call may take from
 # everyone else on the loop; real long-context prompts (32k tokens) pass it.
 OFFLOAD_BODY_BYTES = 128 * 1024
-# Worker processes for large bodies: the design box has 2 cores; more workers would only
-# contend with the event loop for them. Large bodies past that wait their turn.
-BODY_WORKERS = 2
+# Worker processes for large bodies: the design box has 2 cores and the event loop needs
+# one; a second worker doubled hostile throughput and took CPU from every other caller.
+# Large bodies past that wait their turn (a 200 KiB prompt takes the worker ~3 ms).
+BODY_WORKERS = 1
 # Workers run at this nice value: on a busy box the event loop (nice 0) wins the CPU over
 # them, so large bodies wait rather than every caller's latency growing.
 BODY_WORKER_NICE = 10
