@@ -22,6 +22,11 @@ scenario is bounded in time. The write-up is in docs/benchmarks.md.
     python -m bench.hostile_bodies_bench sink --port P
     python -m bench.hostile_bodies_bench victim --url U --model M --key K --seconds S
     python -m bench.hostile_bodies_bench hostile --url U --model M --keys K1,K2 --seconds S
+    python -m bench.hostile_bodies_bench stall   # where to parse: inline, thread or process
+
+``stall`` parses and re-encodes four hostile bodies inline, with ``asyncio.to_thread`` and
+in a one-process pool while a 1 ms timer runs on the loop, and prints the loop's longest
+stall for each (why body_work.py uses a process, not a thread).
 """
 
 from __future__ import annotations
@@ -170,6 +175,49 @@ async def _hostile(url: str, model: str, keys: Sequence[str], seconds: float) ->
     await asyncio.gather(*(tenant(k) for k in keys))
     waiter.cancel()
     return {"body_bytes": len(body), "statuses": dict(statuses), **summarize_ns(latencies)}
+
+
+def _parse_and_encode(raw: bytes) -> int:
+    import orjson
+
+    return len(orjson.dumps(orjson.loads(raw)))
+
+
+async def _probe(stop: asyncio.Event, stalls: list[float]) -> None:
+    """A 1 ms timer on the loop; how late each tick came."""
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        stalls.append(time.perf_counter() - started - 0.001)
+
+
+async def _stalls() -> dict[str, float]:
+    import concurrent.futures
+    import multiprocessing
+
+    raw = hostile_body("m")
+    out: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, _parse_and_encode, b"{}")  # started
+        for mode in ("inline", "thread", "process"):
+            stop = asyncio.Event()
+            stalls: list[float] = [0.0]
+            prober = asyncio.create_task(_probe(stop, stalls))
+            await asyncio.sleep(0.05)
+            for _ in range(4):
+                if mode == "inline":
+                    _parse_and_encode(raw)
+                    await asyncio.sleep(0)
+                elif mode == "thread":
+                    await asyncio.to_thread(_parse_and_encode, raw)
+                else:
+                    await loop.run_in_executor(pool, _parse_and_encode, raw)
+            stop.set()
+            await prober
+            out[f"{mode}_max_stall_ms"] = round(max(stalls) * 1000, 1)
+    return out
 
 
 # ── the targets ────────────────────────────────────────────────────────────────────────────
@@ -359,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode")
     sink = sub.add_parser("sink")
     sink.add_argument("--port", type=int, required=True)
+    sub.add_parser("stall")
     for mode in ("victim", "hostile"):
         p = sub.add_parser(mode)
         p.add_argument("--url", required=True)
@@ -371,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode == "sink":
         asyncio.run(_sink(args.port))
+        return 0
+    if args.mode == "stall":
+        print(json.dumps(asyncio.run(_stalls())))
         return 0
     if args.mode == "victim":
         print(json.dumps(asyncio.run(_victim(args.url, args.model, args.key, args.seconds))))
