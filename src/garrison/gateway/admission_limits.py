@@ -23,13 +23,12 @@ from garrison.errors import GarrisonError, Overloaded, RateLimited
 if TYPE_CHECKING:
     from garrison.gateway.limits import GatewayLimits
 
-# Calls in flight for one credential: a batch job's worker pool (the OpenAI SDK's default
-# pool is 100 connections) fits; more is one key trying to take the process (32 keys at
-# the cap still leave the 4,096 process slots unfilled).
-MAX_CONCURRENT_PER_CREDENTIAL = 128
+# Calls in flight for one credential: an eval harness streaming 500 generations at once
+# fits; one key can hold at most an eighth of the process's 4,096 slots.
+MAX_CONCURRENT_PER_CREDENTIAL = 512
 # Calls in flight for one principal over all its keys: twice one key, so a rotation overlap
-# never refuses, while a principal minting keys cannot multiply its share.
-MAX_CONCURRENT_PER_PRINCIPAL = 256
+# never refuses, while a principal minting keys cannot take more than a quarter.
+MAX_CONCURRENT_PER_PRINCIPAL = 1024
 # Request-body bytes buffered in the process at once (bodies are held until the call ends):
 # 64 bodies at the 8 MiB limit. The parsed and re-encoded copies cost ~3x this in RSS.
 MAX_BUFFERED_BODY_BYTES = 512 * 1024 * 1024

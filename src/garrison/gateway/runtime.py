@@ -60,6 +60,9 @@ class Gateway:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
+        # Start the body workers before listening (``garrison serve``); tests leave them to
+        # the first large body.
+        self.warm_bodies = False
         path = sqlite_path(settings.database_url)
         if path is None:
             raise ConfigError("only the embedded SQLite store is supported in this version")
@@ -217,6 +220,8 @@ class Gateway:
         )
         self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
         self.state.bodies.start()
+        if self.warm_bodies:
+            await self.state.bodies.warm()  # before the listener: ready means ready
         self.port = await self.http.start(self.settings.host, self.settings.port)
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
@@ -315,8 +320,8 @@ class Gateway:
 
 async def serve_forever(settings: Settings) -> None:
     gateway = Gateway(settings)
+    gateway.warm_bodies = True
     await gateway.start()
-    await gateway.state.bodies.warm()
     log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
     try:
         await asyncio.Event().wait()
