@@ -62,16 +62,18 @@ async def slow_uploads(
 
 
 async def answered(readers: list[asyncio.StreamReader], within: float) -> list[int]:
-    """Statuses of the uploads the gateway answered within ``within`` seconds."""
+    """Statuses of the uploads the gateway answered within ``within`` seconds (in all)."""
+    tasks = [asyncio.create_task(read_response(reader)) for reader in readers]
+    done, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     statuses: list[int] = []
-    for reader in readers:
-        try:
-            async with asyncio.timeout(within):
-                status, raw = await read_response(reader)
-        except TimeoutError:
-            continue
-        statuses.append(status)
-        assert error_code(raw) == "rate_limited"
+    for task in tasks:
+        if task in done:
+            status, raw = task.result()
+            assert error_code(raw) == "rate_limited"
+            statuses.append(status)
     return statuses
 
 
@@ -81,7 +83,7 @@ async def test_one_key_holding_slow_uploads_cannot_fail_another_tenant(
     world = await make_world(max_concurrent_requests=8, max_concurrent_per_credential=3)
     async with slow_uploads(world, world.keys["alice"], 20) as readers:
         # Every upload past the key's 3 slots is refused at once; 3 stay held.
-        refused = await answered(readers, within=0.3)
+        refused = await answered(readers, within=1.0)
         assert refused == [429] * 17
         assert sum(world.gateway.state.admission.by_credential.values()) == 3
         # Another tenant is served while alice's uploads stall.
@@ -101,8 +103,8 @@ async def test_one_principal_over_many_keys_is_capped(make_world: MakeWorld) -> 
         slow_uploads(world, world.keys["alice"], 2) as first,
         slow_uploads(world, extra, 2) as second,
     ):
-        assert await answered(first, within=0.2) == []
-        assert await answered(second, within=0.2) == [429]
+        assert await answered(first, within=1.0) == []
+        assert await answered(second, within=1.0) == [429]
     assert await denial_reasons(world) == [["principal.concurrency"]]
 
 
@@ -117,7 +119,7 @@ async def test_slow_body_is_cut_by_its_deadline_and_recorded(make_world: MakeWor
             assert error_code(raw) == "request_timeout"
             statuses.append(status)
     assert statuses == [408] * 10
-    assert time.monotonic() - start < LIMIT_S + SLACK_S
+    assert time.monotonic() - start < LIMIT_S + 3 * SLACK_S
     reasons = await denial_reasons(world)
     assert reasons == [["request.read_timeout"]] * 10
     denied = world.events("request.denied")
@@ -139,7 +141,7 @@ async def test_buffered_body_budget_holds_and_spares_other_principals(
     admission = world.gateway.state.admission
     # alice declares 15 KiB bodies and stalls: two fit her 40 KiB share, the rest are 429.
     async with slow_uploads(world, world.keys["alice"], 6, length=15 * kib) as readers:
-        assert await answered(readers, within=0.3) == [429] * 4
+        assert await answered(readers, within=1.0) == [429] * 4
         assert admission.buffered == 30 * kib
         # bob still gets a 30 KiB body through.
         status, raw = await post(world, chat_body(30 * kib), headers=bob(world))
@@ -149,7 +151,7 @@ async def test_buffered_body_budget_holds_and_spares_other_principals(
             slow_uploads(world, world.keys["bob"], 2, length=20 * kib) as bobs,
             slow_uploads(world, world.keys["carol"], 1, length=25 * kib) as carols,
         ):
-            assert await answered(bobs + carols, within=0.2) == []
+            assert await answered(bobs + carols, within=1.0) == []
             assert admission.buffered == 95 * kib
             carol = {"authorization": f"Bearer {world.keys['carol']}"}
             status, raw = await post(world, chat_body(10 * kib), headers=carol)
