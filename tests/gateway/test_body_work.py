@@ -3,6 +3,9 @@ process, and the call behaves exactly as if the loop had done it."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import orjson
 import pytest
 
@@ -78,3 +81,17 @@ async def test_worker_refuses_a_malformed_large_body_like_the_loop(
 
 def no_upstream_secret_in(body: bytes) -> bool:
     return b"sk-upstream" not in body
+
+
+async def test_a_dead_body_worker_is_replaced(make_world: MakeWorld) -> None:
+    world = await make_world(offload_body_bytes=LIMIT)
+    bodies = world.gateway.state.bodies
+    assert (await post(world, chat_body(LIMIT)))[0] == 200
+    assert bodies.pool is not None
+    for process in list(bodies.pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(5)
+    status, raw = await post(world, chat_body(LIMIT))
+    assert status == 503 and orjson.loads(raw)["error"]["code"] == "overloaded"
+    assert (await post(world, chat_body(LIMIT)))[0] == 200
+    assert await denial_reasons(world) == [["gateway.overloaded"]]

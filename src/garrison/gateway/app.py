@@ -419,6 +419,8 @@ async def _handle_model_call(
         seen = await state.bodies.inspect(endpoint, raw, state.content_rules)
     except BadRequest as exc:
         return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
+    except Overloaded as exc:  # the body worker died (a new one is starting)
+        return _deny(state, call, api, exc, (Reason.OVERLOADED,))
     name = seen.model
     model = state.snapshot.models.get(name)
     if model is None or model.api is not api:
@@ -442,7 +444,10 @@ async def _handle_model_call(
         return refused
     if stale_refusal(state, model):
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
-    payload, injected_usage = await state.bodies.rebuild(endpoint, raw, seen, model)
+    try:
+        payload, injected_usage = await state.bodies.rebuild(endpoint, raw, seen, model)
+    except Overloaded as exc:
+        return _deny(state, call, api, exc, (Reason.OVERLOADED,))
     stream = seen.stream
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
     if state.content_rules:

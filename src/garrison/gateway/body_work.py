@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import hashlib
+import logging
 import multiprocessing
 import os
 import re
+import sys
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from garrison.domain import Model
-from garrison.errors import BadRequest
+from garrison.errors import BadRequest, Overloaded
 from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.content import scan
@@ -48,6 +53,8 @@ BODY_WORKER_NICE = 10
 THREAD_DIGEST_BYTES = 1024 * 1024
 
 Rules = tuple[tuple[str, re.Pattern[str]], ...]
+_T = TypeVar("_T")
+log = logging.getLogger("garrison.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +83,6 @@ def _rebuild(endpoint: Endpoint, raw: bytes, model: Model) -> tuple[bytes, bool]
     return upstream_body(endpoint, apis.parse_body(endpoint, raw), model)
 
 
-def _ready() -> bool:
-    return True
-
-
 def _lower_priority() -> None:
     os.nice(BODY_WORKER_NICE)
 
@@ -97,19 +100,36 @@ class BodyWork:
     offloaded: int = 0
 
     def start(self) -> None:
-        """Make the pool; its processes start with the first large body (or ``warm``)."""
+        """Make the pool. Its processes start with the first large body: a process that
+        never sees one never pays their memory (~35 MB with the resource tracker)."""
         # spawn, not fork: the gateway has threads (the audit writer) by now.
         context = multiprocessing.get_context("spawn")
         self.pool = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_lower_priority
         )
 
-    async def warm(self) -> None:
-        """Start every worker now (imports included), not on the first large body."""
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in a worker. A pool whose worker died (killed, out of memory) is
+        replaced, and this call is refused with 503 rather than every later one failing."""
+        pool = self.pool
+        assert pool is not None
         loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self.pool, _ready) for _ in range(self.workers))
-        )
+        # A worker is spawned inside submit: hide the gateway's __main__ (the CLI) so the
+        # worker imports only this module (23 MB) instead of the whole CLI (90 MB).
+        main = sys.modules["__main__"]
+        try:
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                future = loop.run_in_executor(pool, fn, *args)
+            finally:
+                sys.modules["__main__"] = main
+            return await future
+        except concurrent.futures.process.BrokenProcessPool:
+            if self.pool is pool:  # the first call to see it replaces it
+                log.error("body worker died; starting a new one")
+                self.stop()
+                self.start()
+            raise Overloaded("body worker died") from None
 
     def stop(self) -> None:
         if self.pool is not None:
@@ -130,8 +150,7 @@ class BodyWork:
             body = apis.parse_body(endpoint, raw)
             return Inspected(body["model"], body.get("stream") is True, body)
         self.offloaded += 1
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.pool, _inspect, endpoint, raw, rules)
+        result = await self._run(_inspect, endpoint, raw, rules)
         if isinstance(result, tuple):
             detail, public = result
             raise BadRequest(detail, public_message=public)
@@ -146,8 +165,7 @@ class BodyWork:
             return upstream_body(endpoint, seen.body, model)
         # The upstream credential never leaves this process.
         bare = dataclasses.replace(model, upstream_key=None)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, _rebuild, endpoint, raw, bare)
+        return await self._run(_rebuild, endpoint, raw, bare)
 
     @staticmethod
     def flags(rules: Rules, seen: Inspected) -> list[str]:

@@ -60,9 +60,6 @@ class Gateway:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        # Start the body workers before listening (``garrison serve``); tests leave them to
-        # the first large body.
-        self.warm_bodies = False
         path = sqlite_path(settings.database_url)
         if path is None:
             raise ConfigError("only the embedded SQLite store is supported in this version")
@@ -220,8 +217,6 @@ class Gateway:
         )
         self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
         self.state.bodies.start()
-        if self.warm_bodies:
-            await self.state.bodies.warm()  # before the listener: ready means ready
         self.port = await self.http.start(self.settings.host, self.settings.port)
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
         self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
@@ -320,7 +315,6 @@ class Gateway:
 
 async def serve_forever(settings: Settings) -> None:
     gateway = Gateway(settings)
-    gateway.warm_bodies = True
     await gateway.start()
     log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
     try:
