@@ -206,6 +206,14 @@ def seed_gateway(data_dir: Path, mocks: Mocks) -> Seeded:
         # To see what in-process detection costs: the same gateway without it.
         with done.config_path.open("a") as config:
             config.write("\n[detect]\nenabled = false\n")
+    with done.config_path.open("a") as config:
+        # The load generator is one address and one key standing for many clients (1,000
+        # held streams from 127.0.0.1): the shipped per-source (256 connections) and
+        # per-key/principal (512/1,024 calls) caps would refuse it.
+        config.write(
+            "\n[limits]\nmax_connections_per_source = 4096\n"
+            "max_concurrent_per_credential = 4096\nmax_concurrent_per_principal = 4096\n"
+        )
     db_path = Path(done.settings.database_url.removeprefix("sqlite:///"))
     return Seeded(done.config_path, db_path, key, port)
 

@@ -380,7 +380,8 @@ async def _aiohttp_handler(request: Any) -> Any:
 async def _serve_aiohttp(port: int) -> None:
     from aiohttp import web
 
-    app = web.Application()
+    # Bodies up to the gateway's 8 MiB limit (bench/hostile_bodies_bench.py sends them).
+    app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", _aiohttp_handler)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()

@@ -57,3 +57,8 @@ class Reason(enum.StrEnum):
     # the upstream misbehaved (recorded on request.completed; the caller sees a generic error)
     UPSTREAM_REDIRECT = "upstream.redirect"  # answered 3xx; redirects are never followed
     UPSTREAM_USAGE_INVALID = "upstream.usage_invalid"  # negative or absurd usage, clamped
+    # admission after authentication (gateway/admission_limits.py)
+    CREDENTIAL_CONCURRENCY = "credential.concurrency"
+    PRINCIPAL_CONCURRENCY = "principal.concurrency"
+    BODY_BUDGET_PRINCIPAL = "principal.body_budget"
+    BODY_BUDGET = "gateway.body_budget"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import hashlib
 import ipaddress
 import itertools
 import logging
@@ -47,18 +46,28 @@ from garrison.errors import (
     UpstreamTimeout,
 )
 from garrison.gateway import apis, listing
+from garrison.gateway.admission_limits import Refused, Ticket
+from garrison.gateway.answers import (
+    CallDeadline,
+    Charge,
+    ResponseBudgetExhausted,
+    answer_usage,
+    read_answer,
+    renamed_length,
+    write_renamed,
+)
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.client_address import client_address, parse_address
+from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import Cut, stale_refusal, uncancel
-from garrison.gateway.content import ContentUncheckable, scan
+from garrison.gateway.content import ContentUncheckable
 from garrison.gateway.credential_echo import model_answer_forms, model_key, scrub_bytes
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
-from garrison.gateway.metering import SseMeter, Usage, usage_from_body
+from garrison.gateway.metering import SseMeter, Usage
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
-    build_upstream_body,
     is_redirect,
     traceparent,
     upstream_headers,
@@ -128,6 +137,7 @@ class Call:
         "request_id",
         "started",
         "task",
+        "ticket",
     )
 
     def __init__(self, endpoint: str, request_id: str, address: str) -> None:
@@ -152,6 +162,8 @@ class Call:
         self.task: asyncio.Task[Any] | None = None
         # The request.allowed event was handed to the log (what a cut then records).
         self.allowed = False
+        # The per-credential/principal slots and body bytes this call holds (admission_limits).
+        self.ticket: Ticket | None = None
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
@@ -332,17 +344,28 @@ def _cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Resp
     return _error_response(api, error, call.request_id)
 
 
-async def read_body(request: web.Request, state: GatewayState, limit: int | None = None) -> bytes:
+async def read_body(
+    request: web.Request,
+    state: GatewayState,
+    limit: int | None = None,
+    ticket: Ticket | None = None,
+) -> bytes:
+    """The body, within ``limit`` and the body-read deadline; with a ``ticket``, its bytes
+    are charged to the buffered-body budget before they are held (``Refused`` if over)."""
     limit = state.limits.max_body_bytes if limit is None else limit
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"declared {declared} bytes")
+    if ticket is not None and declared is not None:
+        ticket.charge(declared)
     content = request.content
     if content.is_eof():
         # The whole body came with the head (the usual case): no timer needed.
         raw = content.read_nowait(-1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"body over {limit} bytes")
+        if ticket is not None and declared is None:
+            ticket.charge(len(raw))
         return raw
     chunks: list[bytes] = []
     size = 0
@@ -355,6 +378,8 @@ async def read_body(request: web.Request, state: GatewayState, limit: int | None
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"body over {limit} bytes")
+                if ticket is not None and declared is None:
+                    ticket.charge(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout("body read timeout") from None
@@ -391,6 +416,8 @@ def model_handler(endpoint: Endpoint) -> Any:
         finally:
             state.inflight -= 1
             state.live.discard(call)
+            if call.ticket is not None:
+                call.ticket.release()
 
     return handle
 
@@ -416,18 +443,25 @@ async def _handle_model_call(
     except BadRequest as exc:
         return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
     try:
-        raw = await read_body(request, state)
+        assert call.credential_id is not None
+        call.ticket = state.admission.enter(state.limits, call.credential_id, principal.id)
+        raw = await read_body(request, state, ticket=call.ticket)
+    except Refused as over:
+        return _deny(state, call, api, over.error, (over.reason,))
     except PayloadTooLarge as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TOO_LARGE,))
     except RequestTimeout as exc:
         return _deny(state, call, api, exc, (Reason.BODY_TIMEOUT,))
-    call.body_sha256 = hashlib.sha256(raw).hexdigest()
+    call.body_sha256 = await state.bodies.digest(raw)
     call.body_bytes = len(raw)
     try:
-        body = apis.parse_body(endpoint, raw)
+        # Large bodies are parsed (and scanned) in a worker process: see body_work.
+        seen = await state.bodies.inspect(endpoint, raw, state.content_rules)
     except BadRequest as exc:
         return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
-    name = body["model"]
+    except Overloaded as exc:  # the body worker died (a new one is starting)
+        return _deny(state, call, api, exc, (Reason.OVERLOADED,))
+    name = seen.model
     model = state.snapshot.models.get(name)
     if model is None:
         call.model = _printable_name(name)
@@ -445,9 +479,12 @@ async def _handle_model_call(
         return refused
     if stale_refusal(state, model):
         return _deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
-    built = build_upstream_body(endpoint, body, model)
+    try:
+        built = await state.bodies.rebuild(endpoint, raw, seen, model)
+    except Overloaded as exc:
+        return _deny(state, call, api, exc, (Reason.OVERLOADED,))
     payload, injected_usage = built.payload, built.injected_usage
-    stream = body.get("stream") is True
+    stream = seen.stream
     extra_data: dict[str, Any] = {"justification": justification} if justification else {}
     trace = traceparent(request.headers)
     if trace is not None:
@@ -455,7 +492,7 @@ async def _handle_model_call(
     extra_data.update(built.dropped.record())
     if state.content_rules:
         try:
-            flags = scan(state.content_rules, body)
+            flags = state.bodies.flags(state.content_rules, seen)
         except ContentUncheckable as exc:
             # Refused, never forwarded half-read (after the decision: it reveals nothing).
             return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
@@ -525,7 +562,11 @@ async def _forward_any(
 ) -> web.StreamResponse:
     if stream:
         return await _forward_stream(request, state, endpoint, model, call, payload, injected_usage)
-    return await _forward(request, state, endpoint, model, call, payload)
+    charge = Charge(state.answers, state.limits)
+    try:
+        return await _forward(request, state, endpoint, model, call, payload, charge)
+    finally:
+        charge.release()
 
 
 def _timeout(state: GatewayState) -> aiohttp.ClientTimeout:
@@ -633,19 +674,26 @@ async def _forward(
     model: Model,
     call: Call,
     payload: bytes,
+    charge: Charge,
 ) -> web.StreamResponse:
     api = endpoint.api
     assert state.session is not None
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    loop = asyncio.get_running_loop()
+    # The whole call, connect to last byte (answers.py): a dripping upstream cannot stretch it.
+    deadline = loop.time() + state.limits.nonstream_max_seconds
     call.forwarded = time.perf_counter()
     try:
-        async with state.session.post(
-            upstream_url(model, endpoint),
-            data=payload,
-            headers=headers,
-            timeout=_timeout(state),
-            allow_redirects=False,  # never: see upstream.is_redirect
-        ) as resp:
+        async with (
+            asyncio.timeout_at(deadline),
+            state.session.post(
+                upstream_url(model, endpoint),
+                data=payload,
+                headers=headers,
+                timeout=_timeout(state),
+                allow_redirects=False,  # never: see upstream.is_redirect
+            ) as resp,
+        ):
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
             if resp.status >= 400:
@@ -661,7 +709,7 @@ async def _forward(
                     extra=shape,
                 )
                 return _error_response(api, exc, call.request_id)
-            raw = await _read_all(resp, state.limits.max_response_bytes)
+            raw = await read_answer(resp, state.limits.max_response_bytes, charge)
             content_type = resp.headers.get("content-type", _JSON)
     except asyncio.CancelledError:
         if call.cut is not None:
@@ -672,31 +720,41 @@ async def _forward(
             state, call, status=499, outcome="client_closed", usage=None, bytes_out=0, ttfb=None
         )
         raise
+    except ResponseBudgetExhausted as exc:
+        log.warning("answer for %s dropped: %s", call.request_id, exc.detail)
+        return _upstream_error(state, call, api, exc, "response_budget")
     except (TimeoutError, aiohttp.ServerTimeoutError):
+        if loop.time() >= deadline:
+            return _upstream_error(state, call, api, CallDeadline(), "call_deadline")
         return _upstream_error(state, call, api, UpstreamTimeout(), "upstream_timeout")
     except (aiohttp.ClientError, UpstreamFailed) as exc:
         log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
         return _upstream_error(state, call, api, UpstreamFailed(), "upstream_error")
     try:
-        usage = usage_from_body(api, orjson.loads(raw))
+        usage = answer_usage(api, raw)
     except orjson.JSONDecodeError:
         return _upstream_error(state, call, api, UpstreamFailed(), "upstream_bad_json")
     old, new = _client_model_bytes(model)
-    if old != new:
-        raw = raw.replace(old, new)
+    # The model's own credential never reaches the caller (a copy only when it is there).
     raw = scrub_bytes(raw, model_answer_forms(model))
+    response = web.StreamResponse(
+        headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
+    )
+    response.content_length = renamed_length(raw, old, new)
     _complete(
         state,
         call,
         status=200,
         outcome="ok",
         usage=usage,
-        bytes_out=len(raw),
+        bytes_out=response.content_length,
         ttfb=time.perf_counter() - call.started,
     )
-    return web.Response(
-        body=raw, headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
-    )
+    # Written here, renamed piece by piece, so the budget holds the answer until it is sent.
+    await response.prepare(request)
+    await write_renamed(response, raw, old, new)
+    await response.write_eof()
+    return response
 
 
 def _upstream_error(
@@ -1061,7 +1119,8 @@ async def not_found(request: web.Request) -> web.Response:
 def build_app(state: GatewayState, admin: AdminBackend | None = None) -> web.Application:
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
-        client_max_size=state.limits.max_body_bytes + 1, middlewares=[error_middleware]
+        client_max_size=state.limits.max_body_bytes + 1,
+        middlewares=[error_middleware, reserve_middleware],
     )
     app[STATE_KEY] = state
     app.on_response_prepare.append(_server_header)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import base64
 import functools
+from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
 from garrison.domain import Model
+
+_Bytes = TypeVar("_Bytes", bytes, bytearray)
 
 # What a removed credential is replaced with.
 REDACTED = "[redacted]"
@@ -76,8 +79,9 @@ def scrub_text(text: str, key: str | None) -> str:
     return text
 
 
-def scrub_bytes(data: bytes, forms: tuple[bytes, ...]) -> bytes:
-    """``data`` with every one of ``forms`` replaced (from :func:`answer_forms`)."""
+def scrub_bytes(data: _Bytes, forms: tuple[bytes, ...]) -> _Bytes:
+    """``data`` with every one of ``forms`` replaced (from :func:`answer_forms`); the same
+    object when none is there."""
     for form in forms:
         if form in data:
             data = data.replace(form, REDACTED.encode())

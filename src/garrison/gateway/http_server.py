@@ -17,9 +17,10 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse
 
-from garrison.domain import UpstreamApi
+from garrison.domain import Network, UpstreamApi
 from garrison.errors import BadRequest, ServerError
 from garrison.gateway.apis import error_body
+from garrison.gateway.connections import RESERVE_ATTRIBUTE, Admit, ConnectionTable
 from garrison.gateway.limits import GatewayLimits
 
 log = logging.getLogger("garrison.gateway")
@@ -37,9 +38,23 @@ class _HeadDeadline(RequestHandler):
 
     _deadline: asyncio.TimerHandle | None = None
     _head_timeout: float = 10.0
+    _table: ConnectionTable | None = None
+    _source: str | None = None
+    garrison_reserve = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._table is not None:
+            peer = transport.get_extra_info("peername")
+            host = str(peer[0]) if isinstance(peer, tuple) and peer else None
+            admit, source = self._table.admit(host)
+            if admit is Admit.REFUSE:
+                # Over its source's cap or the process cap: the descriptor is freed at once.
+                assert isinstance(transport, asyncio.Transport)
+                transport.abort()
+                return
+            self._source = source
+            setattr(self, RESERVE_ATTRIBUTE, admit is Admit.RESERVE)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -52,6 +67,9 @@ class _HeadDeadline(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._table is not None and self._source is not None:
+            self._table.leave(self._source)
+            self._source = None
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -96,9 +114,12 @@ class _HeadDeadline(RequestHandler):
 
 
 class HttpServer:
-    def __init__(self, app: web.Application, limits: GatewayLimits) -> None:
+    def __init__(
+        self, app: web.Application, limits: GatewayLimits, trusted_proxies: tuple[Network, ...] = ()
+    ) -> None:
         self.app = app
         self.limits = limits
+        self.connections = ConnectionTable(limits, trusted_proxies)
         self._runner = web.AppRunner(
             app,
             handler_cancellation=True,
@@ -129,6 +150,7 @@ class HttpServer:
         def factory() -> RequestHandler:
             handler = _HeadDeadline(web_server, loop=loop, **kwargs)
             handler._head_timeout = timeout
+            handler._table = self.connections
             return handler
 
         self._server = await loop.create_server(

@@ -8,6 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from garrison.gateway.admission_limits import (
+    MAX_BUFFERED_BODY_BYTES,
+    MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL,
+    MAX_CONCURRENT_PER_CREDENTIAL,
+    MAX_CONCURRENT_PER_PRINCIPAL,
+)
+from garrison.gateway.answers import MAX_BUFFERED_RESPONSE_BYTES, NONSTREAM_MAX_SECONDS
+from garrison.gateway.body_work import BODY_WORKERS, OFFLOAD_BODY_BYTES
+from garrison.gateway.connections import (
+    CONNECTION_RESERVE,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_SOURCE,
+    MAX_CONNECTIONS_PER_TRUSTED_PROXY,
+)
+
 # Request body: a long-context chat request with a few base64 images fits in 8 MiB; larger
 # bodies are abuse or a mistake, and reading them costs memory before anything is decided.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -21,8 +36,10 @@ MAX_HEADERS = 100
 HEADER_READ_TIMEOUT_S = 10.0
 # Slow clients: the whole body must arrive within this; 8 MiB at 2 Mbit/s takes ~34 s.
 BODY_READ_TIMEOUT_S = 60.0
-# Idle keep-alive connections are closed after this (SDK connection pools reconnect).
-KEEPALIVE_TIMEOUT_S = 75.0
+# Idle between requests on a kept-alive connection (re-armed after each request): SDK pools
+# drop idle connections after 5 s (httpx) so they close first; an idle socket costs an
+# attacker a reconnect every 15 s instead of holding a descriptor for minutes.
+KEEPALIVE_TIMEOUT_S = 15.0
 # Upstream connect: a model server on the same network answers in milliseconds; 5 s
 # means it is down or unreachable.
 UPSTREAM_CONNECT_TIMEOUT_S = 5.0
@@ -68,3 +85,15 @@ class GatewayLimits:
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     lock_view_stale_s: float = LOCK_VIEW_STALE_S
     drain_deadline_s: float = DRAIN_DEADLINE_S
+    max_concurrent_per_credential: int = MAX_CONCURRENT_PER_CREDENTIAL
+    max_concurrent_per_principal: int = MAX_CONCURRENT_PER_PRINCIPAL
+    max_buffered_body_bytes: int = MAX_BUFFERED_BODY_BYTES
+    max_buffered_body_bytes_per_principal: int = MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL
+    max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE
+    max_connections_per_trusted_proxy: int = MAX_CONNECTIONS_PER_TRUSTED_PROXY
+    max_connections: int = MAX_CONNECTIONS
+    connection_reserve: int = CONNECTION_RESERVE
+    offload_body_bytes: int = OFFLOAD_BODY_BYTES
+    body_workers: int = BODY_WORKERS
+    max_buffered_response_bytes: int = MAX_BUFFERED_RESPONSE_BYTES
+    nonstream_max_seconds: float = NONSTREAM_MAX_SECONDS

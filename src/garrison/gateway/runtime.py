@@ -40,6 +40,7 @@ from garrison.domain.locks import Lock, LockKind
 from garrison.errors import AuditUnavailable, ConfigError
 from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app, new_request_id
+from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.metrics_listener import MetricsListener
@@ -156,7 +157,9 @@ class Gateway:
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
-        self.http = HttpServer(build_app(self.state, admin), settings.limits)
+        self.http = HttpServer(
+            build_app(self.state, admin), settings.limits, settings.trusted_proxies
+        )
         if settings.metrics_model_labels:
             self.state.model_outcomes = Counter()
         self.metrics = (
@@ -284,6 +287,8 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),
         )
+        self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
+        self.state.bodies.start()
         self.port = await self.http.start(self.settings.host, self.settings.port)
         if self.metrics is not None:
             await self.metrics.start()
@@ -573,6 +578,7 @@ class Gateway:
         await self.http.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        self.state.bodies.stop()
         if self.monitor is not None:
             await asyncio.to_thread(self.monitor.stop)
         for task in list(self._tasks):

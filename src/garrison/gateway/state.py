@@ -14,6 +14,9 @@ import aiohttp
 from garrison.audit import AuditLog
 from garrison.detect.patterns import Matcher
 from garrison.domain import Network
+from garrison.gateway.admission_limits import Admission
+from garrison.gateway.answers import ResponseBudget
+from garrison.gateway.body_work import BodyWork
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.histograms import Histogram
@@ -65,6 +68,12 @@ class GatewayState:
     disk_low: bool = False
     disk_free_bytes: int = -1
     calls: int = 0
+    # Per-credential and per-principal slots and buffered body bytes (after authentication).
+    admission: Admission = field(default_factory=Admission)
+    # Where large request bodies are parsed, scanned and re-encoded (worker processes).
+    bodies: BodyWork = field(default_factory=BodyWork)
+    # Bytes of non-streamed upstream answers held now (answers.py).
+    answers: ResponseBudget = field(default_factory=ResponseBudget)
     # Calls past authentication, for cutting when a lock covers them (see containment).
     live: set[Any] = field(default_factory=set)
     # When this process last read the directory's version (monotonic), and what it does when
