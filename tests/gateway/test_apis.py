@@ -196,6 +196,7 @@ OPENAI_TYPE: dict[type[GarrisonError], str] = {
     errors.AuditUnavailable: "server_error",
     errors.AuditRecordInvalid: "server_error",
     errors.Overloaded: "server_error",
+    errors.ShuttingDown: "server_error",
     errors.ConfigError: "server_error",
 }
 ANTHROPIC_TYPE: dict[type[GarrisonError], str] = {
@@ -217,6 +218,7 @@ ANTHROPIC_TYPE: dict[type[GarrisonError], str] = {
     errors.AuditUnavailable: "api_error",
     errors.AuditRecordInvalid: "api_error",
     errors.Overloaded: "overloaded_error",
+    errors.ShuttingDown: "api_error",
     errors.ConfigError: "api_error",
 }
 # Conflict (409) is a control-plane error with no documented data-plane type; it must still
