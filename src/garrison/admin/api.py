@@ -65,6 +65,7 @@ from garrison.store import changes as changes_rules
 from garrison.store import incidents as store_incidents
 from garrison.store import locks as store_locks
 from garrison.store import queries
+from garrison.store.key_containment import LOCKED_RULE
 
 log = logging.getLogger("garrison.admin")
 
@@ -73,6 +74,10 @@ log = logging.getLogger("garrison.admin")
 ADMIN_MAX_BODY_BYTES = 64 * 1024
 # Reports count "dormant" seats over at most ten years of history.
 DORMANT_DAYS_MAX = 3650
+
+
+# Refusals whose rule has a reason code of its own (else admin.invalid_request).
+_RULE_REASONS = {LOCKED_RULE: Reason.LOCKED}
 
 
 def _parse(model: type[B], raw: bytes) -> B:
@@ -214,7 +219,10 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             denied(refused.reason, refused.error.status, admin.id)
             return _error(refused.error, request_id)
         except ClientError as exc:
-            denied(Reason.ADMIN_INVALID, exc.status, admin.id, rule=rule_of(admin_message(exc)))
+            rule = rule_of(admin_message(exc))
+            denied(
+                _RULE_REASONS.get(rule or "", Reason.ADMIN_INVALID), exc.status, admin.id, rule=rule
+            )
             return _error(exc, request_id)
         if ctx.wrote:
             await backend.reload()

@@ -34,7 +34,16 @@ from garrison.domain.locks import LockKind
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import changes, incidents, locks, principals, registry, schema, vendors
+from garrison.store import (
+    changes,
+    incidents,
+    key_containment,
+    locks,
+    principals,
+    registry,
+    schema,
+    vendors,
+)
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_networks
 
@@ -366,10 +375,20 @@ class Directory:
         canary: bool,
         now: float,
         extra: dict[str, Any] | None = None,
+        rotated_from: str | None = None,
     ) -> CreatedKey:
-        """A new key for principal ``row``, inside the caller's transaction."""
+        """A new key for principal ``row``, inside the caller's transaction. Refused while a
+        lock covers the principal, its org or (``rotated_from``) the key it replaces."""
         if row.status != Status.ACTIVE.value:
             raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
+        key_containment.refuse_if_locked(
+            conn,
+            principal_id=row.id,
+            org_id=row.org_id,
+            now=now,
+            key_id=rotated_from,
+            action=f"rotate key {rotated_from}" if rotated_from else "issue a key",
+        )
         terms = vendors.vendor_of(conn, row.org_id)
         if terms is not None:
             nets, expires_at = vendors.key_terms(terms, nets, expires_at, now)
@@ -444,6 +463,7 @@ class Directory:
                 canary=bool(old.canary),
                 now=now,
                 extra={"rotated_from": key_id},
+                rotated_from=key_id,
             )
             if grace_s > 0:
                 retire = {"expires_at": min(old.expires_at or now + grace_s, now + grace_s)}
@@ -532,6 +552,13 @@ class Directory:
                     )
                 if person.status != Status.ACTIVE.value or not issuing:
                     continue
+                if any(
+                    key_containment.covering_lock(
+                        conn, principal_id=person.id, org_id=org.id, now=now, key_id=key
+                    )
+                    for key in [old.id for old in live] or [None]
+                ):
+                    continue  # locked: revoked above, and no new key while the lock holds
                 nets = parse_networks(live[0].networks) if live else ()
                 issued.append(
                     self._insert_key(
