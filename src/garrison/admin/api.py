@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from garrison.admin import access_api, alerts_api, schemas
+from garrison.admin import access_api, alerts_api, canary_guard, schemas
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -481,7 +481,10 @@ async def revoke_key(ctx: Ctx) -> Any:
     body: schemas.KeyRevoke = ctx.body
     key_id = ctx.request.match_info["key_id"]
     await ctx.require(Action.REVOKE_KEY, "credential", key_id)
+    canary = await canary_guard.guard(ctx, key_id, "revoke")
     await ctx.write(ctx.directory().revoke_key, key_id, now=ctx.now, reason=body.reason)
+    if canary:
+        await canary_guard.raise_alert(ctx, key_id, "revoke", "done")
     return {"id": key_id, "state": "revoked"}
 
 
@@ -489,9 +492,12 @@ async def rotate_key(ctx: Ctx) -> Any:
     body: schemas.KeyRotate = ctx.body
     key_id = ctx.request.match_info["key_id"]
     await ctx.require(Action.ROTATE_KEY, "credential", key_id)
+    canary = await canary_guard.guard(ctx, key_id, "rotate")
     created = await ctx.write(
         ctx.directory().rotate_key, key_id, now=ctx.now, grace_s=body.grace_s, reason=body.reason
     )
+    if canary:
+        await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
     return {**_issued(created), "rotated_from": key_id, "grace_s": body.grace_s}
 
 

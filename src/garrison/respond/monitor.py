@@ -208,6 +208,10 @@ class Monitor:
             self._raise(finding)
 
     # ── alerts ────────────────────────────────────────────────────────────────────────────
+    def raise_finding(self, finding: Finding) -> None:
+        """Raise a finding made outside the audit stream (the admin API's own alarms)."""
+        self._raise(finding)
+
     def _raise(self, finding: Finding) -> None:
         verdict: Verdict = self.engine.judge(finding)
         now = self._clock()

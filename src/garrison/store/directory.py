@@ -529,6 +529,8 @@ class Directory:
                         sa.select(c)
                         .where(
                             c.c.principal_id == person.id,
+                            # Canaries stay armed: retiring one is a security-admin's, alone.
+                            c.c.canary.is_(False),
                             c.c.revoked_at.is_(None),
                             sa.or_(c.c.expires_at.is_(None), c.c.expires_at > now),
                         )
