@@ -108,6 +108,7 @@ class Call:
         "credential_id",
         "cut",
         "endpoint",
+        "justified",
         "model",
         "model_id",
         "org_id",
@@ -140,6 +141,8 @@ class Call:
         self.task: asyncio.Task[Any] | None = None
         # The request.allowed event was handed to the log (what a cut then records).
         self.allowed = False
+        # The call came with a justification (a re-decision in flight keeps it).
+        self.justified = False
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
@@ -401,7 +404,8 @@ async def _handle_model_call(
             public_message=f"The justification is longer than {JUSTIFICATION_MAX_CHARS} characters."
         )
         return _deny(state, call, api, too_long, (Reason.BODY_MALFORMED,))
-    decision = _decide(state, principal, model, call, now, justification=bool(justification))
+    call.justified = bool(justification)
+    decision = _decide(state, principal, model, call, now, justification=call.justified)
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return _deny(state, call, api, NotFound(), decision.reasons, policies=decision.policies)
