@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from garrison.admin import access_api, alerts_api, canary_guard, schemas
+from garrison.admin import access_api, alerts_api, canary_guard, model_proposal, schemas
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -518,7 +518,7 @@ async def create_model(ctx: Ctx) -> Any:
         style = AuthStyle.NONE
     else:
         style = AuthStyle.X_API_KEY if api is UpstreamApi.ANTHROPIC else AuthStyle.BEARER
-    model_id = await ctx.write(
+    create = functools.partial(
         ctx.directory().create_model,
         body.name,
         upstream_url=body.upstream_url,
@@ -530,6 +530,11 @@ async def create_model(ctx: Ctx) -> Any:
         upstream_key=body.upstream_key,
         now=ctx.now,
     )
+    await asyncio.to_thread(create, dry_run=True)  # every rule, now
+    proposal = await model_proposal.propose_if_sensitive(ctx, body, style)
+    if proposal is not None:
+        return proposal
+    model_id = await ctx.write(create)
     return {"id": model_id, "name": body.name}
 
 

@@ -626,18 +626,29 @@ class Directory:
         level: Level,
         compartments: Iterable[str] = (),
         upstream_key: str | None = None,
+        upstream_key_sealed: bytes | None = None,
         now: float,
+        dry_run: bool = False,
     ) -> str:
+        """A new model. ``upstream_key_sealed``: the credential as it travelled sealed in a
+        two-person proposal (re-sealed under the newest key, never opened here); ``dry_run``
+        checks every rule and writes nothing."""
         name = check_name(name, "model name")
         upstream_model = check_name(upstream_model, "upstream model name")
         url = check_url(upstream_url)
         comps = check_compartments(compartments)
-        if upstream_key is not None and auth_style is AuthStyle.NONE:
+        keyed = upstream_key is not None or upstream_key_sealed is not None
+        if keyed and auth_style is AuthStyle.NONE:
             raise BadRequest("an upstream key was given but auth style is 'none'")
-        sealed = self._sealer.seal(upstream_key) if upstream_key else None
+        if upstream_key_sealed is not None:
+            sealed: bytes | None = self._sealer.rotate(upstream_key_sealed)
+        else:
+            sealed = self._sealer.seal(upstream_key) if upstream_key else None
         model_id = new_id("mdl")
         with write_transaction(self.engine) as conn:
             _unique(conn, schema.models, name, "model")
+            if dry_run:
+                return model_id
             conn.execute(
                 sa.insert(schema.models).values(
                     id=model_id,
@@ -689,6 +700,8 @@ class Directory:
                     .values(upstream_key_sealed=sealer.rotate(bytes(row.upstream_key_sealed)))
                 )
                 count += 1
+            # Credentials waiting sealed in two-person proposals are re-sealed too.
+            count += changes.reseal_pending(conn, sealer)
             _record(
                 conn,
                 at=now,
