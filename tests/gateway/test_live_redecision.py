@@ -18,7 +18,7 @@ import pytest
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.gateway.containment import cut_covered
-from tests.support.admin import admin_call
+from tests.support.admin import admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -194,3 +194,30 @@ async def test_watcher_ticks_do_not_redecide_between_swaps(world: World) -> None
     async with stream(world, world.keys["carol"], "other-slow"):
         assert cut_covered(world.gateway.state, redecide=False) == 0
         assert cut_covered(world.gateway.state) == 0
+
+
+async def test_revoking_the_grant_cuts_a_critical_stream(world: World) -> None:
+    slow_model(world, "oracle-slow", UpstreamApi.OPENAI, Level.CRITICAL, [])
+    ivan = make_admin(world, "ivan", [], clearance=Level.CRITICAL)
+    approvers = [make_admin(world, f"appr-{i}", ["approver"]) for i in (1, 2)]
+    await world.reload()  # the set-up above was written directly
+    ask = {"model": "oracle-slow", "duration_s": 3600, "reason": "INC-7 on call"}
+    status, created = await admin_call(world, ivan, "POST", "/access/requests", ask)
+    assert status == 201, created
+    for approver in approvers:
+        status, decided = await admin_call(
+            world, approver, "POST", f"/access/requests/{created['id']}/approve", {}
+        )
+        assert status == 200, decided
+    grant_id = decided["grant_id"]
+    async with stream(world, ivan, "oracle-slow") as resp:
+        request_id = resp.headers["x-request-id"]
+        status, body = await admin_call(
+            world, world.admin_key, "POST", f"/access/grants/{grant_id}/revoke", {"reason": "x"}
+        )
+        assert status == 200, body
+        rest, took = await rest_of(resp)
+    assert took < CUT_WITHIN_S
+    assert b'"code":"forbidden"' in rest
+    done = await completed(world, request_id)
+    assert (done["data"]["outcome"], done["data"]["reasons"]) == ("cut", ["grant.required"])
