@@ -283,3 +283,26 @@ def test_addresses_per_host_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(model_origin.socket, "getaddrinfo", lambda *a, **k: many)
     found = model_origin.system_resolver("cdn.example")
     assert found is not None and len(found) == model_origin.ADDRESSES_PER_HOST_MAX
+
+
+def test_a_protected_model_whose_host_does_not_resolve_makes_adding_two_person() -> None:
+    lost = Registered("lost", "https://gone.example/v1", Level.CRITICAL, frozenset())
+    why = creation_needs_two("https://10.0.0.9/v1", Level.PUBLIC, [lost], NAMES)
+    assert why is not None and "'lost'" in why
+
+
+def test_lookups_run_at_once_within_one_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(host: str) -> frozenset[str]:
+        time.sleep(0.2)
+        return frozenset({"10.9.9.9"})
+
+    monkeypatch.setattr(model_origin, "RESOLVE_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    found = model_origin.resolve_all([f"h{i}.example" for i in range(8)], slow)
+    assert time.monotonic() - started < 1.0
+    assert all(v == frozenset({"10.9.9.9"}) for v in found.values())
+    # At most RESOLVE_PARALLEL_MAX at once: with one worker, lookups past the timeout are None.
+    monkeypatch.setattr(model_origin, "RESOLVE_PARALLEL_MAX", 1)
+    monkeypatch.setattr(model_origin, "RESOLVE_TIMEOUT_S", 0.3)
+    found = model_origin.resolve_all(["a.example", "b.example", "c.example"], slow)
+    assert sum(v is None for v in found.values()) >= 1

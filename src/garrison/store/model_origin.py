@@ -25,11 +25,13 @@ import sqlalchemy as sa
 from garrison.domain import Level
 from garrison.store import schema
 
-# A name lookup for the origin check waits at most this long; a slower resolver counts as
-# "cannot resolve" (two admins), never as "not shared".
+# The origin check's name lookups (all at once) wait at most this long; a slower answer
+# counts as "cannot resolve" (two admins), never as "not shared".
 RESOLVE_TIMEOUT_S = 2.0
 # Addresses kept per host: a name with more is a CDN or a misuse; the first ones decide.
 ADDRESSES_PER_HOST_MAX = 64
+# Lookups run at once: a registry's few dozen upstream hosts resolve within one timeout.
+RESOLVE_PARALLEL_MAX = 16
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -60,22 +62,39 @@ def _literal(host: str) -> str | None:
     return str(address)
 
 
-def system_resolver(host: str) -> frozenset[str] | None:
-    """The host's addresses from the system resolver (None: it did not resolve in time)."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+def _addresses(host: str) -> frozenset[str] | None:
+    """The host's addresses from the system resolver (blocking; None: no answer)."""
     try:
-        future = pool.submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
-        infos = future.result(timeout=RESOLVE_TIMEOUT_S)
-    except (OSError, UnicodeError, concurrent.futures.TimeoutError):
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
         return None
-    finally:
-        pool.shutdown(wait=False)
     found: list[str] = []
     for info in infos:
         normal = _literal(str(info[4][0]).split("%", 1)[0])
         if normal is not None and normal not in found:
             found.append(normal)
     return frozenset(found[:ADDRESSES_PER_HOST_MAX])
+
+
+def resolve_all(
+    hosts: Iterable[str], resolve: Resolver = _addresses
+) -> dict[str, frozenset[str] | None]:
+    """Every host looked up at once, all within one ``RESOLVE_TIMEOUT_S`` (late: None)."""
+    wanted = sorted(set(hosts))
+    if not wanted:
+        return {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(wanted), RESOLVE_PARALLEL_MAX))
+    try:
+        futures = {host: pool.submit(resolve, host) for host in wanted}
+        done, _ = concurrent.futures.wait(futures.values(), timeout=RESOLVE_TIMEOUT_S)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return {host: f.result() if f in done else None for host, f in futures.items()}
+
+
+def system_resolver(host: str) -> frozenset[str] | None:
+    """The host's addresses (None: it did not resolve within ``RESOLVE_TIMEOUT_S``)."""
+    return resolve_all([host])[host]
 
 
 def origin_of(url: str, resolve: Resolver = system_resolver) -> Origin:
@@ -125,19 +144,23 @@ def creation_needs_two(
     """
     if level >= Level.RESTRICTED:
         return f"a model at {level.label} takes two admins"
-    origin = origin_of(url, resolve)
+    protected = [m for m in existing if m.level > level or m.compartments]
+    urls = [url, *(m.upstream_url for m in protected)]
+    hosts = [h for h in map(_host_of, urls) if _literal(h) is None]
+    found = resolve_all(hosts, resolve)
+    origin = origin_of(url, found.__getitem__)
     if not origin.resolved:
         return f"its host {origin.host!r} does not resolve, so it may share another's server"
-    cache: dict[str, Origin] = {}
-    for model in existing:
-        if model.level <= level and not model.compartments:
-            continue
-        theirs = cache.get(model.upstream_url)
-        if theirs is None:
-            theirs = cache[model.upstream_url] = origin_of(model.upstream_url, resolve)
+    for model in protected:
+        theirs = origin_of(model.upstream_url, found.__getitem__)
+        what = f"model {model.name!r} ({model.level.label}"
+        what += ", in compartments)" if model.compartments else ")"
+        if not theirs.resolved:
+            return f"the host of {what} does not resolve, so it cannot be told apart"
         if origin.shared_with(theirs):
-            return (
-                f"its upstream is the server of model {model.name!r} "
-                f"({model.level.label}{', in compartments' if model.compartments else ''})"
-            )
+            return f"its upstream is the server of {what}"
     return None
+
+
+def _host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").rstrip(".").lower()
