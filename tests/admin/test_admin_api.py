@@ -760,6 +760,8 @@ async def full_flow(world: World, transcript: Transcript) -> list[str]:
     async def dp(key: str, model: str = "assistant") -> int:
         return await chat(world, key, model, transcript=transcript)
 
+    # A second security-admin, for the one two-person change below (set-up).
+    second_admin = await new_admin(world, "sec-2", ["security-admin"])
     start = table_counts(world)
     answer = await sa("POST", "/orgs", {"name": "research"}, 201)
     assert answer.body["name"] == "research"
@@ -834,9 +836,12 @@ async def full_flow(world: World, transcript: Transcript) -> list[str]:
             "upstream_model": "mock-small",
             "upstream_key": UPSTREAM_KEY,
         },
-        201,
+        202,  # the server of a restricted model in a compartment: two admins
     )
-    await expect_write(world, answer, admin, "model.created")
+    await expect_write(world, answer, admin, "change.proposed")
+    change_id = answer.body["pending"]["id"]
+    approved = await call(world, second_admin.key, "POST", f"/changes/{change_id}/approve", {})
+    assert approved.status == 200, approved.raw
     assert await dp(world.keys["alice"], "assistant-2") == 200
     shown = (await sa("GET", "/models/assistant-2")).body
     assert shown["upstream_key"] == "sealed"

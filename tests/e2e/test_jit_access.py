@@ -101,11 +101,14 @@ async def stage(tmp_path: Path) -> AsyncIterator[Stage]:
             make_admin(world, "appr-1", ["approver"]),
             make_admin(world, "appr-2", ["approver"]),
         )
+        second_admin = make_admin(world, "sec-2", ["security-admin"])
         await world.reload()
         s = Stage(world, clock, requester, approvers)
         # A critical model, made through the admin API, forwarding like the seeded assistant.
         assistant = await s.api(world.admin_key, "GET", "/models/assistant")
-        await s.api(
+        # (Two admins: one proposes, a second approves.)
+        status, proposal = await admin_call(
+            world,
             world.admin_key,
             "POST",
             "/models",
@@ -119,6 +122,8 @@ async def stage(tmp_path: Path) -> AsyncIterator[Stage]:
                 "level": "critical",
             },
         )
+        assert status == 202, proposal
+        await s.api(second_admin, "POST", f"/changes/{proposal['pending']['id']}/approve", {})
         yield s
     finally:
         await stop_world(world)

@@ -144,8 +144,10 @@ def sealer(initialized: Initialized) -> Sealer:
         {"upstream_model": ["up-small", "up-large"]},
         {"api": ["openai", "anthropic"]},
         {"level": ["internal", "critical"], "api": ["openai", "anthropic"]},
+        # How the credential is sent is two-person too (issue 11, item 3).
+        {"auth_style": ["bearer", "x-api-key"]},
     ],
-    ids=["url-host", "url-path", "upstream-model", "api", "api-with-a-raise"],
+    ids=["url-host", "url-path", "upstream-model", "api", "api-with-a-raise", "auth-style"],
 )
 def test_re_pointing_a_model_is_sensitive(changes: dict[str, Any]) -> None:
     assert model_change_is_sensitive(changes)
@@ -155,12 +157,11 @@ def test_re_pointing_a_model_is_sensitive(changes: dict[str, Any]) -> None:
     "changes",
     [
         {},
-        {"auth_style": ["bearer", "x-api-key"]},
         {"upstream_key": "replaced"},
         {"level": ["internal", "critical"]},
         {"compartments": [["cyber"], ["bio", "cyber"]]},
     ],
-    ids=["nothing", "auth-style", "key", "raise-level", "add-compartment"],
+    ids=["nothing", "key", "raise-level", "add-compartment"],
 )
 def test_other_model_changes_are_not_sensitive(changes: dict[str, Any]) -> None:
     assert not model_change_is_sensitive(changes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from garrison.admin import schemas
+from garrison.admin import model_proposal, schemas
 from garrison.admin.authz import Action, reach
 from garrison.admin.base import Ctx, Refused, Route
 from garrison.domain import (
@@ -179,6 +179,8 @@ async def approve_change(ctx: Ctx) -> Any:
             auth_style=AuthStyle(style) if style else None,
             **payload,
         )
+    elif row.kind == model_proposal.KIND:
+        result = await model_proposal.approve(ctx, directory, payload)
     elif row.kind == "policy-set":
         text = payload["text"]
         await asyncio.to_thread(CompiledPolicies, text)  # still valid against today's schema

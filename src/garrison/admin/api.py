@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 
-from garrison.admin import access_api, alerts_api, emergency, schemas
+from garrison.admin import access_api, alerts_api, canary_guard, emergency, model_proposal, schemas
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -66,6 +66,7 @@ from garrison.store import changes as changes_rules
 from garrison.store import incidents as store_incidents
 from garrison.store import locks as store_locks
 from garrison.store import queries
+from garrison.store.key_containment import LOCKED_RULE
 from garrison.store.vendors import vendor_status
 
 log = logging.getLogger("garrison.admin")
@@ -75,6 +76,10 @@ log = logging.getLogger("garrison.admin")
 ADMIN_MAX_BODY_BYTES = 64 * 1024
 # Reports count "dormant" seats over at most ten years of history.
 DORMANT_DAYS_MAX = 3650
+
+
+# Refusals whose rule has a reason code of its own (else admin.invalid_request).
+_RULE_REASONS = {LOCKED_RULE: Reason.LOCKED}
 
 
 def _parse(model: type[B], raw: bytes) -> B:
@@ -216,7 +221,10 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             denied(refused.reason, refused.error.status, admin.id)
             return _error(refused.error, request_id)
         except ClientError as exc:
-            denied(Reason.ADMIN_INVALID, exc.status, admin.id, rule=rule_of(admin_message(exc)))
+            rule = rule_of(admin_message(exc))
+            denied(
+                _RULE_REASONS.get(rule or "", Reason.ADMIN_INVALID), exc.status, admin.id, rule=rule
+            )
             return _error(exc, request_id)
         if ctx.wrote:
             await backend.reload()
@@ -489,7 +497,10 @@ async def revoke_key(ctx: Ctx) -> Any:
     body: schemas.KeyRevoke = ctx.body
     key_id = ctx.request.match_info["key_id"]
     await ctx.require(Action.REVOKE_KEY, "credential", key_id)
+    canary = await canary_guard.guard(ctx, key_id, "revoke")
     await ctx.write(ctx.directory().revoke_key, key_id, now=ctx.now, reason=body.reason)
+    if canary:
+        await canary_guard.raise_alert(ctx, key_id, "revoke", "done")
     return {"id": key_id, "state": "revoked"}
 
 
@@ -497,9 +508,12 @@ async def rotate_key(ctx: Ctx) -> Any:
     body: schemas.KeyRotate = ctx.body
     key_id = ctx.request.match_info["key_id"]
     await ctx.require(Action.ROTATE_KEY, "credential", key_id)
+    canary = await canary_guard.guard(ctx, key_id, "rotate")
     created = await ctx.write(
         ctx.directory().rotate_key, key_id, now=ctx.now, grace_s=body.grace_s, reason=body.reason
     )
+    if canary:
+        await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
     return {**_issued(created), "rotated_from": key_id, "grace_s": body.grace_s}
 
 
@@ -520,7 +534,7 @@ async def create_model(ctx: Ctx) -> Any:
         style = AuthStyle.NONE
     else:
         style = AuthStyle.X_API_KEY if api is UpstreamApi.ANTHROPIC else AuthStyle.BEARER
-    model_id = await ctx.write(
+    create = functools.partial(
         ctx.directory().create_model,
         body.name,
         upstream_url=body.upstream_url,
@@ -533,6 +547,11 @@ async def create_model(ctx: Ctx) -> Any:
         extra_fields=body.extra_fields,
         now=ctx.now,
     )
+    await asyncio.to_thread(create, dry_run=True)  # every rule, now
+    proposal = await model_proposal.propose_if_sensitive(ctx, body, style)
+    if proposal is not None:
+        return proposal
+    model_id = await ctx.write(create)
     return {"id": model_id, "name": body.name}
 
 

@@ -5,7 +5,8 @@
     auditor          all     read the directory, the model registry, locks and incidents;
                              change nothing
     vendor-manager   scope   read, add people and service accounts (no roles), enable and
-                             disable them, create / revoke / rotate their keys, suspend
+                             disable them, create / revoke / rotate their keys (never a
+                             canary: retiring one is a security-admin's), suspend
                              the vendor, lock its keys, people or the vendor itself — in
                              the vendors of their scope only (lifting is for a
                              security-admin)
@@ -45,6 +46,7 @@ class Action(enum.StrEnum):
     SET_PRINCIPAL_ACCESS = "set-principal-access"  # clearance, compartments, roles
     CREATE_KEY = "create-key"
     CREATE_CANARY = "create-canary"
+    RETIRE_CANARY = "retire-canary"  # revoke or rotate a canary key (security-admin only)
     REVOKE_KEY = "revoke-key"
     ROTATE_KEY = "rotate-key"
     WRITE_MODEL = "write-model"

@@ -460,7 +460,11 @@ def model_add(
         "extra_fields": list(allow_fields),
     }
     with api(config_path) as client:
-        click.echo(client.post("/models", body)["id"])
+        created = client.post("/models", body)
+    if "pending" in created:  # restricted or above, or on a better-protected model's server
+        _show_pending(created["pending"])
+    else:
+        click.echo(created["id"])
 
 
 @model.command("list")

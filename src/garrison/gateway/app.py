@@ -128,6 +128,7 @@ class Call:
         "cut",
         "endpoint",
         "forwarded",
+        "justified",
         "model",
         "model_id",
         "org_id",
@@ -164,6 +165,8 @@ class Call:
         self.allowed = False
         # The per-credential/principal slots and body bytes this call holds (admission_limits).
         self.ticket: Ticket | None = None
+        # The call came with a justification (a re-decision in flight keeps it).
+        self.justified = False
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
@@ -469,7 +472,8 @@ async def _handle_model_call(
     call.model = model.name
     if model.api is not api:
         return _other_api(state, principal, model, call, api, now)
-    decision = _decide(state, principal, model, call, now, justification=bool(justification))
+    call.justified = bool(justification)
+    decision = _decide(state, principal, model, call, now, justification=call.justified)
     if not decision.allowed:
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return _deny(state, call, api, NotFound(), decision.reasons, policies=decision.policies)

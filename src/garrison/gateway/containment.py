@@ -3,11 +3,12 @@ failing closed when this process's view of the locks is stale.
 
 Every call that passes authentication joins ``state.live`` until it ends. When a new
 snapshot is swapped in, ``cut_covered`` walks the live calls: a call now covered by a lock,
-or whose credential was revoked, principal disabled or vendor stopped, is marked with the
-cause and its task cancelled; the handler catches that cancellation, ends the answer with an
-error in the API's own shape (a final stream event for streams) and closes the upstream
-connection. Swapping and walking happen with no await in between, and a call joins and
-checks the snapshot with none either, so no call slips between the two.
+or whose credential was revoked, principal disabled or vendor stopped, or that the policy
+engine now refuses (``gateway.redecide``), is marked with the cause and its task
+cancelled; the handler catches that cancellation, ends the answer with an error in the
+API's own shape (a final stream event for streams) and closes the upstream connection.
+Swapping and walking happen with no await in between, and a call joins and checks the
+snapshot with none either, so no call slips between the two.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from garrison.domain import Level, Model, Reason, Status, VendorStatus
+from garrison.gateway.redecide import refusal
 from garrison.gateway.state import GatewayState, StaleMode
 from garrison.store.snapshot import Snapshot
 
@@ -56,8 +58,11 @@ def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
     return None
 
 
-def cut_covered(state: GatewayState) -> int:
-    """Cut every live call the current snapshot no longer allows; returns how many."""
+def cut_covered(state: GatewayState, *, redecide: bool = True) -> int:
+    """Cut every live call the current snapshot no longer allows; returns how many.
+
+    ``redecide``: also decide each call again with the policy engine (after a snapshot
+    swap); the watcher's ticks between swaps only re-check locks, expiry and standing."""
     if not state.live:
         return 0
     snap = state.snapshot
@@ -78,6 +83,8 @@ def cut_covered(state: GatewayState) -> int:
             call.cut = Cut(Reason.LOCKED, lock.id)
         else:
             reason = _withdrawn(snap, call, now)
+            if reason is None and redecide:
+                reason = refusal(snap, state.policy, call, now)
             if reason is None:
                 continue
             call.cut = Cut(reason)

@@ -393,7 +393,7 @@ class Gateway:
                     self.state.lock_view_at = time.monotonic()
                 # A lock with a TTL, or a contract, can end or start covering a call without
                 # any write: re-check the live calls on every tick (cheap when none is live).
-                cut_covered(self.state)
+                cut_covered(self.state, redecide=False)
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
 

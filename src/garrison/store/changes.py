@@ -2,7 +2,9 @@
 when a second, different admin approves it.
 
 Sensitive: raising a clearance, adding a compartment to a principal, lowering a model's level
-or removing its compartments, changing the organisation's policy set. (Lifting a global
+or removing its compartments, re-pointing a model or changing its ``auth_style``, adding a
+model at ``restricted`` or above or on the server of a better-protected model
+(``store.model_origin``), changing the organisation's policy set. (Lifting a global
 lockdown follows the same rule in ``store.locks``.) A proposal lapses after
 ``CHANGE_TTL_S``. Approving applies the change through the directory with the approver as
 actor; the change's row is marked approved inside that same transaction (see
@@ -24,6 +26,7 @@ from garrison.store import schema
 from garrison.store.db import write_transaction
 
 if TYPE_CHECKING:
+    from garrison.keyring import Sealer
     from garrison.store.directory import Directory
 
 # A proposal waits this long for a second admin.
@@ -58,9 +61,9 @@ MODEL_ROUTING_FIELDS = ("upstream_url", "upstream_model", "api")
 
 
 def model_change_is_sensitive(changes: dict[str, Any]) -> bool:
-    """Lowering a model's level, removing a compartment or re-pointing it (URL, upstream model,
-    API) takes two admins."""
-    if any(field in changes for field in MODEL_ROUTING_FIELDS):
+    """Lowering a model's level, removing a compartment, re-pointing it (URL, upstream model,
+    API) or changing how its credential is sent (``auth_style``) takes two admins."""
+    if any(field in changes for field in (*MODEL_ROUTING_FIELDS, "auth_style")):
         return True
     if "level" in changes:
         before, after = changes["level"]
@@ -267,3 +270,24 @@ def close_unchanged(d: Directory, change_id: str, *, now: float) -> dict[str, An
             data={"change_id": change_id, "note": "approved; nothing left to change"},
         )
     return {"id": change_id, "status": "approved"}
+
+
+# A proposal's payload field holding a sealed upstream credential (see admin.model_proposal).
+SEALED_KEY_FIELD = "upstream_key_sealed"
+
+
+def reseal_pending(conn: sa.Connection, sealer: Sealer) -> int:
+    """Re-encrypt the sealed credentials of pending proposals under ``sealer``'s newest key."""
+    count = 0
+    rows = conn.execute(sa.select(pc.c.id, pc.c.payload).where(pc.c.status == "pending")).all()
+    for row in rows:
+        payload = orjson.loads(row.payload)
+        sealed = payload.get(SEALED_KEY_FIELD)
+        if not isinstance(sealed, str):
+            continue
+        payload[SEALED_KEY_FIELD] = sealer.rotate(sealed.encode("ascii")).decode("ascii")
+        conn.execute(
+            sa.update(pc).where(pc.c.id == row.id).values(payload=orjson.dumps(payload).decode())
+        )
+        count += 1
+    return count

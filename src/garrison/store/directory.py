@@ -35,7 +35,16 @@ from garrison.domain.request_fields import check_extra_fields
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import changes, incidents, locks, principals, registry, schema, vendors
+from garrison.store import (
+    changes,
+    incidents,
+    key_containment,
+    locks,
+    principals,
+    registry,
+    schema,
+    vendors,
+)
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_networks
 
@@ -367,10 +376,20 @@ class Directory:
         canary: bool,
         now: float,
         extra: dict[str, Any] | None = None,
+        rotated_from: str | None = None,
     ) -> CreatedKey:
-        """A new key for principal ``row``, inside the caller's transaction."""
+        """A new key for principal ``row``, inside the caller's transaction. Refused while a
+        lock covers the principal, its org or (``rotated_from``) the key it replaces."""
         if row.status != Status.ACTIVE.value:
             raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
+        key_containment.refuse_if_locked(
+            conn,
+            principal_id=row.id,
+            org_id=row.org_id,
+            now=now,
+            key_id=rotated_from,
+            action=f"rotate key {rotated_from}" if rotated_from else "issue a key",
+        )
         terms = vendors.vendor_of(conn, row.org_id)
         if terms is not None:
             nets, expires_at = vendors.key_terms(terms, nets, expires_at, now)
@@ -445,6 +464,7 @@ class Directory:
                 canary=bool(old.canary),
                 now=now,
                 extra={"rotated_from": key_id},
+                rotated_from=key_id,
             )
             if grace_s > 0:
                 retire = {"expires_at": min(old.expires_at or now + grace_s, now + grace_s)}
@@ -510,6 +530,8 @@ class Directory:
                         sa.select(c)
                         .where(
                             c.c.principal_id == person.id,
+                            # Canaries stay armed: retiring one is a security-admin's, alone.
+                            c.c.canary.is_(False),
                             c.c.revoked_at.is_(None),
                             sa.or_(c.c.expires_at.is_(None), c.c.expires_at > now),
                         )
@@ -533,6 +555,13 @@ class Directory:
                     )
                 if person.status != Status.ACTIVE.value or not issuing:
                     continue
+                if any(
+                    key_containment.covering_lock(
+                        conn, principal_id=person.id, org_id=org.id, now=now, key_id=key
+                    )
+                    for key in [old.id for old in live] or [None]
+                ):
+                    continue  # locked: revoked above, and no new key while the lock holds
                 nets = parse_networks(live[0].networks) if live else ()
                 issued.append(
                     self._insert_key(
@@ -599,19 +628,30 @@ class Directory:
         compartments: Iterable[str] = (),
         upstream_key: str | None = None,
         extra_fields: Iterable[str] = (),
+        upstream_key_sealed: bytes | None = None,
         now: float,
+        dry_run: bool = False,
     ) -> str:
+        """A new model. ``upstream_key_sealed``: the credential as it travelled sealed in a
+        two-person proposal (re-sealed under the newest key, never opened here); ``dry_run``
+        checks every rule and writes nothing."""
         name = check_name(name, "model name")
         upstream_model = check_name(upstream_model, "upstream model name")
         url = check_url(upstream_url)
         comps = check_compartments(compartments)
         extras = check_extra_fields(extra_fields)
-        if upstream_key is not None and auth_style is AuthStyle.NONE:
+        keyed = upstream_key is not None or upstream_key_sealed is not None
+        if keyed and auth_style is AuthStyle.NONE:
             raise BadRequest("an upstream key was given but auth style is 'none'")
-        sealed = self._sealer.seal(upstream_key) if upstream_key else None
+        if upstream_key_sealed is not None:
+            sealed: bytes | None = self._sealer.rotate(upstream_key_sealed)
+        else:
+            sealed = self._sealer.seal(upstream_key) if upstream_key else None
         model_id = new_id("mdl")
         with write_transaction(self.engine) as conn:
             _unique(conn, schema.models, name, "model")
+            if dry_run:
+                return model_id
             conn.execute(
                 sa.insert(schema.models).values(
                     id=model_id,
@@ -665,6 +705,8 @@ class Directory:
                     .values(upstream_key_sealed=sealer.rotate(bytes(row.upstream_key_sealed)))
                 )
                 count += 1
+            # Credentials waiting sealed in two-person proposals are re-sealed too.
+            count += changes.reseal_pending(conn, sealer)
             _record(
                 conn,
                 at=now,

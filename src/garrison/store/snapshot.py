@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +35,7 @@ from garrison.domain.networks import parse_network
 from garrison.domain.request_fields import extra_field_allowed
 from garrison.keyring import Sealer
 from garrison.store import schema
+from garrison.store.key_containment import successors
 
 # Expired grants are dropped from the snapshot only this long after they end.
 GRANT_MEMORY_S = 7 * 86400.0
@@ -109,10 +110,11 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
         principals = {r.id: _principal(r) for r in conn.execute(sa.select(schema.principals))}
         credentials = {r.id: _credential(r) for r in conn.execute(sa.select(schema.credentials))}
         models = {r.name: _model(r, sealer) for r in conn.execute(sa.select(schema.models))}
-        locks = LockSet.build(
+        unlifted = [
             _lock(r)
             for r in conn.execute(sa.select(schema.locks).where(schema.locks.c.lifted_at.is_(None)))
-        )
+        ]
+        locks = LockSet.build(carried_to_successors(conn, unlifted))
         g = schema.grants
         grants: dict[tuple[str, str], list[Grant]] = {}
         for r in conn.execute(
@@ -138,6 +140,16 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
         policy_version=policy.version if policy is not None else 0,
         policy_text=policy.text if policy is not None else "",
     )
+
+
+def carried_to_successors(conn: sa.Connection, locks: list[Lock]) -> list[Lock]:
+    """A lock on a key also covers every key rotated from it (same lock id, so a refusal
+    or a cut names the lock that was placed)."""
+    out = list(locks)
+    for lock in locks:
+        if lock.kind is LockKind.CREDENTIAL:
+            out.extend(replace(lock, target=key) for key in successors(conn, lock.target))
+    return out
 
 
 def _lock(r: Any) -> Lock:

@@ -1,0 +1,116 @@
+"""Canary keys stay armed: a vendor-manager cannot revoke or rotate one (and trying raises an
+alert); a security-admin can, and that raises an alert too."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.support.admin import admin_call, make_admin
+from tests.support.world import World
+
+pytestmark = pytest.mark.e2e
+
+VENDOR = "contractor-co"
+
+
+@pytest.fixture
+async def vm(world: World) -> str:
+    key = make_admin(world, "vm-contractor", ["vendor-manager"], org=VENDOR)
+    await world.reload()
+    return key
+
+
+async def plant_canary(world: World, principal: str = "bob") -> str:
+    status, body = await admin_call(
+        world, world.admin_key, "POST", "/keys", {"principal": principal, "canary": True}
+    )
+    assert status == 201, body
+    return str(body["id"])
+
+
+async def alerts_for(world: World, key_id: str, rule_id: str) -> list[dict[str, Any]]:
+    """The alerts about ``key_id`` from ``rule_id`` (waits a little for the detection thread)."""
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = await admin_call(world, world.admin_key, "GET", "/alerts")
+        assert status == 200, body
+        found = [a for a in body if a["rule_id"] == rule_id and a["subject"]["id"] == key_id]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def key_state(world: World, key_id: str) -> str:
+    status, body = await admin_call(world, world.admin_key, "GET", "/keys")
+    assert status == 200
+    (key,) = [k for k in body if k["id"] == key_id]
+    return str(key["state"])
+
+
+@pytest.mark.parametrize(
+    ("op", "path_body"), [("revoke", {"reason": "cleanup"}), ("rotate", {"grace_s": 0})]
+)
+async def test_vendor_manager_cannot_retire_a_canary_and_trying_raises_an_alert(
+    world: World, vm: str, op: str, path_body: dict[str, Any]
+) -> None:
+    canary = await plant_canary(world)
+    keys_before = await admin_call(world, world.admin_key, "GET", "/keys")
+    status, body = await admin_call(world, vm, "POST", f"/keys/{canary}/{op}", path_body)
+    assert status == 403, body
+    assert body["error"]["rule"] == "canary-guard"
+    assert await key_state(world, canary) == "active"
+    # No successor was issued.
+    assert len((await admin_call(world, world.admin_key, "GET", "/keys"))[1]) == len(keys_before[1])
+    (alert,) = await alerts_for(world, canary, "canary-key-retire-refused")
+    assert alert["reason"] == f"credential.canary_{op}_refused"
+    assert alert["data"]["admin"] == "vm-contractor"
+    assert alert["severity"] == "high"
+    await world.settle()
+    (denied,) = [
+        e for e in world.events("admin.denied") if e["request_id"] == body["error"]["request_id"]
+    ]
+    assert denied["data"]["reasons"] == ["admin.role_lacks_action"]
+
+
+async def test_vendor_manager_still_retires_ordinary_keys(world: World, vm: str) -> None:
+    status, body = await admin_call(world, world.admin_key, "POST", "/keys", {"principal": "bob"})
+    assert status == 201
+    status, rotated = await admin_call(world, vm, "POST", f"/keys/{body['id']}/rotate", {})
+    assert status == 201, rotated
+    assert not await alerts_for_quick(world, body["id"])
+
+
+async def alerts_for_quick(world: World, key_id: str) -> list[dict[str, Any]]:
+    _, body = await admin_call(world, world.admin_key, "GET", "/alerts")
+    return [a for a in body if a["subject"]["id"] == key_id]
+
+
+@pytest.mark.parametrize(
+    ("op", "path_body", "want"),
+    [("revoke", {"reason": "rotation"}, 200), ("rotate", {"grace_s": 0}, 201)],
+)
+async def test_security_admin_retires_a_canary_and_that_raises_an_alert(
+    world: World, op: str, path_body: dict[str, Any], want: int
+) -> None:
+    canary = await plant_canary(world)
+    status, body = await admin_call(
+        world, world.admin_key, "POST", f"/keys/{canary}/{op}", path_body
+    )
+    assert status == want, body
+    assert await key_state(world, canary) == "revoked"
+    (alert,) = await alerts_for(world, canary, "canary-key-retired")
+    assert alert["reason"] == f"credential.canary_{op}_done"
+    assert alert["principal_id"] is not None
+
+
+async def test_vendor_rotation_leaves_canaries_armed(world: World, vm: str) -> None:
+    canary = await plant_canary(world)
+    status, body = await admin_call(
+        world, vm, "POST", f"/vendors/{VENDOR}/rotate-keys", {"reason": "leak"}
+    )
+    assert status == 201, body
+    assert await key_state(world, canary) == "active"
