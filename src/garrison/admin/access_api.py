@@ -12,7 +12,7 @@ from typing import Any
 
 from garrison.admin import schemas
 from garrison.admin.authz import Action, reach
-from garrison.admin.base import Ctx, Refused, Route
+from garrison.admin.base import FLAG_SCHEMA, Ctx, Refused, Route, query_flag
 from garrison.domain import AuthStyle, Level, PrincipalKind, Reason, Status, UpstreamApi
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, Forbidden, NotFound
@@ -39,7 +39,7 @@ async def request_access(ctx: Ctx) -> Any:
 
 
 async def list_requests(ctx: Ctx) -> Any:
-    mine = ctx.request.query.get("mine", "").lower() in ("1", "true", "yes")
+    mine = query_flag(ctx, "mine")
     everyone = _may(ctx, Action.READ_ACCESS) and not mine
     return await ctx.read(
         access.list_requests, ctx.now, principal_id=None if everyone else ctx.admin.id
@@ -70,7 +70,7 @@ async def cancel_request(ctx: Ctx) -> Any:
 
 
 async def list_grants(ctx: Ctx) -> Any:
-    mine = ctx.request.query.get("mine", "").lower() in ("1", "true", "yes")
+    mine = query_flag(ctx, "mine")
     everyone = _may(ctx, Action.READ_ACCESS) and not mine
     return await ctx.read(
         access.list_grants, ctx.now, principal_id=None if everyone else ctx.admin.id
@@ -115,7 +115,7 @@ async def propose(ctx: Ctx, kind: str, target: str, payload: dict[str, Any], sum
 
 
 async def list_changes(ctx: Ctx) -> Any:
-    everything = ctx.request.query.get("all", "").lower() in ("1", "true", "yes")
+    everything = query_flag(ctx, "all")
     return await ctx.read(changes.list_changes, ctx.now, all_=everything)
 
 
@@ -280,7 +280,7 @@ ROUTES: tuple[Route, ...] = (
         "Access requests (your own unless you may read all).",
         list_requests,
         None,
-        query=(("mine", "Only your own."),),
+        query=(("mine", "Only your own.", FLAG_SCHEMA),),
         tag="access",
         open_to_all=True,
     ),
@@ -316,7 +316,7 @@ ROUTES: tuple[Route, ...] = (
         "Grants (your own unless you may read all).",
         list_grants,
         None,
-        query=(("mine", "Only your own."),),
+        query=(("mine", "Only your own.", FLAG_SCHEMA),),
         tag="access",
         open_to_all=True,
     ),
@@ -345,7 +345,7 @@ ROUTES: tuple[Route, ...] = (
         "Two-person changes waiting for a second admin (all=true: every one).",
         list_changes,
         Action.READ_POLICY,
-        query=(("all", "Include decided ones."),),
+        query=(("all", "Include decided ones.", FLAG_SCHEMA),),
         tag="changes",
     ),
     Route(

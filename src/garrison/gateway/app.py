@@ -856,13 +856,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    # Public (load balancers probe it without a key): it says ready or not, and one coarse
+    # reason, nothing about the deployment (see docs/security.md, "The admin API surface").
     state = request.app[STATE_KEY]
-    checks = {"audit": state.audit.healthy, "snapshot": state.snapshot.version > 0}
-    ok = all(checks.values())
+    if state.snapshot.version <= 0:
+        answer = {"status": "not_ready", "reason": "starting"}
+    elif not state.audit.healthy:
+        answer = {"status": "not_ready", "reason": "audit_unavailable"}
+    else:
+        answer = {"status": "ready"}
     return web.Response(
-        status=200 if ok else 503,
-        body=orjson.dumps({"status": "ready" if ok else "not_ready", "checks": checks}),
+        status=200 if answer["status"] == "ready" else 503,
+        body=orjson.dumps(answer),
         content_type=_JSON,
+        headers={"cache-control": "no-store"},
     )
 
 
@@ -912,9 +919,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc404 = NotFound(public_message="Unknown admin endpoint.")
             return web.Response(status=404, body=body(exc404), content_type=_JSON)
         return await not_found(request)
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as refused:
         exc405 = BadRequest(public_message="Method not allowed.")
-        return web.Response(status=405, body=body(exc405), content_type=_JSON)
+        allow = ", ".join(sorted(refused.allowed_methods))
+        return web.Response(
+            status=405, body=body(exc405), content_type=_JSON, headers={"Allow": allow}
+        )
     except web.HTTPException:
         raise
     except GarrisonError as exc:
