@@ -221,10 +221,22 @@ BODIES: dict[str, Schema] = {
     "show_model": MODEL,
     "update_model": CHANGES,
     "rotate_vendor_keys": obj(vendor=STR, issued=arr(ISSUED)),
-    "list_locks": arr({**LOCK, "required": sorted([*LOCK["required"], "state"])}),
+    "list_locks": arr(
+        {
+            **LOCK,
+            "required": sorted([*LOCK["required"], "state", "created_by_name"]),
+            "properties": {**LOCK["properties"], "state": STR, "created_by_name": MAYBE_STR},
+        }
+    ),
     "create_lock": LOCK,
     "lift_lock": obj(id=STR, status={"enum": ["pending", "lifted"]}),
-    "list_incidents": arr(INCIDENT),
+    "list_incidents": arr(
+        {
+            **INCIDENT,
+            "required": sorted([*INCIDENT["required"], "opened_by_name"]),
+            "properties": {**INCIDENT["properties"], "opened_by_name": MAYBE_STR},
+        }
+    ),
     "open_incident": obj(id=STR, status={"const": "open"}),
     "update_incident": OBJ,
     "incident_report": one_of(REPORT, RENDERED),

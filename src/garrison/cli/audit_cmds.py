@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -32,9 +33,11 @@ from garrison.audit.proofs import (
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
 from garrison.audit.verify import VerifyReport, verify_log
 from garrison.audit.witness import read_witness
+from garrison.cli.exits import ExitCode
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
+from garrison.errors import GarrisonError
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)
@@ -118,16 +121,20 @@ def audit_verify(witness_dir: Path | None, as_json: bool, jobs: int, config_path
     keys = Signer.from_dir(settings.key_dir).public_keys()
     wdir = witness_dir or settings.witness_dir
     witness = read_witness(wdir) if wdir is not None and wdir.exists() else []
-    with _reader(settings) as reader:
-        total = reader.count()
-        checkpoints = reader.checkpoints()
-        report = None
-        if jobs > 1 and total >= PARALLEL_MIN_EVENTS:
-            report = verify_parallel(
-                reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
-            )
-        if report is None:
-            report = _verify_sequential(reader, total, checkpoints, keys, witness, as_json)
+    try:
+        with _reader(settings) as reader:
+            total = reader.count()
+            checkpoints = reader.checkpoints()
+            report = None
+            if jobs > 1 and total >= PARALLEL_MIN_EVENTS:
+                report = verify_parallel(
+                    reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
+                )
+            if report is None:
+                report = _verify_sequential(reader, total, checkpoints, keys, witness, as_json)
+    except (OSError, sqlite3.Error) as exc:
+        # Not a verdict on the log: exit code "could not read" (docs/cli.md, Exit codes).
+        raise GarrisonError(f"could not read the audit log: {exc}") from None
     if as_json:
         click.echo(
             orjson.dumps(
@@ -165,7 +172,7 @@ def audit_verify(witness_dir: Path | None, as_json: bool, jobs: int, config_path
                 where = "-" if p.index is None else str(p.index)
                 click.echo(f"  {p.kind:<14} at {where:>8}  {p.detail}")
     if not report.ok:
-        sys.exit(1)
+        sys.exit(ExitCode.CHECK_FAILED)
 
 
 def _verify_sequential(
@@ -295,7 +302,7 @@ def audit_verify_proof(file: Path, pubkey: str) -> None:
         sys.exit(1)
 
 
-def _line(seq: int, record: bytes) -> str:
+def _line(seq: int, record: bytes, names: dict[str, str]) -> str:
     r = orjson.loads(record)
     data = r.get("data", {})
     when = datetime.fromtimestamp(r["at"], UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -303,7 +310,8 @@ def _line(seq: int, record: bytes) -> str:
     for key in ("status", "outcome", "reasons", "client_address", "tokens_in", "tokens_out"):
         if data.get(key) not in (None, [], ""):
             extra.append(f"{key}={data[key]}")
-    who = r.get("principal_id") or r.get("actor") or "-"
+    who_id = r.get("principal_id") or r.get("actor") or "-"
+    who = names.get(who_id, who_id)  # people by name; other actors (playbooks) as they are
     model = r.get("model") or "-"
     return f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
 
@@ -338,12 +346,15 @@ def audit_tail(
         rows = reader.query(
             since=_since(since), principals=principals, model=model, limit=None if since else lines
         )
+        names = {} if as_json else reader.principal_names()
         last = 0
         try:
             while True:
                 for seq, record in rows:
-                    click.echo(record.decode() if as_json else _line(seq, record))
+                    click.echo(record.decode() if as_json else _line(seq, record, names))
                     last = seq
+                if follow and not as_json:
+                    names = reader.principal_names()  # people added meanwhile
                 if not follow:
                     return
                 time.sleep(TAIL_POLL_S)

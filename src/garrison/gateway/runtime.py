@@ -307,10 +307,13 @@ class Gateway:
         self.engine.dispose()
 
 
-async def serve_forever(settings: Settings) -> None:
+async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until cancelled; ``on_ready`` gets the bound port once the listener is up."""
     gateway = Gateway(settings)
     await gateway.start()
     log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+    if on_ready is not None:
+        on_ready(gateway.port)
     try:
         await asyncio.Event().wait()
     finally:
