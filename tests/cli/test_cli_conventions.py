@@ -81,6 +81,16 @@ def test_audit_verify_says_verified_or_could_not_read(served: Served, tmp_path: 
     ]
 
 
+def test_local_audit_commands_follow_the_table_too(served: Served, tmp_path: Path) -> None:
+    err = served.refused("audit", "prove", "req_nobody", code=ExitCode.NOT_FOUND)
+    assert err == "error: no audit event 'req_nobody'"
+    junk = tmp_path / "junk.json"
+    junk.write_text("[1]")
+    out = garrison("audit", "verify-proof", str(junk), "--pubkey", "x", url=None)
+    assert out.returncode == ExitCode.USAGE, out.stderr
+    assert out.stderr.strip().splitlines() == [f"error: {junk} is not a proof file"]
+
+
 # ── validation in the user's terms ─────────────────────────────────────────────────────────
 def test_a_key_lifetime_over_the_limit_is_said_in_days(served: Served) -> None:
     err = served.refused("key", "create", "admin", "--expires-in", "100d", code=ExitCode.USAGE)

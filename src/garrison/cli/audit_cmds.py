@@ -37,7 +37,7 @@ from garrison.cli.exits import ExitCode
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
-from garrison.errors import GarrisonError
+from garrison.errors import BadRequest, ConfigError, GarrisonError, NotFound
 from garrison.store import sqlite_path
 
 err = Console(stderr=True)
@@ -50,7 +50,7 @@ TAIL_POLL_S = 0.5
 def _reader(settings: Settings) -> AuditReader:
     path = sqlite_path(settings.database_url)
     if path is None:
-        raise click.ClickException("audit commands need the embedded SQLite store")
+        raise ConfigError("audit commands need the embedded SQLite store")
     return AuditReader(path)
 
 
@@ -232,11 +232,11 @@ def audit_prove(ref: str, out: Path | None, config_path: Path) -> None:
     with _reader(settings) as reader:
         found = reader.find(ref)
         if found is None:
-            raise click.ClickException(f"no audit event {ref!r}")
+            raise NotFound(f"no audit event {ref!r}")
         try:
             bundle = prove_inclusion(reader, *found)
         except LookupError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise NotFound(str(exc)) from None
     _emit(bundle.to_dict(_public_keys(settings)), out)
 
 
@@ -252,8 +252,10 @@ def audit_prove_consistency(
     with _reader(load_settings(config_path)) as reader:
         try:
             _emit(prove_consistency(reader, old_size, new_size), out)
-        except (LookupError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
 
 
 def _emit(data: dict[str, Any], out: Path | None) -> None:
@@ -269,9 +271,9 @@ def _read_bundle(path: Path) -> dict[str, Any]:
     try:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
+        raise BadRequest(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise click.ClickException(f"{path} is not a proof file")
+        raise BadRequest(f"{path} is not a proof file")
     return data
 
 
@@ -383,7 +385,7 @@ def audit_export(
             if proofs:
                 cps = reader.checkpoints()
                 if not cps:
-                    raise click.ClickException("no signed checkpoint yet")
+                    raise NotFound("no signed checkpoint yet")
                 cp = cps[-1]
                 hashes = LeafHashes(reader.leaf_hashes(cp.tree_size))
                 handle.write(
