@@ -69,6 +69,14 @@ def _fuzz(doc: dict[str, Any], base: str, key: str) -> dict[str, list[int]]:
 async def test_every_operation_holds_up_under_schemathesis(world: World) -> None:
     status, doc = await admin_call(world, world.admin_key, "GET", "/openapi.json")
     assert status == 200
+    # Lists with something in them, so that their items are checked against the document.
+    for path, body, expected in (
+        ("/locks", {"kind": "principal", "target": "alice", "reason": "fuzz"}, 201),
+        ("/incidents", {"title": "fuzz"}, 201),
+        ("/principals", {"name": "erin", "org": "internal", "roles": ["auditor"]}, 202),
+    ):
+        status, answer = await admin_call(world, world.admin_key, "POST", path, body)
+        assert status == expected, answer
     started = time.monotonic()
     seen = await asyncio.to_thread(_fuzz, doc, world.base, world.admin_key)
     elapsed = time.monotonic() - started
