@@ -34,6 +34,9 @@ from garrison.mock import MockConfig, MockUpstream
 from garrison.store import Directory
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
+# The CLI's error exit codes (docs/cli.md, "Exit codes"): usage, refused, not found, conflict,
+# server or network failure.
+ERROR_CODES = frozenset({2, 3, 4, 5, 6})
 T = TypeVar("T")
 # Generous for a loaded CI machine; nothing here takes more than a second when healthy.
 CALL_TIMEOUT_S = 30.0
@@ -89,10 +92,14 @@ class Cli:
     def as_json(self, *args: str, env: Mapping[str, str | None] | None = None) -> Any:
         return json.loads(self.ok(*args, "--json", env=env))
 
-    def refused(self, *args: str, env: Mapping[str, str | None] | None = None) -> str:
-        """The command fails with exit 2 and one clean line on stderr; returns that line."""
+    def refused(
+        self, *args: str, env: Mapping[str, str | None] | None = None, code: int | None = None
+    ) -> str:
+        """The command fails with an error code of the CLI's table (``code`` if given) and
+        one clean line on stderr; returns that line."""
         out = self.run(*args, env=env)
-        assert out.returncode == 2, (out.stdout, out.stderr)
+        assert out.returncode in ERROR_CODES, (out.returncode, out.stdout, out.stderr)
+        assert code is None or out.returncode == code, (out.returncode, out.stderr)
         assert "Traceback" not in out.stderr
         assert out.stdout == ""
         lines = out.stderr.strip().splitlines()

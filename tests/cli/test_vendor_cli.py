@@ -146,7 +146,7 @@ def test_suspending_an_onboarding_vendor_names_the_allowed_targets(served: Serve
         ),
         (
             ["--contract-end", "2099-01-01", "--seats", "0"],
-            "seat_limit: Input should be greater than or equal to 1",
+            "--seats: at least 1",  # the option typed, not the API field
         ),
         (["--contract-end", "next tuesday", "--seats", "2"], "is not an ISO date"),
     ],

@@ -287,6 +287,7 @@ def test_list_incidents_newest_first(d: Directory) -> None:
         "title": "second",
         "status": "open",
         "opened_by": "test",
+        "opened_by_name": None,  # the actor "test" is not a principal
         "opened_at": NOW + 10,
         "since": NOW - 5,
         "updated_at": NOW + 10,

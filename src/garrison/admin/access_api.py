@@ -11,7 +11,7 @@ from typing import Any
 
 from garrison.admin import model_proposal, schemas
 from garrison.admin.authz import Action, reach
-from garrison.admin.base import Ctx, Refused, Route
+from garrison.admin.base import FLAG_SCHEMA, Ctx, Refused, Route, query_flag
 from garrison.domain import (
     AuthStyle,
     Level,
@@ -47,7 +47,7 @@ async def request_access(ctx: Ctx) -> Any:
 
 
 async def list_requests(ctx: Ctx) -> Any:
-    mine = ctx.request.query.get("mine", "").lower() in ("1", "true", "yes")
+    mine = query_flag(ctx, "mine")
     everyone = _may(ctx, Action.READ_ACCESS) and not mine
     return await ctx.read(
         access.list_requests, ctx.now, principal_id=None if everyone else ctx.admin.id
@@ -78,7 +78,7 @@ async def cancel_request(ctx: Ctx) -> Any:
 
 
 async def list_grants(ctx: Ctx) -> Any:
-    mine = ctx.request.query.get("mine", "").lower() in ("1", "true", "yes")
+    mine = query_flag(ctx, "mine")
     everyone = _may(ctx, Action.READ_ACCESS) and not mine
     return await ctx.read(
         access.list_grants, ctx.now, principal_id=None if everyone else ctx.admin.id
@@ -123,7 +123,7 @@ async def propose(ctx: Ctx, kind: str, target: str, payload: dict[str, Any], sum
 
 
 async def list_changes(ctx: Ctx) -> Any:
-    everything = ctx.request.query.get("all", "").lower() in ("1", "true", "yes")
+    everything = query_flag(ctx, "all")
     return await ctx.read(changes.list_changes, ctx.now, all_=everything)
 
 
@@ -299,7 +299,7 @@ ROUTES: tuple[Route, ...] = (
         "Access requests (your own unless you may read all).",
         list_requests,
         None,
-        query=(("mine", "Only your own."),),
+        query=(("mine", "Only your own.", FLAG_SCHEMA),),
         tag="access",
         open_to_all=True,
     ),
@@ -335,7 +335,7 @@ ROUTES: tuple[Route, ...] = (
         "Grants (your own unless you may read all).",
         list_grants,
         None,
-        query=(("mine", "Only your own."),),
+        query=(("mine", "Only your own.", FLAG_SCHEMA),),
         tag="access",
         open_to_all=True,
     ),
@@ -364,7 +364,7 @@ ROUTES: tuple[Route, ...] = (
         "Two-person changes waiting for a second admin (all=true: every one).",
         list_changes,
         Action.READ_POLICY,
-        query=(("all", "Include decided ones."),),
+        query=(("all", "Include decided ones.", FLAG_SCHEMA),),
         tag="changes",
     ),
     Route(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +27,9 @@ async def list_alerts(ctx: Ctx) -> Any:
         try:
             after = float(after_text)
         except ValueError:
-            raise BadRequest("after must be a time in seconds since the epoch") from None
+            after = math.nan
+        if not math.isfinite(after):
+            raise BadRequest("after must be a time in seconds since the epoch")
     return await ctx.read(
         alerts.list_alerts, status=status, updated_after=after, limit=ALERTS_PAGE_MAX
     )
@@ -86,8 +89,8 @@ ROUTES: tuple[Route, ...] = (
         list_alerts,
         Action.READ_ALERTS,
         query=(
-            ("status", "open, acked or resolved"),
-            ("after", "Only alerts updated after this time."),
+            ("status", "open, acked or resolved", {"enum": ["open", "acked", "resolved"]}),
+            ("after", "Only alerts updated after this time (epoch seconds).", {"type": "number"}),
         ),
         tag="alerts",
     ),

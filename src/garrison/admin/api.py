@@ -29,11 +29,13 @@ from garrison.admin import access_api, alerts_api, canary_guard, emergency, mode
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
+    FLAG_SCHEMA,
     AdminBackend,
     B,
     Ctx,
     Refused,
     Route,
+    query_flag,
 )
 from garrison.admin.shape import ADMIN_PREFIX, admin_error_body, admin_message, rule_of
 from garrison.audit import AuditEvent, EventName
@@ -121,6 +123,33 @@ def _record(state: GatewayState, event: AuditEvent) -> None:
         state.audit.append_later(event)
     except AuditUnavailable:
         log.error("audit queue refused %s", event.name)
+
+
+def _failed(
+    state: GatewayState,
+    request: web.Request,
+    actor: str,
+    credential_id: str,
+    request_id: str,
+    exc: Exception,
+) -> None:
+    _record(
+        state,
+        AuditEvent(
+            EventName.ADMIN_FAILED,
+            at=state.clock(),
+            actor=actor,
+            request_id=request_id,
+            credential_id=credential_id,
+            data={
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "status": exc.status if isinstance(exc, GarrisonError) else 500,
+                "error": exc.code if isinstance(exc, GarrisonError) else "internal_error",
+            },
+        ),
+    )
 
 
 def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -226,6 +255,11 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 _RULE_REASONS.get(rule or "", Reason.ADMIN_INVALID), exc.status, admin.id, rule=rule
             )
             return _error(exc, request_id)
+        except Exception as exc:
+            # Ours, not the caller's: the call is still in the record (the error middleware
+            # answers it and logs the detail).
+            _failed(state, request, admin.id, ctx.credential_id, request_id, exc)
+            raise
         if ctx.wrote:
             await backend.reload()
         elif route.audit_reads or ctx.attempted:
@@ -628,7 +662,7 @@ async def _refuse_self_lockout(ctx: Ctx, kind: LockKind, ref: str) -> None:
 
 
 async def list_locks(ctx: Ctx) -> Any:
-    ended = ctx.request.query.get("all", "").lower() in ("1", "true", "yes")
+    ended = query_flag(ctx, "all")
     return await ctx.read(store_locks.list_locks, ctx.now, include_ended=ended)
 
 
@@ -801,7 +835,13 @@ ROUTES: tuple[Route, ...] = (
         "Vendor report: terms, seats, keys with last use and sources, dormant accounts.",
         show_vendor,
         Action.READ,
-        query=(("dormant_days", "Days without a call (default 30)."),),
+        query=(
+            (
+                "dormant_days",
+                "Days without a call (default 30).",
+                {"type": "integer", "minimum": 1, "maximum": DORMANT_DAYS_MAX},
+            ),
+        ),
     ),
     Route(
         "PATCH",
@@ -825,7 +865,10 @@ ROUTES: tuple[Route, ...] = (
         "People and service accounts.",
         list_principals,
         Action.READ,
-        query=(("org", "Only this org."), ("kind", "human or service.")),
+        query=(
+            ("org", "Only this org."),
+            ("kind", "human or service.", {"enum": [k.value for k in PrincipalKind]}),
+        ),
     ),
     Route(
         "POST",
@@ -928,7 +971,7 @@ ROUTES: tuple[Route, ...] = (
         "Locks in force (all=true: lifted and expired ones too).",
         list_locks,
         Action.READ_LOCKS,
-        query=(("all", "Include lifted and expired locks."),),
+        query=(("all", "Include lifted and expired locks.", FLAG_SCHEMA),),
         tag="locks",
     ),
     Route(
@@ -979,7 +1022,7 @@ ROUTES: tuple[Route, ...] = (
         "Blast-radius report from the audit log (format=json|md|html).",
         incident_report,
         Action.READ_INCIDENTS,
-        query=(("format", "json, md or html."),),
+        query=(("format", "json, md or html.", {"enum": list(_REPORT_FORMATS)}),),
         tag="incidents",
     ),
     Route(
@@ -993,15 +1036,26 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(ctx: Ctx) -> web.Response:
     from garrison.admin.openapi import document
 
-    return web.Response(body=document(ROUTES), content_type="application/json")
+    return web.Response(
+        body=document(ROUTES),
+        content_type="application/json",
+        headers={"cache-control": "no-store"},
+    )
+
+
+# The document maps every operation, parameter and limit: an admin's reading, not a stranger's
+# (any admin role; not recorded per read, like a scrape).
+OPENAPI_ROUTE = Route(
+    "GET", "/openapi.json", "This document.", openapi, tag="meta", audit_reads=False
+)
 
 
 def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
     app[BACKEND_KEY] = backend
-    app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", openapi)
+    app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", _endpoint(OPENAPI_ROUTE))
     for route in ROUTES:
         app.router.add_route(route.method, ADMIN_PREFIX + route.path, _endpoint(route))
     app.router.add_get("/metrics", _endpoint(alerts_api.METRICS_ROUTE))

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from garrison.admin.authz import Action, authorize, reach
 from garrison.domain import Principal, Reason
-from garrison.errors import Forbidden, GarrisonError, NotFound
+from garrison.errors import BadRequest, Forbidden, GarrisonError, NotFound
 from garrison.gateway.state import GatewayState
 from garrison.keyring import Sealer
 from garrison.store import Directory, queries
@@ -142,6 +142,22 @@ class Ctx:
         raise Refused(decision.reason, Forbidden(f"your roles do not allow {action.value}"))
 
 
+# What a yes/no query parameter may say (the OpenAPI document types it as a boolean).
+_FLAG_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+FLAG_SCHEMA: dict[str, Any] = {"type": "boolean"}
+
+
+def query_flag(ctx: Ctx, name: str) -> bool:
+    """A yes/no query parameter (absent: no); any other word is refused, not read as no."""
+    text = ctx.request.query.get(name)
+    if text is None or text == "":
+        return False
+    try:
+        return _FLAG_WORDS[text.lower()]
+    except KeyError:
+        raise BadRequest(f"query parameter {name} must be true or false") from None
+
+
 def _principal_id(conn: sa.Connection, ref: str) -> str | None:
     p = queries.p
     value = conn.execute(sa.select(p.c.id).where(sa.or_(p.c.id == ref, p.c.name == ref))).scalar()
@@ -158,7 +174,8 @@ class Route:
     action: Action | None = None
     body: type[BaseModel] | None = None
     status: int = 200
-    query: tuple[tuple[str, str], ...] = ()  # (name, description)
+    # (name, description) or (name, description, JSON Schema); a plain pair is a string.
+    query: tuple[tuple[str, str] | tuple[str, str, dict[str, Any]], ...] = ()
     tag: str = "directory"
     # Open to any authenticated principal (asking for access, one's own requests), not
     # only to admins; the handler limits what each caller sees.

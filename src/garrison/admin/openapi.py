@@ -3,7 +3,6 @@ models, so it cannot drift from what the server accepts."""
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from garrison import __version__
+from garrison.admin import responses
 from garrison.admin.shape import ADMIN_PREFIX
 
 if TYPE_CHECKING:
@@ -38,22 +38,37 @@ _ERROR = {
 }
 
 
+_ERROR_REF = {"$ref": "#/components/responses/Error"}
+
+
+def _json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
+    op_id = route.handler.__name__
+    answers: dict[str, Any] = {
+        str(route.status): _json_body("OK", responses.body_of(op_id)),
+        "400": _ERROR_REF,
+        "401": _ERROR_REF,
+        "403": _ERROR_REF,
+        "404": _ERROR_REF,
+        # The audit log cannot take the call's record (reads and writes are both refused).
+        "503": _ERROR_REF,
+    }
+    if op_id in responses.PROPOSES and route.status != 202:
+        answers["202"] = _json_body(
+            "Accepted: the change waits for a second admin's approval.", responses.PENDING
+        )
+    if route.method != "GET":
+        # Already exists, already decided, changed meanwhile.
+        answers["409"] = _ERROR_REF
     op: dict[str, Any] = {
         "summary": route.summary,
-        "operationId": route.handler.__name__,
+        "operationId": op_id,
         "tags": [route.tag],
         "security": [{"garrisonKey": []}],
-        "responses": {
-            str(route.status): {
-                "description": "OK",
-                "content": {"application/json": {"schema": {}}},
-            },
-            "400": {"$ref": "#/components/responses/Error"},
-            "401": {"$ref": "#/components/responses/Error"},
-            "403": {"$ref": "#/components/responses/Error"},
-            "404": {"$ref": "#/components/responses/Error"},
-        },
+        "responses": dict(sorted(answers.items())),
     }
     if route.action is not None:
         op["x-garrison-action"] = route.action.value
@@ -63,13 +78,13 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     ]
     params += [
         {
-            "name": name,
+            "name": entry[0],
             "in": "query",
             "required": False,
-            "description": text,
-            "schema": {"type": "string"},
+            "description": entry[1],
+            "schema": entry[2] if len(entry) > 2 else {"type": "string"},
         }
-        for name, text in route.query
+        for entry in route.query
     ]
     if params:
         op["parameters"] = params
@@ -86,8 +101,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
                 }
             },
         }
-        op["responses"]["409"] = {"$ref": "#/components/responses/Error"}
-        op["responses"]["413"] = {"$ref": "#/components/responses/Error"}
+        op["responses"]["413"] = _ERROR_REF
     return op
 
 
@@ -124,10 +138,13 @@ def build(routes: Sequence[Route]) -> dict[str, Any]:
     }
 
 
-@functools.cache
-def _cached(routes: tuple[Route, ...]) -> bytes:
-    return orjson.dumps(build(routes))
+# Built once per route table (routes carry JSON Schemas, so they are not hashable).
+_BUILT: dict[int, tuple[tuple[Route, ...], bytes]] = {}
 
 
 def document(routes: tuple[Route, ...]) -> bytes:
-    return _cached(routes)
+    built = _BUILT.get(id(routes))
+    if built is None or built[0] is not routes:
+        built = (routes, orjson.dumps(build(routes)))
+        _BUILT[id(routes)] = built
+    return built[1]

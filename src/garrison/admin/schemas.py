@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from garrison.domain.request_fields import EXTRA_FIELD_NAME, MAX_EXTRA_FIELDS
 from garrison.policy.engine import ORG_POLICY_MAX_BYTES
@@ -32,6 +32,11 @@ from garrison.store.vendors import SEAT_LIMIT_MAX
 TEXT_MAX_CHARS = 500
 # Upstream credentials are API keys or tokens; a JWT with claims fits comfortably.
 UPSTREAM_KEY_MAX_CHARS = 8192
+# Dates an admin writes (contracts, reviews, an incident's start, an explained call) fall in
+# the life of a deployment: nothing before 2000 is real, and 9999 leaves the year of headroom
+# reports need to render a date plus a window (Python dates end at 9999-12-31).
+MOMENT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+MOMENT_MAX = datetime(9999, 1, 1, tzinfo=UTC)
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX_CHARS)]
 Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_CHARS)]
@@ -43,6 +48,17 @@ Networks = Annotated[list[Cidr], Field(max_length=KEY_MAX_NETWORKS)]
 Compartments = Annotated[list[Compartment], Field(max_length=COMPARTMENTS_MAX)]
 ExtraField = Annotated[str, StringConstraints(pattern="^" + EXTRA_FIELD_NAME.pattern + "$")]
 ExtraFields = Annotated[list[ExtraField], Field(max_length=MAX_EXTRA_FIELDS)]
+
+
+def _bounded(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if not MOMENT_MIN <= aware <= MOMENT_MAX:
+        raise ValueError(f"must be between {MOMENT_MIN:%Y-%m-%d} and {MOMENT_MAX:%Y-%m-%d} (UTC)")
+    return moment
+
+
+# Every date in a request body: ISO 8601, bounded so that every later read can render it.
+Moment = Annotated[datetime, AfterValidator(_bounded)]
 
 
 def epoch(moment: datetime) -> float:
@@ -63,24 +79,24 @@ class OrgCreate(Body):
 class VendorCreate(Body):
     name: Name
     sponsor: Name = Field(description="Internal principal accountable for the vendor.")
-    contract_start: datetime | None = Field(None, description="ISO 8601; default now.")
-    contract_end: datetime = Field(description="ISO 8601; people and keys stop at it.")
+    contract_start: Moment | None = Field(None, description="ISO 8601; default now.")
+    contract_end: Moment = Field(description="ISO 8601; people and keys stop at it.")
     networks: Annotated[list[Cidr], Field(min_length=1, max_length=KEY_MAX_NETWORKS)]
     seat_limit: int = Field(ge=1, le=SEAT_LIMIT_MAX)
     ceiling: LevelName = "internal"
     ceiling_compartments: Compartments = []
     agreement_ref: Text = ""
-    security_review_at: datetime | None = None
+    security_review_at: Moment | None = None
 
 
 class VendorUpdate(Body):
-    contract_end: datetime | None = None
+    contract_end: Moment | None = None
     networks: Annotated[list[Cidr], Field(min_length=1, max_length=KEY_MAX_NETWORKS)] | None = None
     seat_limit: int | None = Field(None, ge=1, le=SEAT_LIMIT_MAX)
     ceiling: LevelName | None = None
     ceiling_compartments: Compartments | None = None
     agreement_ref: Text | None = None
-    security_review_at: datetime | None = None
+    security_review_at: Moment | None = None
 
 
 class StatusChange(Body):
@@ -123,7 +139,8 @@ class KeyRevoke(Body):
 
 class KeyRotate(Body):
     grace_s: float = Field(0.0, ge=0, le=KEY_ROTATION_GRACE_MAX_S)
-    reason: Text = ""
+    # The directory keeps a rotation's reason to a name's length.
+    reason: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
 
 
 class ModelCreate(Body):
@@ -178,7 +195,7 @@ class VendorKeyRotation(Body):
 
 class IncidentOpen(Body):
     title: Annotated[str, StringConstraints(min_length=1, max_length=INCIDENT_TITLE_MAX_CHARS)]
-    since: datetime | None = Field(None, description="Start of the window (default now).")
+    since: Moment | None = Field(None, description="Start of the window (default now).")
     vendors: Annotated[list[Name], Field(max_length=16)] = []
     principals: Annotated[list[Name], Field(max_length=64)] = []
     credentials: Annotated[list[Name], Field(max_length=256)] = []
@@ -193,7 +210,11 @@ class IncidentUpdate(Body):
 
 class AccessRequestCreate(Body):
     model: Name
-    duration_s: float = Field(gt=0, description="How long the grant should last (seconds).")
+    # Bounded by the model's level after the decision (a bound here would tell a caller that
+    # a model exists).
+    duration_s: float = Field(
+        gt=0, description="How long the grant should last (seconds; the model's level limits it)."
+    )
     reason: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_CHARS)]
 
 
@@ -211,7 +232,7 @@ class PolicyExplain(Body):
     principal: Name
     model: Name
     address: Cidr | None = Field(None, description="Client address (default: any allowed).")
-    at: datetime | None = Field(None, description="The time of the call (default now).")
+    at: Moment | None = Field(None, description="The time of the call (default now).")
     justification: bool = False
 
 

@@ -66,6 +66,7 @@ class EventName(enum.StrEnum):
     INCIDENT_UPDATED = "incident.updated"
     ADMIN_READ = "admin.read"
     ADMIN_UNCHANGED = "admin.unchanged"  # a write that found nothing to change
+    ADMIN_FAILED = "admin.failed"  # the server failed an admin call (the log holds the error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,10 @@ class AuditReader:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"  # noqa: S608
         return [(int(s), bytes(r)) for s, r in self._conn.execute(sql, args)]
 
+    def principal_names(self) -> dict[str, str]:
+        """Principal id → name, for showing people by name (the records hold ids)."""
+        return {str(i): str(n) for i, n in self._conn.execute("SELECT id, name FROM principals")}
+
     def principal_ids(self, name_or_org: str, *, by_org: bool) -> list[str]:
         if by_org:
             rows = self._conn.execute(

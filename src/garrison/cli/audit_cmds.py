@@ -36,10 +36,11 @@ from garrison.audit.proofs import (
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
 from garrison.audit.verify import VerifyReport, verify_log, witness_findings
 from garrison.audit.witness import load_witness
+from garrison.cli.exits import ExitCode
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
-from garrison.errors import GarrisonError
+from garrison.errors import BadRequest, ConfigError, GarrisonError, NotFound
 from garrison.safe_text import terminal_safe
 from garrison.store import sqlite_path
 
@@ -53,7 +54,7 @@ TAIL_POLL_S = 0.5
 def _reader(settings: Settings) -> AuditReader:
     path = sqlite_path(settings.database_url)
     if path is None:
-        raise click.ClickException("audit commands need the embedded SQLite store")
+        raise ConfigError("audit commands need the embedded SQLite store")
     return AuditReader(path)
 
 
@@ -189,7 +190,7 @@ def audit_verify(
                 where = "-" if p.index is None else str(p.index)
                 click.echo(f"  {p.kind:<14} at {where:>8}  {p.detail}")
     if not report.ok:
-        sys.exit(1)
+        sys.exit(ExitCode.CHECK_FAILED)
 
 
 def _verify_sequential(
@@ -260,11 +261,11 @@ def audit_prove(ref: str, out: Path | None, config_path: Path) -> None:
     with _reader(settings) as reader:
         found = reader.find(ref)
         if found is None:
-            raise click.ClickException(f"no audit event {ref!r}")
+            raise NotFound(f"no audit event {ref!r}")
         try:
             bundle = prove_inclusion(reader, *found)
         except LookupError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise NotFound(str(exc)) from None
     _emit(bundle.to_dict(_public_keys(settings)), out)
 
 
@@ -280,8 +281,10 @@ def audit_prove_consistency(
     with _reader(load_settings(config_path)) as reader:
         try:
             _emit(prove_consistency(reader, old_size, new_size), out)
-        except (LookupError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
 
 
 def _emit(data: dict[str, Any], out: Path | None) -> None:
@@ -297,9 +300,9 @@ def _read_bundle(path: Path) -> dict[str, Any]:
     try:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
+        raise BadRequest(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise click.ClickException(f"{path} is not a proof file")
+        raise BadRequest(f"{path} is not a proof file")
     return data
 
 
@@ -359,7 +362,7 @@ def audit_verify_proof(file: Path, pubkey: str | None, fingerprints: tuple[str, 
         click.echo(f"signed by key {kid}, fingerprint {fingerprint_of(keys[kid])}")
 
 
-def _line(seq: int, record: bytes) -> str:
+def _line(seq: int, record: bytes, names: dict[str, str]) -> str:
     r = orjson.loads(record)
     data = r.get("data", {})
     when = datetime.fromtimestamp(r["at"], UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -367,7 +370,8 @@ def _line(seq: int, record: bytes) -> str:
     for key in ("status", "outcome", "reasons", "client_address", "tokens_in", "tokens_out"):
         if data.get(key) not in (None, [], ""):
             extra.append(f"{key}={data[key]}")
-    who = r.get("principal_id") or r.get("actor") or "-"
+    who_id = r.get("principal_id") or r.get("actor") or "-"
+    who = names.get(who_id, who_id)  # people by name; other actors (playbooks) as they are
     model = r.get("model") or "-"
     line = f"{seq - 1:>8} {when} {r['name']:<18} {who:<22} {model:<16} {' '.join(extra)}"
     return terminal_safe(line)
@@ -403,12 +407,15 @@ def audit_tail(
         rows = reader.query(
             since=_since(since), principals=principals, model=model, limit=None if since else lines
         )
+        names = {} if as_json else reader.principal_names()
         last = 0
         try:
             while True:
                 for seq, record in rows:
-                    click.echo(record.decode() if as_json else _line(seq, record))
+                    click.echo(record.decode() if as_json else _line(seq, record, names))
                     last = seq
+                if follow and not as_json:
+                    names = reader.principal_names()  # people added meanwhile
                 if not follow:
                     return
                 time.sleep(TAIL_POLL_S)
@@ -437,7 +444,7 @@ def audit_export(
             if proofs:
                 cps = reader.checkpoints()
                 if not cps:
-                    raise click.ClickException("no signed checkpoint yet")
+                    raise NotFound("no signed checkpoint yet")
                 cp = cps[-1]
                 hashes = LeafHashes(reader.leaf_hashes(cp.tree_size))
                 handle.write(

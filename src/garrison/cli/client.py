@@ -23,6 +23,7 @@ import httpx
 import orjson
 
 from garrison.admin.shape import ADMIN_PREFIX
+from garrison.cli.wording import humane
 from garrison.config import Settings, load_settings
 from garrison.errors import ConfigError, GarrisonError
 
@@ -145,6 +146,8 @@ class AdminClient:
             message = f"HTTP {resp.status_code}"
             if isinstance(value, dict) and isinstance(value.get("error"), dict):
                 message = str(value["error"].get("message") or message)
+            if resp.status_code == 400:
+                message = humane(message)  # the options the user typed, not request fields
             raise ApiError(resp.status_code, message)
         return value
 

@@ -26,7 +26,9 @@ from rich.table import Table
 from garrison import __version__
 from garrison.bootstrap import FIRST_ADMIN, open_directory, recover_admin_key, write_credential
 from garrison.bootstrap import init as do_init
-from garrison.cli.options import DEFAULT_DATA_DIR, config_option
+from garrison.cli import exits
+from garrison.cli.exits import ExitCode
+from garrison.cli.options import CONFIG_META, DEFAULT_DATA_DIR, config_option
 from garrison.cli.output import cell
 from garrison.config import Settings, load_settings
 from garrison.errors import GarrisonError
@@ -43,21 +45,22 @@ def _settings(config_path: Path) -> Settings:
     return load_settings(config_path)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> None:
     # One line, verbatim: no markup parsing (messages may hold brackets), no wrapping.
     prefix = click.style("error:", fg="red")
     click.echo(f"{prefix} {terminal_safe(' '.join(message.split()))}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 class _Group(click.Group):
-    """Turns Garrison's own errors into one clean line and exit status 2."""
+    """Turns Garrison's own errors into one clean line and the exit code of its kind
+    (``garrison.cli.exits``: the one table every command follows)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GarrisonError as exc:
-            _fail(str(exc))
+            _fail(str(exc), exits.for_error(exc))
 
 
 def _time(ts: float | None) -> str:
@@ -82,14 +85,24 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool, t
 @click.version_option(__version__, prog_name="garrison")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config file for every command (also accepted after the command).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),
     default=lambda: os.environ.get("GARRISON_LOG_FORMAT", "text"),
     show_default="text, or $GARRISON_LOG_FORMAT",
     help="Logs on standard error as text, or one JSON object per line (with request ids).",
 )
-def cli(verbose: bool, log_format: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, config_path: Path | None, log_format: str) -> None:
     """Garrison: zero-trust access gateway for restricted AI models."""
+    if config_path is not None:
+        ctx.meta[CONFIG_META] = config_path
     configure_logs(level=logging.INFO if verbose else logging.WARNING, fmt=log_format)
 
 
@@ -121,12 +134,19 @@ def init(data_dir: Path, host: str, port: int) -> None:
 
 @cli.command()
 @config_option
-def serve(config_path: Path) -> None:
+@click.option("--port", type=int, default=None, help="Listen here (default: the config's).")
+def serve(config_path: Path, port: int | None) -> None:
     """Run the gateway from the config file (environment overrides apply)."""
+    import dataclasses
+
+    from garrison.cli.serving import announce, port_errors
     from garrison.gateway.runtime import serve_forever
 
     settings = _settings(config_path)
-    _run(serve_forever(settings))
+    if port is not None:
+        settings = dataclasses.replace(settings, port=port)
+    with port_errors({settings.port: "--port (or [gateway] port in the config)"}):
+        _run(serve_forever(settings, on_ready=lambda bound: announce(settings, bound)))
 
 
 def _run(coro: Any) -> None:
@@ -151,9 +171,11 @@ def _run(coro: Any) -> None:
 @click.option("--upstream-port", default=0, type=int, help="Mock upstream port (0: any free).")
 def demo(data_dir: Path | None, port: int, upstream_port: int) -> None:
     """Start a mock model server and a gateway with a seeded example, until Ctrl-C."""
+    from garrison.cli.serving import port_errors
     from garrison.demo import run_demo
 
-    _run(run_demo(data_dir, port=port, upstream_port=upstream_port))
+    with port_errors({port: "--port", upstream_port: "--upstream-port"}):
+        _run(run_demo(data_dir, port=port, upstream_port=upstream_port))
 
 
 @cli.command("mock-upstream")

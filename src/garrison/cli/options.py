@@ -15,7 +15,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_DATA_DIR = Path("garrison-data")
 
 
+# Where `garrison --config X <command>` leaves X for the command (click's meta is shared by
+# every context of one invocation).
+CONFIG_META = "garrison.config"
+
+
 def _default_config() -> Path:
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(CONFIG_META) if ctx is not None else None
+    if isinstance(given, Path):
+        return given
     return Path(os.environ.get("GARRISON_CONFIG", str(DEFAULT_DATA_DIR / CONFIG_FILE)))
 
 

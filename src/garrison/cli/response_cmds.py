@@ -90,9 +90,10 @@ def locks(include_ended: bool, config_path: Path, as_json: bool) -> None:
     with api(config_path) as client:
         rows = client.get("/locks", all="true" if include_ended else None)
     for row in rows:
+        row["placed by"] = row.get("created_by_name") or row["created_by"]
         row["placed"] = when(row["created_at"])
         row["expires"] = when(row["expires_at"])
-    columns = ["id", "kind", "target_name", "state", "reason", "created_by", "placed", "expires"]
+    columns = ["id", "kind", "target_name", "state", "reason", "placed by", "placed", "expires"]
     table(rows, columns, as_json, "Locks")
 
 
@@ -138,7 +139,8 @@ def incident_list(config_path: Path, as_json: bool) -> None:
         rows = client.get("/incidents")
     for row in rows:
         row["opened"] = when(row["opened_at"])
-    table(rows, ["id", "title", "status", "opened_by", "opened"], as_json, "Incidents")
+        row["opened by"] = row.get("opened_by_name") or row["opened_by"]
+    table(rows, ["id", "title", "status", "opened by", "opened"], as_json, "Incidents")
 
 
 @incident.command("status")

@@ -1097,20 +1097,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    # Public (load balancers probe it without a key): it says ready or not, and one coarse
+    # reason, nothing about the deployment (see docs/security.md, "The admin API surface").
     state = request.app[STATE_KEY]
-    checks = {
-        "audit": state.audit.healthy,
-        "snapshot": state.snapshot.version > 0,
+    if state.snapshot.version <= 0:
+        answer = {"status": "not_ready", "reason": "starting"}
+    elif not state.audit.healthy:
+        answer = {"status": "not_ready", "reason": "audit_unavailable"}
+    elif state.draining:
         # A stopping process leaves the load balancer's pool before it stops answering.
-        "accepting": not state.draining,
+        answer = {"status": "not_ready", "reason": "stopping"}
+    elif state.disk_low:
         # Free space under the named minimum: the log is about to stop (see runtime).
-        "disk": not state.disk_low,
-    }
-    ok = all(checks.values())
+        answer = {"status": "not_ready", "reason": "disk_low"}
+    else:
+        answer = {"status": "ready"}
     return web.Response(
-        status=200 if ok else 503,
-        body=orjson.dumps({"status": "ready" if ok else "not_ready", "checks": checks}),
+        status=200 if answer["status"] == "ready" else 503,
+        body=orjson.dumps(answer),
         content_type=_JSON,
+        headers={"cache-control": "no-store"},
     )
 
 
@@ -1162,9 +1168,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             exc404 = NotFound(public_message="Unknown admin endpoint.")
             return web.Response(status=404, body=body(exc404), content_type=_JSON)
         return await not_found(request)
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as refused:
         exc405 = BadRequest(public_message="Method not allowed.")
-        return web.Response(status=405, body=body(exc405), content_type=_JSON)
+        allow = ", ".join(sorted(refused.allowed_methods))
+        return web.Response(
+            status=405, body=body(exc405), content_type=_JSON, headers={"Allow": allow}
+        )
     except web.HTTPException:
         raise
     except GarrisonError as exc:

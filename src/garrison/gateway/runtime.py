@@ -604,8 +604,9 @@ class Gateway:
         self.engine.dispose()
 
 
-async def serve_forever(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop cleanly (exit status 0)."""
+async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and stop cleanly (exit status 0);
+    ``on_ready`` gets the bound port once the listener is up."""
     fds = fd_limit.ensure(settings.limits.max_concurrent_requests)
     if fds.max_calls < 1:
         raise ConfigError(
@@ -624,6 +625,8 @@ async def serve_forever(settings: Settings) -> None:
     try:
         await gateway.start()
         log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+        if on_ready is not None:
+            on_ready(gateway.port)
         await stopping.wait()
         log.warning("stop signal: draining %d call(s) in flight", len(gateway.state.live))
         await gateway.drain()

@@ -177,17 +177,25 @@ def update_incident(
 
 def list_incidents(conn: sa.Connection) -> list[dict[str, Any]]:
     i = schema.incidents
+    # Who opened it, by name (null when the actor is not a principal, e.g. a playbook).
+    opener = schema.principals.alias("opener")
+    stmt = (
+        sa.select(i, opener.c.name.label("opened_by_name"))
+        .select_from(i.outerjoin(opener, opener.c.id == i.c.opened_by))
+        .order_by(i.c.opened_at.desc())
+    )
     return [
         {
             "id": r.id,
             "title": r.title,
             "status": r.status,
             "opened_by": r.opened_by,
+            "opened_by_name": r.opened_by_name,
             "opened_at": r.opened_at,
             "since": r.since,
             "updated_at": r.updated_at,
         }
-        for r in conn.execute(sa.select(i).order_by(i.c.opened_at.desc()))
+        for r in conn.execute(stmt)
     ]
 
 

@@ -279,7 +279,13 @@ def list_locks(
     conn: sa.Connection, now: float, *, include_ended: bool = False
 ) -> list[dict[str, Any]]:
     lk = schema.locks
-    stmt = sa.select(lk).order_by(lk.c.created_at.desc())
+    # Who placed the lock, by name (null when the actor is not a principal, e.g. a playbook).
+    placer = schema.principals.alias("placer")
+    stmt = (
+        sa.select(lk, placer.c.name.label("created_by_name"))
+        .select_from(lk.outerjoin(placer, placer.c.id == lk.c.created_by))
+        .order_by(lk.c.created_at.desc())
+    )
     if not include_ended:
         stmt = stmt.where(
             lk.c.lifted_at.is_(None), sa.or_(lk.c.expires_at.is_(None), lk.c.expires_at > now)
@@ -307,6 +313,7 @@ def list_locks(
                 "reason": r.reason,
                 "state": state,
                 "created_by": r.created_by,
+                "created_by_name": r.created_by_name,
                 "created_at": r.created_at,
                 "expires_at": r.expires_at,
                 "incident_id": r.incident_id,
