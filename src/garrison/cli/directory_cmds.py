@@ -317,7 +317,8 @@ def key_list(principal: str | None, config_path: Path, as_json: bool) -> None:
         rows = client.get("/keys", principal=principal)
     for row in rows:
         row["expires"] = when(row["expires_at"])
-    columns = ["id", "principal", "state", "expires", "networks", "note", "canary"]
+    columns = ["id", "principal", "state", "provenance", "created_by", "expires", "networks"]
+    columns += ["note", "canary"]
     table(rows, columns, as_json, "Keys")
 
 

@@ -31,6 +31,7 @@ from garrison.domain import (
     VendorStatus,
 )
 from garrison.domain.locks import LockKind
+from garrison.domain.provenance import Provenance
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
@@ -338,7 +339,12 @@ class Directory:
         networks: Iterable[str] = (),
         note: str = "",
         canary: bool = False,
+        provenance: Provenance = Provenance.LEGACY,
+        created_by: str | None = None,
     ) -> CreatedKey:
+        """A key for ``principal``. ``provenance`` says how it came to be (the caller knows:
+        the admin API, enrollment, break glass); in-process set-up that says nothing makes a
+        ``legacy`` key, which works for calls and approves nothing."""
         nets = check_networks(networks)
         lifetime = KEY_MAX_LIFETIME_S if expires_in is None else expires_in
         if lifetime <= 0:
@@ -352,7 +358,15 @@ class Directory:
         with write_transaction(self.engine) as conn:
             row = _lookup(conn, schema.principals, principal, "principal")
             return self._insert_key(
-                conn, row, nets, now + lifetime, note=note, canary=canary, now=now
+                conn,
+                row,
+                nets,
+                now + lifetime,
+                note=note,
+                canary=canary,
+                now=now,
+                provenance=provenance,
+                created_by=created_by,
             )
 
     def _insert_key(
@@ -366,8 +380,11 @@ class Directory:
         canary: bool,
         now: float,
         extra: dict[str, Any] | None = None,
+        provenance: Provenance = Provenance.LEGACY,
+        created_by: str | None = None,
     ) -> CreatedKey:
         """A new key for principal ``row``, inside the caller's transaction."""
+        creator = self.actor if created_by is None else created_by
         if row.status != Status.ACTIVE.value:
             raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
         terms = vendors.vendor_of(conn, row.org_id)
@@ -384,6 +401,8 @@ class Directory:
                 networks=_json_list(nets),
                 note=note,
                 canary=canary,
+                provenance=provenance.value,
+                created_by=creator,
             )
         )
         _record(
@@ -401,13 +420,21 @@ class Directory:
                 "expires_at": expires_at,
                 "networks": [str(n) for n in nets],
                 "note": note,
+                "provenance": provenance.value,
+                "created_by": creator,
                 **(extra or {}),
             },
         )
         return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
 
     def rotate_key(
-        self, key_id: str, *, now: float, grace_s: float = 0.0, reason: str = ""
+        self,
+        key_id: str,
+        *,
+        now: float,
+        grace_s: float = 0.0,
+        reason: str = "",
+        provenance: Provenance | None = None,
     ) -> CreatedKey:
         """Issue a successor to a live key and retire the old one, in one transaction.
 
@@ -444,6 +471,7 @@ class Directory:
                 canary=bool(old.canary),
                 now=now,
                 extra={"rotated_from": key_id},
+                provenance=Provenance(old.provenance) if provenance is None else provenance,
             )
             if grace_s > 0:
                 retire = {"expires_at": min(old.expires_at or now + grace_s, now + grace_s)}

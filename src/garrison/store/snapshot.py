@@ -174,6 +174,7 @@ def _principal(r: Any) -> Principal:
         compartments=parse_compartments(r.compartments),
         status=Status(r.status),
         roles=parse_compartments(r.roles),
+        owner_id=r.owner_id,
     )
 
 
@@ -187,6 +188,8 @@ def _credential(r: Any) -> Credential:
         networks=parse_networks(r.networks),
         revoked=r.revoked_at is not None,
         canary=bool(r.canary),
+        provenance=r.provenance,
+        created_by=r.created_by,
     )
 
 
