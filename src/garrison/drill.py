@@ -359,7 +359,7 @@ def render(result: DrillResult) -> str:
 
 async def run_local(keep: Path | None = None) -> DrillResult:
     """Start a mock model server and a gateway of its own, run the scenario, stop both."""
-    from garrison.bootstrap import init
+    from garrison.bootstrap import enroll_locally, init
     from garrison.config import Settings
     from garrison.gateway.runtime import Gateway
     from garrison.mock import MockConfig, MockUpstream
@@ -370,6 +370,7 @@ async def run_local(keep: Path | None = None) -> DrillResult:
     gateway: Gateway | None = None
     try:
         done = init(root / "data")
+        admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
         settings = Settings(
             database_url=done.settings.database_url,
             key_dir=done.settings.key_dir,
@@ -381,7 +382,7 @@ async def run_local(keep: Path | None = None) -> DrillResult:
         port = await gateway.start()
         return await run_scenario(
             f"http://127.0.0.1:{port}",
-            done.admin_key.key.token.reveal(),
+            admin_key.key.token.reveal(),
             f"http://127.0.0.1:{upstream}/v1",
         )
     finally:

@@ -11,6 +11,8 @@ import aiohttp
 import orjson
 
 from garrison.domain import Level, PrincipalKind
+from garrison.domain.provenance import Provenance
+from garrison.store import Directory
 from tests.support.world import World
 
 
@@ -50,12 +52,22 @@ def make_admin(
     clearance: Level = Level.INTERNAL,
     kind: PrincipalKind = PrincipalKind.HUMAN,
 ) -> str:
-    """A principal holding ``roles`` (written directly, as set-up), and a key for it."""
+    """A principal holding ``roles`` (written directly, as set-up), and a key for it that
+    counts as the person's own (provenance ``enrolled``, made by them), as if they had
+    redeemed an invitation."""
     now = time.time()
-    world.directory.create_principal(
+    principal_id = world.directory.create_principal(
         name, org=org, kind=kind, clearance=clearance, roles=list(roles), now=now
     )
-    return world.directory.create_key(name, now=now).key.token.reveal()
+    return own_key(world.directory, principal_id, now=now)
+
+
+def own_key(directory: Directory, principal_id: str, *, now: float, **kw: Any) -> str:
+    """A key for ``principal_id`` recorded as their own (enrolled, made by them): test
+    set-up standing in for `garrison enroll`."""
+    return directory.create_key(
+        principal_id, now=now, provenance=Provenance.ENROLLED, created_by=principal_id, **kw
+    ).key.token.reveal()
 
 
 def table_counts(world: World) -> dict[str, int]:

@@ -47,6 +47,10 @@ async def list_requests(ctx: Ctx) -> Any:
 
 
 async def approve_request(ctx: Ctx) -> Any:
+    from garrison.admin.identity_api import require_approver_credential
+
+    requester = await ctx.read(access.requester_of, ctx.request.match_info["request_id"])
+    require_approver_credential(ctx, requester)
     return await ctx.write(
         access.approve, ctx.directory(), ctx.request.match_info["request_id"], now=ctx.now
     )
@@ -120,8 +124,11 @@ async def list_changes(ctx: Ctx) -> Any:
 
 
 async def approve_change(ctx: Ctx) -> Any:
+    from garrison.admin.identity_api import require_approver_credential
+
     change_id = ctx.request.match_info["change_id"]
     row = await ctx.read(changes.pending, change_id, ctx.admin.id, ctx.now)
+    require_approver_credential(ctx, row.requested_by)
     payload = changes.payload_of(row)
     directory = ctx.directory()
     directory.origin = {
@@ -130,6 +137,13 @@ async def approve_change(ctx: Ctx) -> Any:
         "requested_by": row.requested_by,
     }
     result: Any
+    if row.kind in changes.AUTHORISING_KINDS:
+        if row.target == ctx.admin.id:
+            raise Refused(
+                Reason.ADMIN_SELF,
+                Forbidden("rule no-self-change: an admin cannot approve a change to themselves"),
+            )
+        return await ctx.write(changes.approve_only, directory, change_id, now=ctx.now)
     if row.kind == "principal-access":
         if row.target == ctx.admin.id:
             raise Refused(
@@ -157,6 +171,7 @@ async def approve_change(ctx: Ctx) -> Any:
             compartments=payload["compartments"],
             roles=payload["roles"],
             now=ctx.now,
+            owner=payload.get("owner"),
         )
     elif row.kind == "model-update":
         level = payload.pop("level", None)

@@ -63,7 +63,13 @@ class LockSet:
     everything: tuple[Lock, ...] = ()
 
     @classmethod
-    def build(cls, locks: Iterable[Lock]) -> LockSet:
+    def build(
+        cls,
+        locks: Iterable[Lock],
+        covers: Mapping[str, Iterable[tuple[LockKind, str]]] | None = None,
+    ) -> LockSet:
+        """``covers``: what a lock on a principal covers besides them (the service
+        accounts they own, the keys they issued), by principal id."""
         by_target: dict[tuple[LockKind, str], list[Lock]] = {}
         networks: list[Lock] = []
         everything: list[Lock] = []
@@ -74,6 +80,9 @@ class LockSet:
                 networks.append(lock)
             else:
                 by_target.setdefault((lock.kind, lock.target), []).append(lock)
+                if lock.kind is LockKind.PRINCIPAL and covers:
+                    for covered in covers.get(lock.target, ()):
+                        by_target.setdefault(covered, []).append(lock)
         return cls(
             MappingProxyType({k: tuple(v) for k, v in by_target.items()}),
             tuple(networks),

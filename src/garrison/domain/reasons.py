@@ -49,6 +49,8 @@ class Reason(enum.StrEnum):
     ENROLL_REFUSED = "identity.enroll_refused"  # unknown, used or expired code
     ENROLL_BY_INVITER = "identity.enroll_by_inviter"  # the inviter presented the code
     ENROLL_RATE = "identity.enroll_rate_limited"
+    NOT_OWN_CREDENTIAL = "identity.not_own_credential"  # self-service needs one's own key
+    BREAK_GLASS = "identity.break_glass"
     # containment
     LOCKED = "lock.active"
     LOCK_VIEW_STALE = "lock.view_stale"

@@ -35,7 +35,16 @@ from garrison.domain.provenance import Provenance
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
-from garrison.store import changes, incidents, locks, principals, registry, schema, vendors
+from garrison.store import (
+    changes,
+    enrollment,
+    incidents,
+    locks,
+    principals,
+    registry,
+    schema,
+    vendors,
+)
 from garrison.store.db import write_transaction
 from garrison.store.snapshot import parse_networks
 
@@ -111,6 +120,19 @@ def check_service_roles(kind: PrincipalKind, roles: frozenset[str]) -> None:
     admin power with nobody to answer for it (and no MFA when SSO lands)."""
     if kind is PrincipalKind.SERVICE and roles:
         raise BadRequest("rule service-roles: a service account cannot hold admin roles")
+
+
+def check_owner(conn: sa.Connection, kind: PrincipalKind, owner: str | None) -> str | None:
+    """A service account's owner is an active person (accountable for it); a person has
+    none."""
+    if owner is None:
+        return None
+    if kind is not PrincipalKind.SERVICE:
+        raise BadRequest("rule owner: only a service account has an owner")
+    row = _lookup(conn, schema.principals, owner, "owner")
+    if row.kind != PrincipalKind.HUMAN.value or row.status != Status.ACTIVE.value:
+        raise BadRequest(f"rule owner: the owner {row.name!r} must be an active person")
+    return str(row.id)
 
 
 def check_url(url: str) -> str:
@@ -275,8 +297,10 @@ class Directory:
         roles: Iterable[str] = (),
         now: float,
         dry_run: bool = False,
+        owner: str | None = None,
     ) -> str:
-        """A new principal; ``dry_run`` checks every rule and writes nothing."""
+        """A new principal; ``dry_run`` checks every rule and writes nothing. A service
+        account names its ``owner``, an active person (a lock on them covers it)."""
         name = check_name(name, "principal name")
         comps = check_compartments(compartments)
         principal_id = new_id("prn")
@@ -286,6 +310,7 @@ class Directory:
             terms = vendors.vendor_of(conn, org_row.id)
             role_set = vendors.check_roles(roles, vendor=terms is not None)
             check_service_roles(kind, role_set)
+            owner_id = check_owner(conn, kind, owner)
             if terms is not None:
                 vendors.check_person(conn, terms, org_row.id, clearance, comps, adding_seat=True)
             if dry_run:
@@ -301,6 +326,7 @@ class Directory:
                     status=Status.ACTIVE.value,
                     created_at=now,
                     roles=_json_list(role_set),
+                    owner_id=owner_id,
                 )
             )
             _record(
@@ -320,6 +346,7 @@ class Directory:
                     "roles": sorted(role_set),
                     "clearance": clearance.label,
                     "compartments": sorted(comps),
+                    **({"owner_id": owner_id} if owner_id else {}),
                 },
             )
         return principal_id
@@ -341,10 +368,12 @@ class Directory:
         canary: bool = False,
         provenance: Provenance = Provenance.LEGACY,
         created_by: str | None = None,
+        change_id: str | None = None,
     ) -> CreatedKey:
         """A key for ``principal``. ``provenance`` says how it came to be (the caller knows:
         the admin API, enrollment, break glass); in-process set-up that says nothing makes a
-        ``legacy`` key, which works for calls and approves nothing."""
+        ``legacy`` key, which works for calls and approves nothing. ``change_id``: the
+        approved two-person change that authorises it, spent in the same transaction."""
         nets = check_networks(networks)
         lifetime = KEY_MAX_LIFETIME_S if expires_in is None else expires_in
         if lifetime <= 0:
@@ -357,6 +386,8 @@ class Directory:
             raise BadRequest(f"note is longer than {NAME_MAX_CHARS} characters")
         with write_transaction(self.engine) as conn:
             row = _lookup(conn, schema.principals, principal, "principal")
+            if change_id is not None:
+                changes.mark_used(conn, change_id)
             return self._insert_key(
                 conn,
                 row,
@@ -497,6 +528,10 @@ class Directory:
     def sealer(self) -> Sealer:
         return self._sealer
 
+    @property
+    def pepper(self) -> bytes:
+        return self._pepper
+
     def update_model(self, ref: str, **changes: Any) -> dict[str, Any]:
         return registry.update_model(self, ref, **changes)
 
@@ -512,16 +547,19 @@ class Directory:
     def update_incident(self, incident_id: str, **kw: Any) -> dict[str, Any]:
         return incidents.update_incident(self, incident_id, **kw)
 
-    def rotate_vendor_keys(self, vendor: str, *, now: float, reason: str) -> list[CreatedKey]:
-        """Containment: revoke every live key of a vendor's people and issue each active
-        principal one new key (networks of their newest live key, else the vendor's), all
-        in one transaction. The new keys are returned for showing once. A vendor that
+    def rotate_vendor_keys(
+        self, vendor: str, *, now: float, reason: str
+    ) -> list[CreatedKey | enrollment.Invitation]:
+        """Containment: revoke every live key of a vendor's people and service accounts, all
+        in one transaction; each active person gets a new enrollment code (they make their
+        own key), each active service account a new key (networks of its newest live key,
+        else the vendor's). Codes and keys are returned for showing once. A vendor that
         cannot be issued keys (suspended, expired, offboarded, past its contract end) only
         has its keys revoked."""
         if len(reason) > NAME_MAX_CHARS:
             raise BadRequest(f"reason is longer than {NAME_MAX_CHARS} characters")
         p, c = schema.principals, schema.credentials
-        issued: list[CreatedKey] = []
+        issued: list[CreatedKey | enrollment.Invitation] = []
         with write_transaction(self.engine) as conn:
             org = _lookup(conn, schema.orgs, vendor, "vendor")
             if org.kind != OrgKind.VENDOR.value:
@@ -560,6 +598,12 @@ class Directory:
                     )
                 if person.status != Status.ACTIVE.value or not issuing:
                     continue
+                if person.kind == PrincipalKind.HUMAN.value:
+                    # A person's key is theirs to make: they get a new enrollment code.
+                    issued.append(
+                        enrollment.issue(self, conn, person, now=now, why="vendor rotation")
+                    )
+                    continue
                 nets = parse_networks(live[0].networks) if live else ()
                 issued.append(
                     self._insert_key(
@@ -571,6 +615,7 @@ class Directory:
                         canary=False,
                         now=now,
                         extra={"vendor_rotation": org.id},
+                        provenance=Provenance.SERVICE,
                     )
                 )
         return issued

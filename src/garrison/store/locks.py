@@ -160,6 +160,11 @@ def create_lock(
     return values
 
 
+def lock_row(conn: sa.Connection, lock_id: str) -> Any:
+    lk = schema.locks
+    return conn.execute(sa.select(lk).where(lk.c.id == lock_id)).first()
+
+
 def lift_lock(d: Directory, lock_id: str, *, reason: str, now: float) -> dict[str, Any]:
     """Lift a lock. A global lockdown needs a second admin: returns ``{"status": "pending"}``
     for the first request and ``{"status": "lifted"}`` once lifted."""

@@ -109,8 +109,13 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
         credentials = {r.id: _credential(r) for r in conn.execute(sa.select(schema.credentials))}
         models = {r.name: _model(r, sealer) for r in conn.execute(sa.select(schema.models))}
         locks = LockSet.build(
-            _lock(r)
-            for r in conn.execute(sa.select(schema.locks).where(schema.locks.c.lifted_at.is_(None)))
+            (
+                _lock(r)
+                for r in conn.execute(
+                    sa.select(schema.locks).where(schema.locks.c.lifted_at.is_(None))
+                )
+            ),
+            covers=_covers(principals, credentials),
         )
         g = schema.grants
         grants: dict[tuple[str, str], list[Grant]] = {}
@@ -176,6 +181,25 @@ def _principal(r: Any) -> Principal:
         roles=parse_compartments(r.roles),
         owner_id=r.owner_id,
     )
+
+
+def _covers(
+    principals: dict[str, Principal], credentials: dict[str, Credential]
+) -> dict[str, list[tuple[LockKind, str]]]:
+    """What a lock on each person also covers: the service accounts they own and the keys
+    they issued to anyone else."""
+    out: dict[str, list[tuple[LockKind, str]]] = {}
+    for p in principals.values():
+        if p.owner_id is not None:
+            out.setdefault(p.owner_id, []).append((LockKind.PRINCIPAL, p.id))
+    for c in credentials.values():
+        if (
+            c.created_by is not None
+            and c.created_by != c.principal_id
+            and c.created_by in principals
+        ):
+            out.setdefault(c.created_by, []).append((LockKind.CREDENTIAL, c.id))
+    return out
 
 
 def _credential(r: Any) -> Credential:
