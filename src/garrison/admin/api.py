@@ -383,7 +383,8 @@ async def create_principal(ctx: Ctx) -> Any:
     if body.roles:
         await ctx.require(Action.SET_PRINCIPAL_ACCESS)
     if body.kind == PrincipalKind.SERVICE.value and body.owner is None:
-        body.owner = ctx.admin.id  # the issuer answers for a service account by default
+        # The issuer answers for a service account by default.
+        body = body.model_copy(update={"owner": ctx.admin.id})
     create = functools.partial(
         ctx.directory().create_principal,
         body.name,

@@ -50,6 +50,6 @@ def approval_refusal(
     speaks for anyone else, whatever route it took."""
     if credential is None or not is_own(credential, principal):
         return Reason.APPROVAL_CREDENTIAL
-    if requester is not None and credential.created_by == requester:
+    if requester is not None and requester != principal.id and credential.created_by == requester:
         return Reason.APPROVAL_CREDENTIAL
     return None
