@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -80,3 +81,37 @@ def table_counts(world: World) -> dict[str, int]:
         }
     finally:
         conn.close()
+
+
+_sources = itertools.count(1)
+
+
+def lift_enroll_limits(world: World) -> None:
+    """Tests that enroll many people raise the endpoint's attempt limits (their own test is
+    tests/identity/test_enrollment.py)."""
+    from garrison.admin.identity_api import LIMITER_KEY
+
+    limiter = world.gateway.http.app[LIMITER_KEY]
+    limiter.per_source = limiter.overall = 10**9
+
+
+async def invite_and_enroll(
+    world: World,
+    inviter_key: str,
+    name: str,
+    *,
+    networks: Iterable[str] = (),
+    expires_in_s: float | None = None,
+) -> tuple[int, Any]:
+    """The inviter asks for ``name``'s enrollment code and the person redeems it from an
+    address of their own (127.1.x.y): returns the status and the issued key (or refusal)."""
+    status, invitation = await admin_call(world, inviter_key, "POST", f"/principals/{name}/invite")
+    if status != 201:
+        return status, invitation
+    n = next(_sources)
+    body: dict[str, Any] = {"code": invitation["enrollment_code"], "networks": list(networks)}
+    if expires_in_s is not None:
+        body["expires_in_s"] = expires_in_s
+    return await admin_call(
+        world, None, "POST", "/enroll", body, local_addr=f"127.1.{n // 250 % 250}.{n % 250 + 1}"
+    )

@@ -32,6 +32,7 @@ from garrison.identity import authenticate
 from garrison.identity.enroll_limits import EnrollLimiter
 from garrison.store import Directory, enrollment, queries, schema
 from garrison.store import changes as changes_rules
+from garrison.store.directory import check_networks
 from garrison.store.snapshot import parse_compartments
 
 # An enrollment body is a code and a few options.
@@ -103,7 +104,8 @@ async def create_key(ctx: Ctx) -> Any:
     await ctx.require(Action.CREATE_KEY, "principal", body.principal)
     if body.canary:
         await ctx.require(Action.CREATE_CANARY)
-    target = await ctx.read(queries.find, queries.p, body.principal, "principal")
+    check_networks(body.networks)  # a malformed request is told so first
+    target = await ctx.read(_principal_row, body.principal)
     if target.kind != PrincipalKind.SERVICE.value:
         raise Refused(
             Reason.KEY_FOR_PERSON,
@@ -160,6 +162,14 @@ async def create_own_key(ctx: Ctx) -> Any:
     return _issued(created, Provenance.SELF)
 
 
+def _principal_row(conn: sa.Connection, ref: str) -> Any:
+    p = schema.principals
+    row = conn.execute(sa.select(p).where(sa.or_(p.c.id == ref, p.c.name == ref))).first()
+    if row is None:
+        raise BadRequest(f"principal {ref!r} does not exist")
+    return row
+
+
 def _key_holder(conn: sa.Connection, key_id: str) -> Any:
     c, p = schema.credentials, schema.principals
     return conn.execute(
@@ -199,17 +209,13 @@ async def rotate_key(ctx: Ctx) -> Any:
         }
     await ctx.require(Action.ROTATE_KEY, "credential", key_id)
     if holder is not None and holder.kind == PrincipalKind.HUMAN.value:
-        if body.grace_s:
-            raise BadRequest(
-                "rule no-grace: rotating a person's key revokes it at once and gives them a "
-                "new enrollment code; a grace period is for service accounts"
-            )
         invitation = await ctx.write(
             enrollment.rotate_person_key,
             ctx.directory(),
             key_id,
             now=ctx.now,
             reason=body.reason,
+            grace_s=body.grace_s,
         )
         ctx.status = 200
         return {"rotated_from": key_id, "state": "revoked", **invitation.public()}

@@ -26,7 +26,7 @@ from garrison.audit.events import EventName
 from garrison.domain import PrincipalKind, Reason, Status
 from garrison.domain.provenance import Provenance
 from garrison.domain.secret import Secret
-from garrison.errors import BadRequest, Forbidden
+from garrison.errors import BadRequest, Conflict, Forbidden
 from garrison.store import schema
 from garrison.store.db import write_transaction
 
@@ -170,7 +170,9 @@ def invite(d: Directory, ref: str, *, now: float, change_id: str | None = None) 
         return issue(d, conn, row, now=now, change_id=change_id)
 
 
-def rotate_person_key(d: Directory, key_id: str, *, now: float, reason: str) -> Invitation:
+def rotate_person_key(
+    d: Directory, key_id: str, *, now: float, reason: str, grace_s: float = 0.0
+) -> Invitation:
     """An admin rotating a person's key: the key is revoked now (no grace) and the person
     gets a new enrollment code (returned, for delivery); the admin never gets a secret."""
     from garrison.store.directory import _lookup, _record
@@ -180,6 +182,15 @@ def rotate_person_key(d: Directory, key_id: str, *, now: float, reason: str) -> 
         old = conn.execute(sa.select(c).where(c.c.id == key_id)).first()
         if old is None:
             raise BadRequest(f"key {key_id!r} does not exist")
+        if old.revoked_at is not None:
+            raise Conflict(f"key {key_id!r} is revoked; invite the person again instead")
+        if old.expires_at is not None and old.expires_at <= now:
+            raise Conflict(f"key {key_id!r} has expired; invite the person again instead")
+        if grace_s:
+            raise BadRequest(
+                "rule no-grace: rotating a person's key revokes it at once and gives them a "
+                "new enrollment code; a grace period is for service accounts"
+            )
         row = _lookup(conn, schema.principals, old.principal_id, "principal")
         if old.revoked_at is None:
             conn.execute(sa.update(c).where(c.c.id == key_id).values(revoked_at=now))
