@@ -174,7 +174,7 @@ Try it (paste into a shell where `python` has the openai package):
 python - <<'PY'
 from openai import OpenAI
 client = OpenAI(base_url="{base}/v1", api_key="{keys["bob"]}")
-print([m.id for m in client.models.list()])          # bob: 'assistant' and 'oracle'
+print([m.id for m in client.models.list()])          # bob: the assistants and 'oracle'
 r = client.chat.completions.create(model="oracle",
       messages=[{{"role": "user", "content": "hello"}}])
 print(r.choices[0].message.content)                  # granted for 4 hours
@@ -189,8 +189,8 @@ curl -s {base}/v1/chat/completions -H "Authorization: Bearer {keys["alice"]}" \\
      -H 'content-type: application/json' \\
      -d '{{"model":"cyber-model","messages":[{{"role":"user","content":"hi"}}]}}'
 
-Admin (the CLI acts as ana: her key is in the config's credential file, as
-`garrison enroll CODE --save` leaves it):
+# Admin: the CLI acts as ana (her key is in the config's credential file, as
+# `garrison enroll CODE --save` leaves it).
 
 export GARRISON_CONFIG={config} GARRISON_ADMIN_URL={base}
 garrison whoami                                     # ana, provenance enrolled
