@@ -131,3 +131,28 @@ def world_events(world: World) -> list[dict[str, object]]:
         return [orjson.loads(r[0]) for r in conn.execute("SELECT record FROM audit_events")]
     finally:
         conn.close()
+
+
+async def test_a_service_key_above_the_issuer_takes_a_second_admin_once(world: World) -> None:
+    low = make_admin(world, "low-sec", ["security-admin"])  # clearance internal
+    high = make_admin(world, "high-sec", ["security-admin"], clearance=Level.CRITICAL)
+    world.directory.create_principal(
+        "etl",
+        org="internal",
+        kind=PrincipalKind.SERVICE,
+        clearance=Level.RESTRICTED,
+        now=time.time(),
+    )
+    await world.reload()
+    status, body = await admin_call(world, low, "POST", "/keys", {"principal": "etl"})
+    assert status == 202, body
+    change = body["pending"]["id"]
+    assert "key" not in body["pending"]
+    status, body = await admin_call(world, high, "POST", f"/changes/{change}/approve")
+    assert status == 200, body
+    status, body = await admin_call(world, low, "POST", "/keys", {"principal": "etl"})
+    assert status == 201 and body["provenance"] == "service", body
+    status, body = await admin_call(world, low, "POST", "/keys", {"principal": "etl"})
+    assert status == 202, body  # the approval was spent on one key
+    status, body = await admin_call(world, high, "POST", "/keys", {"principal": "etl"})
+    assert status == 201, body  # within the issuer's own clearance: at once
