@@ -159,6 +159,10 @@ def test_two_admins_invite_enroll_approve_and_lift(site: Site) -> None:
     s.ok("eve", "access", "approve", request["id"])
     granted = s.wait_event("access.granted", lambda e: e["data"].get("request_id") == request["id"])
     assert granted["actor"] == s.js("eve", "whoami")["id"]
+    approvals = s.events("access.approved")
+    assert {e["actor"] for e in approvals} == {s.js(n, "whoami")["id"] for n in ("dee", "eve")}
+    # Each approval names the approver's key and its provenance.
+    assert all(e["data"]["origin"]["credential_provenance"] == "enrolled" for e in approvals)
     r = httpx.post(
         f"{s.url}/v1/chat/completions",
         headers={"authorization": f"Bearer {s.keys['cody']}"},
@@ -174,6 +178,7 @@ def test_two_admins_invite_enroll_approve_and_lift(site: Site) -> None:
     lifted = s.wait_event("lock.lifted", lambda e: e["data"]["lock_id"] == lock["id"])
     assert lifted["actor"] == s.js("ben", "whoami")["id"]
     assert lifted["data"]["requested_by"] == s.js("ana", "whoami")["id"]
+    assert lifted["data"]["origin"]["credential_provenance"] == "enrolled"
 
 
 def test_every_impersonation_route_is_refused(site: Site) -> None:

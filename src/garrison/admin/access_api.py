@@ -52,8 +52,10 @@ async def approve_request(ctx: Ctx) -> Any:
     requester = await ctx.read(access.requester_of, ctx.request.match_info["request_id"])
     if requester != ctx.admin.id:  # approving one's own request: refused by its own rule
         require_approver_credential(ctx, requester)
+    from garrison.admin.identity_api import approver_directory
+
     return await ctx.write(
-        access.approve, ctx.directory(), ctx.request.match_info["request_id"], now=ctx.now
+        access.approve, approver_directory(ctx), ctx.request.match_info["request_id"], now=ctx.now
     )
 
 
@@ -131,12 +133,9 @@ async def approve_change(ctx: Ctx) -> Any:
     row = await ctx.read(changes.pending, change_id, ctx.admin.id, ctx.now)
     require_approver_credential(ctx, row.requested_by)
     payload = changes.payload_of(row)
-    directory = ctx.directory()
-    directory.origin = {
-        **(directory.origin or {}),
-        "change_id": change_id,
-        "requested_by": row.requested_by,
-    }
+    from garrison.admin.identity_api import approver_directory
+
+    directory = approver_directory(ctx, change_id=change_id, requested_by=row.requested_by)
     result: Any
     if row.kind in changes.AUTHORISING_KINDS:
         if row.target == ctx.admin.id:

@@ -600,6 +600,12 @@ async def lift_lock(ctx: Ctx) -> Any:
         # Lifting a lockdown is a two-person act: each person's own key, never one the other
         # made.
         identity_api.require_approver_credential(ctx, lock.lift_requested_by)
+        return await ctx.write(
+            identity_api.approver_directory(ctx).lift_lock,
+            ctx.request.match_info["lock_id"],
+            reason=body.reason,
+            now=ctx.now,
+        )
     return await ctx.write(
         ctx.directory().lift_lock,
         ctx.request.match_info["lock_id"],

@@ -92,6 +92,15 @@ def require_approver_credential(ctx: Ctx, requester: str | None) -> None:
         )
 
 
+def approver_directory(ctx: Ctx, **more: Any) -> Directory:
+    """The directory an approval writes through: its events name the approver's key and
+    that key's provenance (the record of whose word it was)."""
+    directory = ctx.directory()
+    provenance = ctx.credential.provenance if ctx.credential else None
+    directory.origin = {**(directory.origin or {}), **more, "credential_provenance": provenance}
+    return directory
+
+
 def _exceeds(admin: Any, target: Any) -> bool:
     return Level(target.clearance) > admin.clearance or bool(
         parse_compartments(target.compartments) - admin.compartments
