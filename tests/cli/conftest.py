@@ -29,6 +29,7 @@ import pytest
 from garrison.bootstrap import enroll_locally, init, open_directory, write_credential
 from garrison.config import Settings, load_settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
+from garrison.domain.provenance import Provenance
 from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
 from garrison.store import Directory
@@ -201,7 +202,12 @@ class Served(Cli):
             name, org=org, kind=kind, clearance=clearance, roles=roles, now=now
         )
         # Set-up standing in for `garrison enroll`: the key counts as the person's own.
-        token = own_key(self.directory, principal_id, now=now) if key else ""
+        token = ""
+        if key and kind is PrincipalKind.SERVICE:
+            made = self.directory.create_key(principal_id, now=now, provenance=Provenance.SERVICE)
+            token = made.key.token.reveal()
+        elif key:
+            token = own_key(self.directory, principal_id, now=now)
         self.sync()
         return token
 
