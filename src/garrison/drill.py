@@ -119,6 +119,19 @@ class DrillResult:
         }
 
 
+async def _enroll(base: str, code: str, address: str) -> str:
+    """Redeem an enrollment code from ``address`` (no key: the person has none yet)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(f"{base}/admin/v1/enroll", json={"code": code, "expires_in_s": 86400}) as resp,
+    ):
+        value = orjson.loads(await resp.read())
+        if resp.status >= 400:
+            raise RuntimeError(f"enroll: {resp.status} {value}")
+        return str(value["key"])
+
+
 class _Admin:
     def __init__(self, session: aiohttp.ClientSession, base: str, key: str) -> None:
         self.session = session
@@ -208,8 +221,10 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
             "POST", f"/vendors/{vendor}/status", {"status": "active", "reason": "drill"}
         )
         contractor = f"contractor-{tag}"
-        await admin.call(
-            "POST", "/principals", {"name": contractor, "org": vendor, "clearance": "internal"}
+        invited = await admin.call(
+            "POST",
+            "/principals",
+            {"name": contractor, "org": vendor, "clearance": "internal", "invite": True},
         )
         bot = f"ci-bot-{tag}"
         await admin.call(
@@ -228,11 +243,8 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
                 "level": "internal",
             },
         )
-        key = (
-            await admin.call(
-                "POST", "/keys", {"principal": contractor, "expires_in_s": 86400, "note": "drill"}
-            )
-        )["key"]
+        # The contractor enrolls from their own network: the key is theirs alone.
+        key = await _enroll(base, invited["enrollment_code"], CONTRACTOR_ADDR)
         canary = (
             await admin.call(
                 "POST",
