@@ -65,7 +65,7 @@ from bench.loadgen import (
     wait_for_quiet,
     wait_url,
 )
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import enroll_locally, init, open_directory
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.store.directory import Directory
 
@@ -439,6 +439,7 @@ async def measure(
     run_deadline = time.monotonic() + max_seconds
     source = _commit()  # the gateway runs whatever src/ holds when it starts
     done = init(root / "data")
+    admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
     directory = open_directory(done.settings, actor="bench")
     fast_port, slow_port = free_port(), free_port()
     logs: list[Path] = []
@@ -485,7 +486,7 @@ async def measure(
         for base in bases:
             wait_url(f"{base}/healthz")
         async with _session() as admin_session:
-            admin = Admin(admin_session, bases[0], done.admin_key.key.token.reveal())
+            admin = Admin(admin_session, bases[0], admin_key.key.token.reveal())
             for n in range(rounds):
                 if time.monotonic() > run_deadline:
                     break

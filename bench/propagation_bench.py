@@ -32,7 +32,7 @@ import orjson
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import free_port, wait_url
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import enroll_locally, init, open_directory
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
@@ -62,6 +62,7 @@ async def _until_refused(session: aiohttp.ClientSession, base: str, key: str, t0
 
 async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
     done = init(root / "data")
+    admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
     directory = open_directory(done.settings, actor="bench")
     now = time.time()
     up_port = free_port()
@@ -103,7 +104,7 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
             for kind in ("revoke_key", "suspend_vendor")
             for where in ("same_process", "other_process")
         }
-        admin = {"authorization": f"Bearer {done.admin_key.key.token.reveal()}"}
+        admin = {"authorization": f"Bearer {admin_key.key.token.reveal()}"}
         async with aiohttp.ClientSession() as session:
             for n in range(rounds):
                 kind = "revoke_key" if n % 2 == 0 else "suspend_vendor"

@@ -6,6 +6,7 @@ import getpass
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,21 +16,33 @@ import sqlalchemy as sa
 from garrison.audit import EventName
 from garrison.audit.checkpoint import create_signing_key
 from garrison.config import CONFIG_FILE, DEFAULT_METRICS_LISTEN, Settings, render_settings
-from garrison.domain import Level, OrgKind, PrincipalKind
+from garrison.domain import Level, OrgKind, PrincipalKind, Reason
+from garrison.domain.provenance import Provenance
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, ConfigError
 from garrison.keyring import Sealer, create_key_files, load_pepper
-from garrison.store import CreatedKey, Directory, make_engine, migrate, schema
+from garrison.store import CreatedKey, Directory, enrollment, make_engine, migrate, schema
+from garrison.store.directory import check_name
+from garrison.store.enrollment import Invitation
 
 INTERNAL_ORG = "internal"
 FIRST_ADMIN = "admin"
+# Two-person rules need two admins: fewer than this at init is allowed, with a loud warning.
+INIT_ADMINS_EXPECTED = 2
+# More first admins than this is a mistake (add people later by invitation).
+INIT_ADMINS_MAX = 10
 
 
 @dataclass(frozen=True, slots=True)
 class Initialized:
     settings: Settings
     config_path: Path
-    admin_key: CreatedKey
+    # One enrollment code per first admin (shown once); no key exists until each redeems.
+    codes: tuple[Invitation, ...]
+
+    @property
+    def lone_admin(self) -> bool:
+        return len(self.codes) < INIT_ADMINS_EXPECTED
 
 
 def local_actor() -> str:
@@ -41,7 +54,22 @@ def local_actor() -> str:
     return f"cli:{user}@{socket.gethostname()}"
 
 
-def init(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8080) -> Initialized:
+def init(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    admins: Sequence[str] = (FIRST_ADMIN,),
+) -> Initialized:
+    """The database, the key files, and the first security-admins: each gets a one-time
+    enrollment code (no key is made here: each admin makes their own by enrolling)."""
+    names = [check_name(a, "admin name") for a in admins]
+    if not names:
+        raise BadRequest("at least one admin is needed (--admin NAME, twice for two-person rules)")
+    if len(set(names)) != len(names):
+        raise BadRequest("admin names must differ")
+    if len(names) > INIT_ADMINS_MAX:
+        raise BadRequest(f"at most {INIT_ADMINS_MAX} first admins; invite the rest later")
     data_dir = data_dir.resolve()
     config_path = data_dir / CONFIG_FILE
     if config_path.exists():
@@ -63,22 +91,33 @@ def init(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8080) -> Initia
             EventName.SYSTEM_INITIALIZED, now=now, data={"data_dir": str(data_dir)}
         )
         directory.create_org(INTERNAL_ORG, OrgKind.INTERNAL, now=now)
-        directory.create_principal(
-            FIRST_ADMIN,
-            org=INTERNAL_ORG,
-            kind=PrincipalKind.HUMAN,
-            clearance=Level.CRITICAL,
-            roles=(Role.SECURITY_ADMIN,),
-            now=now,
-        )
-        admin_key = directory.create_key(FIRST_ADMIN, now=now, note="first admin (garrison init)")
+        codes = []
+        for name in names:
+            directory.create_principal(
+                name,
+                org=INTERNAL_ORG,
+                kind=PrincipalKind.HUMAN,
+                clearance=Level.CRITICAL,
+                roles=(Role.SECURITY_ADMIN,),
+                now=now,
+            )
+            codes.append(enrollment.invite(directory, name, now=now))
     finally:
         engine.dispose()
-    assert settings.admin_credential_file is not None
-    write_credential(settings.admin_credential_file, admin_key.key.token.reveal())
     config_path.write_text(render_settings(settings))
     config_path.chmod(0o600)
-    return Initialized(settings=settings, config_path=config_path, admin_key=admin_key)
+    return Initialized(settings=settings, config_path=config_path, codes=tuple(codes))
+
+
+def enroll_locally(settings: Settings, code: str, *, address: str = "127.0.0.1") -> CreatedKey:
+    """Redeem an enrollment code on this host, as ``POST /admin/v1/enroll`` does (the
+    drill, which has no second machine, enrolls its admin this way)."""
+    directory = open_directory(settings, actor=f"enroll:{address}")
+    try:
+        created, _ = enrollment.redeem(directory, code, now=time.time(), address=address)
+    finally:
+        directory.engine.dispose()
+    return created
 
 
 def write_credential(path: Path, token: str) -> None:
@@ -90,8 +129,9 @@ def write_credential(path: Path, token: str) -> None:
 
 
 def recover_admin_key(directory: Directory, principal: str, *, now: float) -> CreatedKey:
-    """A new key for an active security-admin, issued locally (break glass; audited as the
-    local user)."""
+    """A new key for an active security-admin, issued locally (break glass; audited loudly
+    as the local user, with a critical alert). Its provenance is ``break-glass``: it
+    administers, and approves nothing; its holder should enroll again."""
     engine = directory.engine
     with engine.connect() as conn:
         row = conn.execute(
@@ -101,7 +141,27 @@ def recover_admin_key(directory: Directory, principal: str, *, now: float) -> Cr
         ).first()
     if row is None or Role.SECURITY_ADMIN.value not in orjson.loads(row.roles):
         raise BadRequest(f"{principal!r} is not a security-admin")
-    return directory.create_key(row.id, now=now, note="recover-admin (local break glass)")
+    created = directory.create_key(
+        row.id, now=now, note="recover-admin (local break glass)", provenance=Provenance.BREAK_GLASS
+    )
+    data = {
+        "principal": row.name,
+        "credential_id": created.key.key_id,
+        "host": socket.gethostname(),
+    }
+    directory.record_event(EventName.BREAK_GLASS, now=now, data=data)
+    enrollment.raise_alert(
+        directory,
+        rule_id="break-glass",
+        title=f"Break-glass admin key issued on the host for {row.name}",
+        subject_kind="principal",
+        subject_id=row.id,
+        reason=Reason.BREAK_GLASS.value,
+        data=data,
+        now=now,
+        principal_id=row.id,
+    )
+    return created
 
 
 def open_directory(

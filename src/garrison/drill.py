@@ -119,6 +119,19 @@ class DrillResult:
         }
 
 
+async def _enroll(base: str, code: str, address: str) -> str:
+    """Redeem an enrollment code from ``address`` (no key: the person has none yet)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(f"{base}/admin/v1/enroll", json={"code": code, "expires_in_s": 86400}) as resp,
+    ):
+        value = orjson.loads(await resp.read())
+        if resp.status >= 400:
+            raise RuntimeError(f"enroll: {resp.status} {value}")
+        return str(value["key"])
+
+
 class _Admin:
     def __init__(self, session: aiohttp.ClientSession, base: str, key: str) -> None:
         self.session = session
@@ -208,8 +221,10 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
             "POST", f"/vendors/{vendor}/status", {"status": "active", "reason": "drill"}
         )
         contractor = f"contractor-{tag}"
-        await admin.call(
-            "POST", "/principals", {"name": contractor, "org": vendor, "clearance": "internal"}
+        invited = await admin.call(
+            "POST",
+            "/principals",
+            {"name": contractor, "org": vendor, "clearance": "internal", "invite": True},
         )
         bot = f"ci-bot-{tag}"
         await admin.call(
@@ -228,11 +243,8 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
                 "level": "internal",
             },
         )
-        key = (
-            await admin.call(
-                "POST", "/keys", {"principal": contractor, "expires_in_s": 86400, "note": "drill"}
-            )
-        )["key"]
+        # The contractor enrolls from their own network: the key is theirs alone.
+        key = await _enroll(base, invited["enrollment_code"], CONTRACTOR_ADDR)
         canary = (
             await admin.call(
                 "POST",
@@ -359,7 +371,7 @@ def render(result: DrillResult) -> str:
 
 async def run_local(keep: Path | None = None) -> DrillResult:
     """Start a mock model server and a gateway of its own, run the scenario, stop both."""
-    from garrison.bootstrap import init
+    from garrison.bootstrap import enroll_locally, init
     from garrison.config import Settings
     from garrison.gateway.runtime import Gateway
     from garrison.mock import MockConfig, MockUpstream
@@ -370,6 +382,7 @@ async def run_local(keep: Path | None = None) -> DrillResult:
     gateway: Gateway | None = None
     try:
         done = init(root / "data")
+        admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
         settings = Settings(
             database_url=done.settings.database_url,
             key_dir=done.settings.key_dir,
@@ -381,7 +394,7 @@ async def run_local(keep: Path | None = None) -> DrillResult:
         port = await gateway.start()
         return await run_scenario(
             f"http://127.0.0.1:{port}",
-            done.admin_key.key.token.reveal(),
+            admin_key.key.token.reveal(),
             f"http://127.0.0.1:{upstream}/v1",
         )
     finally:

@@ -572,13 +572,17 @@ async def test_vendor_manager_manages_people_and_keys_of_their_vendor(
     assert answer.status == 201, answer.raw
     await expect_write(world, answer, vm, "principal.created")
 
-    created = await call(world, vm.key, "POST", "/keys", {"principal": "frank", "note": "laptop"})
+    # A person's key is theirs to make (issue 12): the manager is refused frank's, and
+    # makes keys for the vendor's service account.
+    refused = await call(world, vm.key, "POST", "/keys", {"principal": "frank"})
+    assert refused.status == 403 and refused.body["error"]["rule"] == "own-credential"
+    created = await call(world, vm.key, "POST", "/keys", {"principal": "ci-bot", "note": "ci"})
     assert created.status == 201, created.raw
     await expect_write(world, created, vm, "credential.created")
     first = created.body["key"]
     assert await chat(world, first) == 200
     # The key got the vendor's networks and does not outlive the contract.
-    listed = await call(world, vm.key, "GET", "/keys", params={"principal": "frank"})
+    listed = await call(world, vm.key, "GET", "/keys", params={"principal": "ci-bot"})
     (row,) = listed.body
     assert row["networks"] == ["127.0.0.0/8"]
     report = await call(world, vm.key, "GET", f"/vendors/{VENDOR}")
@@ -624,7 +628,9 @@ async def test_internal_vendor_manager_manages_the_vendor_they_sponsor(
     world: World, managers: Managers
 ) -> None:
     vm = managers.internal
-    answer = await call(world, vm.key, "POST", "/principals", {"name": "gina", "org": "acme"})
+    answer = await call(
+        world, vm.key, "POST", "/principals", {"name": "gina", "org": "acme", "kind": "service"}
+    )
     assert answer.status == 201, answer.raw
     await expect_write(world, answer, vm, "principal.created")
     created = await call(world, vm.key, "POST", "/keys", {"principal": "gina"})
@@ -776,9 +782,14 @@ async def full_flow(world: World, transcript: Transcript) -> list[str]:
     assert answer.body == {"changes": {"seat_limit": 4}}
     await expect_write(world, answer, admin, "vendor.updated")
 
-    answer = await sa("POST", "/principals", {"name": "dave", "org": "acme"}, 201)
+    # Service accounts: admins make keys for them only (people enroll, issue 12).
+    answer = await sa(
+        "POST", "/principals", {"name": "dave", "org": "acme", "kind": "service"}, 201
+    )
     await expect_write(world, answer, admin, "principal.created")
-    answer = await sa("POST", "/principals", {"name": "ruth", "org": "research"}, 201)
+    answer = await sa(
+        "POST", "/principals", {"name": "ruth", "org": "research", "kind": "service"}, 201
+    )
     await expect_write(world, answer, admin, "principal.created")
 
     # A new key works on the data plane at once.
@@ -937,13 +948,25 @@ async def test_security_admin_cannot_change_their_own_access(world: World) -> No
     assert table_counts(world) == before
     # The rule is about oneself: another security-admin may change them.
     other = await new_admin(world, "admin-2", ["security-admin"])
+    third = await new_admin(world, "admin-3", ["security-admin"])
+    # Any change to a security-admin takes two (issue 12): proposed by one, applied by a
+    # third (never by the admin it changes).
     answer = await call(world, other.key, "PATCH", "/principals/admin", {"clearance": "restricted"})
+    assert answer.status == 202, answer.raw
+    change = answer.body["pending"]["id"]
+    answer = await call(world, admin.key, "POST", f"/changes/{change}/approve")
+    assert answer.status == 403 and answer.error["rule"] == "no-self-change"
+    answer = await call(world, third.key, "POST", f"/changes/{change}/approve")
     assert answer.status == 200, answer.raw
-    await expect_write(world, answer, other, "principal.updated")
-    # Taking roles away applies at once (adding one would wait for a second admin).
+    assert answer.body["result"]
+    # Taking roles away from a security-admin waits for a second admin too.
     answer = await call(world, admin.key, "PATCH", "/principals/admin-2", {"roles": []})
+    assert answer.status == 202, answer.raw
+    answer = await call(
+        world, third.key, "POST", f"/changes/{answer.body['pending']['id']}/approve"
+    )
     assert answer.status == 200, answer.raw
-    await expect_write(world, answer, admin, "principal.updated")
+    assert answer.body["result"]
     # admin-2 holds no role now: their next write is refused.
     answer = await call(world, other.key, "POST", "/orgs", {"name": "late"})
     assert answer.status == 403
@@ -960,11 +983,18 @@ async def test_the_last_security_admin_stays(world: World) -> None:
     assert table_counts(world) == before
     assert (await call(world, admin.key, "GET", "/whoami")).status == 200
 
-    # With two, one may be disabled; then the other is the last one.
+    # With two, one may be disabled (a change to a security-admin: proposed by one, applied
+    # by a third, issue 12); then the other is the last one.
     other = await new_admin(world, "admin-2", ["security-admin"])
+    third = await new_admin(world, "admin-3", ["security-admin"])
     answer = await call(world, other.key, "PATCH", "/principals/admin", {"status": "disabled"})
+    assert answer.status == 202, answer.raw
+    change = answer.body["pending"]["id"]
+    answer = await call(world, third.key, "POST", f"/changes/{change}/approve")
     assert answer.status == 200, answer.raw
     assert (await call(world, admin.key, "GET", "/whoami")).status == 401
+    world.directory.update_principal("admin-3", status=Status.DISABLED, now=time.time())
+    await world.reload()
     before = table_counts(world)
     answer = await call(world, other.key, "PATCH", "/principals/admin-2", {"status": "disabled"})
     assert answer.status == 400 and answer.error["rule"] == "last-security-admin"
@@ -975,10 +1005,10 @@ async def test_the_last_security_admin_stays(world: World) -> None:
     # ...and the directory under the API refuses it as the last security-admin too.
     with pytest.raises(BadRequest, match="rule last-security-admin"):
         world.directory.update_principal("admin-2", roles=["auditor"], now=time.time())
-    # Enabling the first again makes two once more.
+    # Enabling the first again is a change to a security-admin: it waits for a second admin.
     answer = await call(world, other.key, "PATCH", "/principals/admin", {"status": "active"})
-    assert answer.status == 200, answer.raw
-    assert (await call(world, admin.key, "GET", "/whoami")).status == 200
+    assert answer.status == 202, answer.raw
+    assert (await call(world, admin.key, "GET", "/whoami")).status == 401
 
 
 async def test_service_accounts_cannot_hold_roles(world: World) -> None:

@@ -26,12 +26,14 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import enroll_locally, init, open_directory, write_credential
 from garrison.config import Settings, load_settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
+from garrison.domain.provenance import Provenance
 from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
 from garrison.store import Directory
+from tests.support.admin import own_key
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 # The CLI's error exit codes (docs/cli.md, "Exit codes"): usage, refused, not found, conflict,
@@ -203,10 +205,16 @@ class Served(Cli):
     ) -> str:
         """A principal (and a key, returned) written in-process, loaded into the gateway."""
         now = time.time()
-        self.directory.create_principal(
+        principal_id = self.directory.create_principal(
             name, org=org, kind=kind, clearance=clearance, roles=roles, now=now
         )
-        token = self.directory.create_key(name, now=now).key.token.reveal() if key else ""
+        # Set-up standing in for `garrison enroll`: the key counts as the person's own.
+        token = ""
+        if key and kind is PrincipalKind.SERVICE:
+            made = self.directory.create_key(principal_id, now=now, provenance=Provenance.SERVICE)
+            token = made.key.token.reveal()
+        elif key:
+            token = own_key(self.directory, principal_id, now=now)
         self.sync()
         return token
 
@@ -215,6 +223,10 @@ def served_gateway(data_dir: Path) -> Iterator[Served]:
     """``garrison init`` into ``data_dir``, then its gateway on 127.0.0.1, port 0."""
     done = init(data_dir)
     settings = dataclasses.replace(load_settings(done.config_path, env={}), port=0)
+    # The first admin enrolls as `garrison enroll CODE --save` would (its key is its own).
+    assert settings.admin_credential_file is not None
+    enrolled = enroll_locally(settings, done.codes[0].code.reveal())
+    write_credential(settings.admin_credential_file, enrolled.key.token.reveal())
     assert settings.host == "127.0.0.1"
     runner = BackgroundLoop()
     directory = open_directory(settings, actor="test")

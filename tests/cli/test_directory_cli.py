@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from garrison.domain import AuthStyle, Level, UpstreamApi, VendorStatus
+from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from tests.cli.conftest import UPSTREAM_KEY, Served, Upstream, garrison
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +75,9 @@ def principal_row(served: Served, name: str) -> tuple[Any, ...]:
 def test_whoami_names_the_first_admin_in_text_and_json(served: Served) -> None:
     text = served.ok("whoami")
     ((admin_id,),) = served.query("SELECT id FROM principals WHERE name = 'admin'")
-    assert text.strip() == f"admin ({admin_id}) roles: security-admin"
+    first, second = text.strip().splitlines()
+    assert first == f"admin ({admin_id}) roles: security-admin"
+    assert second.startswith(f"key {key_id(served.admin_key)} provenance enrolled; invited by cli:")
     me = served.as_json("whoami")
     assert me == {
         "id": admin_id,
@@ -85,6 +87,10 @@ def test_whoami_names_the_first_admin_in_text_and_json(served: Served) -> None:
         "credential_id": key_id(served.admin_key),  # the key of admin.key
         "address": "127.0.0.1",
         "vendor_scope": [],
+        "credential_provenance": "enrolled",
+        "credential_created_by": admin_id,
+        "invited_by": me["invited_by"],  # garrison init, as the local user
+        "invited_by_name": me["invited_by"],
     }
     assert me["org_id"].startswith("org_")
     for output in (text, str(me)):
@@ -275,7 +281,7 @@ def test_service_add_creates_a_service_account_that_cannot_hold_roles(served: Se
 def test_key_rotate_prints_the_new_key_once_and_refuses_the_old_at_once(
     served: Served, upstream: Upstream
 ) -> None:
-    old = served.make_principal("carol")
+    old = served.make_principal("carol", kind=PrincipalKind.SERVICE)  # admins rotate these
     assert chat(served, old) == 200
     out = served.ok("key", "rotate", key_id(old), "--reason", "leaked")
     lines = out.splitlines()
@@ -303,7 +309,7 @@ def test_key_rotate_prints_the_new_key_once_and_refuses_the_old_at_once(
 def test_key_rotate_with_grace_keeps_the_old_key_working(
     served: Served, upstream: Upstream
 ) -> None:
-    old = served.make_principal("carol")
+    old = served.make_principal("carol", kind=PrincipalKind.SERVICE)
     issued = served.as_json("key", "rotate", key_id(old), "--grace", "1h")
     assert issued["rotated_from"] == key_id(old) and issued["grace_s"] == 3600
     assert issued["key"].startswith(f"gk_{issued['id']}_")

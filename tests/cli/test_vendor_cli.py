@@ -222,11 +222,12 @@ def test_user_add_refuses_clearance_above_the_vendor_ceiling(served: Served, acm
 # ── canaries and secrets ───────────────────────────────────────────────────────────────────
 @pytest.fixture
 def canary(served: Served, acme: str) -> dict[str, dict[str, Any]]:
-    """A canary key made through the CLI, beside an ordinary key of the same person."""
+    """A canary key made through the CLI, beside an ordinary key of the same principal (a
+    service account: admins make keys for nobody else, issue 12)."""
     now = time.time()
     directory = served.directory
     directory.create_principal(
-        "vic", org=acme, kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=now
+        "vic", org=acme, kind=PrincipalKind.SERVICE, clearance=Level.INTERNAL, now=now
     )
     created: dict[str, Any] = served.as_json("key", "create", "vic", "--canary", "--note", "trap")
     plain = directory.create_key("vic", now=now)

@@ -28,7 +28,7 @@ from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.runtime import Gateway
 from garrison.gateway.state import StaleMode
 from garrison.identity import parse_key
-from tests.support.admin import admin_call, make_admin, table_counts
+from tests.support.admin import admin_call, make_admin, own_key, table_counts
 from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -854,7 +854,9 @@ async def test_global_lockdown_refuses_model_calls_and_takes_two_admins_to_lift(
     assert status == 409, again
     assert again["error"]["rule"] == "two-person"
     # Another key of the same admin is the same person.
-    admin_key_2 = world.directory.create_key("admin", now=time.time()).key.token.reveal()
+    snap = world.gateway.state.snapshot
+    admin_id = next(p.id for p in snap.principals.values() if p.name == "admin")
+    admin_key_2 = own_key(world.directory, admin_id, now=time.time())
     await world.reload()
     status, again = await admin_call(
         world, admin_key_2, "POST", f"/locks/{lock_id}/lift", {"reason": "other key"}

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import enroll_locally, init, open_directory
 from garrison.config import Settings
 from garrison.domain import Level, PrincipalKind, VendorStatus, VendorTerms, clock_guard
 from garrison.gateway import runtime
@@ -123,6 +123,7 @@ class ClockedWorld:
 
 async def start_clocked_world(root: Path) -> ClockedWorld:
     done = init(root / "data")
+    admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
     mock = MockUpstream(MockConfig(expected_api_key=UPSTREAM_KEY))
     upstream_port = await mock.start("127.0.0.1", 0)
     directory = open_directory(done.settings, actor="test")
@@ -146,7 +147,7 @@ async def start_clocked_world(root: Path) -> ClockedWorld:
         mock=mock,
         gateway=gateway,
         keys=keys,
-        admin_key=done.admin_key.key.token.reveal(),
+        admin_key=admin_key.key.token.reveal(),
     )
     return ClockedWorld(world, clock)
 

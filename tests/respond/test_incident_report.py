@@ -904,15 +904,12 @@ async def test_vendor_key_rotation_revokes_every_key_and_issues_one_that_works_a
     assert status == 201, body
     assert body["vendor"] == "contractor-co"
     (issued,) = body["issued"]  # bob is the vendor's only person
+    # A person's key is theirs to make (issue 12): bob gets an enrollment code, never a key.
     assert issued["principal_id"] == principal_id(world, "bob")
-    assert issued["id"] not in old
-    assert key_id(issued["key"]) == issued["id"]
-    assert table_counts(world)["credentials"] == counts["credentials"] + 1
+    assert "key" not in issued and issued["enrollment_code"].startswith("ge_")
+    assert table_counts(world)["credentials"] == counts["credentials"]
 
     now = {k["id"]: k for k in keys_of(world, "bob")}
-    new = now[issued["id"]]
-    assert new["revoked_at"] is None
-    assert new["note"] == "vendor rotation: incident: leaked key"
     rotated_at = {now[k]["revoked_at"] for k in old if now[k]["revoked_at"] is not None}
     assert len(rotated_at) == 1  # one moment, one transaction
     (at,) = rotated_at
@@ -921,8 +918,18 @@ async def test_vendor_key_rotation_revokes_every_key_and_issues_one_that_works_a
             assert now[kid]["revoked_at"] == at, kid
         assert expected_state(now[kid], time.time()) != "active", kid
 
-    # The new key works at once, from its networks; every old key is refused.
-    reply = await chat(world, issued["key"], "assistant", _address_in(new["networks"]))
+    # bob enrolls from his own address: the new key works at once; every old key is refused.
+    status, mine = await admin_call(
+        world,
+        None,
+        "POST",
+        "/enroll",
+        {"code": issued["enrollment_code"]},
+        local_addr="127.0.9.1",
+    )
+    assert status == 201, mine
+    new = {k["id"]: k for k in keys_of(world, "bob")}[mine["id"]]
+    reply = await chat(world, mine["key"], "assistant", _address_in(new["networks"]))
     assert reply.status == 200, reply.body
     refused = await chat(world, world.keys["bob"], "assistant", HOME)
     assert refused.status == 401, refused.body
@@ -949,10 +956,13 @@ async def test_vendor_key_rotation_revokes_every_key_and_issues_one_that_works_a
     created = [
         e for e in world.events("credential.created") if e["data"].get("vendor_rotation") == org
     ]
-    assert [e["credential_id"] for e in created] == [issued["id"]]
-    # The key was shown once, in the response: never written to the log.
-    assert issued["key"].encode() not in world.raw_audit()
-    assert issued["key"].split("_", 2)[2].encode() not in world.raw_audit()
+    assert created == []  # the admin made no key for bob: he enrolled his own
+    enrolled = [e for e in world.events("credential.created") if e["credential_id"] == mine["id"]]
+    assert enrolled[0]["data"]["provenance"] == "enrolled"
+    # The key and the code were shown once, in the responses: never written to the log.
+    assert mine["key"].encode() not in world.raw_audit()
+    assert mine["key"].split("_", 2)[2].encode() not in world.raw_audit()
+    assert issued["enrollment_code"].encode() not in world.raw_audit()
 
     # An incident on bob sees it all: old keys revoked, the new one active, and the refusal
     # of the revoked key (which did not authenticate) by the key it presented.
@@ -969,7 +979,7 @@ async def test_vendor_key_rotation_revokes_every_key_and_issues_one_that_works_a
     )
     assert status == 200, report
     states = {c["id"]: c["state"] for c in report["credentials"]}
-    assert states[issued["id"]] == "active"
+    assert states[mine["id"]] == "active"
     assert all(states[k] in ("revoked", "expired") for k in old)
     assert {k for k in old if states[k] == "revoked"} == {e["credential_id"] for e in revoked}
     lines = {e["request_id"]: e for e in report["timeline"] if e["request_id"]}

@@ -369,6 +369,8 @@ def test_rotation_is_one_write_with_two_events(d: Directory) -> None:
         "expires_at": new.expires_at,
         "networks": ["10.1.0.0/16", "2001:db8::/32"],
         "note": "laptop",
+        "provenance": "legacy",  # the successor keeps its predecessor's provenance
+        "created_by": d.actor,
         "rotated_from": old.key.key_id,
     }
     assert rotated["name"] == "credential.rotated"

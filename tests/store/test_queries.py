@@ -471,6 +471,8 @@ def test_list_keys_states_and_no_secrets(s: Setup) -> None:
             "networks",
             "note",
             "canary",
+            "provenance",  # how the key came to be, and who made it (issue 12)
+            "created_by",
         }
 
 

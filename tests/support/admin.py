@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -11,6 +12,8 @@ import aiohttp
 import orjson
 
 from garrison.domain import Level, PrincipalKind
+from garrison.domain.provenance import Provenance
+from garrison.store import Directory
 from tests.support.world import World
 
 
@@ -50,12 +53,22 @@ def make_admin(
     clearance: Level = Level.INTERNAL,
     kind: PrincipalKind = PrincipalKind.HUMAN,
 ) -> str:
-    """A principal holding ``roles`` (written directly, as set-up), and a key for it."""
+    """A principal holding ``roles`` (written directly, as set-up), and a key for it that
+    counts as the person's own (provenance ``enrolled``, made by them), as if they had
+    redeemed an invitation."""
     now = time.time()
-    world.directory.create_principal(
+    principal_id = world.directory.create_principal(
         name, org=org, kind=kind, clearance=clearance, roles=list(roles), now=now
     )
-    return world.directory.create_key(name, now=now).key.token.reveal()
+    return own_key(world.directory, principal_id, now=now)
+
+
+def own_key(directory: Directory, principal_id: str, *, now: float, **kw: Any) -> str:
+    """A key for ``principal_id`` recorded as their own (enrolled, made by them): test
+    set-up standing in for `garrison enroll`."""
+    return directory.create_key(
+        principal_id, now=now, provenance=Provenance.ENROLLED, created_by=principal_id, **kw
+    ).key.token.reveal()
 
 
 def table_counts(world: World) -> dict[str, int]:
@@ -68,3 +81,37 @@ def table_counts(world: World) -> dict[str, int]:
         }
     finally:
         conn.close()
+
+
+_sources = itertools.count(1)
+
+
+def lift_enroll_limits(world: World) -> None:
+    """Tests that enroll many people raise the endpoint's attempt limits (their own test is
+    tests/identity/test_enrollment.py)."""
+    from garrison.admin.identity_api import LIMITER_KEY
+
+    limiter = world.gateway.http.app[LIMITER_KEY]
+    limiter.per_source = limiter.overall = 10**9
+
+
+async def invite_and_enroll(
+    world: World,
+    inviter_key: str,
+    name: str,
+    *,
+    networks: Iterable[str] = (),
+    expires_in_s: float | None = None,
+) -> tuple[int, Any]:
+    """The inviter asks for ``name``'s enrollment code and the person redeems it from an
+    address of their own (127.1.x.y): returns the status and the issued key (or refusal)."""
+    status, invitation = await admin_call(world, inviter_key, "POST", f"/principals/{name}/invite")
+    if status != 201:
+        return status, invitation
+    n = next(_sources)
+    body: dict[str, Any] = {"code": invitation["enrollment_code"], "networks": list(networks)}
+    if expires_in_s is not None:
+        body["expires_in_s"] = expires_in_s
+    return await admin_call(
+        world, None, "POST", "/enroll", body, local_addr=f"127.1.{n // 250 % 250}.{n % 250 + 1}"
+    )

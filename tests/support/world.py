@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import enroll_locally, init, open_directory, write_credential
 from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.gateway.client_address import ForwardedHeader
@@ -171,6 +171,10 @@ async def start_world(
     detect: bool = True,
 ) -> World:
     done = init(root / "data")
+    # The first admin enrolls (its key is its own), as `garrison enroll` would.
+    admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
+    assert done.settings.admin_credential_file is not None  # as `enroll --save` leaves it
+    write_credential(done.settings.admin_credential_file, admin_key.key.token.reveal())
     mock = MockUpstream(mock_config or MockConfig(expected_api_key=UPSTREAM_KEY))
     upstream_port = await mock.start("127.0.0.1", 0)
     directory = open_directory(done.settings, actor="test")
@@ -196,7 +200,7 @@ async def start_world(
         mock=mock,
         gateway=gateway,
         keys=keys,
-        admin_key=done.admin_key.key.token.reveal(),
+        admin_key=admin_key.key.token.reveal(),
     )
 
 

@@ -55,8 +55,15 @@ async def list_requests(ctx: Ctx) -> Any:
 
 
 async def approve_request(ctx: Ctx) -> Any:
+    from garrison.admin.identity_api import require_approver_credential
+
+    requester = await ctx.read(access.requester_of, ctx.request.match_info["request_id"])
+    if requester != ctx.admin.id:  # approving one's own request: refused by its own rule
+        require_approver_credential(ctx, requester)
+    from garrison.admin.identity_api import approver_directory
+
     return await ctx.write(
-        access.approve, ctx.directory(), ctx.request.match_info["request_id"], now=ctx.now
+        access.approve, approver_directory(ctx), ctx.request.match_info["request_id"], now=ctx.now
     )
 
 
@@ -128,16 +135,23 @@ async def list_changes(ctx: Ctx) -> Any:
 
 
 async def approve_change(ctx: Ctx) -> Any:
+    from garrison.admin.identity_api import require_approver_credential
+
     change_id = ctx.request.match_info["change_id"]
     row = await ctx.read(changes.pending, change_id, ctx.admin.id, ctx.now)
+    require_approver_credential(ctx, row.requested_by)
     payload = changes.payload_of(row)
-    directory = ctx.directory()
-    directory.origin = {
-        **(directory.origin or {}),
-        "change_id": change_id,
-        "requested_by": row.requested_by,
-    }
+    from garrison.admin.identity_api import approver_directory
+
+    directory = approver_directory(ctx, change_id=change_id, requested_by=row.requested_by)
     result: Any
+    if row.kind in changes.AUTHORISING_KINDS:
+        if row.target == ctx.admin.id:
+            raise Refused(
+                Reason.ADMIN_SELF,
+                Forbidden("rule no-self-change: an admin cannot approve a change to themselves"),
+            )
+        return await ctx.write(changes.approve_only, directory, change_id, now=ctx.now)
     if row.kind == "principal-access":
         if row.target == ctx.admin.id:
             raise Refused(
@@ -165,6 +179,7 @@ async def approve_change(ctx: Ctx) -> Any:
             compartments=payload["compartments"],
             roles=payload["roles"],
             now=ctx.now,
+            owner=payload.get("owner"),
         )
     elif row.kind == "model-update":
         level = payload.pop("level", None)

@@ -25,7 +25,14 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 
-from garrison.admin import access_api, alerts_api, canary_guard, emergency, model_proposal, schemas
+from garrison.admin import (
+    access_api,
+    alerts_api,
+    emergency,
+    identity_api,
+    model_proposal,
+    schemas,
+)
 from garrison.admin.authz import Action, reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -231,6 +238,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             credential_id=auth.credential.id,
             address=str(address),
             scope=scope_of(admin, snap.orgs),
+            credential=auth.credential,
         )
         ctx = admin_ctx
         try:
@@ -316,6 +324,7 @@ async def whoami(ctx: Ctx) -> Any:
         "credential_id": ctx.credential_id,
         "address": ctx.address,
         "vendor_scope": sorted(ctx.scope),
+        **(await identity_api.whoami_extra(ctx)),
     }
 
 
@@ -438,6 +447,9 @@ async def create_principal(ctx: Ctx) -> Any:
     await ctx.require(Action.CREATE_PRINCIPAL, "org", body.org)
     if body.roles:
         await ctx.require(Action.SET_PRINCIPAL_ACCESS)
+    if body.kind == PrincipalKind.SERVICE.value and body.owner is None:
+        # The issuer answers for a service account by default.
+        body = body.model_copy(update={"owner": ctx.admin.id})
     create = functools.partial(
         ctx.directory().create_principal,
         body.name,
@@ -447,6 +459,7 @@ async def create_principal(ctx: Ctx) -> Any:
         compartments=body.compartments,
         roles=body.roles,
         now=ctx.now,
+        owner=body.owner,
     )
     await asyncio.to_thread(create, dry_run=True)  # every rule, now
     level = Level.parse(body.clearance)
@@ -459,6 +472,13 @@ async def create_principal(ctx: Ctx) -> Any:
             f"add {body.name} in {body.org}: {level.label} {body.compartments} {body.roles}",
         )
     principal_id = await ctx.write(create)
+    if body.invite and body.kind == PrincipalKind.HUMAN.value:
+        target = await ctx.read(queries.find, queries.p, principal_id, "principal")
+        return {
+            "id": principal_id,
+            "name": body.name,
+            **await identity_api.invite_principal(ctx, target),
+        }
     return {"id": principal_id, "name": body.name}
 
 
@@ -482,7 +502,8 @@ async def update_principal(ctx: Ctx) -> Any:
     )
     # Every rule is checked now (a dry run); a change that raises access then waits.
     preview = await asyncio.to_thread(update, dry_run=True)
-    if changes_rules.principal_change_is_sensitive(preview):
+    held = await ctx.read(_held_roles, ref)
+    if changes_rules.principal_change_is_sensitive(preview, held_roles=held):
         target = await ctx.read(queries.find, queries.p, ref, "principal")
         return await access_api.propose(
             ctx,
@@ -494,61 +515,16 @@ async def update_principal(ctx: Ctx) -> Any:
     return {"changes": await ctx.write(update, forbid_sensitive=True)}
 
 
+def _held_roles(conn: Any, ref: str) -> frozenset[str]:
+    from garrison.store.snapshot import parse_compartments
+
+    return parse_compartments(queries.find(conn, queries.p, ref, "principal").roles)
+
+
 async def list_keys(ctx: Ctx) -> Any:
     return await ctx.read(
         queries.list_keys, ctx.now, ctx.reads_over(), principal=ctx.request.query.get("principal")
     )
-
-
-def _issued(created: Any) -> dict[str, Any]:
-    return {
-        "id": created.key.key_id,
-        # Shown once, in this response; only an HMAC of it is kept.
-        "key": created.key.token.reveal(),
-        "principal_id": created.principal_id,
-        "expires_at": created.expires_at,
-    }
-
-
-async def create_key(ctx: Ctx) -> Any:
-    body: schemas.KeyCreate = ctx.body
-    await ctx.require(Action.CREATE_KEY, "principal", body.principal)
-    if body.canary:
-        await ctx.require(Action.CREATE_CANARY)
-    created = await ctx.write(
-        ctx.directory().create_key,
-        body.principal,
-        now=ctx.now,
-        expires_in=body.expires_in_s,
-        networks=body.networks,
-        note=body.note,
-        canary=body.canary,
-    )
-    return _issued(created)
-
-
-async def revoke_key(ctx: Ctx) -> Any:
-    body: schemas.KeyRevoke = ctx.body
-    key_id = ctx.request.match_info["key_id"]
-    await ctx.require(Action.REVOKE_KEY, "credential", key_id)
-    canary = await canary_guard.guard(ctx, key_id, "revoke")
-    await ctx.write(ctx.directory().revoke_key, key_id, now=ctx.now, reason=body.reason)
-    if canary:
-        await canary_guard.raise_alert(ctx, key_id, "revoke", "done")
-    return {"id": key_id, "state": "revoked"}
-
-
-async def rotate_key(ctx: Ctx) -> Any:
-    body: schemas.KeyRotate = ctx.body
-    key_id = ctx.request.match_info["key_id"]
-    await ctx.require(Action.ROTATE_KEY, "credential", key_id)
-    canary = await canary_guard.guard(ctx, key_id, "rotate")
-    created = await ctx.write(
-        ctx.directory().rotate_key, key_id, now=ctx.now, grace_s=body.grace_s, reason=body.reason
-    )
-    if canary:
-        await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
-    return {**_issued(created), "rotated_from": key_id, "grace_s": body.grace_s}
 
 
 async def list_models(ctx: Ctx) -> Any:
@@ -629,7 +605,7 @@ async def rotate_vendor_keys(ctx: Ctx) -> Any:
     issued = await ctx.write(
         ctx.directory().rotate_vendor_keys, ref, now=ctx.now, reason=body.reason
     )
-    return {"vendor": ref, "issued": [_issued(k) for k in issued]}
+    return {"vendor": ref, "issued": [identity_api.issued_any(k) for k in issued]}
 
 
 _LOCK_SCOPES = {LockKind.CREDENTIAL: "credential", LockKind.PRINCIPAL: "principal"}
@@ -716,6 +692,17 @@ async def create_lock(ctx: Ctx) -> Any:
 
 async def lift_lock(ctx: Ctx) -> Any:
     body: schemas.LockLift = ctx.body
+    lock = await ctx.read(store_locks.lock_row, ctx.request.match_info["lock_id"])
+    if lock is not None and lock.kind == LockKind.ALL.value:
+        # Lifting a lockdown is a two-person act: each person's own key, never one the other
+        # made.
+        identity_api.require_approver_credential(ctx, lock.lift_requested_by)
+        return await ctx.write(
+            identity_api.approver_directory(ctx).lift_lock,
+            ctx.request.match_info["lock_id"],
+            reason=body.reason,
+            now=ctx.now,
+        )
     return await ctx.write(
         ctx.directory().lift_lock,
         ctx.request.match_info["lock_id"],
@@ -806,6 +793,7 @@ async def incident_evidence(ctx: Ctx) -> Any:
 
 
 ROUTES: tuple[Route, ...] = (
+    *identity_api.ROUTES,
     *access_api.ROUTES,
     *alerts_api.ROUTES,
     Route("GET", "/whoami", "The calling admin: principal, roles, vendor scope.", whoami),
@@ -905,8 +893,8 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/keys",
-        "Create a key; the response is the only time it is shown.",
-        create_key,
+        "Create a service account's key (never a person's: they enroll); shown only here.",
+        identity_api.create_key,
         Action.CREATE_KEY,
         schemas.KeyCreate,
         201,
@@ -914,19 +902,22 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/keys/{key_id}/revoke",
-        "Revoke a key at once.",
-        revoke_key,
-        Action.REVOKE_KEY,
+        "Revoke a key at once (your own, or any in your reach).",
+        identity_api.revoke_key,
+        None,
         schemas.KeyRevoke,
+        open_to_all=True,
     ),
     Route(
         "POST",
         "/keys/{key_id}/rotate",
-        "Issue a successor and retire the key (now, or after a grace period).",
-        rotate_key,
-        Action.ROTATE_KEY,
+        "Issue a successor and retire the key (a person's key rotated by an admin: revoked "
+        "now, and the person gets a new enrollment code).",
+        identity_api.rotate_key,
+        None,
         schemas.KeyRotate,
         201,
+        open_to_all=True,
     ),
     Route("GET", "/models", "The model registry.", list_models, Action.READ_MODELS, tag="models"),
     Route(
@@ -1055,7 +1046,11 @@ OPENAPI_ROUTE = Route(
 
 def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
     app[BACKEND_KEY] = backend
+    app[identity_api.LIMITER_KEY] = identity_api.new_limiter()
     app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", _endpoint(OPENAPI_ROUTE))
+    # Unauthenticated by nature (the person has no key yet): rate-limited, every failure
+    # audited.
+    app.router.add_post(f"{ADMIN_PREFIX}/enroll", identity_api.enroll_endpoint)
     for route in ROUTES:
         app.router.add_route(route.method, ADMIN_PREFIX + route.path, _endpoint(route))
     app.router.add_get("/metrics", _endpoint(alerts_api.METRICS_ROUTE))

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from garrison.admin.authz import Action, authorize, reach
-from garrison.domain import Principal, Reason
+from garrison.domain import Credential, Principal, Reason
 from garrison.errors import BadRequest, Forbidden, GarrisonError, NotFound
 from garrison.gateway.state import GatewayState
 from garrison.keyring import Sealer
@@ -64,6 +64,8 @@ class Ctx:
     address: str
     scope: frozenset[str]
     body: Any = None
+    # The credential this call was made with (its provenance decides what it may approve).
+    credential: Credential | None = None
     wrote: bool = False
     attempted: bool = False
     # A handler may answer with another status than its route's (202 for a proposal).

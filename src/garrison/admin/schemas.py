@@ -111,6 +111,10 @@ class PrincipalCreate(Body):
     clearance: LevelName = "internal"
     compartments: Compartments = []
     roles: Annotated[list[RoleName], Field(max_length=4)] = []
+    # A service account's owner (a person; default: the caller).
+    owner: Name | None = None
+    # A person: also return a one-time enrollment code (when no second admin is needed).
+    invite: bool = False
 
 
 class PrincipalUpdate(Body):
@@ -131,6 +135,23 @@ class KeyCreate(Body):
     networks: Networks = []
     note: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
     canary: bool = False
+
+
+class KeyCreateSelf(Body):
+    expires_in_s: float | None = Field(
+        None, gt=0, le=KEY_MAX_LIFETIME_S, description="Lifetime in seconds (default 90 days)."
+    )
+    networks: Networks = []
+    note: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
+
+
+class Enroll(Body):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    expires_in_s: float | None = Field(
+        None, gt=0, le=KEY_MAX_LIFETIME_S, description="Lifetime in seconds (default 90 days)."
+    )
+    networks: Networks = []
+    note: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
 
 
 class KeyRevoke(Body):

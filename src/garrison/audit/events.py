@@ -57,6 +57,7 @@ class EventName(enum.StrEnum):
     GRANT_REVOKED = "grant.revoked"
     CHANGE_PROPOSED = "change.proposed"
     CHANGE_DENIED = "change.denied"
+    CHANGE_APPROVED = "change.approved"  # an approval that authorises a later step
     POLICY_CHANGED = "policy.changed"
     ALERT_RAISED = "alert.raised"
     ALERT_UPDATED = "alert.updated"  # acknowledged, resolved, or a playbook acted on it
@@ -67,6 +68,10 @@ class EventName(enum.StrEnum):
     ADMIN_READ = "admin.read"
     ADMIN_UNCHANGED = "admin.unchanged"  # a write that found nothing to change
     ADMIN_FAILED = "admin.failed"  # the server failed an admin call (the log holds the error)
+    ENROLLMENT_ISSUED = "enrollment.issued"  # an invitation: a one-time code (never stored)
+    ENROLLMENT_REDEEMED = "enrollment.redeemed"
+    ENROLLMENT_REFUSED = "enrollment.refused"
+    BREAK_GLASS = "identity.break_glass"  # recover-admin on the host
 
 
 @dataclass(frozen=True, slots=True)

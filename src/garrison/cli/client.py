@@ -59,6 +59,20 @@ def _read_credential(path: Path) -> str:
     return token
 
 
+def resolve_url(config_path: Path, env: dict[str, str] | None = None) -> str:
+    """The admin API's base URL alone (enrolling needs no key)."""
+    env = dict(os.environ) if env is None else env
+    settings = load_settings(config_path, env) if config_path.exists() else None
+    url = env.get("GARRISON_ADMIN_URL") or (settings.admin_url if settings else None)
+    if not url:
+        if settings is None:
+            raise ConfigError(
+                f"config file {config_path} not found and GARRISON_ADMIN_URL is not set"
+            )
+        url = f"http://{_connect_host(settings.host)}:{settings.port}"
+    return url.rstrip("/")
+
+
 def resolve(config_path: Path, env: dict[str, str] | None = None) -> tuple[str, str]:
     """The admin API's base URL and the admin key to present."""
     env = dict(os.environ) if env is None else env
@@ -102,16 +116,23 @@ def check_transport(url: str) -> None:
 
 
 class AdminClient:
-    def __init__(self, base_url: str, key: str, *, timeout: float = ADMIN_CLIENT_TIMEOUT_S):
+    def __init__(self, base_url: str, key: str | None, *, timeout: float = ADMIN_CLIENT_TIMEOUT_S):
         self.base_url = base_url
         check_transport(base_url)
+        headers = {"user-agent": "garrison-cli"}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
+        # GARRISON_SOURCE_ADDRESS: the local address to call from (a host with several).
+        source = os.environ.get("GARRISON_SOURCE_ADDRESS", "").strip()
+        transport = httpx.HTTPTransport(local_address=source) if source else None
         self._http = httpx.Client(
             base_url=base_url + ADMIN_PREFIX,
-            headers={"authorization": f"Bearer {key}", "user-agent": "garrison-cli"},
+            headers=headers,
             timeout=timeout,
             follow_redirects=False,
             # An HTTP(S)_PROXY from the environment would receive the admin key.
             trust_env=False,
+            transport=transport,
         )
 
     @classmethod

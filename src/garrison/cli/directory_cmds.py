@@ -44,6 +44,10 @@ def whoami(config_path: Path, as_json: bool) -> None:
         emit_json(me)
         return
     click.echo(f"{me['name']} ({me['id']}) roles: {', '.join(me['roles']) or 'none'}")
+    click.echo(
+        f"key {me['credential_id']} provenance {me.get('credential_provenance') or '-'}; "
+        f"invited by {me.get('invited_by_name') or '-'}"
+    )
     if me["vendor_scope"]:
         click.echo(f"vendor scope: {', '.join(me['vendor_scope'])}")
 
@@ -83,21 +87,33 @@ def _add_principal(
     clearance: str,
     compartments: tuple[str, ...],
     roles: tuple[str, ...],
+    *,
+    owner: str | None = None,
+    invite: bool = False,
 ) -> None:
-    body = {
+    body: dict[str, object] = {
         "name": name,
         "org": org_ref,
         "kind": kind,
         "clearance": clearance,
         "compartments": list(compartments),
         "roles": list(roles),
+        "invite": invite,
     }
+    if owner is not None:
+        body["owner"] = owner
     with api(config_path) as client:
         created = client.post("/principals", body)
     if "pending" in created:  # a role, a compartment or a clearance above internal
         _show_pending(created["pending"])
+        if kind == "human":
+            click.echo(f"once approved, `garrison user invite {name}` gives the enrollment code")
         return
     click.echo(created["id"])
+    if "enrollment_code" in created:
+        from garrison.cli.identity_cmds import show_code
+
+        show_code(created)
 
 
 @click.group()
@@ -113,6 +129,7 @@ def user() -> None:
 @click.option(
     "--role", "roles", multiple=True, type=click.Choice(ROLES), help="Admin role; repeat."
 )
+@click.option("--no-invite", is_flag=True, help="No enrollment code now (`user invite` later).")
 @config_option
 def user_add(
     name: str,
@@ -120,10 +137,14 @@ def user_add(
     clearance: str,
     compartments: tuple[str, ...],
     roles: tuple[str, ...],
+    no_invite: bool,
     config_path: Path,
 ) -> None:
-    """Add a person."""
-    _add_principal(config_path, name, org_ref, "human", clearance, compartments, roles)
+    """Add a person; prints their one-time enrollment code (unless a second admin must
+    approve first: then `garrison user invite NAME` after the approval)."""
+    _add_principal(
+        config_path, name, org_ref, "human", clearance, compartments, roles, invite=not no_invite
+    )
 
 
 @user.command("list")
@@ -250,12 +271,18 @@ def service() -> None:
 @click.option("--org", "org_ref", required=True, help="Org name or id.")
 @click.option("--clearance", default="internal", show_default=True, type=click.Choice(LEVELS))
 @click.option("--compartment", "compartments", multiple=True, help="Repeat for several.")
+@click.option("--owner", default=None, help="The person who answers for it (default: you).")
 @config_option
 def service_add(
-    name: str, org_ref: str, clearance: str, compartments: tuple[str, ...], config_path: Path
+    name: str,
+    org_ref: str,
+    clearance: str,
+    compartments: tuple[str, ...],
+    owner: str | None,
+    config_path: Path,
 ) -> None:
-    """Add a service account."""
-    _add_principal(config_path, name, org_ref, "service", clearance, compartments, ())
+    """Add a service account (owned by a person; a lock on them covers it)."""
+    _add_principal(config_path, name, org_ref, "service", clearance, compartments, (), owner=owner)
 
 
 # ── keys ───────────────────────────────────────────────────────────────────────────────────
@@ -268,7 +295,15 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
     if as_json:
         emit_json(issued)
         return
+    if "enrollment_code" in issued:
+        from garrison.cli.identity_cmds import show_code
+
+        click.echo(f"key {issued.get('rotated_from', '')} revoked now (a person's key)")
+        show_code(issued)
+        return
     click.echo(f"key id:  {issued['id']}")
+    if "provenance" in issued:
+        click.echo(f"provenance: {issued['provenance']}")
     expires = issued["expires_at"]
     click.echo(f"expires: {when(expires if isinstance(expires, float | int) else None)}")
     click.echo("key (shown once):")
@@ -276,7 +311,8 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
 
 
 @key.command("create")
-@click.argument("principal")
+@click.argument("principal", required=False)
+@click.option("--self", "own", is_flag=True, help="A key for yourself (needs your own key).")
 @click.option("--expires-in", default="90d", show_default=True, help="e.g. 12h, 30d (max 90d).")
 @click.option("--network", "networks", multiple=True, help="Allowed source CIDR; repeat.")
 @click.option("--note", default="", help="What the key is for.")
@@ -288,7 +324,8 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
 @config_option
 @json_option
 def key_create(
-    principal: str,
+    principal: str | None,
+    own: bool,
     expires_in: str,
     networks: tuple[str, ...],
     note: str,
@@ -296,16 +333,29 @@ def key_create(
     config_path: Path,
     as_json: bool,
 ) -> None:
-    """Create a key; the key is printed once and never again."""
-    body = {
-        "principal": principal,
+    """Create a service account's key, or (--self) one of your own; printed once. A
+    person's key is never made by someone else: invite them (`garrison user invite`)."""
+    if own == (principal is not None):
+        raise click.UsageError("give a service account PRINCIPAL or --self")
+    body: dict[str, object] = {
         "expires_in_s": _seconds(expires_in, "--expires-in"),
         "networks": list(networks),
         "note": note,
-        "canary": canary,
     }
+    if own:
+        if canary:
+            raise click.UsageError("--canary is for a service account")
+        with api(config_path) as client:
+            _show_issued(client.post("/keys/self", body), as_json)
+        return
+    body |= {"principal": principal, "canary": canary}
     with api(config_path) as client:
-        _show_issued(client.post("/keys", body), as_json)
+        result = client.post("/keys", body)
+    if "pending" in result and not as_json:
+        _show_pending(result["pending"])
+        click.echo(f"once approved, run `garrison key create {principal}` again for the key")
+        return
+    _show_issued(result, as_json)
 
 
 @key.command("list")
@@ -317,7 +367,8 @@ def key_list(principal: str | None, config_path: Path, as_json: bool) -> None:
         rows = client.get("/keys", principal=principal)
     for row in rows:
         row["expires"] = when(row["expires_at"])
-    columns = ["id", "principal", "state", "expires", "networks", "note", "canary"]
+    columns = ["id", "principal", "state", "provenance", "created_by", "expires", "networks"]
+    columns += ["note", "canary"]
     table(rows, columns, as_json, "Keys")
 
 
@@ -369,10 +420,14 @@ def key_rotate(
             emit_json(result)
             return
         click.echo(
-            f"every key of {vendor} revoked; {len(result['issued'])} new key(s), shown once:"
+            f"every key of {vendor} revoked; {len(result['issued'])} new enrollment code(s) "
+            "(people) and service key(s), shown once:"
         )
         for issued in result["issued"]:
-            click.echo(f"  {issued['principal_id']}  {issued['id']}  {issued['key']}")
+            if "enrollment_code" in issued:
+                click.echo(f"  {issued['name']}  enrollment code {issued['enrollment_code']}")
+            else:
+                click.echo(f"  {issued['principal_id']}  {issued['id']}  {issued['key']}")
         return
     grace_s = 0.0 if grace.strip() in ("0", "0s") else _seconds(grace, "--grace")
     body: dict[str, object] = {"grace_s": grace_s, "reason": reason}

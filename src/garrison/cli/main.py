@@ -117,19 +117,37 @@ def cli(ctx: click.Context, verbose: bool, config_path: Path | None, log_format:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def init(data_dir: Path, host: str, port: int) -> None:
-    """Create the database, the key files (0600) and the first admin key."""
-    done = do_init(data_dir, host=host, port=port)
+@click.option(
+    "--admin",
+    "admins",
+    multiple=True,
+    help="A first security-admin; repeat (two for two-person rules). Default: one, 'admin'.",
+)
+def init(data_dir: Path, host: str, port: int, admins: tuple[str, ...]) -> None:
+    """Create the database, the key files (0600) and the first security-admins, each with a
+    one-time enrollment code (no key is made here: each admin enrolls)."""
+    done = do_init(data_dir, host=host, port=port, admins=admins or (FIRST_ADMIN,))
     click.echo(f"config:   {done.config_path}")
     click.echo(f"database: {done.settings.database_url}")
     click.echo(f"keys:     {done.settings.key_dir} (mode 0600)")
-    click.echo(f"admin:    {done.settings.admin_credential_file} (mode 0600)")
     click.echo("")
+    click.echo("Enrollment codes (shown once, single use, valid 24 h; deliver each to its admin):")
+    for code in done.codes:
+        click.echo(f"  {code.name}: {code.code.reveal()}")
+    click.echo("")
+    if done.lone_admin:
+        warn = click.style("WARNING:", fg="red", bold=True)
+        click.echo(
+            f"{warn} only one admin. Two-person changes (raising access, inviting approvers, "
+            "lifting a lockdown) need a second security-admin and cannot be made until one "
+            "exists; run `garrison init --admin A --admin B` for a usable deployment.",
+            err=True,
+        )
     click.echo(
-        f"The first admin, {FIRST_ADMIN!r} (security-admin), has its key in the file above; "
-        "the CLI uses it from there."
+        "Next: `garrison serve`; each admin runs `garrison enroll CODE --save` (the key goes "
+        f"to {done.settings.admin_credential_file}, mode 0600) or `--key-file PATH` on their "
+        "own machine, then `garrison whoami`."
     )
-    click.echo("Next: `garrison serve`, then `garrison whoami`.")
 
 
 @cli.command()
@@ -201,7 +219,8 @@ def mock_upstream(
 @config_option
 def recover_admin(principal: str, config_path: Path) -> None:
     """Break glass: issue a new admin key on this host (needs the key files), written to the
-    config's credential file. For when every admin key has expired or been lost."""
+    config's credential file. For when every admin key has expired or been lost. Audited,
+    raises a critical alert; the key approves nothing."""
     settings = _settings(config_path)
     if settings.admin_credential_file is None:
         _fail("the config has no [admin] credential_file to write the key to")
@@ -215,6 +234,13 @@ def recover_admin(principal: str, config_path: Path) -> None:
     click.echo(
         f"new key {created.key.key_id} for {principal} written to "
         f"{settings.admin_credential_file} (mode 0600)"
+    )
+    click.echo(
+        click.style("BREAK GLASS:", fg="red", bold=True)
+        + " recorded in the audit log and raised as a critical alert. This key (provenance "
+        "break-glass) administers but approves nothing; have another admin invite "
+        f"{principal} again and enroll.",
+        err=True,
     )
 
 
@@ -235,12 +261,21 @@ def keys_rotate_seal(config_path: Path) -> None:
 
 
 def _register() -> None:
-    from garrison.cli import access_cmds, detect_cmds, directory_cmds, ops_cmds, response_cmds
+    from garrison.cli import (
+        access_cmds,
+        detect_cmds,
+        directory_cmds,
+        identity_cmds,
+        ops_cmds,
+        response_cmds,
+    )
     from garrison.cli.audit_cmds import audit
     from garrison.cli.vendor_cmds import vendor
 
     cli.add_command(audit)
     cli.add_command(vendor)
+    cli.add_command(identity_cmds.enroll)
+    keys.add_command(identity_cmds.keys_audit)
     for command in (
         directory_cmds.whoami,
         directory_cmds.org,

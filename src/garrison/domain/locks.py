@@ -62,8 +62,21 @@ class LockSet:
     networks: tuple[Lock, ...] = ()
     everything: tuple[Lock, ...] = ()
 
+    # What a lock on a principal covers besides them (see ``build``), kept so that locks
+    # added later (``merged``) cover the same.
+    covers: Mapping[str, tuple[tuple[LockKind, str], ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
     @classmethod
-    def build(cls, locks: Iterable[Lock]) -> LockSet:
+    def build(
+        cls,
+        locks: Iterable[Lock],
+        covers: Mapping[str, Iterable[tuple[LockKind, str]]] | None = None,
+    ) -> LockSet:
+        """``covers``: what a lock on a principal covers besides them (the service
+        accounts they own, the keys they issued), by principal id."""
+        kept = MappingProxyType({k: tuple(v) for k, v in (covers or {}).items()})
         by_target: dict[tuple[LockKind, str], list[Lock]] = {}
         networks: list[Lock] = []
         everything: list[Lock] = []
@@ -74,23 +87,30 @@ class LockSet:
                 networks.append(lock)
             else:
                 by_target.setdefault((lock.kind, lock.target), []).append(lock)
+                if lock.kind is LockKind.PRINCIPAL:
+                    for covered in kept.get(lock.target, ()):
+                        by_target.setdefault(covered, []).append(lock)
         return cls(
             MappingProxyType({k: tuple(v) for k, v in by_target.items()}),
             tuple(networks),
             tuple(everything),
+            kept,
         )
 
     def __iter__(self) -> Iterator[Lock]:
-        for locks in self.by_target.values():
-            yield from locks
-        yield from self.networks
-        yield from self.everything
+        """Every lock once (a principal's lock is indexed under what it covers too)."""
+        seen: set[str] = set()
+        for locks in (*self.by_target.values(), self.networks, self.everything):
+            for lock in locks:
+                if lock.id not in seen:
+                    seen.add(lock.id)
+                    yield lock
 
     def merged(self, extra: Iterable[Lock]) -> LockSet:
-        """These locks and ``extra`` (those whose id is not here already)."""
+        """These locks and ``extra`` (those whose id is not here already), covering alike."""
         have = {lock.id for lock in self}
         more = [lock for lock in extra if lock.id not in have]
-        return LockSet.build([*self, *more]) if more else self
+        return LockSet.build([*self, *more], self.covers) if more else self
 
     def __bool__(self) -> bool:
         return bool(self.by_target or self.networks or self.everything)

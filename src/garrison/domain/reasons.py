@@ -44,6 +44,14 @@ class Reason(enum.StrEnum):
     ADMIN_SCOPE = "admin.out_of_scope"
     ADMIN_SELF = "admin.self_change"
     ADMIN_INVALID = "admin.invalid_request"
+    # identity: who may hold which credential (issue 12)
+    KEY_FOR_PERSON = "identity.key_for_person"  # an admin tried to make a person's key
+    APPROVAL_CREDENTIAL = "identity.approval_credential"  # not the approver's own key
+    ENROLL_REFUSED = "identity.enroll_refused"  # unknown, used or expired code
+    ENROLL_BY_INVITER = "identity.enroll_by_inviter"  # the inviter presented the code
+    ENROLL_RATE = "identity.enroll_rate_limited"
+    NOT_OWN_CREDENTIAL = "identity.not_own_credential"  # self-service needs one's own key
+    BREAK_GLASS = "identity.break_glass"
     # containment
     LOCKED = "lock.active"
     LOCK_VIEW_STALE = "lock.view_stale"

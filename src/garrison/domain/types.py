@@ -65,6 +65,8 @@ class Principal:
     compartments: frozenset[str]
     status: Status
     roles: frozenset[str] = frozenset()
+    # A service account's owner (a person); a lock on the owner covers it.
+    owner_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,9 @@ class Credential:
     revoked: bool = False
     # A planted key: it works like any other, and any use of it is treated as an attack.
     canary: bool = False
+    # Who created it and how (garrison.domain.provenance): "legacy" for keys from before.
+    provenance: str = "legacy"
+    created_by: str | None = None
 
     def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if not self.networks:

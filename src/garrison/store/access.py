@@ -171,6 +171,12 @@ def _approver(conn: sa.Connection, actor: str) -> Any:
     return row
 
 
+def requester_of(conn: sa.Connection, request_id: str) -> str | None:
+    """Who asked for access request ``request_id`` (None: no such request)."""
+    value = conn.execute(sa.select(ar.c.principal_id).where(ar.c.id == request_id)).scalar()
+    return None if value is None else str(value)
+
+
 def approve(d: Directory, request_id: str, *, now: float) -> dict[str, Any]:
     """Add the acting approver's approval; grant access once the rules are met."""
     from garrison.store.directory import new_id

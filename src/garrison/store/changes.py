@@ -20,7 +20,8 @@ import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
-from garrison.domain import Level
+from garrison.domain import Level, Status
+from garrison.domain.roles import Role
 from garrison.errors import Conflict, Forbidden, NotFound
 from garrison.store import schema
 from garrison.store.db import write_transaction
@@ -35,9 +36,16 @@ CHANGE_TTL_S = 24 * 3600.0
 pc = schema.pending_changes
 
 
-def principal_change_is_sensitive(changes: dict[str, Any]) -> bool:
+def principal_change_is_sensitive(
+    changes: dict[str, Any], *, held_roles: frozenset[str] = frozenset()
+) -> bool:
     """Raising a clearance, adding a compartment or adding a role takes two admins
-    (``changes`` is ``{field: [before, after]}``)."""
+    (``changes`` is ``{field: [before, after]}``); so does re-enabling someone who holds a
+    role (``held_roles``: before the change), and any change at all to a security-admin."""
+    if changes and Role.SECURITY_ADMIN.value in held_roles:
+        return True
+    if held_roles and "status" in changes and changes["status"][1] == Status.ACTIVE.value:
+        return True
     if "clearance" in changes:
         before, after = changes["clearance"]
         if Level.parse(after) > Level.parse(before):
@@ -291,3 +299,58 @@ def reseal_pending(conn: sa.Connection, sealer: Sealer) -> int:
         )
         count += 1
     return count
+
+
+# Kinds whose approval authorises one later step by the proposer (issuing an enrollment
+# code, a service-account key): approving marks them approved; the step marks them used.
+AUTHORISING_KINDS = ("principal-invite", "service-key")
+
+
+def approve_only(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
+    from garrison.store.directory import _record
+
+    with write_transaction(d.engine) as conn:
+        row = pending(conn, change_id, d.actor, now)
+        mark_applied(conn, change_id, actor=d.actor, at=now)
+        _record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=None,
+            name=EventName.CHANGE_APPROVED,
+            feed=False,
+            entity="change",
+            entity_id=change_id,
+            op="approve",
+            data={"change_id": change_id, "kind": row.kind, "target": row.target},
+        )
+    return {"id": change_id, "status": "approved", "for": row.requested_by}
+
+
+def approved_unused(
+    conn: sa.Connection, kinds: tuple[str, ...], targets: tuple[str, ...], by: str, now: float
+) -> str | None:
+    """An approved change of ``kinds`` on one of ``targets``, proposed by ``by``, still
+    fresh and not yet used: the authority for one step (None when there is none)."""
+    value = conn.execute(
+        sa.select(pc.c.id)
+        .where(
+            pc.c.kind.in_(kinds),
+            pc.c.target.in_(targets),
+            pc.c.requested_by == by,
+            pc.c.status == "approved",
+            pc.c.decided_at >= now - CHANGE_TTL_S,
+        )
+        .order_by(pc.c.decided_at.desc())
+        .limit(1)
+    ).scalar()
+    return None if value is None else str(value)
+
+
+def mark_used(conn: sa.Connection, change_id: str) -> None:
+    """Spend an approved change (once): in the transaction of the step it authorised."""
+    done = conn.execute(
+        sa.update(pc).where(pc.c.id == change_id, pc.c.status == "approved").values(status="used")
+    ).rowcount
+    if not done:
+        raise Conflict(f"change {change_id} was already used")

@@ -31,12 +31,14 @@ from garrison.domain import (
 )
 from garrison.domain.locks import LockKind
 from garrison.domain.networks import parse_network
+from garrison.domain.provenance import Provenance
 from garrison.domain.request_fields import check_extra_fields
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
 from garrison.store import (
     changes,
+    enrollment,
     incidents,
     key_containment,
     locks,
@@ -120,6 +122,19 @@ def check_service_roles(kind: PrincipalKind, roles: frozenset[str]) -> None:
     admin power with nobody to answer for it (and no MFA when SSO lands)."""
     if kind is PrincipalKind.SERVICE and roles:
         raise BadRequest("rule service-roles: a service account cannot hold admin roles")
+
+
+def check_owner(conn: sa.Connection, kind: PrincipalKind, owner: str | None) -> str | None:
+    """A service account's owner is an active person (accountable for it); a person has
+    none."""
+    if owner is None:
+        return None
+    if kind is not PrincipalKind.SERVICE:
+        raise BadRequest("rule owner: only a service account has an owner")
+    row = _lookup(conn, schema.principals, owner, "owner")
+    if row.kind != PrincipalKind.HUMAN.value or row.status != Status.ACTIVE.value:
+        raise BadRequest(f"rule owner: the owner {row.name!r} must be an active person")
+    return str(row.id)
 
 
 def check_url(url: str) -> str:
@@ -284,8 +299,10 @@ class Directory:
         roles: Iterable[str] = (),
         now: float,
         dry_run: bool = False,
+        owner: str | None = None,
     ) -> str:
-        """A new principal; ``dry_run`` checks every rule and writes nothing."""
+        """A new principal; ``dry_run`` checks every rule and writes nothing. A service
+        account names its ``owner``, an active person (a lock on them covers it)."""
         name = check_name(name, "principal name")
         comps = check_compartments(compartments)
         principal_id = new_id("prn")
@@ -295,6 +312,7 @@ class Directory:
             terms = vendors.vendor_of(conn, org_row.id)
             role_set = vendors.check_roles(roles, vendor=terms is not None)
             check_service_roles(kind, role_set)
+            owner_id = check_owner(conn, kind, owner)
             if terms is not None:
                 vendors.check_person(conn, terms, org_row.id, clearance, comps, adding_seat=True)
             if dry_run:
@@ -310,6 +328,7 @@ class Directory:
                     status=Status.ACTIVE.value,
                     created_at=now,
                     roles=_json_list(role_set),
+                    owner_id=owner_id,
                 )
             )
             _record(
@@ -329,6 +348,7 @@ class Directory:
                     "roles": sorted(role_set),
                     "clearance": clearance.label,
                     "compartments": sorted(comps),
+                    **({"owner_id": owner_id} if owner_id else {}),
                 },
             )
         return principal_id
@@ -348,7 +368,14 @@ class Directory:
         networks: Iterable[str] = (),
         note: str = "",
         canary: bool = False,
+        provenance: Provenance = Provenance.LEGACY,
+        created_by: str | None = None,
+        change_id: str | None = None,
     ) -> CreatedKey:
+        """A key for ``principal``. ``provenance`` says how it came to be (the caller knows:
+        the admin API, enrollment, break glass); in-process set-up that says nothing makes a
+        ``legacy`` key, which works for calls and approves nothing. ``change_id``: the
+        approved two-person change that authorises it, spent in the same transaction."""
         nets = check_networks(networks)
         lifetime = KEY_MAX_LIFETIME_S if expires_in is None else expires_in
         if lifetime <= 0:
@@ -361,8 +388,18 @@ class Directory:
             raise BadRequest(f"note is longer than {NAME_MAX_CHARS} characters")
         with write_transaction(self.engine) as conn:
             row = _lookup(conn, schema.principals, principal, "principal")
+            if change_id is not None:
+                changes.mark_used(conn, change_id)
             return self._insert_key(
-                conn, row, nets, now + lifetime, note=note, canary=canary, now=now
+                conn,
+                row,
+                nets,
+                now + lifetime,
+                note=note,
+                canary=canary,
+                now=now,
+                provenance=provenance,
+                created_by=created_by,
             )
 
     def _insert_key(
@@ -377,9 +414,12 @@ class Directory:
         now: float,
         extra: dict[str, Any] | None = None,
         rotated_from: str | None = None,
+        provenance: Provenance = Provenance.LEGACY,
+        created_by: str | None = None,
     ) -> CreatedKey:
         """A new key for principal ``row``, inside the caller's transaction. Refused while a
         lock covers the principal, its org or (``rotated_from``) the key it replaces."""
+        creator = self.actor if created_by is None else created_by
         if row.status != Status.ACTIVE.value:
             raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
         key_containment.refuse_if_locked(
@@ -404,6 +444,8 @@ class Directory:
                 networks=_json_list(nets),
                 note=note,
                 canary=canary,
+                provenance=provenance.value,
+                created_by=creator,
             )
         )
         _record(
@@ -421,13 +463,21 @@ class Directory:
                 "expires_at": expires_at,
                 "networks": [str(n) for n in nets],
                 "note": note,
+                "provenance": provenance.value,
+                "created_by": creator,
                 **(extra or {}),
             },
         )
         return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
 
     def rotate_key(
-        self, key_id: str, *, now: float, grace_s: float = 0.0, reason: str = ""
+        self,
+        key_id: str,
+        *,
+        now: float,
+        grace_s: float = 0.0,
+        reason: str = "",
+        provenance: Provenance | None = None,
     ) -> CreatedKey:
         """Issue a successor to a live key and retire the old one, in one transaction.
 
@@ -465,6 +515,7 @@ class Directory:
                 now=now,
                 extra={"rotated_from": key_id},
                 rotated_from=key_id,
+                provenance=Provenance(old.provenance) if provenance is None else provenance,
             )
             if grace_s > 0:
                 retire = {"expires_at": min(old.expires_at or now + grace_s, now + grace_s)}
@@ -490,6 +541,10 @@ class Directory:
     def sealer(self) -> Sealer:
         return self._sealer
 
+    @property
+    def pepper(self) -> bytes:
+        return self._pepper
+
     def update_model(self, ref: str, **changes: Any) -> dict[str, Any]:
         return registry.update_model(self, ref, **changes)
 
@@ -505,16 +560,19 @@ class Directory:
     def update_incident(self, incident_id: str, **kw: Any) -> dict[str, Any]:
         return incidents.update_incident(self, incident_id, **kw)
 
-    def rotate_vendor_keys(self, vendor: str, *, now: float, reason: str) -> list[CreatedKey]:
-        """Containment: revoke every live key of a vendor's people and issue each active
-        principal one new key (networks of their newest live key, else the vendor's), all
-        in one transaction. The new keys are returned for showing once. A vendor that
+    def rotate_vendor_keys(
+        self, vendor: str, *, now: float, reason: str
+    ) -> list[CreatedKey | enrollment.Invitation]:
+        """Containment: revoke every live key of a vendor's people and service accounts, all
+        in one transaction; each active person gets a new enrollment code (they make their
+        own key), each active service account a new key (networks of its newest live key,
+        else the vendor's). Codes and keys are returned for showing once. A vendor that
         cannot be issued keys (suspended, expired, offboarded, past its contract end) only
         has its keys revoked."""
         if len(reason) > NAME_MAX_CHARS:
             raise BadRequest(f"reason is longer than {NAME_MAX_CHARS} characters")
         p, c = schema.principals, schema.credentials
-        issued: list[CreatedKey] = []
+        issued: list[CreatedKey | enrollment.Invitation] = []
         with write_transaction(self.engine) as conn:
             org = _lookup(conn, schema.orgs, vendor, "vendor")
             if org.kind != OrgKind.VENDOR.value:
@@ -562,6 +620,12 @@ class Directory:
                     for key in [old.id for old in live] or [None]
                 ):
                     continue  # locked: revoked above, and no new key while the lock holds
+                if person.kind == PrincipalKind.HUMAN.value:
+                    # A person's key is theirs to make: they get a new enrollment code.
+                    issued.append(
+                        enrollment.issue(self, conn, person, now=now, why="vendor rotation")
+                    )
+                    continue
                 nets = parse_networks(live[0].networks) if live else ()
                 issued.append(
                     self._insert_key(
@@ -573,6 +637,7 @@ class Directory:
                         canary=False,
                         now=now,
                         extra={"vendor_rotation": org.id},
+                        provenance=Provenance.SERVICE,
                     )
                 )
         return issued

@@ -160,6 +160,11 @@ def create_lock(
     return values
 
 
+def lock_row(conn: sa.Connection, lock_id: str) -> Any:
+    lk = schema.locks
+    return conn.execute(sa.select(lk).where(lk.c.id == lock_id)).first()
+
+
 # The fields of a lock record kept in the emergency journal (and of a ``locks`` row).
 EMERGENCY_FIELDS = ("id", "kind", "target", "target_name", "reason", "created_by", "created_at")
 

@@ -94,7 +94,7 @@ def update_principal(
         if new_status.value != row.status:
             changes["status"] = [row.status, new_status.value]
             values["status"] = new_status.value
-        if forbid_sensitive and principal_change_is_sensitive(changes):
+        if forbid_sensitive and principal_change_is_sensitive(changes, held_roles=old_roles):
             # Checked again under the write lock: the principal changed since the caller
             # judged this change harmless (compare and set).
             raise Conflict(f"{row.name!r} changed meanwhile; this change now needs two admins")

@@ -238,6 +238,8 @@ def list_keys(
             "expires_at": r.expires_at,
             "networks": orjson.loads(r.networks),
             "note": r.note,
+            "provenance": r.provenance,
+            "created_by": r.created_by,
             **({"canary": bool(r.canary)} if orgs is None else {}),
         }
         for r in conn.execute(stmt)

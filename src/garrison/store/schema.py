@@ -42,6 +42,9 @@ principals = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("roles", sa.Text, nullable=False, server_default="[]"),
+    # A service account's owner (a person's id); who invited a person (id or local actor).
+    sa.Column("owner_id", sa.String(40), nullable=True),
+    sa.Column("invited_by", sa.String(200), nullable=True),
 )
 
 credentials = sa.Table(
@@ -56,6 +59,29 @@ credentials = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("note", sa.String(200), nullable=False, server_default=""),
     sa.Column("canary", sa.Boolean, nullable=False, server_default=sa.false()),
+    # How the key came to be (garrison.domain.provenance) and who made it (a principal id,
+    # or the local actor for a break-glass key; NULL where nobody knows).
+    sa.Column("provenance", sa.String(20), nullable=False, server_default="legacy"),
+    sa.Column("created_by", sa.String(200), nullable=True),
+)
+
+# One-time enrollment codes: only an HMAC of the code is kept; a code is used at most once.
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("code_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
+    sa.Column("invited_by", sa.String(200), nullable=False),
+    sa.Column("invited_with", sa.String(40), nullable=True),  # the inviter's key id
+    sa.Column("invited_from", sa.String(64), nullable=True),  # the inviter's address
+    sa.Column("change_id", sa.String(40), nullable=True),  # the approval it used
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+    sa.Column("used_from", sa.String(64), nullable=True),
+    sa.Column("credential_id", sa.String(40), nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
 )
 
 models = sa.Table(

@@ -114,7 +114,9 @@ def load_snapshot(engine: sa.Engine, sealer: Sealer) -> Snapshot:
             _lock(r)
             for r in conn.execute(sa.select(schema.locks).where(schema.locks.c.lifted_at.is_(None)))
         ]
-        locks = LockSet.build(carried_to_successors(conn, unlifted))
+        locks = LockSet.build(
+            carried_to_successors(conn, unlifted), covers=_covers(principals, credentials)
+        )
         g = schema.grants
         grants: dict[tuple[str, str], list[Grant]] = {}
         for r in conn.execute(
@@ -187,7 +189,27 @@ def _principal(r: Any) -> Principal:
         compartments=parse_compartments(r.compartments),
         status=Status(r.status),
         roles=parse_compartments(r.roles),
+        owner_id=r.owner_id,
     )
+
+
+def _covers(
+    principals: dict[str, Principal], credentials: dict[str, Credential]
+) -> dict[str, list[tuple[LockKind, str]]]:
+    """What a lock on each person also covers: the service accounts they own and the keys
+    they issued to anyone else."""
+    out: dict[str, list[tuple[LockKind, str]]] = {}
+    for p in principals.values():
+        if p.owner_id is not None:
+            out.setdefault(p.owner_id, []).append((LockKind.PRINCIPAL, p.id))
+    for c in credentials.values():
+        if (
+            c.created_by is not None
+            and c.created_by != c.principal_id
+            and c.created_by in principals
+        ):
+            out.setdefault(c.created_by, []).append((LockKind.CREDENTIAL, c.id))
+    return out
 
 
 def _credential(r: Any) -> Credential:
@@ -200,6 +222,8 @@ def _credential(r: Any) -> Credential:
         networks=parse_networks(r.networks),
         revoked=r.revoked_at is not None,
         canary=bool(r.canary),
+        provenance=r.provenance,
+        created_by=r.created_by,
     )
 
 
