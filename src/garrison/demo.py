@@ -114,7 +114,7 @@ async def seed(demo: Demo, codes: dict[str, str], upstream_base: str) -> str:
         ("cyber-model", "openai", "restricted", ["cyber"], "mock-large"),
         ("oracle", "openai", "critical", [], "mock-large"),
     ):
-        await demo.call(
+        added = await demo.call(
             "ana",
             "POST",
             "/models",
@@ -128,6 +128,10 @@ async def seed(demo: Demo, codes: dict[str, str], upstream_base: str) -> str:
                 "compartments": comps,
             },
         )
+        if "pending" in added:
+            # A restricted or critical model (or one on a protected model's server) takes a
+            # second admin: ben approves what ana proposed.
+            await demo.call("ben", "POST", f"/changes/{added['pending']['id']}/approve", {})
     # The contractor asks for the critical model; two people approve (one is the sponsor).
     demo.keys["bob"] = demo.keys["bob@contractor-co"]
     request = await demo.call(

@@ -18,6 +18,7 @@ import orjson
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 LOG_FORMATS = ("text", "json")
+_HANDLER_NAME = "garrison-stderr"
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,6 +52,9 @@ def configure(*, level: int, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(_TextWithRequestId("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler (a second configure, e.g. a CLI run in-process): handlers
+    # others attached (a test's log capture, an embedding application's) stay.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(level)

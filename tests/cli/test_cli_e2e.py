@@ -118,7 +118,7 @@ def test_init_serve_and_call_through_the_cli(
     assert admin_key not in enrolled.stdout + enrolled.stderr  # written to the file only
     assert str(credential) in enrolled.stdout
     again = run("enroll", code, "--save", "--config", config)
-    assert again.returncode == 2 and "not valid" in again.stderr  # single use
+    assert again.returncode == 3 and "not valid" in again.stderr  # single use: refused (3)
 
     # The directory commands drive the admin API of `garrison serve`: its address comes from
     # the config's [gateway] section, the key from the config's [admin] credential_file.

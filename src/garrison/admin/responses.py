@@ -53,6 +53,8 @@ CHANGE = obj(
 )
 # A two-person change, waiting for a second admin (answered with 202).
 PENDING = obj(pending=CHANGE)
+# A one-time enrollment code for a person (shown once).
+ENROLLMENT = obj(enrollment_code=STR, principal_id=STR, expires_at=TIME)
 CHANGES = obj(changes=OBJ)
 PRINCIPAL = obj(
     id=STR,
@@ -211,16 +213,28 @@ BODIES: dict[str, Schema] = {
     ),
     "create_key": ISSUED,
     "revoke_key": obj(id=STR, state={"const": "revoked"}),
-    "rotate_key": {
-        **ISSUED,
-        "required": sorted([*ISSUED["required"], "rotated_from", "grace_s"]),
-        "properties": {**ISSUED["properties"], "rotated_from": STR, "grace_s": NUM},
-    },
+    # A service account's (or your own) key: its successor; a person's: an enrollment code.
+    "rotate_key": one_of(
+        {
+            **ISSUED,
+            "required": sorted([*ISSUED["required"], "rotated_from", "grace_s"]),
+            "properties": {**ISSUED["properties"], "rotated_from": STR, "grace_s": NUM},
+        },
+        {
+            **ENROLLMENT,
+            "required": sorted([*ENROLLMENT["required"], "rotated_from"]),
+            "properties": {**ENROLLMENT["properties"], "rotated_from": STR},
+        },
+    ),
     "list_models": arr(MODEL),
     "create_model": obj(id=STR, name=STR),
     "show_model": MODEL,
     "update_model": CHANGES,
-    "rotate_vendor_keys": obj(vendor=STR, issued=arr(ISSUED)),
+    # Service accounts get a key; people get an enrollment code (their key is theirs to make).
+    "rotate_vendor_keys": obj(vendor=STR, issued=arr(one_of(ISSUED, ENROLLMENT))),
+    "create_own_key": ISSUED,
+    "keys_audit": arr({"type": "object"}),
+    "invite": ENROLLMENT,
     "list_locks": arr(
         {
             **LOCK,
@@ -284,7 +298,16 @@ BODIES: dict[str, Schema] = {
 
 # Operations that may answer 202 with a pending two-person change instead of applying it.
 PROPOSES: frozenset[str] = frozenset(
-    {"create_principal", "update_principal", "update_model", "propose_policy"}
+    {
+        "create_principal",
+        "update_principal",
+        "update_model",
+        "propose_policy",
+        "create_model",
+        "create_key",
+        "invite",
+        "set_vendor_status",
+    }
 )
 
 
