@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -158,6 +159,8 @@ async def seed(demo: Demo, codes: dict[str, str], upstream_base: str) -> str:
 
 
 def _snippet(base: str, keys: dict[str, str], config: Path, answer: str) -> str:
+    # This interpreter's bin directory: `make run` does not put the venv on PATH.
+    bindir = Path(sys.executable).parent
     return f"""
 Gateway:  {base}/v1   (mock upstream behind it)
 
@@ -173,9 +176,10 @@ Keys (each person's own; shown once):
   alice (internal, restricted + cyber):        {keys["alice"]}
   bob@contractor-co (vendor, critical grant):  {keys["bob"]}
 
-Try it (paste into a shell where `python` has the openai package):
+Try it (paste into a shell; the first line adds the openai client to this venv, once):
 
-python - <<'PY'
+{bindir}/python -m pip install -q openai
+{bindir}/python - <<'PY'
 from openai import OpenAI
 client = OpenAI(base_url="{base}/v1", api_key="{keys["bob"]}")
 print([m.id for m in client.models.list()])          # bob: the assistants and 'oracle'
@@ -196,7 +200,7 @@ curl -s {base}/v1/chat/completions -H "Authorization: Bearer {keys["alice"]}" \\
 # Admin: the CLI acts as ana (her key is in the config's credential file, as
 # `garrison enroll CODE --save` leaves it).
 
-export GARRISON_CONFIG={config} GARRISON_ADMIN_URL={base}
+export PATH="{bindir}:$PATH" GARRISON_CONFIG={config} GARRISON_ADMIN_URL={base}
 garrison whoami                                     # ana, provenance enrolled
 garrison key list                                   # who made each key, and how
 garrison access grants                              # bob's grant, approved by two

@@ -253,9 +253,13 @@ def test_demo_runs_the_two_person_flow_and_its_snippet_runs_as_pasted(tmp_path: 
         assert "bob's call to 'oracle' succeeded" in out
         bob_key = next(line.split()[-1] for line in out.splitlines() if "critical grant" in line)
         assert bob_key.startswith("gk_")
-        snippet = out[out.index("python - <<'PY'") : out.index("Ctrl-C to stop.")]
+        # Everything after the "Try it" line, exactly as printed; run in a shell whose PATH
+        # does not have the venv (a new user's, after `make run`).
+        start = out.index("\n", out.index("Try it ("))
+        snippet = out[start : out.index("Ctrl-C to stop.")]
         bin_dir = str(Path(sys.executable).parent)
-        env = {**_env(), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        outside = [p for p in os.environ.get("PATH", "").split(":") if p and p != bin_dir]
+        env = {**_env(), "PATH": ":".join(outside) or "/usr/bin:/bin"}
         env = {k: v for k, v in env.items() if not k.startswith("GARRISON_")}
         ran = subprocess.run(
             ["bash", "-e", "-c", snippet], capture_output=True, text=True, env=env, timeout=120
