@@ -231,6 +231,8 @@ async def rotate_key(ctx: Ctx) -> Any:
             reason=body.reason,
             grace_s=body.grace_s,
         )
+        if canary:
+            await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
         ctx.status = 200
         return {"rotated_from": key_id, "state": "revoked", **invitation.public()}
     created = await ctx.write(
