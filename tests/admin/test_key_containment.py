@@ -176,6 +176,13 @@ async def test_no_new_key_for_a_locked_person_or_vendor(
     )
     assert status == 403, body
     assert body["error"]["rule"] == "target-locked"
+    await world.settle()
+    (refused,) = [
+        e
+        for e in world.events("enrollment.refused")
+        if e["request_id"] == body["error"]["request_id"]
+    ]
+    assert refused["data"]["reasons"] == ["lock.active"]
     # ...and cannot make one with a key of his own.
     status, body = await admin_call(world, bob_own, "POST", "/keys/self", {})
     assert status == 403, body
