@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from garrison.domain.networks import parse_address, parse_network
-from tests.support.admin import admin_call
+from tests.support.admin import admin_call, invite_and_enroll
 from tests.support.world import World
 
 pytestmark = pytest.mark.e2e
@@ -57,12 +57,31 @@ async def test_mapped_network_lock_matches_the_ipv4_clients_it_names(world: Worl
 
 
 async def test_key_bound_to_a_mapped_network_works_from_it_and_only_there(world: World) -> None:
+    # An admin-made key (for a service account: admins make keys for nobody else).
+    await admin(
+        world, "POST", "/principals", {"name": "svc-mapped", "org": "internal", "kind": "service"}
+    )
     created = await admin(
         world,
         "POST",
         "/keys",
-        {"principal": "carol", "networks": ["::ffff:127.0.0.0/120"], "expires_in_s": 3600},
+        {"principal": "svc-mapped", "networks": ["::ffff:127.0.0.0/120"], "expires_in_s": 3600},
     )
+    assert created["provenance"] == "service"
+    await world.reload()
+    assert await chat_status(world, created["key"], "127.0.0.2") == 200
+    assert await chat_status(world, created["key"], "127.0.1.2") == 401
+
+
+async def test_own_key_enrolled_for_a_mapped_network_works_from_it_and_only_there(
+    world: World,
+) -> None:
+    # A person's own key, bound at enrollment.
+    status, created = await invite_and_enroll(
+        world, world.admin_key, "carol", networks=["::ffff:127.0.0.0/120"], expires_in_s=3600
+    )
+    assert status == 201, created
+    assert created["provenance"] == "enrolled"
     await world.reload()
     assert await chat_status(world, created["key"], "127.0.0.2") == 200
     assert await chat_status(world, created["key"], "127.0.1.2") == 401

@@ -231,6 +231,8 @@ async def rotate_key(ctx: Ctx) -> Any:
             reason=body.reason,
             grace_s=body.grace_s,
         )
+        if canary:
+            await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
         ctx.status = 200
         return {"rotated_from": key_id, "state": "revoked", **invitation.public()}
     created = await ctx.write(
@@ -395,7 +397,11 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
     except enrollment.EnrollRefused as exc:
         return _error(exc, request_id)  # audited by redeem
     except ClientError as exc:
-        refused(Reason.ADMIN_INVALID)
+        from garrison.admin.api import _RULE_REASONS
+        from garrison.admin.shape import admin_message, rule_of
+
+        # A lock on the person or vendor is recorded as such (lock.active), not as junk.
+        refused(_RULE_REASONS.get(rule_of(admin_message(exc)) or "", Reason.ADMIN_INVALID))
         return _error(exc, request_id)
     await backend.reload()
     return _json(201, {**_issued(created, Provenance.ENROLLED), "principal": name}, request_id)

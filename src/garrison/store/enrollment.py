@@ -99,7 +99,9 @@ def issue(
     why: str = "invite",
 ) -> Invitation:
     """A new code for person ``row`` in the caller's transaction; any earlier unused code of
-    theirs stops working (one live code per person)."""
+    theirs stops working (one live code per person). Refused, like any key, while a lock
+    covers the person or their org: a code is a key in waiting."""
+    from garrison.store import key_containment
     from garrison.store.directory import _record, new_id
 
     if row.kind != PrincipalKind.HUMAN.value:
@@ -109,6 +111,13 @@ def issue(
         )
     if row.status != Status.ACTIVE.value:
         raise BadRequest(f"principal {row.name!r} is {row.status}; enable them first")
+    key_containment.refuse_if_locked(
+        conn,
+        principal_id=row.id,
+        org_id=row.org_id,
+        now=now,
+        action="issue an enrollment code",
+    )
     if change_id is not None:
         from garrison.store.changes import mark_used
 
@@ -174,7 +183,10 @@ def rotate_person_key(
     d: Directory, key_id: str, *, now: float, reason: str, grace_s: float = 0.0
 ) -> Invitation:
     """An admin rotating a person's key: the key is revoked now (no grace) and the person
-    gets a new enrollment code (returned, for delivery); the admin never gets a secret."""
+    gets a new enrollment code (returned, for delivery); the admin never gets a secret.
+    Refused, with nothing written, while a lock covers the key (or a key it came from), the
+    person or their org."""
+    from garrison.store import key_containment
     from garrison.store.directory import _lookup, _record
 
     c = schema.credentials
@@ -192,6 +204,15 @@ def rotate_person_key(
                 "new enrollment code; a grace period is for service accounts"
             )
         row = _lookup(conn, schema.principals, old.principal_id, "principal")
+        # Checked before anything is written: a locked key is neither retired nor replaced.
+        key_containment.refuse_if_locked(
+            conn,
+            principal_id=row.id,
+            org_id=row.org_id,
+            now=now,
+            key_id=key_id,
+            action=f"rotate key {key_id}",
+        )
         if old.revoked_at is None:
             conn.execute(sa.update(c).where(c.c.id == key_id).values(revoked_at=now))
             _record(

@@ -98,12 +98,15 @@ def covering_lock(
     now: float,
     key_id: str | None = None,
 ) -> Any:
-    """The active lock on the key (or a key it was rotated from), its principal or its org."""
+    """The active lock on the key (or a key it was rotated from), its principal (or, for a
+    service account, the person who owns it) or its org."""
     if key_id is not None:
         found = _active_lock(conn, LockKind.CREDENTIAL, [key_id, *ancestors(conn, key_id)], now)
         if found is not None:
             return found
-    found = _active_lock(conn, LockKind.PRINCIPAL, [principal_id], now)
+    p = schema.principals
+    owner = conn.execute(sa.select(p.c.owner_id).where(p.c.id == principal_id)).scalar()
+    found = _active_lock(conn, LockKind.PRINCIPAL, [principal_id, *([owner] if owner else [])], now)
     if found is not None:
         return found
     return _active_lock(conn, LockKind.VENDOR, [org_id], now)
