@@ -1,4 +1,4 @@
-"""Text normalisation for the content rules: a prompt is matched in a canonical form, so
+r"""Text normalisation for the content rules: a prompt is matched in a canonical form, so
 writing a trigger phrase with zero-width characters, fullwidth or mathematical letters,
 combining marks or Cyrillic/Greek lookalikes does not step around a rule.
 
@@ -14,11 +14,17 @@ combining marks or Cyrillic/Greek lookalikes does not step around a rule.
    Latin ones, from Unicode's confusables.txt) to the Latin letter;
 4. NFC: recomposes whatever is left (together with 1, the NFKC form of the result).
 
+Control characters are handled in every text, ASCII too: the C0 and C1 controls that are not
+whitespace (NUL, backspace, escape, DEL …) are removed like format characters (``sa\x00rin``
+reads ``sarin``), and the whitespace RE2's ``\s`` does not match and NFKD keeps (vertical
+tab, the information separators, NEL, the Ogham space mark, line and paragraph separators)
+becomes a space (``system\u2028prompt`` reads ``system prompt``).
+
 Content patterns are passed through the same function when they load, so a rule written in
 Cyrillic or Greek, or with accents, still matches its own script's text.
 
-ASCII text is already in this form and is returned as it is (the common case costs one
-``isascii`` check).
+ASCII text without controls is already in this form and is returned as it is (the common
+case costs one ``isascii`` check and one search for controls, ~3 ms per MiB).
 """
 
 from __future__ import annotations
@@ -112,6 +118,19 @@ def _tables() -> _Tables:
     )
 
 
+# Controls that are not whitespace: removed (as invisible as format characters).
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]+")
+# Whitespace outside RE2's ``\s`` ([\t\n\f\r ]) that NFKD leaves as it is: one space.
+_ODD_SPACES = re.compile("[\x0b\x1c-\x1f\x85\u1680\u2028\u2029]+")
+# Either of the two in ASCII text (one search keeps the ASCII fast path fast).
+_ASCII_ODD = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _controls(text: str) -> str:
+    text = _CONTROLS.sub("", text)
+    return _ODD_SPACES.sub(" ", text)
+
+
 def prepare() -> None:
     """Build the tables now (~0.1 s), so the first non-ASCII prompt does not pay for it."""
     _tables()
@@ -122,9 +141,9 @@ def normalise(text: str) -> str:
     Each step runs only when the text holds something for it to do (a regex search, at C
     speed), so ordinary non-ASCII text costs two normalisation passes and two searches."""
     if text.isascii():
-        return text
+        return _controls(text) if _ASCII_ODD.search(text) else text
     tables = _tables()
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = _controls(unicodedata.normalize("NFKD", text))
     if tables.dropped.search(decomposed):
         decomposed = tables.dropped.sub("", decomposed)
     if tables.lookalikes.search(decomposed):
