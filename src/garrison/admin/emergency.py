@@ -3,11 +3,11 @@ target is resolved from the snapshot this process holds, which the outage did no
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from typing import Any
 
 from garrison.domain.locks import LockKind
+from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest
 from garrison.store.locks import LOCK_TTL_MAX_S, _reason
 from garrison.store.snapshot import Snapshot
@@ -18,7 +18,8 @@ def _resolve(snap: Snapshot, kind: LockKind, ref: str) -> tuple[str, str]:
         return "*", "everything"
     if kind is LockKind.NETWORK:
         try:
-            net = ipaddress.ip_network(ref.strip(), strict=False)
+            # Canonical, as on the normal path: a mapped network means its IPv4 network.
+            net = parse_network(ref, strict=False)
         except ValueError as exc:
             raise BadRequest(f"invalid network {ref!r}: {exc}") from None
         return str(net), str(net)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import ipaddress
 import logging
 import os
 import shutil
@@ -36,6 +35,7 @@ from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
 from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.domain.locks import Lock, LockKind
+from garrison.domain.networks import parse_network
 from garrison.errors import AuditUnavailable, ConfigError
 from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app, new_request_id
@@ -455,7 +455,7 @@ class Gateway:
             created_by=record["created_by"],
             created_at=record["created_at"],
             expires_at=record["expires_at"],
-            network=ipaddress.ip_network(record["target"]) if kind is LockKind.NETWORK else None,
+            network=parse_network(record["target"]) if kind is LockKind.NETWORK else None,
         )
         self._emergency_locks[lock.id] = lock
         snapshot = self.state.snapshot

@@ -1,0 +1,53 @@
+"""Attack: a network lock placed while the database is down, written in IPv4-mapped form.
+
+The normal lock path writes ``::ffff:127.0.0.2/128`` as the IPv4 network it means; the
+emergency path (the database cannot be written) parsed it with ``ipaddress`` alone and
+enforced an IPv6 network that no client address (compared in IPv4 form) ever falls in: the
+lock looked placed, during the very outage it was placed for, and did nothing.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.support.admin import admin_call
+from tests.support.db import hold_write_lock
+from tests.support.world import World
+
+pytestmark = pytest.mark.e2e
+
+USER = [{"role": "user", "content": "hello"}]
+
+
+async def chat_status(world: World, key: str, local_addr: str) -> int:
+    connector = aiohttp.TCPConnector(local_addr=(local_addr, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            world.base + "/v1/chat/completions",
+            data=orjson.dumps({"model": "assistant", "messages": USER}),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+        ) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
+async def test_a_mapped_network_lock_placed_in_an_outage_holds_at_once(world: World) -> None:
+    carol = world.keys["carol"]
+    await world.settle()
+    with hold_write_lock(world.db_path):
+        status, lock = await admin_call(
+            world,
+            world.admin_key,
+            "POST",
+            "/locks",
+            {"kind": "network", "target": "::ffff:127.0.0.2/128", "reason": "mapped, log down"},
+        )
+        assert status in (200, 201), lock
+        assert lock["emergency"] is True
+        assert lock["target"] == "127.0.0.2/32"
+        assert await chat_status(world, carol, "127.0.0.2") == 403
+        assert await chat_status(world, carol, "127.0.0.3") != 403
