@@ -51,3 +51,37 @@ async def test_a_mapped_network_lock_placed_in_an_outage_holds_at_once(world: Wo
         assert lock["target"] == "127.0.0.2/32"
         assert await chat_status(world, carol, "127.0.0.2") == 403
         assert await chat_status(world, carol, "127.0.0.3") != 403
+
+
+async def test_locks_placed_at_once_in_an_outage_are_all_kept(world: World) -> None:
+    """Two admins (or two processes) locking at the same moment took the same free journal
+    slot: one lock overwrote the other, was never folded into the database, and vanished
+    from enforcement when the outage ended."""
+    import asyncio
+    import time
+
+    from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
+
+    journal = EmergencyJournal(world.db_path.parent / JOURNAL_FILE)
+    nets = [f"127.0.9.{n}/32" for n in range(1, 9)]
+    await world.settle()
+    with hold_write_lock(world.db_path):
+        answers = await asyncio.gather(
+            *(
+                admin_call(
+                    world,
+                    world.admin_key,
+                    "POST",
+                    "/locks",
+                    {"kind": "network", "target": net, "reason": "many at once"},
+                )
+                for net in nets
+            )
+        )
+        assert all(status in (200, 201) for status, _ in answers), answers
+        assert sorted(r["target"] for _, r in journal.pending()) == sorted(nets)
+    deadline = time.monotonic() + 10
+    while journal.pending() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await world.settle()
+    assert sorted(e["data"]["target"] for e in world.events("lock.created")) == sorted(nets)
