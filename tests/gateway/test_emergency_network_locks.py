@@ -85,3 +85,62 @@ async def test_locks_placed_at_once_in_an_outage_are_all_kept(world: World) -> N
         await asyncio.sleep(0.1)
     await world.settle()
     assert sorted(e["data"]["target"] for e in world.events("lock.created")) == sorted(nets)
+
+
+async def test_a_lock_placed_through_one_process_holds_in_the_other_during_the_outage(
+    world: World,
+) -> None:
+    """Two gateway processes on one database (a documented set-up) share the data directory
+    and so the journal; a lock placed through one while the database was down was enforced
+    by that process alone until the database came back: the other one, failing open,
+    forwarded the locked principal's calls for the whole outage."""
+    import asyncio
+    import dataclasses
+    import time
+
+    from garrison.gateway.runtime import Gateway
+
+    other = Gateway(dataclasses.replace(world.settings, port=0, audit_fail_open=True))
+    await other.start()
+    try:
+        other_base = f"http://127.0.0.1:{other.port}"
+        carol = world.keys["carol"]
+
+        async def other_status() -> int:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    other_base + "/v1/chat/completions",
+                    data=orjson.dumps({"model": "assistant", "messages": USER}),
+                    headers={"authorization": f"Bearer {carol}"},
+                ) as resp,
+            ):
+                await resp.read()
+                return resp.status
+
+        assert await other_status() == 200
+        await world.settle()
+        with hold_write_lock(world.db_path):
+            status, lock = await admin_call(
+                world,
+                world.admin_key,
+                "POST",
+                "/locks",
+                {"kind": "principal", "target": "carol", "reason": "leaked, log down"},
+            )
+            assert status in (200, 201) and lock["emergency"] is True, lock
+            deadline = time.monotonic() + 8
+            seen = await other_status()
+            while seen != 403 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                seen = await other_status()
+            assert seen == 403
+        # Folded (by either process) and still held by both once the database is back.
+        deadline = time.monotonic() + 10
+        while not world.events("lock.created") and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            await world.settle()
+        assert len(world.events("lock.created")) == 1
+        assert await other_status() == 403
+    finally:
+        await other.stop()
