@@ -643,7 +643,6 @@ async def _forward(
                 )
                 return _error_response(api, exc, call.request_id)
             raw = await _read_all(resp, state.limits.max_response_bytes)
-            content_type = resp.headers.get("content-type", _JSON)
     except asyncio.CancelledError:
         if call.cut is not None:
             # Cut by a lock: leaving the upstream context above dropped its connection.
@@ -675,8 +674,9 @@ async def _forward(
         bytes_out=len(raw),
         ttfb=time.perf_counter() - call.started,
     )
+    # Our own content type: the upstream's header is its text (it can carry the credential).
     return web.Response(
-        body=raw, headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
+        body=raw, headers={"content-type": _JSON, REQUEST_ID_HEADER: call.request_id}
     )
 
 
