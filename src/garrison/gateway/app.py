@@ -447,7 +447,7 @@ async def _handle_model_call(
     extra_data.update(built.dropped.record())
     if state.content_rules:
         try:
-            flags = scan(state.content_rules, body)
+            flags = scan(state.content_rules, body, kind=endpoint.kind)
         except ContentUncheckable as exc:
             # Refused, never forwarded half-read (after the decision: it reveals nothing).
             return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
