@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from garrison.audit.checkpoint import Checkpoint
+from garrison.audit.checkpoint import Checkpoint, CheckpointError
 from garrison.audit.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash
 from garrison.audit.verify import Row
 
@@ -54,10 +54,16 @@ class AuditReader:
         return [(int(q), bytes(r), None if h is None else bytes(h)) for q, r, h in cur]
 
     def checkpoints(self) -> list[Checkpoint]:
-        return [
-            Checkpoint.from_dict(orjson.loads(body))
-            for (body,) in self._conn.execute("SELECT body FROM audit_checkpoints ORDER BY seq")
-        ]
+        """The stored checkpoints in order; a row that is not a checkpoint (edited, garbled)
+        is a stand-in that fails verification, so the verifier reports it."""
+        out: list[Checkpoint] = []
+        query = "SELECT seq, body FROM audit_checkpoints ORDER BY seq"
+        for seq, body in self._conn.execute(query):
+            try:
+                out.append(Checkpoint.from_dict(orjson.loads(body)))
+            except (orjson.JSONDecodeError, CheckpointError, TypeError) as exc:
+                out.append(Checkpoint.damaged(f"stored checkpoint {seq} is not one: {exc}"))
+        return out
 
     def leaf_hashes(self, size: int) -> list[bytes]:
         """Leaf hashes of the first ``size`` events, recomputed from the records."""
