@@ -602,3 +602,22 @@ def test_a_witness_line_with_a_size_past_64_bits_is_a_finding_not_a_crash(data: 
     history.write_bytes(b"".join(lines) + text.encode() + b"\n")
     report = verify(data)
     assert _kinds(report) == ["witness_damaged"]
+
+
+@pytest.mark.parametrize("cell", ["héllo", 10**12], ids=["text", "huge-integer"])
+def test_a_record_edited_to_another_type_is_located_not_a_crash(
+    data: Path, log: Log, cell: object
+) -> None:
+    """Re-reading a failed range to locate the change converted each record with
+    ``bytes()``: TEXT raised TypeError (a traceback), and an INTEGER n allocated n bytes."""
+    conn = _connect(data)
+    try:
+        conn.execute(
+            "UPDATE audit_events SET record = ?, leaf_hash = 'x' WHERE seq = ?",
+            (cell, log.middle + 1),
+        )
+    finally:
+        conn.close()
+    report = verify(data)
+    assert not report["ok"]
+    assert report["first_bad_index"] == log.middle

@@ -18,6 +18,17 @@ from garrison.audit.verify import Row
 READ_BATCH = 10_000
 
 
+def stored_bytes(value: object) -> bytes:
+    """A ``record`` or ``leaf_hash`` cell as bytes, whatever an edit left in it: TEXT is
+    encoded, NULL is empty, a number is its digits (``bytes(n)`` would allocate n zero
+    bytes — a row edited to hold 10**12 must not exhaust memory)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b"" if value is None else str(value).encode()
+
+
 class AuditReader:
     def __init__(self, path: Path) -> None:
         if not path.exists():
@@ -51,7 +62,9 @@ class AuditReader:
             "SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq LIMIT ? OFFSET ?",
             (end - start, start),
         )
-        return [(int(q), bytes(r), None if h is None else bytes(h)) for q, r, h in cur]
+        return [
+            (int(q), stored_bytes(r), None if h is None else stored_bytes(h)) for q, r, h in cur
+        ]
 
     def checkpoints(self) -> list[Checkpoint]:
         """The stored checkpoints in order; a row that is not a checkpoint (edited, garbled)
@@ -85,7 +98,7 @@ class AuditReader:
                 "SELECT seq, record FROM audit_events WHERE request_id = ? ORDER BY seq LIMIT 1",
                 (ref,),
             ).fetchone()
-        return None if row is None else (int(row[0]) - 1, bytes(row[1]))
+        return None if row is None else (int(row[0]) - 1, stored_bytes(row[1]))
 
     def query(
         self,
@@ -112,7 +125,7 @@ class AuditReader:
         sql = f"SELECT seq, record FROM audit_events WHERE {clause} ORDER BY seq"  # noqa: S608
         if limit is not None:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"  # noqa: S608
-        return [(int(s), bytes(r)) for s, r in self._conn.execute(sql, args)]
+        return [(int(s), stored_bytes(r)) for s, r in self._conn.execute(sql, args)]
 
     def principal_ids(self, name_or_org: str, *, by_org: bool) -> list[str]:
         if by_org:
