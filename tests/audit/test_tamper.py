@@ -621,3 +621,12 @@ def test_a_record_edited_to_another_type_is_located_not_a_crash(
     report = verify(data)
     assert not report["ok"]
     assert report["first_bad_index"] == log.middle
+
+
+def test_an_unreadable_witness_is_a_finding_not_a_crash(data: Path) -> None:
+    history = data / "witness" / "checkpoints.jsonl"
+    history.unlink()
+    history.mkdir()  # whatever stands in its place, the verifier says so and goes on
+    report = verify(data)
+    assert "witness_damaged" in _kinds(report)
+    assert "cannot be read" in report["problems"][0]["detail"]
