@@ -59,6 +59,7 @@ from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
     build_upstream_body,
+    is_encoded,
     is_redirect,
     upstream_headers,
     upstream_url,
@@ -629,6 +630,8 @@ async def _forward(
         ) as resp:
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
+            if is_encoded(resp.headers):
+                raise UpstreamFailed("upstream answer compressed")
             if resp.status >= 400:
                 exc, shape = await _upstream_failure(resp, model)
                 _complete(
@@ -757,6 +760,8 @@ async def _forward_stream(
         ) as resp:
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
+            if is_encoded(resp.headers):
+                raise UpstreamFailed("upstream answer compressed")
             if resp.status >= 400:
                 exc, shape = await _upstream_failure(resp, model)
                 return _upstream_error(state, call, api, exc, f"upstream_{resp.status}", shape)
