@@ -68,3 +68,22 @@ async def test_a_control_character_inside_a_trigger_is_flagged_through_the_gatew
     await world.settle()
     (allowed,) = [e for e in world.events("request.allowed") if e["request_id"] == request_id]
     assert allowed["data"]["content_flags"] == [EXTRACTION]
+
+
+# Nonspacing and enclosing marks outside the Latin diacritic blocks: Hebrew, Cyrillic
+# enclosing, Arabic, Devanagari, CJK tone, kana voicing, Thai, Khmer, musical, Nyiakeng.
+MARKS = ["\u05b0", "\u0489", "\u0653", "\u093c", "\u302a", "\u3099", "\u0e31", "\u17c6"]
+MARKS += ["\U0001d167", "\U0001e130", "\u20dd"]
+
+
+@pytest.mark.parametrize("mark", MARKS, ids=[f"U+{ord(m):04X}" for m in MARKS])
+def test_a_mark_of_any_script_after_each_letter_does_not_hide_a_trigger(mark: str) -> None:
+    text = "synthesize " + "".join(letter + mark for letter in "sarin")
+    assert scan(BUILTIN, {"prompt": text}) == [CAPABILITY]
+
+
+def test_a_rule_written_with_marks_still_matches_its_own_script() -> None:
+    from garrison.detect.patterns import compile_pattern
+
+    hindi = compile_pattern("नमस्ते")
+    assert hindi.search(textnorm.normalise("कहो नमस्ते दुनिया")) is not None
