@@ -12,7 +12,8 @@ combining marks or Cyrillic/Greek lookalikes does not step around a rule.
    combining diacritical marks (so ``s̶a̶r̶i̶n̶`` and ``sárin`` read ``sarin``) — every
    nonspacing and enclosing mark (categories Mn, Me) of any script, in fact;
 3. folds the Latin lookalikes of ``CONFUSABLES`` (Cyrillic and Greek letters drawn like
-   Latin ones, from Unicode's confusables.txt) to the Latin letter;
+   Latin ones, from Unicode's confusables.txt) to the Latin letter, and the enclosed Latin
+   capitals NFKD leaves alone (negative circled and squared letters, regional indicators);
 4. NFC: recomposes whatever is left (together with 1, the NFKC form of the result).
 
 Control characters are handled in every text, ASCII too: the C0 and C1 controls that are not
@@ -79,6 +80,10 @@ _IGNORED_RANGES: tuple[tuple[int, int], ...] = (
 # combining symbol after each letter (``s\u05b0a\u05b0r\u05b0i\u05b0n``) hid a word as
 # well as U+0336 did.
 _DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+# Enclosed Latin capitals NFKD leaves alone (🅢🅐🅡🅘🅝, 🆂🅰🆁🅸🅽, 🇸🇦🇷🇮🇳 read "SARIN" to a
+# model): negative circled, negative squared, regional indicators; A..Z from each start.
+_ENCLOSED_LATIN_STARTS = (0x1F150, 0x1F170, 0x1F1E6)
+_LATIN_LETTERS = 26
 # The last code point of the Basic Multilingual Plane, and any character above it.
 _BMP_LAST = 0xFFFF
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
@@ -106,7 +111,9 @@ def _char_class(codes: list[int]) -> re.Pattern[str]:
 @dataclass(frozen=True, slots=True)
 class _Tables:
     dropped: re.Pattern[str]  # format characters, other ignorables, marks (in the BMP)
-    dropped_astral: dict[int, None]  # the same above U+FFFF (a str.translate table)
+    # Above U+FFFF, one str.translate table: the dropped characters to None, the enclosed
+    # Latin letters without a compatibility form to their letter.
+    astral: dict[int, str | None]
     lookalikes: re.Pattern[str]  # any key of CONFUSABLES
     fold: dict[int, str]  # str.translate table for CONFUSABLES
 
@@ -127,7 +134,14 @@ def _tables() -> _Tables:
         # also holds characters above U+FFFF as a list of ranges tried one by one (five times
         # slower on accented text, ten on emoji): those go through a translate table.
         dropped=_char_class([code for code in dropped if code <= _BMP_LAST]),
-        dropped_astral=dict.fromkeys(code for code in dropped if code > _BMP_LAST),
+        astral={
+            **dict.fromkeys(code for code in dropped if code > _BMP_LAST),
+            **{
+                first + n: chr(ord("A") + n)
+                for first in _ENCLOSED_LATIN_STARTS
+                for n in range(_LATIN_LETTERS)
+            },
+        },
         lookalikes=_char_class([ord(k) for k in CONFUSABLES]),
         fold={ord(k): v for k, v in CONFUSABLES.items()},
     )
@@ -162,7 +176,7 @@ def normalise(text: str) -> str:
     if tables.dropped.search(decomposed):
         decomposed = tables.dropped.sub("", decomposed)
     if _ASTRAL.search(decomposed):
-        decomposed = decomposed.translate(tables.dropped_astral)
+        decomposed = decomposed.translate(tables.astral)
     if tables.lookalikes.search(decomposed):
         decomposed = decomposed.translate(tables.fold)
     return unicodedata.normalize("NFC", decomposed)
