@@ -144,3 +144,24 @@ async def test_a_lock_placed_through_one_process_holds_in_the_other_during_the_o
         assert await other_status() == 403
     finally:
         await other.stop()
+
+
+async def test_a_lock_with_a_long_non_ascii_reason_is_placed_in_an_outage(world: World) -> None:
+    """A 500-character reason of four-byte characters did not fit the journal's slot: the
+    lock was refused (503) exactly when nothing else could contain the incident."""
+    from garrison.admin.emergency import SHORTENED_MARK
+
+    carol = world.keys["carol"]
+    await world.settle()
+    with hold_write_lock(world.db_path):
+        status, lock = await admin_call(
+            world,
+            world.admin_key,
+            "POST",
+            "/locks",
+            {"kind": "principal", "target": "carol", "reason": "🔒" * 500},
+        )
+        assert status in (200, 201), lock
+        assert lock["emergency"] is True
+        assert lock["reason"].startswith("🔒" * 100) and lock["reason"].endswith(SHORTENED_MARK)
+        assert await chat_status(world, carol, "127.0.0.3") == 403
