@@ -9,6 +9,7 @@ an operator does: ``garrison audit verify --json`` with the configured witness d
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -569,3 +570,63 @@ def test_a_corrupt_database_is_could_not_read_without_a_traceback(data: Path) ->
     assert "Traceback" not in result.stderr
     assert result.returncode not in (0, 1), (result.returncode, result.stderr)
     assert "could not read" in result.stderr.lower()
+
+
+# ── attack: checkpoints the verifier could not parse crashed it ───────────────────────────
+@pytest.mark.parametrize("forgery", ["garbage", "huge_size", "null"])
+def test_a_garbled_stored_checkpoint_is_a_finding_not_a_crash(data: Path, forgery: str) -> None:
+    """An insider overwrote one checkpoint row with garbage (or a size past 64 bits): the
+    verifier died with a traceback instead of saying where the log was touched."""
+    conn = _connect(data)
+    try:
+        seq = conn.execute("SELECT seq FROM audit_checkpoints ORDER BY seq").fetchall()[1][0]
+        row = conn.execute("SELECT body FROM audit_checkpoints WHERE seq = ?", (seq,))
+        body = orjson.loads(row.fetchone()[0])
+        body["tree_size"] = 10**30  # orjson will not write an integer past 64 bits
+        forged = {"garbage": b"{}", "huge_size": json.dumps(body).encode(), "null": b"null"}
+        query = "UPDATE audit_checkpoints SET body = ? WHERE seq = ?"
+        conn.execute(query, (forged[forgery], seq))
+    finally:
+        conn.close()
+    report = verify(data)
+    assert not report["ok"]
+    assert f"stored checkpoint {seq} is not one" in report["problems"][0]["detail"]
+
+
+def test_a_witness_line_with_a_size_past_64_bits_is_a_finding_not_a_crash(data: Path) -> None:
+    history = data / "witness" / "checkpoints.jsonl"
+    lines = history.read_bytes().splitlines(keepends=True)
+    forged = orjson.loads(lines[-1])
+    forged["tree_size"] = 10**30
+    text = json.dumps(forged)  # orjson will not write an integer past 64 bits
+    history.write_bytes(b"".join(lines) + text.encode() + b"\n")
+    report = verify(data)
+    assert _kinds(report) == ["witness_damaged"]
+
+
+@pytest.mark.parametrize("cell", ["héllo", 10**12], ids=["text", "huge-integer"])
+def test_a_record_edited_to_another_type_is_located_not_a_crash(
+    data: Path, log: Log, cell: object
+) -> None:
+    """Re-reading a failed range to locate the change converted each record with
+    ``bytes()``: TEXT raised TypeError (a traceback), and an INTEGER n allocated n bytes."""
+    conn = _connect(data)
+    try:
+        conn.execute(
+            "UPDATE audit_events SET record = ?, leaf_hash = 'x' WHERE seq = ?",
+            (cell, log.middle + 1),
+        )
+    finally:
+        conn.close()
+    report = verify(data)
+    assert not report["ok"]
+    assert report["first_bad_index"] == log.middle
+
+
+def test_an_unreadable_witness_is_a_finding_not_a_crash(data: Path) -> None:
+    history = data / "witness" / "checkpoints.jsonl"
+    history.unlink()
+    history.mkdir()  # whatever stands in its place, the verifier says so and goes on
+    report = verify(data)
+    assert "witness_damaged" in _kinds(report)
+    assert "cannot be read" in report["problems"][0]["detail"]

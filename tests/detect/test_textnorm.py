@@ -66,8 +66,10 @@ def test_normalise_gives_the_plain_latin_form() -> None:
 
 
 def test_ascii_text_is_returned_as_it_is() -> None:
-    text = "plain ascii, \t\n with controls \x00"
+    text = "plain ascii, \t\n\r\f with whitespace"
     assert normalise(text) is text
+    # Controls are not left alone (tests/detect/test_textnorm_controls.py).
+    assert normalise("sa\x00rin") == "sarin"
 
 
 def test_every_confusable_folds_to_one_ascii_letter() -> None:

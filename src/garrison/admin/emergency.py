@@ -3,14 +3,20 @@ target is resolved from the snapshot this process holds, which the outage did no
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from typing import Any
 
+import orjson
+
 from garrison.domain.locks import LockKind
+from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest
+from garrison.store.emergency_locks import EMERGENCY_SLOT_BYTES
 from garrison.store.locks import LOCK_TTL_MAX_S, _reason
 from garrison.store.snapshot import Snapshot
+
+# Appended to a reason shortened to fit the lock's journal slot.
+SHORTENED_MARK = " […]"
 
 
 def _resolve(snap: Snapshot, kind: LockKind, ref: str) -> tuple[str, str]:
@@ -18,7 +24,8 @@ def _resolve(snap: Snapshot, kind: LockKind, ref: str) -> tuple[str, str]:
         return "*", "everything"
     if kind is LockKind.NETWORK:
         try:
-            net = ipaddress.ip_network(ref.strip(), strict=False)
+            # Canonical, as on the normal path: a mapped network means its IPv4 network.
+            net = parse_network(ref, strict=False)
         except ValueError as exc:
             raise BadRequest(f"invalid network {ref!r}: {exc}") from None
         return str(net), str(net)
@@ -58,13 +65,29 @@ def lock_record(
             f"a lock's TTL must be positive and at most {LOCK_TTL_MAX_S // 86400} days"
         )
     target, name = _resolve(snap, kind, ref)
-    return {
-        "id": f"lck_{secrets.token_hex(8)}",
-        "kind": kind.value,
-        "target": target,
-        "target_name": name,
-        "reason": _reason(reason),
-        "created_by": actor,
-        "created_at": now,
-        "expires_at": now + ttl_s if ttl_s is not None else None,
-    }
+    return _fitted(
+        {
+            "id": f"lck_{secrets.token_hex(8)}",
+            "kind": kind.value,
+            "target": target,
+            "target_name": name,
+            "reason": _reason(reason),
+            "created_by": actor,
+            "created_at": now,
+            "expires_at": now + ttl_s if ttl_s is not None else None,
+        }
+    )
+
+
+def _fitted(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its reason shortened until it fits one journal slot: 500 characters
+    of four-byte UTF-8 (emoji, some scripts) do not, and a lock is never refused for the
+    length of its reason."""
+    full = record["reason"]
+    reason = full
+    size = len(orjson.dumps(record))
+    while size >= EMERGENCY_SLOT_BYTES and reason:
+        reason = reason[: max(0, len(reason) - (size - EMERGENCY_SLOT_BYTES + 1))]
+        record = {**record, "reason": reason + SHORTENED_MARK}
+        size = len(orjson.dumps(record))
+    return record

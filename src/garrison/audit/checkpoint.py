@@ -30,6 +30,8 @@ GENESIS_PREV = "0" * 64
 # Checkpoints are signed at least this often while events flow (and at clean shutdown):
 # what a crash or a rewrite could leave unsigned is at most one second of events.
 CHECKPOINT_INTERVAL_S = 1.0
+# The largest tree size a checkpoint may name: what the signed body's JSON integer can hold.
+MAX_SIZE = 2**63 - 1
 
 
 class CheckpointError(Exception):
@@ -68,6 +70,8 @@ class Checkpoint:
     prev: str  # hex SHA-256 of the previous checkpoint's signed body, or GENESIS_PREV
     key_id: str
     signature: str = ""  # base64 Ed25519 over ``body()``
+    # Why a stored checkpoint could not be read ("": it could); such a one never verifies.
+    damage: str = ""
 
     def body(self) -> bytes:
         """The signed bytes: every field but the signature, keys sorted."""
@@ -93,16 +97,25 @@ class Checkpoint:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
         try:
+            size = data["tree_size"]
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+                raise ValueError(f"tree_size {str(size)[:40]} is not a tree size")
             return cls(
-                tree_size=int(data["tree_size"]),
+                tree_size=size,
                 root=str(data["root"]),
                 at=float(data["at"]),
                 prev=str(data["prev"]),
                 key_id=str(data["key_id"]),
                 signature=str(data["signature"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"malformed checkpoint: {exc}") from None
+
+    @classmethod
+    def damaged(cls, why: str) -> Checkpoint:
+        """A stand-in for a stored checkpoint that is not one: it fails verification with
+        ``why`` (a finding, never a crash), and breaks the chain after it."""
+        return cls(tree_size=0, root="", at=0.0, prev="", key_id="", damage=why)
 
 
 class Signer:
@@ -158,6 +171,8 @@ def rotate_signing_key(key_dir: Path) -> str:
 
 
 def verify_checkpoint(checkpoint: Checkpoint, keys: Mapping[str, Ed25519PublicKey]) -> None:
+    if checkpoint.damage:
+        raise CheckpointError(checkpoint.damage)
     key = keys.get(checkpoint.key_id)
     if key is None:
         raise CheckpointError(f"checkpoint signed by unknown key {checkpoint.key_id}")

@@ -10,12 +10,23 @@ from typing import Any
 
 import orjson
 
-from garrison.audit.checkpoint import Checkpoint
+from garrison.audit.checkpoint import Checkpoint, CheckpointError
 from garrison.audit.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash
 from garrison.audit.verify import Row
 
 # Rows fetched per round trip while streaming the log (memory stays flat on huge logs).
 READ_BATCH = 10_000
+
+
+def stored_bytes(value: object) -> bytes:
+    """A ``record`` or ``leaf_hash`` cell as bytes, whatever an edit left in it: TEXT is
+    encoded, NULL is empty, a number is its digits (``bytes(n)`` would allocate n zero
+    bytes — a row edited to hold 10**12 must not exhaust memory)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b"" if value is None else str(value).encode()
 
 
 class AuditReader:
@@ -51,13 +62,21 @@ class AuditReader:
             "SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq LIMIT ? OFFSET ?",
             (end - start, start),
         )
-        return [(int(q), bytes(r), None if h is None else bytes(h)) for q, r, h in cur]
+        return [
+            (int(q), stored_bytes(r), None if h is None else stored_bytes(h)) for q, r, h in cur
+        ]
 
     def checkpoints(self) -> list[Checkpoint]:
-        return [
-            Checkpoint.from_dict(orjson.loads(body))
-            for (body,) in self._conn.execute("SELECT body FROM audit_checkpoints ORDER BY seq")
-        ]
+        """The stored checkpoints in order; a row that is not a checkpoint (edited, garbled)
+        is a stand-in that fails verification, so the verifier reports it."""
+        out: list[Checkpoint] = []
+        query = "SELECT seq, body FROM audit_checkpoints ORDER BY seq"
+        for seq, body in self._conn.execute(query):
+            try:
+                out.append(Checkpoint.from_dict(orjson.loads(body)))
+            except (orjson.JSONDecodeError, CheckpointError, TypeError) as exc:
+                out.append(Checkpoint.damaged(f"stored checkpoint {seq} is not one: {exc}"))
+        return out
 
     def leaf_hashes(self, size: int) -> list[bytes]:
         """Leaf hashes of the first ``size`` events, recomputed from the records."""
@@ -79,7 +98,7 @@ class AuditReader:
                 "SELECT seq, record FROM audit_events WHERE request_id = ? ORDER BY seq LIMIT 1",
                 (ref,),
             ).fetchone()
-        return None if row is None else (int(row[0]) - 1, bytes(row[1]))
+        return None if row is None else (int(row[0]) - 1, stored_bytes(row[1]))
 
     def query(
         self,
@@ -106,7 +125,7 @@ class AuditReader:
         sql = f"SELECT seq, record FROM audit_events WHERE {clause} ORDER BY seq"  # noqa: S608
         if limit is not None:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"  # noqa: S608
-        return [(int(s), bytes(r)) for s, r in self._conn.execute(sql, args)]
+        return [(int(s), stored_bytes(r)) for s, r in self._conn.execute(sql, args)]
 
     def principal_names(self) -> dict[str, str]:
         """Principal id → name, for showing people by name (the records hold ids)."""

@@ -26,6 +26,7 @@ from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Check
 from garrison.audit.events import AuditEvent
 from garrison.audit.exporters import Exporter
 from garrison.audit.merkle import CompactTree, leaf_hash
+from garrison.audit.sqlite_reader import stored_bytes
 from garrison.audit.witness import DirectoryWitness
 from garrison.private_files import prepare_sqlite_file
 from garrison.store.db import apply_sqlite_pragmas
@@ -77,7 +78,7 @@ def load_tree(conn: sqlite3.Connection) -> tuple[CompactTree, Checkpoint | None]
     checkpoint = None
     if row is not None:
         checkpoint = Checkpoint.from_dict(orjson.loads(row[0]))
-        edge = bytes(row[1])
+        edge = stored_bytes(row[1])
         tree = CompactTree(
             checkpoint.tree_size, [edge[i : i + 32] for i in range(0, len(edge), 32)]
         )
@@ -95,7 +96,7 @@ def fold(conn: sqlite3.Connection, tree: CompactTree) -> int:
     ):
         if seq != tree.size + 1:
             raise TreeStateError(f"audit row {seq} follows {tree.size}: rows are missing")
-        tree.append(leaf_hash(bytes(record)))
+        tree.append(leaf_hash(stored_bytes(record)))
         count += 1
     return count
 

@@ -81,7 +81,11 @@ def load_witness(path: Path) -> WitnessCopy:
     latest = path / LATEST
     if history.exists():
         copy.present = True
-        raw = history.read_bytes()
+        try:
+            raw = history.read_bytes()
+        except OSError as exc:  # a directory in its place, no permission: a finding
+            copy.damaged.append(f"{history.name}: cannot be read: {exc.strerror or exc}")
+            return copy
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -99,7 +103,7 @@ def load_witness(path: Path) -> WitnessCopy:
         copy.present = True
         try:
             copy.checkpoints.append(Checkpoint.from_dict(orjson.loads(latest.read_bytes())))
-        except (orjson.JSONDecodeError, CheckpointError, TypeError, AttributeError) as exc:
+        except (OSError, orjson.JSONDecodeError, CheckpointError, TypeError, AttributeError) as exc:
             copy.damaged.append(f"{latest.name}: {exc}")
     return copy
 

@@ -1,4 +1,4 @@
-"""Text normalisation for the content rules: a prompt is matched in a canonical form, so
+r"""Text normalisation for the content rules: a prompt is matched in a canonical form, so
 writing a trigger phrase with zero-width characters, fullwidth or mathematical letters,
 combining marks or Cyrillic/Greek lookalikes does not step around a rule.
 
@@ -9,16 +9,24 @@ combining marks or Cyrillic/Greek lookalikes does not step around a rule.
 2. removes Unicode format characters (category Cf: zero-width space and joiners, soft
    hyphen, bidi controls, tag characters), the other default-ignorable characters that are
    not Cf (variation selectors, the combining grapheme joiner, Hangul fillers) and the
-   combining diacritical marks (so ``s̶a̶r̶i̶n̶`` and ``sárin`` read ``sarin``);
+   combining diacritical marks (so ``s̶a̶r̶i̶n̶`` and ``sárin`` read ``sarin``) — every
+   nonspacing and enclosing mark (categories Mn, Me) of any script, in fact;
 3. folds the Latin lookalikes of ``CONFUSABLES`` (Cyrillic and Greek letters drawn like
-   Latin ones, from Unicode's confusables.txt) to the Latin letter;
+   Latin ones, from Unicode's confusables.txt) to the Latin letter, and the enclosed Latin
+   capitals NFKD leaves alone (negative circled and squared letters, regional indicators);
 4. NFC: recomposes whatever is left (together with 1, the NFKC form of the result).
+
+Control characters are handled in every text, ASCII too: the C0 and C1 controls that are not
+whitespace (NUL, backspace, escape, DEL …) are removed like format characters (``sa\x00rin``
+reads ``sarin``), and the whitespace RE2's ``\s`` does not match and NFKD keeps (vertical
+tab, the information separators, NEL, the Ogham space mark, line and paragraph separators)
+becomes a space (``system\u2028prompt`` reads ``system prompt``).
 
 Content patterns are passed through the same function when they load, so a rule written in
 Cyrillic or Greek, or with accents, still matches its own script's text.
 
-ASCII text is already in this form and is returned as it is (the common case costs one
-``isascii`` check).
+ASCII text without controls is already in this form and is returned as it is (the common
+case costs one ``isascii`` check and one search for controls, ~3 ms per MiB).
 """
 
 from __future__ import annotations
@@ -67,6 +75,19 @@ _IGNORED_RANGES: tuple[tuple[int, int], ...] = (
 )
 
 
+# Removed wherever they are: format characters (Cf), and every nonspacing (Mn) and enclosing
+# (Me) mark, not only the Latin diacritics: a Hebrew point, an Arabic mark or a musical
+# combining symbol after each letter (``s\u05b0a\u05b0r\u05b0i\u05b0n``) hid a word as
+# well as U+0336 did.
+_DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+# Enclosed Latin capitals NFKD leaves alone (🅢🅐🅡🅘🅝, 🆂🅰🆁🅸🅽, 🇸🇦🇷🇮🇳 read "SARIN" to a
+# model): negative circled, negative squared, regional indicators; A..Z from each start.
+_ENCLOSED_LATIN_STARTS = (0x1F150, 0x1F170, 0x1F1E6)
+_LATIN_LETTERS = 26
+# The last code point of the Basic Multilingual Plane, and any character above it.
+_BMP_LAST = 0xFFFF
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
 # Where format characters are looked for: the planes Unicode assigns characters in (3 and 4
 # hold only ideographs, 15 and 16 are private use).
 _CF_PLANES = ((0x80, 0x3FFFF), (0xE0000, 0xEFFFF))
@@ -89,7 +110,10 @@ def _char_class(codes: list[int]) -> re.Pattern[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Tables:
-    dropped: re.Pattern[str]  # format characters, other ignorables, combining marks
+    dropped: re.Pattern[str]  # format characters, other ignorables, marks (in the BMP)
+    # Above U+FFFF, one str.translate table: the dropped characters to None, the enclosed
+    # Latin letters without a compatibility form to their letter.
+    astral: dict[int, str | None]
     lookalikes: re.Pattern[str]  # any key of CONFUSABLES
     fold: dict[int, str]  # str.translate table for CONFUSABLES
 
@@ -101,15 +125,39 @@ def _tables() -> _Tables:
         code
         for first, last in _CF_PLANES
         for code in range(first, last + 1)
-        if unicodedata.category(chr(code)) == "Cf"
+        if unicodedata.category(chr(code)) in _DROPPED_CATEGORIES
     ]
     for first, last in _IGNORED_RANGES:
         dropped.extend(range(first, last + 1))
     return _Tables(
-        dropped=_char_class(dropped),
+        # ``re`` matches a class of BMP characters with one table lookup, but a class that
+        # also holds characters above U+FFFF as a list of ranges tried one by one (five times
+        # slower on accented text, ten on emoji): those go through a translate table.
+        dropped=_char_class([code for code in dropped if code <= _BMP_LAST]),
+        astral={
+            **dict.fromkeys(code for code in dropped if code > _BMP_LAST),
+            **{
+                first + n: chr(ord("A") + n)
+                for first in _ENCLOSED_LATIN_STARTS
+                for n in range(_LATIN_LETTERS)
+            },
+        },
         lookalikes=_char_class([ord(k) for k in CONFUSABLES]),
         fold={ord(k): v for k, v in CONFUSABLES.items()},
     )
+
+
+# Controls that are not whitespace: removed (as invisible as format characters).
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]+")
+# Whitespace outside RE2's ``\s`` ([\t\n\f\r ]) that NFKD leaves as it is: one space.
+_ODD_SPACES = re.compile("[\x0b\x1c-\x1f\x85\u1680\u2028\u2029]+")
+# Either of the two in ASCII text (one search keeps the ASCII fast path fast).
+_ASCII_ODD = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _controls(text: str) -> str:
+    text = _CONTROLS.sub("", text)
+    return _ODD_SPACES.sub(" ", text)
 
 
 def prepare() -> None:
@@ -122,11 +170,13 @@ def normalise(text: str) -> str:
     Each step runs only when the text holds something for it to do (a regex search, at C
     speed), so ordinary non-ASCII text costs two normalisation passes and two searches."""
     if text.isascii():
-        return text
+        return _controls(text) if _ASCII_ODD.search(text) else text
     tables = _tables()
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = _controls(unicodedata.normalize("NFKD", text))
     if tables.dropped.search(decomposed):
         decomposed = tables.dropped.sub("", decomposed)
+    if _ASTRAL.search(decomposed):
+        decomposed = decomposed.translate(tables.astral)
     if tables.lookalikes.search(decomposed):
         decomposed = decomposed.translate(tables.fold)
     return unicodedata.normalize("NFC", decomposed)

@@ -68,6 +68,7 @@ from garrison.gateway.metering import SseMeter, Usage
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     REQUEST_ID_HEADER,
+    is_encoded,
     is_redirect,
     traceparent,
     upstream_headers,
@@ -496,7 +497,7 @@ async def _handle_model_call(
     extra_data.update(built.dropped.record())
     if state.content_rules:
         try:
-            flags = state.bodies.flags(state.content_rules, seen)
+            flags = state.bodies.flags(state.content_rules, seen, endpoint.kind)
         except ContentUncheckable as exc:
             # Refused, never forwarded half-read (after the decision: it reveals nothing).
             return _deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
@@ -700,6 +701,8 @@ async def _forward(
         ):
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
+            if is_encoded(resp.headers):
+                raise UpstreamFailed("upstream answer compressed")
             if resp.status >= 400:
                 exc, shape = await _upstream_failure(resp, model)
                 _complete(
@@ -714,7 +717,6 @@ async def _forward(
                 )
                 return _error_response(api, exc, call.request_id)
             raw = await read_answer(resp, state.limits.max_response_bytes, charge)
-            content_type = resp.headers.get("content-type", _JSON)
     except asyncio.CancelledError:
         if call.cut is not None:
             # Cut by a lock: leaving the upstream context above dropped its connection.
@@ -741,8 +743,9 @@ async def _forward(
     old, new = _client_model_bytes(model)
     # The model's own credential never reaches the caller (a copy only when it is there).
     raw = scrub_bytes(raw, model_answer_forms(model))
+    # Our own content type: the upstream's header is its text (it can carry the credential).
     response = web.StreamResponse(
-        headers={"content-type": content_type, REQUEST_ID_HEADER: call.request_id}
+        headers={"content-type": _JSON, REQUEST_ID_HEADER: call.request_id}
     )
     response.content_length = renamed_length(raw, old, new)
     _complete(
@@ -839,6 +842,8 @@ async def _forward_stream(
         ) as resp:
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
+            if is_encoded(resp.headers):
+                raise UpstreamFailed("upstream answer compressed")
             if resp.status >= 400:
                 exc, shape = await _upstream_failure(resp, model)
                 return _upstream_error(state, call, api, exc, f"upstream_{resp.status}", shape)

@@ -80,7 +80,7 @@ def _inspect(endpoint: Endpoint, raw: bytes, rules: Rules) -> Inspected | tuple[
         return exc.detail, exc.public_message
     model, stream = body["model"], body.get("stream") is True
     try:
-        flags = scan(rules, body) if rules else []
+        flags = scan(rules, body, kind=endpoint.kind) if rules else []
     except ContentUncheckable as exc:
         return Inspected(model, stream, None, None, (exc.detail, exc.public_message))
     return Inspected(model, stream, None, flags)
@@ -176,7 +176,7 @@ class BodyWork:
         return await self._run(_rebuild, endpoint, raw, bare)
 
     @staticmethod
-    def flags(rules: Rules, seen: Inspected) -> list[str]:
+    def flags(rules: Rules, seen: Inspected, kind: str | None = None) -> list[str]:
         """Content flags (``ContentUncheckable`` if the body cannot be scanned whole)."""
         if seen.uncheckable is not None:
             detail, public = seen.uncheckable
@@ -184,7 +184,7 @@ class BodyWork:
         if seen.flags is not None:
             return seen.flags
         assert seen.body is not None
-        return scan(rules, seen.body)
+        return scan(rules, seen.body, kind=kind)
 
 
 __all__ = ["BODY_WORKERS", "OFFLOAD_BODY_BYTES", "BodyWork", "Inspected"]

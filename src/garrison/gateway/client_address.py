@@ -132,7 +132,15 @@ def _entries(lines: Sequence[str], header: ForwardedHeader) -> list[str | None]:
     (None: an entry with no address)."""
     entries: list[str | None]
     if header is ForwardedHeader.FORWARDED:
-        entries = [entry for line in lines for entry in _forwarded_for(line)]
+        # Element by element: a client's garbled element (an unclosed quote) must not swallow
+        # the element a proxy appended to the same line. No ``for=`` value holds a comma; a
+        # quoted comma in another parameter only garbles its own element (the walk stops).
+        entries = [
+            entry
+            for line in lines
+            for element in line.split(",")
+            for entry in _forwarded_for(element)
+        ]
     else:
         entries = list(",".join(lines).split(","))
     return entries[-MAX_FORWARDED_HOPS:]

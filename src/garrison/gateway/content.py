@@ -86,17 +86,35 @@ def windows(segments: Iterable[str]) -> Iterator[str]:
         yield last
 
 
+def _token_ids(prompt: Any) -> bool:
+    """A ``/v1/completions`` prompt given as token ids (a list of integers, or of lists of
+    them): the model reads it as text, no pattern can."""
+    if not isinstance(prompt, list):
+        return False
+    return any(
+        isinstance(item, int) or (isinstance(item, list) and any(isinstance(t, int) for t in item))
+        for item in prompt
+    )
+
+
 def scan(
     rules: tuple[tuple[str, Matcher], ...],
     body: dict[str, Any],
     *,
     clock: Callable[[], float] = time.monotonic,
+    kind: str | None = None,
 ) -> list[str]:
     """Ids of the rules whose patterns match the request's text, in rule order. Raises
     ``ContentUncheckable`` for a body that cannot be read or scanned whole (see the module
-    docstring); each rule stops at its first matching pattern."""
+    docstring), and for a completions prompt given as token ids (``kind``: the endpoint's);
+    each rule stops at its first matching pattern."""
     if not rules:
         return []
+    if kind == "completions" and _token_ids(body.get("prompt")):
+        raise ContentUncheckable(
+            "prompt as token ids",
+            public_message="A prompt given as token ids cannot be checked; send it as text.",
+        )
     texts = request_texts(body)
     if not texts:
         return []

@@ -52,6 +52,11 @@ _DATA_URL = re.compile(r"data:([^;,]{0,200})((?:;[^;,]{0,200}){0,8});base64,", r
 # Keys whose string value is an audio clip or file: base64 payloads by definition.
 _BINARY_PARENTS = frozenset({"input_audio"})
 _BINARY_KEYS = frozenset({"file_data"})
+# Keys whose string value may be a ``data:`` URL the upstream decodes as media (OpenAI
+# ``image_url.url``, the older bare ``image_url`` string, ``file.file_data``). Anywhere else
+# (a message's ``content``, a ``text`` part, ``prompt``) a string is text the model reads,
+# even when it starts with ``data:…;base64,``.
+_DATA_URL_KEYS = frozenset({"url", "image_url", "file_data"})
 
 
 class ContentUncheckable(BadRequest):
@@ -132,7 +137,8 @@ def request_texts(body: Any) -> list[str]:
         value, key, parent = child
         if isinstance(value, str):
             if value:
-                decoded = _data_url_text(value) if value[:5].lower() == "data:" else None
+                is_url = key in _DATA_URL_KEYS and value[:5].lower() == "data:"
+                decoded = _data_url_text(value) if is_url else None
                 texts.append(value if decoded is None else decoded)
             continue
         if not isinstance(value, dict | list):

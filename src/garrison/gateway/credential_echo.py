@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -79,12 +80,40 @@ def scrub_text(text: str, key: str | None) -> str:
     return text
 
 
+# A JSON ``\\u`` escape of a printable ASCII character other than ``"`` and ``\\`` (decoding
+# one of those leaves valid JSON meaning the same string).
+_PRINTABLE_ESCAPE = re.compile(
+    rb"\\u00(?:2[013-9A-Fa-f]|[346][0-9A-Fa-f]|5[0-9ABabD-Fd-f]|7[0-9A-Ea-e])"
+)
+
+
+def _unescaped(match: re.Match[bytes]) -> bytes:
+    return bytes([int(match.group(0)[2:], 16)])
+
+
+def _scrub_escaped(data: bytes, forms: tuple[bytes, ...]) -> bytes:
+    """``data`` unchanged unless it spells a form with ``\\u`` escapes (a JSON reader turns
+    ``"\\u0073k-…"`` into the key, which no byte form matches); then those escapes are
+    undone and the forms removed. Quote by quote parsing is not needed (an upstream can put
+    stray quotes in an event to throw it off)."""
+    plain = _PRINTABLE_ESCAPE.sub(_unescaped, data)
+    if plain == data or not any(form in plain for form in forms):
+        return data
+    for form in forms:
+        plain = plain.replace(form, REDACTED.encode())
+    return plain
+
+
 def scrub_bytes(data: _Bytes, forms: tuple[bytes, ...]) -> _Bytes:
-    """``data`` with every one of ``forms`` replaced (from :func:`answer_forms`); the same
-    object when none is there."""
+    """``data`` with every one of ``forms`` replaced (from :func:`answer_forms`), also where
+    a JSON string spells it with ``\\u`` escapes."""
     for form in forms:
         if form in data:
             data = data.replace(form, REDACTED.encode())
+    if forms and b"\\u" in data:
+        plain = _scrub_escaped(bytes(data), forms)
+        if plain != data:
+            return type(data)(plain)
     return data
 
 

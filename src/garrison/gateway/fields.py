@@ -192,6 +192,22 @@ def _anthropic_metadata(value: Any, dropped: Dropped) -> dict[str, str] | None:
     return kept
 
 
+def _extra_value(name: str, value: Any, dropped: Dropped) -> Any:
+    """An admin-allowed extra field's value, without the never-forwarded names inside it: an
+    upstream spreads a mapping like ``chat_template_kwargs`` into its own keyword arguments,
+    where ``{"chat_template": …}`` re-templates the call (vLLM before 0.11 let it override
+    the model's template)."""
+    if not isinstance(value, dict):
+        return value
+    kept: dict[str, Any] = {}
+    for key, item in value.items():
+        if key.lower() in NEVER_FORWARDED:
+            dropped.add(f"{name}.{key}")
+        else:
+            kept[key] = item
+    return kept
+
+
 def forward_fields(
     kind: str, api: UpstreamApi, body: dict[str, Any], extra: frozenset[str]
 ) -> tuple[dict[str, Any], Dropped]:
@@ -213,8 +229,10 @@ def forward_fields(
             )
             if clean is not None:
                 out[name] = clean
-        elif (name in documented or name in extra) and name not in NEVER_FORWARDED:
+        elif name in documented and name not in NEVER_FORWARDED:
             out[name] = value
+        elif name in extra and name not in NEVER_FORWARDED:
+            out[name] = _extra_value(name, value, dropped)
         else:
             dropped.add(name)
     return out, dropped

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import ipaddress
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
 from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.domain.locks import Lock, LockKind
+from garrison.domain.networks import parse_network
 from garrison.errors import AuditUnavailable, ConfigError
 from garrison.gateway import fd_limit
 from garrison.gateway.app import build_app, new_request_id
@@ -462,30 +462,42 @@ class Gateway:
             await asyncio.to_thread(self.emergency.place, record)
         except (JournalFull, OSError, ValueError) as exc:
             raise AuditUnavailable(f"emergency lock journal: {exc}") from None
-        kind = LockKind(record["kind"])
-        lock = Lock(
-            id=record["id"],
-            kind=kind,
-            target=record["target"],
-            reason=record["reason"],
-            created_by=record["created_by"],
-            created_at=record["created_at"],
-            expires_at=record["expires_at"],
-            network=ipaddress.ip_network(record["target"]) if kind is LockKind.NETWORK else None,
+        lock = _emergency_lock(record)
+        self._enforce_emergency([lock])
+        log.error(
+            "EMERGENCY LOCK %s placed (%s %s): enforced now", lock.id, lock.kind.value, lock.target
         )
-        self._emergency_locks[lock.id] = lock
+
+    def _enforce_emergency(self, locks: list[Lock]) -> None:
+        for lock in locks:
+            self._emergency_locks[lock.id] = lock
         snapshot = self.state.snapshot
         # Swap and cut with no await between (see gateway.containment).
-        self.state.snapshot = dataclasses.replace(snapshot, locks=snapshot.locks.merged([lock]))
+        self.state.snapshot = dataclasses.replace(snapshot, locks=snapshot.locks.merged(locks))
         cut_covered(self.state)
-        log.error(
-            "EMERGENCY LOCK %s placed (%s %s): enforced now", lock.id, kind.value, lock.target
-        )
 
     async def fold_emergency_locks(self) -> int:
         """Write journalled locks into the database and the log; returns how many were
-        folded (0 while the database still cannot be written)."""
+        folded (0 while the database still cannot be written).
+
+        The journal is shared by every process on the data directory: a lock another process
+        journalled is enforced here too from the first tick that sees it (the database that
+        would carry it is down), and dropped from this process's overlay once it is no longer
+        pending (folded by someone, so in the database)."""
+        known = set(self._emergency_locks)
         pending = await asyncio.to_thread(self.emergency.pending)
+        pending_ids = {record.get("id") for _, record in pending}
+        unseen = [
+            _emergency_lock(record)
+            for _, record in pending
+            if record.get("id") not in self._emergency_locks
+        ]
+        if unseen:
+            self._enforce_emergency(unseen)
+            log.error(
+                "%d emergency lock(s) journalled by another process: enforced now", len(unseen)
+            )
+        done = {lock_id for lock_id in known if lock_id not in pending_ids}
         folded = 0
         for slot, record in pending:
             directory = Directory(
@@ -496,11 +508,15 @@ class Gateway:
             )
             await asyncio.to_thread(adopt_emergency_lock, directory, record, now=self.clock())
             await asyncio.to_thread(self.emergency.clear, slot)
+            done.add(str(record["id"]))
             folded += 1
-        if folded:
+        if done:
             await self.reload()  # the stored locks are in the snapshot now: drop the overlay
-            self._emergency_locks.clear()
+            for lock_id in done:
+                # Only what is stored: a lock placed since ``pending`` was read stays.
+                self._emergency_locks.pop(lock_id, None)
             await self.reload()
+        if folded:
             log.warning("%d emergency lock(s) recorded in the database and the audit log", folded)
         return folded
 
@@ -634,3 +650,18 @@ async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | No
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await gateway.stop()
+
+
+def _emergency_lock(record: dict[str, Any]) -> Lock:
+    """The lock a journal record holds, as the data plane enforces it."""
+    kind = LockKind(record["kind"])
+    return Lock(
+        id=record["id"],
+        kind=kind,
+        target=record["target"],
+        reason=record["reason"],
+        created_by=record["created_by"],
+        created_at=record["created_at"],
+        expires_at=record["expires_at"],
+        network=parse_network(record["target"]) if kind is LockKind.NETWORK else None,
+    )

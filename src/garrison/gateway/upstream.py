@@ -109,5 +109,14 @@ def is_redirect(status: int) -> bool:
     return 300 <= status < 400
 
 
+def is_encoded(headers: Any) -> bool:
+    """The upstream compressed its answer although the gateway asked for ``identity``: the
+    gateway cannot read what it would pass on (the credential scrub, the error allow-list
+    and the usage meter all see compressed bytes, which a caller could decompress), so such
+    an answer is a broken upstream (502)."""
+    encoding = str(headers.get("content-encoding", "")).strip().lower()
+    return encoding not in ("", "identity")
+
+
 def upstream_url(model: Model, endpoint: Endpoint) -> str:
     return model.upstream_url + endpoint.upstream_suffix

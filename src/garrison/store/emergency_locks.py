@@ -12,6 +12,7 @@ is the slot cleared.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -55,21 +56,27 @@ class EmergencyJournal:
         ]
 
     def place(self, record: dict[str, Any]) -> int:
-        """Write ``record`` durably into a free slot; its slot number."""
+        """Write ``record`` durably into a free slot; its slot number.
+
+        Finding a free slot and filling it hold an exclusive lock on the journal: two
+        requests (or two processes on one data directory) placing at once would otherwise
+        both take the same free slot, and the first lock would be overwritten and lost."""
         data = orjson.dumps(record)
         if len(data) >= EMERGENCY_SLOT_BYTES:
             raise ValueError("emergency lock record too large")
-        for slot, raw in enumerate(self._slots()[:EMERGENCY_SLOTS]):
-            if raw[:1] == b"\0" or not raw:
-                fd = os.open(self.path, os.O_RDWR)
-                try:
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for slot in range(EMERGENCY_SLOTS):
+                raw = os.pread(fd, 1, slot * EMERGENCY_SLOT_BYTES)
+                if raw[:1] == b"\0" or not raw:
                     os.pwrite(
                         fd, data.ljust(EMERGENCY_SLOT_BYTES, b"\0"), slot * EMERGENCY_SLOT_BYTES
                     )
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
-                return slot
+                    return slot
+        finally:
+            os.close(fd)  # releases the lock
         raise JournalFull(f"all {EMERGENCY_SLOTS} emergency lock slots are in use")
 
     def pending(self) -> list[tuple[int, dict[str, Any]]]:
