@@ -51,9 +51,7 @@ class Site:
     def js(self, who: str | None, *args: str, source: str | None = None) -> Any:
         return json.loads(self.ok(who, *args, "--json", source=source))
 
-    def refused(
-        self, who: str | None, *args: str, source: str | None = None, code: int = 3
-    ) -> str:
+    def refused(self, who: str | None, *args: str, source: str | None = None, code: int = 3) -> str:
         """The command fails with exit ``code`` (docs/cli.md "Exit codes": 3 = refused)."""
         out = self.run(who, *args, source=source)
         assert out.returncode == code, (args, out.stdout, out.stderr)
