@@ -119,7 +119,9 @@ def test_wording_of_server_messages() -> None:
 
 # ── tables ─────────────────────────────────────────────────────────────────────────────────
 def test_piped_tables_are_plain_and_keep_every_id_whole(served: Served) -> None:
-    served.ok("key", "create", "admin", "--note", "n" * 120)
+    # Admins make keys for service accounts only (rule own-credential).
+    served.ok("service", "add", "table-bot", "--org", "internal")
+    served.ok("key", "create", "table-bot", "--note", "n" * 120)
     keys = served.as_json("key", "list")
     out = served.ok("key", "list", env={"COLUMNS": "60"})
     assert "│" not in out and "…" not in out

@@ -51,9 +51,10 @@ class Site:
     def js(self, who: str | None, *args: str, source: str | None = None) -> Any:
         return json.loads(self.ok(who, *args, "--json", source=source))
 
-    def refused(self, who: str | None, *args: str, source: str | None = None) -> str:
+    def refused(self, who: str | None, *args: str, source: str | None = None, code: int = 3) -> str:
+        """The command fails with exit ``code`` (docs/cli.md "Exit codes": 3 = refused)."""
         out = self.run(who, *args, source=source)
-        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert out.returncode == code, (args, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
         return str(out.stderr)
 
@@ -140,7 +141,8 @@ def test_two_admins_invite_enroll_approve_and_lift(site: Site) -> None:
     invite_with_second_admin(s, "eve", "--role", "approver", source="127.0.6.1")
     assert s.js("dee", "whoami")["invited_by_name"] == "ana"
 
-    s.ok(
+    # A critical model is a proposal too: ben applies it.
+    out = s.ok(
         "ana",
         "model",
         "add",
@@ -152,6 +154,9 @@ def test_two_admins_invite_enroll_approve_and_lift(site: Site) -> None:
         "--level",
         "critical",
     )
+    change = re.search(r"(chg_[0-9a-f]{16}): proposed", out)
+    assert change is not None, out
+    s.ok("ben", "change", "approve", change.group(1))
     request = s.js(
         "cody", "access", "request", "--model", "oracle", "--for", "1h", "--reason", "incident 42"
     )
@@ -288,7 +293,7 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     dee_key = s.keys["dee"].split("_")[1]
     rotated = s.js("ana", "key", "rotate", dee_key)
     assert "key" not in rotated and CODE_RE.fullmatch(rotated["enrollment_code"])
-    assert s.run("dee", "whoami").returncode == 2  # revoked at once, no grace
+    assert s.run("dee", "whoami").returncode == 3  # refused (401): revoked at once, no grace
     s.enroll("dee", rotated["enrollment_code"], "127.0.5.1")
     assert s.js("dee", "whoami")["credential_provenance"] == "enrolled"
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.support.admin import admin_call
-from tests.support.callers import register_model, service_key
+from tests.support.callers import approve_as_second_admin, register_model, service_key
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -117,7 +117,10 @@ async def test_an_admin_allowed_extra_field_reaches_that_models_upstream_only(wo
             "extra_fields": ["top_k", "chat_template_kwargs"],
         },
     )
-    assert status == 201, answer
+    # The mock upstream also serves the restricted cyber-model: a proposal, and the extra
+    # fields are kept through a second admin's approval.
+    assert status == 202, answer
+    await approve_as_second_admin(world, answer["pending"]["id"])
     status, shown = await admin_call(world, world.admin_key, "GET", "/models/vllm-model")
     assert shown["extra_fields"] == ["chat_template_kwargs", "top_k"]
     key = await set_up(world)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.admin import admin_call
+from tests.support.admin import admin_call, make_admin
 from tests.support.world import World
 
 
@@ -26,8 +26,32 @@ async def service_key(world: World, name: str = "svc-caller") -> str:
 
 
 async def register_model(world: World, name: str, port: int, **fields: Any) -> None:
-    """A model at level internal served by the upstream on 127.0.0.1:``port``; reloaded."""
+    """A model at level internal served by the upstream on 127.0.0.1:``port``; reloaded.
+
+    When the admin API makes it a proposal (the mock upstream also serves the world's
+    restricted cyber-model, so a new model there takes two admins), a second security-admin
+    approves it."""
     body = {"name": name, "upstream_url": f"http://127.0.0.1:{port}/v1", **fields}
     status, answer = await admin_call(world, world.admin_key, "POST", "/models", body)
-    assert status == 201, answer
+    if status == 202:
+        answer = await approve_as_second_admin(world, answer["pending"]["id"])
+    else:
+        assert status == 201, answer
+    assert answer["name"] == name, answer
     await world.reload()
+
+
+async def approve_as_second_admin(world: World, change_id: str) -> dict[str, Any]:
+    """A second security-admin (seated once per world, with a key of their own) approves
+    the pending change ``change_id`` through the admin API; returns what it applied."""
+    key = world.keys.get(SECOND_ADMIN)
+    if key is None:
+        key = world.keys[SECOND_ADMIN] = make_admin(world, SECOND_ADMIN, ["security-admin"])
+        await world.reload()
+    status, approved = await admin_call(world, key, "POST", f"/changes/{change_id}/approve", {})
+    assert status == 200, approved
+    result: dict[str, Any] = approved["result"]
+    return result
+
+
+SECOND_ADMIN = "sec-second"  # the approving admin these helpers seat
