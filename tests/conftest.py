@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.world import World, start_world, stop_world
+
+# Gateways started in this process listen for metrics only where a test asks (their configs,
+# written by `garrison init`, name the one default port: parallel workers would fight over it).
+os.environ.setdefault("GARRISON_METRICS_LISTEN", "")
 
 
 @pytest.fixture

@@ -41,8 +41,9 @@
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
 ``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
-``GARRISON_WITNESS_DIR``; for the CLI, ``GARRISON_ADMIN_URL`` and ``GARRISON_ADMIN_KEY`` (the key
-itself, e.g. from a secrets manager; it wins over ``credential_file``).
+``GARRISON_WITNESS_DIR``, ``GARRISON_METRICS_LISTEN``; for the CLI, ``GARRISON_ADMIN_URL`` and
+``GARRISON_ADMIN_KEY`` (the key itself, e.g. from a secrets manager; it wins over
+``credential_file``).
 """
 
 from __future__ import annotations
@@ -258,7 +259,12 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         admin_url=env.get("GARRISON_ADMIN_URL") or admin.get("url") or None,
         admin_credential_file=credential_file,
         lock_stale_mode=_stale_mode(data.get("locks", {}), path),
-        metrics_listen=_metrics_listen(data.get("metrics", {}), path),
+        metrics_listen=_metrics_listen(
+            {"listen": env["GARRISON_METRICS_LISTEN"]}
+            if "GARRISON_METRICS_LISTEN" in env
+            else data.get("metrics", {}),
+            path,
+        ),
         metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
     )

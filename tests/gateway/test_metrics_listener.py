@@ -98,7 +98,7 @@ async def test_a_taken_metrics_port_leaves_the_gateway_serving(make_world: MakeW
 
 def test_init_puts_the_metrics_listener_on_loopback(tmp_path: Path) -> None:
     done = init(tmp_path / "data")
-    settings = load_settings(done.config_path)
+    settings = load_settings(done.config_path, env={})  # the file alone
     assert settings.metrics_listen == DEFAULT_METRICS_LISTEN
     assert settings.metrics_listen.startswith("127.0.0.1:")
     assert settings.metrics_model_labels is False

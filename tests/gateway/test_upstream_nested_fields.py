@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.gateway.test_upstream_fields import USER, allowed, forwarded, post, set_up
-from tests.support.admin import admin_call
+from tests.support.callers import register_model
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -22,20 +22,16 @@ pytestmark = pytest.mark.e2e
 async def test_a_template_inside_chat_template_kwargs_never_reaches_the_upstream(
     world: World,
 ) -> None:
-    status, answer = await admin_call(
+    # (On the mock that also serves the restricted cyber-model: a proposal, approved by a
+    # second admin; the allowed extra field survives the approval.)
+    await register_model(
         world,
-        world.admin_key,
-        "POST",
-        "/models",
-        {
-            "name": "vllm-model",
-            "upstream_url": f"http://127.0.0.1:{world.mock.port}/v1",
-            "upstream_model": "mock-small",
-            "upstream_key": UPSTREAM_KEY,
-            "extra_fields": ["chat_template_kwargs"],
-        },
+        "vllm-model",
+        world.mock.port,
+        upstream_model="mock-small",
+        upstream_key=UPSTREAM_KEY,
+        extra_fields=["chat_template_kwargs"],
     )
-    assert status == 201, answer
     key = await set_up(world)
     kwargs = {
         "enable_thinking": False,

@@ -43,6 +43,7 @@ class MetricsListener:
             await site.start()
         except OSError as exc:
             log.error("METRICS LISTENER NOT STARTED on %s:%d: %s", self.host, self.port, exc)
+            await self._runner.cleanup()
             return None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
