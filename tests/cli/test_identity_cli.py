@@ -289,13 +289,25 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     )
     assert any(a["rule_id"] == "enroll-by-inviter" for a in s.js("ana", "alerts"))
 
-    # 6. An admin rotating a person's key gets a code for them, never a secret.
+    # 6. An admin rotating a person's key never gets a secret; for an approver (a role) not
+    # even a code: a second admin approves the new invitation first.
     dee_key = s.keys["dee"].split("_")[1]
     rotated = s.js("ana", "key", "rotate", dee_key)
-    assert "key" not in rotated and CODE_RE.fullmatch(rotated["enrollment_code"])
+    assert "key" not in rotated and "enrollment_code" not in rotated
+    assert rotated["state"] == "revoked" and "user invite" in rotated["invite"]
     assert s.run("dee", "whoami").returncode == 3  # refused (401): revoked at once, no grace
-    s.enroll("dee", rotated["enrollment_code"], "127.0.5.1")
+    out = s.ok("ana", "user", "invite", "dee")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None and CODE_RE.search(out) is None, out
+    s.ok("ben", "change", "approve", change.group(1))
+    code = CODE_RE.search(s.ok("ana", "user", "invite", "dee"))
+    assert code is not None
+    s.enroll("dee", code.group(0), "127.0.5.1")
     assert s.js("dee", "whoami")["credential_provenance"] == "enrolled"
+    # A person with nothing beyond internal gets the code from the rotation itself.
+    s.enroll("fay", CODE_RE.search(s.ok("ben", "user", "invite", "fay")).group(0), "127.0.8.1")
+    rotated = s.js("ana", "key", "rotate", s.keys["fay"].split("_")[1])
+    assert CODE_RE.fullmatch(rotated["enrollment_code"])
 
     # 7. People make their own keys; the listing shows who made each and how.
     mine = s.js("dee", "key", "create", "--self", "--expires-in", "1d")
@@ -305,3 +317,19 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     # ben's break-glass key is one someone else made for a person: `keys audit` lists it.
     audit = s.js("ana", "keys", "audit")
     assert [k["provenance"] for k in audit] == ["break-glass"]
+
+
+def test_one_admin_cannot_rotate_another_admin_into_their_own_hands(site: Site) -> None:
+    """ana rotates ben's key: ben's key is revoked, but ana gets no enrollment code for ben,
+    so she cannot redeem it from an address she never used and approve her own change as
+    ben (a code for anyone with a role, a compartment or a clearance above internal is
+    issued only under a second admin's approval)."""
+    s = site
+    ben_key = s.keys["ben"].split("_")[1]
+    out = s.run("ana", "key", "rotate", ben_key, "--json")
+    assert CODE_RE.search(out.stdout + out.stderr) is None, out.stdout
+    assert s.run("ben", "whoami").returncode == 3  # ben's key is revoked all the same
+    # A vendor-wide rotation of the internal org gives ana no code for ben either.
+    out = s.run("ana", "key", "rotate", "--vendor", "internal", "--reason", "breach", "--json")
+    assert CODE_RE.search(out.stdout + out.stderr) is None, out.stdout
+    assert not [e for e in s.events("enrollment.issued") if e["data"]["name"] == "ben"][1:]

@@ -234,6 +234,13 @@ async def rotate_key(ctx: Ctx) -> Any:
         if canary:
             await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
         ctx.status = 200
+        if invitation is None:
+            return {
+                "rotated_from": key_id,
+                "state": "revoked",
+                "invite": "this person needs a second admin's approval for a new code: "
+                "`garrison user invite` proposes it",
+            }
         return {"rotated_from": key_id, "state": "revoked", **invitation.public()}
     created = await ctx.write(
         rotate,

@@ -301,6 +301,10 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
         click.echo(f"key {issued.get('rotated_from', '')} revoked now (a person's key)")
         show_code(issued)
         return
+    if "invite" in issued:
+        click.echo(f"key {issued.get('rotated_from', '')} revoked now (a person's key)")
+        click.echo(str(issued["invite"]))
+        return
     click.echo(f"key id:  {issued['id']}")
     if "provenance" in issued:
         click.echo(f"provenance: {issued['provenance']}")

@@ -621,7 +621,10 @@ class Directory:
                 ):
                     continue  # locked: revoked above, and no new key while the lock holds
                 if person.kind == PrincipalKind.HUMAN.value:
-                    # A person's key is theirs to make: they get a new enrollment code.
+                    # A person's key is theirs to make: they get a new enrollment code (one
+                    # who needs a second admin's approval is invited again instead).
+                    if enrollment.needs_second_admin(person):
+                        continue
                     issued.append(
                         enrollment.issue(self, conn, person, now=now, why="vendor rotation")
                     )
