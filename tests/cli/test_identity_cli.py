@@ -333,3 +333,59 @@ def test_one_admin_cannot_rotate_another_admin_into_their_own_hands(site: Site) 
     out = s.run("ana", "key", "rotate", "--vendor", "internal", "--reason", "breach", "--json")
     assert CODE_RE.search(out.stdout + out.stderr) is None, out.stdout
     assert not [e for e in s.events("enrollment.issued") if e["data"]["name"] == "ben"][1:]
+
+
+def test_a_rotation_mints_no_service_key_above_the_issuers_reach(site: Site) -> None:
+    """A vendor-manager cleared for internal may not create a key for their vendor's
+    restricted service account (a second admin approves that); rotating the account's
+    existing key, or the whole vendor's keys, must not hand them one either."""
+    s = site
+    s.ok(
+        "ana",
+        "vendor",
+        "add",
+        "acme",
+        "--sponsor",
+        "ana",
+        "--contract-end",
+        "2099-01-01",
+        "--network",
+        "127.0.0.0/8",
+        "--seats",
+        "5",
+        "--ceiling",
+        "restricted",
+    )
+    s.ok("ana", "vendor", "activate", "acme")
+    out = s.ok("ana", "user", "add", "vic", "--org", "acme", "--role", "vendor-manager")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None
+    s.ok("ben", "change", "approve", change.group(1))
+    code = CODE_RE.search(s.ok("ana", "user", "invite", "vic"))
+    assert code is not None
+    s.enroll("vic", code.group(0), "127.0.7.1")
+    out = s.ok("ana", "service", "add", "rbot", "--org", "acme", "--clearance", "restricted")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None
+    s.ok("ben", "change", "approve", change.group(1))
+    # vic creating a key for it is a proposal; ben approves; vic creates the one key.
+    out = s.ok("vic", "key", "create", "rbot")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None and "gk_" not in out, out
+    s.ok("ben", "change", "approve", change.group(1))
+    made = s.js("vic", "key", "create", "rbot")
+    key_id = made["id"]
+
+    # The approval counted once: rotating it is a new proposal, not a key ...
+    out = s.ok("vic", "key", "rotate", key_id, "--grace", "1h")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert "gk_" not in out and change is not None, out
+    # ... which, approved, lets the proposer rotate it once.
+    s.ok("ben", "change", "approve", change.group(1))
+    rotated = s.js("vic", "key", "rotate", key_id, "--grace", "1h")
+    assert rotated["provenance"] == "service" and rotated["rotated_from"] == key_id
+    out = s.ok("vic", "key", "rotate", rotated["id"])
+    assert "gk_" not in out and re.search(r"chg_[0-9a-f]{16}", out), out
+    # A vendor rotation revokes the account's keys but hands vic no new one.
+    out = s.ok("vic", "key", "rotate", "--vendor", "acme", "--reason", "drill", "--json")
+    assert "gk_" not in out, out
