@@ -389,3 +389,31 @@ def test_a_rotation_mints_no_service_key_above_the_issuers_reach(site: Site) -> 
     # A vendor rotation revokes the account's keys but hands vic no new one.
     out = s.ok("vic", "key", "rotate", "--vendor", "acme", "--reason", "drill", "--json")
     assert "gk_" not in out, out
+
+
+def test_a_lock_on_a_key_covers_the_keys_made_with_it(site: Site) -> None:
+    """A thief holding a person's leaked key mints a `--self` key with it before the leak is
+    seen; locking the leaked key must cut that one too (like a key rotated from it)."""
+    s = site
+    code = CODE_RE.search(s.ok("ben", "user", "add", "fay", "--org", "internal"))
+    assert code is not None
+    s.enroll("fay", code.group(0), "127.0.8.1")
+    leaked = s.keys["fay"].split("_")[1]
+    minted = s.js("fay", "key", "create", "--self", "--expires-in", "1d")
+    s.keys["minted"] = minted["key"]
+    grandchild = s.js("minted", "key", "create", "--self", "--expires-in", "1d")
+    s.keys["grandchild"] = grandchild["key"]
+
+    def status(who: str) -> int:
+        r = httpx.get(
+            f"{s.url}/v1/models", headers={"authorization": f"Bearer {s.keys[who]}"}, timeout=10
+        )
+        return r.status_code
+
+    assert status("grandchild") == 200
+    s.ok("ana", "lock", "credential", leaked, "--reason", "leaked on a paste site")
+    for who in ("fay", "minted", "grandchild"):
+        deadline = time.monotonic() + 5
+        while status(who) == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status(who) in (401, 403), who
