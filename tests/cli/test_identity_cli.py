@@ -417,3 +417,15 @@ def test_a_lock_on_a_key_covers_the_keys_made_with_it(site: Site) -> None:
         while status(who) == 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert status(who) in (401, 403), who
+
+
+def test_a_locked_inviter_cannot_cash_a_code_they_issued_before_the_lock(site: Site) -> None:
+    """ana, an insider, invites a placeholder person, keeps the code, and is locked; the code
+    redeemed from a fresh address would hand her a working key after the lock: refused."""
+    s = site
+    code = CODE_RE.search(s.ok("ana", "user", "add", "zed", "--org", "internal"))
+    assert code is not None
+    s.ok("ben", "lock", "principal", "ana", "--reason", "insider")
+    err = s.refused(None, "enroll", code.group(0), source="127.0.9.1")
+    assert "locked" in err
+    assert not s.events("enrollment.redeemed")[2:]  # ana and ben at start-up, nobody since

@@ -249,6 +249,25 @@ def rotate_person_key(
         return issue(d, conn, row, now=now, why="rotation")
 
 
+def _refuse_if_inviter_locked(conn: sa.Connection, inviter: str, now: float) -> None:
+    """A code is a key in waiting its inviter held: while a lock covers the inviter (or
+    their org), it is not redeemed (a locked insider's pre-issued code stays dead)."""
+    from garrison.store import key_containment
+
+    org = conn.execute(
+        sa.select(schema.principals.c.org_id).where(schema.principals.c.id == inviter)
+    ).scalar()
+    if org is None:
+        return  # issued on the host (`garrison init`), not by a principal
+    key_containment.refuse_if_locked(
+        conn,
+        principal_id=inviter,
+        org_id=org,
+        now=now,
+        action="redeem a code issued by a locked inviter",
+    )
+
+
 def _inviter_addresses(conn: sa.Connection, inviter: str, now: float) -> set[str]:
     """Addresses the inviter's calls and admin actions came from in the window."""
     c, ev = schema.credentials, schema.audit_events
@@ -417,6 +436,7 @@ def redeem(
                 "raised; ask for a new invitation)",
             )
         else:
+            _refuse_if_inviter_locked(conn, row.invited_by, now)
             person = _lookup(conn, schema.principals, row.principal_id, "principal")
             own = Directory(
                 d.engine,
