@@ -289,13 +289,25 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     )
     assert any(a["rule_id"] == "enroll-by-inviter" for a in s.js("ana", "alerts"))
 
-    # 6. An admin rotating a person's key gets a code for them, never a secret.
+    # 6. An admin rotating a person's key never gets a secret; for an approver (a role) not
+    # even a code: a second admin approves the new invitation first.
     dee_key = s.keys["dee"].split("_")[1]
     rotated = s.js("ana", "key", "rotate", dee_key)
-    assert "key" not in rotated and CODE_RE.fullmatch(rotated["enrollment_code"])
+    assert "key" not in rotated and "enrollment_code" not in rotated
+    assert rotated["state"] == "revoked" and "user invite" in rotated["invite"]
     assert s.run("dee", "whoami").returncode == 3  # refused (401): revoked at once, no grace
-    s.enroll("dee", rotated["enrollment_code"], "127.0.5.1")
+    out = s.ok("ana", "user", "invite", "dee")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None and CODE_RE.search(out) is None, out
+    s.ok("ben", "change", "approve", change.group(1))
+    code = CODE_RE.search(s.ok("ana", "user", "invite", "dee"))
+    assert code is not None
+    s.enroll("dee", code.group(0), "127.0.5.1")
     assert s.js("dee", "whoami")["credential_provenance"] == "enrolled"
+    # A person with nothing beyond internal gets the code from the rotation itself.
+    s.enroll("fay", CODE_RE.search(s.ok("ben", "user", "invite", "fay")).group(0), "127.0.8.1")
+    rotated = s.js("ana", "key", "rotate", s.keys["fay"].split("_")[1])
+    assert CODE_RE.fullmatch(rotated["enrollment_code"])
 
     # 7. People make their own keys; the listing shows who made each and how.
     mine = s.js("dee", "key", "create", "--self", "--expires-in", "1d")
@@ -305,3 +317,115 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     # ben's break-glass key is one someone else made for a person: `keys audit` lists it.
     audit = s.js("ana", "keys", "audit")
     assert [k["provenance"] for k in audit] == ["break-glass"]
+
+
+def test_one_admin_cannot_rotate_another_admin_into_their_own_hands(site: Site) -> None:
+    """ana rotates ben's key: ben's key is revoked, but ana gets no enrollment code for ben,
+    so she cannot redeem it from an address she never used and approve her own change as
+    ben (a code for anyone with a role, a compartment or a clearance above internal is
+    issued only under a second admin's approval)."""
+    s = site
+    ben_key = s.keys["ben"].split("_")[1]
+    out = s.run("ana", "key", "rotate", ben_key, "--json")
+    assert CODE_RE.search(out.stdout + out.stderr) is None, out.stdout
+    assert s.run("ben", "whoami").returncode == 3  # ben's key is revoked all the same
+    # A vendor-wide rotation of the internal org gives ana no code for ben either.
+    out = s.run("ana", "key", "rotate", "--vendor", "internal", "--reason", "breach", "--json")
+    assert CODE_RE.search(out.stdout + out.stderr) is None, out.stdout
+    assert not [e for e in s.events("enrollment.issued") if e["data"]["name"] == "ben"][1:]
+
+
+def test_a_rotation_mints_no_service_key_above_the_issuers_reach(site: Site) -> None:
+    """A vendor-manager cleared for internal may not create a key for their vendor's
+    restricted service account (a second admin approves that); rotating the account's
+    existing key, or the whole vendor's keys, must not hand them one either."""
+    s = site
+    s.ok(
+        "ana",
+        "vendor",
+        "add",
+        "acme",
+        "--sponsor",
+        "ana",
+        "--contract-end",
+        "2099-01-01",
+        "--network",
+        "127.0.0.0/8",
+        "--seats",
+        "5",
+        "--ceiling",
+        "restricted",
+    )
+    s.ok("ana", "vendor", "activate", "acme")
+    out = s.ok("ana", "user", "add", "vic", "--org", "acme", "--role", "vendor-manager")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None
+    s.ok("ben", "change", "approve", change.group(1))
+    code = CODE_RE.search(s.ok("ana", "user", "invite", "vic"))
+    assert code is not None
+    s.enroll("vic", code.group(0), "127.0.7.1")
+    out = s.ok("ana", "service", "add", "rbot", "--org", "acme", "--clearance", "restricted")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None
+    s.ok("ben", "change", "approve", change.group(1))
+    # vic creating a key for it is a proposal; ben approves; vic creates the one key.
+    out = s.ok("vic", "key", "create", "rbot")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None and "gk_" not in out, out
+    s.ok("ben", "change", "approve", change.group(1))
+    made = s.js("vic", "key", "create", "rbot")
+    key_id = made["id"]
+
+    # The approval counted once: rotating it is a new proposal, not a key ...
+    out = s.ok("vic", "key", "rotate", key_id, "--grace", "1h")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert "gk_" not in out and change is not None, out
+    # ... which, approved, lets the proposer rotate it once.
+    s.ok("ben", "change", "approve", change.group(1))
+    rotated = s.js("vic", "key", "rotate", key_id, "--grace", "1h")
+    assert rotated["provenance"] == "service" and rotated["rotated_from"] == key_id
+    out = s.ok("vic", "key", "rotate", rotated["id"])
+    assert "gk_" not in out and re.search(r"chg_[0-9a-f]{16}", out), out
+    # A vendor rotation revokes the account's keys but hands vic no new one.
+    out = s.ok("vic", "key", "rotate", "--vendor", "acme", "--reason", "drill", "--json")
+    assert "gk_" not in out, out
+
+
+def test_a_lock_on_a_key_covers_the_keys_made_with_it(site: Site) -> None:
+    """A thief holding a person's leaked key mints a `--self` key with it before the leak is
+    seen; locking the leaked key must cut that one too (like a key rotated from it)."""
+    s = site
+    code = CODE_RE.search(s.ok("ben", "user", "add", "fay", "--org", "internal"))
+    assert code is not None
+    s.enroll("fay", code.group(0), "127.0.8.1")
+    leaked = s.keys["fay"].split("_")[1]
+    minted = s.js("fay", "key", "create", "--self", "--expires-in", "1d")
+    s.keys["minted"] = minted["key"]
+    grandchild = s.js("minted", "key", "create", "--self", "--expires-in", "1d")
+    s.keys["grandchild"] = grandchild["key"]
+
+    def status(who: str) -> int:
+        r = httpx.get(
+            f"{s.url}/v1/models", headers={"authorization": f"Bearer {s.keys[who]}"}, timeout=10
+        )
+        return r.status_code
+
+    assert status("grandchild") == 200
+    s.ok("ana", "lock", "credential", leaked, "--reason", "leaked on a paste site")
+    for who in ("fay", "minted", "grandchild"):
+        deadline = time.monotonic() + 5
+        while status(who) == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status(who) in (401, 403), who
+
+
+def test_a_locked_inviter_cannot_cash_a_code_they_issued_before_the_lock(site: Site) -> None:
+    """ana, an insider, invites a placeholder person, keeps the code, and is locked; the code
+    redeemed from a fresh address would hand her a working key after the lock: refused."""
+    s = site
+    code = CODE_RE.search(s.ok("ana", "user", "add", "zed", "--org", "internal"))
+    assert code is not None
+    s.ok("ben", "lock", "principal", "ana", "--reason", "insider")
+    err = s.refused(None, "enroll", code.group(0), source="127.0.9.1")
+    assert "locked" in err
+    assert not s.events("enrollment.redeemed")[2:]  # ana and ben at start-up, nobody since

@@ -34,6 +34,16 @@ def test_the_limiter_holds_per_source_and_overall() -> None:
     assert allowed == ENROLL_ATTEMPTS_GLOBAL
 
 
+def test_an_ipv6_guesser_rotating_through_their_64_is_one_source() -> None:
+    lim = EnrollLimiter()
+    allowed = sum(lim.allow(f"2001:db8:1:2::{i:x}", 0.0) for i in range(200))
+    assert allowed == ENROLL_ATTEMPTS_PER_SOURCE
+    assert lim.allow("2001:db8:1:3::1", 0.0)  # another /64 is another source
+    # The IPv4-mapped form of an address is that address.
+    assert all(lim.allow("192.0.2.7", 0.0) for _ in range(ENROLL_ATTEMPTS_PER_SOURCE))
+    assert not lim.allow("::ffff:192.0.2.7", 0.0)
+
+
 def test_a_code_lives_at_most_a_day() -> None:
     assert ENROLL_CODE_TTL_S <= 24 * 3600
 

@@ -603,7 +603,11 @@ async def rotate_vendor_keys(ctx: Ctx) -> Any:
     ref = ctx.request.match_info["ref"]
     await ctx.require(Action.ROTATE_KEY, "org", ref)
     issued = await ctx.write(
-        ctx.directory().rotate_vendor_keys, ref, now=ctx.now, reason=body.reason
+        ctx.directory().rotate_vendor_keys,
+        ref,
+        now=ctx.now,
+        reason=body.reason,
+        may_issue=lambda row: not identity_api.exceeds(ctx.admin, row),
     )
     return {"vendor": ref, "issued": [identity_api.issued_any(k) for k in issued]}
 

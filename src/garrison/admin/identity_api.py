@@ -101,7 +101,7 @@ def approver_directory(ctx: Ctx, **more: Any) -> Directory:
     return directory
 
 
-def _exceeds(admin: Any, target: Any) -> bool:
+def exceeds(admin: Any, target: Any) -> bool:
     return Level(target.clearance) > admin.clearance or bool(
         parse_compartments(target.compartments) - admin.compartments
     )
@@ -125,7 +125,7 @@ async def create_key(ctx: Ctx) -> Any:
             ),
         )
     change_id = None
-    if _exceeds(ctx.admin, target):
+    if exceeds(ctx.admin, target):
         change_id = await ctx.read(
             changes_rules.approved_unused, ("service-key",), (target.id,), ctx.admin.id, ctx.now
         )
@@ -234,7 +234,35 @@ async def rotate_key(ctx: Ctx) -> Any:
         if canary:
             await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
         ctx.status = 200
+        if invitation is None:
+            return {
+                "rotated_from": key_id,
+                "state": "revoked",
+                "invite": "this person needs a second admin's approval for a new code: "
+                "`garrison user invite` proposes it",
+            }
         return {"rotated_from": key_id, "state": "revoked", **invitation.public()}
+    change_id = None
+    target = None if holder is None else await ctx.read(_principal_row, holder.id)
+    if target is not None and exceeds(ctx.admin, target):
+        # A successor is a new key: above the issuer's own reach it takes a second admin,
+        # exactly like creating one (else a rotation mints what creation refuses).
+        change_id = await ctx.read(
+            changes_rules.approved_unused, ("service-key",), (target.id,), ctx.admin.id, ctx.now
+        )
+        if change_id is None:
+            from garrison.admin import access_api
+
+            return await access_api.propose(
+                ctx,
+                "service-key",
+                target.id,
+                {"principal": target.id, "rotate": key_id},
+                f"rotate key {key_id} of service account {target.name} "
+                f"({Level(target.clearance).label} "
+                f"{sorted(parse_compartments(target.compartments))}), above the issuer's own "
+                "clearance; once approved, the proposer rotates it",
+            )
     created = await ctx.write(
         rotate,
         key_id,
@@ -242,6 +270,7 @@ async def rotate_key(ctx: Ctx) -> Any:
         grace_s=body.grace_s,
         reason=body.reason,
         provenance=Provenance.SERVICE,
+        change_id=change_id,
     )
     if canary:
         await canary_guard.raise_alert(ctx, key_id, "rotate", "done")

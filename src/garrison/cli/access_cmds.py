@@ -170,6 +170,9 @@ def change_approve(change_id: str, config_path: Path, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
+    if "result" not in result:  # an authorising change: the proposer takes the step
+        click.echo(f"{change_id}: approved; {result.get('for', 'the proposer')} may now proceed")
+        return
     click.echo(f"{change_id}: approved and applied {result['result']}")
 
 

@@ -301,6 +301,13 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
         click.echo(f"key {issued.get('rotated_from', '')} revoked now (a person's key)")
         show_code(issued)
         return
+    if "pending" in issued:  # above the issuer's reach: a second admin approves first
+        _show_pending(issued["pending"])  # type: ignore[arg-type]
+        return
+    if "invite" in issued:
+        click.echo(f"key {issued.get('rotated_from', '')} revoked now (a person's key)")
+        click.echo(str(issued["invite"]))
+        return
     click.echo(f"key id:  {issued['id']}")
     if "provenance" in issued:
         click.echo(f"provenance: {issued['provenance']}")

@@ -9,6 +9,7 @@ and the log readable; they do not make a code guessable).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 
 # Window over which attempts are counted.
@@ -20,6 +21,24 @@ ENROLL_ATTEMPTS_GLOBAL = 100
 # Source addresses remembered at once (the oldest is forgotten first): bounds memory under a
 # spray from many addresses, which the global limit stops anyway.
 ENROLL_SOURCES_MAX = 10_000
+# An IPv6 source is counted by its /64: one host commonly holds a whole /64 and can rotate
+# through it, which would make the per-source limit no limit (and let one guesser spend the
+# global budget everyone else enrolls with).
+ENROLL_IPV6_SOURCE_PREFIX = 64
+
+
+def source_key(source: str) -> str:
+    """The bucket an address is counted in: an IPv4 address (IPv4-mapped IPv6 unwrapped)
+    as itself, an IPv6 address by its /64; anything unparseable as given."""
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/{ENROLL_IPV6_SOURCE_PREFIX}", strict=False))
+    return str(ip)
 
 
 class EnrollLimiter:
@@ -43,6 +62,7 @@ class EnrollLimiter:
 
     def allow(self, source: str, now: float) -> bool:
         """Count one attempt from ``source``; False when a limit is already reached."""
+        source = source_key(source)
         since = now - self.window_s
         self._trim(self._all, since)
         times = self._sources.get(source)

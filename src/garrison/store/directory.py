@@ -478,8 +478,10 @@ class Directory:
         grace_s: float = 0.0,
         reason: str = "",
         provenance: Provenance | None = None,
+        change_id: str | None = None,
     ) -> CreatedKey:
         """Issue a successor to a live key and retire the old one, in one transaction.
+        ``change_id``: the approved change that authorised it, spent here (once).
 
         The successor keeps the principal, networks, note and lifetime (clipped as any new
         key is). The old key is revoked now, or, with ``grace_s``, expires that much later so
@@ -501,6 +503,8 @@ class Directory:
             if old.expires_at is not None and old.expires_at <= now:
                 raise Conflict(f"key {key_id!r} has expired; create a new key instead")
             row = _lookup(conn, schema.principals, old.principal_id, "principal")
+            if change_id is not None:
+                changes.mark_used(conn, change_id)
             lifetime = min(
                 KEY_MAX_LIFETIME_S,
                 (old.expires_at - old.created_at) if old.expires_at else KEY_MAX_LIFETIME_S,
@@ -561,14 +565,15 @@ class Directory:
         return incidents.update_incident(self, incident_id, **kw)
 
     def rotate_vendor_keys(
-        self, vendor: str, *, now: float, reason: str
+        self, vendor: str, *, now: float, reason: str, may_issue: Any = None
     ) -> list[CreatedKey | enrollment.Invitation]:
         """Containment: revoke every live key of a vendor's people and service accounts, all
         in one transaction; each active person gets a new enrollment code (they make their
         own key), each active service account a new key (networks of its newest live key,
         else the vendor's). Codes and keys are returned for showing once. A vendor that
         cannot be issued keys (suspended, expired, offboarded, past its contract end) only
-        has its keys revoked."""
+        has its keys revoked. ``may_issue(row)``: whether the caller may be handed a new key
+        for service account ``row`` alone (one above their reach is only revoked)."""
         if len(reason) > NAME_MAX_CHARS:
             raise BadRequest(f"reason is longer than {NAME_MAX_CHARS} characters")
         p, c = schema.principals, schema.credentials
@@ -621,11 +626,16 @@ class Directory:
                 ):
                     continue  # locked: revoked above, and no new key while the lock holds
                 if person.kind == PrincipalKind.HUMAN.value:
-                    # A person's key is theirs to make: they get a new enrollment code.
+                    # A person's key is theirs to make: they get a new enrollment code (one
+                    # who needs a second admin's approval is invited again instead).
+                    if enrollment.needs_second_admin(person):
+                        continue
                     issued.append(
                         enrollment.issue(self, conn, person, now=now, why="vendor rotation")
                     )
                     continue
+                if may_issue is not None and not may_issue(person):
+                    continue  # above the caller's reach: a new key takes a second admin
                 nets = parse_networks(live[0].networks) if live else ()
                 issued.append(
                     self._insert_key(

@@ -81,6 +81,20 @@ class Invitation:
         }
 
 
+def needs_second_admin(row: Any) -> bool:
+    """A code for this person is a key that approves or reaches beyond internal: it is issued
+    only under a change a second admin approved (an invitation), never by one admin alone
+    (a rotation hands the code to the rotating admin, who could redeem it elsewhere)."""
+    from garrison.domain import Level
+    from garrison.store.changes import new_principal_is_sensitive
+
+    return new_principal_is_sensitive(
+        Level(row.clearance),
+        orjson.loads(row.compartments or "[]"),
+        orjson.loads(row.roles or "[]"),
+    )
+
+
 class EnrollRefused(Forbidden):
     """A redemption refused; ``reason`` is for the audit log."""
 
@@ -181,9 +195,11 @@ def invite(d: Directory, ref: str, *, now: float, change_id: str | None = None) 
 
 def rotate_person_key(
     d: Directory, key_id: str, *, now: float, reason: str, grace_s: float = 0.0
-) -> Invitation:
+) -> Invitation | None:
     """An admin rotating a person's key: the key is revoked now (no grace) and the person
     gets a new enrollment code (returned, for delivery); the admin never gets a secret.
+    A person who holds a role, a compartment or a clearance above internal gets no code
+    here (None): they are invited again, which a second admin approves.
     Refused, with nothing written, while a lock covers the key (or a key it came from), the
     person or their org."""
     from garrison.store import key_containment
@@ -228,7 +244,28 @@ def rotate_person_key(
                 credential_id=key_id,
                 data={"reason": reason, "rotation": "re-enroll"},
             )
+        if needs_second_admin(row):
+            return None
         return issue(d, conn, row, now=now, why="rotation")
+
+
+def _refuse_if_inviter_locked(conn: sa.Connection, inviter: str, now: float) -> None:
+    """A code is a key in waiting its inviter held: while a lock covers the inviter (or
+    their org), it is not redeemed (a locked insider's pre-issued code stays dead)."""
+    from garrison.store import key_containment
+
+    org = conn.execute(
+        sa.select(schema.principals.c.org_id).where(schema.principals.c.id == inviter)
+    ).scalar()
+    if org is None:
+        return  # issued on the host (`garrison init`), not by a principal
+    key_containment.refuse_if_locked(
+        conn,
+        principal_id=inviter,
+        org_id=org,
+        now=now,
+        action="redeem a code issued by a locked inviter",
+    )
 
 
 def _inviter_addresses(conn: sa.Connection, inviter: str, now: float) -> set[str]:
@@ -399,6 +436,7 @@ def redeem(
                 "raised; ask for a new invitation)",
             )
         else:
+            _refuse_if_inviter_locked(conn, row.invited_by, now)
             person = _lookup(conn, schema.principals, row.principal_id, "principal")
             own = Directory(
                 d.engine,

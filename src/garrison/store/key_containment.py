@@ -1,5 +1,5 @@
 """Keys and locks: a locked key, person or vendor is issued no new key, and a lock on a key
-carries to the keys rotated from it.
+carries to the keys rotated from it and to the keys its holder made while presenting it.
 
 A rotation's lineage is read from the audit log itself (each ``credential.rotated`` event
 names its successor; each successor's ``credential.created`` names the key it came from),
@@ -45,14 +45,61 @@ def _linked(conn: sa.Connection, key_id: str, event: str, field: str) -> list[st
     return out
 
 
+def _made_with(conn: sa.Connection, key_id: str) -> list[str]:
+    """Keys the holder of ``key_id`` made for themselves while presenting it (``POST
+    /keys/self``, or rotating another of their keys): whoever held ``key_id`` holds those
+    too, so a lock on it must reach them. Read through the principal index."""
+    c = schema.credentials
+    holder = conn.execute(sa.select(c.c.principal_id).where(c.c.id == key_id)).scalar()
+    if holder is None:
+        return []
+    rows = conn.execute(
+        sa.select(ae.c.credential_id, ae.c.record).where(
+            ae.c.principal_id == holder,
+            ae.c.name == "credential.created",
+            ae.c.credential_id != key_id,
+        )
+    )
+    out = []
+    for credential_id, record in rows:
+        origin = (orjson.loads(record).get("data") or {}).get("origin") or {}
+        if origin.get("credential_id") == key_id and isinstance(credential_id, str):
+            out.append(credential_id)
+    return out
+
+
+def _made_by(conn: sa.Connection, key_id: str) -> list[str]:
+    """The key its holder presented to make ``key_id`` (if it is theirs too)."""
+    c = schema.credentials
+    out = []
+    for (record,) in conn.execute(
+        sa.select(ae.c.record).where(
+            ae.c.credential_id == key_id, ae.c.name == "credential.created"
+        )
+    ):
+        origin = (orjson.loads(record).get("data") or {}).get("origin") or {}
+        parent = origin.get("credential_id")
+        if isinstance(parent, str) and parent != key_id:
+            holders = conn.execute(
+                sa.select(c.c.principal_id).where(c.c.id.in_([parent, key_id]))
+            ).scalars()
+            if len(set(holders)) == 1:
+                out.append(parent)
+    return out
+
+
 def successors(conn: sa.Connection, key_id: str) -> list[str]:
-    """Every key rotated from ``key_id``, directly or through other rotations."""
+    """Every key rotated from ``key_id``, or made with it by its holder, directly or through
+    other such keys."""
     found: list[str] = []
     seen = {key_id}
     frontier = [key_id]
     while frontier and len(found) < LINEAGE_MAX_KEYS:
         current = frontier.pop()
-        for nxt in _linked(conn, current, "credential.rotated", "successor"):
+        for nxt in [
+            *_linked(conn, current, "credential.rotated", "successor"),
+            *_made_with(conn, current),
+        ]:
             if nxt not in seen:
                 seen.add(nxt)
                 found.append(nxt)
@@ -61,17 +108,22 @@ def successors(conn: sa.Connection, key_id: str) -> list[str]:
 
 
 def ancestors(conn: sa.Connection, key_id: str) -> list[str]:
-    """The keys ``key_id`` was rotated from, nearest first."""
+    """The keys ``key_id`` was rotated from or made with (by the same holder), nearest
+    first."""
     found: list[str] = []
     seen = {key_id}
-    current: str | None = key_id
-    while current is not None and len(found) < LINEAGE_MAX_KEYS:
-        parents = _linked(conn, current, "credential.created", "rotated_from")
-        current = parents[0] if parents and parents[0] not in seen else None
-        if current is not None:
-            seen.add(current)
-            found.append(current)
-    return found
+    frontier = [key_id]
+    while frontier and len(found) < LINEAGE_MAX_KEYS:
+        current = frontier.pop(0)
+        for parent in [
+            *_linked(conn, current, "credential.created", "rotated_from"),
+            *_made_by(conn, current),
+        ]:
+            if parent not in seen:
+                seen.add(parent)
+                found.append(parent)
+                frontier.append(parent)
+    return found[:LINEAGE_MAX_KEYS]
 
 
 def _active_lock(conn: sa.Connection, kind: LockKind, targets: Iterable[str], now: float) -> Any:
