@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from garrison.gateway.limits import MAX_ERROR_MESSAGE_CHARS
-from garrison.gateway.scrub import scrub_message, upstream_error_message
+from garrison.gateway.scrub import scrub_message
 
 
 def scrub(text: str, replace: dict[str, str] | None = None) -> str:
@@ -152,29 +152,3 @@ def test_version_like_numbers_are_kept() -> None:
     assert scrub("temperature must be between 0.0 and 2.0") == (
         "temperature must be between 0.0 and 2.0"
     )
-
-
-# ── upstream_error_message ────────────────────────────────────────────────────────────────
-
-
-def test_message_is_read_from_an_openai_error_body() -> None:
-    raw = b'{"error": {"message": "too long", "type": "invalid_request_error"}}'
-    assert upstream_error_message(raw) == "too long"
-
-
-def test_message_is_read_from_an_anthropic_error_body() -> None:
-    raw = b'{"type": "error", "error": {"type": "invalid_request_error", "message": "too long"}}'
-    assert upstream_error_message(raw) == "too long"
-
-
-def test_message_is_read_from_a_string_error() -> None:
-    assert upstream_error_message(b'{"error": "too long"}') == "too long"
-
-
-def test_message_is_read_from_a_fastapi_detail() -> None:
-    assert upstream_error_message(b'{"detail": "too long"}') == "too long"
-
-
-@pytest.mark.parametrize("raw", [b"", b"<html>502</html>", b"[1]", b'{"error": 3}', b"{}"])
-def test_unreadable_error_body_gives_empty_message(raw: bytes) -> None:
-    assert upstream_error_message(raw) == ""

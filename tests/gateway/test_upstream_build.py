@@ -13,7 +13,7 @@ from garrison.gateway.apis import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, REDIR
 from garrison.gateway.upstream import (
     ANTHROPIC_DEFAULT_VERSION,
     REQUEST_ID_HEADER,
-    upstream_body,
+    build_upstream_body,
     upstream_headers,
     upstream_url,
 )
@@ -22,6 +22,12 @@ UPSTREAM_KEY = "sk-upstream-abcdef0123456789"
 REQUEST_ID = "3f1c0e4e-8a57-4a53-9f3b-7b0f5d7b2a11"
 USER = [{"role": "user", "content": "hi"}]
 BASE_HEADERS = {"content-type", "accept-encoding", "user-agent", REQUEST_ID_HEADER}
+
+
+def _built(endpoint: Any, body: Any, m: Any) -> tuple[bytes, bool]:
+    """The forwarded bytes and whether a usage chunk was asked for on the caller's behalf."""
+    built = build_upstream_body(endpoint, body, m)
+    return built.payload, built.injected_usage
 
 
 def model(
@@ -47,13 +53,13 @@ ANTHROPIC_MODEL = model(api=UpstreamApi.ANTHROPIC, auth_style=AuthStyle.X_API_KE
 
 
 def body_of(endpoint: Endpoint, body: dict[str, Any], m: Model | None = None) -> dict[str, Any]:
-    raw, _ = upstream_body(endpoint, body, m or model())
+    raw, _ = _built(endpoint, body, m or model())
     parsed: dict[str, Any] = orjson.loads(raw)
     return parsed
 
 
 def injected(endpoint: Endpoint, body: dict[str, Any]) -> bool:
-    return upstream_body(endpoint, body, model())[1]
+    return _built(endpoint, body, model())[1]
 
 
 def headers(
@@ -91,7 +97,7 @@ def test_model_is_replaced_by_the_upstream_name() -> None:
 def test_client_body_is_not_mutated() -> None:
     body = {"model": "assistant", "messages": USER, "stream": True, "api_base": "x"}
     snapshot = orjson.dumps(body)
-    upstream_body(CHAT, body, model())
+    _built(CHAT, body, model())
     assert orjson.dumps(body) == snapshot
 
 
@@ -155,7 +161,7 @@ def test_include_usage_is_not_injected_without_streaming(stream: bool | None) ->
 
 def test_include_usage_is_not_injected_for_anthropic_streams() -> None:
     body = {"model": "a", "messages": USER, "max_tokens": 8, "stream": True}
-    raw, was_injected = upstream_body(MESSAGES, body, ANTHROPIC_MODEL)
+    raw, was_injected = _built(MESSAGES, body, ANTHROPIC_MODEL)
     assert ("stream_options" in orjson.loads(raw), was_injected) == (False, False)
 
 

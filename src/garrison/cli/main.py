@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 from rich.console import Console
-from rich.table import Table
 
 from garrison import __version__
 from garrison.bootstrap import FIRST_ADMIN, open_directory, recover_admin_key, write_credential
@@ -29,7 +27,6 @@ from garrison.bootstrap import init as do_init
 from garrison.cli import exits
 from garrison.cli.exits import ExitCode
 from garrison.cli.options import CONFIG_META, DEFAULT_DATA_DIR, config_option
-from garrison.cli.output import cell
 from garrison.config import Settings, load_settings
 from garrison.errors import GarrisonError
 from garrison.keyring import Sealer, add_seal_key
@@ -67,18 +64,6 @@ def _time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool, title: str) -> None:
-    if as_json:
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(cell(row.get(c, "")) for c in columns))
-    console.print(table)
 
 
 @click.group(cls=_Group)

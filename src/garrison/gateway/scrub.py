@@ -11,9 +11,6 @@ replaced, cut to a bounded length.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import orjson
 
 from garrison.gateway.limits import MAX_ERROR_MESSAGE_CHARS
 
@@ -40,23 +37,3 @@ def scrub_message(text: str, *, replace: dict[str, str]) -> str:
     if len(text) > MAX_ERROR_MESSAGE_CHARS:
         text = text[:MAX_ERROR_MESSAGE_CHARS] + "…"
     return text
-
-
-def upstream_error_message(raw: bytes) -> str:
-    """The human message inside an OpenAI- or Anthropic-shaped error body, else ''."""
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ""
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            msg = err.get("message")
-            if isinstance(msg, str):
-                return msg
-        if isinstance(err, str):
-            return err
-        detail = body.get("detail")
-        if isinstance(detail, str):
-            return detail
-    return ""

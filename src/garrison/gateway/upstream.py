@@ -40,12 +40,6 @@ class UpstreamBody:
     dropped: Dropped
 
 
-def upstream_body(endpoint: Endpoint, body: dict[str, Any], model: Model) -> tuple[bytes, bool]:
-    """The bytes to forward, and whether a usage chunk was requested on the client's behalf."""
-    built = build_upstream_body(endpoint, body, model)
-    return built.payload, built.injected_usage
-
-
 def build_upstream_body(endpoint: Endpoint, body: dict[str, Any], model: Model) -> UpstreamBody:
     """The body to forward: documented and allowed fields only (see ``gateway.fields``)."""
     # (REDIRECT_FIELDS are in NEVER_FORWARDED and in no documented list: a test holds it.)
