@@ -5,6 +5,8 @@
     port = 8080
     trusted_proxies = ["10.0.0.0/8"]   # X-Forwarded-For believed only from these peers
     forwarded_header = "x-forwarded-for"   # or "forwarded" (RFC 7239): the one they append to
+    tls_cert_file = "/etc/garrison/tls/cert.pem"   # optional: serve HTTPS (TLS 1.2+); both
+    tls_key_file = "/etc/garrison/tls/key.pem"     # files are reloaded when they change
 
     [storage]
     database_url = "sqlite:////var/lib/garrison/garrison.db"
@@ -36,7 +38,8 @@
                                 # restricted/critical models; "all": every call; "open": none
 
     [admin]                               # where the CLI finds the admin API and its key
-    url = "http://127.0.0.1:8080"         # default: the [gateway] address
+    url = "http://127.0.0.1:8080"         # default: [admin] listen, else the [gateway] address
+    listen = "127.0.0.1:8081"             # optional: the admin API on its own listener only
     credential_file = "/var/lib/garrison/admin.key"   # 0600; written by `garrison init`
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
@@ -112,6 +115,11 @@ class Settings:
     # ("" or None: off). Per-model labels only when an admin opts in.
     metrics_listen: str | None = None
     metrics_model_labels: bool = False
+    # HTTPS on the listeners: a PEM certificate chain and its unencrypted key (None: HTTP).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # The admin API on its own listener, host:port (None: on the data listener as well).
+    admin_listen: str | None = None
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -241,7 +249,11 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     credential_file = Path(credential) if credential else None
     if credential_file is not None and not credential_file.is_absolute():
         credential_file = base / credential_file
+    tls_cert, tls_key = _tls_files(gateway, path, base)
     return Settings(
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        admin_listen=_listen(admin, "admin", path),
         database_url=database_url,
         key_dir=key_dir,
         host=env.get("GARRISON_HOST") or gateway.get("host", "127.0.0.1"),
@@ -270,6 +282,21 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+def _tls_files(table: Mapping[str, Any], path: Path, base: Path) -> tuple[Path | None, Path | None]:
+    """[gateway] tls_cert_file and tls_key_file: both or neither (relative to the file)."""
+    found: list[Path | None] = []
+    for name in ("tls_cert_file", "tls_key_file"):
+        value = table.get(name, "")
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: [gateway] {name} must be a file path")
+        file = Path(value) if value.strip() else None
+        found.append(file if file is None or file.is_absolute() else base / file)
+    cert, key = found
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{path}: [gateway] tls_cert_file and tls_key_file go together")
+    return cert, key
+
+
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,
 # since the listener asks for no credential.
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -279,21 +306,25 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port``; ValueError otherwise."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"metrics listen address {text!r} is not host:port")
+        raise ValueError(f"listen address {text!r} is not host:port")
     return host.strip("[]"), int(port)
 
 
-def _metrics_listen(table: Mapping[str, Any], path: Path) -> str | None:
+def _listen(table: Mapping[str, Any], section: str, path: Path) -> str | None:
     value = table.get("listen", "")
     if not isinstance(value, str):
-        raise ConfigError(f'{path}: [metrics] listen must be a string like "127.0.0.1:9464"')
+        raise ConfigError(f'{path}: [{section}] listen must be a string like "127.0.0.1:9464"')
     if not value.strip():
         return None
     try:
         parse_listen(value)
     except ValueError as exc:
-        raise ConfigError(f"{path}: [metrics] {exc}") from None
+        raise ConfigError(f"{path}: [{section}] {exc}") from None
     return value.strip()
+
+
+def _metrics_listen(table: Mapping[str, Any], path: Path) -> str | None:
+    return _listen(table, "metrics", path)
 
 
 def render_settings(settings: Settings) -> str:

@@ -15,7 +15,9 @@ from garrison.errors import ConfigError
 # garrison.toml: section → the keys it may hold. ``[limits]`` is checked against
 # GatewayLimits' fields by garrison.config itself.
 CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
-    "gateway": frozenset({"host", "port", "trusted_proxies", "forwarded_header"}),
+    "gateway": frozenset(
+        {"host", "port", "trusted_proxies", "forwarded_header", "tls_cert_file", "tls_key_file"}
+    ),
     "storage": frozenset({"database_url", "key_dir"}),
     "limits": frozenset(),
     "audit": frozenset({"witness_dir", "fail_open", "jsonl_path", "syslog", "capture_bodies"}),
@@ -24,7 +26,7 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
         {"webhook_url", "webhook_secret_env", "jsonl_path", "syslog", "min_severity"}
     ),
     "locks": frozenset({"stale_mode"}),
-    "admin": frozenset({"url", "credential_file"}),
+    "admin": frozenset({"url", "credential_file", "listen"}),
     "metrics": frozenset({"listen", "model_labels"}),
 }
 # Sections whose keys are checked elsewhere (against a dataclass's fields).

@@ -59,6 +59,7 @@ from garrison.domain.incidents import IncidentStatus
 from garrison.domain.locks import LockKind
 from garrison.domain.networks import parse_address, parse_network
 from garrison.domain.roles import Role
+from garrison.domain.upstream_tls import check_upstream_tls, parse_upstream_tls
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -69,6 +70,7 @@ from garrison.errors import (
 )
 from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presented_key, read_body
 from garrison.gateway.state import GatewayState
+from garrison.gateway.upstream_tls import check_tls_files
 from garrison.identity import authenticate
 from garrison.respond import render
 from garrison.store import changes as changes_rules
@@ -555,9 +557,16 @@ async def create_model(ctx: Ctx) -> Any:
         compartments=body.compartments,
         upstream_key=body.upstream_key,
         extra_fields=body.extra_fields,
+        upstream_tls=check_upstream_tls(
+            body.upstream_url,
+            body.tls_ca_file,
+            body.tls_client_cert_file,
+            body.tls_client_key_file,
+        ),
         now=ctx.now,
     )
     await asyncio.to_thread(create, dry_run=True)  # every rule, now
+    await asyncio.to_thread(check_tls_files, create.keywords["upstream_tls"])
     proposal = await model_proposal.propose_if_sensitive(ctx, body, style)
     if proposal is not None:
         return proposal
@@ -581,8 +590,14 @@ async def update_model(ctx: Ctx) -> Any:
         level=_level(body.level),
         compartments=body.compartments,
         extra_fields=body.extra_fields,
+        tls_ca_file=body.tls_ca_file,
+        tls_client_cert_file=body.tls_client_cert_file,
+        tls_client_key_file=body.tls_client_key_file,
+        clear_upstream_tls=body.clear_upstream_tls,
     )
     preview = await asyncio.to_thread(update, dry_run=True)
+    if "upstream_tls" in preview:
+        await asyncio.to_thread(check_tls_files, parse_upstream_tls(preview["upstream_tls"][1]))
     if changes_rules.model_change_is_sensitive(preview):
         if body.upstream_key is not None:
             # A pending change is stored in the clear: credentials never wait in it.

@@ -15,6 +15,7 @@ from typing import Any
 from garrison.admin import schemas
 from garrison.admin.base import Ctx
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from garrison.domain.upstream_tls import parse_upstream_tls
 from garrison.store import Directory, changes, model_origin
 
 KIND = "model-create"
@@ -59,6 +60,7 @@ async def approve(ctx: Ctx, directory: Directory, payload: dict[str, Any]) -> An
         compartments=payload["compartments"],
         upstream_key_sealed=sealed.encode("ascii") if isinstance(sealed, str) else None,
         extra_fields=payload.get("extra_fields") or (),
+        upstream_tls=parse_upstream_tls(payload),
         now=ctx.now,
     )
     return {"id": model_id, "name": payload["name"]}

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from garrison.domain.request_fields import EXTRA_FIELD_NAME, MAX_EXTRA_FIELDS
+from garrison.domain.upstream_tls import TLS_PATH_MAX_CHARS
 from garrison.policy.engine import ORG_POLICY_MAX_BYTES
 from garrison.store.alerts import ALERT_NOTE_MAX_CHARS
 from garrison.store.directory import (
@@ -164,6 +165,10 @@ class KeyRotate(Body):
     reason: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
 
 
+# A file path on the gateway's host (domain.upstream_tls checks it is absolute).
+TlsPath = Annotated[str, StringConstraints(min_length=1, max_length=TLS_PATH_MAX_CHARS)]
+
+
 class ModelCreate(Body):
     name: Name
     upstream_url: Annotated[str, StringConstraints(min_length=1, max_length=URL_MAX_CHARS)]
@@ -177,6 +182,15 @@ class ModelCreate(Body):
     compartments: Compartments = []
     extra_fields: ExtraFields = Field(
         [], description="Request fields beyond the API's documented ones this upstream may get."
+    )
+    tls_ca_file: TlsPath | None = Field(
+        None, description="CA bundle (PEM) the upstream's certificate must chain to."
+    )
+    tls_client_cert_file: TlsPath | None = Field(
+        None, description="Client certificate (PEM) presented to the upstream."
+    )
+    tls_client_key_file: TlsPath | None = Field(
+        None, description="Its private key (PEM, unencrypted, readable by the gateway)."
     )
 
 
@@ -194,6 +208,10 @@ class ModelUpdate(Body):
     level: LevelName | None = None
     compartments: Compartments | None = None
     extra_fields: ExtraFields | None = Field(None, description="Replace the allowed extra fields.")
+    tls_ca_file: TlsPath | None = Field(None, description="Replace the CA bundle.")
+    tls_client_cert_file: TlsPath | None = Field(None, description="Replace the client cert.")
+    tls_client_key_file: TlsPath | None = Field(None, description="Replace its private key.")
+    clear_upstream_tls: bool = Field(False, description="Back to the system's CAs, no client cert.")
 
 
 class LockCreate(Body):

@@ -24,7 +24,7 @@ import orjson
 
 from garrison.admin.shape import ADMIN_PREFIX
 from garrison.cli.wording import humane
-from garrison.config import Settings, load_settings
+from garrison.config import Settings, load_settings, parse_listen
 from garrison.errors import ConfigError, GarrisonError
 
 # Reports read the audit log; a minute is generous for a directory of any real size and
@@ -44,6 +44,17 @@ def _connect_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a listen address, mapped to loopback
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def _own_url(settings: Settings) -> str:
+    """The admin API of this deployment: its own listener when it has one, over HTTPS when
+    the gateway serves TLS."""
+    scheme = "https" if settings.tls_cert_file is not None else "http"
+    if settings.admin_listen:
+        host, port = parse_listen(settings.admin_listen)
+    else:
+        host, port = settings.host, settings.port
+    return f"{scheme}://{_connect_host(host)}:{port}"
 
 
 def _read_credential(path: Path) -> str:
@@ -69,7 +80,7 @@ def resolve_url(config_path: Path, env: dict[str, str] | None = None) -> str:
             raise ConfigError(
                 f"config file {config_path} not found and GARRISON_ADMIN_URL is not set"
             )
-        url = f"http://{_connect_host(settings.host)}:{settings.port}"
+        url = _own_url(settings)
     return url.rstrip("/")
 
 
@@ -85,7 +96,7 @@ def resolve(config_path: Path, env: dict[str, str] | None = None) -> tuple[str, 
             raise ConfigError(
                 f"config file {config_path} not found and GARRISON_ADMIN_URL is not set"
             )
-        url = f"http://{_connect_host(settings.host)}:{settings.port}"
+        url = _own_url(settings)
     key = env.get("GARRISON_ADMIN_KEY", "").strip()
     if not key:
         if settings is None or settings.admin_credential_file is None:

@@ -143,12 +143,16 @@ def serve(config_path: Path, port: int | None) -> None:
     import dataclasses
 
     from garrison.cli.serving import announce, port_errors
+    from garrison.config import parse_listen
     from garrison.gateway.runtime import serve_forever
 
     settings = _settings(config_path)
     if port is not None:
         settings = dataclasses.replace(settings, port=port)
-    with port_errors({settings.port: "--port (or [gateway] port in the config)"}):
+    ports = {settings.port: "--port (or [gateway] port in the config)"}
+    if settings.admin_listen:
+        ports[parse_listen(settings.admin_listen)[1]] = "[admin] listen in the config"
+    with port_errors(ports):
         _run(serve_forever(settings, on_ready=lambda bound: announce(settings, bound)))
 
 

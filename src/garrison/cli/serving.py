@@ -37,8 +37,21 @@ def startup_lines(settings: Settings, port: int) -> list[str]:
         if settings.admin_credential_file is not None
         else "not in a file: set GARRISON_ADMIN_KEY for the CLI"
     )
+    scheme = "https" if settings.tls_cert_file is not None else "http"
+    admin = (
+        [f"admin API: {scheme}://{settings.admin_listen} (its own listener only)"]
+        if settings.admin_listen
+        else []
+    )
+    tls = (
+        [f"tls:       {settings.tls_cert_file} (reloaded when it changes; TLS 1.2 or later)"]
+        if settings.tls_cert_file is not None
+        else []
+    )
     return [
-        f"garrison listening on http://{host}:{port}",
+        f"garrison listening on {scheme}://{host}:{port}",
+        *admin,
+        *tls,
         f"database:  {settings.database_url}",
         f"audit:     {mode}",
         f"admin key: {key}",

@@ -11,6 +11,7 @@ from garrison.domain.levels import Level
 from garrison.domain.secret import Secret
 
 if TYPE_CHECKING:
+    from garrison.domain.upstream_tls import UpstreamTls
     from garrison.domain.vendor import VendorTerms
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -110,3 +111,5 @@ class Model:
     # Request fields beyond the API's documented ones this model's upstream may receive
     # (vLLM / llama.cpp sampling parameters), named by an admin; see domain.request_fields.
     extra_fields: frozenset[str] = frozenset()
+    # Its own CA bundle and client certificate for an https upstream (None: the system's CAs).
+    upstream_tls: UpstreamTls | None = None

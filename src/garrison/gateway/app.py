@@ -86,6 +86,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("garrison.gateway")
 
 STATE_KEY: web.AppKey[GatewayState] = web.AppKey("garrison_state", GatewayState)
+# Whether this listener serves the admin API (else its paths are unsupported routes here).
+SERVES_ADMIN_KEY: web.AppKey[bool] = web.AppKey("garrison_serves_admin", bool)
 _JSON = "application/json"
 # Stands in when the peer address cannot be read (never matches a key's networks list).
 _UNKNOWN_ADDRESS = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 - a value, not a bind
@@ -697,6 +699,7 @@ async def _forward(
                 headers=headers,
                 timeout=_timeout(state),
                 allow_redirects=False,  # never: see upstream.is_redirect
+                ssl=state.upstream_tls.for_model(model),
             ) as resp,
         ):
             if is_redirect(resp.status):
@@ -839,6 +842,7 @@ async def _forward_stream(
             headers=headers,
             timeout=_timeout(state),
             allow_redirects=False,  # never: see upstream.is_redirect
+            ssl=state.upstream_tls.for_model(model),
         ) as resp:
             if is_redirect(resp.status):
                 return _upstream_redirect(state, call, api, resp.status)
@@ -1131,18 +1135,24 @@ async def not_found(request: web.Request) -> web.Response:
     return web.Response(status=404, body=apis.error_body(api, exc), content_type=_JSON)
 
 
-def build_app(state: GatewayState, admin: AdminBackend | None = None) -> web.Application:
+def build_app(
+    state: GatewayState, admin: AdminBackend | None = None, *, data_routes: bool = True
+) -> web.Application:
+    """The data plane (``data_routes``) and/or the admin API (``admin``) on one listener;
+    a listener without the admin API answers its paths as unsupported routes."""
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
         client_max_size=state.limits.max_body_bytes + 1,
         middlewares=[error_middleware, reserve_middleware],
     )
     app[STATE_KEY] = state
+    app[SERVES_ADMIN_KEY] = admin is not None
     app.on_response_prepare.append(_server_header)
-    for endpoint in apis.ENDPOINTS:
-        app.router.add_post(endpoint.path, model_handler(endpoint))
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model_id:.+}", retrieve_model)
+    if data_routes:
+        for endpoint in apis.ENDPOINTS:
+            app.router.add_post(endpoint.path, model_handler(endpoint))
+        app.router.add_get("/v1/models", list_models)
+        app.router.add_get("/v1/models/{model_id:.+}", retrieve_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if admin is not None:
@@ -1161,7 +1171,7 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: anything unexpected becomes a clean error in the API's shape, never a trace."""
     api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
-    admin = request.path.startswith(ADMIN_PREFIX + "/")
+    admin = request.path.startswith(ADMIN_PREFIX + "/") and request.app[SERVES_ADMIN_KEY]
 
     def body(exc: GarrisonError) -> bytes:
         return admin_error_body(exc) if admin else apis.error_body(api, exc)

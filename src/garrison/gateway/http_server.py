@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
@@ -133,7 +134,8 @@ class HttpServer:
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> int:
+        """Listen on ``host:port`` (HTTPS with ``ssl``); returns the bound port."""
         await self._runner.setup()
         web_server = self._runner.server
         assert web_server is not None
@@ -154,7 +156,14 @@ class HttpServer:
             return handler
 
         self._server = await loop.create_server(
-            factory, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+            factory,
+            host,
+            port,
+            backlog=LISTEN_BACKLOG,
+            reuse_address=True,
+            ssl=ssl,
+            # A client that connects and never finishes its handshake is cut like a slow head.
+            ssl_handshake_timeout=timeout if ssl is not None else None,
         )
         sock: socket.socket = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])

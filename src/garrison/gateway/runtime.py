@@ -30,7 +30,7 @@ from garrison.audit.exporters import (
     parse_syslog_address,
 )
 from garrison.audit.witness import DirectoryWitness
-from garrison.config import Settings
+from garrison.config import Settings, parse_listen
 from garrison.detect.observation import Finding, Severity
 from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
@@ -45,6 +45,7 @@ from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
+from garrison.gateway.tls import ReloadingTls
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
@@ -157,9 +158,30 @@ class Gateway:
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
+        # The admin API on the data listener, or (``[admin] listen``) on its own only.
+        apart = settings.admin_listen is not None
         self.http = HttpServer(
-            build_app(self.state, admin), settings.limits, settings.trusted_proxies
+            build_app(self.state, None if apart else admin),
+            settings.limits,
+            settings.trusted_proxies,
         )
+        self.admin_http = (
+            HttpServer(
+                build_app(self.state, admin, data_routes=False),
+                settings.limits,
+                settings.trusted_proxies,
+            )
+            if apart
+            else None
+        )
+        self.admin_port = 0
+        # HTTPS on both listeners; a bad pair stops the start here, in one line.
+        self.tls = (
+            ReloadingTls(settings.tls_cert_file, settings.tls_key_file)
+            if settings.tls_cert_file is not None and settings.tls_key_file is not None
+            else None
+        )
+        self._tls_watch: asyncio.Task[None] | None = None
         if settings.metrics_model_labels:
             self.state.model_outcomes = Counter()
         self.metrics = (
@@ -289,7 +311,13 @@ class Gateway:
         )
         self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
         self.state.bodies.start()
-        self.port = await self.http.start(self.settings.host, self.settings.port)
+        context = self.tls.context if self.tls is not None else None
+        self.port = await self.http.start(self.settings.host, self.settings.port, context)
+        if self.admin_http is not None and self.settings.admin_listen:
+            host, port = parse_listen(self.settings.admin_listen)
+            self.admin_port = await self.admin_http.start(host, port, context)
+        if self.tls is not None:
+            self._tls_watch = asyncio.create_task(self.tls.watch(), name="garrison-tls-reload")
         if self.metrics is not None:
             await self.metrics.start()
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
@@ -587,11 +615,14 @@ class Gateway:
             self._lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lease
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._tls_watch):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         await self.http.stop()
+        if self.admin_http is not None:
+            await self.admin_http.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         self.state.bodies.stop()
@@ -640,7 +671,10 @@ async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | No
         loop.add_signal_handler(signum, stopping.set)
     try:
         await gateway.start()
-        log.info("garrison listening on http://%s:%d", settings.host, gateway.port)
+        scheme = "https" if gateway.tls is not None else "http"
+        log.info("garrison listening on %s://%s:%d", scheme, settings.host, gateway.port)
+        if gateway.admin_http is not None:
+            log.info("admin API on its own listener: %s://%s", scheme, settings.admin_listen)
         if on_ready is not None:
             on_ready(gateway.port)
         await stopping.wait()

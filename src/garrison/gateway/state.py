@@ -19,6 +19,7 @@ from garrison.gateway.answers import ResponseBudget
 from garrison.gateway.body_work import BodyWork
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
+from garrison.gateway.upstream_tls import UpstreamTlsContexts
 from garrison.histograms import Histogram
 from garrison.keyring import Sealer
 from garrison.policy.engine import PolicyEngine
@@ -54,6 +55,8 @@ class GatewayState:
     forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR
     clock: Callable[[], float] = time.time
     session: aiohttp.ClientSession | None = None
+    # One SSL context per distinct per-model upstream TLS setting (gateway.upstream_tls).
+    upstream_tls: UpstreamTlsContexts = field(default_factory=UpstreamTlsContexts)
     audit_fail_open: bool = False
     # Encrypts request bodies for the optional capture; None: bodies are not kept.
     capture: Sealer | None = None

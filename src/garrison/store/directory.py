@@ -33,6 +33,7 @@ from garrison.domain.locks import LockKind
 from garrison.domain.networks import parse_network
 from garrison.domain.provenance import Provenance
 from garrison.domain.request_fields import check_extra_fields
+from garrison.domain.upstream_tls import UpstreamTls, check_upstream_tls
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
 from garrison.keyring import Sealer
@@ -704,6 +705,7 @@ class Directory:
         upstream_key: str | None = None,
         extra_fields: Iterable[str] = (),
         upstream_key_sealed: bytes | None = None,
+        upstream_tls: UpstreamTls | None = None,
         now: float,
         dry_run: bool = False,
     ) -> str:
@@ -715,6 +717,7 @@ class Directory:
         url = check_url(upstream_url)
         comps = check_compartments(compartments)
         extras = check_extra_fields(extra_fields)
+        tls = check_upstream_tls(url, *upstream_tls.files()) if upstream_tls else None
         keyed = upstream_key is not None or upstream_key_sealed is not None
         if keyed and auth_style is AuthStyle.NONE:
             raise BadRequest("an upstream key was given but auth style is 'none'")
@@ -740,6 +743,7 @@ class Directory:
                     upstream_key_sealed=sealed,
                     created_at=now,
                     extra_fields=_json_list(extras),
+                    upstream_tls=orjson.dumps(tls.as_fields()).decode() if tls else None,
                 )
             )
             _record(
@@ -760,6 +764,7 @@ class Directory:
                     "compartments": sorted(comps),
                     "upstream_key": "sealed" if sealed else None,
                     "extra_fields": sorted(extras),
+                    **({"upstream_tls": tls.as_fields()} if tls else {}),
                 },
             )
         return model_id

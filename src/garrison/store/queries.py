@@ -15,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 
 from garrison.domain import Level, OrgKind, Status
+from garrison.domain.upstream_tls import TLS_FIELDS
 from garrison.errors import NotFound
 from garrison.store import schema
 
@@ -258,6 +259,7 @@ def _model_dict(r: Any) -> dict[str, Any]:
         "compartments": orjson.loads(r.compartments),
         "upstream_key": "sealed" if r.upstream_key_sealed is not None else "none",
         "extra_fields": orjson.loads(r.extra_fields or "[]"),
+        **(orjson.loads(r.upstream_tls) if r.upstream_tls else dict.fromkeys(TLS_FIELDS)),
         "created_at": r.created_at,
     }
 

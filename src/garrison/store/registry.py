@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.domain.request_fields import check_extra_fields
+from garrison.domain.upstream_tls import check_upstream_tls, parse_upstream_tls
 from garrison.errors import BadRequest, Conflict
 from garrison.store import schema
 from garrison.store.changes import model_change_is_sensitive
@@ -23,6 +25,36 @@ from garrison.store.snapshot import parse_compartments, parse_extra_fields
 
 if TYPE_CHECKING:
     from garrison.store.directory import Directory
+
+
+def _change_tls(
+    row: Any,
+    url: str | None,
+    wanted: tuple[str | None, str | None, str | None],
+    clear: bool,
+    changes: dict[str, Any],
+    values: dict[str, Any],
+) -> None:
+    """The upstream TLS setting: the files given replace those stored (the others are kept),
+    or all are removed; a kept setting must still suit a new URL (https)."""
+    given = any(f is not None for f in wanted)
+    if given and clear:
+        raise BadRequest("give new upstream TLS files or remove them, not both")
+    old = parse_upstream_tls(orjson.loads(row.upstream_tls) if row.upstream_tls else None)
+    new_url = url if url is not None else row.upstream_url
+    if not given and not clear:
+        if old is not None and url is not None:
+            check_upstream_tls(new_url, *old.files())
+        return
+    kept = old.files() if old else (None, None, None)
+    merged = [w if w is not None else k for w, k in zip(wanted, kept, strict=True)]
+    new = None if clear else check_upstream_tls(new_url, *merged)
+    if new != old:
+        changes["upstream_tls"] = [
+            old.as_fields() if old else None,
+            new.as_fields() if new else None,
+        ]
+        values["upstream_tls"] = orjson.dumps(new.as_fields()).decode() if new else None
 
 
 def update_model(
@@ -39,6 +71,10 @@ def update_model(
     level: Level | None = None,
     compartments: Iterable[str] | None = None,
     extra_fields: Iterable[str] | None = None,
+    tls_ca_file: str | None = None,
+    tls_client_cert_file: str | None = None,
+    tls_client_key_file: str | None = None,
+    clear_upstream_tls: bool = False,
     dry_run: bool = False,
     forbid_sensitive: bool = False,
 ) -> dict[str, Any]:
@@ -93,6 +129,8 @@ def update_model(
         if extras is not None and extras != old_extras:
             changes["extra_fields"] = [sorted(old_extras), sorted(extras)]
             values["extra_fields"] = _json_list(extras)
+        wanted = (tls_ca_file, tls_client_cert_file, tls_client_key_file)
+        _change_tls(row, url, wanted, clear_upstream_tls, changes, values)
         has_key = row.upstream_key_sealed is not None
         if sealed is not None:
             changes["upstream_key"] = "replaced" if has_key else "added"

@@ -100,6 +100,8 @@ models = sa.Table(
     sa.Column("requires_justification", sa.Boolean, nullable=False, server_default=sa.false()),
     # JSON list of extra request fields an admin allowed (domain.request_fields).
     sa.Column("extra_fields", sa.Text, nullable=False, server_default="[]"),
+    # JSON object of the upstream's TLS files (domain.upstream_tls; NULL: the system's CAs).
+    sa.Column("upstream_tls", sa.Text, nullable=True),
 )
 
 # Every directory write adds a row here in the same transaction; gateway processes watch the

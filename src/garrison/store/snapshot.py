@@ -33,6 +33,7 @@ from garrison.domain.access import Grant
 from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
 from garrison.domain.networks import parse_network
 from garrison.domain.request_fields import extra_field_allowed
+from garrison.domain.upstream_tls import parse_upstream_tls
 from garrison.keyring import Sealer
 from garrison.store import schema
 from garrison.store.key_containment import successors
@@ -248,4 +249,5 @@ def _model(r: Any, sealer: Sealer) -> Model:
         upstream_key=sealer.unseal(bytes(sealed)) if sealed is not None else None,
         requires_justification=bool(r.requires_justification),
         extra_fields=parse_extra_fields(r.extra_fields),
+        upstream_tls=parse_upstream_tls(orjson.loads(r.upstream_tls) if r.upstream_tls else None),
     )
