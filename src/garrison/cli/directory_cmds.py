@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import click
@@ -460,6 +461,25 @@ def _upstream_key(env_var: str | None) -> str | None:
     return value
 
 
+def _tls_options(func: Any) -> Any:
+    """--tls-ca-file, --tls-client-cert-file, --tls-client-key-file: absolute paths on the
+    gateway's host (the gateway reads them, not the CLI)."""
+    for option, what in reversed(
+        (
+            ("--tls-ca-file", "CA bundle (PEM) the upstream's certificate must chain to."),
+            ("--tls-client-cert-file", "Client certificate (PEM) shown to the upstream."),
+            ("--tls-client-key-file", "Its unencrypted private key (PEM)."),
+        )
+    ):
+        func = click.option(option, default=None, metavar="PATH", help=what)(func)
+    return func
+
+
+def _tls_body(ca: str | None, cert: str | None, key: str | None) -> dict[str, str]:
+    given = {"tls_ca_file": ca, "tls_client_cert_file": cert, "tls_client_key_file": key}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @model.command("add")
 @click.argument("name")
 @click.option("--upstream-url", required=True, help="Base URL, e.g. http://10.0.0.5:8000/v1")
@@ -495,6 +515,7 @@ def _upstream_key(env_var: str | None) -> str | None:
     metavar="FIELD",
     help="A request field beyond the API's documented ones to forward (e.g. top_k); repeat.",
 )
+@_tls_options
 @config_option
 def model_add(
     name: str,
@@ -506,6 +527,9 @@ def model_add(
     level: str,
     compartments: tuple[str, ...],
     allow_fields: tuple[str, ...],
+    tls_ca_file: str | None,
+    tls_client_cert_file: str | None,
+    tls_client_key_file: str | None,
     config_path: Path,
 ) -> None:
     """Register a model."""
@@ -520,6 +544,7 @@ def model_add(
         "level": level,
         "compartments": list(compartments),
         "extra_fields": list(allow_fields),
+        **_tls_body(tls_ca_file, tls_client_cert_file, tls_client_key_file),
     }
     with api(config_path) as client:
         created = client.post("/models", body)
@@ -536,7 +561,8 @@ def model_list(config_path: Path, as_json: bool) -> None:
     with api(config_path) as client:
         rows = client.get("/models")
     columns = ["id", "name", "upstream_url", "upstream_model", "api", "level"]
-    table(rows, [*columns, "compartments", "upstream_key", "extra_fields"], as_json, "Models")
+    extras = ["compartments", "upstream_key", "extra_fields", "tls_ca_file", "tls_client_cert_file"]
+    table(rows, [*columns, *extras], as_json, "Models")
 
 
 @model.command("update")
@@ -560,6 +586,10 @@ def model_list(config_path: Path, as_json: bool) -> None:
     help="Replace the extra request fields forwarded; repeat.",
 )
 @click.option("--no-extra-fields", is_flag=True, help="Forward only documented fields.")
+@_tls_options
+@click.option(
+    "--no-upstream-tls", is_flag=True, help="Back to the system's CAs and no client certificate."
+)
 @config_option
 @json_option
 def model_update(
@@ -575,6 +605,10 @@ def model_update(
     no_compartments: bool,
     allow_fields: tuple[str, ...],
     no_extra_fields: bool,
+    tls_ca_file: str | None,
+    tls_client_cert_file: str | None,
+    tls_client_key_file: str | None,
+    no_upstream_tls: bool,
     config_path: Path,
     as_json: bool,
 ) -> None:
@@ -597,6 +631,9 @@ def model_update(
         body["compartments"] = list(compartments)
     if allow_fields or no_extra_fields:
         body["extra_fields"] = list(allow_fields)
+    body.update(_tls_body(tls_ca_file, tls_client_cert_file, tls_client_key_file))
+    if no_upstream_tls:
+        body["clear_upstream_tls"] = True
     if not body:
         raise click.UsageError("nothing to change")
     with api(config_path) as client:

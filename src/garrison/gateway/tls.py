@@ -29,14 +29,18 @@ MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # in service within this, at the cost of two stat calls.
 TLS_RELOAD_POLL_S = 2.0
 
+# How much of a key file is read to tell an encrypted PEM key ("ENCRYPTED" in its header).
+PEM_PEEK_BYTES = 4096
+
 Stamp = tuple[tuple[int, int, int], ...]
 
 
-def _check_readable(path: Path, what: str) -> None:
-    """A one-line error naming the setting and the file when it cannot be opened."""
+def _check_readable(path: Path, what: str) -> bytes:
+    """The file's first bytes; a one-line error naming the setting and the file when it
+    cannot be opened."""
     try:
-        with path.open("rb"):
-            pass
+        with path.open("rb") as file:
+            return file.read(PEM_PEEK_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{what} {path}: no such file") from None
     except PermissionError:
@@ -53,7 +57,8 @@ def load_pair(context: ssl.SSLContext, cert: Path, key: Path, names: tuple[str, 
     match. Encrypted keys are refused (there is nobody to type a passphrase)."""
     cert_name, key_name = names
     _check_readable(cert, cert_name)
-    _check_readable(key, key_name)
+    if b"ENCRYPTED" in _check_readable(key, key_name):
+        raise ConfigError(f"{key_name} {key} is encrypted: give the key without a passphrase")
     try:
         # An empty password: an unencrypted key ignores it, an encrypted one fails here
         # instead of OpenSSL prompting on the terminal.
