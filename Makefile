@@ -1,10 +1,15 @@
 # Garrison — two commands: `make run` and `make test`. Both build .venv from this repo alone.
 #   make run [PORT=8080]   installs only what garrison needs at run time, starts `garrison demo`
 #   make test              installs the test extras too, runs ruff, mypy and the whole suite
+#   make lock              re-resolves requirements/*.txt from pyproject.toml (after editing it)
+# Installs are reproducible: every package comes from a lock file with its hashes
+# (pip --require-hashes), then garrison itself with --no-deps.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+RUN_LOCK   := requirements/run.txt
+TEST_LOCK  := requirements/test.txt
+HASH   := $(shell cat pyproject.toml $(RUN_LOCK) $(TEST_LOCK) | sha1sum | cut -c1-12)
 RUN_STAMP  := $(VENV)/.run-$(HASH)
 TEST_STAMP := $(VENV)/.test-$(HASH)
 PORT   ?= 8080
@@ -12,22 +17,23 @@ PORT   ?= 8080
 WORKERS ?= 2
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(RUN_STAMP): $(BIN)/python pyproject.toml
-	@echo "garrison: installing the run-time dependencies (pure wheels, well under a minute)…"
-	$(PIP) install --progress-bar off -e .
+$(RUN_STAMP): $(BIN)/python pyproject.toml $(RUN_LOCK)
+	@echo "garrison: installing the run-time dependencies from $(RUN_LOCK) (wheels, hash-checked, well under a minute)…"
+	$(PIP) install --progress-bar off --require-hashes -r $(RUN_LOCK)
+	$(PIP) install --progress-bar off --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.run-*
 	touch $(RUN_STAMP)
 
-$(TEST_STAMP): $(RUN_STAMP)
+$(TEST_STAMP): $(RUN_STAMP) $(TEST_LOCK)
 	@echo "garrison: installing the test dependencies. llama-cpp-python (the real llama.cpp"
 	@echo "  upstream the end-to-end tests drive) builds from C++ source the first time: it needs"
 	@echo "  a C++ compiler and cmake, and takes ~15-20 min on 2 cores; pip caches the wheel after."
-	$(PIP) install --progress-bar off -e '.[dev,llama]'
+	$(PIP) install --progress-bar off --require-hashes -r $(TEST_LOCK)
 	rm -f $(VENV)/.test-*
 	touch $(TEST_STAMP)
 
@@ -49,5 +55,18 @@ test: lint typecheck unit
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/gateway_bench.py
 
+# The lock files: every package pinned with the hashes of all its published files, resolved
+# from PyPI alone (not from any extra index this machine's pip is configured with).
+# Run after changing a dependency in pyproject.toml; commit requirements/*.txt.
+LOCK_VENV := .lock-venv
+UV_COMPILE = UV_CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/uv pip compile \
+	pyproject.toml requirements/build.in --python-version 3.11 --generate-hashes --no-config --quiet
+lock:
+	test -x $(LOCK_VENV)/bin/uv || ( $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off \
+	    --require-hashes -r requirements/tools.txt )
+	$(UV_COMPILE) --upgrade -o $(RUN_LOCK)
+	$(UV_COMPILE) --upgrade --extra dev --extra llama -o $(TEST_LOCK)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .mypy_cache .pytest_cache .ruff_cache
