@@ -492,6 +492,10 @@ def test_models_never_show_the_upstream_key(s: Setup) -> None:
         "compartments": ["cyber"],
         "upstream_key": "none",
         "extra_fields": [],
+        # Its own CA bundle and client certificate for an https upstream (paths; none here).
+        "tls_ca_file": None,
+        "tls_client_cert_file": None,
+        "tls_client_key_file": None,
         "created_at": NOW,
     }
     assert UPSTREAM_SECRET not in orjson.dumps(read(s, queries.list_models)).decode()
