@@ -19,7 +19,13 @@ import pytest
 from garrison.errors import ConfigError
 from garrison.gateway import tls as tls_module
 from garrison.gateway.runtime import Gateway
-from garrison.gateway.tls import MIN_TLS_VERSION, TLS_RELOAD_POLL_S, ReloadingTls, server_context
+from garrison.gateway.tls import (
+    MIN_TLS_VERSION,
+    TLS_FILE_MAX_BYTES,
+    TLS_RELOAD_POLL_S,
+    ReloadingTls,
+    server_context,
+)
 from tests.support.certs import Ca, der, issue, make_ca
 from tests.support.world import World, start_world, stop_world
 
@@ -205,6 +211,15 @@ def test_missing_mismatched_and_foreign_files_fail_at_start_in_one_line(
     garbage.write_text("not a certificate\n")
     assert "not a PEM certificate and private key" in _start_error(garbage, key)
     assert "is a directory" in _start_error(tmp_path, key)
+    # Files OpenSSL would block on or read without end are refused before it opens them.
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    assert "not a regular, non-empty file" in _start_error(cert, fifo)
+    assert "not a regular, non-empty file" in _start_error(Path("/dev/zero"), key)
+    assert "not a regular, non-empty file" in _start_error(Path("/proc/self/status"), key)
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"#" * (TLS_FILE_MAX_BYTES + 1))
+    assert f"larger than {TLS_FILE_MAX_BYTES} bytes" in _start_error(huge, key)
     enc_cert, enc_key = tmp_path / "c3.pem", tmp_path / "k3.pem"
     issue(ca, enc_cert, enc_key, password=b"passphrase")
     assert "is encrypted" in _start_error(enc_cert, enc_key)

@@ -270,6 +270,8 @@ _MODEL = Model(
         ({"tls_client_cert_file": "/etc/hosts"}, "go together: give both"),
         ({"tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file /nonexistent/ca.pem: no such file"),
         ({"tls_ca_file": "/etc/hostname\n"}, "control characters"),
+        ({"tls_ca_file": "/dev/zero"}, "tls_ca_file /dev/zero: not a regular, non-empty file"),
+        ({"tls_ca_file": "/dev/stdin"}, "not a regular, non-empty file"),
         ({"tls_ca_file": "/" + "a" * TLS_PATH_MAX_CHARS}, "tls_ca_file"),
     ],
 )

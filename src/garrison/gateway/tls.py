@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,16 +30,26 @@ MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 # in service within this, at the cost of two stat calls.
 TLS_RELOAD_POLL_S = 2.0
 
+# The largest certificate, key or CA bundle file read (the system's whole CA bundle is ~220 KB).
+TLS_FILE_MAX_BYTES = 1024 * 1024
 # How much of a key file is read to tell an encrypted PEM key ("ENCRYPTED" in its header).
 PEM_PEEK_BYTES = 4096
 
 Stamp = tuple[tuple[int, int, int], ...]
 
 
-def _check_readable(path: Path, what: str) -> bytes:
+def check_pem_file(path: Path, what: str) -> bytes:
     """The file's first bytes; a one-line error naming the setting and the file when it
-    cannot be opened."""
+    cannot be opened, or is not a regular file of a PEM file's size (a FIFO, a device or
+    ``/proc`` entry would block or never end when OpenSSL reads it)."""
     try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            raise ConfigError(f"{what} {path}: not a regular, non-empty file")
+        if info.st_size > TLS_FILE_MAX_BYTES:
+            raise ConfigError(f"{what} {path}: larger than {TLS_FILE_MAX_BYTES} bytes")
         with path.open("rb") as file:
             return file.read(PEM_PEEK_BYTES)
     except FileNotFoundError:
@@ -56,8 +67,8 @@ def load_pair(context: ssl.SSLContext, cert: Path, key: Path, names: tuple[str, 
     the settings (``names``) when a file is missing, unreadable, not PEM, or the two do not
     match. Encrypted keys are refused (there is nobody to type a passphrase)."""
     cert_name, key_name = names
-    _check_readable(cert, cert_name)
-    if b"ENCRYPTED" in _check_readable(key, key_name):
+    check_pem_file(cert, cert_name)
+    if b"ENCRYPTED" in check_pem_file(key, key_name):
         raise ConfigError(f"{key_name} {key} is encrypted: give the key without a passphrase")
     try:
         # An empty password: an unencrypted key ignores it, an encrypted one fails here

@@ -19,7 +19,7 @@ from pathlib import Path
 from garrison.domain import Model
 from garrison.domain.upstream_tls import UpstreamTls
 from garrison.errors import BadRequest, ConfigError, UpstreamFailed
-from garrison.gateway.tls import MIN_TLS_VERSION, Stamp, file_stamp, load_pair
+from garrison.gateway.tls import MIN_TLS_VERSION, Stamp, check_pem_file, file_stamp, load_pair
 
 log = logging.getLogger("garrison.gateway")
 
@@ -36,6 +36,7 @@ def client_context(tls: UpstreamTls) -> ssl.SSLContext:
     checked, TLS 1.2 at least, the client certificate when set. ConfigError names the field."""
     if tls.ca_file is not None:
         ca = Path(tls.ca_file)
+        check_pem_file(ca, "tls_ca_file")
         try:
             context = ssl.create_default_context(cafile=str(ca))
         except FileNotFoundError:
