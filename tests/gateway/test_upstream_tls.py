@@ -20,7 +20,12 @@ from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, Model, UpstreamApi
 from garrison.domain.upstream_tls import TLS_PATH_MAX_CHARS, UpstreamTls
-from garrison.gateway.upstream_tls import MAX_UPSTREAM_TLS_CONTEXTS, UpstreamTlsContexts
+from garrison.gateway import upstream_tls as upstream_tls_module
+from garrison.gateway.upstream_tls import (
+    MAX_UPSTREAM_TLS_CONTEXTS,
+    UPSTREAM_TLS_CHECK_S,
+    UpstreamTlsContexts,
+)
 from tests.support.admin import admin_call
 from tests.support.certs import Ca, issue, make_ca
 from tests.support.world import World, start_world, stop_world
@@ -326,3 +331,25 @@ async def test_update_replaces_keeps_and_clears_the_setting(
     )
     assert status == 200 and result["changes"]["upstream_tls"][1] is None
     assert (await _chat(world, "moving"))[0] == 502  # the system's CAs do not know this one
+
+
+def test_changed_files_are_picked_up_after_the_check_interval(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(upstream_tls_module.time, "monotonic", lambda: now[0])
+    ca_file = tmp_path / "rotating-ca.pem"
+    ca_file.write_bytes(pki.server_ca.file.read_bytes())
+    model = dataclasses.replace(_MODEL, upstream_tls=UpstreamTls(ca_file=str(ca_file)))
+    cache = UpstreamTlsContexts()
+    first = cache.for_model(model)
+    ca_file.write_bytes(pki.client_ca.file.read_bytes())  # a renewed bundle
+    now[0] += UPSTREAM_TLS_CHECK_S / 2
+    assert cache.for_model(model) is first  # not looked at again yet
+    now[0] += UPSTREAM_TLS_CHECK_S
+    second = cache.for_model(model)
+    assert second is not first
+    assert isinstance(second, ssl.SSLContext)
+    assert [c["subject"] for c in second.get_ca_certs()] == [((("commonName", "client-ca"),),)]
+    now[0] += UPSTREAM_TLS_CHECK_S * 2
+    assert cache.for_model(model) is second  # unchanged files: the same context
