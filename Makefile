@@ -26,6 +26,8 @@ $(RUN_STAMP): $(BIN)/python pyproject.toml $(RUN_LOCK)
 	@echo "garrison: installing the run-time dependencies from $(RUN_LOCK) (wheels, hash-checked, well under a minute)…"
 	$(PIP) install --progress-bar off --require-hashes -r $(RUN_LOCK)
 	$(PIP) install --progress-bar off --no-deps --no-build-isolation -e .
+	@$(PIP) check >/dev/null || { $(PIP) check; \
+	  echo "garrison: $(RUN_LOCK) is out of date with pyproject.toml: run make lock"; exit 1; }
 	rm -f $(VENV)/.run-*
 	touch $(RUN_STAMP)
 
@@ -67,6 +69,8 @@ lock:
 	    --require-hashes -r requirements/tools.txt )
 	$(UV_COMPILE) --upgrade -o $(RUN_LOCK)
 	$(UV_COMPILE) --upgrade --extra dev --extra llama -o $(TEST_LOCK)
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/uv pip compile requirements/tools.in \
+	  --python-version 3.11 --generate-hashes --no-config --quiet --upgrade -o requirements/tools.txt
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .mypy_cache .pytest_cache .ruff_cache
