@@ -29,7 +29,7 @@ from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.sqlite_reader import stored_bytes
 from garrison.audit.witness import DirectoryWitness
 from garrison.private_files import prepare_sqlite_file
-from garrison.store.db import apply_sqlite_pragmas
+from garrison.store.db import apply_sqlite_pragmas, truncate_wal
 
 log = logging.getLogger("garrison.audit")
 
@@ -218,8 +218,12 @@ class SqliteAuditSink:
                 log.error("audit exporter %s failed: %s", type(exporter).__name__, exc)
 
     def probe(self) -> None:
-        """Raise unless a write transaction can be taken now (used while the log is down)."""
+        """Raise unless a write transaction can be taken now (used while the log is down).
+        First the WAL is folded back and cut to nothing where it can be: a full disk's
+        recovery needs the space the failed writes grew it to."""
         conn = self._connection()
+        with contextlib.suppress(sqlite3.Error):
+            truncate_wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
 
