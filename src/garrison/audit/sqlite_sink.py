@@ -14,6 +14,7 @@ checkpoint is written in the same transaction and then published to the witness.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -46,17 +47,33 @@ _INSERT_CAPTURE = "INSERT INTO audit_captures (request_id, at, sealed) VALUES (?
 _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
 
 
-# Rows per multi-row INSERT: 9 parameters each, under SQLite's 32,766-variable limit.
-_ROWS_PER_INSERT = 1000
+# Rows per multi-row INSERT, a power of two (9 parameters a row, under SQLite's 32,766-variable
+# limit). A batch is inserted as chunks of 512, 256, … 1 rows (the binary digits of its size),
+# so the driver caches at most ten INSERT shapes (~0.8 MB together). One statement per batch
+# size seen instead kept up to 128 prepared statements of up to ~0.8 MB each: ~100 MB held
+# for good after an outage's backlog was written in odd-sized batches.
+_ROWS_PER_INSERT = 512
+# Prepared statements the audit connection keeps (the driver's LRU cache, default 128): the
+# ten INSERT shapes, the capture and checkpoint inserts and the fold, probe and checkpoint
+# reads, with room to spare. A bound on memory whatever statement shapes turn up.
+AUDIT_CACHED_STATEMENTS = 32
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return _INSERT_HEAD + ",".join([_ROW] * rows)
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """One statement per up to 1,000 rows: the driver releases and retakes the GIL once per
-    statement, not once per row (that contention was the audit path's main cost)."""
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        sql = _INSERT_HEAD + ",".join([_ROW] * len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
+    """One statement per chunk, not per row: the driver releases and retakes the GIL once per
+    statement (that contention was the audit path's main cost). Chunk sizes are powers of
+    two, so only ten statement shapes ever exist."""
+    start, total = 0, len(rows)
+    while start < total:
+        size = min(_ROWS_PER_INSERT, 1 << ((total - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+        start += size
 
 
 class TreeStateError(Exception):
@@ -143,7 +160,12 @@ class SqliteAuditSink:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             prepare_sqlite_file(self._path)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=AUDIT_CACHED_STATEMENTS,
+            )
             apply_sqlite_pragmas(conn, AUDIT_SQLITE_BUSY_TIMEOUT_MS)
             self._conn = conn
         return self._conn
@@ -219,13 +241,13 @@ class SqliteAuditSink:
 
     def probe(self) -> None:
         """Raise unless a write transaction can be taken now (used while the log is down).
-        First the WAL is folded back and cut to nothing where it can be: a full disk's
+        Then the WAL is folded back and cut to nothing where it can be: a full disk's
         recovery needs the space the failed writes grew it to."""
         conn = self._connection()
-        with contextlib.suppress(sqlite3.Error):
-            truncate_wal(conn)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            truncate_wal(conn)
 
     def checkpoint(self) -> None:
         """Sign and store a checkpoint of everything written so far (if anything is new)."""
