@@ -11,34 +11,24 @@ import sqlite3
 from pathlib import Path
 
 from garrison.audit import AuditEvent, EventName, SqliteAuditSink
-from garrison.audit.sqlite_sink import _ROWS_PER_INSERT, AUDIT_CACHED_STATEMENTS, _insert_rows
+from garrison.audit.insert_chunks import ROWS_PER_INSERT, chunk_sizes
+from garrison.audit.sqlite_sink import AUDIT_CACHED_STATEMENTS
 from garrison.store import make_engine, migrate
 
 # SQLite's limit on bound parameters in one statement.
 SQLITE_MAX_VARIABLES = 32_766
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self.values: list[object] = []
-
-    def execute(self, sql: str, params: list[object]) -> None:
-        assert sql.count("?") == len(params)
-        self.statements.append(sql)
-        self.values.extend(params)
-
-
-def test_every_batch_size_uses_one_of_ten_insert_shapes_in_order() -> None:
-    shapes: set[str] = set()
-    for size in range(1, 2 * _ROWS_PER_INSERT + 70):
-        rows = [(i, 0, "n", None, None, None, None, b"r", b"h") for i in range(size)]
-        conn = _Recorder()
-        _insert_rows(conn, rows)  # type: ignore[arg-type]
-        assert conn.values[::9] == list(range(size))  # every row, once, in order
-        assert all(s.count("?") <= SQLITE_MAX_VARIABLES for s in conn.statements)
-        shapes.update(conn.statements)
-    assert len(shapes) == _ROWS_PER_INSERT.bit_length() == 10
+def test_every_batch_size_uses_one_of_ten_chunk_sizes() -> None:
+    shapes: set[int] = set()
+    for total in range(0, 2 * ROWS_PER_INSERT + 70):
+        sizes = list(chunk_sizes(total))
+        assert sum(sizes) == total
+        assert sizes == sorted(sizes, reverse=True)
+        assert all(size & (size - 1) == 0 and size <= ROWS_PER_INSERT for size in sizes)
+        shapes.update(sizes)
+    assert len(shapes) == ROWS_PER_INSERT.bit_length() == 10
+    assert 9 * ROWS_PER_INSERT <= SQLITE_MAX_VARIABLES
     assert len(shapes) + 4 <= AUDIT_CACHED_STATEMENTS  # room for the sink's other statements
 
 

@@ -26,6 +26,7 @@ import orjson
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.events import AuditEvent
 from garrison.audit.exporters import Exporter
+from garrison.audit.insert_chunks import chunk_sizes
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.sqlite_reader import stored_bytes
 from garrison.audit.witness import DirectoryWitness
@@ -47,12 +48,6 @@ _INSERT_CAPTURE = "INSERT INTO audit_captures (request_id, at, sealed) VALUES (?
 _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
 
 
-# Rows per multi-row INSERT, a power of two (9 parameters a row, under SQLite's 32,766-variable
-# limit). A batch is inserted as chunks of 512, 256, … 1 rows (the binary digits of its size),
-# so the driver caches at most ten INSERT shapes (~0.8 MB together). One statement per batch
-# size seen instead kept up to 128 prepared statements of up to ~0.8 MB each: ~100 MB held
-# for good after an outage's backlog was written in odd-sized batches.
-_ROWS_PER_INSERT = 512
 # Prepared statements the audit connection keeps (the driver's LRU cache, default 128): the
 # ten INSERT shapes, the capture and checkpoint inserts and the fold, probe and checkpoint
 # reads, with room to spare. A bound on memory whatever statement shapes turn up.
@@ -67,10 +62,9 @@ def _insert_sql(rows: int) -> str:
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
     """One statement per chunk, not per row: the driver releases and retakes the GIL once per
     statement (that contention was the audit path's main cost). Chunk sizes are powers of
-    two, so only ten statement shapes ever exist."""
-    start, total = 0, len(rows)
-    while start < total:
-        size = min(_ROWS_PER_INSERT, 1 << ((total - start).bit_length() - 1))
+    two (``insert_chunks``), so only ten statement shapes are ever prepared."""
+    start = 0
+    for size in chunk_sizes(len(rows)):
         chunk = rows[start : start + size]
         conn.execute(_insert_sql(size), [value for row in chunk for value in row])
         start += size
