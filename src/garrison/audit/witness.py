@@ -74,6 +74,7 @@ class DirectoryWitness:
         self.path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         fd = os.open(self.path / LEAVES, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # owner only, like every state file
             os.pwrite(fd, hashes, start * LEAF_BYTES)
             os.fsync(fd)
         finally:
