@@ -142,13 +142,16 @@ def serve(config_path: Path, port: int | None) -> None:
     """Run the gateway from the config file (environment overrides apply)."""
     import dataclasses
 
-    from garrison.cli.serving import announce, port_errors
+    from garrison.cli.serving import announce, database_errors, port_errors
     from garrison.gateway.runtime import serve_forever
 
     settings = _settings(config_path)
     if port is not None:
         settings = dataclasses.replace(settings, port=port)
-    with port_errors({settings.port: "--port (or [gateway] port in the config)"}):
+    with (
+        database_errors(),
+        port_errors({settings.port: "--port (or [gateway] port in the config)"}),
+    ):
         _run(serve_forever(settings, on_ready=lambda bound: announce(settings, bound)))
 
 
