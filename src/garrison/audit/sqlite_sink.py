@@ -53,6 +53,10 @@ _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) 
 # reads, with room to spare. A bound on memory whatever statement shapes turn up.
 AUDIT_CACHED_STATEMENTS = 32
 
+# Leaf hashes read and written to the witness per step (2 MiB): a witness configured on a
+# large existing log catches up without holding all of its hashes at once.
+WITNESS_LEAVES_CHUNK = 65_536
+
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
@@ -283,18 +287,21 @@ class SqliteAuditSink:
         """Give the witness the leaf hashes it lacks up to ``size`` (read back from the log
         as just committed): what lets the verifier name the exact record changed."""
         have = witness.leaf_count()
-        if have >= size:
-            return
-        rows = self._connection().execute(
-            "SELECT leaf_hash, CASE WHEN length(leaf_hash) = 32 THEN NULL ELSE record END"
-            " FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq",
-            (have, size),
-        )
-        hashes = b"".join(
-            leaf_hash(stored_bytes(record)) if record is not None else stored_bytes(lh)
-            for lh, record in rows
-        )
-        witness.publish_leaves(have, hashes)
+        while have < size:
+            end = min(size, have + WITNESS_LEAVES_CHUNK)
+            rows = self._connection().execute(
+                "SELECT leaf_hash, CASE WHEN length(leaf_hash) = 32 THEN NULL ELSE record END"
+                " FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (have, end),
+            )
+            hashes = b"".join(
+                leaf_hash(stored_bytes(record)) if record is not None else stored_bytes(lh)
+                for lh, record in rows
+            )
+            if len(hashes) != 32 * (end - have):
+                raise sqlite3.DatabaseError(f"audit rows {have + 1}..{end} are not all there")
+            witness.publish_leaves(have, hashes)
+            have = end
 
     def close(self) -> None:
         if self._conn is not None:
