@@ -66,9 +66,11 @@ async def says_the_log_is_down(world: World) -> None:
 async def call_until_refused(world: World) -> None:
     """Call until the disk runs out: that call is a 503 and nothing more reaches upstream."""
     for _ in range(MAX_CALLS_TO_FILL):
+        seen = len(world.mock.seen)
         status, raw = await chat(world)
         if status == 503:
             assert_refused_for_the_log(raw)
+            assert len(world.mock.seen) == seen  # the refused call reached nothing
             return
         assert status == 200, raw
     raise AssertionError(f"the disk never filled in {MAX_CALLS_TO_FILL} calls")

@@ -279,8 +279,11 @@ class SqliteAuditSink:
         if self._witness is not None:
             try:
                 self._publish_leaves(self._witness, checkpoint.tree_size)
+            except (OSError, sqlite3.Error) as exc:  # the checkpoint copy still goes out
+                log.error("witness leaf hashes not published: %s", exc)
+            try:
                 self._witness.publish(checkpoint)
-            except (OSError, sqlite3.Error) as exc:
+            except OSError as exc:
                 log.error("witness publish failed: %s", exc)
 
     def _publish_leaves(self, witness: DirectoryWitness, size: int) -> None:
