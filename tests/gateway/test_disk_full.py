@@ -103,7 +103,8 @@ async def served_again(world: World) -> None:
         assert status == 503 and time.monotonic() < deadline, raw
         await asyncio.sleep(0.1)
     await world.settle()
-    assert world.events("audit.recovered")
+    recovered = world.events("audit.recovered")
+    assert recovered and recovered[-1]["data"]["failed_batches"] >= 1
     refused = [e for e in world.events("request.completed") if e["data"]["status"] == 503]
     assert refused and all(e["data"]["outcome"] == "audit_unavailable" for e in refused)
 
