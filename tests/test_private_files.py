@@ -63,6 +63,7 @@ async def test_state_files_are_created_owner_only(tmp_path: Path) -> None:
         tmp_path / "logs" / "alerts.jsonl",
         data / "witness" / "latest.json",
         data / "witness" / "checkpoints.jsonl",
+        data / "witness" / "leaves.bin",
     ):
         modes[path.name] = mode(path)
     assert modes == dict.fromkeys(modes, 0o600)

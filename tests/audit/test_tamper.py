@@ -339,11 +339,84 @@ def test_local_modification_is_not_reported_as_a_rewrite_when_the_witness_is_che
 ) -> None:
     # The database's own signed checkpoint already disagrees with the log, so the witness
     # copy of that same checkpoint says nothing new: this is a modification inside one
-    # signed range, not a replaced log, and its first bad index is that range's start.
+    # signed range, not a replaced log; the witness's leaf hashes name its index.
     edit_record(data, log.middle, _mark, rehash=True)
     report = verify(data)
-    assert first_problem(report) == ("modified", log.range_start), report["problems"]
+    assert first_problem(report) == ("modified", log.middle), report["problems"]
     assert "rewritten" not in {p["kind"] for p in report["problems"]}
+
+
+# A record changed together with its stored leaf hash, at the edges and inside signed ranges:
+# the witness's leaf hashes (checked against the signed root) name the exact index.
+POSITIONS: dict[str, Callable[[Log], int]] = {
+    "first of the log": lambda log: 0,
+    "first of a range": lambda log: log.range_start,
+    "second of a range": lambda log: log.range_start + 1,
+    "middle of a range": lambda log: log.middle,
+    "last of a range": lambda log: log.sizes[1] - 1,
+    "first of the last range": lambda log: log.sizes[-2],
+    "last of the log": lambda log: log.events - 1,
+}
+
+
+@pytest.mark.parametrize("where", list(POSITIONS))
+def test_modified_record_with_a_recomputed_leaf_hash_is_named_by_its_index(
+    data: Path, log: Log, where: str
+) -> None:
+    index = POSITIONS[where](log)
+    edit_record(data, index, _mark, rehash=True)
+    report = verify(data)
+    assert [(p["kind"], p["index"]) for p in report["problems"]] == [("modified", index)]
+    assert report["first_bad_index"] == index
+
+
+def test_two_records_modified_in_one_range_are_both_named(data: Path, log: Log) -> None:
+    edit_record(data, log.middle, _mark, rehash=True)
+    edit_record(data, log.middle + 3, _mark, rehash=True)
+    report = verify(data)
+    found = [(p["kind"], p["index"]) for p in report["problems"]]
+    assert found == [("modified", log.middle), ("modified", log.middle + 3)]
+
+
+def _forge_witness_leaf(data: Path, index: int) -> None:
+    """The insider edits the witness's leaf hash too, to match the forged record."""
+    conn = _connect(data)
+    try:
+        row = conn.execute("SELECT leaf_hash FROM audit_events WHERE seq = ?", (index + 1,))
+        forged = row.fetchone()[0]
+    finally:
+        conn.close()
+    with open(data / "witness" / "leaves.bin", "r+b") as handle:
+        handle.seek(32 * index)
+        handle.write(forged)
+
+
+def test_forged_witness_leaves_prove_nothing_and_the_signed_range_is_reported(
+    data: Path, log: Log
+) -> None:
+    edit_record(data, log.middle, _mark, rehash=True)
+    _forge_witness_leaf(data, log.middle)
+    report = verify(data)
+    # The witness's hashes no longer rebuild the signed root: they are not believed.
+    assert first_problem(report) == ("modified", log.range_start), report["problems"]
+    assert f"[{log.range_start}, {log.sizes[1]})" in report["problems"][0]["detail"]
+
+
+def test_missing_witness_leaves_fall_back_to_the_signed_range(data: Path, log: Log) -> None:
+    edit_record(data, log.middle, _mark, rehash=True)
+    (data / "witness" / "leaves.bin").unlink()
+    report = verify(data)
+    assert first_problem(report) == ("modified", log.range_start), report["problems"]
+
+
+def test_the_witness_holds_every_leaf_hash_of_the_log(log: Log) -> None:
+    conn = _connect(log.data)
+    try:
+        rows = conn.execute("SELECT leaf_hash FROM audit_events ORDER BY seq")
+        hashes = b"".join(r[0] for r in rows)
+    finally:
+        conn.close()
+    assert (log.data / "witness" / "leaves.bin").read_bytes() == hashes
 
 
 # ── deleted ────────────────────────────────────────────────────────────────────────────────

@@ -14,6 +14,7 @@ checkpoint is written in the same transaction and then published to the witness.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -25,11 +26,12 @@ import orjson
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.events import AuditEvent
 from garrison.audit.exporters import Exporter
+from garrison.audit.insert_chunks import chunk_sizes
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.sqlite_reader import stored_bytes
 from garrison.audit.witness import DirectoryWitness
 from garrison.private_files import prepare_sqlite_file
-from garrison.store.db import apply_sqlite_pragmas
+from garrison.store.db import apply_sqlite_pragmas, truncate_wal
 
 log = logging.getLogger("garrison.audit")
 
@@ -46,17 +48,30 @@ _INSERT_CAPTURE = "INSERT INTO audit_captures (request_id, at, sealed) VALUES (?
 _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
 
 
-# Rows per multi-row INSERT: 9 parameters each, under SQLite's 32,766-variable limit.
-_ROWS_PER_INSERT = 1000
+# Prepared statements the audit connection keeps (the driver's LRU cache, default 128): the
+# ten INSERT shapes, the capture and checkpoint inserts and the fold, probe and checkpoint
+# reads, with room to spare. A bound on memory whatever statement shapes turn up.
+AUDIT_CACHED_STATEMENTS = 32
+
+# Leaf hashes read and written to the witness per step (2 MiB): a witness configured on a
+# large existing log catches up without holding all of its hashes at once.
+WITNESS_LEAVES_CHUNK = 65_536
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return _INSERT_HEAD + ",".join([_ROW] * rows)
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """One statement per up to 1,000 rows: the driver releases and retakes the GIL once per
-    statement, not once per row (that contention was the audit path's main cost)."""
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        sql = _INSERT_HEAD + ",".join([_ROW] * len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
+    """One statement per chunk, not per row: the driver releases and retakes the GIL once per
+    statement (that contention was the audit path's main cost). Chunk sizes are powers of
+    two (``insert_chunks``), so only ten statement shapes are ever prepared."""
+    start = 0
+    for size in chunk_sizes(len(rows)):
+        chunk = rows[start : start + size]
+        conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+        start += size
 
 
 class TreeStateError(Exception):
@@ -143,7 +158,12 @@ class SqliteAuditSink:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             prepare_sqlite_file(self._path)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=AUDIT_CACHED_STATEMENTS,
+            )
             apply_sqlite_pragmas(conn, AUDIT_SQLITE_BUSY_TIMEOUT_MS)
             self._conn = conn
         return self._conn
@@ -218,10 +238,14 @@ class SqliteAuditSink:
                 log.error("audit exporter %s failed: %s", type(exporter).__name__, exc)
 
     def probe(self) -> None:
-        """Raise unless a write transaction can be taken now (used while the log is down)."""
+        """Raise unless a write transaction can be taken now (used while the log is down).
+        Then the WAL is folded back and cut to nothing where it can be: a full disk's
+        recovery needs the space the failed writes grew it to."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            truncate_wal(conn)
 
     def checkpoint(self) -> None:
         """Sign and store a checkpoint of everything written so far (if anything is new)."""
@@ -254,9 +278,33 @@ class SqliteAuditSink:
         self._last_at = self._monotonic()
         if self._witness is not None:
             try:
+                self._publish_leaves(self._witness, checkpoint.tree_size)
+            except (OSError, sqlite3.Error) as exc:  # the checkpoint copy still goes out
+                log.error("witness leaf hashes not published: %s", exc)
+            try:
                 self._witness.publish(checkpoint)
             except OSError as exc:
                 log.error("witness publish failed: %s", exc)
+
+    def _publish_leaves(self, witness: DirectoryWitness, size: int) -> None:
+        """Give the witness the leaf hashes it lacks up to ``size`` (read back from the log
+        as just committed): what lets the verifier name the exact record changed."""
+        have = witness.leaf_count()
+        while have < size:
+            end = min(size, have + WITNESS_LEAVES_CHUNK)
+            rows = self._connection().execute(
+                "SELECT leaf_hash, CASE WHEN length(leaf_hash) = 32 THEN NULL ELSE record END"
+                " FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (have, end),
+            )
+            hashes = b"".join(
+                leaf_hash(stored_bytes(record)) if record is not None else stored_bytes(lh)
+                for lh, record in rows
+            )
+            if len(hashes) != 32 * (end - have):
+                raise sqlite3.DatabaseError(f"audit rows {have + 1}..{end} are not all there")
+            witness.publish_leaves(have, hashes)
+            have = end
 
     def close(self) -> None:
         if self._conn is not None:

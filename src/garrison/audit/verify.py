@@ -4,7 +4,9 @@ checkpoint and every witness copy against it. Pure: rows and checkpoints in, a r
 What each kind of tampering looks like here:
 
 * **modified** — a record's hash differs from its stored leaf hash, or (when the attacker
-  also rewrote that) the rebuilt root differs from the next signed checkpoint;
+  also rewrote that) the rebuilt root differs from the next signed checkpoint: then the
+  witness's copy of the leaf hashes, once it rebuilds that signed root, names the exact
+  records (without a witness the finding is the signed range);
 * **deleted** / **inserted** / **reordered** — records name their own leaf index ``i``; a row
   whose ``i`` runs ahead, falls behind, or comes back later locates the change exactly;
   seq gaps are deletions too;
@@ -270,6 +272,32 @@ def _check_roots(
     return bad
 
 
+# Records named one by one in a failed signed range located with the witness's leaf hashes;
+# past this the rest of the range is one finding (a rewritten log needs no longer list).
+MAX_LOCATED = 1000
+
+
+def _locate_with_leaves(
+    anchor: CompactTree, lo: int, signed_root: str, records: Sequence[bytes], copy: bytes
+) -> list[int] | None:
+    """Positions in [lo, lo + len(records)) whose record does not give the witness's leaf
+    hash, or ``None`` when the witness's hashes for the range are missing or do not rebuild
+    the signed root from ``anchor`` (the verified tree at ``lo``): then they prove nothing."""
+    count = len(records)
+    if len(copy) != 32 * count:
+        return None
+    hashes = [copy[k : k + 32] for k in range(0, len(copy), 32)]
+    tree = anchor.copy()
+    tree.extend(hashes)
+    if tree.root().hex() != signed_root:
+        return None
+    return [
+        lo + k
+        for k, record in enumerate(records)
+        if _sha256(b"\x00" + _as_bytes(record)).digest() != hashes[k]
+    ]
+
+
 def verify_log(
     rows: Iterable[Row],
     checkpoints: Sequence[Checkpoint],
@@ -278,9 +306,13 @@ def verify_log(
     witness: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
     reread: Callable[[int, int], Iterable[Row]] | None = None,
+    leaves: Callable[[int, int], bytes] | None = None,
 ) -> VerifyReport:
     """``reread(start, end)`` gives rows at positions [start, end) again; with it, a range
-    whose signed root fails is re-read record by record to locate the change exactly."""
+    whose signed root fails is re-read record by record to locate the change exactly.
+    ``leaves(start, end)`` gives the witness's copy of those leaf hashes (see
+    ``garrison.audit.witness``): with both, a record changed together with its stored leaf
+    hash is named by its index."""
     report = VerifyReport(checkpoints=len(checkpoints), witness_checkpoints=len(witness))
     signed = _check_checkpoints(checkpoints, keys, report)
     witnessed = _check_witness(witness, keys, report)
@@ -292,6 +324,8 @@ def verify_log(
     stored_hashes: list[bytes | None] = []
 
     last_signed = max(signed, default=0)
+    # The rebuilt tree at the last size whose signed root held: where a failed range starts.
+    anchor = {"tree": CompactTree()}
 
     def detail(start: int, batch: Sequence[bytes], into: _IndexTracker) -> None:
         for k, record in enumerate(batch):
@@ -340,8 +374,41 @@ def verify_log(
             local = _IndexTracker(report)
             lo, hi = bad
             local.offset = 0
-            detail(lo, [r for _, r, _ in reread(lo, hi)], local)
+            again = [_as_bytes(r) for _, r, _ in reread(lo, hi)]
+            found = len(report.problems)
+            detail(lo, again, local)
             local.finish()
+            if len(report.problems) == found and leaves is not None:
+                _name_modified(lo, hi, again)
+        if state["last_good"] == tree.size:
+            anchor["tree"] = tree.copy()
+
+    def _name_modified(lo: int, hi: int, again: Sequence[bytes]) -> None:
+        """Every record in place, yet the signed root fails: the witness's leaf hashes (once
+        they rebuild that root) name the records changed with their stored hash."""
+        assert leaves is not None
+        changed = _locate_with_leaves(anchor["tree"], lo, signed[hi].root, again, leaves(lo, hi))
+        if changed is None:
+            return
+        for index in changed[:MAX_LOCATED]:
+            report.problems.append(
+                Problem(
+                    "modified",
+                    index,
+                    "record changed together with its stored leaf hash (the witness's leaf "
+                    "hash, which rebuilds the signed root, differs)",
+                )
+            )
+        if len(changed) > MAX_LOCATED:
+            first = changed[MAX_LOCATED]
+            report.problems.append(
+                Problem(
+                    "modified",
+                    first,
+                    f"{len(changed) - MAX_LOCATED} more changed record(s) in [{first}, {hi})",
+                    end=hi,
+                )
+            )
 
     position = 0
     expected_seq = 1

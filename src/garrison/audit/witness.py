@@ -5,6 +5,12 @@ A witness directory receives every checkpoint: ``latest.json`` (replaced atomica
 reach the copies already published, so ``garrison audit verify --witness-dir`` detects it
 with a consistency check against the tree rebuilt from the log.
 
+With each checkpoint the witness also receives the leaf hashes of the log up to it
+(``leaves.bin``: 32 bytes per leaf, leaf ``i`` at offset ``32 * i``, written in place so two
+processes publishing the same leaves write the same bytes). The verifier trusts them only
+where they rebuild a signed root; then a record changed together with its stored leaf hash
+is located to its exact index, not just to its signed range.
+
 An append cut short (a full disk, a crash) leaves a last line without its newline: readers
 skip it (it was never a whole entry) and the next publish cuts it off before appending. A
 damaged line anywhere else is a finding, never a crash.
@@ -23,6 +29,8 @@ from garrison.private_files import PRIVATE_DIR_MODE, open_private_append, write_
 
 LATEST = "latest.json"
 HISTORY = "checkpoints.jsonl"
+LEAVES = "leaves.bin"
+LEAF_BYTES = 32
 
 
 @dataclass(slots=True)
@@ -51,6 +59,26 @@ class DirectoryWitness:
         tmp = self.path / (LATEST + ".new")
         write_private_bytes(tmp, line)
         os.replace(tmp, self.path / LATEST)
+
+    def leaf_count(self) -> int:
+        """Whole leaf hashes held here (a torn last one does not count)."""
+        try:
+            return (self.path / LEAVES).stat().st_size // LEAF_BYTES
+        except OSError:
+            return 0
+
+    def publish_leaves(self, start: int, hashes: bytes) -> None:
+        """Write leaf hashes ``start…`` in place (idempotent: a leaf's bytes never change)."""
+        if not hashes:
+            return
+        self.path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(self.path / LEAVES, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # owner only, like every state file
+            os.pwrite(fd, hashes, start * LEAF_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def latest_size(self) -> int:
         """The tree size of the newest copy here (0: none, or unreadable)."""
@@ -106,6 +134,19 @@ def load_witness(path: Path) -> WitnessCopy:
         except (OSError, orjson.JSONDecodeError, CheckpointError, TypeError, AttributeError) as exc:
             copy.damaged.append(f"{latest.name}: {exc}")
     return copy
+
+
+def read_leaves(path: Path, start: int, end: int) -> bytes:
+    """Leaf hashes ``[start, end)`` as a witness directory holds them (shorter, or empty,
+    where it holds fewer). Never trusted alone: the verifier checks them against a signed
+    root first."""
+    try:
+        with open(path / LEAVES, "rb") as handle:
+            handle.seek(start * LEAF_BYTES)
+            data = handle.read((end - start) * LEAF_BYTES)
+    except OSError:
+        return b""
+    return data[: len(data) - len(data) % LEAF_BYTES]
 
 
 def read_witness(path: Path) -> list[Checkpoint]:

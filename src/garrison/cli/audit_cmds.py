@@ -35,7 +35,7 @@ from garrison.audit.proofs import (
 )
 from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
 from garrison.audit.verify import VerifyReport, verify_log, witness_findings
-from garrison.audit.witness import load_witness
+from garrison.audit.witness import load_witness, read_leaves
 from garrison.cli.exits import ExitCode
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
@@ -143,7 +143,9 @@ def audit_verify(
                     reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
                 )
             if report is None:
-                report = _verify_sequential(reader, total, checkpoints, keys, witness, as_json)
+                report = _verify_sequential(
+                    reader, total, checkpoints, keys, witness, as_json, wdir
+                )
     except (OSError, sqlite3.Error) as exc:
         # Not a verdict on the log: exit code "could not read" (docs/cli.md, Exit codes).
         raise GarrisonError(f"could not read the audit log: {exc}") from None
@@ -200,6 +202,7 @@ def _verify_sequential(
     keys: dict[str, Any],
     witness: list[Checkpoint],
     as_json: bool,
+    witness_dir: Path | None = None,
 ) -> VerifyReport:
     with Progress(
         TextColumn("verifying"),
@@ -218,6 +221,11 @@ def _verify_sequential(
             witness=witness,
             progress=lambda n: bar.update(task, completed=n),
             reread=reader.rows_range,
+            leaves=(
+                None
+                if witness_dir is None
+                else lambda start, end: read_leaves(witness_dir, start, end)
+            ),
         )
 
 

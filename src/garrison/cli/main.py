@@ -142,7 +142,7 @@ def serve(config_path: Path, port: int | None) -> None:
     """Run the gateway from the config file (environment overrides apply)."""
     import dataclasses
 
-    from garrison.cli.serving import announce, port_errors
+    from garrison.cli.serving import announce, database_errors, port_errors
     from garrison.config import parse_listen
     from garrison.gateway.runtime import serve_forever
 
@@ -152,7 +152,7 @@ def serve(config_path: Path, port: int | None) -> None:
     ports = {settings.port: "--port (or [gateway] port in the config)"}
     if settings.admin_listen:
         ports[parse_listen(settings.admin_listen)[1]] = "[admin] listen in the config"
-    with port_errors(ports):
+    with database_errors(), port_errors(ports):
         _run(serve_forever(settings, on_ready=lambda bound: announce(settings, bound)))
 
 

@@ -5,13 +5,14 @@ option that moves it, instead of a traceback."""
 from __future__ import annotations
 
 import errno
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
 
 from garrison.config import Settings
-from garrison.errors import ConfigError
+from garrison.errors import ConfigError, ServerError
 
 # The errors a bind gives for a port another process holds, or one this user may not take.
 _BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
@@ -79,3 +80,19 @@ def port_errors(ports: dict[int, str]) -> Iterator[None]:
         )
         what = "is already in use" if exc.errno == errno.EADDRINUSE else "cannot be used here"
         raise ConfigError(f"port {port} {what}: choose another with {option}") from None
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that cannot be read at start (corrupt, truncated, not a database) is one
+    line and the exit code "failed" (6), not a traceback: say what to do about it."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (sqlite3.DatabaseError, sqlalchemy.exc.DatabaseError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise ServerError(
+            f"the database cannot be read ({reason}): restore it from a backup "
+            "(docs/operations.md, Backup and restore), then check it with garrison audit verify"
+        ) from None

@@ -43,6 +43,7 @@ from garrison.gateway.app import build_app, new_request_id
 from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
+from garrison.gateway.memory_release import AfterOutage
 from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
 from garrison.gateway.tls import ReloadingTls
@@ -122,6 +123,8 @@ class Gateway:
             path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
         )
         self.audit = AuditLog(self.sink, clock=clock)
+        # Gives the memory an audit outage's backlog took back once it is written.
+        self._after_outage = AfterOutage()
         self.state = GatewayState(
             snapshot=Snapshot.empty(),
             pepper=self.pepper,
@@ -552,6 +555,8 @@ class Gateway:
         """Renew this instance's lease; give the calls of instances that died an outcome."""
         while True:
             await self.check_disk()
+            if self._after_outage.tick(self.audit.healthy, self.audit.depth):
+                await asyncio.sleep(0)  # released (gc + malloc_trim, a few ms): yield once
             try:
                 await self.fold_emergency_locks()
             except Exception as exc:  # still cannot write: the next tick tries again

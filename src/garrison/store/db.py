@@ -3,7 +3,9 @@
 SQLite is the embedded default (one file, WAL). Every connection gets the pragmas the audit
 and directory rely on: WAL (readers never block the writer), ``synchronous=FULL`` (a commit
 is on disk when it returns), foreign keys on, and a busy timeout so short write contention
-waits instead of failing.
+waits instead of failing. The write-ahead log is bounded (``wal_autocheckpoint``,
+``journal_size_limit``): an outage or a long reader can grow it, but a checkpoint gives the
+space back, so a small file system is not filled by the WAL alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from garrison.private_files import prepare_sqlite_file
 # How long a writer waits for another writer's lock before failing. Directory writes are
 # rare and short; a second covers a burst of audit group commits.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Pages after which a commit folds the WAL into the database file (SQLite's default, stated:
+# a smaller value fsyncs the main file more often on the audit hot path).
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 1000
+# Size the WAL file is cut back to after a checkpoint resets it. Without it the WAL keeps the
+# size it reached at its peak (an outage, a long reader) for good — on a small file system,
+# the space the recovery itself needs. 4 MiB is one autocheckpoint's worth of 4 KiB pages.
+SQLITE_JOURNAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Execution option that marks a transaction as a write (SQLite: BEGIN IMMEDIATE).
@@ -48,6 +58,16 @@ def apply_sqlite_pragmas(
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
+    conn.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT_BYTES}")
+
+
+def truncate_wal(conn: sqlite3.Connection) -> None:
+    """Fold the whole WAL into the database file and cut the WAL to zero bytes (gives back
+    the space an outage grew it to). Raises ``sqlite3.Error`` when it cannot."""
+    busy, _log_pages, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise sqlite3.OperationalError("WAL checkpoint blocked by another connection")
 
 
 def make_engine(url: str) -> sa.Engine:
