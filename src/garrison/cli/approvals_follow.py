@@ -16,8 +16,8 @@ import click
 import orjson
 
 from garrison.cli.client import AdminClient
-from garrison.respond.approvals import rfc3339
 from garrison.safe_text import terminal_safe
+from garrison.timestamps import rfc3339
 
 # Seconds between polls by default, and the shortest allowed (a tighter loop only loads the
 # admin API; approvals are decided by people, in minutes).

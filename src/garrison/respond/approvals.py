@@ -27,7 +27,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import orjson
 from garrison.domain.access import ACCESS_REQUEST_TTL_S
 from garrison.respond.sinks import Sink
 from garrison.store.changes import CHANGE_TTL_S
+from garrison.timestamps import rfc3339
 
 log = logging.getLogger("garrison.approvals")
 
@@ -71,12 +71,6 @@ _CHANGE = {
 }
 # ``user:password@`` and query strings in URLs: where a credential in a URL would sit.
 _URL_SECRETS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@|\?[^\s]*")
-
-
-def rfc3339(at: float) -> str:
-    """``2026-12-07T15:30:00.123Z``: UTC, millisecond precision."""
-    stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
 
 
 def scrub_summary(text: str) -> str:
