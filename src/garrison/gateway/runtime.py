@@ -38,7 +38,7 @@ from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.domain.locks import Lock, LockKind
 from garrison.domain.networks import parse_network
 from garrison.errors import AuditUnavailable, ConfigError
-from garrison.gateway import fd_limit
+from garrison.gateway import fd_limit, tracing
 from garrison.gateway.app import build_app, new_request_id
 from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
@@ -157,6 +157,9 @@ class Gateway:
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
+        self._settings_tracing = bool(settings.tracing_otlp_endpoint)
+        if settings.tracing_otlp_endpoint:  # [tracing]: only then is OpenTelemetry loaded
+            tracing.configure(settings.tracing_otlp_endpoint)
         self.http = HttpServer(
             build_app(self.state, admin), settings.limits, settings.trusted_proxies
         )
@@ -592,6 +595,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.http.stop()
+        if self._settings_tracing:
+            await asyncio.to_thread(tracing.disable)  # exports what is queued
         if self.metrics is not None:
             await self.metrics.stop()
         self.state.bodies.stop()
