@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.keyring import Sealer
 from garrison.respond.approvals import (
+    APPROVAL_BATCH,
     APPROVAL_TRACKED_MAX,
     EXPIRED,
     REQUESTED,
@@ -259,3 +261,72 @@ def test_deadlines_hold_at_most_their_limit() -> None:
     assert len(deadlines) == 3
     assert [item["id"] for _, item in deadlines.due(10.0)] == ["chg_2", "chg_3", "chg_4"]
     assert len(deadlines) == 0
+
+
+# ── the watcher under load (an audit table of its own; only the columns it reads) ─────────
+class Captured:
+    name = "capture"
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, alert: dict[str, Any]) -> None:
+        self.sent.append(alert)
+
+    def close(self) -> None:
+        pass
+
+
+def audit_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE audit_events (seq INTEGER PRIMARY KEY, name TEXT, record BLOB);"
+        "CREATE TABLE principals (id TEXT, name TEXT);"
+        "CREATE TABLE pending_changes (id TEXT, kind TEXT, target TEXT, status TEXT,"
+        " expires_at REAL);"
+        "CREATE TABLE access_requests (id TEXT, status TEXT, expires_at REAL);"
+    )
+    return conn
+
+
+def append(conn: sqlite3.Connection, name: str, data: dict[str, Any]) -> None:
+    record = {"name": name, "at": time.time(), "actor": "prn_a", "data": data}
+    conn.execute(
+        "INSERT INTO audit_events (name, record) VALUES (?, ?)", (name, orjson.dumps(record))
+    )
+    conn.commit()
+
+
+def test_data_plane_traffic_never_leaves_the_watcher_behind(tmp_path: Path) -> None:
+    conn = audit_db(tmp_path / "a.db")
+    sink = Captured()
+    watcher = ApprovalWatcher(tmp_path / "a.db", [sink], poll_s=3600)
+    watcher.start()
+    try:
+        for _ in range(APPROVAL_BATCH * 3):
+            append(conn, "request.completed", {"status": 200})
+        append(conn, "change.proposed", {"change_id": "chg_1", "kind": "k", "target": "t"})
+        (notice,) = watcher.poll()  # one poll, however many calls came first
+        assert (notice["kind"], notice["item"]["id"]) == (REQUESTED, "chg_1")
+    finally:
+        watcher.stop()
+        conn.close()
+
+
+def test_a_burst_of_proposals_is_read_a_batch_at_a_time_and_none_is_lost(
+    tmp_path: Path,
+) -> None:
+    conn = audit_db(tmp_path / "a.db")
+    sink = Captured()
+    watcher = ApprovalWatcher(tmp_path / "a.db", [sink], poll_s=3600)
+    watcher.start()
+    try:
+        total = APPROVAL_BATCH + 7
+        for n in range(total):
+            append(conn, "access.requested", {"request_id": f"acr_{n}", "reason": "r"})
+        assert len(watcher.poll()) == APPROVAL_BATCH
+        assert len(watcher.poll()) == 7
+        assert [n["item"]["id"] for n in sink.sent] == [f"acr_{n}" for n in range(total)]
+    finally:
+        watcher.stop()
+        conn.close()
