@@ -285,6 +285,7 @@ def audit_db(path: Path) -> sqlite3.Connection:
         "CREATE TABLE pending_changes (id TEXT, kind TEXT, target TEXT, status TEXT,"
         " expires_at REAL);"
         "CREATE TABLE access_requests (id TEXT, status TEXT, expires_at REAL);"
+        "CREATE TABLE locks (id TEXT, kind TEXT, lifted_at REAL, lift_requested_at REAL);"
     )
     return conn
 
@@ -330,3 +331,19 @@ def test_a_burst_of_proposals_is_read_a_batch_at_a_time_and_none_is_lost(
     finally:
         watcher.stop()
         conn.close()
+
+
+def test_a_lockdown_lift_is_a_two_person_request_for_approvers() -> None:
+    asked = {"lock_id": "lck_1", "kind": "all", "target": "*", "reason": "over"}
+    requested = notice_for({"name": "lock.lift_requested", "at": 0.0, "data": asked}, {})
+    assert requested is not None
+    assert (requested["kind"], requested["item"]["type"], requested["waiting"]) == (
+        REQUESTED,
+        "lock-lift",
+        True,
+    )
+    lifted = {**asked, "requested_by": "prn_a"}
+    approved = notice_for({"name": "lock.lifted", "at": 1.0, "data": lifted}, {})
+    assert approved is not None and approved["kind"] == "approval.approved"
+    # Lifting any other lock is one admin's act: no notice.
+    assert notice_for({"name": "lock.lifted", "at": 1.0, "data": asked}, {}) is None

@@ -7,6 +7,9 @@ out through the alert sinks (webhook, JSON lines, syslog) as their own event kin
     approval.cancelled   withdrawn by the requester
     approval.expired     nobody decided in time
 
+Items are access requests (``access``), two-person changes (``change``) and requests to lift
+a global lockdown (``lock-lift``).
+
 The source is the audit log itself: a watcher thread tails ``audit_events`` (admin API and
 CLI writes reach the database directly, never the gateway's writer), so every process that
 writes a request is covered and nothing is announced that was not committed. A notice is
@@ -35,6 +38,7 @@ import orjson
 from garrison.domain.access import ACCESS_REQUEST_TTL_S
 from garrison.respond.sinks import Sink
 from garrison.store.changes import CHANGE_TTL_S
+from garrison.store.locks import LIFT_REQUEST_TTL_S
 from garrison.timestamps import rfc3339
 
 log = logging.getLogger("garrison.approvals")
@@ -69,6 +73,9 @@ _CHANGE = {
     "change.approved": APPROVED,
     "change.denied": REJECTED,
 }
+_LOCK_LIFT = {"lock.lift_requested": REQUESTED, "lock.lifted": APPROVED}
+# How long each kind of item waits before it lapses.
+_TTL = {"access": ACCESS_REQUEST_TTL_S, "change": CHANGE_TTL_S, "lock-lift": LIFT_REQUEST_TTL_S}
 # Events of model calls, never about approvals (skipped without being read).
 DATA_PLANE_EVENTS = ("request.allowed", "request.denied", "request.completed", "admin.read")
 _POLL_SQL = (
@@ -120,6 +127,15 @@ def notice_for(record: Mapping[str, Any], names: Mapping[str, str]) -> dict[str,
         )
         if name == "access.approved":
             item["approvals"] = len(data.get("approvals") or [])
+    elif name in _LOCK_LIFT:
+        # Lifting a global lockdown takes two admins: the request, then the lift by another.
+        lock_id = data.get("lock_id")
+        if not isinstance(lock_id, str) or (name == "lock.lifted" and "requested_by" not in data):
+            return None
+        kind = _LOCK_LIFT[name]
+        item = {"type": "lock-lift", "id": lock_id, "kind": str(data.get("kind", ""))}
+        item["reason"] = str(data.get("reason", ""))[:SUMMARY_MAX]
+        waiting = name == "lock.lift_requested"
     else:
         kind = _CHANGE.get(name)
         origin = data.get("origin")
@@ -150,8 +166,7 @@ def notice_for(record: Mapping[str, Any], names: Mapping[str, str]) -> dict[str,
     if isinstance(record.get("i"), int):
         notice["audit_index"] = record["i"]
     if kind == REQUESTED:
-        ttl = ACCESS_REQUEST_TTL_S if item["type"] == "access" else CHANGE_TTL_S
-        notice["expires_at"] = rfc3339(at + ttl)
+        notice["expires_at"] = rfc3339(at + _TTL[item["type"]])
     return notice
 
 
@@ -252,6 +267,13 @@ class ApprovalWatcher:
             self.deadlines.track(
                 request_id, float(expires_at), {"type": "access", "id": request_id}
             )
+        for lock_id, kind, requested_at in conn.execute(
+            "SELECT id, kind, lift_requested_at FROM locks WHERE lifted_at IS NULL "
+            "AND lift_requested_at IS NOT NULL AND lift_requested_at > ?",
+            (now - LIFT_REQUEST_TTL_S,),
+        ):
+            item = {"type": "lock-lift", "id": lock_id, "kind": kind}
+            self.deadlines.track(lock_id, float(requested_at) + LIFT_REQUEST_TTL_S, item)
 
     def _run(self) -> None:
         while not self._stop.wait(self._poll_s):
@@ -284,8 +306,8 @@ class ApprovalWatcher:
                 continue
             item = notice["item"]
             if notice["kind"] == REQUESTED:
-                ttl = ACCESS_REQUEST_TTL_S if item["type"] == "access" else CHANGE_TTL_S
-                self.deadlines.track(item["id"], float(record.get("at") or 0) + ttl, item)
+                expires_at = float(record.get("at") or 0) + _TTL[item["type"]]
+                self.deadlines.track(item["id"], expires_at, item)
             elif notice["waiting"]:
                 pass  # a first of several approvals: still waiting, same deadline
             elif not self.deadlines.settle(item["id"]) and notice["kind"] == EXPIRED:
@@ -315,7 +337,7 @@ class ApprovalWatcher:
 
 def _may_concern(record: Mapping[str, Any]) -> bool:
     name = record.get("name")
-    if name in _ACCESS or name in _CHANGE:
+    if name in _ACCESS or name in _CHANGE or name in _LOCK_LIFT:
         return True
     data = record.get("data")
     return (
