@@ -37,6 +37,9 @@
     stale_mode = "restricted"   # lock view older than limits.lock_view_stale_s: refuse calls to
                                 # restricted/critical models; "all": every call; "open": none
 
+    [tracing]                             # optional; needs the `otel` extra
+    otlp_endpoint = "http://127.0.0.1:4318/v1/traces"   # unset: off, nothing imported
+
     [admin]                               # where the CLI finds the admin API and its key
     url = "http://127.0.0.1:8080"         # default: [admin] listen, else the [gateway] address
     listen = "127.0.0.1:8081"             # optional: the admin API on its own listener only
@@ -120,6 +123,8 @@ class Settings:
     tls_key_file: Path | None = None
     # The admin API on its own listener, host:port (None: on the data listener as well).
     admin_listen: str | None = None
+    # OpenTelemetry traces (the `otel` extra): OTLP/HTTP endpoint; None: off, nothing loaded.
+    tracing_otlp_endpoint: str | None = None
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -279,6 +284,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
+        tracing_otlp_endpoint=_tracing_endpoint(data.get("tracing", {}), path),
     )
 
 
@@ -295,6 +301,17 @@ def _tls_files(table: Mapping[str, Any], path: Path, base: Path) -> tuple[Path |
     if (cert is None) != (key is None):
         raise ConfigError(f"{path}: [gateway] tls_cert_file and tls_key_file go together")
     return cert, key
+
+
+# ── [tracing] (garrison.gateway.tracing) ──────────────────────────────────────────────────
+def _tracing_endpoint(table: Mapping[str, Any], path: Path) -> str | None:
+    value = table.get("otlp_endpoint", "")
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: [tracing] otlp_endpoint must be a string URL")
+    value = value.strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{path}: [tracing] otlp_endpoint must be an http:// or https:// URL")
+    return value or None
 
 
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,

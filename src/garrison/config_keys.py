@@ -28,6 +28,7 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
     "locks": frozenset({"stale_mode"}),
     "admin": frozenset({"url", "credential_file", "listen"}),
     "metrics": frozenset({"listen", "model_labels"}),
+    "tracing": frozenset({"otlp_endpoint"}),
 }
 # Sections whose keys are checked elsewhere (against a dataclass's fields).
 _CHECKED_ELSEWHERE = frozenset({"limits"})

@@ -29,6 +29,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from garrison.safe_text import terminal_safe
+
 # The whole drill gives up after this long.
 DRILL_TIMEOUT_S = 60.0
 # How long the hostile side keeps trying after containment (to count what still gets in).
@@ -319,12 +321,20 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
 
 
 def render(result: DrillResult) -> str:
+    """The drill's account as Markdown: the timeline (a fixed-width block), the figures
+    against their targets, then the incident report."""
     t0 = result.first_hostile_at
 
     def rel(ts: float | None) -> str:
         return "-" if ts is None else f"{ts - t0:+.3f}s"
 
-    lines = ["Contractor-breach drill", "", "Timeline (relative to the first hostile call):"]
+    lines = [
+        "# Contractor-breach drill",
+        "",
+        "## Timeline (relative to the first hostile call)",
+        "",
+        "```text",
+    ]
     events: list[tuple[float, str]] = []
     refused_later = 0
     contained = result.contained_at
@@ -350,19 +360,23 @@ def render(result: DrillResult) -> str:
             (lk["created_at"], f"LOCK       {lk['kind']} {lk['target_name']} by {lk['created_by']}")
         )
     for ts, text in sorted(events):
-        lines.append(f"  {rel(ts):>9}  {text}")
+        # Inside a fenced block: a name holding backticks must not close it.
+        lines.append(f"  {rel(ts):>9}  {terminal_safe(text).replace('`', chr(39))}")
     if refused_later:
         lines.append(f"  {'':>9}  attacker calls refused (403) after containment: {refused_later}")
     figures = result.figures()
     lines += [
+        "```",
         "",
-        f"detection:   {figures['detect_s']} s (target ≤ {DETECT_TARGET_S} s)",
-        f"containment: {figures['contain_s']} s (target ≤ {CONTAIN_TARGET_S} s)",
-        "hostile calls that succeeded after containment: "
+        "## Result",
+        "",
+        f"- detection: {figures['detect_s']} s (target ≤ {DETECT_TARGET_S} s)",
+        f"- containment: {figures['contain_s']} s (target ≤ {CONTAIN_TARGET_S} s)",
+        "- hostile calls that succeeded after containment: "
         f"{figures['hostile_calls_after_containment_succeeded']} (must be 0)",
-        f"streams cut: {figures['streams_cut']}",
-        f"incident: {result.incident_id or '-'}",
-        f"result: {'PASSED' if result.passed else 'FAILED'}",
+        f"- streams cut: {figures['streams_cut']}",
+        f"- incident: {result.incident_id or '-'}",
+        f"- result: **{'PASSED' if result.passed else 'FAILED'}**",
     ]
     if result.report_md:
         lines += ["", result.report_md]

@@ -219,10 +219,13 @@ class Served(Cli):
         return token
 
 
-def served_gateway(data_dir: Path) -> Iterator[Served]:
-    """``garrison init`` into ``data_dir``, then its gateway on 127.0.0.1, port 0."""
+def served_gateway(data_dir: Path, **settings_changes: Any) -> Iterator[Served]:
+    """``garrison init`` into ``data_dir``, then its gateway on 127.0.0.1, port 0
+    (``settings_changes``: fields of its settings changed from what ``init`` wrote)."""
     done = init(data_dir)
-    settings = dataclasses.replace(load_settings(done.config_path, env={}), port=0)
+    settings = dataclasses.replace(
+        load_settings(done.config_path, env={}), port=0, **settings_changes
+    )
     # The first admin enrolls as `garrison enroll CODE --save` would (its key is its own).
     assert settings.admin_credential_file is not None
     enrolled = enroll_locally(settings, done.codes[0].code.reveal())

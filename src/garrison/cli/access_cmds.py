@@ -5,10 +5,13 @@ drive the admin API; those two work offline on files (for an organisation's own 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
+from garrison.cli.approvals_follow import FOLLOW_INTERVAL_S, FOLLOW_MIN_INTERVAL_S
+from garrison.cli.approvals_follow import follow as follow_approvals
 from garrison.cli.directory_cmds import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
@@ -119,10 +122,41 @@ def access_revoke(grant_id: str, reason: str, config_path: Path) -> None:
 
 
 @click.command()
+@click.option(
+    "--follow", is_flag=True, help="Keep watching: a line when an item starts or stops waiting."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=FOLLOW_MIN_INTERVAL_S),
+    default=FOLLOW_INTERVAL_S,
+    show_default=True,
+    help="With --follow: seconds between looks.",
+)
+@click.option("--for", "duration", help="With --follow: stop after this long, e.g. 10m.")
 @config_option
 @json_option
-def approvals(config_path: Path, as_json: bool) -> None:
-    """What awaits your decision: access requests and two-person changes."""
+def approvals(
+    follow: bool, interval: float, duration: str | None, config_path: Path, as_json: bool
+) -> None:
+    """What awaits your decision: access requests and two-person changes.
+
+    With --follow it keeps watching until Ctrl-C (or --for); --json then prints one JSON
+    object a line."""
+    if duration is not None and not follow:
+        raise click.BadParameter("only with --follow", param_hint="--for")
+    if follow:
+        until = None
+        if duration is not None:
+            try:
+                until = time.time() + parse_duration(duration)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--for") from None
+        with api(config_path) as client:
+            try:
+                follow_approvals(client, interval=interval, until=until, as_json=as_json)
+            except KeyboardInterrupt:
+                return
+        return
     with api(config_path) as client:
         waiting = client.get("/approvals")
     if as_json:

@@ -43,6 +43,7 @@ from garrison.domain.durations import parse_duration
 from garrison.errors import BadRequest, ConfigError, GarrisonError, NotFound
 from garrison.safe_text import terminal_safe
 from garrison.store import sqlite_path
+from garrison.timestamps import rfc3339
 
 err = Console(stderr=True)
 # Below this many events starting worker processes (~0.5 s) costs more than it saves.
@@ -433,6 +434,19 @@ def audit_tail(
             return
 
 
+def export_line(index: int, record: bytes) -> dict[str, Any]:
+    """One exported event. ``record`` is the stored string whose UTF-8 bytes are the hashed
+    leaf (proofs are checked against it, never against a re-encoding); ``event`` is that
+    record decoded, for tools that want fields; ``time`` is its ``at`` in RFC 3339."""
+    event = orjson.loads(record)
+    return {
+        "index": index,
+        "time": rfc3339(float(event["at"])),
+        "record": record.decode(),
+        "event": event,
+    }
+
+
 @audit.command("export")
 @click.option("--since", default=None, help="A duration (1h, 7d) or an ISO time.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
@@ -442,8 +456,10 @@ def audit_tail(
 def audit_export(
     since: str | None, fmt: str, proofs: bool, out: Path | None, config_path: Path
 ) -> None:
-    """Events as JSON lines for a SIEM or an investigator; with --proofs each line carries
-    its inclusion proof against the newest checkpoint (first line: that checkpoint)."""
+    """Events as JSON lines for a SIEM or an investigator: each line has the record exactly as
+    hashed ("record", a string) and the same record parsed ("event"); with --proofs each
+    line carries its inclusion proof against the newest checkpoint (first line: that
+    checkpoint)."""
     settings = load_settings(config_path)
     handle = open(out, "w") if out else sys.stdout  # noqa: SIM115 - closed below
     try:
@@ -455,15 +471,14 @@ def audit_export(
                     raise NotFound("no signed checkpoint yet")
                 cp = cps[-1]
                 hashes = LeafHashes(reader.leaf_hashes(cp.tree_size))
-                handle.write(
-                    orjson.dumps(
-                        {"checkpoint": cp.to_dict(), "public_keys": _public_keys(settings)}
-                    ).decode()
-                    + "\n"
-                )
+                head = {
+                    "checkpoint": cp.to_dict(),
+                    "time": rfc3339(cp.at),
+                    "public_keys": _public_keys(settings),
+                }
+                handle.write(orjson.dumps(head).decode() + "\n")
             for seq, record in rows:
-                # The record as stored (a JSON string): its bytes are the hashed leaf.
-                line: dict[str, Any] = {"index": seq - 1, "record": record.decode()}
+                line = export_line(seq - 1, record)
                 if proofs and seq - 1 < cp.tree_size:
                     line["proof"] = prove_inclusion(reader, seq - 1, record, hashes).to_dict({})[
                         "proof"

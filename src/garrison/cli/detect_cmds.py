@@ -11,6 +11,7 @@ import click
 from garrison.cli.directory_cmds import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, table, when
+from garrison.cli.rendering import format_option, markdown_to_html, normal, show_markdown
 from garrison.detect.rules import load_rules
 from garrison.safe_text import terminal_safe
 
@@ -145,10 +146,16 @@ def drill() -> None:
     help="Model server the drill's model points at (default: a mock the drill starts).",
 )
 @click.option("--keep", type=click.Path(path_type=Path), default=None, help="Keep the data here.")
+@format_option
 @config_option
 @json_option
 def drill_contractor_breach(
-    url: str | None, upstream_url: str | None, keep: Path | None, config_path: Path, as_json: bool
+    url: str | None,
+    upstream_url: str | None,
+    keep: Path | None,
+    fmt: str | None,
+    config_path: Path,
+    as_json: bool,
 ) -> None:
     """A contractor's key leaks: detect, contain, report. Exit 1 if a target is missed."""
     import asyncio
@@ -172,10 +179,15 @@ def drill_contractor_breach(
             if mock is not None:
                 await mock.stop()
 
+    chosen = "json" if as_json else normal(fmt)
     result = asyncio.run(pointed() if url else drills.run_local(keep))
-    if as_json:
+    if chosen == "json":
         emit_json(result.figures())
-    else:
+    elif chosen == "html":
+        click.echo(markdown_to_html(drills.render(result), "Contractor-breach drill"), nl=False)
+    elif chosen == "markdown":
         click.echo(drills.render(result))
+    else:
+        show_markdown(drills.render(result))
     if not result.passed:
         sys.exit(1)

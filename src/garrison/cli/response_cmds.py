@@ -10,6 +10,7 @@ import orjson
 from garrison.cli.directory_cmds import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
+from garrison.cli.rendering import format_option, normal, show_markdown
 from garrison.domain.durations import parse_duration
 from garrison.respond.evidence import VERIFY_COMMAND, signing_fingerprint, verify_instructions
 
@@ -171,25 +172,27 @@ def incident_note(incident_id: str, text: str, config_path: Path) -> None:
 
 @incident.command("report")
 @click.argument("incident_id")
-@click.option(
-    "--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True
-)
+@format_option
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write to a file.")
 @config_option
-def incident_report(incident_id: str, fmt: str, out: Path | None, config_path: Path) -> None:
-    """The blast-radius report, from the audit log."""
+def incident_report(incident_id: str, fmt: str | None, out: Path | None, config_path: Path) -> None:
+    """The blast-radius report, from the audit log (rendered on a terminal)."""
+    chosen = normal(fmt)
+    asked = {"markdown": "md", None: "md"}.get(chosen, chosen)
     with api(config_path) as client:
-        result = client.get(f"/incidents/{seg(incident_id)}/report", format=fmt)
+        result = client.get(f"/incidents/{seg(incident_id)}/report", format=asked)
     text = (
         orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n"
-        if fmt == "json"
+        if chosen == "json"
         else result["content"]
     )
-    if out is None:
-        click.echo(text, nl=False)
-    else:
+    if out is not None:
         out.write_text(text)
         click.echo(f"written to {out}")
+    elif chosen is None:
+        show_markdown(text)
+    else:
+        click.echo(text, nl=False)
 
 
 @incident.command("export")

@@ -45,7 +45,7 @@ from garrison.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from garrison.gateway import apis, listing
+from garrison.gateway import apis, listing, tracing
 from garrison.gateway.admission_limits import Refused, Ticket
 from garrison.gateway.answers import (
     CallDeadline,
@@ -412,7 +412,9 @@ def model_handler(endpoint: Endpoint) -> Any:
         state.inflight += 1
         state.calls += 1
         try:
-            return await _handle_model_call(request, state, endpoint, call)
+            work = _handle_model_call(request, state, endpoint, call)
+            trace = tracing.span_for  # None unless [tracing] is on: no cost when off
+            return await (work if trace is None else trace(work, request, call, state))
         except asyncio.CancelledError:
             if call.cut is None:
                 raise

@@ -38,7 +38,7 @@ from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.domain.locks import Lock, LockKind
 from garrison.domain.networks import parse_network
 from garrison.errors import AuditUnavailable, ConfigError
-from garrison.gateway import fd_limit
+from garrison.gateway import fd_limit, tracing
 from garrison.gateway.app import build_app, new_request_id
 from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
@@ -163,6 +163,9 @@ class Gateway:
             admin = dataclasses.replace(admin, monitor=self.monitor)
         # The admin API on the data listener, or (``[admin] listen``) on its own only.
         apart = settings.admin_listen is not None
+        self._settings_tracing = bool(settings.tracing_otlp_endpoint)
+        if settings.tracing_otlp_endpoint:  # [tracing]: only then is OpenTelemetry loaded
+            tracing.configure(settings.tracing_otlp_endpoint)
         self.http = HttpServer(
             build_app(self.state, None if apart else admin),
             settings.limits,
@@ -628,6 +631,8 @@ class Gateway:
         await self.http.stop()
         if self.admin_http is not None:
             await self.admin_http.stop()
+        if self._settings_tracing:
+            await asyncio.to_thread(tracing.disable)  # exports what is queued
         if self.metrics is not None:
             await self.metrics.stop()
         self.state.bodies.stop()

@@ -31,6 +31,7 @@ from garrison.detect.engine import DetectionEngine, Verdict
 from garrison.detect.observation import Finding, Obs, Severity
 from garrison.detect.rules import RulesError, RuleSet, load_rules
 from garrison.respond import playbooks
+from garrison.respond.approvals import ApprovalWatcher
 from garrison.respond.sinks import Sink
 from garrison.store import Directory, alerts, schema
 from garrison.store.snapshot import Snapshot
@@ -94,6 +95,8 @@ class Monitor:
         self.alerts: Counter[tuple[str, str]] = Counter()
         self.rules_errors = 0
         self._last_lag_alert = 0.0
+        # Approvers hear of requests and proposals through the same sinks (respond.approvals).
+        self.approvals = ApprovalWatcher(db_path, self._sinks, clock=clock) if sinks else None
 
     # ── life cycle ─────────────────────────────────────────────────────────────────────────
     def start(self) -> None:
@@ -102,8 +105,12 @@ class Monitor:
             self.prime()
         self._thread = threading.Thread(target=self._run, name="garrison-detect", daemon=True)
         self._thread.start()
+        if self.approvals is not None:
+            self.approvals.start()
 
     def stop(self) -> None:
+        if self.approvals is not None:
+            self.approvals.stop()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=10)
