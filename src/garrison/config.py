@@ -35,6 +35,10 @@
     stale_mode = "restricted"   # lock view older than limits.lock_view_stale_s: refuse calls to
                                 # restricted/critical models; "all": every call; "open": none
 
+    [identity.oidc]                       # optional: people sign in through this provider
+    issuer = "https://idp.example.com"    # (docs/identity.md; garrison.identity.oidc_config)
+    client_id = "garrison"
+
     [admin]                               # where the CLI finds the admin API and its key
     url = "http://127.0.0.1:8080"         # default: the [gateway] address
     credential_file = "/var/lib/garrison/admin.key"   # 0600; written by `garrison init`
@@ -65,6 +69,7 @@ from garrison.errors import ConfigError
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
+from garrison.identity.oidc_config import OidcSettings, parse_oidc
 
 CONFIG_FILE = "garrison.toml"
 ADMIN_CREDENTIAL_FILE = "admin.key"
@@ -112,6 +117,8 @@ class Settings:
     # ("" or None: off). Per-model labels only when an admin opts in.
     metrics_listen: str | None = None
     metrics_model_labels: bool = False
+    # [identity.oidc]: the identity providers people sign in through (none: keys only).
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -267,6 +274,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
+        oidc=parse_oidc(data.get("identity", {}).get("oidc"), str(path)),
     )
 
 

@@ -26,6 +26,8 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
     "locks": frozenset({"stale_mode"}),
     "admin": frozenset({"url", "credential_file"}),
     "metrics": frozenset({"listen", "model_labels"}),
+    # [identity.oidc] is checked by garrison.identity.oidc_config.
+    "identity": frozenset({"oidc"}),
 }
 # Sections whose keys are checked elsewhere (against a dataclass's fields).
 _CHECKED_ELSEWHERE = frozenset({"limits"})

@@ -251,6 +251,7 @@ def _register() -> None:
         detect_cmds,
         directory_cmds,
         identity_cmds,
+        login_cmds,
         ops_cmds,
         response_cmds,
     )
@@ -260,6 +261,8 @@ def _register() -> None:
     cli.add_command(audit)
     cli.add_command(vendor)
     cli.add_command(identity_cmds.enroll)
+    cli.add_command(login_cmds.login)
+    cli.add_command(login_cmds.logout)
     keys.add_command(identity_cmds.keys_audit)
     for command in (
         directory_cmds.whoami,

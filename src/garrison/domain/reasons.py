@@ -52,6 +52,15 @@ class Reason(enum.StrEnum):
     ENROLL_RATE = "identity.enroll_rate_limited"
     NOT_OWN_CREDENTIAL = "identity.not_own_credential"  # self-service needs one's own key
     BREAK_GLASS = "identity.break_glass"
+    # sign-in through an identity provider (issue 16)
+    OIDC_NOT_CONFIGURED = "oidc.not_configured"
+    OIDC_TOKEN_INVALID = "oidc.id_token_invalid"  # signature, claims or nonce (detail in data)
+    OIDC_TOKEN_REPLAYED = "oidc.id_token_replayed"  # noqa: S105 - a reason code
+    OIDC_PROVIDER_DOWN = "oidc.provider_unavailable"
+    OIDC_NOT_LINKED = "oidc.not_linked"  # no person is linked to this (iss, sub)
+    OIDC_ALREADY_LINKED = "oidc.already_linked"  # the sign-in is linked to someone else
+    OIDC_VENDOR_BOUND = "oidc.vendor_bound"  # the provider may not assert this person
+    STEP_UP_REQUIRED = "mfa.step_up_required"  # approvals need a fresh MFA sign-in
     # containment
     LOCKED = "lock.active"
     LOCK_VIEW_STALE = "lock.view_stale"
