@@ -1057,6 +1057,10 @@ def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
     app.router.add_post(f"{ADMIN_PREFIX}/enroll", identity_api.enroll_endpoint)
     for route in ROUTES:
         app.router.add_route(route.method, ADMIN_PREFIX + route.path, _endpoint(route))
+    if backend.signin is not None:
+        from garrison.admin.session_api import add_session_routes
+
+        add_session_routes(app, backend.signin)
     app.router.add_get("/metrics", _endpoint(alerts_api.METRICS_ROUTE))
 
 

@@ -39,6 +39,8 @@ class AdminBackend:
     monitor: Any = None
     # Places a lock through the emergency journal when the database cannot be written.
     emergency_lock: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    # Sign-in through identity providers (garrison.admin.session_api.SignIn); None: off.
+    signin: Any = None
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)

@@ -77,8 +77,15 @@ def require_own(ctx: Ctx) -> None:
 
 
 def require_approver_credential(ctx: Ctx, requester: str | None) -> None:
-    """An approval counts only from the approver's own key, never one the requester made."""
+    """An approval counts only from the approver's own key, never one the requester made;
+    one made with a sign-in session needs a fresh MFA sign-in (``identity.step_up``)."""
     from garrison.domain.provenance import approval_refusal
+    from garrison.identity.step_up import StepUpRequired, step_up_needed
+
+    # The session's claims when the call carried a DPoP-bound token (None with a key).
+    why = step_up_needed(getattr(ctx, "session", None), now=ctx.now)
+    if why is not None:
+        raise Refused(Reason.STEP_UP_REQUIRED, StepUpRequired(why))
 
     reason = approval_refusal(ctx.credential, ctx.admin, requester)
     if reason is not None:

@@ -383,6 +383,21 @@ async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     )
 
 
+def build_signin(
+    oidc: OidcSettings, *, signer: TokenSigner, public_url: str, proofs: ReplayCache | None = None
+) -> SignIn:
+    """The exchange's state for ``oidc``'s providers (their keys fetched on first use)."""
+    from garrison.identity.oidc_keys import httpx_fetch
+
+    return SignIn(
+        oidc=oidc,
+        keys={p.issuer: ProviderKeys(p, httpx_fetch) for p in oidc.providers},
+        signer=signer,
+        public_url=public_url,
+        proofs=proofs if proofs is not None else MemoryReplayCache(),
+    )
+
+
 def add_session_routes(app: web.Application, signin: SignIn) -> None:
     app[SIGNIN_KEY] = signin
     app.router.add_post(TOKEN_PATH, token_endpoint)

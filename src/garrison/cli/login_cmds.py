@@ -18,8 +18,15 @@ from garrison.identity.step_up import MFA_FRESH_S
 @click.command()
 @click.option("--gateway", "gateway_url", default=None, help="Gateway URL (default: the config's).")
 @click.option("--provider", "provider_name", default=None, help="A vendor's provider by name.")
-@click.option("--device", is_flag=True, help="Device flow (RFC 8628) for machines without a browser.")
-@click.option("--code", "enrollment_code", default=None, help="Your invitation's enrollment code (first sign-in only).")
+@click.option(
+    "--device", is_flag=True, help="Device flow (RFC 8628) for machines without a browser."
+)
+@click.option(
+    "--code",
+    "enrollment_code",
+    default=None,
+    help="Your invitation's enrollment code (first sign-in only).",
+)
 @click.option(
     "--max-age",
     type=click.IntRange(min=0),
@@ -27,7 +34,9 @@ from garrison.identity.step_up import MFA_FRESH_S
     help=f"Make the provider authenticate you again if your sign-in there is older than this "
     f"many seconds (approvals need one within {MFA_FRESH_S}).",
 )
-@click.option("--refresh", is_flag=True, help="Renew the session from the provider's refresh token.")
+@click.option(
+    "--refresh", is_flag=True, help="Renew the session from the provider's refresh token."
+)
 @click.option("--no-browser", is_flag=True, help="Print the URL instead of opening a browser.")
 @click.option(
     "--session-file",
@@ -75,7 +84,9 @@ def login(
         f"{int(result['expires_in']) // 60} min, stored in {result['session_file']}"
     )
     if dropped:
-        click.echo(f"roles not held this session (not in the provider's group): {', '.join(dropped)}")
+        click.echo(
+            f"roles not held this session (not in the provider's group): {', '.join(dropped)}"
+        )
 
 
 @click.command()

@@ -153,6 +153,8 @@ class Gateway:
             db_path=path,
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
+        if settings.oidc.enabled:
+            admin = dataclasses.replace(admin, signin=_signin(settings))
         self.monitor = self._monitor(settings) if settings.detect_enabled else None
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
@@ -664,4 +666,16 @@ def _emergency_lock(record: dict[str, Any]) -> Lock:
         created_at=record["created_at"],
         expires_at=record["expires_at"],
         network=parse_network(record["target"]) if kind is LockKind.NETWORK else None,
+    )
+
+
+def _signin(settings: Settings) -> Any:
+    """Sign-in through [identity.oidc]: tokens signed with token.keys from the key directory;
+    proofs name the configured public URL (until one is configured: this host and port)."""
+    from garrison.admin.session_api import build_signin
+    from garrison.identity.access_tokens import TokenSigner
+
+    public_url = getattr(settings, "public_url", None) or f"http://{settings.host}:{settings.port}"
+    return build_signin(
+        settings.oidc, signer=TokenSigner.from_dir(settings.key_dir), public_url=public_url
     )

@@ -32,7 +32,9 @@ from garrison.errors import ConfigError
 # Signature algorithms an ID token may use. Asymmetric only: "none" and the HMAC family are
 # never accepted (an HS256 token "signed" with the provider's public key is the classic
 # confusion attack), whatever a provider's discovery document claims to support.
-ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"})
+ALLOWED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
+)
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
 DEFAULT_SCOPES = ("openid", "email", "groups")
 # The amr values that count as multi-factor (RFC 8176 names; "mfa" is the generic one).

@@ -8,7 +8,7 @@ provider, nor slow sign-ins down. The ``kid`` is only ever a dictionary key here
 path, a URL or a query.
 
 The I/O is one injected function (``Fetch``: URL → parsed JSON), so the cache logic is
-tested with a plain function and the gateway plugs in httpx.
+tested with a plain function and the gateway plugs in ``httpx_fetch``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
@@ -104,7 +105,7 @@ def parse_key_set(doc: Any) -> dict[str, Key]:
             continue
         usable.append(entry)
     try:
-        keys = KeySet.import_key_set({"keys": usable})  # type: ignore[typeddict-item]
+        keys = KeySet.import_key_set({"keys": usable})
     except (JoseError, ValueError, TypeError):
         raise ProviderUnavailable("the provider's key set holds an unreadable key") from None
     return {str(key.kid): key for key in keys}
@@ -152,28 +153,24 @@ class ProviderKeys:
         return self._keys.get(kid)
 
 
-def httpx_fetch(client: httpx.AsyncClient) -> Fetch:
-    """A ``Fetch`` over ``client``: GET, no redirects, bounded size and time."""
-
-    async def fetch(url: str) -> Any:
-        try:
-            async with client.stream(
-                "GET", url, timeout=OIDC_HTTP_TIMEOUT_S, follow_redirects=False
-            ) as response:
-                if response.status_code != 200:
-                    raise ProviderUnavailable(f"{url} answered {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > OIDC_DOCUMENT_MAX_BYTES:
-                        raise ProviderUnavailable(f"{url} answered more than the limit")
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"{url}: {type(exc).__name__}") from None
-        import orjson
-
-        try:
-            return orjson.loads(bytes(body))
-        except orjson.JSONDecodeError:
-            raise ProviderUnavailable(f"{url} answered something that is not JSON") from None
-
-    return fetch
+async def httpx_fetch(url: str) -> Any:
+    """GET ``url`` as JSON: no redirects, bounded size and time. A client per fetch: fetches
+    are rare (discovery once, keys hourly or on rotation) and nothing outlives them."""
+    body = bytearray()
+    try:
+        async with (
+            httpx.AsyncClient(timeout=OIDC_HTTP_TIMEOUT_S, follow_redirects=False) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise ProviderUnavailable(f"{url} answered {response.status_code}")
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > OIDC_DOCUMENT_MAX_BYTES:
+                    raise ProviderUnavailable(f"{url} answered more than the limit")
+    except httpx.HTTPError as exc:
+        raise ProviderUnavailable(f"{url}: {type(exc).__name__}") from None
+    try:
+        return orjson.loads(bytes(body))
+    except orjson.JSONDecodeError:
+        raise ProviderUnavailable(f"{url} answered something that is not JSON") from None

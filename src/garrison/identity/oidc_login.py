@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -150,7 +150,8 @@ def _token_answer(response: httpx.Response) -> Tokens:
 
 
 class _Callback(http.server.BaseHTTPRequestHandler):
-    result: dict[str, str] | None = None
+    # Where the redirect's query goes (a fresh dict per sign-in, set on a subclass).
+    sink: ClassVar[dict[str, str]] = {}
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -158,13 +159,13 @@ class _Callback(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         query = {k: v[0] for k, v in parse_qs(parts.query[:CALLBACK_MAX_BYTES]).items()}
-        type(self).result = query
+        self.sink.update(query or {"error": "empty_redirect"})
         self.send_response(200)
         self.send_header("content-type", "text/html; charset=utf-8")
         self.end_headers()
         self.wfile.write(b"<p>Garrison: signed in at the provider. You can close this tab.</p>")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         return  # the query holds the code: never logged
 
 
@@ -181,7 +182,8 @@ def browser_login(
     timeout_s: float = LOGIN_TIMEOUT_S,
 ) -> Tokens:
     """Authorization code + PKCE through a one-shot loopback listener."""
-    handler = type("Callback", (_Callback,), {"result": None})
+    answer: dict[str, str] = {}
+    handler = type("Callback", (_Callback,), {"sink": answer})
     server = http.server.HTTPServer(("127.0.0.1", 0), handler)
     server.timeout = 0.5
     redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
@@ -206,13 +208,12 @@ def browser_login(
     deadline = time.monotonic() + timeout_s
     try:
         threading.Thread(target=open_browser, args=(url,), daemon=True).start()
-        while handler.result is None:
+        while not answer:
             if time.monotonic() > deadline:
                 raise LoginFailed("timed out waiting for the provider's redirect")
             server.handle_request()
     finally:
         server.server_close()
-    answer = handler.result
     if answer.get("state") != state:
         raise LoginFailed("the provider's redirect carried the wrong state (not this sign-in)")
     if "error" in answer or "code" not in answer:
@@ -382,13 +383,26 @@ def login(
             tokens = refresh_id_token(client, provider, meta, stored["refresh_token"], env)
         elif device:
             tokens = device_login(
-                client, provider, meta, nonce=nonce, say=say, max_age=max_age, env=env,
+                client,
+                provider,
+                meta,
+                nonce=nonce,
+                say=say,
+                max_age=max_age,
+                env=env,
                 timeout_s=timeout_s,
             )
         else:
             tokens = browser_login(
-                client, provider, meta, nonce=nonce, say=say, max_age=max_age, env=env,
-                open_browser=open_browser or webbrowser.open, timeout_s=timeout_s,
+                client,
+                provider,
+                meta,
+                nonce=nonce,
+                say=say,
+                max_age=max_age,
+                env=env,
+                open_browser=open_browser or webbrowser.open,
+                timeout_s=timeout_s,
             )
         answer = exchange(
             client, gateway_url, tokens.id_token, key, enrollment_code=enrollment_code

@@ -232,4 +232,12 @@ def redeem_for_link(
     )
 
 
-__all__ = ["NOT_LINKED", "EnrollRefused", "Link", "NotLinked", "find", "find_link", "redeem_for_link"]
+__all__ = [
+    "NOT_LINKED",
+    "EnrollRefused",
+    "Link",
+    "NotLinked",
+    "find",
+    "find_link",
+    "redeem_for_link",
+]
