@@ -175,14 +175,16 @@ def test_access_tokens_and_proofs_are_not_id_tokens() -> None:
 
 
 def test_oversized_tokens_are_refused_before_parsing() -> None:
-    with pytest.raises(IdTokenRejected, match="too_large"):
+    with pytest.raises(IdTokenRejected) as caught:
         unverified_header_and_issuer("a" * (ID_TOKEN_MAX_BYTES + 1))
+    assert caught.value.reason == "too_large"
 
 
 def test_garbage_is_malformed() -> None:
     for junk in ("", "a.b", "a.b.c", f"{b64({'alg': 'RS256'})}.{b64({'no': 'iss'})}.x"):
-        with pytest.raises(IdTokenRejected, match="malformed"):
+        with pytest.raises(IdTokenRejected) as caught:
             unverified_header_and_issuer(junk)
+        assert caught.value.reason == "malformed"
 
 
 def test_a_missing_auth_time_never_counts_as_fresh() -> None:
@@ -200,3 +202,12 @@ def test_the_public_refusal_says_nothing_about_the_cause() -> None:
         check(sign(claims(aud="another-app")))
     assert caught.value.public_message == IdTokenRejected.default_message
     assert "aud" not in caught.value.public_message
+
+
+def test_a_token_without_nonce_passes_only_where_the_provider_allows_it() -> None:
+    assert reason_of(sign(claims(nonce=None))) == "nonce"
+    device = OidcProvider(issuer=ISSUER, client_id="garrison-cli", require_nonce=False)
+    assert check(sign(claims(nonce=None)), provider=device).nonce == ""
+    # A nonce that is present must still name the key, whatever the setting.
+    with pytest.raises(IdTokenRejected):
+        check(sign(claims(nonce="other.key")), provider=device)

@@ -20,6 +20,7 @@ from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, Vendor
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.runtime import Gateway
+from garrison.identity.oidc_config import OidcSettings
 from garrison.mock import MockConfig, MockUpstream
 from garrison.store import Directory
 
@@ -169,6 +170,8 @@ async def start_world(
     forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR,
     capture_bodies: bool = False,
     detect: bool = True,
+    oidc: OidcSettings | None = None,
+    port: int = 0,
 ) -> World:
     done = init(root / "data")
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -183,13 +186,14 @@ async def start_world(
         database_url=done.settings.database_url,
         key_dir=done.settings.key_dir,
         host="127.0.0.1",
-        port=0,
+        port=port,
         trusted_proxies=trusted_proxies,
         forwarded_header=forwarded_header,
         limits=limits or GatewayLimits(),
         witness_dir=done.settings.witness_dir,
         capture_bodies=capture_bodies,
         detect_enabled=detect,
+        oidc=oidc or OidcSettings(),
     )
     gateway = Gateway(settings)
     await gateway.start()

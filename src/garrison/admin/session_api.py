@@ -106,8 +106,8 @@ SIGNIN_KEY = web.AppKey("garrison_signin", SignIn)
 class SignInRefused(Forbidden):
     """A refusal with its reason code (for the record) and the caller's message."""
 
-    def __init__(self, reason: Reason, message: str, detail: str = "") -> None:
-        super().__init__(detail or reason.value, public_message=message)
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message, public_message=message)
         self.reason = reason
 
 
@@ -295,7 +295,9 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         now, principal_id=person.id, org_id=person.org_id, address=peer, include_global=False
     )
     if lock is not None:
-        return await refused(SignInRefused(Reason.LOCKED, "locked"), Reason.LOCKED, lock=lock.id)
+        return await refused(
+            SignInRefused(Reason.LOCKED, "sign-in refused: locked"), Reason.LOCKED, lock=lock.id
+        )
     kept, dropped = session_roles(person.roles, provider, token.groups)
     amr = token.amr
     if has_mfa(token, provider) and "mfa" not in amr:

@@ -76,7 +76,7 @@ class Reason(enum.StrEnum):
     PERSON_BEARER_KEY = "identity.person_bearer_key"  # a person's key above the allowed level
     # sign-in through an identity provider (issue 16)
     OIDC_NOT_CONFIGURED = "oidc.not_configured"
-    OIDC_TOKEN_INVALID = "oidc.id_token_invalid"  # signature, claims or nonce (detail in data)
+    OIDC_TOKEN_INVALID = "oidc.id_token_invalid"  # noqa: S105 - signature, claims or nonce
     OIDC_TOKEN_REPLAYED = "oidc.id_token_replayed"  # noqa: S105 - a reason code
     OIDC_PROVIDER_DOWN = "oidc.provider_unavailable"
     OIDC_NOT_LINKED = "oidc.not_linked"  # no person is linked to this (iss, sub)

@@ -9,6 +9,7 @@
     groups_claim = "groups"
     algorithms = ["RS256", "ES256"]          # ID-token signature algorithms accepted
     role_groups = { "security-admin" = "garrison-admins" }   # a role kept only while in the group
+    require_nonce = true                     # false: accept device-flow tokens without a nonce
 
     [identity.oidc.acme]                     # a vendor's own provider, bound to vendor "acme"
     issuer = "https://login.acme.example"
@@ -52,6 +53,7 @@ _KEYS = frozenset(
         "role_groups",
         "mfa_amr",
         "mfa_acr",
+        "require_nonce",
     }
 )
 
@@ -75,6 +77,10 @@ class OidcProvider:
     mfa_amr: tuple[str, ...] = DEFAULT_MFA_AMR
     # acr values that count as MFA on their own (for providers that send acr, not amr).
     mfa_acr: tuple[str, ...] = ()
+    # An ID token must carry the nonce the CLI asked for (naming its DPoP key). The device
+    # flow (RFC 8628) has no nonce and most providers drop it there: false lets such tokens
+    # through (single use and minutes old still hold; a nonce present must still match).
+    require_nonce: bool = True
     vendor: str | None = None
 
     @property
@@ -117,6 +123,13 @@ def _text(table: Mapping[str, Any], key: str, where: str, default: str | None = 
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: {key} must be a non-empty string")
     return value.strip()
+
+
+def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false")
+    return value
 
 
 def _issuer(table: Mapping[str, Any], where: str) -> str:
@@ -167,6 +180,7 @@ def _provider(table: Mapping[str, Any], where: str, vendor: str | None) -> OidcP
         role_groups=dict(role_groups),
         mfa_amr=_strings(table.get("mfa_amr", list(DEFAULT_MFA_AMR)), where, "mfa_amr"),
         mfa_acr=_strings(table["mfa_acr"], where, "mfa_acr") if "mfa_acr" in table else (),
+        require_nonce=_flag(table, "require_nonce", where),
         vendor=vendor,
     )
 

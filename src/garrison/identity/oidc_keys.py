@@ -122,6 +122,7 @@ class ProviderKeys:
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self.fetches = 0  # key-set fetches made (tests read it)
+        self.refetch_interval_s = JWKS_REFETCH_MIN_INTERVAL_S
 
     async def metadata(self) -> ProviderMetadata:
         if self._metadata is None:
@@ -142,7 +143,7 @@ class ProviderKeys:
             if now - self._fetched_at >= JWKS_MAX_AGE_S:
                 await self._refresh(now)
             found = self._pick(kid)
-            if found is None and now - self._fetched_at >= JWKS_REFETCH_MIN_INTERVAL_S:
+            if found is None and now - self._fetched_at >= self.refetch_interval_s:
                 await self._refresh(now)
                 found = self._pick(kid)
             return found

@@ -359,15 +359,20 @@ def login(
     say: Callable[[str], None] = print,
     env: Mapping[str, str] = os.environ,
     timeout_s: float = LOGIN_TIMEOUT_S,
+    local_address: str | None = None,
 ) -> dict[str, Any]:
-    """Sign in and store the session; returns the gateway's answer without the token."""
+    """Sign in and store the session; returns the gateway's answer without the token.
+    ``local_address``: the source address to connect from (tests: a machine of its own)."""
     import webbrowser
 
     gateway_url = gateway_url.rstrip("/")
     key = generate_proof_key()
     nonce = new_nonce(proof_key_thumbprint(key))
     idp_path = idp_session_path(session_path)
-    with httpx.Client(timeout=OIDC_HTTP_TIMEOUT_S, follow_redirects=False) as client:
+    transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
+    with httpx.Client(
+        timeout=OIDC_HTTP_TIMEOUT_S, follow_redirects=False, transport=transport
+    ) as client:
         stored = load_idp_session(idp_path) if refresh else None
         provider = choose_provider(
             fetch_providers(client, gateway_url),

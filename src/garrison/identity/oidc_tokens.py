@@ -47,7 +47,9 @@ class IdTokenRejected(Unauthenticated):
     default_message = "Sign-in refused: the identity token is not valid."
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"id token rejected: {reason}", public_message=self.default_message)
+        # The detail is the public message too (admin-shaped errors show the detail): the
+        # cause stays in ``reason``, for the audit log only.
+        super().__init__(self.default_message, public_message=self.default_message)
         self.reason = reason
 
 
@@ -157,7 +159,9 @@ def validate_id_token(
     if not isinstance(subject, str) or not 0 < len(subject) <= SUBJECT_MAX_CHARS:
         raise IdTokenRejected("claim_sub")
     nonce = claims.get("nonce")
-    if not isinstance(nonce, str) or not nonce_ok(nonce):
+    if nonce is None and not provider.require_nonce:
+        nonce = ""  # a device-flow token (the provider's configuration allows it)
+    elif not isinstance(nonce, str) or not nonce_ok(nonce):
         raise IdTokenRejected("nonce")
     amr = claims.get("amr", [])
     if not isinstance(amr, list) or not all(isinstance(a, str) for a in amr):

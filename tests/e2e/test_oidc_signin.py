@@ -1,0 +1,423 @@
+"""People sign in through a real OpenID provider (oidc-provider on Node, tests/idp) from the
+CLI's own code: the loopback PKCE flow and the device flow, linking at the first sign-in,
+MFA claims, group narrowing, key rotation, and the attacks on the exchange.
+
+Set-up goes through the admin API (people, invitations, locks); the provider is configured
+by the test (users, one-time codes, groups, keys). A second provider is bound to the vendor
+``contractor-co``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import stat
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from garrison.admin.session_api import SIGNIN_KEY
+from garrison.identity.dpop import generate_proof_key, make_proof, proof_key_thumbprint
+from garrison.identity.oidc_config import OidcProvider, OidcSettings
+from garrison.identity.oidc_login import (
+    LoginFailed,
+    ProviderInfo,
+    browser_login,
+    discover,
+    exchange,
+    login,
+    new_nonce,
+)
+from tests.support.admin import admin_call, lift_enroll_limits
+from tests.support.callers import approve_as_second_admin
+from tests.support.idp import CLIENT_ID, Browser, TestIdp, User, node_missing_reason
+from tests.support.world import World, start_world, stop_world
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(node_missing_reason() is not None, reason=str(node_missing_reason())),
+]
+
+USERS = {
+    "u-carol": User("pw-carol", otp="111111", email="carol@example.com"),
+    "u-dana": User("pw-dana", otp="222222", groups=["garrison-auditors"]),
+    "u-erin": User("pw-erin", otp=None),  # a password alone: single factor
+    "u-frank": User("pw-frank", otp="333333"),
+    "u-stranger": User("pw-stranger", otp="444444"),
+}
+VENDOR_USERS = {
+    "v-vic": User("pw-vic", otp="555555"),
+    "v-mallory": User("pw-mallory", otp="666666"),
+}
+_sources = itertools.count(10)
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdp]:
+    provider = TestIdp(tmp_path_factory.mktemp("idp"), dict(USERS)).start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def vendor_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdp]:
+    provider = TestIdp(tmp_path_factory.mktemp("vidp"), dict(VENDOR_USERS)).start()
+    yield provider
+    provider.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def world(tmp_path: Path, idp: TestIdp, vendor_idp: TestIdp) -> AsyncIterator[World]:
+    oidc = OidcSettings(
+        (
+            OidcProvider(
+                issuer=idp.issuer,
+                client_id=CLIENT_ID,
+                scopes=("openid", "email", "groups"),
+                person_claim="email",
+                role_groups={"auditor": "garrison-auditors"},
+                # oidc-provider drops the nonce in the device flow (as most providers do).
+                require_nonce=False,
+            ),
+            OidcProvider(
+                issuer=vendor_idp.issuer,
+                client_id=CLIENT_ID,
+                scopes=("openid", "groups"),
+                vendor="contractor-co",
+            ),
+        )
+    )
+    w = await start_world(tmp_path, oidc=oidc, port=_free_port())
+    lift_enroll_limits(w)
+    w.gateway.http.app[SIGNIN_KEY].limiter.per_source = 10**6
+    w.gateway.http.app[SIGNIN_KEY].limiter.overall = 10**6
+    try:
+        yield w
+    finally:
+        await stop_world(w)
+
+
+async def person(world: World, name: str, org: str = "internal", **fields: Any) -> str:
+    """Create a person through the admin API and return their invitation's code."""
+    status, created = await admin_call(
+        world, world.admin_key, "POST", "/principals", {"name": name, "org": org, **fields}
+    )
+    if status == 202:
+        await approve_as_second_admin(world, created["pending"]["id"])
+    else:
+        assert status == 201, created
+    await world.reload()
+    status, invitation = await admin_call(
+        world, world.admin_key, "POST", f"/principals/{name}/invite", {}
+    )
+    if status == 202:
+        await approve_as_second_admin(world, invitation["pending"]["id"])
+        status, invitation = await admin_call(
+            world, world.admin_key, "POST", f"/principals/{name}/invite", {}
+        )
+    assert status == 201, invitation
+    return str(invitation["enrollment_code"])
+
+
+def machine() -> str:
+    """A loopback address of its own: the person's machine, not the inviting admin's."""
+    n = next(_sources)
+    return f"127.2.{n // 250 % 250}.{n % 250 + 1}"
+
+
+async def sign_in(
+    world: World,
+    user: str,
+    users: dict[str, User],
+    tmp_path: Path,
+    *,
+    code: str | None = None,
+    provider: str | None = None,
+    browser: Browser | None = None,
+    address: str | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    u = users[user]
+    own = browser is None
+    browser = browser or Browser(user, u.password, u.otp)
+    try:
+        return await asyncio.to_thread(
+            login,
+            world.base,
+            provider_name=provider,
+            enrollment_code=code,
+            session_path=tmp_path / f"{user}-session.json",
+            open_browser=browser.open,
+            say=lambda _text: None,
+            local_address=address or machine(),
+            timeout_s=30,
+            **kw,
+        )
+    finally:
+        if own:
+            browser.close()
+
+
+# ── linking and the two flows ─────────────────────────────────────────────────────────────
+async def test_first_sign_in_links_through_the_invitation_then_no_code_is_needed(
+    world: World, tmp_path: Path
+) -> None:
+    code = await person(world, "carol2")
+    first = await sign_in(world, "u-carol", USERS, tmp_path, code=code)
+    assert first["principal"] == "carol2" and first["token_type"] == "DPoP"
+    assert first["mfa"] is True
+    session_file = Path(first["session_file"])
+    assert stat.S_IMODE(session_file.stat().st_mode) == 0o600
+    assert "access_token" not in first  # never printed; only in the 0600 file
+    again = await sign_in(world, "u-carol", USERS, tmp_path)
+    assert again["principal"] == "carol2"
+    await world.settle()
+    linked = world.events("identity.linked")
+    assert len(linked) == 1 and linked[0]["data"]["provider"] == "default"
+    started = world.events("session.started")
+    assert len(started) == 2
+    assert started[0]["data"]["person"] == "carol@example.com"  # recorded, never matched
+    assert "access_token" not in str(started)
+
+
+async def test_a_used_code_cannot_link_a_second_identity(world: World, tmp_path: Path) -> None:
+    code = await person(world, "carol3")
+    await sign_in(world, "u-carol", USERS, tmp_path, code=code)
+    with pytest.raises(LoginFailed, match="not valid"):
+        await sign_in(world, "u-frank", USERS, tmp_path, code=code)
+
+
+async def test_a_sign_in_with_no_link_is_refused(world: World, tmp_path: Path) -> None:
+    with pytest.raises(LoginFailed, match="not linked"):
+        await sign_in(world, "u-stranger", USERS, tmp_path)
+    await world.settle()
+    refused = world.events("session.refused")
+    assert refused[-1]["data"]["reasons"] == ["oidc.not_linked"]
+    # Garrison never creates people from a login.
+    status, people = await admin_call(world, world.admin_key, "GET", "/principals")
+    assert status == 200 and not any("stranger" in p["name"] for p in people)
+
+
+async def test_device_flow_signs_in_without_a_browser_here(world: World, tmp_path: Path) -> None:
+    code = await person(world, "frank")
+    printed: list[str] = []
+    browser = Browser("u-frank", USERS["u-frank"].password, USERS["u-frank"].otp)
+
+    def say(text: str) -> None:
+        printed.append(text)
+
+    task = asyncio.create_task(
+        asyncio.to_thread(
+            login,
+            world.base,
+            device=True,
+            enrollment_code=code,
+            session_path=tmp_path / "frank.json",
+            say=say,
+            local_address=machine(),
+            timeout_s=60,
+        )
+    )
+    deadline = time.monotonic() + 20
+    while not printed and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert printed, "the CLI printed no verification URL"
+    url = printed[0].split("open ", 1)[1].split(" and enter", 1)[0]
+    await asyncio.to_thread(browser.approve_device, url)
+    browser.close()
+    result = await task
+    assert result["principal"] == "frank" and result["mfa"] is True
+
+
+# ── MFA, groups ───────────────────────────────────────────────────────────────────────────
+async def test_a_password_only_sign_in_carries_no_mfa(world: World, tmp_path: Path) -> None:
+    code = await person(world, "erin")
+    result = await sign_in(world, "u-erin", USERS, tmp_path, code=code)
+    assert result["mfa"] is False
+    await world.settle()
+    assert world.events("session.started")[-1]["data"]["amr"] == ["pwd"]
+
+
+async def test_groups_only_narrow_roles_at_the_next_sign_in(
+    world: World, tmp_path: Path, idp: TestIdp
+) -> None:
+    code = await person(world, "dana", roles=["auditor"])
+    kept = await sign_in(world, "u-dana", USERS, tmp_path, code=code)
+    assert kept["roles"] == ["auditor"] and kept["roles_dropped"] == []
+    # Removed from the provider's group: the next sign-in's session lacks the role.
+    idp.users["u-dana"] = User("pw-dana", otp="222222", groups=[])
+    idp.stop()
+    idp.start()
+    try:
+        narrowed = await sign_in(world, "u-dana", USERS, tmp_path)
+        assert narrowed["roles"] == [] and narrowed["roles_dropped"] == ["auditor"]
+    finally:
+        idp.users["u-dana"] = USERS["u-dana"]
+        idp.stop()
+        idp.start()
+
+
+# ── key rotation ──────────────────────────────────────────────────────────────────────────
+async def test_a_rotated_provider_key_is_fetched_once_the_refetch_limit_allows(
+    world: World, tmp_path: Path, idp: TestIdp
+) -> None:
+    code = await person(world, "carol4")
+    await sign_in(world, "u-carol", USERS, tmp_path, code=code)
+    keys = world.gateway.http.app[SIGNIN_KEY].keys[idp.issuer]
+    fetched = keys.fetches
+    idp.rotate(f"key-{len(idp.keys) + 1}")
+    # The new kid is unknown and the last fetch is recent: refused, no fetch.
+    with pytest.raises(LoginFailed):
+        await sign_in(world, "u-carol", USERS, tmp_path)
+    assert keys.fetches == fetched
+    # Once the interval has passed (shortened here), one fetch finds the new key.
+    keys.refetch_interval_s = 0.0
+    result = await sign_in(world, "u-carol", USERS, tmp_path)
+    assert result["principal"] == "carol4" and keys.fetches == fetched + 1
+
+
+# ── vendors ───────────────────────────────────────────────────────────────────────────────
+async def test_a_vendors_provider_signs_in_that_vendors_people(
+    world: World, tmp_path: Path
+) -> None:
+    code = await person(world, "vic", org="contractor-co")
+    result = await sign_in(
+        world, "v-vic", VENDOR_USERS, tmp_path, code=code, provider="contractor-co"
+    )
+    assert result["principal"] == "vic" and result["provider"] == "contractor-co"
+
+
+async def test_a_vendors_provider_cannot_assert_an_internal_person(
+    world: World, tmp_path: Path
+) -> None:
+    code = await person(world, "gina")  # internal
+    with pytest.raises(LoginFailed, match="not valid"):
+        await sign_in(
+            world, "v-mallory", VENDOR_USERS, tmp_path, code=code, provider="contractor-co"
+        )
+    await world.settle()
+    refused = world.events("enrollment.refused")[-1]
+    assert refused["data"]["reasons"] == ["oidc.vendor_bound"]
+    # The code still works for gina through the organisation's provider.
+    assert (await sign_in(world, "u-frank", USERS, tmp_path, code=code))["principal"] == "gina"
+
+
+# ── attacks on the exchange ───────────────────────────────────────────────────────────────
+def _id_token(world: World, idp: TestIdp, user: str, jkt: str) -> str:
+    """An ID token from the real provider whose nonce names ``jkt``."""
+    info = ProviderInfo("default", idp.issuer, CLIENT_ID, ("openid", "email", "groups"))
+    u = USERS[user]
+    browser = Browser(user, u.password, u.otp)
+    try:
+        with httpx.Client(timeout=10) as client:
+            meta = discover(client, idp.issuer)
+            tokens = browser_login(
+                client,
+                info,
+                meta,
+                nonce=new_nonce(jkt),
+                open_browser=browser.open,
+                say=lambda _t: None,
+                timeout_s=30,
+            )
+    finally:
+        browser.close()
+    return tokens.id_token
+
+
+async def _exchange(world: World, id_token: str, key: Any, address: str) -> dict[str, Any]:
+    def run() -> dict[str, Any]:
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(transport=transport, timeout=10) as client:
+            return exchange(client, world.base, id_token, key)
+
+    return await asyncio.to_thread(run)
+
+
+async def _linked(world: World, tmp_path: Path, name: str, user: str) -> None:
+    code = await person(world, name)
+    await sign_in(world, user, USERS, tmp_path, code=code)
+
+
+async def test_an_id_token_is_exchanged_once(world: World, tmp_path: Path, idp: TestIdp) -> None:
+    await _linked(world, tmp_path, "carol5", "u-carol")
+    key = generate_proof_key()
+    token = await asyncio.to_thread(_id_token, world, idp, "u-carol", proof_key_thumbprint(key))
+    address = machine()
+    assert (await _exchange(world, token, key, address))["principal"] == "carol5"
+    with pytest.raises(LoginFailed, match="identity token is not valid"):
+        await _exchange(world, token, key, address)
+    await world.settle()
+    assert world.events("session.refused")[-1]["data"]["reasons"] == ["oidc.id_token_replayed"]
+
+
+async def test_a_stolen_id_token_is_useless_with_another_key(
+    world: World, tmp_path: Path, idp: TestIdp
+) -> None:
+    await _linked(world, tmp_path, "carol6", "u-carol")
+    victim_key = generate_proof_key()
+    token = await asyncio.to_thread(
+        _id_token, world, idp, "u-carol", proof_key_thumbprint(victim_key)
+    )
+    with pytest.raises(LoginFailed, match="identity token is not valid"):
+        await _exchange(world, token, generate_proof_key(), machine())
+    await world.settle()
+    refused = world.events("session.refused")[-1]["data"]
+    assert refused["reasons"] == ["oidc.id_token_invalid"] and refused["detail"] == "nonce"
+
+
+async def test_an_exchange_without_a_proof_is_refused(
+    world: World, tmp_path: Path, idp: TestIdp
+) -> None:
+    await _linked(world, tmp_path, "carol7", "u-carol")
+    key = generate_proof_key()
+    token = await asyncio.to_thread(_id_token, world, idp, "u-carol", proof_key_thumbprint(key))
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(f"{world.base}/auth/v1/token", json={"id_token": token})
+        assert response.status_code == 401
+        # A proof for another URL is refused too.
+        proof = make_proof(key, method="POST", url=f"{world.base}/elsewhere", now=time.time())
+        response = await client.post(
+            f"{world.base}/auth/v1/token", json={"id_token": token}, headers={"DPoP": proof}
+        )
+        assert response.status_code == 401
+
+
+async def test_a_locked_person_cannot_sign_in(world: World, tmp_path: Path) -> None:
+    await _linked(world, tmp_path, "carol8", "u-carol")
+    status, lock = await admin_call(
+        world,
+        world.admin_key,
+        "POST",
+        "/locks",
+        {"kind": "principal", "target": "carol8", "reason": "suspected compromise"},
+    )
+    assert status == 201, lock
+    await world.reload()
+    with pytest.raises(LoginFailed, match="locked"):
+        await sign_in(world, "u-carol", USERS, tmp_path)
+
+
+async def test_a_disabled_person_cannot_sign_in(world: World, tmp_path: Path) -> None:
+    await _linked(world, tmp_path, "carol9", "u-carol")
+    status, body = await admin_call(
+        world, world.admin_key, "PATCH", "/principals/carol9", {"status": "disabled"}
+    )
+    assert status in (200, 202), body
+    if status == 202:
+        await approve_as_second_admin(world, body["pending"]["id"])
+    await world.reload()
+    with pytest.raises(LoginFailed, match="disabled"):
+        await sign_in(world, "u-carol", USERS, tmp_path)
