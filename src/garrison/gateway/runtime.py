@@ -45,6 +45,9 @@ from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
+from garrison.identity.access_tokens import TokenSigner
+from garrison.identity.dpop import MemoryReplayCache
+from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
@@ -134,6 +137,12 @@ class Gateway:
             capture=Sealer.from_dir(settings.key_dir, CAPTURE_FILE)
             if settings.capture_bodies
             else None,
+            tokens=TokenAuth(
+                signer=TokenSigner.from_dir(settings.key_dir),
+                replay=MemoryReplayCache(),
+                public_url=settings.token_public_url,
+            ),
+            identity_policy=settings.identity_policy,
         )
         if settings.audit_fail_open:
             log.warning(

@@ -75,14 +75,17 @@ def authenticate_token(
     *,
     method: str,
     path: str,
-    tokens: TokenAuth,
+    tokens: TokenAuth | None,
     principals: Mapping[str, Principal],
     orgs: Mapping[str, Org] | None = None,
     now: float,
     address: Address,
 ) -> TokenAuthResult:
     """Token, then proof (for this method and ``public_url`` + ``path``, bound to this token
-    by ``ath``), then the proof's key against the token's ``cnf.jkt``, then the person."""
+    by ``ath``), then the proof's key against the token's ``cnf.jkt``, then the person.
+    ``tokens`` None (a process that takes no tokens): every token is refused."""
+    if tokens is None:
+        return TokenAuthResult(AuthResult(Reason.TOKEN_KID_UNKNOWN))
     try:
         claims = verify_access_token(tokens.signer.keys, token, now=now)
         if len(proofs) > 1:

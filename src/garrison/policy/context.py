@@ -20,12 +20,14 @@ class IdentityPolicy:
 
     # Models at or above this level need MFA from credentials that can carry it.
     mfa_from_level: Level = Level.RESTRICTED
-    # Highest level a person's API key may call (None: every level). Service accounts keep
-    # their keys at every level.
-    people_key_max_level: Level | None = None
+    # Highest level a person's API key may call (None: every level; NO_PEOPLE_KEYS: none).
+    # Service accounts keep their keys at every level.
+    people_key_max_level: int | None = None
 
 
 DEFAULT_IDENTITY_POLICY = IdentityPolicy()
+# people_key_max_level for "people_bearer_keys = none": below every level.
+NO_PEOPLE_KEYS = -1
 
 
 def _token_fields(
