@@ -127,7 +127,8 @@ class Settings:
 
     @property
     def token_public_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url or f"http://{host}:{self.port}"
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:

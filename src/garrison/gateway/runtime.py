@@ -299,6 +299,13 @@ class Gateway:
         self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
         self.state.bodies.start()
         self.port = await self.http.start(self.settings.host, self.settings.port)
+        if self.settings.public_url is None and self.state.tokens is not None:
+            # No public_url configured: proofs name this listener (its port now known).
+            host = self.settings.host
+            host = f"[{host}]" if ":" in host else host
+            self.state.tokens = dataclasses.replace(
+                self.state.tokens, public_url=f"http://{host}:{self.port}"
+            )
         if self.metrics is not None:
             await self.metrics.start()
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
