@@ -35,6 +35,11 @@
     stale_mode = "restricted"   # lock view older than limits.lock_view_stale_s: refuse calls to
                                 # restricted/critical models; "all": every call; "open": none
 
+    [identity]                            # sign-in tokens (docs/tokens.md)
+    public_url = "https://garrison.example"   # what DPoP proofs must name; never the Host header
+    people_bearer_keys = "internal-and-below"  # or "all" (default), "none"
+    mfa_from_level = "restricted"         # models at or above need MFA from a sign-in token
+
     [identity.oidc]                       # optional: people sign in through this provider
     issuer = "https://idp.example.com"    # (docs/identity.md; garrison.identity.oidc_config)
     client_id = "garrison"
@@ -61,14 +66,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from garrison.config_keys import check_config_document
-from garrison.domain import Network
+from garrison.domain import Level, Network
 from garrison.domain.networks import parse_network
 from garrison.errors import ConfigError
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
+from garrison.identity.dpop import normalize_htu
+from garrison.policy.context import NO_PEOPLE_KEYS, IdentityPolicy
 from garrison.identity.oidc_config import OidcSettings, parse_oidc
 
 CONFIG_FILE = "garrison.toml"
@@ -117,6 +125,15 @@ class Settings:
     # ("" or None: off). Per-model labels only when an admin opts in.
     metrics_listen: str | None = None
     metrics_model_labels: bool = False
+    # [identity]: the URL DPoP proofs name (None: http://host:port, fine on one machine; set
+    # it behind a load balancer), and the MFA level and people's-key ceiling for policy.
+    public_url: str | None = None
+    identity_policy: IdentityPolicy = field(default_factory=IdentityPolicy)
+
+    @property
+    def token_public_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url or f"http://{host}:{self.port}"
     # [identity.oidc]: the identity providers people sign in through (none: keys only).
     oidc: OidcSettings = field(default_factory=OidcSettings)
 
@@ -274,8 +291,48 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
+        **_identity(data.get("identity", {}), path),
         oidc=parse_oidc(data.get("identity", {}).get("oidc"), str(path)),
     )
+
+
+def _level(value: Any, key: str, path: Path) -> Level:
+    try:
+        return Level.parse(str(value))
+    except ValueError:
+        raise ConfigError(
+            f"{path}: [identity] {key} must name a level (public, internal, restricted, critical)"
+        ) from None
+
+
+def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """``[identity]``: public_url, people_bearer_keys ("all", "none", "<level>-and-below"),
+    mfa_from_level (a level)."""
+    out: dict[str, Any] = {}
+    url = table.get("public_url")
+    if url:
+        try:
+            normalize_htu(str(url))
+        except ValueError:
+            raise ConfigError(f"{path}: [identity] public_url must be an http(s) URL") from None
+        if urlsplit(str(url)).path.strip("/") or "?" in str(url) or "#" in str(url):
+            raise ConfigError(f"{path}: [identity] public_url is the origin only (no path)")
+        out["public_url"] = str(url).rstrip("/")
+    keys = str(table.get("people_bearer_keys", "all")).lower()
+    ceiling: int | None
+    if keys == "all":
+        ceiling = None
+    elif keys == "none":
+        ceiling = NO_PEOPLE_KEYS
+    elif keys.endswith("-and-below"):
+        ceiling = int(_level(keys.removesuffix("-and-below"), "people_bearer_keys", path))
+    else:
+        raise ConfigError(
+            f'{path}: [identity] people_bearer_keys must be "all", "none" or "<level>-and-below"'
+        )
+    mfa = _level(table.get("mfa_from_level", "restricted"), "mfa_from_level", path)
+    out["identity_policy"] = IdentityPolicy(mfa_from_level=mfa, people_key_max_level=ceiling)
+    return out
 
 
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,

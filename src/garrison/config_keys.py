@@ -26,8 +26,8 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
     "locks": frozenset({"stale_mode"}),
     "admin": frozenset({"url", "credential_file"}),
     "metrics": frozenset({"listen", "model_labels"}),
-    # [identity.oidc] is checked by garrison.identity.oidc_config.
-    "identity": frozenset({"oidc"}),
+    # "oidc" is the sign-in providers' table, checked by the OIDC settings themselves.
+    "identity": frozenset({"public_url", "people_bearer_keys", "mfa_from_level", "oidc"}),
 }
 # Sections whose keys are checked elsewhere (against a dataclass's fields).
 _CHECKED_ELSEWHERE = frozenset({"limits"})

@@ -70,6 +70,8 @@ from garrison.errors import (
 from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presented_key, read_body
 from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
+from garrison.identity.access_tokens import SessionClaims
+from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 from garrison.respond import render
 from garrison.store import changes as changes_rules
 from garrison.store import incidents as store_incidents
@@ -167,15 +169,33 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         now = state.clock()
         address = peer_address(request, state)
         snap = state.snapshot
-        auth = authenticate(
-            presented_key(request),
-            credentials=snap.credentials,
-            principals=snap.principals,
-            orgs=snap.orgs,
-            pepper=state.pepper,
-            now=now,
-            address=address,
-        )
+        token = dpop_token(request.headers.get("authorization"))
+        session: SessionClaims | None = None
+        if token is not None:
+            bound = authenticate_token(
+                token,
+                request.headers.getall(DPOP_HEADER, []),
+                method=request.method,
+                path=request.rel_url.raw_path,
+                tokens=state.tokens,
+                principals=snap.principals,
+                orgs=snap.orgs,
+                now=now,
+                address=address,
+            )
+            auth, session = bound.auth, bound.session
+        else:
+            auth = authenticate(
+                presented_key(request),
+                credentials=snap.credentials,
+                principals=snap.principals,
+                orgs=snap.orgs,
+                pepper=state.pepper,
+                now=now,
+                address=address,
+            )
+        # What names the caller's credential: the key id, or the sign-in session's id.
+        credential_id = auth.key_id if auth.credential is not None or session is not None else None
 
         def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
             _record(
@@ -185,7 +205,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     at=state.clock(),
                     actor=actor,
                     request_id=request_id,
-                    credential_id=auth.key_id if auth.credential is not None else None,
+                    credential_id=credential_id,
                     data={
                         "method": request.method,
                         "path": request.path,
@@ -197,12 +217,12 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 ),
             )
 
-        if not auth.ok or auth.principal is None or auth.credential is None:
+        if not auth.ok or auth.principal is None or credential_id is None:
             reason = auth.reason or Reason.CREDENTIAL_MISSING
             denied(reason, 401, None, presented_key_id=auth.key_id)
             return _error(Unauthenticated(), request_id)
         admin = auth.principal
-        if auth.credential.canary:
+        if auth.credential is not None and auth.credential.canary:
             # Whatever the call, a canary's use must reach the detectors.
             _record(
                 state,
@@ -212,7 +232,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     actor=admin.id,
                     request_id=request_id,
                     principal_id=admin.id,
-                    credential_id=auth.credential.id,
+                    credential_id=credential_id,
                     data={"method": request.method, "path": request.path, "address": str(address)},
                 ),
             )
@@ -220,7 +240,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         # does not apply here: admins must be able to lift it).
         lock = snap.locks.covering(
             now,
-            credential_id=auth.credential.id,
+            credential_id=credential_id,
             principal_id=admin.id,
             org_id=admin.org_id,
             address=address,
@@ -235,10 +255,11 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             backend=backend,
             request_id=request_id,
             admin=admin,
-            credential_id=auth.credential.id,
+            credential_id=credential_id,
             address=str(address),
             scope=scope_of(admin, snap.orgs),
             credential=auth.credential,
+            session=session,
         )
         ctx = admin_ctx
         try:

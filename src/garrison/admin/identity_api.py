@@ -82,10 +82,13 @@ def require_approver_credential(ctx: Ctx, requester: str | None) -> None:
     from garrison.domain.provenance import approval_refusal
     from garrison.identity.step_up import StepUpRequired, step_up_needed
 
-    # The session's claims when the call carried a DPoP-bound token (None with a key).
-    why = step_up_needed(getattr(ctx, "session", None), now=ctx.now)
-    if why is not None:
-        raise Refused(Reason.STEP_UP_REQUIRED, StepUpRequired(why))
+    if ctx.session is not None:
+        # A sign-in session is the person's own by construction (their provider account,
+        # their key on their machine); it approves only with a fresh MFA sign-in.
+        why = step_up_needed(ctx.session, now=ctx.now)
+        if why is not None:
+            raise Refused(Reason.STEP_UP_REQUIRED, StepUpRequired(why))
+        return
 
     reason = approval_refusal(ctx.credential, ctx.admin, requester)
     if reason is not None:
@@ -104,6 +107,8 @@ def approver_directory(ctx: Ctx, **more: Any) -> Directory:
     that key's provenance (the record of whose word it was)."""
     directory = ctx.directory()
     provenance = ctx.credential.provenance if ctx.credential else None
+    if ctx.session is not None:
+        provenance = "session"  # a sign-in through the provider, fresh MFA checked
     directory.origin = {**(directory.origin or {}), **more, "credential_provenance": provenance}
     return directory
 

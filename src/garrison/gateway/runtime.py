@@ -45,6 +45,9 @@ from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
+from garrison.identity.access_tokens import TokenSigner
+from garrison.identity.dpop import MemoryReplayCache
+from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
@@ -134,6 +137,12 @@ class Gateway:
             capture=Sealer.from_dir(settings.key_dir, CAPTURE_FILE)
             if settings.capture_bodies
             else None,
+            tokens=TokenAuth(
+                signer=TokenSigner.from_dir(settings.key_dir),
+                replay=MemoryReplayCache(),
+                public_url=settings.token_public_url,
+            ),
+            identity_policy=settings.identity_policy,
         )
         if settings.audit_fail_open:
             log.warning(
@@ -154,7 +163,7 @@ class Gateway:
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         if settings.oidc.enabled:
-            admin = dataclasses.replace(admin, signin=_signin(settings))
+            admin = dataclasses.replace(admin, signin=_signin(settings, self.state.tokens))
         self.monitor = self._monitor(settings) if settings.detect_enabled else None
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
@@ -292,6 +301,13 @@ class Gateway:
         self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
         self.state.bodies.start()
         self.port = await self.http.start(self.settings.host, self.settings.port)
+        if self.settings.public_url is None and self.state.tokens is not None:
+            # No public_url configured: proofs name this listener (its port now known).
+            host = self.settings.host
+            host = f"[{host}]" if ":" in host else host
+            self.state.tokens = dataclasses.replace(
+                self.state.tokens, public_url=f"http://{host}:{self.port}"
+            )
         if self.metrics is not None:
             await self.metrics.start()
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
@@ -669,13 +685,13 @@ def _emergency_lock(record: dict[str, Any]) -> Lock:
     )
 
 
-def _signin(settings: Settings) -> Any:
-    """Sign-in through [identity.oidc]: tokens signed with token.keys from the key directory;
-    proofs name the configured public URL (until one is configured: this host and port)."""
+def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:
+    """Sign-in through [identity.oidc], sharing the token signer, the proofs' jti cache and
+    the public URL with the token checks of every call."""
     from garrison.admin.session_api import build_signin
-    from garrison.identity.access_tokens import TokenSigner
 
-    public_url = getattr(settings, "public_url", None) or f"http://{settings.host}:{settings.port}"
+    if tokens is None:
+        raise ConfigError("[identity.oidc] needs the token keys (token.keys) of this process")
     return build_signin(
-        settings.oidc, signer=TokenSigner.from_dir(settings.key_dir), public_url=public_url
+        settings.oidc, signer=tokens.signer, public_url=tokens.public_url, proofs=tokens.replay
     )
