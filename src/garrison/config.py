@@ -76,8 +76,8 @@ from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 from garrison.identity.dpop import normalize_htu
-from garrison.policy.context import NO_PEOPLE_KEYS, IdentityPolicy
 from garrison.identity.oidc_config import OidcSettings, parse_oidc
+from garrison.policy.context import NO_PEOPLE_KEYS, IdentityPolicy
 
 CONFIG_FILE = "garrison.toml"
 ADMIN_CREDENTIAL_FILE = "admin.key"
@@ -134,6 +134,7 @@ class Settings:
     def token_public_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return self.public_url or f"http://{host}:{self.port}"
+
     # [identity.oidc]: the identity providers people sign in through (none: keys only).
     oidc: OidcSettings = field(default_factory=OidcSettings)
 
