@@ -70,14 +70,6 @@ def vendor_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdp]:
     provider.stop()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def world(tmp_path: Path, idp: TestIdp, vendor_idp: TestIdp) -> AsyncIterator[World]:
     oidc = OidcSettings(
@@ -99,7 +91,7 @@ async def world(tmp_path: Path, idp: TestIdp, vendor_idp: TestIdp) -> AsyncItera
             ),
         )
     )
-    w = await start_world(tmp_path, oidc=oidc, port=_free_port())
+    w = await start_world(tmp_path, oidc=oidc)
     lift_enroll_limits(w)
     w.gateway.http.app[SIGNIN_KEY].limiter.per_source = 10**6
     w.gateway.http.app[SIGNIN_KEY].limiter.overall = 10**6

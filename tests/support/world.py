@@ -171,7 +171,6 @@ async def start_world(
     capture_bodies: bool = False,
     detect: bool = True,
     oidc: OidcSettings | None = None,
-    port: int = 0,
 ) -> World:
     done = init(root / "data")
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -186,7 +185,7 @@ async def start_world(
         database_url=done.settings.database_url,
         key_dir=done.settings.key_dir,
         host="127.0.0.1",
-        port=port,
+        port=0,
         trusted_proxies=trusted_proxies,
         forwarded_header=forwarded_header,
         limits=limits or GatewayLimits(),

@@ -47,7 +47,6 @@ from garrison.identity.access_tokens import (
     ACCESS_TOKEN_MAX_S,
     InvalidToken,
     SessionClaims,
-    TokenSigner,
     issue_access_token,
 )
 from garrison.identity.dpop import MemoryReplayCache, ReplayCache, ReplayVerdict, verify_proof
@@ -83,21 +82,15 @@ class TokenRequest(BaseModel):
 
 @dataclass(slots=True)
 class SignIn:
-    """What the exchange needs: the providers, their keys, the token signer, the caches."""
+    """What the exchange needs beyond the process's ``TokenAuth`` (token signer, proofs' jti
+    cache, public URL — shared with the token checks of every call): the providers, their
+    keys, the ID-token replay cache and the attempt limiter."""
 
     oidc: OidcSettings
     keys: Mapping[str, ProviderKeys]  # by issuer
-    signer: TokenSigner = field(repr=False)
-    # The URL a proof must name is built from this, never from the Host header.
-    public_url: str
-    proofs: ReplayCache = field(default_factory=MemoryReplayCache)
     seen: ReplayCache = field(default_factory=lambda: MemoryReplayCache(ID_TOKEN_REPLAY_MAX))
     limiter: EnrollLimiter = field(default_factory=EnrollLimiter)
     token_lifetime_s: float = ACCESS_TOKEN_MAX_S
-
-    @property
-    def token_url(self) -> str:
-        return self.public_url.rstrip("/") + TOKEN_PATH
 
 
 SIGNIN_KEY = web.AppKey("garrison_signin", SignIn)
@@ -170,6 +163,9 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     backend = request.app[BACKEND_KEY]
     signin = request.app[SIGNIN_KEY]
+    tokens = state.tokens
+    if tokens is None:
+        raise ServerError("sign-in needs this process's token keys")
     request_id = new_request_id()
     now = state.clock()
     peer = peer_address(request, state)
@@ -213,10 +209,11 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         jkt = verify_proof(
             request.headers.get("DPoP"),
             method="POST",
-            url=signin.token_url,
+            # The configured public URL, never the Host header.
+            url=tokens.url_for(TOKEN_PATH),
             now=now,
             access_token=None,
-            replay=signin.proofs,
+            replay=tokens.replay,
         )
     except InvalidToken as exc:
         return await refused(exc, exc.reason)
@@ -316,7 +313,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         expires_at=now + lifetime,
     )
     try:
-        access_token = issue_access_token(signin.signer, claims)
+        access_token = issue_access_token(tokens.signer, claims)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
     try:
@@ -362,13 +359,14 @@ async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     """What ``garrison login`` needs to start a sign-in: public facts only (no secret; the
     name of the environment variable a client secret is read from, where one is needed)."""
     from garrison.admin.api import _json
-    from garrison.gateway.app import new_request_id
+    from garrison.gateway.app import STATE_KEY, new_request_id
 
     signin = request.app[SIGNIN_KEY]
+    tokens = request.app[STATE_KEY].tokens
     return _json(
         200,
         {
-            "token_endpoint": signin.token_url,
+            "token_endpoint": tokens.url_for(TOKEN_PATH) if tokens is not None else None,
             "providers": [
                 {
                     "name": p.name,
@@ -385,19 +383,11 @@ async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     )
 
 
-def build_signin(
-    oidc: OidcSettings, *, signer: TokenSigner, public_url: str, proofs: ReplayCache | None = None
-) -> SignIn:
+def build_signin(oidc: OidcSettings) -> SignIn:
     """The exchange's state for ``oidc``'s providers (their keys fetched on first use)."""
     from garrison.identity.oidc_keys import httpx_fetch
 
-    return SignIn(
-        oidc=oidc,
-        keys={p.issuer: ProviderKeys(p, httpx_fetch) for p in oidc.providers},
-        signer=signer,
-        public_url=public_url,
-        proofs=proofs if proofs is not None else MemoryReplayCache(),
-    )
+    return SignIn(oidc=oidc, keys={p.issuer: ProviderKeys(p, httpx_fetch) for p in oidc.providers})
 
 
 def add_session_routes(app: web.Application, signin: SignIn) -> None:

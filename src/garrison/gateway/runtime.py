@@ -686,12 +686,10 @@ def _emergency_lock(record: dict[str, Any]) -> Lock:
 
 
 def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:
-    """Sign-in through [identity.oidc], sharing the token signer, the proofs' jti cache and
-    the public URL with the token checks of every call."""
+    """Sign-in through [identity.oidc]; it signs with this process's token keys and checks
+    proofs against its public URL and jti cache (``state.tokens``)."""
     from garrison.admin.session_api import build_signin
 
     if tokens is None:
         raise ConfigError("[identity.oidc] needs the token keys (token.keys) of this process")
-    return build_signin(
-        settings.oidc, signer=tokens.signer, public_url=tokens.public_url, proofs=tokens.replay
-    )
+    return build_signin(settings.oidc)
