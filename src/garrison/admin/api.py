@@ -717,6 +717,7 @@ async def create_lock(ctx: Ctx) -> Any:
 
 async def lift_lock(ctx: Ctx) -> Any:
     body: schemas.LockLift = ctx.body
+    identity_api.require_fresh_sign_in(ctx)  # lifting containment: fresh MFA with a session
     lock = await ctx.read(store_locks.lock_row, ctx.request.match_info["lock_id"])
     if lock is not None and lock.kind == LockKind.ALL.value:
         # Lifting a lockdown is a two-person act: each person's own key, never one the other

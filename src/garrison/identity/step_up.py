@@ -36,8 +36,9 @@ class StepUpRequired(Forbidden):
     code = "step_up_required"
     default_message = STEP_UP_MESSAGE.format(minutes=MFA_FRESH_S // 60, seconds=MFA_FRESH_S)
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, public_message=self.default_message)
+    def __init__(self, why: str) -> None:
+        # The admin API shows the detail: why, then what to do.
+        super().__init__(f"{why}; {self.default_message}", public_message=self.default_message)
         self.reason = Reason.STEP_UP_REQUIRED
 
 
