@@ -119,3 +119,75 @@ def test_plain_http_endpoints_are_refused_off_loopback() -> None:
     }
     with pytest.raises(ProviderUnavailable):
         parse_discovery(doc, ISSUER)
+
+
+async def _serve(handler: Any) -> Any:
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_a_provider_document_over_the_limit_is_refused() -> None:
+    from aiohttp import web
+
+    from garrison.identity.oidc_keys import OIDC_DOCUMENT_MAX_BYTES, httpx_fetch
+
+    async def big(request: web.Request) -> web.Response:
+        size = OIDC_DOCUMENT_MAX_BYTES + (1 if request.path == "/big" else -100)
+        return web.Response(body=b'{"x":"' + b"a" * (size - 8) + b'"}')
+
+    runner, base = await _serve(big)
+    try:
+        assert "x" in await httpx_fetch(f"{base}/small")
+        with pytest.raises(ProviderUnavailable, match="limit"):
+            await httpx_fetch(f"{base}/big")
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_provider_that_redirects_or_fails_is_unavailable() -> None:
+    from aiohttp import web
+
+    from garrison.identity.oidc_keys import httpx_fetch
+
+    async def odd(request: web.Request) -> web.Response:
+        if request.path == "/redirect":
+            raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
+        return web.Response(status=500)
+
+    runner, base = await _serve(odd)
+    try:
+        for path in ("/redirect", "/error"):
+            with pytest.raises(ProviderUnavailable):
+                await httpx_fetch(base + path)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_provider_slower_than_the_timeout_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from garrison.identity import oidc_keys
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(body=b"{}")
+
+    monkeypatch.setattr(oidc_keys, "OIDC_HTTP_TIMEOUT_S", 0.2)
+    runner, base = await _serve(slow)
+    try:
+        with pytest.raises(ProviderUnavailable, match="Timeout"):
+            await oidc_keys.httpx_fetch(base + "/slow")
+    finally:
+        await runner.cleanup()

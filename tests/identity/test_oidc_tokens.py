@@ -211,3 +211,26 @@ def test_a_token_without_nonce_passes_only_where_the_provider_allows_it() -> Non
     # A nonce that is present must still name the key, whatever the setting.
     with pytest.raises(IdTokenRejected):
         check(sign(claims(nonce="other.key")), provider=device)
+
+
+def test_subjects_longer_than_the_limit_are_refused() -> None:
+    from garrison.identity.oidc_tokens import SUBJECT_MAX_CHARS
+
+    check(sign(claims(sub="s" * SUBJECT_MAX_CHARS)))
+    assert reason_of(sign(claims(sub="s" * (SUBJECT_MAX_CHARS + 1)))) == "claim_sub"
+
+
+def test_the_id_token_replay_cache_is_bounded_and_fails_closed() -> None:
+    from garrison.admin.session_api import ID_TOKEN_REPLAY_MAX, SignIn
+    from garrison.identity.dpop import ReplayVerdict
+    from garrison.identity.oidc_config import OidcSettings
+
+    seen = SignIn(OidcSettings(), {}).seen
+    assert getattr(seen, "max_entries", None) == ID_TOKEN_REPLAY_MAX
+    seen.max_entries = 2  # type: ignore[attr-defined]
+    assert seen.first_use("a", expires_at=NOW + 60, now=NOW) is ReplayVerdict.NEW
+    assert seen.first_use("a", expires_at=NOW + 60, now=NOW) is ReplayVerdict.REPLAYED
+    assert seen.first_use("b", expires_at=NOW + 60, now=NOW) is ReplayVerdict.NEW
+    assert seen.first_use("c", expires_at=NOW + 60, now=NOW) is ReplayVerdict.FULL
+    # Expired digests make room again.
+    assert seen.first_use("c", expires_at=NOW + 200, now=NOW + 61) is ReplayVerdict.NEW
