@@ -233,6 +233,71 @@ async def test_device_flow_signs_in_without_a_browser_here(world: World, tmp_pat
     assert result["principal"] == "frank" and result["mfa"] is True
 
 
+async def test_the_login_and_logout_commands(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from garrison.cli.main import cli
+
+    code = await person(world, "hank")
+    browser = Browser("u-frank", USERS["u-frank"].password, USERS["u-frank"].otp)
+    monkeypatch.setattr("webbrowser.open", browser.open)
+    monkeypatch.setenv("GARRISON_SOURCE_ADDRESS", machine())
+    session = tmp_path / "cli-session.json"
+    args = ["login", "--gateway", world.base, "--code", code, "--session-file", str(session)]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    browser.close()
+    assert result.exit_code == 0, result.output
+    assert "signed in as hank" in result.output and "with MFA" in result.output
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+    assert session.read_text().count("access_token") == 1  # stored, never printed
+    assert "eyJ" not in result.output
+    result = CliRunner().invoke(cli, ["logout", "--session-file", str(session)])
+    assert result.exit_code == 0 and "signed out" in result.output
+    assert not session.exists()
+
+
+def _chat(session_path: Path, model: str) -> str:
+    import openai
+
+    import garrison.client
+
+    client = openai.OpenAI(
+        base_url=garrison.client.base_url("/v1", session_path),
+        api_key="garrison",
+        max_retries=0,
+        http_client=garrison.client.http_client(session_path),
+    )
+    try:
+        answer = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hello"}]
+        )
+        return str(answer.choices[0].message.content)
+    finally:
+        client.close()
+
+
+async def test_an_mfa_sign_in_reaches_a_restricted_model_with_the_openai_client(
+    world: World, tmp_path: Path
+) -> None:
+    import openai
+
+    code = await person(world, "rhea", clearance="restricted", compartments=["cyber"])
+    result = await sign_in(world, "u-frank", USERS, tmp_path, code=code)
+    assert result["mfa"] is True
+    session = Path(result["session_file"])
+    assert await asyncio.to_thread(_chat, session, "cyber-model")
+    # The same person signed in with a password alone: the restricted model wants MFA.
+    code = await person(world, "ivan", clearance="restricted", compartments=["cyber"])
+    single = await sign_in(world, "u-erin", USERS, tmp_path, code=code)
+    assert single["mfa"] is False
+    with pytest.raises(openai.NotFoundError):  # no oracle: refused like an unknown model
+        await asyncio.to_thread(_chat, Path(single["session_file"]), "cyber-model")
+    await world.settle()
+    assert "mfa.required" in world.events("request.denied")[-1]["data"]["reasons"]
+
+
 # ── MFA, groups ───────────────────────────────────────────────────────────────────────────
 async def test_a_password_only_sign_in_carries_no_mfa(world: World, tmp_path: Path) -> None:
     code = await person(world, "erin")

@@ -73,6 +73,8 @@ def login(
         session_path=session_file,
         open_browser=(lambda _url: None) if no_browser else None,
         say=lambda text: click.echo(text, err=True),
+        # The local address to call from (a host with several), as for every command.
+        local_address=os.environ.get("GARRISON_SOURCE_ADDRESS", "").strip() or None,
     )
     if as_json:
         emit_json(result)
