@@ -298,6 +298,34 @@ async def test_an_mfa_sign_in_reaches_a_restricted_model_with_the_openai_client(
     assert "mfa.required" in world.events("request.denied")[-1]["data"]["reasons"]
 
 
+async def test_refresh_renews_the_session_through_the_providers_refresh_token(
+    world: World, tmp_path: Path
+) -> None:
+    code = await person(world, "ursula")
+    first = await sign_in(world, "u-frank", USERS, tmp_path, code=code)
+    session = Path(first["session_file"])
+    old_token = session.read_text()
+    assert (session.parent / "idp-session.json").exists()
+    # A refresh in the same second gets the very same ID token back (RS256 signatures are
+    # deterministic), which is a replay: refreshes come minutes apart, not within a second.
+    await asyncio.sleep(1.1)
+    renewed = await asyncio.to_thread(
+        login,
+        world.base,
+        refresh=True,
+        session_path=session,
+        say=lambda _t: None,
+        local_address=machine(),
+    )
+    assert renewed["principal"] == "ursula" and session.read_text() != old_token
+    await world.settle()
+    started = world.events("session.started")[-2:]
+    # Same sign-in at the provider: auth_time does not move, so a refresh is never "fresh
+    # MFA" for step-up; the key is the one stored with the session.
+    assert started[0]["data"]["auth_time"] == started[1]["data"]["auth_time"]
+    assert started[0]["data"]["jkt"] == started[1]["data"]["jkt"]
+
+
 # ── MFA, groups ───────────────────────────────────────────────────────────────────────────
 async def test_a_password_only_sign_in_carries_no_mfa(world: World, tmp_path: Path) -> None:
     code = await person(world, "erin")
