@@ -326,6 +326,24 @@ async def test_refresh_renews_the_session_through_the_providers_refresh_token(
     assert started[0]["data"]["jkt"] == started[1]["data"]["jkt"]
 
 
+async def with_session(world: World, session_path: Path, method: str, path: str) -> Any:
+    """One admin call with the stored session (token + a proof from its key)."""
+    from garrison.identity.client_session import load_session
+
+    stored = load_session(session_path)
+    proof = make_proof(
+        stored.proof_key(),
+        method=method,
+        url=world.base + path,
+        now=time.time(),
+        access_token=stored.access_token,
+    )
+    headers = {"authorization": f"DPoP {stored.access_token}", "dpop": proof}
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.request(method, world.base + path, headers=headers)
+    return response.status_code, response.json()
+
+
 # ── MFA, groups ───────────────────────────────────────────────────────────────────────────
 async def test_a_password_only_sign_in_carries_no_mfa(world: World, tmp_path: Path) -> None:
     code = await person(world, "erin")
@@ -341,6 +359,8 @@ async def test_groups_only_narrow_roles_at_the_next_sign_in(
     code = await person(world, "dana", roles=["auditor"])
     kept = await sign_in(world, "u-dana", USERS, tmp_path, code=code)
     assert kept["roles"] == ["auditor"] and kept["roles_dropped"] == []
+    session = Path(kept["session_file"])
+    assert (await with_session(world, session, "GET", "/admin/v1/principals"))[0] == 200
     # Removed from the provider's group: the next sign-in's session lacks the role.
     idp.users["u-dana"] = User("pw-dana", otp="222222", groups=[])
     idp.stop()
@@ -348,6 +368,10 @@ async def test_groups_only_narrow_roles_at_the_next_sign_in(
     try:
         narrowed = await sign_in(world, "u-dana", USERS, tmp_path)
         assert narrowed["roles"] == [] and narrowed["roles_dropped"] == ["auditor"]
+        # The admin API holds the session to it: dana still has the role in Garrison, but
+        # not in this session.
+        status, body = await with_session(world, session, "GET", "/admin/v1/principals")
+        assert status == 403, body
     finally:
         idp.users["u-dana"] = USERS["u-dana"]
         idp.stop()
@@ -506,3 +530,18 @@ async def test_a_disabled_person_cannot_sign_in(world: World, tmp_path: Path) ->
     await world.reload()
     with pytest.raises(LoginFailed, match="disabled"):
         await sign_in(world, "u-carol", USERS, tmp_path)
+
+
+async def test_sign_in_attempts_are_limited_per_source(world: World) -> None:
+    limiter = world.gateway.http.app[SIGNIN_KEY].limiter
+    limiter.per_source = 3
+    statuses = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(limiter.per_source + 1):
+            response = await client.post(f"{world.base}/auth/v1/token", json={"id_token": "x"})
+            statuses.append(response.status_code)
+    assert statuses == [401] * limiter.per_source + [429]
+    await world.settle()
+    assert world.events("session.refused")[-1]["data"]["reasons"] == [
+        "identity.enroll_rate_limited"
+    ]

@@ -222,6 +222,11 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             denied(reason, 401, None, presented_key_id=auth.key_id)
             return _error(Unauthenticated(), request_id)
         admin = auth.principal
+        if session is not None:
+            from garrison.admin.session_api import session_admin
+
+            # The provider's groups narrowed this session's roles at sign-in.
+            admin = await session_admin(backend.engine, admin, session)
         if auth.credential is not None and auth.credential.canary:
             # Whatever the call, a canary's use must reach the detectors.
             _record(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from garrison.admin.base import BACKEND_KEY
 from garrison.audit import AuditEvent, EventName
-from garrison.domain import OrgKind, PrincipalKind, Reason, Status
+from garrison.domain import OrgKind, Principal, PrincipalKind, Reason, Status
 from garrison.errors import (
     AuditUnavailable,
     ClientError,
@@ -312,6 +312,18 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         issued_at=now,
         expires_at=now + lifetime,
     )
+    if dropped:
+        # Kept in the database (the token does not carry roles): every admin call made with
+        # this session holds the person's roles minus these (``session_admin``).
+        await asyncio.to_thread(
+            identity_links.record_dropped_roles,
+            backend.engine,
+            claims.session_id,
+            person.id,
+            dropped,
+            until=claims.expires_at,
+            now=now,
+        )
     try:
         access_token = issue_access_token(tokens.signer, claims)
     except ValueError as exc:
@@ -381,6 +393,15 @@ async def providers_endpoint(request: web.Request) -> web.StreamResponse:
         },
         new_request_id(),
     )
+
+
+async def session_admin(engine: Any, admin: Principal, session: SessionClaims) -> Principal:
+    """``admin`` as this session may act: without the roles the provider's groups took away
+    at sign-in (groups only ever narrow)."""
+    if not admin.roles:
+        return admin
+    dropped = await asyncio.to_thread(identity_links.dropped_roles, engine, session.session_id)
+    return replace(admin, roles=admin.roles - dropped) if dropped else admin
 
 
 def build_signin(oidc: OidcSettings) -> SignIn:

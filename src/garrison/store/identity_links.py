@@ -232,12 +232,48 @@ def redeem_for_link(
     )
 
 
+def record_dropped_roles(
+    engine: sa.Engine,
+    session_id: str,
+    principal_id: str,
+    dropped: frozenset[str],
+    *,
+    until: float,
+    now: float,
+) -> None:
+    """Remember the roles a session does not hold (expired rows are cleared on the way)."""
+    import orjson
+
+    t = schema.session_roles
+    with write_transaction(engine) as conn:
+        conn.execute(sa.delete(t).where(t.c.expires_at <= now))
+        conn.execute(
+            sa.insert(t).values(
+                session_id=session_id,
+                principal_id=principal_id,
+                dropped=orjson.dumps(sorted(dropped)).decode(),
+                expires_at=until,
+            )
+        )
+
+
+def dropped_roles(engine: sa.Engine, session_id: str) -> frozenset[str]:
+    import orjson
+
+    t = schema.session_roles
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.c.dropped).where(t.c.session_id == session_id)).first()
+    return frozenset(orjson.loads(row.dropped)) if row is not None else frozenset()
+
+
 __all__ = [
     "NOT_LINKED",
     "EnrollRefused",
     "Link",
     "NotLinked",
+    "dropped_roles",
     "find",
     "find_link",
+    "record_dropped_roles",
     "redeem_for_link",
 ]

@@ -331,3 +331,15 @@ identity_links = sa.Table(
     sa.Column("unlinked_at", sa.Float, nullable=True),
     sa.UniqueConstraint("issuer", "subject", name="uq_identity_links_issuer_subject"),
 )
+
+
+# Roles a sign-in session does not hold although the person does (the provider's groups
+# narrowed them at sign-in). No row: nothing was narrowed.
+session_roles = sa.Table(
+    "session_roles",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("principal_id", sa.String(40), nullable=False),
+    sa.Column("dropped", sa.Text, nullable=False),  # JSON list of role names
+    sa.Column("expires_at", sa.Float, nullable=False),
+)

@@ -1,4 +1,5 @@
-"""Identity links: a person's (issuer, subject) at an OpenID provider, recorded at first sign-in.
+"""Identity links: a person's (issuer, subject) at an OpenID provider, recorded at first sign-in;
+and the roles each sign-in session lost to the provider's groups.
 
 Revision ID: 0012_links
 Revises: 0010
@@ -29,7 +30,15 @@ def upgrade() -> None:
         sa.Column("unlinked_at", sa.Float, nullable=True),
         sa.UniqueConstraint("issuer", "subject", name="uq_identity_links_issuer_subject"),
     )
+    op.create_table(
+        "session_roles",
+        sa.Column("session_id", sa.String(64), primary_key=True),
+        sa.Column("principal_id", sa.String(40), nullable=False),
+        sa.Column("dropped", sa.Text, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("session_roles")
     op.drop_table("identity_links")
