@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import math
 import secrets
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
@@ -292,8 +292,8 @@ def verify_access_token(keys: TokenKeys, token: str, *, now: float) -> SessionCl
     if not valid:
         raise InvalidToken(Reason.TOKEN_BAD_SIGNATURE)
     try:
-        body = json.loads(obj.payload)
-    except (ValueError, UnicodeError):
+        body = orjson.loads(obj.payload)
+    except orjson.JSONDecodeError:
         raise InvalidToken(Reason.TOKEN_MALFORMED) from None
     if not isinstance(body, dict):
         raise InvalidToken(Reason.TOKEN_MALFORMED)
