@@ -18,6 +18,7 @@ from garrison.domain import Reason
 from garrison.errors import ConfigError, Unauthenticated
 from garrison.identity.access_tokens import (
     ACCESS_TOKEN_MAX_S,
+    TOKEN_CACHE_MAX,
     TOKEN_CLOCK_SKEW_S,
     TOKEN_KEY_FILE,
     TOKEN_KEYS_KEPT,
@@ -25,6 +26,7 @@ from garrison.identity.access_tokens import (
     InvalidToken,
     SessionClaims,
     TokenSigner,
+    VerifiedTokens,
     amr_shows_mfa,
     issue_access_token,
     rotate_token_key,
@@ -248,3 +250,29 @@ def test_a_token_of_another_type_is_refused(signer: TokenSigner) -> None:
 def test_mfa_needs_two_factors(amr: tuple[str, ...], mfa: bool) -> None:
     assert amr_shows_mfa(amr) is mfa
     assert replace(CLAIMS, amr=amr).mfa is mfa
+
+
+def test_a_remembered_token_still_expires(signer: TokenSigner) -> None:
+    cache = VerifiedTokens(signer.keys)
+    token = issue_access_token(signer, CLAIMS)
+    assert cache.verify(token, now=NOW) == CLAIMS
+    assert len(cache) == 1
+    with pytest.raises(InvalidToken) as caught:
+        cache.verify(token, now=CLAIMS.expires_at)
+    assert caught.value.reason is Reason.TOKEN_EXPIRED
+
+
+def test_only_verified_tokens_are_remembered(signer: TokenSigner) -> None:
+    cache = VerifiedTokens(signer.keys)
+    with pytest.raises(InvalidToken):
+        cache.verify("a.b.c", now=NOW)
+    assert len(cache) == 0
+
+
+def test_the_verified_token_cache_is_bounded(signer: TokenSigner) -> None:
+    assert VerifiedTokens(signer.keys).max_entries == TOKEN_CACHE_MAX
+    cache = VerifiedTokens(signer.keys, max_entries=2)
+    tokens = [issue_access_token(signer, replace(CLAIMS, session_id=f"s-{i}")) for i in range(3)]
+    for token in tokens:
+        cache.verify(token, now=NOW)
+    assert len(cache) == 2

@@ -257,3 +257,17 @@ def test_normalize_htu() -> None:
     assert normalize_htu("https://[::1]:443/x") == "https://[::1]/x"
     with pytest.raises(ValueError):
         normalize_htu("ftp://a.example/")
+
+
+def test_the_caches_are_bounded_by_their_limits() -> None:
+    from garrison.identity import dpop
+
+    assert dpop.normalize_htu.cache_info().maxsize == dpop.DPOP_URL_CACHE_MAX
+    assert dpop._public_key.cache_info().maxsize == dpop.DPOP_KEY_CACHE_MAX
+    assert MemoryReplayCache().max_entries == dpop.DPOP_REPLAY_MAX
+
+
+def test_a_jwk_that_is_not_json_is_a_bad_key() -> None:
+    header = _header()
+    header["jwk"] = {"kty": "EC", "crv": "P-256", "x": 10**30, "y": "y"}
+    assert _reason(_signed(header, _claims())) is Reason.DPOP_KEY

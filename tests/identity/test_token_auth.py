@@ -156,3 +156,11 @@ def test_a_public_url_that_is_not_one_fails_at_start(tmp_path: Path) -> None:
 )
 def test_only_the_dpop_scheme_is_a_token(header: str | None, token: str | None) -> None:
     assert dpop_token(header) == token
+
+
+def test_a_rotation_starts_a_new_verified_token_cache(tokens: TokenAuth, tmp_path: Path) -> None:
+    token = _token(tokens)
+    assert _call(tokens, token, [_proof(token)]).ok
+    rotated = dataclasses.replace(tokens, signer=TokenSigner.from_dir(tmp_path / "new"))
+    assert rotated.verified is not tokens.verified
+    assert _call(rotated, token, [_proof(token)]).auth.reason is Reason.TOKEN_KID_UNKNOWN

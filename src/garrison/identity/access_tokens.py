@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import math
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
@@ -69,6 +70,8 @@ TOKEN_KEYS_KEPT = 3
 TOKEN_KID_BYTES = 8
 # Built once: parsing and checking allow exactly TOKEN_ALG.
 _REGISTRY = JWSRegistry(algorithms=[TOKEN_ALG])
+# Verified tokens remembered per process: one per live session, with room for thousands.
+TOKEN_CACHE_MAX = 10_000
 # Longest amr list and value carried: IdPs send a handful of short method names.
 AMR_MAX_ITEMS = 16
 AMR_VALUE_MAX_CHARS = 64
@@ -292,16 +295,48 @@ def verify_access_token(keys: TokenKeys, token: str, *, now: float) -> SessionCl
     if not valid:
         raise InvalidToken(Reason.TOKEN_BAD_SIGNATURE)
     try:
-        body = json.loads(obj.payload)
-    except (ValueError, UnicodeError):
+        body = orjson.loads(obj.payload)
+    except orjson.JSONDecodeError:
         raise InvalidToken(Reason.TOKEN_MALFORMED) from None
     if not isinstance(body, dict):
         raise InvalidToken(Reason.TOKEN_MALFORMED)
     claims = _claims(body)
     if claims.expires_at - claims.issued_at > ACCESS_TOKEN_MAX_S:
         raise InvalidToken(Reason.TOKEN_LIFETIME)
+    _check_times(claims, now)
+    return claims
+
+
+def _check_times(claims: SessionClaims, now: float) -> None:
     if claims.issued_at > now + TOKEN_CLOCK_SKEW_S:
         raise InvalidToken(Reason.TOKEN_NOT_YET_VALID)
     if now >= claims.expires_at:
         raise InvalidToken(Reason.TOKEN_EXPIRED)
-    return claims
+
+
+class VerifiedTokens:
+    """Tokens already verified, by their exact text: a session sends the same token with
+    every call, so its signature and claims are checked once, and only its times again
+    (the proof, fresh per call, is always checked in full). Only tokens that verified are
+    kept, at most ``max_entries`` (least recently used out first), for the keys they were
+    verified with: a new ``TokenKeys`` (a rotation) starts an empty cache."""
+
+    def __init__(self, keys: TokenKeys, max_entries: int = TOKEN_CACHE_MAX) -> None:
+        self.keys = keys
+        self.max_entries = max_entries
+        self._claims: OrderedDict[str, SessionClaims] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def verify(self, token: str, *, now: float) -> SessionClaims:
+        claims = self._claims.get(token)
+        if claims is None:
+            claims = verify_access_token(self.keys, token, now=now)
+            self._claims[token] = claims
+            while len(self._claims) > self.max_entries:
+                self._claims.popitem(last=False)
+            return claims
+        self._claims.move_to_end(token)
+        _check_times(claims, now)
+        return claims

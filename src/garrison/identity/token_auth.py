@@ -18,7 +18,7 @@ from garrison.identity.access_tokens import (
     InvalidToken,
     SessionClaims,
     TokenSigner,
-    verify_access_token,
+    VerifiedTokens,
 )
 from garrison.identity.authenticate import Address, AuthResult, _vendor_reason
 from garrison.identity.dpop import ReplayCache, normalize_htu, verify_proof
@@ -38,10 +38,13 @@ class TokenAuth:
     signer: TokenSigner
     replay: ReplayCache
     public_url: str
+    verified: VerifiedTokens | None = None
 
     def __post_init__(self) -> None:
         # Fails at start-up, not at the first call, when public_url is not a URL.
         normalize_htu(self.public_url)
+        if self.verified is None or self.verified.keys is not self.signer.keys:
+            object.__setattr__(self, "verified", VerifiedTokens(self.signer.keys))
 
     def url_for(self, path: str) -> str:
         return self.public_url.rstrip("/") + path
@@ -87,7 +90,8 @@ def authenticate_token(
     if tokens is None:
         return TokenAuthResult(AuthResult(Reason.TOKEN_KID_UNKNOWN))
     try:
-        claims = verify_access_token(tokens.signer.keys, token, now=now)
+        assert tokens.verified is not None  # set by __post_init__
+        claims = tokens.verified.verify(token, now=now)
         if len(proofs) > 1:
             raise InvalidToken(Reason.DPOP_MALFORMED)  # RFC 9449: exactly one proof
         jkt = verify_proof(
