@@ -47,9 +47,12 @@ USERS = {
     "u-dana": User("pw-dana", otp="222222", groups=["garrison-auditors"]),
     "u-erin": User("pw-erin", otp=None),  # a password alone: single factor
     "u-frank": User("pw-frank", otp="333333"),
-    "u-stranger": User("pw-stranger", otp="444444"),
+    # Same email as carol: never matched (links are (iss, sub) only).
+    "u-stranger": User("pw-stranger", otp="444444", email="carol@example.com"),
 }
 VENDOR_USERS = {
+    # The same username (sub) as an internal person's account, at the vendor's provider.
+    "u-carol": User("pw-vendor-carol", otp="777777"),
     "v-vic": User("pw-vic", otp="555555"),
     "v-mallory": User("pw-mallory", otp="666666"),
 }
@@ -545,3 +548,85 @@ async def test_sign_in_attempts_are_limited_per_source(world: World) -> None:
     assert world.events("session.refused")[-1]["data"]["reasons"] == [
         "identity.enroll_rate_limited"
     ]
+
+
+async def test_the_same_sub_at_a_vendors_provider_is_another_identity(
+    world: World, tmp_path: Path
+) -> None:
+    code = await person(world, "carol10")
+    await sign_in(world, "u-carol", USERS, tmp_path, code=code)
+    with pytest.raises(LoginFailed, match="not linked"):
+        await sign_in(world, "u-carol", VENDOR_USERS, tmp_path, provider="contractor-co")
+
+
+def _forge(header: dict[str, Any], claims: dict[str, Any], key: bytes | None = None) -> str:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest() if key else b""
+    return f"{signing_input}.{b64(mac)}"
+
+
+async def test_forged_id_tokens_are_refused_at_the_exchange(
+    world: World, tmp_path: Path, idp: TestIdp
+) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    await _linked(world, tmp_path, "carol11", "u-carol")
+    key = generate_proof_key()
+    jkt = proof_key_thumbprint(key)
+    now = int(time.time())
+    claims = {
+        "iss": idp.issuer,
+        "sub": "u-carol",
+        "aud": CLIENT_ID,
+        "iat": now,
+        "exp": now + 300,
+        "auth_time": now,
+        "nonce": f"{jkt}.x",
+        "amr": ["pwd", "otp", "mfa"],
+    }
+    public_pem = RSAKey.import_key(idp.keys[0]).as_pem(private=False)
+    attacker = RSAKey.generate_key(2048, private=True, parameters={"kid": idp.keys[0]["kid"]})
+    keys = world.gateway.http.app[SIGNIN_KEY].keys[idp.issuer]
+    forged = {
+        "alg none": _forge({"alg": "none", "kid": idp.keys[0]["kid"]}, claims),
+        "hs256 with the public key": _forge(
+            {"alg": "HS256", "kid": idp.keys[0]["kid"]}, claims, public_pem
+        ),
+        "attacker's key, real kid": jwt.encode(
+            {"alg": "RS256", "kid": attacker.kid}, claims, attacker
+        ),
+        "unknown kid": jwt.encode({"alg": "RS256", "kid": "nobody"}, claims, attacker),
+        "kid injection": jwt.encode(
+            {"alg": "RS256", "kid": "../../../etc/passwd"}, claims, attacker
+        ),
+        "expired": jwt.encode(
+            {"alg": "RS256", "kid": idp.keys[0]["kid"]},
+            {**claims, "exp": now - 3600, "iat": now - 4000},
+            RSAKey.import_key(idp.keys[0]),
+        ),
+        "wrong audience": jwt.encode(
+            {"alg": "RS256", "kid": idp.keys[0]["kid"]},
+            {**claims, "aud": "another-app"},
+            RSAKey.import_key(idp.keys[0]),
+        ),
+    }
+    fetched = keys.fetches
+    for name, token in forged.items():
+        with pytest.raises(LoginFailed, match="identity token is not valid"):
+            await _exchange(world, token, key, machine())
+        await world.settle()
+        refused = world.events("session.refused")[-1]["data"]
+        assert refused["reasons"] == ["oidc.id_token_invalid"], name
+    # Invented kids cost the provider at most one key fetch.
+    assert keys.fetches - fetched <= 1
+    # The genuine key still signs in (the forged "expired"/"aud" tokens were signed by it).
+    assert (await sign_in(world, "u-carol", USERS, tmp_path))["principal"] == "carol11"
