@@ -1,6 +1,7 @@
 # Garrison — two commands: `make run` and `make test`. Both build .venv from this repo alone.
 #   make run [PORT=8080]   installs only what garrison needs at run time, starts `garrison demo`
-#   make test              installs the test extras too, runs ruff, mypy and the whole suite
+#   make test              installs the test extras (and, with node, the test identity
+#                          provider: npm ci in tests/idp), runs ruff, mypy and the whole suite
 #   make lock              re-resolves requirements/*.txt from pyproject.toml (after editing it)
 # Installs are reproducible: every package comes from a lock file with its hashes
 # (pip --require-hashes), then garrison itself with --no-deps.
@@ -16,6 +17,10 @@ PORT   ?= 8080
 # Test workers: two cores here and in CI; the suite is written to run in parallel.
 WORKERS ?= 2
 PIP := $(BIN)/python -m pip --disable-pip-version-check
+# The real OpenID provider the sign-in tests start (tests/idp: oidc-provider from npm, pinned
+# by its package-lock.json); reinstalled when the lockfile changes.
+IDP_DIR   := tests/idp
+IDP_STAMP := $(IDP_DIR)/node_modules/.stamp-$(shell cat $(IDP_DIR)/package-lock.json | sha1sum | cut -c1-12)
 
 .PHONY: run test lint typecheck unit bench clean lock
 
@@ -30,6 +35,14 @@ $(RUN_STAMP): $(BIN)/python pyproject.toml $(RUN_LOCK)
 	  echo "garrison: $(RUN_LOCK) is out of date with pyproject.toml: run make lock"; exit 1; }
 	rm -f $(VENV)/.run-*
 	touch $(RUN_STAMP)
+
+$(IDP_STAMP): $(IDP_DIR)/package-lock.json
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  echo "garrison: installing the test identity provider (npm ci in $(IDP_DIR))…"; \
+	  cd $(IDP_DIR) && npm ci --no-audit --no-fund && touch $(notdir $(IDP_STAMP)) && mv $(notdir $(IDP_STAMP)) node_modules/; \
+	else \
+	  echo "garrison: node/npm not found: the sign-in tests against a real provider will be skipped"; \
+	fi
 
 $(TEST_STAMP): $(RUN_STAMP) $(TEST_LOCK)
 	@echo "garrison: installing the test dependencies. llama-cpp-python (the real llama.cpp"
@@ -49,7 +62,7 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-unit: $(TEST_STAMP)
+unit: $(TEST_STAMP) $(IDP_STAMP)
 	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile
 
 test: lint typecheck unit

@@ -39,6 +39,14 @@
 
     [tracing]                             # optional; needs the `otel` extra
     otlp_endpoint = "http://127.0.0.1:4318/v1/traces"   # unset: off, nothing imported
+    [identity]                            # sign-in tokens (docs/tokens.md)
+    public_url = "https://garrison.example"   # what DPoP proofs must name; never the Host header
+    people_bearer_keys = "internal-and-below"  # or "all" (default), "none"
+    mfa_from_level = "restricted"         # models at or above need MFA from a sign-in token
+
+    [identity.oidc]                       # optional: people sign in through this provider
+    issuer = "https://idp.example.com"    # (docs/identity.md; garrison.identity.oidc_config)
+    client_id = "garrison"
 
     [admin]                               # where the CLI finds the admin API and its key
     url = "http://127.0.0.1:8080"         # default: [admin] listen, else the [gateway] address
@@ -63,14 +71,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from garrison.config_keys import check_config_document
-from garrison.domain import Network
+from garrison.domain import Level, Network
 from garrison.domain.networks import parse_network
 from garrison.errors import ConfigError
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
+from garrison.identity.dpop import normalize_htu
+from garrison.identity.oidc_config import OidcSettings, parse_oidc
+from garrison.policy.context import NO_PEOPLE_KEYS, IdentityPolicy
 
 CONFIG_FILE = "garrison.toml"
 ADMIN_CREDENTIAL_FILE = "admin.key"
@@ -125,6 +137,19 @@ class Settings:
     admin_listen: str | None = None
     # OpenTelemetry traces (the `otel` extra): OTLP/HTTP endpoint; None: off, nothing loaded.
     tracing_otlp_endpoint: str | None = None
+    # [identity]: the URL DPoP proofs name (None: http://host:port, fine on one machine; set
+    # it behind a load balancer), and the MFA level and people's-key ceiling for policy.
+    public_url: str | None = None
+    identity_policy: IdentityPolicy = field(default_factory=IdentityPolicy)
+
+    @property
+    def token_public_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return self.public_url or f"{scheme}://{host}:{self.port}"
+
+    # [identity.oidc]: the identity providers people sign in through (none: keys only).
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, **kw: Any) -> Settings:
@@ -285,6 +310,8 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
         tracing_otlp_endpoint=_tracing_endpoint(data.get("tracing", {}), path),
+        **_identity(data.get("identity", {}), path),
+        oidc=parse_oidc(data.get("identity", {}).get("oidc"), str(path)),
     )
 
 
@@ -312,6 +339,45 @@ def _tracing_endpoint(table: Mapping[str, Any], path: Path) -> str | None:
     if value and not value.startswith(("http://", "https://")):
         raise ConfigError(f"{path}: [tracing] otlp_endpoint must be an http:// or https:// URL")
     return value or None
+
+
+def _level(value: Any, key: str, path: Path) -> Level:
+    try:
+        return Level.parse(str(value))
+    except ValueError:
+        raise ConfigError(
+            f"{path}: [identity] {key} must name a level (public, internal, restricted, critical)"
+        ) from None
+
+
+def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """``[identity]``: public_url, people_bearer_keys ("all", "none", "<level>-and-below"),
+    mfa_from_level (a level)."""
+    out: dict[str, Any] = {}
+    url = table.get("public_url")
+    if url:
+        try:
+            normalize_htu(str(url))
+        except ValueError:
+            raise ConfigError(f"{path}: [identity] public_url must be an http(s) URL") from None
+        if urlsplit(str(url)).path.strip("/") or "?" in str(url) or "#" in str(url):
+            raise ConfigError(f"{path}: [identity] public_url is the origin only (no path)")
+        out["public_url"] = str(url).rstrip("/")
+    keys = str(table.get("people_bearer_keys", "all")).lower()
+    ceiling: int | None
+    if keys == "all":
+        ceiling = None
+    elif keys == "none":
+        ceiling = NO_PEOPLE_KEYS
+    elif keys.endswith("-and-below"):
+        ceiling = int(_level(keys.removesuffix("-and-below"), "people_bearer_keys", path))
+    else:
+        raise ConfigError(
+            f'{path}: [identity] people_bearer_keys must be "all", "none" or "<level>-and-below"'
+        )
+    mfa = _level(table.get("mfa_from_level", "restricted"), "mfa_from_level", path)
+    out["identity_policy"] = IdentityPolicy(mfa_from_level=mfa, people_key_max_level=ceiling)
+    return out
 
 
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,

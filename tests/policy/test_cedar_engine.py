@@ -138,6 +138,8 @@ FACTORS: dict[str, tuple[Any, ...]] = {
     "grant": (True, False),
     "mfa_capable": (True, False),
     "mfa": (True, False),
+    "mfa_from_level": (2, 3),
+    "person_key_ok": (True, False),
     "justification": (True, False),
     "hour_utc": (0, 23),
     "weekday": (0, 6),

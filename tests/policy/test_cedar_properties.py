@@ -52,6 +52,8 @@ contexts = st.builds(
     grant=st.booleans(),
     mfa_capable=st.booleans(),
     mfa=st.booleans(),
+    mfa_from_level=st.integers(0, 4),
+    person_key_ok=st.booleans(),
     justification=st.booleans(),
     hour_utc=st.integers(0, 23),
     weekday=st.integers(0, 6),
@@ -126,6 +128,7 @@ def everything_else_clear(context: Context) -> Context:
         grant=True,
         mfa_capable=True,
         mfa=True,
+        person_key_ok=True,
         justification=True,
     )
 
@@ -230,7 +233,7 @@ def test_cedar_agrees_with_the_reference_on_random_directories(
 
 @PROPERTY
 @given(directories(), contexts)
-def test_a_critical_model_needs_mfa_only_when_the_credential_can_carry_it(
+def test_a_model_at_the_mfa_level_needs_mfa_only_when_the_credential_can_carry_it(
     directory: Directory, context: Context
 ) -> None:
     engine = directory.engine()
@@ -243,7 +246,7 @@ def test_a_critical_model_needs_mfa_only_when_the_credential_can_carry_it(
             )
             assert api_key == with_mfa
             no_mfa = engine.evaluate(p.id, m.id, dataclasses.replace(clear, mfa=False))
-            if m.level == Level.CRITICAL:
+            if m.level >= context.mfa_from_level:
                 assert not no_mfa.allowed
                 assert Reason.MFA_REQUIRED in no_mfa.reasons
             else:
@@ -304,3 +307,17 @@ def test_decide_stays_correct_across_cache_overflows(
             assert decision == engine.evaluate(p.id, m.id, context)
             assert engine.cached in range(1, limit + 1)
             assert engine.decide(p, m, context) is decision
+
+
+@PROPERTY
+@given(directories(), contexts)
+def test_a_persons_key_above_its_level_is_refused_whatever_else_holds(
+    directory: Directory, context: Context
+) -> None:
+    engine = directory.engine(PERMIT_ALL)
+    refused = dataclasses.replace(everything_else_clear(context), person_key_ok=False)
+    for p in directory.principals:
+        for m in directory.models:
+            decision = engine.evaluate(p.id, m.id, refused)
+            assert not decision.allowed
+            assert Reason.PERSON_BEARER_KEY in decision.reasons

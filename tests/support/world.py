@@ -20,6 +20,7 @@ from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, Vendor
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.runtime import Gateway
+from garrison.identity.oidc_config import OidcSettings
 from garrison.mock import MockConfig, MockUpstream
 from garrison.store import Directory
 
@@ -169,6 +170,7 @@ async def start_world(
     forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR,
     capture_bodies: bool = False,
     detect: bool = True,
+    oidc: OidcSettings | None = None,
 ) -> World:
     done = init(root / "data")
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -190,6 +192,7 @@ async def start_world(
         witness_dir=done.settings.witness_dir,
         capture_bodies=capture_bodies,
         detect_enabled=detect,
+        oidc=oidc or OidcSettings(),
     )
     gateway = Gateway(settings)
     await gateway.start()

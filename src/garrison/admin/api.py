@@ -72,6 +72,8 @@ from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, presen
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream_tls import check_tls_files
 from garrison.identity import authenticate
+from garrison.identity.access_tokens import SessionClaims
+from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 from garrison.respond import render
 from garrison.store import changes as changes_rules
 from garrison.store import incidents as store_incidents
@@ -169,15 +171,33 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         now = state.clock()
         address = peer_address(request, state)
         snap = state.snapshot
-        auth = authenticate(
-            presented_key(request),
-            credentials=snap.credentials,
-            principals=snap.principals,
-            orgs=snap.orgs,
-            pepper=state.pepper,
-            now=now,
-            address=address,
-        )
+        token = dpop_token(request.headers.get("authorization"))
+        session: SessionClaims | None = None
+        if token is not None:
+            bound = authenticate_token(
+                token,
+                request.headers.getall(DPOP_HEADER, []),
+                method=request.method,
+                path=request.rel_url.raw_path,
+                tokens=state.tokens,
+                principals=snap.principals,
+                orgs=snap.orgs,
+                now=now,
+                address=address,
+            )
+            auth, session = bound.auth, bound.session
+        else:
+            auth = authenticate(
+                presented_key(request),
+                credentials=snap.credentials,
+                principals=snap.principals,
+                orgs=snap.orgs,
+                pepper=state.pepper,
+                now=now,
+                address=address,
+            )
+        # What names the caller's credential: the key id, or the sign-in session's id.
+        credential_id = auth.key_id if auth.credential is not None or session is not None else None
 
         def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
             _record(
@@ -187,7 +207,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     at=state.clock(),
                     actor=actor,
                     request_id=request_id,
-                    credential_id=auth.key_id if auth.credential is not None else None,
+                    credential_id=credential_id,
                     data={
                         "method": request.method,
                         "path": request.path,
@@ -199,12 +219,17 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 ),
             )
 
-        if not auth.ok or auth.principal is None or auth.credential is None:
+        if not auth.ok or auth.principal is None or credential_id is None:
             reason = auth.reason or Reason.CREDENTIAL_MISSING
             denied(reason, 401, None, presented_key_id=auth.key_id)
             return _error(Unauthenticated(), request_id)
         admin = auth.principal
-        if auth.credential.canary:
+        if session is not None:
+            from garrison.admin.session_api import session_admin
+
+            # The provider's groups narrowed this session's roles at sign-in.
+            admin = await session_admin(backend.engine, admin, session)
+        if auth.credential is not None and auth.credential.canary:
             # Whatever the call, a canary's use must reach the detectors.
             _record(
                 state,
@@ -214,7 +239,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     actor=admin.id,
                     request_id=request_id,
                     principal_id=admin.id,
-                    credential_id=auth.credential.id,
+                    credential_id=credential_id,
                     data={"method": request.method, "path": request.path, "address": str(address)},
                 ),
             )
@@ -222,7 +247,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         # does not apply here: admins must be able to lift it).
         lock = snap.locks.covering(
             now,
-            credential_id=auth.credential.id,
+            credential_id=credential_id,
             principal_id=admin.id,
             org_id=admin.org_id,
             address=address,
@@ -237,10 +262,11 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             backend=backend,
             request_id=request_id,
             admin=admin,
-            credential_id=auth.credential.id,
+            credential_id=credential_id,
             address=str(address),
             scope=scope_of(admin, snap.orgs),
             credential=auth.credential,
+            session=session,
         )
         ctx = admin_ctx
         try:
@@ -711,6 +737,7 @@ async def create_lock(ctx: Ctx) -> Any:
 
 async def lift_lock(ctx: Ctx) -> Any:
     body: schemas.LockLift = ctx.body
+    identity_api.require_fresh_sign_in(ctx)  # lifting containment: fresh MFA with a session
     lock = await ctx.read(store_locks.lock_row, ctx.request.match_info["lock_id"])
     if lock is not None and lock.kind == LockKind.ALL.value:
         # Lifting a lockdown is a two-person act: each person's own key, never one the other
@@ -1072,6 +1099,10 @@ def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
     app.router.add_post(f"{ADMIN_PREFIX}/enroll", identity_api.enroll_endpoint)
     for route in ROUTES:
         app.router.add_route(route.method, ADMIN_PREFIX + route.path, _endpoint(route))
+    if backend.signin is not None:
+        from garrison.admin.session_api import add_session_routes
+
+        add_session_routes(app, backend.signin)
     app.router.add_get("/metrics", _endpoint(alerts_api.METRICS_ROUTE))
 
 

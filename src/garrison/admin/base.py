@@ -16,6 +16,7 @@ from garrison.admin.authz import Action, authorize, reach
 from garrison.domain import Credential, Principal, Reason
 from garrison.errors import BadRequest, Forbidden, GarrisonError, NotFound
 from garrison.gateway.state import GatewayState
+from garrison.identity.access_tokens import SessionClaims
 from garrison.keyring import Sealer
 from garrison.store import Directory, queries
 
@@ -39,6 +40,8 @@ class AdminBackend:
     monitor: Any = None
     # Places a lock through the emergency journal when the database cannot be written.
     emergency_lock: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    # Sign-in through identity providers (garrison.admin.session_api.SignIn); None: off.
+    signin: Any = None
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)
@@ -66,6 +69,9 @@ class Ctx:
     body: Any = None
     # The credential this call was made with (its provenance decides what it may approve).
     credential: Credential | None = None
+    # The sign-in token's claims when the call came with one (then ``credential`` is None
+    # and ``credential_id`` is the session id): MFA and its time, for fresh-MFA checks.
+    session: SessionClaims | None = None
     wrote: bool = False
     attempted: bool = False
     # A handler may answer with another status than its route's (202 for a proposal).

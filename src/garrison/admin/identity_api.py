@@ -76,9 +76,26 @@ def require_own(ctx: Ctx) -> None:
         )
 
 
+def require_fresh_sign_in(ctx: Ctx) -> None:
+    """A call made with a sign-in session needs a fresh MFA sign-in (``identity.step_up``);
+    a key (no session) passes: without OIDC, approvals carry no MFA."""
+    from garrison.identity.step_up import StepUpRequired, step_up_needed
+
+    why = step_up_needed(ctx.session, now=ctx.now)
+    if why is not None:
+        raise Refused(Reason.STEP_UP_REQUIRED, StepUpRequired(why))
+
+
 def require_approver_credential(ctx: Ctx, requester: str | None) -> None:
-    """An approval counts only from the approver's own key, never one the requester made."""
+    """An approval counts only from the approver's own key, never one the requester made;
+    one made with a sign-in session needs a fresh MFA sign-in (``identity.step_up``)."""
     from garrison.domain.provenance import approval_refusal
+
+    if ctx.session is not None:
+        # A sign-in session is the person's own by construction (their provider account,
+        # their key on their machine); it approves only with a fresh MFA sign-in.
+        require_fresh_sign_in(ctx)
+        return
 
     reason = approval_refusal(ctx.credential, ctx.admin, requester)
     if reason is not None:
@@ -97,6 +114,8 @@ def approver_directory(ctx: Ctx, **more: Any) -> Directory:
     that key's provenance (the record of whose word it was)."""
     directory = ctx.directory()
     provenance = ctx.credential.provenance if ctx.credential else None
+    if ctx.session is not None:
+        provenance = "session"  # a sign-in through the provider, fresh MFA checked
     directory.origin = {**(directory.origin or {}), **more, "credential_provenance": provenance}
     return directory
 

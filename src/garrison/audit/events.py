@@ -72,6 +72,10 @@ class EventName(enum.StrEnum):
     ENROLLMENT_REDEEMED = "enrollment.redeemed"
     ENROLLMENT_REFUSED = "enrollment.refused"
     BREAK_GLASS = "identity.break_glass"  # recover-admin on the host
+    # sign-in through the organisation's identity provider (issue 16)
+    IDENTITY_LINKED = "identity.linked"  # an invitation redeemed by a first sign-in
+    SESSION_STARTED = "session.started"  # an ID token exchanged for an access token
+    SESSION_REFUSED = "session.refused"  # an exchange refused (reason codes in data)
 
 
 @dataclass(frozen=True, slots=True)

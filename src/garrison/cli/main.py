@@ -249,12 +249,26 @@ def keys_rotate_seal(config_path: Path) -> None:
     click.echo(f"new sealing key added; {count} upstream credential(s) re-encrypted")
 
 
+@keys.command("rotate-token")
+@config_option
+def keys_rotate_token(config_path: Path) -> None:
+    """Add a new token-signing key (the older ones still verify tokens until they expire)."""
+    from garrison.identity.access_tokens import TokenSigner, rotate_token_key
+
+    settings = _settings(config_path)
+    TokenSigner.from_dir(settings.key_dir)  # a key directory from before tokens gets its file
+    kid = rotate_token_key(settings.key_dir)
+    click.echo(f"new token-signing key {kid}; restart the gateway processes to sign with it")
+
+
 def _register() -> None:
     from garrison.cli import (
         access_cmds,
+        curl_cmd,
         detect_cmds,
         directory_cmds,
         identity_cmds,
+        login_cmds,
         ops_cmds,
         response_cmds,
     )
@@ -263,7 +277,10 @@ def _register() -> None:
 
     cli.add_command(audit)
     cli.add_command(vendor)
+    cli.add_command(curl_cmd.curl)
     cli.add_command(identity_cmds.enroll)
+    cli.add_command(login_cmds.login)
+    cli.add_command(login_cmds.logout)
     keys.add_command(identity_cmds.keys_audit)
     for command in (
         directory_cmds.whoami,

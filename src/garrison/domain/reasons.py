@@ -52,6 +52,37 @@ class Reason(enum.StrEnum):
     ENROLL_RATE = "identity.enroll_rate_limited"
     NOT_OWN_CREDENTIAL = "identity.not_own_credential"  # self-service needs one's own key
     BREAK_GLASS = "identity.break_glass"
+    # tokens bound to the client's key (issue 16): access token, then the DPoP proof
+    TOKEN_MALFORMED = "token.malformed"  # noqa: S105 - reason codes, not secrets
+    TOKEN_ALG = "token.alg_not_allowed"  # noqa: S105
+    TOKEN_KID_UNKNOWN = "token.kid_unknown"  # noqa: S105
+    TOKEN_BAD_SIGNATURE = "token.bad_signature"  # noqa: S105
+    TOKEN_CLAIMS = "token.claims_invalid"  # noqa: S105
+    TOKEN_EXPIRED = "token.expired"  # noqa: S105
+    TOKEN_NOT_YET_VALID = "token.not_yet_valid"  # noqa: S105
+    TOKEN_LIFETIME = "token.lifetime_over_limit"  # noqa: S105
+    DPOP_MISSING = "dpop.proof_missing"
+    DPOP_MALFORMED = "dpop.malformed"
+    DPOP_ALG = "dpop.alg_not_allowed"
+    DPOP_KEY = "dpop.key_invalid"  # no public jwk, a private one, or a key the alg cannot use
+    DPOP_BAD_SIGNATURE = "dpop.bad_signature"
+    DPOP_METHOD = "dpop.method_mismatch"
+    DPOP_URL = "dpop.url_mismatch"
+    DPOP_IAT = "dpop.iat_out_of_window"
+    DPOP_REPLAY = "dpop.replayed"
+    DPOP_REPLAY_FULL = "dpop.replay_cache_full"  # fail closed rather than forget a jti
+    DPOP_ATH = "dpop.ath_mismatch"
+    DPOP_KEY_MISMATCH = "dpop.key_mismatch"  # the token's cnf.jkt is not the proof's key
+    PERSON_BEARER_KEY = "identity.person_bearer_key"  # a person's key above the allowed level
+    # sign-in through an identity provider (issue 16)
+    OIDC_NOT_CONFIGURED = "oidc.not_configured"
+    OIDC_TOKEN_INVALID = "oidc.id_token_invalid"  # noqa: S105 - signature, claims or nonce
+    OIDC_TOKEN_REPLAYED = "oidc.id_token_replayed"  # noqa: S105 - a reason code
+    OIDC_PROVIDER_DOWN = "oidc.provider_unavailable"
+    OIDC_NOT_LINKED = "oidc.not_linked"  # no person is linked to this (iss, sub)
+    OIDC_ALREADY_LINKED = "oidc.already_linked"  # the sign-in is linked to someone else
+    OIDC_VENDOR_BOUND = "oidc.vendor_bound"  # the provider may not assert this person
+    STEP_UP_REQUIRED = "mfa.step_up_required"  # approvals need a fresh MFA sign-in
     # containment
     LOCKED = "lock.active"
     LOCK_VIEW_STALE = "lock.view_stale"

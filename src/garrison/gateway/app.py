@@ -76,6 +76,8 @@ from garrison.gateway.upstream import (
 )
 from garrison.gateway.upstream_errors import client_message, rewrite_stream_errors
 from garrison.identity import authenticate
+from garrison.identity.access_tokens import SessionClaims
+from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 from garrison.log_format import request_id_var
 from garrison.policy.context import call_context
 from garrison.policy.engine import PolicyDecision
@@ -139,6 +141,7 @@ class Call:
         "presented_key_id",
         "principal_id",
         "request_id",
+        "session",
         "started",
         "task",
         "ticket",
@@ -152,6 +155,9 @@ class Call:
         self.forwarded: float | None = None  # when the upstream request was sent
         self.principal_id: str | None = None
         self.credential_id: str | None = None
+        # The sign-in token's claims when the call came with one (credential_id is then its
+        # session id, which locks and limits treat as a key id).
+        self.session: SessionClaims | None = None
         self.org_id: str | None = None
         self.model: str | None = None
         self.body_sha256: str | None = None
@@ -268,6 +274,27 @@ def _authenticated(
     call.address = str(address)
     call.peer = address
     snap = state.snapshot
+    token = dpop_token(request.headers.get("authorization"))
+    if token is not None:
+        bound = authenticate_token(
+            token,
+            request.headers.getall(DPOP_HEADER, []),
+            method=request.method,
+            path=request.rel_url.raw_path,
+            tokens=state.tokens,
+            principals=snap.principals,
+            orgs=snap.orgs,
+            now=now,
+            address=address,
+        )
+        call.session = bound.session
+        call.credential_id = bound.auth.key_id if bound.session is not None else None
+        call.presented_key_id = bound.auth.key_id if bound.session is None else None
+        result = bound.auth
+        if result.principal is not None:
+            call.principal_id = result.principal.id
+            call.org_id = result.principal.org_id
+        return (result.principal if result.ok else None), result.reason
     result = authenticate(
         presented_key(request),
         credentials=snap.credentials,
@@ -985,7 +1012,15 @@ def _decide(
     snap = state.snapshot
     credential = snap.credentials.get(call.credential_id or "")
     context = call_context(
-        snap, principal, model, credential, call.peer, now, justification=justification
+        snap,
+        principal,
+        model,
+        credential,
+        call.peer,
+        now,
+        justification=justification,
+        session_mfa=call.session.mfa if call.session is not None else None,
+        identity=state.identity_policy,
     )
     decision = engine.decide(principal, model, context)
     if decision.errors:

@@ -33,13 +33,21 @@ class Cut:
 
 
 def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
-    """Why a live call's standing is gone in ``snap`` (revoked, disabled, vendor stopped)."""
-    cred = snap.credentials.get(getattr(call, "credential_id", None) or "")
-    if cred is None or cred.revoked:
-        return Reason.REVOKED_IN_FLIGHT
-    if cred.expires_at is not None and now >= cred.expires_at:
-        return Reason.CREDENTIAL_EXPIRED
-    principal = snap.principals.get(cred.principal_id)
+    """Why a live call's standing is gone in ``snap`` (revoked, disabled, vendor stopped, a
+    sign-in token expired)."""
+    session = getattr(call, "session", None)
+    if session is not None:
+        if now >= session.expires_at:
+            return Reason.TOKEN_EXPIRED
+        principal_id = session.principal_id
+    else:
+        cred = snap.credentials.get(getattr(call, "credential_id", None) or "")
+        if cred is None or cred.revoked:
+            return Reason.REVOKED_IN_FLIGHT
+        if cred.expires_at is not None and now >= cred.expires_at:
+            return Reason.CREDENTIAL_EXPIRED
+        principal_id = cred.principal_id
+    principal = snap.principals.get(principal_id)
     if principal is None or principal.status is not Status.ACTIVE:
         return Reason.PRINCIPAL_INACTIVE
     model = snap.models.get(getattr(call, "model", None) or "")
@@ -84,7 +92,7 @@ def cut_covered(state: GatewayState, *, redecide: bool = True) -> int:
         else:
             reason = _withdrawn(snap, call, now)
             if reason is None and redecide:
-                reason = refusal(snap, state.policy, call, now)
+                reason = refusal(snap, state.policy, call, now, state.identity_policy)
             if reason is None:
                 continue
             call.cut = Cut(reason)

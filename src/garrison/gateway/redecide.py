@@ -13,12 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from garrison.domain import Reason
-from garrison.policy.context import call_context
+from garrison.policy.context import DEFAULT_IDENTITY_POLICY, IdentityPolicy, call_context
 from garrison.policy.engine import PolicyEngine
 from garrison.store.snapshot import Snapshot
 
 
-def refusal(snap: Snapshot, engine: PolicyEngine | None, call: Any, now: float) -> Reason | None:
+def refusal(
+    snap: Snapshot,
+    engine: PolicyEngine | None,
+    call: Any,
+    now: float,
+    identity: IdentityPolicy = DEFAULT_IDENTITY_POLICY,
+) -> Reason | None:
     """Why the call's standing decision no longer holds in ``snap``, or None while it holds.
 
     Only calls past their decision are re-decided (``call.model_id`` is set once allowed).
@@ -32,6 +38,7 @@ def refusal(snap: Snapshot, engine: PolicyEngine | None, call: Any, now: float) 
     if model is None or model.id != call.model_id:
         return Reason.MODEL_UNKNOWN
     credential = snap.credentials.get(call.credential_id or "")
+    session = getattr(call, "session", None)
     context = call_context(
         snap,
         principal,
@@ -40,6 +47,8 @@ def refusal(snap: Snapshot, engine: PolicyEngine | None, call: Any, now: float) 
         call.peer,
         now,
         justification=bool(getattr(call, "justified", False)),
+        session_mfa=session.mfa if session is not None else None,
+        identity=identity,
     )
     decision = engine.decide(principal, model, context)
     if decision.allowed:

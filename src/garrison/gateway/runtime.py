@@ -47,6 +47,9 @@ from garrison.gateway.memory_release import AfterOutage
 from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
 from garrison.gateway.tls import ReloadingTls
+from garrison.identity.access_tokens import TokenSigner
+from garrison.identity.dpop import MemoryReplayCache
+from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
@@ -138,6 +141,12 @@ class Gateway:
             capture=Sealer.from_dir(settings.key_dir, CAPTURE_FILE)
             if settings.capture_bodies
             else None,
+            tokens=TokenAuth(
+                signer=TokenSigner.from_dir(settings.key_dir),
+                replay=MemoryReplayCache(),
+                public_url=settings.token_public_url,
+            ),
+            identity_policy=settings.identity_policy,
         )
         if settings.audit_fail_open:
             log.warning(
@@ -157,6 +166,8 @@ class Gateway:
             db_path=path,
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
+        if settings.oidc.enabled:
+            admin = dataclasses.replace(admin, signin=_signin(settings, self.state.tokens))
         self.monitor = self._monitor(settings) if settings.detect_enabled else None
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
@@ -324,6 +335,14 @@ class Gateway:
             self.admin_port = await self.admin_http.start(host, port, context)
         if self.tls is not None:
             self._tls_watch = asyncio.create_task(self.tls.watch(), name="garrison-tls-reload")
+        if self.settings.public_url is None and self.state.tokens is not None:
+            # No public_url configured: proofs name this listener (its port now known).
+            host = self.settings.host
+            host = f"[{host}]" if ":" in host else host
+            scheme = "https" if self.tls is not None else "http"
+            self.state.tokens = dataclasses.replace(
+                self.state.tokens, public_url=f"{scheme}://{host}:{self.port}"
+            )
         if self.metrics is not None:
             await self.metrics.start()
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
@@ -709,3 +728,13 @@ def _emergency_lock(record: dict[str, Any]) -> Lock:
         expires_at=record["expires_at"],
         network=parse_network(record["target"]) if kind is LockKind.NETWORK else None,
     )
+
+
+def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:
+    """Sign-in through [identity.oidc]; it signs with this process's token keys and checks
+    proofs against its public URL and jti cache (``state.tokens``)."""
+    from garrison.admin.session_api import build_signin
+
+    if tokens is None:
+        raise ConfigError("[identity.oidc] needs the token keys (token.keys) of this process")
+    return build_signin(settings.oidc)

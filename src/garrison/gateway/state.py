@@ -21,7 +21,9 @@ from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.upstream_tls import UpstreamTlsContexts
 from garrison.histograms import Histogram
+from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import Sealer
+from garrison.policy.context import DEFAULT_IDENTITY_POLICY, IdentityPolicy
 from garrison.policy.engine import PolicyEngine
 from garrison.store.snapshot import Snapshot
 
@@ -88,6 +90,10 @@ class GatewayState:
     # Content rules scanned over prompts in flight: (rule id, compiled pattern); set by the
     # detection service whenever its rules load. Only matches are recorded, never the text.
     content_rules: tuple[tuple[str, Matcher], ...] = ()
+    # DPoP-bound sign-in tokens (None: this process takes API keys only), and the
+    # [identity] settings every decision uses.
+    tokens: TokenAuth | None = None
+    identity_policy: IdentityPolicy = DEFAULT_IDENTITY_POLICY
     # Counters for /metrics (cheap dict increments on the hot path).
     refusals: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)

@@ -4,12 +4,49 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from dataclasses import dataclass
+from typing import Any
 
-from garrison.domain import Credential, Model, Principal, VendorStatus
+from garrison.domain import Credential, Level, Model, Principal, PrincipalKind, VendorStatus
 from garrison.policy.engine import Context
 from garrison.store.snapshot import Snapshot
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityPolicy:
+    """The ``[identity]`` settings that enter every decision."""
+
+    # Models at or above this level need MFA from credentials that can carry it.
+    mfa_from_level: Level = Level.RESTRICTED
+    # Highest level a person's API key may call (None: every level; NO_PEOPLE_KEYS: none).
+    # Service accounts keep their keys at every level.
+    people_key_max_level: int | None = None
+
+
+DEFAULT_IDENTITY_POLICY = IdentityPolicy()
+# people_key_max_level for "people_bearer_keys = none": below every level.
+NO_PEOPLE_KEYS = -1
+
+
+def _token_fields(
+    principal: Principal,
+    model: Model,
+    credential: Credential | None,
+    session_mfa: bool | None,
+    identity: IdentityPolicy,
+) -> dict[str, Any]:
+    person_key = (
+        session_mfa is None and credential is not None and principal.kind is PrincipalKind.HUMAN
+    )
+    ceiling = identity.people_key_max_level
+    return {
+        "mfa_capable": session_mfa is not None,
+        "mfa": bool(session_mfa),
+        "mfa_from_level": int(identity.mfa_from_level),
+        "person_key_ok": not (person_key and ceiling is not None and model.level > ceiling),
+    }
 
 
 def call_context(
@@ -21,9 +58,16 @@ def call_context(
     now: float,
     *,
     justification: bool = False,
+    session_mfa: bool | None = None,
+    identity: IdentityPolicy = DEFAULT_IDENTITY_POLICY,
 ) -> Context:
+    """``session_mfa``: None for an API key; for a DPoP-bound sign-in token, whether its
+    sign-in showed MFA (such a call has no key, so no key networks to be outside of)."""
+    tokens = _token_fields(principal, model, credential, session_mfa, identity)
     # No address (an explanation asked without one): take it to be an allowed one.
-    if credential is None:
+    if session_mfa is not None:
+        key_ok = True
+    elif credential is None:
         key_ok = False
     elif not credential.networks or address is None:
         key_ok = True
@@ -40,6 +84,7 @@ def call_context(
             justification=justification,
             hour_utc=clock.tm_hour,
             weekday=clock.tm_wday,
+            **tokens,
         )
     return Context(
         vendor_active=terms.status is VendorStatus.ACTIVE,
@@ -52,4 +97,5 @@ def call_context(
         justification=justification,
         hour_utc=clock.tm_hour,
         weekday=clock.tm_wday,
+        **tokens,
     )

@@ -44,7 +44,8 @@ BASE_REASONS: Mapping[str, Reason] = {
     "forbid-vendor-network": Reason.VENDOR_NETWORK,
     "forbid-vendor-ceiling": Reason.VENDOR_CEILING,
     "forbid-critical-without-grant": Reason.GRANT_REQUIRED,
-    "forbid-critical-without-mfa": Reason.MFA_REQUIRED,
+    "forbid-without-mfa": Reason.MFA_REQUIRED,
+    "forbid-person-bearer-key": Reason.PERSON_BEARER_KEY,
     "forbid-missing-justification": Reason.JUSTIFICATION_REQUIRED,
 }
 
@@ -76,6 +77,11 @@ class Context:
     grant: bool = False
     mfa_capable: bool = False
     mfa: bool = False
+    # Models at or above this level need MFA from a credential that can carry it
+    # ([identity] mfa_from_level; restricted by default).
+    mfa_from_level: int = 2
+    # False when a person's bearer key is used above [identity] people_bearer_keys.
+    person_key_ok: bool = True
     justification: bool = False
     hour_utc: int = 0
     weekday: int = 0
@@ -91,6 +97,8 @@ class Context:
             "grant": self.grant,
             "mfa_capable": self.mfa_capable,
             "mfa": self.mfa,
+            "mfa_from_level": self.mfa_from_level,
+            "person_key_ok": self.person_key_ok,
             "justification": self.justification,
             "hour_utc": self.hour_utc,
             "weekday": self.weekday,

@@ -34,8 +34,10 @@ def reference_reasons(
             reasons.append(Reason.VENDOR_CEILING)
     if model.level >= Level.CRITICAL and not context.grant:
         reasons.append(Reason.GRANT_REQUIRED)
-    if model.level >= Level.CRITICAL and context.mfa_capable and not context.mfa:
+    if model.level >= context.mfa_from_level and context.mfa_capable and not context.mfa:
         reasons.append(Reason.MFA_REQUIRED)
+    if not context.person_key_ok:
+        reasons.append(Reason.PERSON_BEARER_KEY)
     if model.requires_justification and not context.justification:
         reasons.append(Reason.JUSTIFICATION_REQUIRED)
     return tuple(reasons)

@@ -315,3 +315,33 @@ gateway_instances = sa.Table(
     sa.Column("ended_at", sa.Float, nullable=True),  # a clean stop, or recovery by another
     sa.Column("ended_by", sa.String(40), nullable=True),  # itself, or the recovering instance
 )
+
+
+# A person's sign-in identity at an OpenID provider: (issuer, subject), recorded once when
+# their first sign-in redeems an invitation; never matched by email or username.
+identity_links = sa.Table(
+    "identity_links",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
+    sa.Column("issuer", sa.String(512), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("provider", sa.String(200), nullable=False),  # "default" or the vendor's name
+    sa.Column("enrollment_id", sa.String(40), nullable=False),
+    sa.Column("linked_at", sa.Float, nullable=False),
+    sa.Column("linked_from", sa.String(64), nullable=True),
+    sa.Column("unlinked_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("issuer", "subject", name="uq_identity_links_issuer_subject"),
+)
+
+
+# Roles a sign-in session does not hold although the person does (the provider's groups
+# narrowed them at sign-in). No row: nothing was narrowed.
+session_roles = sa.Table(
+    "session_roles",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("principal_id", sa.String(40), nullable=False),
+    sa.Column("dropped", sa.Text, nullable=False),  # JSON list of role names
+    sa.Column("expires_at", sa.Float, nullable=False),
+)

@@ -1,0 +1,117 @@
+"""Authenticate a call made with a DPoP-bound access token: ``Authorization: DPoP <token>``
+plus a ``DPoP: <proof>`` header. Pure apart from the replay cache it is handed.
+
+The answer has the shape ``authenticate`` gives for an API key (an ``AuthResult``), plus the
+token's claims: the session id stands where a key id stands (locks on a "credential" name a
+session, admission limits count per session), and the caller reads ``mfa`` from it for
+policy. Locks themselves are the caller's business, as they are for keys: a lock on the
+person covers every session of theirs, a lock naming the session id covers that session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from garrison.domain import Org, Principal, Reason, Status
+from garrison.identity.access_tokens import (
+    InvalidToken,
+    SessionClaims,
+    TokenSigner,
+    VerifiedTokens,
+)
+from garrison.identity.authenticate import Address, AuthResult, _vendor_reason
+from garrison.identity.dpop import ReplayCache, normalize_htu, verify_proof
+
+# The Authorization scheme of a DPoP-bound token (RFC 9449 section 7.1).
+DPOP_SCHEME = "dpop"
+# The header a proof travels in.
+DPOP_HEADER = "DPoP"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """What a process needs to take tokens: the signing keys (the sign-in exchange signs
+    with ``signer``; calls are verified against ``signer.keys``), the jti replay cache, and
+    the public URL proofs must name (configured, never taken from the Host header)."""
+
+    signer: TokenSigner
+    replay: ReplayCache
+    public_url: str
+    verified: VerifiedTokens | None = None
+
+    def __post_init__(self) -> None:
+        # Fails at start-up, not at the first call, when public_url is not a URL.
+        normalize_htu(self.public_url)
+        if self.verified is None or self.verified.keys is not self.signer.keys:
+            object.__setattr__(self, "verified", VerifiedTokens(self.signer.keys))
+
+    def url_for(self, path: str) -> str:
+        return self.public_url.rstrip("/") + path
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAuthResult:
+    auth: AuthResult
+    # The verified claims once token and proof check out (also on a later refusal, such as
+    # an inactive principal, so the refusal can be attributed in the audit log).
+    session: SessionClaims | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.auth.ok
+
+
+def dpop_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: DPoP <token>`` header; None for any other scheme."""
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != DPOP_SCHEME:
+        return None
+    return value.strip()
+
+
+def authenticate_token(
+    token: str,
+    proofs: list[str],
+    *,
+    method: str,
+    path: str,
+    tokens: TokenAuth | None,
+    principals: Mapping[str, Principal],
+    orgs: Mapping[str, Org] | None = None,
+    now: float,
+    address: Address,
+) -> TokenAuthResult:
+    """Token, then proof (for this method and ``public_url`` + ``path``, bound to this token
+    by ``ath``), then the proof's key against the token's ``cnf.jkt``, then the person.
+    ``tokens`` None (a process that takes no tokens): every token is refused."""
+    if tokens is None:
+        return TokenAuthResult(AuthResult(Reason.TOKEN_KID_UNKNOWN))
+    try:
+        assert tokens.verified is not None  # set by __post_init__
+        claims = tokens.verified.verify(token, now=now)
+        if len(proofs) > 1:
+            raise InvalidToken(Reason.DPOP_MALFORMED)  # RFC 9449: exactly one proof
+        jkt = verify_proof(
+            proofs[0] if proofs else None,
+            method=method,
+            url=tokens.url_for(path),
+            now=now,
+            access_token=token,
+            replay=tokens.replay,
+        )
+    except InvalidToken as refused:
+        return TokenAuthResult(AuthResult(refused.reason))
+    if jkt != claims.jkt:
+        return TokenAuthResult(AuthResult(Reason.DPOP_KEY_MISMATCH, key_id=claims.session_id))
+    principal = principals.get(claims.principal_id)
+    reason: Reason | None = None
+    if principal is None or principal.status is not Status.ACTIVE:
+        reason = Reason.PRINCIPAL_INACTIVE
+    else:
+        reason = _vendor_reason(orgs, principal.org_id, now, address)
+    return TokenAuthResult(
+        AuthResult(reason, key_id=claims.session_id, principal=principal), session=claims
+    )
