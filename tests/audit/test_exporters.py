@@ -7,8 +7,10 @@ from pathlib import Path
 
 import orjson
 
-from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
+from garrison.audit import AuditEvent, EventName
 from garrison.audit.exporters import JsonlExporter, SyslogExporter, parse_syslog_address
+from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.writer import AuditLog
 from garrison.store import make_engine, migrate
 
 

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink, decode
+from garrison.audit import AuditEvent, EventName, decode
+from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.writer import AuditLog
 from garrison.errors import AuditRecordInvalid, AuditUnavailable
 from garrison.store import make_engine, migrate
 

@@ -6,8 +6,8 @@ import ipaddress
 import time
 
 from garrison.domain import Credential, Model, Principal, VendorStatus
+from garrison.domain.snapshot import Snapshot
 from garrison.policy.engine import Context
-from garrison.store.snapshot import Snapshot
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
