@@ -1,7 +1,9 @@
 """Incidents in the store: opening one (title bounds, a start that is not in the future,
 subjects that exist, by name or id), updating it (the transition table, notes, bounds),
 each one transaction with its audit event — or nothing written at all — and the timeline of
-the subjects' events since the start (clock passed in)."""
+the subjects' events since the start (clock passed in).
+An incident's timeline holds the events whose actor is a subject principal.
+"""
 
 from __future__ import annotations
 
@@ -625,7 +627,7 @@ def _id(d: Directory, name: str) -> str:
     return str(row(d, "principals", name)["id"])
 
 
-# ── 7: the timeline holds what a subject did as an admin ───────────────────────────────────
+# ── the timeline holds what a subject did as an admin ──────────────────────────────────────
 def test_timeline_includes_events_whose_actor_is_a_subject(
     staffed: Directory, initialized: Initialized
 ) -> None:

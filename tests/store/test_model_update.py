@@ -148,7 +148,7 @@ def no_plaintext_anywhere(d: Directory, *secrets: str) -> None:
 @pytest.mark.parametrize(
     ("change", "field", "before", "after", "stored"),
     [
-        (  # the same host (a new host drops the old credential: see test_review_fixes)
+        (  # the same host (a new host drops the old credential: see the re-pointing tests below)
             {"upstream_url": "http://127.0.0.1:9/v2/"},
             "upstream_url",
             "http://127.0.0.1:9/v1",
@@ -508,7 +508,7 @@ def key_of(d: Directory, sealer: Sealer, name: str) -> str | None:
     return None if sealed is None else sealer.unseal(sealed).reveal()
 
 
-# ── 2: re-pointing a model ─────────────────────────────────────────────────────────────────
+# ── re-pointing a model ────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize(
     "changes",
     [
@@ -620,7 +620,7 @@ def test_a_new_host_for_a_keyless_model_changes_only_the_url(staffed: Directory)
     assert changes == {"upstream_url": [HERE, "https://llm.example.net/v1"]}
 
 
-# ── 3: compare and set ─────────────────────────────────────────────────────────────────────
+# ── compare and set ────────────────────────────────────────────────────────────────────────
 def test_model_raise_that_became_a_lowering_is_refused(staffed: Directory) -> None:
     preview = staffed.update_model("gpt", now=NOW, level=Level.RESTRICTED, dry_run=True)
     assert preview == {"level": ["internal", "restricted"]}

@@ -651,7 +651,7 @@ def nothing_written(d: Directory, table: str, name: str) -> Iterator[None]:
     assert row(d, table, name) == before
 
 
-# ── 3: compare and set ─────────────────────────────────────────────────────────────────────
+# ── compare and set ────────────────────────────────────────────────────────────────────────
 def test_principal_lowering_that_became_a_raise_is_refused(staffed: Directory) -> None:
     # Judged: critical → restricted, a lowering, applied at once by one admin.
     preview = staffed.update_principal("ann", now=NOW, clearance=Level.RESTRICTED, dry_run=True)
