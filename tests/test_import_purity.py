@@ -81,6 +81,64 @@ def test_pure_module_loads_no_database_http_or_plane_module(module: str) -> None
     assert offenders(loaded) == []
 
 
+_OFFLINE_VERIFY = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # importing any database or HTTP library now fails
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from garrison.audit.checkpoint import GENESIS_PREV, Signer
+from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.merkle import CompactTree, LeafHashes, inclusion_proof, leaf_hash
+from garrison.audit.proofs import check_inclusion_bundle
+from garrison.audit.verify import verify_log
+
+signer = Signer([Ed25519PrivateKey.generate()])
+records = [
+    AuditEvent(EventName.REQUEST_ALLOWED, at=float(i), request_id=f"r{i}").encode(i)
+    for i in range(10)
+]
+hashes = [leaf_hash(r) for r in records]
+tree = CompactTree()
+tree.extend(hashes)
+checkpoint = signer.sign(tree.size, tree.root(), 10.0, GENESIS_PREV)
+keys = signer.public_keys()
+rows = [(i + 1, r, h) for i, (r, h) in enumerate(zip(records, hashes))]
+assert verify_log(rows, [checkpoint], keys).ok
+tampered = [*rows[:3], (4, records[3].replace(b"r3", b"r9"), hashes[3]), *rows[4:]]
+assert not verify_log(tampered, [checkpoint], keys).ok
+bundle = {
+    "type": "inclusion",
+    "index": 3,
+    "record": records[3].decode(),
+    "proof": [p.hex() for p in inclusion_proof(3, tree.size, LeafHashes(hashes))],
+    "checkpoint": checkpoint.to_dict(),
+}
+assert check_inclusion_bundle(bundle, keys) == 3
+print("verified")
+"""
+
+
+def test_the_offline_verifier_runs_with_the_pure_core_alone() -> None:
+    """An auditor's laptop: verify a log from plain rows and check an inclusion proof in an
+    interpreter where no database or HTTP library can be imported at all."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    blocked = ",".join(sorted(FORBIDDEN_LIBRARIES))
+    out = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_VERIFY, blocked],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "verified"
+
+
 def test_the_probe_sees_what_an_io_module_loads() -> None:
     """The check can fail: the SQLite sink loads sqlite3 and the store."""
     found = offenders(loaded_by("garrison.audit.sqlite_sink"))
