@@ -942,6 +942,7 @@ async def test_security_admin_cannot_change_their_own_access(world: World) -> No
     admin = security_admin(world)
     before = table_counts(world)
     for ref in ("admin", admin.id):
+        body: dict[str, Any]
         for body in (
             {"clearance": "public"},
             {"compartments": ["cyber"]},

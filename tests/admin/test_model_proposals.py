@@ -5,6 +5,7 @@ clear in the proposal row, the change list or the audit log."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ USER = [{"role": "user", "content": "hello"}]
 
 
 def mock_port(world: World) -> int:
+    assert world.mock.port is not None
     return world.mock.port
 
 
@@ -275,13 +277,13 @@ def test_a_slow_resolver_counts_as_unresolved(monkeypatch: pytest.MonkeyPatch) -
         return []
 
     monkeypatch.setattr(model_origin, "RESOLVE_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(model_origin.socket, "getaddrinfo", slow)
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
     assert model_origin.system_resolver("slow.example") is None
 
 
 def test_addresses_per_host_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     many = [(2, 1, 6, "", (f"10.1.{i // 256}.{i % 256}", 0)) for i in range(300)]
-    monkeypatch.setattr(model_origin.socket, "getaddrinfo", lambda *a, **k: many)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: many)
     found = model_origin.system_resolver("cdn.example")
     assert found is not None and len(found) == model_origin.ADDRESSES_PER_HOST_MAX
 

@@ -297,8 +297,8 @@ def test_no_patterns_means_no_work() -> None:
 
 def test_no_text_means_no_pattern_runs() -> None:
     rules = (("r", Exploding()),)
-    assert scan(rules, {"prompt": [1, 2, 3]}) == []  # type: ignore[arg-type]
-    assert scan(rules, {"max_tokens": 5, "messages": []}) == []  # type: ignore[arg-type]
+    assert scan(rules, {"prompt": [1, 2, 3]}) == []
+    assert scan(rules, {"max_tokens": 5, "messages": []}) == []
 
 
 def test_each_rule_stops_at_its_first_matching_pattern() -> None:
@@ -313,7 +313,7 @@ def test_each_rule_stops_at_its_first_matching_pattern() -> None:
             return self.p.search(text)
 
     rules = (("r", Counting("a")), ("r", Counting("b")), ("s", Counting("c")))
-    assert scan(rules, {"prompt": "abc"}) == ["r", "s"]  # type: ignore[arg-type]
+    assert scan(rules, {"prompt": "abc"}) == ["r", "s"]
     assert calls == ["a", "c"]
 
 

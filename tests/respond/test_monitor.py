@@ -201,6 +201,7 @@ async def test_key_from_two_networks_is_alerted_once_locked_and_put_in_an_incide
         return a if a["count"] == 2 else None
 
     again = await eventually(counted, "the repeat counted on the open alert")
+    assert again is not None
     assert again["id"] == alert["id"]
     assert set(alert["evidence"]) < set(again["evidence"])
     await world.settle()
