@@ -59,6 +59,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check $(wildcard src tests bench)
 	$(BIN)/ruff format --check $(wildcard src tests bench)
 
+# src strictly and tests with checked bodies: both are in pyproject.toml's [tool.mypy] files.
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 

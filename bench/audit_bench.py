@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
+from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, create_signing_key
 from garrison.audit.merkle import (
     LeafHashes,
@@ -42,7 +42,9 @@ from garrison.audit.merkle import (
 )
 from garrison.audit.parallel_verify import verify_parallel
 from garrison.audit.sqlite_reader import AuditReader
+from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.verify import verify_log
+from garrison.audit.writer import AuditLog
 from garrison.store import make_engine, migrate
 
 

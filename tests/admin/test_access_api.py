@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from garrison.domain import Level
-from tests.support.admin import admin_call, make_admin
+from tests.support.admin import Admins, admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -641,3 +641,66 @@ async def test_explain_without_an_address_assumes_an_allowed_one(jit: Jit) -> No
         jit.admin, "POST", "/policy/explain", {"principal": "bob", "model": "assistant"}
     )
     assert (anywhere["decision"], anywhere["reasons"]) == ("allow", ["allowed"]), anywhere
+
+
+def sql(world: World, query: str, *params: Any) -> None:
+    conn = sqlite3.connect(world.db_path)
+    try:
+        conn.execute(query, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+# ── asking for access reveals nothing ─────────────────────────────────────────────────────
+async def test_asking_for_access_is_one_404_for_every_unreachable_model(admins: Admins) -> None:
+    w = admins.world
+    # bob (contractor-co, ceiling internal) cleared critical behind the vendor's back.
+    sql(w, "UPDATE principals SET clearance = ? WHERE name = 'bob'", int(Level.CRITICAL))
+    await w.reload()
+    oracle_id = admins.model("oracle").id
+    carol, bob = w.keys["carol"], w.keys["bob"]
+    cases = [
+        (admins.ivan, "no-such-model", HOUR),  # does not exist
+        (admins.ivan, "assistant", HOUR),  # internal: needs no grant
+        (admins.ivan, "cyber-model", HOUR),  # restricted: needs no grant
+        (admins.ivan, "cyber-oracle", HOUR),  # critical, a compartment ivan lacks
+        (carol, "oracle", HOUR),  # critical, above carol's clearance
+        (carol, oracle_id, HOUR),  # the same, by id
+        (bob, "oracle", HOUR),  # critical, above bob's vendor's ceiling
+        (carol, "oracle", 9 * HOUR),  # an invalid duration does not tell the level either
+        (carol, "no-such-model", 9 * HOUR),
+    ]
+    before = count(w, "access_requests")
+    answers = set()
+    for key, model, duration in cases:
+        error = await admins.refused(
+            key,
+            "POST",
+            "/access/requests",
+            {"model": model, "duration_s": duration, "reason": "INC-9"},
+            status=404,
+        )
+        assert error["type"] == "not_found", (model, error)
+        for telling in (model, "critical", "restricted", "internal", "ceiling", "clearance"):
+            assert telling not in error["message"], (model, error)
+        answers.add(tuple(sorted((k, v) for k, v in error.items() if k != "request_id")))
+    assert len(answers) == 1
+    assert count(w, "access_requests") == before
+    # A critical model the caller dominates: asked for.
+    created = await admins.ok(
+        admins.ivan,
+        "POST",
+        "/access/requests",
+        {"model": "oracle", "duration_s": HOUR, "reason": "INC-9"},
+        want=201,
+    )
+    assert created["status"] == "pending" and created["model"] == "oracle"
+    # ... where a bad duration is then a plain 400.
+    await admins.refused(
+        admins.ivan,
+        "POST",
+        "/access/requests",
+        {"model": "oracle", "duration_s": 9 * HOUR, "reason": "INC-9"},
+        status=400,
+    )

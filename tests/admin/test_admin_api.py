@@ -8,6 +8,7 @@ credentials)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -21,9 +22,16 @@ import pytest
 
 from garrison.admin.api import ADMIN_MAX_BODY_BYTES, ROUTES
 from garrison.admin.shape import ADMIN_PREFIX
-from garrison.domain import Level, Principal, PrincipalKind, Status, VendorStatus
+from garrison.domain import (
+    Level,
+    Principal,
+    PrincipalKind,
+    Status,
+    VendorStatus,
+)
 from garrison.errors import BadRequest
-from tests.support.admin import make_admin, table_counts
+from tests.support.admin import admin_call, make_admin, table_counts
+from tests.support.db import hold_write_lock
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -934,6 +942,7 @@ async def test_security_admin_cannot_change_their_own_access(world: World) -> No
     admin = security_admin(world)
     before = table_counts(world)
     for ref in ("admin", admin.id):
+        body: dict[str, Any]
         for body in (
             {"clearance": "public"},
             {"compartments": ["cyber"]},
@@ -1465,3 +1474,35 @@ async def test_keys_and_upstream_credentials_never_leak(world: World) -> None:
     # ...while the ids are there, so the log says which key did what.
     for token in issued:
         assert key_id(token).encode() in audit
+
+
+# ── admin reads are durable before they are answered ──────────────────────────────────────
+@pytest.mark.parametrize(
+    ("path", "secret"),
+    [("/vendors", "contractor-co"), ("/principals", "alice")],
+    ids=["vendors", "principals"],
+)
+async def test_an_admin_read_is_503_while_the_audit_log_cannot_be_written(
+    world: World, path: str, secret: str
+) -> None:
+    await world.settle()
+    async with aiohttp.ClientSession() as session:
+        with hold_write_lock(world.db_path):
+            async with session.get(
+                f"{world.base}/admin/v1{path}",
+                headers={"authorization": f"Bearer {world.admin_key}"},
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+    assert status == 503, raw
+    assert secret.encode() not in raw
+    assert b"audit_unavailable" in raw
+    # Once the log is writable again (found by the writer's background probe within a few
+    # probe intervals), the same read answers.
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = await admin_call(world, world.admin_key, "GET", path)
+        if status != 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200
+    assert secret in repr(body)

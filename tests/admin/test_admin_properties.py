@@ -73,7 +73,7 @@ def inside(net: str, vendor_nets: list[str]) -> bool:
     inner = ipaddress.ip_network(net)
     for value in vendor_nets:
         outer = ipaddress.ip_network(value)
-        if inner.version == outer.version and inner.subnet_of(outer):
+        if inner.version == outer.version and inner.subnet_of(outer):  # type: ignore[arg-type]
             return True
     return False
 
@@ -356,7 +356,7 @@ update_bodies = st.one_of(
         },
     ),
 )
-key_networks = st.one_of(
+key_networks: st.SearchStrategy[list[str]] = st.one_of(
     st.just([]),
     st.lists(st.sampled_from(KEY_NETWORK_POOL), min_size=1, max_size=2, unique=True),
 )

@@ -77,7 +77,9 @@ async def wait_alert(
                 return dict(a)
         return None
 
-    return await eventually(probe, f"a {rule_id} alert")
+    found = await eventually(probe, f"a {rule_id} alert")
+    assert found is not None
+    return found
 
 
 @dataclass

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 
+from garrison.domain import Level, PrincipalKind
 from tests.support.admin import admin_call, invite_and_enroll, make_admin
 from tests.support.world import World
 
@@ -174,3 +177,137 @@ async def test_a_persons_legacy_canary_is_guarded_on_the_enrollment_rotation_pat
         assert await key_state(world, canary) == "revoked"
         (alert,) = await alerts_for(world, canary, "canary-key-retired")
         assert alert["reason"] == "credential.canary_rotate_done"
+
+
+T = TypeVar("T")
+
+
+WITHIN_S = 10.0
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], what: str, within: float = WITHIN_S) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
+        await asyncio.sleep(0.02)
+
+
+def wrong_secret(key: str) -> str:
+    prefix, key_id, secret = key.split("_", 2)
+    return f"{prefix}_{key_id}_" + "".join("B" if c == "A" else "A" for c in secret)
+
+
+def key_id(token: str) -> str:
+    return token.split("_")[1]
+
+
+async def alerts_by_rule(world: World, rule_id: str) -> list[dict[str, Any]]:
+    status, body = await admin_call(world, world.admin_key, "GET", "/alerts")
+    assert status == 200, body
+    return [a for a in body if a["rule_id"] == rule_id]
+
+
+async def metrics(world: World, key: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(world.base + "/metrics", headers={"authorization": f"Bearer {key}"}) as r,
+    ):
+        await r.read()
+        return r.status
+
+
+CANARY_USES = {
+    # A route whose reads are not otherwise audited.
+    "metrics": (["auditor"], "GET", "/metrics", 200),
+    # A write (recorded as the write, not as a read).
+    "write": (["security-admin"], "POST", "/admin/v1/orgs", 201),
+    # A route the canary's holder may not use at all.
+    "refused": ([], "GET", "/admin/v1/vendors", 403),
+    "read": (["auditor"], "GET", "/admin/v1/vendors", 200),
+}
+
+
+# ── detectors read the admin API ───────────────────────────────────────────────────────────
+@pytest.mark.parametrize("use", CANARY_USES.values(), ids=CANARY_USES.keys())
+async def test_a_canary_key_used_on_the_admin_api_raises_an_alert(
+    world: World, use: tuple[list[str], str, str, int]
+) -> None:
+    roles, method, path, want = use
+    now = time.time()
+    world.directory.create_principal(
+        "honey",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.INTERNAL,
+        roles=roles,
+        now=now,
+    )
+    canary = world.directory.create_key("honey", now=now, canary=True)
+    token = canary.key.token.reveal()
+    await world.reload()
+    if path == "/metrics":
+        status = await metrics(world, token)
+    else:
+        body = {"name": "honey-org"} if method == "POST" else None
+        status, _ = await admin_call(world, token, method, path.removeprefix("/admin/v1"), body)
+    assert status == want
+
+    async def raised() -> list[dict[str, Any]]:
+        return await alerts_by_rule(world, "canary-key-used")
+
+    (alert,) = await eventually(raised, "a canary-key-used alert")
+    assert alert["severity"] == "critical"
+    assert alert["subject"] == {"kind": "credential", "id": canary.key.key_id}
+    await world.settle()
+    used = [
+        e
+        for e in world.events("admin.read")
+        if e["credential_id"] == canary.key.key_id and e["data"].get("address")
+    ]
+    assert len(used) == 1
+    assert used[0]["principal_id"] == canary.principal_id
+    assert used[0]["data"] == {"method": method, "path": path, "address": "127.0.0.1"}
+
+
+async def test_wrong_secrets_on_whoami_raise_a_refusal_burst(world: World) -> None:
+    bad = wrong_secret(world.keys["carol"])
+    for _ in range(19):
+        status, _ = await admin_call(world, bad, "GET", "/whoami")
+        assert status == 401
+    await world.settle()
+    await asyncio.sleep(0.3)
+    assert await alerts_by_rule(world, "refusal-burst") == []  # under the threshold of 20
+    status, _ = await admin_call(world, bad, "GET", "/whoami")
+    assert status == 401
+
+    async def raised() -> list[dict[str, Any]]:
+        return await alerts_by_rule(world, "refusal-burst")
+
+    (alert,) = await eventually(raised, "a refusal-burst alert")
+    assert alert["subject"] == {"kind": "credential", "id": key_id(world.keys["carol"])}
+    assert alert["data"]["refusals"] == 20
+    denied = [
+        e
+        for e in world.events("admin.denied")
+        if e["data"].get("presented_key_id") == key_id(world.keys["carol"])
+    ]
+    assert len(denied) == 20
+    assert sorted(alert["evidence"]) == sorted(e["i"] for e in denied)
+
+
+async def test_malformed_keys_on_whoami_raise_a_refusal_burst_on_the_address(
+    world: World,
+) -> None:
+    for n in range(20):
+        status, _ = await admin_call(world, f"not-a-key-{n}", "GET", "/whoami")
+        assert status == 401
+
+    async def raised() -> list[dict[str, Any]]:
+        return await alerts_by_rule(world, "refusal-burst")
+
+    (alert,) = await eventually(raised, "a refusal-burst alert")
+    assert alert["subject"] == {"kind": "address", "id": "127.0.0.1"}

@@ -5,6 +5,7 @@ clear in the proposal row, the change list or the audit log."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -14,11 +15,12 @@ import aiohttp
 import orjson
 import pytest
 
-from garrison.domain import Level
+from garrison.domain import AuthStyle, Level
 from garrison.keyring import Sealer, add_seal_key
+from garrison.mock import MockConfig, MockUpstream
 from garrison.store import model_origin
 from garrison.store.model_origin import Registered, creation_needs_two, origin_of
-from tests.support.admin import admin_call, make_admin
+from tests.support.admin import Admins, admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +29,7 @@ USER = [{"role": "user", "content": "hello"}]
 
 
 def mock_port(world: World) -> int:
+    assert world.mock.port is not None
     return world.mock.port
 
 
@@ -274,13 +277,13 @@ def test_a_slow_resolver_counts_as_unresolved(monkeypatch: pytest.MonkeyPatch) -
         return []
 
     monkeypatch.setattr(model_origin, "RESOLVE_TIMEOUT_S", 0.05)
-    monkeypatch.setattr(model_origin.socket, "getaddrinfo", slow)
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
     assert model_origin.system_resolver("slow.example") is None
 
 
 def test_addresses_per_host_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     many = [(2, 1, 6, "", (f"10.1.{i // 256}.{i % 256}", 0)) for i in range(300)]
-    monkeypatch.setattr(model_origin.socket, "getaddrinfo", lambda *a, **k: many)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: many)
     found = model_origin.system_resolver("cdn.example")
     assert found is not None and len(found) == model_origin.ADDRESSES_PER_HOST_MAX
 
@@ -306,3 +309,118 @@ def test_lookups_run_at_once_within_one_timeout(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(model_origin, "RESOLVE_TIMEOUT_S", 0.3)
     found = model_origin.resolve_all(["a.example", "b.example", "c.example"], slow)
     assert sum(v is None for v in found.values()) >= 1
+
+
+def count(world: World, table: str) -> int:
+    conn = sqlite3.connect(world.db_path)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+    finally:
+        conn.close()
+
+
+async def chat_answer(world: World, key: str, model: str) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            world.base + "/v1/chat/completions",
+            json={"model": model, "messages": USER},
+            headers={"authorization": f"Bearer {key}"},
+        ) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+# ── re-pointing a model takes two admins ───────────────────────────────────────────────────
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("upstream_model", "mock-large"), ("upstream_url", "/v2"), ("api", "anthropic")],
+    ids=["upstream-model", "upstream-url", "api"],
+)
+async def test_re_pointing_a_model_waits_for_a_second_admin(
+    admins: Admins, field: str, value: str
+) -> None:
+    w = admins.world
+    if field == "upstream_url":  # the same host, another path
+        value = f"http://127.0.0.1:{w.mock.port}{value}"
+    before = admins.model("assistant")
+    proposal = await admins.ok(admins.admin, "PATCH", "/models/assistant", {field: value}, 202)
+    change_id = proposal["pending"]["id"]
+    assert proposal["pending"]["kind"] == "model-update"
+    assert proposal["pending"]["target"] == before.id
+    assert admins.model("assistant") == before
+    assert (await chat_answer(w, w.keys["carol"], "assistant"))[0] == 200  # still served as before
+    await admins.refused(admins.admin, "POST", f"/changes/{change_id}/approve", {}, status=403)
+
+    applied = await admins.ok(admins.sec_2, "POST", f"/changes/{change_id}/approve", {})
+    assert applied["result"] == {field: [str(getattr(before, field)), value]}
+    after = admins.model("assistant")
+    assert str(getattr(after, field)) == value
+    # The same host: the upstream key stays.
+    assert after.upstream_key is not None and after.upstream_key.reveal() == UPSTREAM_KEY
+    assert after.auth_style is AuthStyle.BEARER
+
+
+async def test_a_credential_change_alone_applies_at_once(admins: Admins) -> None:
+    w = admins.world
+    pending_before = count(w, "pending_changes")
+    answer = await admins.ok(
+        admins.admin, "PATCH", "/models/assistant", {"upstream_key": "sk-rotated-0123456789"}
+    )
+    assert answer == {"changes": {"upstream_key": "replaced"}}
+    answer = await admins.ok(admins.admin, "PATCH", "/models/assistant", {"level": "restricted"})
+    assert answer == {"changes": {"level": ["internal", "restricted"]}}
+    assert count(w, "pending_changes") == pending_before
+
+
+async def test_a_re_pointing_cannot_carry_a_credential(admins: Admins) -> None:
+    w = admins.world
+    before = count(w, "pending_changes")
+    error = await admins.refused(
+        admins.admin,
+        "PATCH",
+        "/models/assistant",
+        {"upstream_url": "http://127.0.0.2:9/v1", "upstream_key": "sk-new-0123456789"},
+        status=400,
+    )
+    assert "separate call" in error["message"]
+    assert count(w, "pending_changes") == before
+    assert "sk-new-0123456789" not in repr(w.raw_audit())
+
+
+async def test_an_approved_move_to_a_new_host_never_sends_it_the_old_key(admins: Admins) -> None:
+    w = admins.world
+    elsewhere = MockUpstream(MockConfig())
+    port = await elsewhere.start("127.0.0.2", 0)
+    try:
+        url = f"http://127.0.0.2:{port}/v1"
+        proposal = await admins.ok(
+            admins.admin, "PATCH", "/models/assistant", {"upstream_url": url}, want=202
+        )
+        applied = await admins.ok(
+            admins.sec_2, "POST", f"/changes/{proposal['pending']['id']}/approve", {}
+        )
+        assert applied["result"] == {
+            "upstream_url": [f"http://127.0.0.1:{w.mock.port}/v1", url],
+            "upstream_key": "removed (new host)",
+            "auth_style": ["bearer", "none"],
+        }
+        model = admins.model("assistant")
+        assert model.upstream_url == url
+        assert model.upstream_key is None and model.auth_style is AuthStyle.NONE
+        shown = await admins.ok(admins.admin, "GET", "/models/assistant")
+        assert shown["upstream_url"] == url
+        await w.settle()
+        event = w.events("model.updated")[-1]
+        assert event["data"]["changes"]["upstream_key"] == "removed (new host)"
+
+        seen_before = len(w.mock.seen)
+        status, _ = await chat_answer(w, w.keys["carol"], "assistant")
+        assert status == 200
+        (request,) = elsewhere.seen
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert "authorization" not in headers and "x-api-key" not in headers
+        assert UPSTREAM_KEY not in repr(request.headers)
+        assert len(w.mock.seen) == seen_before  # the old upstream saw nothing
+    finally:
+        await elsewhere.stop()

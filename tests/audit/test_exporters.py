@@ -7,8 +7,10 @@ from pathlib import Path
 
 import orjson
 
-from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
+from garrison.audit import AuditEvent, EventName
 from garrison.audit.exporters import JsonlExporter, SyslogExporter, parse_syslog_address
+from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.writer import AuditLog
 from garrison.store import make_engine, migrate
 
 
@@ -49,6 +51,20 @@ async def test_syslog_receives_rfc5424_messages(tmp_path: Path) -> None:
     assert message.startswith(b"<134>1 ")
     assert b" garrison - audit - " in message
     assert orjson.loads(message.split(b" - audit - ", 1)[1])["request_id"] == "x1"
+
+
+def test_syslog_timestamp_comes_from_the_injected_clock() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(2)
+    exporter = SyslogExporter("127.0.0.1", receiver.getsockname()[1], clock=lambda: 86400.0)
+    try:
+        exporter.export([b'{"i":0}'])
+        message = receiver.recv(65536)
+    finally:
+        exporter.close()
+        receiver.close()
+    assert message.startswith(b"<134>1 1970-01-02T00:00:00Z ")
 
 
 class _Broken:

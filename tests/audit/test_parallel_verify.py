@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from garrison.audit import AuditEvent, EventName, SqliteAuditSink
+from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, create_signing_key
 from garrison.audit.parallel_verify import CHUNK, verify_parallel
 from garrison.audit.sqlite_reader import AuditReader
+from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.verify import verify_log
 from garrison.audit.witness import DirectoryWitness, read_witness
 from garrison.store import make_engine, migrate

@@ -16,8 +16,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from garrison.audit import AuditEvent, EventName, SqliteAuditSink
+from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer
+from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.witness import DirectoryWitness
 from garrison.cli.audit_cmds import audit
 from garrison.cli.main import cli

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink, decode
+from garrison.audit import AuditEvent, EventName, decode
+from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.writer import AuditLog
 from garrison.errors import AuditRecordInvalid, AuditUnavailable
 from garrison.store import make_engine, migrate
 
@@ -144,6 +146,25 @@ async def test_append_times_out_when_the_database_is_locked(db: Path) -> None:
     try:
         with pytest.raises(AuditUnavailable):
             await log.append(_event(1))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        log.close()
+
+
+async def test_append_deadline_reads_the_injected_monotonic_clock(db: Path) -> None:
+    now = [0.0]
+    log = AuditLog(SqliteAuditSink(db), append_timeout=3600.0, monotonic=lambda: now[0])
+    log.start()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        pending = asyncio.ensure_future(log.append(_event(1)))
+        await asyncio.sleep(0.05)
+        assert not pending.done()  # an hour to go on the injected clock
+        now[0] = 7200.0
+        with pytest.raises(AuditUnavailable):
+            await asyncio.wait_for(pending, 5)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

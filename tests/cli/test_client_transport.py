@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -129,7 +130,7 @@ class _Server:
     """A loopback HTTP server in a thread, recording what it was asked."""
 
     def __init__(self) -> None:
-        handler = type("Handler", (_Answer,), {"seen": []})
+        handler: Any = type("Handler", (_Answer,), {"seen": []})
         self.handler = handler
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(
@@ -143,7 +144,7 @@ class _Server:
 
     @property
     def seen(self) -> list[tuple[str, str | None]]:
-        return self.handler.seen  # type: ignore[no-any-return]
+        return self.handler.seen
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -249,9 +249,9 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     s.refused("bot", "change", "approve", change.group(1))
 
     # 4. An admin-made key (break glass on the host) approves nothing either.
-    out = s.cli.run("recover-admin", "--principal", "ben")
-    assert out.returncode == 0, out.stderr
-    assert "BREAK GLASS" in out.stderr
+    recovered = s.cli.run("recover-admin", "--principal", "ben")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "BREAK GLASS" in recovered.stderr
     s.keys["ben-glass"] = (s.data / "admin.key").read_text().strip()
     err = s.refused("ben-glass", "change", "approve", change.group(1))
     assert "provenance is break-glass" in err
@@ -305,7 +305,9 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     s.enroll("dee", code.group(0), "127.0.5.1")
     assert s.js("dee", "whoami")["credential_provenance"] == "enrolled"
     # A person with nothing beyond internal gets the code from the rotation itself.
-    s.enroll("fay", CODE_RE.search(s.ok("ben", "user", "invite", "fay")).group(0), "127.0.8.1")
+    code = CODE_RE.search(s.ok("ben", "user", "invite", "fay"))
+    assert code is not None
+    s.enroll("fay", code.group(0), "127.0.8.1")
     rotated = s.js("ana", "key", "rotate", s.keys["fay"].split("_")[1])
     assert CODE_RE.fullmatch(rotated["enrollment_code"])
 

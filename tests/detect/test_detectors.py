@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import ipaddress
 from collections.abc import Iterable, Sequence
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import Any
 
 import pytest
@@ -140,8 +140,8 @@ def obs(
     *,
     name: str = "request.allowed",
     key: str | None = "k-alice",
-    principal: str | type[Ellipsis] | None = ...,  # default: the key's owner
-    org: str | type[Ellipsis] | None = ...,  # default: the principal's org
+    principal: str | EllipsisType | None = ...,  # default: the key's owner
+    org: str | EllipsisType | None = ...,  # default: the principal's org
     address: str | None = "10.1.1.5",
     model: str | None = "m1",
     status: int | None = None,
@@ -155,15 +155,15 @@ def obs(
     if principal is ...:
         principal = OWNER.get(key or "")
     if org is ...:
-        org = ORG.get(principal or "")  # type: ignore[arg-type]
+        org = ORG.get(principal or "")
     return Obs(
         index=next(_counter) if index is None else index,
         name=name,
         at=at,
-        principal_id=principal,  # type: ignore[arg-type]
+        principal_id=principal,
         credential_id=key,
         model=model,
-        org_id=org,  # type: ignore[arg-type]
+        org_id=org,
         address=address,
         status=status,
         reasons=tuple(reasons),
@@ -572,7 +572,7 @@ def test_new_network_ignores_refusals_and_keyless_events() -> None:
 
 
 # ── volume ────────────────────────────────────────────────────────────────────────────────
-VOLUME = {
+VOLUME: dict[str, Any] = {
     "bucket": "1m",
     "factor": 10,
     "min_calls": 30,
@@ -932,7 +932,7 @@ def test_content_without_a_principal() -> None:
 
 
 # ── extraction ────────────────────────────────────────────────────────────────────────────
-EXTRACTION = {"bucket": 60, "calls_per_bucket": 5, "sustained_buckets": 3}
+EXTRACTION: dict[str, Any] = {"bucket": 60, "calls_per_bucket": 5, "sustained_buckets": 3}
 
 
 def _buckets(counts: Sequence[int], *, key: str = "k-alice", model: str = "m1") -> list[Obs]:

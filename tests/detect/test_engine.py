@@ -318,14 +318,14 @@ def build_world(rng: random.Random) -> World:
     # Internal services: round the clock, steady, from the data centre.
     dc = ["10.50.0", "10.50.1", "2001:db8:dc:1", "10.50.2"]
     for i in range(4):
-        net = v6(dc[i]) if ":" in dc[i] else v4(dc[i])
+        address_of = v6(dc[i]) if ":" in dc[i] else v4(dc[i])
         actors.append(
             Actor(
                 f"svc{i}",
                 "corp",
                 f"k-svc{i}",
                 True,
-                [net],
+                [address_of],
                 activity=rng.uniform(0.4, 1.0),
                 models=(MODELS[i],),
             )

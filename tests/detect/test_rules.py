@@ -188,7 +188,7 @@ def test_content_patterns_of_every_content_rule() -> None:
             rule("other", "volume"),
         )
     )
-    got = [(rid, p.pattern) for rid, p in rs.content_patterns()]
+    got = [(rid, p.pattern) for rid, p in rs.content_patterns()]  # type: ignore[attr-defined]
     assert got == [("c1", "alpha"), ("c1", "(?i)beta"), ("c2", "gamma")]
     assert parse_rules(doc(rule("v", "volume"))).content_patterns() == []
 

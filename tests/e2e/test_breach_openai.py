@@ -21,7 +21,8 @@ from tests.support.world import World
 pytestmark = pytest.mark.e2e
 
 HOME, AWAY = "127.0.0.1", "127.0.1.9"
-USER = [{"role": "user", "content": "Summarise the design doc."}]
+# Typed loosely: the SDK wants its own message TypedDicts.
+USER: Any = [{"role": "user", "content": "Summarise the design doc."}]
 # The targets: detected and contained within a second of the first hostile call.
 CONTAIN_TARGET_S = 1.0
 # Calls tried after containment, each expected to be refused.
@@ -33,7 +34,10 @@ def client_from(world: World, address: str) -> openai.OpenAI:
         base_url=f"{world.base}/v1",
         api_key=world.keys["bob"],
         max_retries=0,
-        http_client=httpx.Client(transport=httpx.HTTPTransport(local_address=address)),
+        # openai types its client as its own httpx fork; the httpx client works the same.
+        http_client=httpx.Client(  # type: ignore[arg-type]
+            transport=httpx.HTTPTransport(local_address=address)
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -242,12 +243,12 @@ def test_every_error_class_has_an_expected_openai_type() -> None:
     assert set(OPENAI_TYPE) | {errors.Conflict} == set(ALL_ERRORS)
 
 
-@pytest.mark.parametrize("cls", sorted(OPENAI_TYPE, key=lambda c: c.__name__), ids=repr)
+@pytest.mark.parametrize("cls", sorted(OPENAI_TYPE, key=attrgetter("__name__")), ids=repr)
 def test_openai_error_type_for_each_status(cls: type[GarrisonError]) -> None:
     assert error_payload(OPENAI, cls())["error"]["type"] == OPENAI_TYPE[cls]
 
 
-@pytest.mark.parametrize("cls", sorted(ANTHROPIC_TYPE, key=lambda c: c.__name__), ids=repr)
+@pytest.mark.parametrize("cls", sorted(ANTHROPIC_TYPE, key=attrgetter("__name__")), ids=repr)
 def test_anthropic_error_type_for_each_status(cls: type[GarrisonError]) -> None:
     assert error_payload(ANTHROPIC, cls())["error"]["type"] == ANTHROPIC_TYPE[cls]
 

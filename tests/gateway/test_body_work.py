@@ -89,6 +89,7 @@ async def test_a_dead_body_worker_is_replaced(make_world: MakeWorld) -> None:
     assert (await post(world, chat_body(LIMIT)))[0] == 200
     assert bodies.pool is not None
     for process in list(bodies.pool._processes.values()):
+        assert process.pid is not None
         os.kill(process.pid, signal.SIGKILL)
         process.join(5)
     status, raw = await post(world, chat_body(LIMIT))

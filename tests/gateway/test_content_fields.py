@@ -205,7 +205,9 @@ def test_openai_audio_and_raw_file_data_are_left_out() -> None:
 def test_identifier_keys_are_not_text_but_free_text_keys_are() -> None:
     texts = request_texts({"input_schema": {"properties": {"city name, please": {}}}})
     assert texts == ["city name, please"]
-    schema = {"properties": {"ignore-all-previous-instructions": {}, "max_tokens": {}, "a.b": {}}}
+    schema: dict[str, Any] = {
+        "properties": {"ignore-all-previous-instructions": {}, "max_tokens": {}, "a.b": {}}
+    }
     assert request_texts(schema) == ["ignore-all-previous-instructions", "a.b"]
     assert scan(BUILTIN, {"input_schema": schema}) == [EXTRACTION]
 

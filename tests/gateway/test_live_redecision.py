@@ -2,7 +2,9 @@
 that a new call would be refused for (a clearance lowered, a model's level raised or a
 compartment added, a principal disabled) cuts the running stream, with an error event in the
 API's own shape and the decision's reason code in the audit record. A change that leaves the
-call allowed does not touch it."""
+call allowed does not touch it.
+A live call whose key expires mid-stream is cut too (``credential.expired``).
+"""
 
 from __future__ import annotations
 
@@ -221,3 +223,75 @@ async def test_revoking_the_grant_cuts_a_critical_stream(world: World) -> None:
     assert b'"code":"forbidden"' in rest
     done = await completed(world, request_id)
     assert (done["data"]["outcome"], done["data"]["reasons"]) == ("cut", ["grant.required"])
+
+
+async def _chat(world: World, key: str, model: str, *, stream: bool = False) -> Any:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    session = aiohttp.ClientSession()
+    try:
+        resp = await session.post(
+            world.base + "/v1/chat/completions",
+            data=orjson.dumps(body),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+        )
+    except BaseException:
+        await session.close()
+        raise
+    return session, resp
+
+
+# ── a key expiring mid-stream ──────────────────────────────────────────────────────────────
+@pytest.mark.e2e
+async def test_a_stream_is_cut_when_its_key_expires(world: World) -> None:
+    lifetime = 2.5
+    created = world.directory.create_key("carol", now=time.time(), expires_in=lifetime)
+    await world.reload()
+    expires_at = created.expires_at
+    session, resp = await _chat(world, created.key.token.reveal(), "m-slow-stream", stream=True)
+    async with session, resp:
+        assert resp.status == 200, await resp.read()
+        request_id = resp.headers["x-request-id"]
+        first = b""
+        async with asyncio.timeout(GUARD_S):
+            while first.count(b"\n\n") < 2:
+                first += await resp.content.readany()
+        assert time.time() < expires_at  # the answer began while the key was live
+        async with asyncio.timeout(GUARD_S):
+            rest = await resp.read()
+        ended = time.time()
+    assert ended >= expires_at
+    assert ended - expires_at < 2.0  # the watcher re-checks live calls every tick (50 ms)
+    assert b'"code":"forbidden"' in rest
+    assert b"[DONE]" not in rest
+
+    async def cut_recorded() -> list[dict[str, Any]]:
+        await world.settle()
+        return [e for e in world.events("request.completed") if e["request_id"] == request_id]
+
+    async with asyncio.timeout(GUARD_S):
+        while not (done := await cut_recorded()):
+            await asyncio.sleep(0.05)
+    (event,) = done
+    assert event["data"]["outcome"] == "cut"
+    assert event["data"]["status"] == 403
+    assert event["data"]["reasons"] == ["credential.expired"]
+    assert event["data"]["lock_id"] is None
+    async with asyncio.timeout(GUARD_S):
+        while request_id not in world.mock.cancelled_request_ids:
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.e2e
+async def test_a_stream_on_a_key_that_does_not_expire_soon_is_not_cut(world: World) -> None:
+    created = world.directory.create_key("carol", now=time.time(), expires_in=3600)
+    await world.reload()
+    session, resp = await _chat(world, created.key.token.reveal(), "m-slow-stream", stream=True)
+    async with session, resp:
+        assert resp.status == 200
+        received = b""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            async with asyncio.timeout(GUARD_S):
+                received += await resp.content.readany()
+        assert b'"code":"forbidden"' not in received
+        assert b"data: {" in received

@@ -61,7 +61,7 @@ def openai_stream(*, sep: bytes = b"\n\n", usage: bool = True, null_usage: bool 
 
 def anthropic_stream(*, sep: bytes = b"\n\n", usage: bool = True) -> bytes:
     start_usage = {"input_tokens": 25, "output_tokens": 1} if usage else None
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
     if start_usage is not None:
         message["usage"] = start_usage
     parts = [event("message_start", {"type": "message_start", "message": message}, sep=sep)]

@@ -7,6 +7,7 @@ import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ MakeWorld = Callable[..., Awaitable[World]]
 async def make_world(tmp_path: Path) -> AsyncIterator[MakeWorld]:
     worlds: list[World] = []
 
-    async def make(**settings: object) -> World:
+    async def make(**settings: Any) -> World:
         world = await start_world(tmp_path / f"w{len(worlds)}")
         await world.gateway.stop()
         world.gateway = Gateway(dataclasses.replace(world.settings, **settings))

@@ -5,6 +5,7 @@ Checks that could tell them apart (an over-long or unprintable justification, a 
 too deep) run before the model is looked up, so they too answer the same for both. The one
 deliberate difference, the hint naming a model's wire API, goes only to callers who may use
 the model (see tests/e2e/test_routes.py).
+An unknown model name is recorded in the audit log printable only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -179,3 +181,44 @@ async def test_the_refusals_before_the_lookup_are_400s(world: World) -> None:
         reply = await PATHS[path](world, world.keys["alice"], "assistant")
         assert reply.status == 400, (path, reply.body)
         assert orjson.loads(reply.body)["error"]["code"] == "invalid_request"
+
+
+async def _chat(world: World, key: str, model: str, *, stream: bool = False) -> Any:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    session = aiohttp.ClientSession()
+    try:
+        resp = await session.post(
+            world.base + "/v1/chat/completions",
+            data=orjson.dumps(body),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+        )
+    except BaseException:
+        await session.close()
+        raise
+    return session, resp
+
+
+# ── unknown model names kept printable only ────────────────────────────────────────────────
+@pytest.mark.e2e
+async def test_an_unknown_model_name_is_recorded_printable_only(world: World) -> None:
+    name = "ghost\x1b[31m\r\nred\u2028\x9b\x00end" + "z" * 300
+    session, resp = await _chat(world, world.keys["carol"], name)
+    async with session, resp:
+        assert resp.status == 404
+        request_id = resp.headers["x-request-id"]
+        assert b"\x1b" not in await resp.read()
+    await world.settle()
+    (event,) = [e for e in world.events("request.denied") if e["request_id"] == request_id]
+    assert event["data"]["reasons"] == ["model.unknown"]
+    recorded = event["model"]
+    assert recorded.startswith("ghost?[31m??red???end")
+    assert recorded.isprintable()
+    assert len(recorded) == 200
+    # Printable text passes through as it is.
+    session, resp = await _chat(world, world.keys["carol"], "no-such-model é/ü v2")
+    async with session, resp:
+        assert resp.status == 404
+        request_id = resp.headers["x-request-id"]
+    await world.settle()
+    (event,) = [e for e in world.events("request.denied") if e["request_id"] == request_id]
+    assert event["model"] == "no-such-model é/ü v2"

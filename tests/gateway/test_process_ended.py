@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -71,7 +72,10 @@ async def test_calls_of_a_killed_process_get_a_process_ended_outcome(world: Worl
     responses: list[aiohttp.ClientResponse] = []
     try:
         await _listening(port, other)
-        body = {"model": "m-slow-stream", "messages": [{"role": "user", "content": "hi"}]}
+        body: dict[str, Any] = {
+            "model": "m-slow-stream",
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         body["stream"] = True
         headers = {"authorization": f"Bearer {world.keys['alice']}"}
         request_ids = []

@@ -225,7 +225,6 @@ def test_stop_signal_drains_and_exits_zero_with_a_verifiable_log(
 async def test_low_disk_makes_readyz_not_ready_and_raises_an_alert(
     slow_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from garrison.gateway import runtime
     from tests.support.admin import admin_call
 
     real = shutil.disk_usage
@@ -234,7 +233,7 @@ async def test_low_disk_makes_readyz_not_ready_and_raises_an_alert(
         usage = real(str(path))
         return type(usage)(usage.total, usage.total - 1024, 1024)  # 1 KiB free
 
-    monkeypatch.setattr(runtime.shutil, "disk_usage", almost_full)
+    monkeypatch.setattr(shutil, "disk_usage", almost_full)
     await slow_world.gateway.check_disk()
     async with (
         aiohttp.ClientSession() as session,
@@ -244,6 +243,6 @@ async def test_low_disk_makes_readyz_not_ready_and_raises_an_alert(
         assert (await resp.json()) == {"status": "not_ready", "reason": "disk_low"}
     status, alerts = await admin_call(slow_world, slow_world.admin_key, "GET", "/alerts")
     assert status == 200 and any(a["rule_id"] == "disk-low" for a in alerts)
-    monkeypatch.setattr(runtime.shutil, "disk_usage", real)
+    monkeypatch.setattr(shutil, "disk_usage", real)
     await slow_world.gateway.check_disk()
     assert not slow_world.gateway.state.disk_low

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -77,7 +78,10 @@ async def test_a_compressed_answer_is_refused_and_never_carries_the_key(world: W
         await world.reload()
         caller = await service_key(world)
         for stream in (False, True):
-            body = {"model": "gzipper", "messages": [{"role": "user", "content": "hi"}]}
+            body: dict[str, Any] = {
+                "model": "gzipper",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
             body["stream"] = stream
             async with (
                 aiohttp.ClientSession(auto_decompress=False) as session,

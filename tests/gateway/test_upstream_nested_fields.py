@@ -24,6 +24,7 @@ async def test_a_template_inside_chat_template_kwargs_never_reaches_the_upstream
 ) -> None:
     # (On the mock that also serves the restricted cyber-model: a proposal, approved by a
     # second admin; the allowed extra field survives the approval.)
+    assert world.mock.port is not None
     await register_model(
         world,
         "vllm-model",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import aiohttp.web
@@ -24,7 +25,8 @@ from garrison.mock import (
 )
 
 TOKENS = 5
-USER = [{"role": "user", "content": "tell me a story"}]
+# Typed loosely: the same message list goes to both SDKs, whose param types differ.
+USER: Any = [{"role": "user", "content": "tell me a story"}]
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 1.0) -> bool:

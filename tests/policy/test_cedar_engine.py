@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import cedarpy
@@ -147,7 +147,9 @@ FACTORS: dict[str, tuple[Any, ...]] = {
 STRENGTH = 3
 
 
-def covering_array(factors: dict[str, Sequence[Any]], strength: int, seed: int) -> list[dict]:
+def covering_array(
+    factors: Mapping[str, Sequence[Any]], strength: int, seed: int
+) -> list[dict[str, Any]]:
     """A strength-``strength`` covering array, greedily (AETG-style) and deterministically:
     rows such that every combination of values of any ``strength`` factors is in some row."""
     names = list(factors)
@@ -211,7 +213,8 @@ def one_flag_flipped() -> Iterator[Context]:
         "mfa",
         "justification",
     ):
-        yield dataclasses.replace(clear, **{field: False})
+        off: dict[str, Any] = {field: False}
+        yield dataclasses.replace(clear, **off)
     yield dataclasses.replace(clear, mfa_capable=False, mfa=False)
     for level in range(3):
         yield dataclasses.replace(clear, vendor_ceiling_level=level)

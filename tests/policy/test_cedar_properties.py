@@ -21,7 +21,13 @@ from garrison.domain import (
     UpstreamApi,
 )
 from garrison.policy import engine as engine_mod
-from garrison.policy.engine import CompiledPolicies, Context, PolicyEngine, build_entities
+from garrison.policy.engine import (
+    CompiledPolicies,
+    Context,
+    PolicyDecision,
+    PolicyEngine,
+    build_entities,
+)
 from garrison.policy.reference import reference_reasons
 
 COMPARTMENTS = ("a", "b", "c")
@@ -268,7 +274,7 @@ def test_decide_never_differs_from_a_fresh_evaluate(
 ) -> None:
     engine = directory.engine()
     fresh = directory.engine()
-    first_answer: dict[tuple[str, str, Context], object] = {}
+    first_answer: dict[tuple[str, str, Context], PolicyDecision] = {}
     for pi, mi, ci in calls:
         p = directory.principals[pi % len(directory.principals)]
         m = directory.models[mi % len(directory.models)]
@@ -282,7 +288,7 @@ def test_decide_never_differs_from_a_fresh_evaluate(
     assert engine.cached == len(first_answer)
     assert fresh.cached == 0
     # And once more, all of them, in reverse order.
-    for (pid, mid, context), decision in reversed(first_answer.items()):
+    for (pid, mid, context), decision in reversed(list(first_answer.items())):
         p = next(x for x in directory.principals if x.id == pid)
         m = next(x for x in directory.models if x.id == mid)
         assert engine.decide(p, m, context) is decision

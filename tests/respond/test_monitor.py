@@ -1,7 +1,10 @@
 """Detection in the running gateway: the audit stream read live by the ``Monitor``, alerts
 stored once and deduplicated, playbooks that lock and open incidents, content rules matched
 in flight (the prompt never stored), falling behind and catching up from the log, and the
-rules file hot-reloaded (a bad edit refused, the previous rules kept)."""
+rules file hot-reloaded (a bad edit refused, the previous rules kept).
+One event failing does not skip the rest of its batch, an alert that could not be stored
+leaves no dedup state behind, and a playbook catches any exception per action.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +13,30 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 import pytest
 
-from garrison.detect.observation import Obs
+from garrison.audit.events import AuditEvent, EventName
+from garrison.bootstrap import Initialized, init, open_directory
+from garrison.detect.engine import Verdict
+from garrison.detect.observation import Finding, Obs, Severity
+from garrison.detect.rules import Playbook
+from garrison.domain import Level, PrincipalKind
+from garrison.domain.locks import LockKind
 from garrison.gateway.runtime import Gateway
+from garrison.keyring import Sealer
 from garrison.respond import monitor as monitor_mod
+from garrison.respond import playbooks
 from garrison.respond.monitor import Monitor
-from garrison.store import Directory
+from garrison.store import Directory, alerts, load_snapshot
 from tests.support.admin import admin_call
+from tests.support.db import connect
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -187,6 +201,7 @@ async def test_key_from_two_networks_is_alerted_once_locked_and_put_in_an_incide
         return a if a["count"] == 2 else None
 
     again = await eventually(counted, "the repeat counted on the open alert")
+    assert again is not None
     assert again["id"] == alert["id"]
     assert set(alert["evidence"]) < set(again["evidence"])
     await world.settle()
@@ -534,3 +549,296 @@ async def test_rules_file_unusable_at_start_leaves_the_built_in_rules_in_force(
         await one_alert(world, "prompt-system-extraction", lambda a: True)
     finally:
         await stop_world(world)
+
+
+GUARD_S = 10.0
+
+
+def _db_path(initialized: Initialized) -> Path:
+    return Path(initialized.settings.database_url.removeprefix("sqlite:///"))
+
+
+def alert_rows(d: Directory) -> list[dict[str, Any]]:
+    conn = connect(d)
+    try:
+        cols = ("rule_id", "subject_id", "count", "status")
+        rows = conn.execute(f"SELECT {', '.join(cols)} FROM alerts ORDER BY seq").fetchall()  # noqa: S608
+    finally:
+        conn.close()
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+@dataclass
+class Env:
+    initialized: Initialized
+    d: Directory
+
+    def directory_for(self, actor: str) -> Directory:
+        return open_directory(self.initialized.settings, engine=self.d.engine, actor=actor)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    initialized = init(tmp_path / "data")
+    d = open_directory(initialized.settings, actor="test")
+    d.create_principal(
+        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=time.time()
+    )
+    try:
+        yield Env(initialized, d)
+    finally:
+        d.engine.dispose()
+
+
+def out_of_network(key_id: str, at: float) -> AuditEvent:
+    """A refusal the built-in ``key-out-of-network`` rule turns into a finding about ``key_id``
+    (high: its playbook only notifies)."""
+    return AuditEvent(
+        EventName.REQUEST_DENIED,
+        at=at,
+        request_id=f"req-{key_id}",
+        data={
+            "status": 403,
+            "reasons": ["credential.network_not_allowed"],
+            "presented_key_id": key_id,
+            "client_address": "10.1.2.3",
+        },
+    )
+
+
+def wait_for(check: Any, what: str) -> None:
+    deadline = time.monotonic() + GUARD_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {GUARD_S} s")
+        time.sleep(0.01)
+
+
+ALL_ACTIONS = Playbook(
+    id="everything",
+    rule=None,
+    min_severity=None,
+    actions=("lock_credential", "lock_principal", "open_incident", "notify"),
+)
+
+
+@dataclass
+class Scene:
+    env: Env
+    finding: Finding
+    alert_id: str
+    key_id: str
+    principal_id: str
+    enforced: list[int]
+
+    def run(self) -> playbooks.Outcome:
+        sealer = Sealer.from_dir(self.env.initialized.settings.key_dir)
+        return playbooks.run(
+            (ALL_ACTIONS,),
+            self.finding,
+            self.alert_id,
+            load_snapshot(self.env.d.engine, sealer),
+            self.env.directory_for,
+            time.time,
+            lambda: self.enforced.append(1),
+        )
+
+
+@pytest.fixture
+def scene(env: Env) -> Scene:
+    now = time.time()
+    created = env.d.create_key("vic", now=now)
+    finding = Finding(
+        rule_id="test-rule",
+        title="A test finding",
+        severity=Severity.HIGH,
+        subject_kind="credential",
+        subject_id=created.key.key_id,
+        reason="test",
+        at=now,
+        principal_id=created.principal_id,
+        credential_id=created.key.key_id,
+    )
+    verdict = Verdict(finding, f"test-rule|credential|{created.key.key_id}", True)
+    alert_id, new = alerts.record(env.directory_for("detector:test-rule"), verdict, now=now)
+    assert new
+    return Scene(env, finding, alert_id, created.key.key_id, created.principal_id, [])
+
+
+# ── the monitor ────────────────────────────────────────────────────────────────────────────
+def test_a_failed_alert_skips_nothing_and_leaves_no_dedup_state(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sealer = Sealer.from_dir(env.initialized.settings.key_dir)
+    snapshot = load_snapshot(env.d.engine, sealer)
+    monitor = Monitor(
+        engine=env.d.engine,
+        db_path=_db_path(env.initialized),
+        directory_for=env.directory_for,
+        facts=lambda: snapshot,
+        after_write=lambda: None,
+    )
+    original = alerts.record
+    seen: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def record_failing_once(d: Directory, verdict: Verdict, *, now: float) -> tuple[str, bool]:
+        with lock:
+            seen.append((verdict.finding.subject_id, verdict.new))
+            first = len(seen) == 1
+        if first:
+            raise RuntimeError("disk full")
+        return original(d, verdict, now=now)
+
+    monkeypatch.setattr(alerts, "record", record_failing_once)
+    monitor.start()
+    try:
+        at = time.time()
+        # One batch: k1 (its alert fails to store), k2, then k1 again at the same instant.
+        batch = [out_of_network("k1", at), out_of_network("k2", at), out_of_network("k1", at)]
+        monitor.observe(1000, batch)
+        wait_for(lambda: len(alert_rows(env.d)) == 2, "two alerts stored")
+        wait_for(lambda: monitor.processed == 3, "every event of the batch processed")
+    finally:
+        monitor.stop()
+    # The event after the failure was not skipped, and the repeat of the failed finding was
+    # judged new (no dedup state was kept for an alert that was never stored).
+    assert seen == [("k1", True), ("k2", True), ("k1", True)]
+    assert [(a["rule_id"], a["subject_id"], a["count"]) for a in alert_rows(env.d)] == [
+        ("key-out-of-network", "k2", 1),
+        ("key-out-of-network", "k1", 1),
+    ]
+    # And the stored one deduplicates as before.
+    assert (
+        monitor.engine.judge(
+            Finding(
+                rule_id="key-out-of-network",
+                title="t",
+                severity=Severity.HIGH,
+                subject_kind="credential",
+                subject_id="k1",
+                reason="credential.out_of_network",
+                at=at + 1,
+            )
+        ).new
+        is False
+    )
+
+
+@pytest.mark.parametrize("fail_first", [False, True], ids=["all-stored", "first-fails"])
+def test_a_failed_alert_skips_nothing_when_a_gap_is_read_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch, fail_first: bool
+) -> None:
+    """A batch the queue had no room for is read back from the log (catching up): one of its
+    events failing must not lose the rest of it either. (``all-stored`` shows the gap is
+    read back at all.)"""
+    at = time.time()
+    for key in ("k1", "k2", "k3"):
+        event = out_of_network(key, at)
+        env.d.record_event(event.name, now=at, data=event.data)
+    conn = connect(env.d)
+    try:
+        (last_seq,) = conn.execute("SELECT max(seq) FROM audit_events").fetchone()
+    finally:
+        conn.close()
+    start = int(last_seq) - 3  # the leaf indices of the three refusals: start .. start + 2
+
+    monkeypatch.setattr(monitor_mod, "DETECT_QUEUE_BATCHES", 1)
+    sealer = Sealer.from_dir(env.initialized.settings.key_dir)
+    snapshot = load_snapshot(env.d.engine, sealer)
+    monitor = Monitor(
+        engine=env.d.engine,
+        db_path=_db_path(env.initialized),
+        directory_for=env.directory_for,
+        facts=lambda: snapshot,
+        after_write=lambda: None,
+    )
+    original = alerts.record
+    seen: list[str] = []
+
+    def record_failing_once(d: Directory, verdict: Verdict, *, now: float) -> tuple[str, bool]:
+        seen.append(verdict.finding.subject_id)
+        if fail_first and len(seen) == 1:
+            raise RuntimeError("disk full")
+        return original(d, verdict, now=now)
+
+    monkeypatch.setattr(alerts, "record", record_failing_once)
+    monitor.observe(0, [])  # fills the queue (one batch)...
+    monitor.observe(start, [out_of_network(k, at) for k in ("k1", "k2", "k3")])  # ...a gap
+    assert monitor.dropped == 3
+    monitor.start()
+    try:
+        deadline = time.monotonic() + 3.0
+        while len(alert_rows(env.d)) < 3 - fail_first and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        monitor.stop()
+    assert seen[:1] == ["k1"]
+    expected = ["k2", "k3"] if fail_first else ["k1", "k2", "k3"]
+    assert sorted(a["subject_id"] for a in alert_rows(env.d)) == expected
+
+
+# ── playbooks catch any exception per action ───────────────────────────────────────────────
+def test_an_unexpected_exception_in_one_lock_action_does_not_stop_the_others(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Directory.create_lock
+
+    def create_lock(self: Directory, kind: LockKind, ref: str, **kw: Any) -> dict[str, Any]:
+        if kind is LockKind.CREDENTIAL:
+            raise RuntimeError("database at /srv/secret/path is gone")
+        return original(self, kind, ref, **kw)
+
+    monkeypatch.setattr(Directory, "create_lock", create_lock)
+    outcome = scene.run()
+    by_action = {a["action"]: a for a in outcome.actions}
+    assert set(by_action) == {"lock_credential", "lock_principal", "open_incident"}
+    # The failure is named by its type only (no message from deep inside leaks out).
+    assert by_action["lock_credential"]["error"] == "RuntimeError"
+    assert by_action["lock_principal"]["lock_id"]
+    assert by_action["lock_principal"]["target"] == scene.principal_id
+    assert by_action["open_incident"]["incident_id"]
+    assert outcome.locked and outcome.notify
+    assert scene.enforced == [1]
+
+
+def test_an_unexpected_exception_opening_the_incident_is_recorded(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def open_incident(self: Directory, title: str, **kw: Any) -> str:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(Directory, "open_incident", open_incident)
+    outcome = scene.run()
+    by_action = {a["action"]: a for a in outcome.actions}
+    assert by_action["open_incident"]["error"] == "KeyError"
+    assert by_action["lock_credential"]["lock_id"] and by_action["lock_principal"]["lock_id"]
+    # What was done is on the alert.
+    conn = connect(scene.env.d)
+    try:
+        (stored,) = conn.execute(
+            "SELECT actions FROM alerts WHERE id = ?", (scene.alert_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    assert [a["action"] for a in orjson.loads(stored)] == [
+        "lock_credential",
+        "lock_principal",
+        "open_incident",
+    ]
+
+
+def test_an_unexpected_exception_recording_an_action_does_not_escape(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def update(*args: Any, **kw: Any) -> dict[str, Any]:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(alerts, "update", update)
+    outcome = scene.run()
+    assert {a["action"] for a in outcome.actions} == {
+        "lock_credential",
+        "lock_principal",
+        "open_incident",
+    }
+    assert outcome.locked

@@ -1,7 +1,9 @@
 """Incidents in the store: opening one (title bounds, a start that is not in the future,
 subjects that exist, by name or id), updating it (the transition table, notes, bounds),
 each one transaction with its audit event — or nothing written at all — and the timeline of
-the subjects' events since the start (clock passed in)."""
+the subjects' events since the start (clock passed in).
+An incident's timeline holds the events whose actor is a subject principal.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from garrison.bootstrap import init, open_directory
-from garrison.domain import Level, PrincipalKind, VendorStatus
+from garrison.bootstrap import Initialized, init, open_directory
+from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.domain.incidents import (
     INCIDENT_TRANSITIONS,
     IllegalIncidentTransition,
@@ -556,3 +558,118 @@ def test_report_key_state_is_as_of_the_time_asked(d: Directory) -> None:
     assert state[created.key.key_id] == "active"
     state = {c["id"]: c["state"] for c in late["credentials"]}
     assert state[created.key.key_id] == "expired"
+
+
+OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
+
+
+HERE = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture
+def initialized(tmp_path: Path) -> Initialized:
+    return init(tmp_path / "data")
+
+
+@pytest.fixture
+def staffed(initialized: Initialized) -> Iterator[Directory]:
+    """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
+    [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
+    dr = open_directory(initialized.settings, actor="test")
+    dr.create_model(
+        "gpt",
+        upstream_url=HERE,
+        upstream_model="up-small",
+        api=UpstreamApi.OPENAI,
+        auth_style=AuthStyle.BEARER,
+        level=Level.INTERNAL,
+        compartments=["cyber"],
+        upstream_key=OLD_KEY,
+        now=NOW,
+    )
+    dr.create_principal(
+        "ann",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.CRITICAL,
+        compartments=["bio", "cyber"],
+        now=NOW,
+    )
+    dr.create_principal(
+        "mallory",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.INTERNAL,
+        roles=["security-admin"],
+        now=NOW,
+    )
+    dr.create_principal(
+        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
+    )
+    try:
+        yield dr
+    finally:
+        dr.engine.dispose()
+
+
+def row(d: Directory, table: str, name: str) -> dict[str, Any]:
+    conn = _db(d)
+    conn.row_factory = sqlite3.Row
+    try:
+        found = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
+    finally:
+        conn.close()
+    assert found is not None, name
+    return dict(found)
+
+
+def _id(d: Directory, name: str) -> str:
+    return str(row(d, "principals", name)["id"])
+
+
+# ── the timeline holds what a subject did as an admin ──────────────────────────────────────
+def test_timeline_includes_events_whose_actor_is_a_subject(
+    staffed: Directory, initialized: Initialized
+) -> None:
+    mallory = _id(staffed, "mallory")
+    vic = _id(staffed, "vic")
+    as_mallory = open_directory(initialized.settings, engine=staffed.engine, actor=mallory)
+    others = open_directory(initialized.settings, engine=staffed.engine, actor=_id(staffed, "ann"))
+    # Before the incident's window: not included.
+    as_mallory.create_key("vic", now=NOW + 10, note="early")
+    # In the window: mallory mints a key for vic, locks ann, lowers vic; someone else acts too.
+    minted = as_mallory.create_key("vic", now=NOW + 110, note="backdoor")
+    lock = as_mallory.create_lock(LockKind.PRINCIPAL, "ann", reason="cover", now=NOW + 120)
+    as_mallory.update_principal("vic", now=NOW + 130, clearance=Level.PUBLIC)
+    others.create_key("vic", now=NOW + 140, note="someone else")
+
+    incident = staffed.open_incident(
+        "rogue admin", now=NOW + 200, since=NOW + 100, principals=[mallory]
+    )
+    with staffed.engine.connect() as conn:
+        lines = [orjson.loads(r) for _, r in timeline(conn, incident)]
+        report = incident_report(conn, incident, NOW + 300)
+    mine = [(e["name"], e["at"]) for e in lines if e["actor"] == mallory]
+    assert mine == [
+        ("credential.created", NOW + 110),
+        ("lock.created", NOW + 120),
+        ("principal.updated", NOW + 130),
+    ]
+    created = next(e for e in lines if e["name"] == "credential.created")
+    assert created["credential_id"] == minted.key.key_id
+    assert created["principal_id"] == vic  # about vic, done by mallory
+    assert next(e for e in lines if e["name"] == "lock.created")["data"]["lock_id"] == lock["id"]
+    # Not what others did to the same people, nor anything before the window.
+    assert all(e["actor"] == mallory or e["principal_id"] == mallory for e in lines)
+    assert all(e["at"] >= NOW + 100 for e in lines)
+    assert [t["name"] for t in report["timeline"] if t["actor"] == mallory] == [
+        "credential.created",
+        "lock.created",
+        "principal.updated",
+    ]
+
+
+def test_timeline_of_a_subject_who_did_nothing_as_an_admin(staffed: Directory) -> None:
+    incident = staffed.open_incident("quiet", now=NOW + 200, since=NOW + 100, principals=["vic"])
+    with staffed.engine.connect() as conn:
+        assert timeline(conn, incident) == []

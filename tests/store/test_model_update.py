@@ -14,11 +14,13 @@ import orjson
 import pytest
 
 from garrison.bootstrap import Initialized, init, open_directory
-from garrison.domain import AuthStyle, Level, UpstreamApi
-from garrison.errors import BadRequest
+from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
+from garrison.errors import BadRequest, Conflict
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot
+from garrison.store.changes import model_change_is_sensitive
 from tests.support.db import connect as _db
+from tests.support.db import row_counts
 from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
@@ -146,7 +148,7 @@ def no_plaintext_anywhere(d: Directory, *secrets: str) -> None:
 @pytest.mark.parametrize(
     ("change", "field", "before", "after", "stored"),
     [
-        (  # the same host (a new host drops the old credential: see test_review_fixes)
+        (  # the same host (a new host drops the old credential: see the re-pointing tests below)
             {"upstream_url": "http://127.0.0.1:9/v2/"},
             "upstream_url",
             "http://127.0.0.1:9/v1",
@@ -414,3 +416,272 @@ def test_a_change_to_nothing_returns_empty_and_writes_nothing(
     assert counts(d) == before
     assert model_row(d, "gpt") == row
     assert updates(d) == []
+
+
+HERE = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture
+def staffed(initialized: Initialized) -> Iterator[Directory]:
+    """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
+    [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
+    dr = open_directory(initialized.settings, actor="test")
+    dr.create_model(
+        "gpt",
+        upstream_url=HERE,
+        upstream_model="up-small",
+        api=UpstreamApi.OPENAI,
+        auth_style=AuthStyle.BEARER,
+        level=Level.INTERNAL,
+        compartments=["cyber"],
+        upstream_key=OLD_KEY,
+        now=NOW,
+    )
+    dr.create_principal(
+        "ann",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.CRITICAL,
+        compartments=["bio", "cyber"],
+        now=NOW,
+    )
+    dr.create_principal(
+        "mallory",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.INTERNAL,
+        roles=["security-admin"],
+        now=NOW,
+    )
+    dr.create_principal(
+        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
+    )
+    try:
+        yield dr
+    finally:
+        dr.engine.dispose()
+
+
+def row(d: Directory, table: str, name: str) -> dict[str, Any]:
+    conn = _db(d)
+    conn.row_factory = sqlite3.Row
+    try:
+        found = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
+    finally:
+        conn.close()
+    assert found is not None, name
+    return dict(found)
+
+
+def sql(d: Directory, query: str, *params: Any) -> None:
+    """A direct write: someone else changing the row meanwhile."""
+    conn = _db(d)
+    try:
+        conn.execute(query, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def events(d: Directory, name: str) -> list[dict[str, Any]]:
+    conn = _db(d)
+    try:
+        rows = conn.execute(
+            "SELECT record FROM audit_events WHERE name = ? ORDER BY seq", (name,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [orjson.loads(r[0]) for r in rows]
+
+
+@contextmanager
+def nothing_written(d: Directory, table: str, name: str) -> Iterator[None]:
+    counts = row_counts(d)
+    before = row(d, table, name)
+    yield
+    assert row_counts(d) == counts
+    assert row(d, table, name) == before
+
+
+def key_of(d: Directory, sealer: Sealer, name: str) -> str | None:
+    sealed = row(d, "models", name)["upstream_key_sealed"]
+    return None if sealed is None else sealer.unseal(sealed).reveal()
+
+
+# ── re-pointing a model ────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"upstream_url": ["http://a/v1", "http://b/v1"]},
+        {"upstream_url": ["http://a/v1", "http://a/v2"]},
+        {"upstream_model": ["up-small", "up-large"]},
+        {"api": ["openai", "anthropic"]},
+        {"level": ["internal", "critical"], "api": ["openai", "anthropic"]},
+        # How the credential is sent is two-person too (issue 11, item 3).
+        {"auth_style": ["bearer", "x-api-key"]},
+    ],
+    ids=["url-host", "url-path", "upstream-model", "api", "api-with-a-raise", "auth-style"],
+)
+def test_re_pointing_a_model_is_sensitive(changes: dict[str, Any]) -> None:
+    assert model_change_is_sensitive(changes)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"upstream_key": "replaced"},
+        {"level": ["internal", "critical"]},
+        {"compartments": [["cyber"], ["bio", "cyber"]]},
+    ],
+    ids=["nothing", "key", "raise-level", "add-compartment"],
+)
+def test_other_model_changes_are_not_sensitive(changes: dict[str, Any]) -> None:
+    assert not model_change_is_sensitive(changes)
+
+
+def test_dry_run_of_a_re_pointing_reports_it_and_writes_nothing(staffed: Directory) -> None:
+    with nothing_written(staffed, "models", "gpt"):
+        changes = staffed.update_model("gpt", now=NOW, upstream_model="up-large", dry_run=True)
+    assert changes == {"upstream_model": ["up-small", "up-large"]}
+    assert model_change_is_sensitive(changes)
+
+
+def test_a_new_host_without_a_new_key_drops_the_old_key(staffed: Directory, sealer: Sealer) -> None:
+    assert key_of(staffed, sealer, "gpt") == OLD_KEY
+    changes = staffed.update_model("gpt", now=NOW + 5, upstream_url="https://llm.example.net/v1")
+    assert changes == {
+        "upstream_url": [HERE, "https://llm.example.net/v1"],
+        "upstream_key": "removed (new host)",
+        "auth_style": ["bearer", "none"],
+    }
+    stored = row(staffed, "models", "gpt")
+    assert stored["upstream_key_sealed"] is None
+    assert stored["auth_style"] == "none"
+    assert stored["upstream_url"] == "https://llm.example.net/v1"
+    (event,) = events(staffed, "model.updated")
+    assert event["data"] == {"name": "gpt", "changes": changes}
+    assert event["at"] == NOW + 5
+    assert OLD_KEY.encode() not in orjson.dumps(event)
+
+
+def test_a_dry_run_to_a_new_host_says_the_key_goes(staffed: Directory, sealer: Sealer) -> None:
+    with nothing_written(staffed, "models", "gpt"):
+        changes = staffed.update_model(
+            "gpt", now=NOW, upstream_url="http://10.9.9.9/v1", dry_run=True
+        )
+    assert changes["upstream_key"] == "removed (new host)"
+    assert key_of(staffed, sealer, "gpt") == OLD_KEY
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:10/v1", "http://127.0.0.2:9/v1", "http://localhost:9/v1"],
+    ids=["other-port", "other-address", "other-name"],
+)
+def test_any_other_host_or_port_is_a_new_host(staffed: Directory, url: str) -> None:
+    changes = staffed.update_model("gpt", now=NOW, upstream_url=url)
+    assert changes["upstream_key"] == "removed (new host)"
+    assert row(staffed, "models", "gpt")["upstream_key_sealed"] is None
+
+
+def test_the_same_host_keeps_its_key(staffed: Directory, sealer: Sealer) -> None:
+    changes = staffed.update_model("gpt", now=NOW, upstream_url="http://127.0.0.1:9/v2/")
+    assert changes == {"upstream_url": [HERE, "http://127.0.0.1:9/v2"]}
+    assert key_of(staffed, sealer, "gpt") == OLD_KEY
+    assert row(staffed, "models", "gpt")["auth_style"] == "bearer"
+
+
+def test_a_new_host_with_a_new_key_gets_the_new_key(staffed: Directory, sealer: Sealer) -> None:
+    changes = staffed.update_model(
+        "gpt", now=NOW, upstream_url="https://llm.example.net/v1", upstream_key=NEW_KEY
+    )
+    assert changes == {
+        "upstream_url": [HERE, "https://llm.example.net/v1"],
+        "upstream_key": "replaced",
+    }
+    assert key_of(staffed, sealer, "gpt") == NEW_KEY
+    assert row(staffed, "models", "gpt")["auth_style"] == "bearer"
+
+
+def test_a_new_host_with_an_explicit_auth_style_keeps_that_style(staffed: Directory) -> None:
+    changes = staffed.update_model(
+        "gpt", now=NOW, upstream_url="https://llm.example.net/v1", auth_style=AuthStyle.X_API_KEY
+    )
+    assert changes["upstream_key"] == "removed (new host)"
+    assert changes["auth_style"] == ["bearer", "x-api-key"]
+    stored = row(staffed, "models", "gpt")
+    assert stored["upstream_key_sealed"] is None and stored["auth_style"] == "x-api-key"
+
+
+def test_a_new_host_for_a_keyless_model_changes_only_the_url(staffed: Directory) -> None:
+    staffed.update_model("gpt", now=NOW, clear_upstream_key=True, auth_style=AuthStyle.NONE)
+    changes = staffed.update_model("gpt", now=NOW + 1, upstream_url="https://llm.example.net/v1")
+    assert changes == {"upstream_url": [HERE, "https://llm.example.net/v1"]}
+
+
+# ── compare and set ────────────────────────────────────────────────────────────────────────
+def test_model_raise_that_became_a_lowering_is_refused(staffed: Directory) -> None:
+    preview = staffed.update_model("gpt", now=NOW, level=Level.RESTRICTED, dry_run=True)
+    assert preview == {"level": ["internal", "restricted"]}
+    assert not model_change_is_sensitive(preview)
+    # Meanwhile the model was raised to critical: restricted is now a lowering.
+    sql(staffed, "UPDATE models SET level = ? WHERE name = 'gpt'", int(Level.CRITICAL))
+    with nothing_written(staffed, "models", "gpt"), pytest.raises(Conflict) as raised:
+        staffed.update_model("gpt", now=NOW + 1, level=Level.RESTRICTED, forbid_sensitive=True)
+    assert raised.value.status == 409
+    assert events(staffed, "model.updated") == []
+
+
+def test_model_compartment_addition_that_became_a_removal_is_refused(staffed: Directory) -> None:
+    preview = staffed.update_model("gpt", now=NOW, compartments=["bio", "cyber"], dry_run=True)
+    assert not model_change_is_sensitive(preview)
+    sql(staffed, "UPDATE models SET compartments = '[\"cyber\",\"nuclear\"]' WHERE name = 'gpt'")
+    with nothing_written(staffed, "models", "gpt"), pytest.raises(Conflict):
+        staffed.update_model(
+            "gpt", now=NOW + 1, compartments=["bio", "cyber"], forbid_sensitive=True
+        )
+
+
+@pytest.mark.parametrize(
+    ("field", "column", "value", "meanwhile"),
+    [
+        ("upstream_url", "upstream_url", HERE, "http://127.0.0.1:9/v9"),
+        ("upstream_model", "upstream_model", "up-small", "up-other"),
+        ("api", "api", UpstreamApi.OPENAI, "anthropic"),
+    ],
+    ids=["url", "upstream-model", "api"],
+)
+def test_model_no_op_that_became_a_re_pointing_is_refused(
+    staffed: Directory, field: str, column: str, value: Any, meanwhile: str
+) -> None:
+    # Judged: setting the field to what it is (plus a harmless raise) — nothing sensitive.
+    kw = {field: value, "level": Level.RESTRICTED}
+    preview = staffed.update_model("gpt", now=NOW, dry_run=True, **kw)
+    assert preview == {"level": ["internal", "restricted"]}
+    # Meanwhile the model was re-pointed: the same request would now point it back.
+    sql(staffed, f"UPDATE models SET {column} = ? WHERE name = 'gpt'", meanwhile)  # noqa: S608
+    with nothing_written(staffed, "models", "gpt"), pytest.raises(Conflict):
+        staffed.update_model("gpt", now=NOW + 1, forbid_sensitive=True, **kw)
+
+
+def test_model_change_still_harmless_is_applied(staffed: Directory, sealer: Sealer) -> None:
+    changes = staffed.update_model(
+        "gpt",
+        now=NOW,
+        level=Level.CRITICAL,
+        compartments=["bio", "cyber"],
+        upstream_key=NEW_KEY,
+        forbid_sensitive=True,
+    )
+    assert changes == {
+        "level": ["internal", "critical"],
+        "compartments": [["cyber"], ["bio", "cyber"]],
+        "upstream_key": "replaced",
+    }
+    assert key_of(staffed, sealer, "gpt") == NEW_KEY
+
+
+def test_forbid_sensitive_refuses_a_re_pointing_outright(staffed: Directory) -> None:
+    with nothing_written(staffed, "models", "gpt"), pytest.raises(Conflict):
+        staffed.update_model("gpt", now=NOW, upstream_model="up-large", forbid_sensitive=True)

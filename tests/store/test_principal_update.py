@@ -17,10 +17,13 @@ import orjson
 import pytest
 
 from garrison.bootstrap import Initialized, init, open_directory
-from garrison.domain import Level, PrincipalKind, Status, VendorStatus
-from garrison.errors import BadRequest
+from garrison.domain import AuthStyle, Level, PrincipalKind, Status, UpstreamApi, VendorStatus
+from garrison.errors import BadRequest, Conflict
+from garrison.keyring import Sealer
 from garrison.store import Directory
+from garrison.store.changes import principal_change_is_sensitive
 from tests.support.db import connect as _db
+from tests.support.db import row_counts
 from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
@@ -231,7 +234,6 @@ def test_principal_can_be_named_by_id(d: Directory) -> None:
 
 
 def test_the_change_is_in_the_snapshot(d: Directory, initialized: Initialized) -> None:
-    from garrison.keyring import Sealer
     from garrison.store import load_snapshot
 
     d.update_principal("alice", now=NOW, clearance=Level.RESTRICTED, compartments=["cyber"])
@@ -559,3 +561,150 @@ def test_a_disabled_principal_above_a_lowered_ceiling_can_lose_its_role(
     the ceiling (which only grows more true) must not stand in the way."""
     d = above_lowered_ceiling
     assert d.update_principal("vic", now=NOW, roles=[]) == {"roles": [["vendor-manager"], []]}
+
+
+OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
+
+
+HERE = "http://127.0.0.1:9/v1"
+
+
+@pytest.fixture
+def staffed(initialized: Initialized) -> Iterator[Directory]:
+    """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
+    [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
+    dr = open_directory(initialized.settings, actor="test")
+    dr.create_model(
+        "gpt",
+        upstream_url=HERE,
+        upstream_model="up-small",
+        api=UpstreamApi.OPENAI,
+        auth_style=AuthStyle.BEARER,
+        level=Level.INTERNAL,
+        compartments=["cyber"],
+        upstream_key=OLD_KEY,
+        now=NOW,
+    )
+    dr.create_principal(
+        "ann",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.CRITICAL,
+        compartments=["bio", "cyber"],
+        now=NOW,
+    )
+    dr.create_principal(
+        "mallory",
+        org="internal",
+        kind=PrincipalKind.HUMAN,
+        clearance=Level.INTERNAL,
+        roles=["security-admin"],
+        now=NOW,
+    )
+    dr.create_principal(
+        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
+    )
+    try:
+        yield dr
+    finally:
+        dr.engine.dispose()
+
+
+def row(d: Directory, table: str, name: str) -> dict[str, Any]:
+    conn = _db(d)
+    conn.row_factory = sqlite3.Row
+    try:
+        found = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
+    finally:
+        conn.close()
+    assert found is not None, name
+    return dict(found)
+
+
+def sql(d: Directory, query: str, *params: Any) -> None:
+    """A direct write: someone else changing the row meanwhile."""
+    conn = _db(d)
+    try:
+        conn.execute(query, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def event_records(d: Directory, name: str) -> list[dict[str, Any]]:
+    conn = _db(d)
+    try:
+        rows = conn.execute(
+            "SELECT record FROM audit_events WHERE name = ? ORDER BY seq", (name,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [orjson.loads(r[0]) for r in rows]
+
+
+@contextmanager
+def nothing_written(d: Directory, table: str, name: str) -> Iterator[None]:
+    counts = row_counts(d)
+    before = row(d, table, name)
+    yield
+    assert row_counts(d) == counts
+    assert row(d, table, name) == before
+
+
+# ── compare and set ────────────────────────────────────────────────────────────────────────
+def test_principal_lowering_that_became_a_raise_is_refused(staffed: Directory) -> None:
+    # Judged: critical → restricted, a lowering, applied at once by one admin.
+    preview = staffed.update_principal("ann", now=NOW, clearance=Level.RESTRICTED, dry_run=True)
+    assert preview == {"clearance": ["critical", "restricted"]}
+    assert not principal_change_is_sensitive(preview)
+    # Meanwhile someone lowers ann to internal: the same request is now a raise.
+    sql(staffed, "UPDATE principals SET clearance = ? WHERE name = 'ann'", int(Level.INTERNAL))
+    with nothing_written(staffed, "principals", "ann"), pytest.raises(Conflict) as raised:
+        staffed.update_principal(
+            "ann", now=NOW + 1, clearance=Level.RESTRICTED, forbid_sensitive=True
+        )
+    assert raised.value.status == 409
+    assert "two admins" in str(raised.value)
+    assert row(staffed, "principals", "ann")["clearance"] == int(Level.INTERNAL)
+    assert event_records(staffed, "principal.updated") == []
+
+
+def test_principal_compartment_removal_that_became_an_addition_is_refused(
+    staffed: Directory,
+) -> None:
+    preview = staffed.update_principal("ann", now=NOW, compartments=["cyber"], dry_run=True)
+    assert preview == {"compartments": [["bio", "cyber"], ["cyber"]]}
+    assert not principal_change_is_sensitive(preview)
+    sql(staffed, "UPDATE principals SET compartments = '[\"bio\"]' WHERE name = 'ann'")
+    with nothing_written(staffed, "principals", "ann"), pytest.raises(Conflict):
+        staffed.update_principal("ann", now=NOW + 1, compartments=["cyber"], forbid_sensitive=True)
+
+
+def test_principal_role_removal_that_became_an_addition_is_refused(staffed: Directory) -> None:
+    staffed.update_principal("vic", now=NOW, roles=["auditor", "approver"])
+    preview = staffed.update_principal("vic", now=NOW, roles=["auditor"], dry_run=True)
+    assert not principal_change_is_sensitive(preview)
+    sql(staffed, "UPDATE principals SET roles = '[]' WHERE name = 'vic'")
+    with nothing_written(staffed, "principals", "vic"), pytest.raises(Conflict):
+        staffed.update_principal("vic", now=NOW + 1, roles=["auditor"], forbid_sensitive=True)
+
+
+def test_principal_change_still_harmless_is_applied(staffed: Directory) -> None:
+    sql(staffed, "UPDATE principals SET clearance = ? WHERE name = 'ann'", int(Level.RESTRICTED))
+    changes = staffed.update_principal(
+        "ann", now=NOW, clearance=Level.INTERNAL, compartments=[], forbid_sensitive=True
+    )
+    assert changes == {
+        "clearance": ["restricted", "internal"],
+        "compartments": [["bio", "cyber"], []],
+    }
+    assert row(staffed, "principals", "ann")["clearance"] == int(Level.INTERNAL)
+
+
+def test_forbid_sensitive_refuses_a_raise_outright(staffed: Directory) -> None:
+    with nothing_written(staffed, "principals", "vic"), pytest.raises(Conflict):
+        staffed.update_principal("vic", now=NOW, clearance=Level.CRITICAL, forbid_sensitive=True)
+    # Without it (the approved, two-person path), the same change applies.
+    assert staffed.update_principal("vic", now=NOW, clearance=Level.CRITICAL) == {
+        "clearance": ["internal", "critical"]
+    }

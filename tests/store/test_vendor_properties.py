@@ -101,8 +101,10 @@ principal_index = st.integers(min_value=0, max_value=7)
 # so that sequences get far enough to fill seats, issue keys and change status; the rest are
 # the out-of-bounds requests the rules must refuse.
 person_levels = st.sampled_from([Level.PUBLIC, Level.PUBLIC, Level.INTERNAL, *Level])
-person_compartments = st.one_of(st.just(frozenset()), compartment_sets)
-key_networks = st.one_of(
+person_compartments: st.SearchStrategy[frozenset[str]] = st.one_of(
+    st.just(frozenset()), compartment_sets
+)
+key_networks: st.SearchStrategy[list[str]] = st.one_of(
     st.just([]),
     st.just([]),
     st.lists(st.sampled_from(KEY_NETWORK_POOL), min_size=1, max_size=2, unique=True),

@@ -1,4 +1,5 @@
-"""Calling the admin API of a running ``World`` in tests, and making admins to call it as."""
+"""Calling the admin API of a running ``World`` in tests, and making admins to call it as;
+``Admins`` is the two-admin scene of the ``admins`` fixture (tests/admin/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import itertools
 import sqlite3
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -115,3 +117,34 @@ async def invite_and_enroll(
     return await admin_call(
         world, None, "POST", "/enroll", body, local_addr=f"127.1.{n // 250 % 250}.{n % 250 + 1}"
     )
+
+
+@dataclass
+class Admins:
+    world: World
+    sec_2: str  # a second security-admin
+    ivan: str  # cleared critical, no roles
+
+    @property
+    def admin(self) -> str:
+        return self.world.admin_key
+
+    async def ok(self, key: str, method: str, path: str, body: Any = None, want: int = 200) -> Any:
+        status, answer = await admin_call(self.world, key, method, path, body)
+        assert status == want, (method, path, status, answer)
+        return answer
+
+    async def refused(
+        self, key: str, method: str, path: str, body: Any = None, *, status: int
+    ) -> dict[str, Any]:
+        got, answer = await admin_call(self.world, key, method, path, body)
+        assert got == status, (method, path, got, answer)
+        assert set(answer) == {"error"}, answer
+        return dict(answer["error"])
+
+    def principal(self, name: str) -> Any:
+        snap = self.world.gateway.state.snapshot
+        return next((p for p in snap.principals.values() if p.name == name), None)
+
+    def model(self, name: str) -> Any:
+        return self.world.gateway.state.snapshot.models[name]

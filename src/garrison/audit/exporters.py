@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -47,15 +47,16 @@ class JsonlExporter:
 class SyslogExporter:
     """RFC 5424 messages over UDP (``APP-NAME`` garrison, ``MSGID`` audit)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, clock: Callable[[], float] = time.time) -> None:
         self._address = (host, port)
+        self._clock = clock  # the message's TIMESTAMP
         self._sock = socket.socket(
             socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM
         )
         self._hostname = socket.gethostname()
 
     def export(self, records: Sequence[bytes]) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
         header = f"<{SYSLOG_PRI}>1 {stamp} {self._hostname} garrison - audit - ".encode()
         for record in records:
             self._sock.sendto((header + record)[:SYSLOG_MAX_BYTES], self._address)

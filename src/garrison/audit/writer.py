@@ -88,11 +88,14 @@ class AuditLog:
         queue_max: int = AUDIT_QUEUE_MAX,
         append_timeout: float = AUDIT_APPEND_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sink = sink
         self._queue_max = queue_max
         self._append_timeout = append_timeout
         self._clock = clock
+        # Append deadlines and the lazy flush (injected: a test decides when time passes).
+        self._monotonic = monotonic
         self._cv = threading.Condition()
         self._pending: list[_Item] = []
         self._urgent = 0
@@ -149,7 +152,7 @@ class AuditLog:
         future: asyncio.Future[None] = loop.create_future()
         self._put(_Item(prepared, future), urgent=True)
         # One watchdog times out every waiter (a timer per call costs more than the append).
-        self._waiters[future] = time.monotonic() + self._append_timeout
+        self._waiters[future] = self._monotonic() + self._append_timeout
         if self._watchdog is None:
             self._watchdog = loop.create_task(self._watch(), name="garrison-audit-watchdog")
         try:
@@ -160,7 +163,7 @@ class AuditLog:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(AUDIT_WATCHDOG_S)
-            now = time.monotonic()
+            now = self._monotonic()
             late = [f for f, deadline in self._waiters.items() if deadline <= now]
             for future in late:
                 self._waiters.pop(future, None)
@@ -181,7 +184,7 @@ class AuditLog:
             if len(self._pending) >= self._queue_max:
                 raise AuditUnavailable(f"audit queue full ({self._queue_max} events)")
             if not self._pending:
-                self._oldest = time.monotonic()
+                self._oldest = self._monotonic()
             self._pending.append(item)
             if urgent:
                 self._urgent += 1
@@ -197,7 +200,7 @@ class AuditLog:
                 if self._pending and (self._urgent or self._closing):
                     break
                 if self._pending:
-                    remaining = self._oldest + AUDIT_LAZY_FLUSH_S - time.monotonic()
+                    remaining = self._oldest + AUDIT_LAZY_FLUSH_S - self._monotonic()
                     if remaining <= 0:
                         break
                     self._cv.wait(remaining)
@@ -216,7 +219,7 @@ class AuditLog:
             rest = self._pending[AUDIT_BATCH_MAX:]
             self._pending = rest
             self._urgent = sum(1 for item in rest if item.future is not None)
-            self._oldest = time.monotonic()
+            self._oldest = self._monotonic()
             return batch
 
     def _run(self) -> None:

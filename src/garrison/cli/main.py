@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +57,6 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GarrisonError as exc:
             _fail(str(exc), exits.for_error(exc))
-
-
-def _time(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @click.group(cls=_Group)

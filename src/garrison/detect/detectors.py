@@ -2,22 +2,32 @@
 state (windows, baselines) lives in the instance; thresholds and windows come from its rule.
 
 ``Facts`` is the read-only directory view a detector may consult (is this key a canary,
-when was it created, which org is a principal in) — the gateway's current snapshot.
+when was it created, which org is a principal in): only the credentials and principals, so
+the gateway's current snapshot satisfies it, and so does any object holding those two maps.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from garrison.detect import rules as r
 from garrison.detect.observation import Finding, Obs, network_of
-from garrison.domain import PrincipalKind
-from garrison.store.snapshot import Snapshot
+from garrison.domain import Credential, Principal, PrincipalKind
 
-Facts = Snapshot
+
+class Facts(Protocol):
+    """The directory facts detectors read (a ``garrison.domain.snapshot.Snapshot`` has them)."""
+
+    @property
+    def credentials(self) -> Mapping[str, Credential]: ...
+
+    @property
+    def principals(self) -> Mapping[str, Principal]: ...
+
+
 # Evidence indices kept per finding: enough to point an investigator at the events.
 EVIDENCE_MAX = 20
 # Refusals on the data plane and on the admin API (key guessing there counts as much).

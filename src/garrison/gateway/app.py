@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 
 from garrison.admin.shape import ADMIN_PREFIX, admin_error_body
 from garrison.audit import AuditEvent, EventName
-from garrison.domain import Model, Principal, Reason, UpstreamApi, VendorTerms
+from garrison.domain import Model, Principal, Reason, UpstreamApi
 from garrison.errors import (
     AuditRecordInvalid,
     AuditUnavailable,
@@ -991,11 +991,6 @@ async def _end_stream(
 
 
 # ── models list, health ────────────────────────────────────────────────────────────────────
-def _vendor_of(principal: Principal, state: GatewayState) -> VendorTerms | None:
-    org = state.snapshot.orgs.get(principal.org_id)
-    return org.vendor if org is not None else None
-
-
 def _decide(
     state: GatewayState,
     principal: Principal,

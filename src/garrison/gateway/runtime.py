@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from garrison.admin.api import AdminBackend
-from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
+from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import (
     Exporter,
@@ -29,7 +29,9 @@ from garrison.audit.exporters import (
     SyslogExporter,
     parse_syslog_address,
 )
+from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.witness import DirectoryWitness
+from garrison.audit.writer import AuditLog
 from garrison.config import Settings, parse_listen
 from garrison.detect.observation import Finding, Severity
 from garrison.detect.rules import RuleSet

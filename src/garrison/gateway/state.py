@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from garrison.audit import AuditLog
+from garrison.audit.writer import AuditLog
 from garrison.detect.patterns import Matcher
 from garrison.domain import Network
 from garrison.gateway.admission_limits import Admission

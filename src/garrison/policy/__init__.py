@@ -1,5 +1,5 @@
-"""Authorisation decisions. Pure: directory objects and the clock in, a decision out."""
+"""Authorisation decisions. Pure: directory objects and the clock in, a decision out.
 
-from garrison.policy.decide import Decision, decide
-
-__all__ = ["Decision", "decide"]
+The decision engine is ``garrison.policy.engine`` (Cedar); ``reference`` is the plain-Python
+model it is checked against.
+"""

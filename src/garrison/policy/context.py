@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from garrison.domain import Credential, Level, Model, Principal, PrincipalKind, VendorStatus
+from garrison.domain.snapshot import Snapshot
 from garrison.policy.engine import Context
-from garrison.store.snapshot import Snapshot
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -76,11 +76,6 @@ def org_of(conn: sa.Connection, kind: str, ref: str) -> str | None:
     return None if value is None else str(value)
 
 
-def sponsored_vendors(conn: sa.Connection, principal_id: str) -> set[str]:
-    rows = conn.execute(sa.select(o.c.id).where(o.c.sponsor_id == principal_id))
-    return {r.id for r in rows}
-
-
 def list_orgs(conn: sa.Connection, orgs: Collection[str] | None = None) -> list[dict[str, Any]]:
     stmt = sa.select(o).where(_in_scope(o.c.id, orgs)).order_by(o.c.name)
     return [

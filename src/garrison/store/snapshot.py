@@ -1,14 +1,15 @@
-"""The immutable in-memory view of the directory that the data plane reads.
+"""Building the immutable in-memory view of the directory that the data plane reads.
 
 Built in one read transaction; swapped in whole. The hot path never touches the database.
+The frozen ``Snapshot`` type lives in ``garrison.domain.snapshot``; it is re-exported here
+only as a temporary shim for modules not yet moved to the domain import (issue 15).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -30,9 +31,10 @@ from garrison.domain import (
     UpstreamApi,
 )
 from garrison.domain.access import Grant
-from garrison.domain.locks import EMPTY_LOCKS, Lock, LockKind, LockSet
+from garrison.domain.locks import Lock, LockKind, LockSet
 from garrison.domain.networks import parse_network
 from garrison.domain.request_fields import extra_field_allowed
+from garrison.domain.snapshot import Snapshot as Snapshot  # temporary re-export (issue 15)
 from garrison.domain.upstream_tls import parse_upstream_tls
 from garrison.keyring import Sealer
 from garrison.store import schema
@@ -40,32 +42,6 @@ from garrison.store.key_containment import successors
 
 # Expired grants are dropped from the snapshot only this long after they end.
 GRANT_MEMORY_S = 7 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    version: int
-    orgs: MappingProxyType[str, Org]
-    principals: MappingProxyType[str, Principal]
-    credentials: MappingProxyType[str, Credential]
-    models: MappingProxyType[str, Model]  # by client-facing name
-    locks: LockSet = EMPTY_LOCKS  # unlifted locks (expired ones still listed; they check)
-    # Unrevoked, unexpired grants by (principal id, model id).
-    grants: Mapping[tuple[str, str], tuple[Grant, ...]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-    # The organisation's policy set in force (Cedar text) and its version (0: none).
-    policy_version: int = 0
-    policy_text: str = ""
-
-    def has_grant(self, principal_id: str, model_id: str, now: float) -> bool:
-        found = self.grants.get((principal_id, model_id))
-        return found is not None and any(g.active(now) for g in found)
-
-    @classmethod
-    def empty(cls) -> Snapshot:
-        empty: MappingProxyType[str, Any] = MappingProxyType({})
-        return cls(0, empty, empty, empty, empty)
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:

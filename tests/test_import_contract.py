@@ -1,0 +1,258 @@
+"""The layering rules of DESIGN.md, checked on the source: module-level imports, read with
+``ast`` over ``src/garrison`` (imports inside functions and under ``if TYPE_CHECKING:`` do
+not run at import time and are not counted).
+
+Rules:
+
+1. no import cycles between packages;
+2. the pure cores (``domain``, ``policy``, ``detect`` and the pure core of ``audit``) import
+   no ``store``, ``gateway`` or ``admin`` module, and no module of the audit storage side;
+3. the data plane (``gateway``) and the admin plane (``admin``) do not import each other.
+
+``audit`` counts as two components, its pure core and its storage side (DESIGN.md: "a pure
+core … and its storage side"): the storage side may use the store's SQLite settings while
+the store writes audit events with the pure core, and that is no cycle.
+
+Where the code breaks a rule today and the fix belongs to the planes split (issue 15 section
+3: one composition root, a shared HTTP edge), the exact violating imports are listed below as
+a ratchet: a new violation fails, and so does a listed one that is gone, until it is removed
+from the list. The lists may only shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "garrison"
+
+PURE = frozenset({"domain", "policy", "detect", "audit"})
+IO_PLANES = frozenset({"store", "gateway", "admin"})
+AUDIT_STORAGE = "audit-storage"
+# The audit log's storage side: SQLite, the writer thread, files on disk, exporters.
+AUDIT_STORAGE_MODULES = frozenset(
+    {
+        "garrison.audit.exporters",
+        "garrison.audit.parallel_verify",
+        "garrison.audit.sqlite_reader",
+        "garrison.audit.sqlite_sink",
+        "garrison.audit.witness",
+        "garrison.audit.writer",
+    }
+)
+
+Edge = tuple[str, str]  # (importing module, imported module)
+
+# Ratchet, rule 1: imports inside the cycles between packages today. ``gateway`` and
+# ``admin`` import each other (rule 3 too), and ``config`` reads the gateway's limits while
+# the gateway's runtime reads the config: the composition root and the shared HTTP edge of
+# issue 15 section 3 remove both.
+KNOWN_CYCLE_EDGES: frozenset[Edge] = frozenset(
+    {
+        ("garrison.admin.api", "garrison.gateway.app"),
+        ("garrison.admin.api", "garrison.gateway.state"),
+        ("garrison.admin.base", "garrison.gateway.state"),
+        ("garrison.admin.metrics", "garrison.gateway.state"),
+        ("garrison.config", "garrison.gateway.client_address"),
+        ("garrison.config", "garrison.gateway.limits"),
+        ("garrison.config", "garrison.gateway.state"),
+        ("garrison.gateway.app", "garrison.admin.shape"),
+        ("garrison.gateway.connections", "garrison.admin.shape"),
+        ("garrison.gateway.metrics_listener", "garrison.admin.metrics"),
+        ("garrison.gateway.metrics_listener", "garrison.config"),
+        ("garrison.gateway.runtime", "garrison.admin.api"),
+        ("garrison.gateway.runtime", "garrison.config"),
+    }
+)
+# Ratchet, rule 2: none left.
+KNOWN_PURE_EDGES: frozenset[Edge] = frozenset()
+# Ratchet, rule 3: the planes import each other (issue 15 section 3).
+KNOWN_PLANE_EDGES: frozenset[Edge] = frozenset(
+    {
+        ("garrison.admin.api", "garrison.gateway.app"),
+        ("garrison.admin.api", "garrison.gateway.state"),
+        ("garrison.admin.base", "garrison.gateway.state"),
+        ("garrison.admin.metrics", "garrison.gateway.state"),
+        ("garrison.gateway.app", "garrison.admin.shape"),
+        ("garrison.gateway.connections", "garrison.admin.shape"),
+        ("garrison.gateway.metrics_listener", "garrison.admin.metrics"),
+        ("garrison.gateway.runtime", "garrison.admin.api"),
+    }
+)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import statements that run when the module is imported (not those in functions)."""
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                yield from _runtime_imports(node.body)
+            yield from _runtime_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody):
+                yield from _runtime_imports(block)
+            for handler in node.handlers:
+                yield from _runtime_imports(handler.body)
+        elif isinstance(node, ast.With):
+            yield from _runtime_imports(node.body)
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The Garrison modules ``name`` imports at module level."""
+    found: set[str] = set()
+    is_package = path.name == "__init__.py"
+    for node in _runtime_imports(ast.parse(path.read_text(), str(path)).body):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+            continue
+        if node.level:
+            base = name.split(".") if is_package else name.split(".")[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join([*base, *([node.module] if node.module else [])])
+        else:
+            target = node.module or ""
+        found.add(target)
+        # ``from garrison.store import schema`` imports the module garrison.store.schema.
+        found.update(f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules)
+    return {m for m in found if m in modules}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = all_modules()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def component(module: str) -> str:
+    """The package a module belongs to (top-level modules are their own component)."""
+    if module in AUDIT_STORAGE_MODULES:
+        return AUDIT_STORAGE
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "garrison"
+
+
+def cross_edges(graph: dict[str, set[str]]) -> set[Edge]:
+    return {(a, b) for a, targets in graph.items() for b in targets if component(a) != component(b)}
+
+
+def cycle_components(edges: set[Edge]) -> list[set[str]]:
+    """Strongly connected sets of two or more components (Tarjan's algorithm)."""
+    succ: dict[str, set[str]] = {}
+    for a, b in edges:
+        succ.setdefault(component(a), set()).add(component(b))
+        succ.setdefault(component(b), set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(succ[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            members: set[str] = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                members.add(w)
+                if w == v:
+                    break
+            if len(members) > 1:
+                found.append(members)
+
+    for v in sorted(succ):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def cycle_edges(edges: set[Edge]) -> set[Edge]:
+    cycles = cycle_components(edges)
+    return {
+        (a, b) for a, b in edges if any(component(a) in c and component(b) in c for c in cycles)
+    }
+
+
+def pure_edges(edges: set[Edge]) -> set[Edge]:
+    bad = IO_PLANES | {AUDIT_STORAGE}
+    return {(a, b) for a, b in edges if component(a) in PURE and component(b) in bad}
+
+
+def plane_edges(edges: set[Edge]) -> set[Edge]:
+    planes = {"gateway", "admin"}
+    return {(a, b) for a, b in edges if {component(a), component(b)} == planes}
+
+
+def test_the_analysis_reads_module_level_imports() -> None:
+    graph = import_graph()
+    assert "garrison.store.db" in graph["garrison.audit.sqlite_sink"]
+    assert (
+        "garrison.store.schema" in graph["garrison.store.snapshot"]
+    )  # from garrison.store import schema
+    assert graph["garrison.audit"] == {"garrison.audit.events"}  # TYPE_CHECKING imports skipped
+
+
+def test_no_new_import_cycle_between_packages() -> None:
+    found = cycle_edges(cross_edges(import_graph()))
+    assert found - KNOWN_CYCLE_EDGES == set(), "a new import cycle between packages"
+    assert KNOWN_CYCLE_EDGES - found == set(), "gone: remove these from KNOWN_CYCLE_EDGES"
+
+
+def test_pure_cores_import_no_store_gateway_admin_or_audit_storage() -> None:
+    found = pure_edges(cross_edges(import_graph()))
+    assert found - KNOWN_PURE_EDGES == set()
+    assert KNOWN_PURE_EDGES - found == set(), "gone: remove these from KNOWN_PURE_EDGES"
+
+
+def test_data_plane_and_admin_plane_do_not_import_each_other() -> None:
+    found = plane_edges(cross_edges(import_graph()))
+    assert found - KNOWN_PLANE_EDGES == set(), "a new import between the planes"
+    assert KNOWN_PLANE_EDGES - found == set(), "gone: remove these from KNOWN_PLANE_EDGES"
+
+
+def test_the_audit_storage_list_names_real_modules() -> None:
+    assert set(all_modules()) >= AUDIT_STORAGE_MODULES
+
+
+def test_a_cycle_is_found_and_each_rule_can_fail() -> None:
+    """The checks are not vacuous: made-up imports break each rule."""
+    edges = {
+        ("garrison.detect.engine", "garrison.store.db"),
+        ("garrison.store.db", "garrison.detect.rules"),
+        ("garrison.gateway.app", "garrison.admin.api"),
+    }
+    assert cycle_edges(edges) == {
+        ("garrison.detect.engine", "garrison.store.db"),
+        ("garrison.store.db", "garrison.detect.rules"),
+    }
+    assert pure_edges(edges) == {("garrison.detect.engine", "garrison.store.db")}
+    assert plane_edges(edges) == {("garrison.gateway.app", "garrison.admin.api")}
+    assert pure_edges({("garrison.audit.verify", "garrison.audit.sqlite_reader")})
