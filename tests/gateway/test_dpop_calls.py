@@ -231,3 +231,24 @@ async def test_the_admin_api_takes_a_bound_token(world: World) -> None:
     await world.settle()
     denied = [e for e in world.events("admin.denied") if e["request_id"] == reply.request_id]
     assert [e["data"]["reasons"] for e in denied] == [[Reason.DPOP_MISSING.value]]
+
+
+async def test_a_call_in_flight_ends_when_its_token_expires(world: World) -> None:
+    from garrison.gateway.containment import _withdrawn
+    from garrison.identity.access_tokens import verify_access_token
+
+    key = generate_proof_key()
+    token = token_for(world, "carol", key)
+    tokens = world.gateway.state.tokens
+    assert tokens is not None
+    session = verify_access_token(tokens.signer.keys, token, now=time.time())
+
+    @dataclass
+    class LiveCall:
+        session: SessionClaims
+        credential_id: str = "s-carol"
+        model: str = "assistant"
+
+    snap = world.gateway.state.snapshot
+    assert _withdrawn(snap, LiveCall(session), session.expires_at - 1) is None
+    assert _withdrawn(snap, LiveCall(session), session.expires_at) is Reason.TOKEN_EXPIRED
