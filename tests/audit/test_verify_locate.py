@@ -7,17 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from garrison.audit import AuditEvent, EventName, verify  # verify: the module (MAX_LOCATED)
-from garrison.audit.checkpoint import GENESIS_PREV, Signer, create_signing_key
+from garrison.audit.checkpoint import GENESIS_PREV, Checkpoint, Signer, create_signing_key
 from garrison.audit.merkle import CompactTree, leaf_hash
-from garrison.audit.verify import verify_log
+from garrison.audit.verify import VerifyReport, verify_log
 
 EVENTS = 40
 SIGNED_AT = (16, 29, 40)  # checkpoint sizes: ranges [0,16), [16,29), [29,40)
 
 
-def _log(tmp_path: Path) -> tuple[list[bytes], list, dict, bytes]:
+def _log(
+    tmp_path: Path,
+) -> tuple[list[bytes], list[Checkpoint], dict[str, Ed25519PublicKey], bytes]:
     keys = tmp_path / "keys"
     keys.mkdir(mode=0o700)
     create_signing_key(keys)
@@ -27,7 +30,7 @@ def _log(tmp_path: Path) -> tuple[list[bytes], list, dict, bytes]:
         for i in range(EVENTS)
     ]
     tree = CompactTree()
-    checkpoints = []
+    checkpoints: list[Checkpoint] = []
     prev = GENESIS_PREV
     for i, record in enumerate(records):
         tree.append(leaf_hash(record))
@@ -43,7 +46,12 @@ def _forge(records: list[bytes], index: int) -> None:
     records[index] = records[index].replace(b'"r', b'"x', 1)
 
 
-def _run(records: list[bytes], checkpoints: list, keys: dict, leaves: bytes | None):
+def _run(
+    records: list[bytes],
+    checkpoints: list[Checkpoint],
+    keys: dict[str, Ed25519PublicKey],
+    leaves: bytes | None,
+) -> VerifyReport:
     rows = [(i + 1, r, leaf_hash(r)) for i, r in enumerate(records)]  # hashes recomputed
     return verify_log(
         iter(rows),

@@ -17,6 +17,8 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 import garrison.client
 from garrison.identity.access_tokens import SessionClaims, issue_access_token
@@ -27,7 +29,9 @@ from tests.support.world import World
 
 pytestmark = pytest.mark.e2e
 
-USER = [{"role": "user", "content": "Summarise the design doc."}]
+ASK = "Summarise the design doc."
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": ASK}]
+CLAUDE_USER: list[MessageParam] = [{"role": "user", "content": ASK}]
 
 
 def session_file(world: World, where: Path, principal_id: str, *, token: str | None = None) -> Path:
@@ -117,7 +121,7 @@ async def test_a_bound_token_works_only_with_its_key_and_a_lock_cuts_the_stream(
             http_client=garrison.client.http_client(laptop),
         ) as claude:
             message = await asyncio.to_thread(
-                claude.messages.create, model="claude", max_tokens=16, messages=USER
+                claude.messages.create, model="claude", max_tokens=16, messages=CLAUDE_USER
             )
             assert message.content
 

@@ -9,15 +9,15 @@ import dataclasses
 import os
 import ssl
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 import httpx
 import openai
 import pytest
 
 from garrison.errors import ConfigError
-from garrison.gateway import tls as tls_module
 from garrison.gateway.runtime import Gateway
 from garrison.gateway.tls import (
     MIN_TLS_VERSION,
@@ -31,17 +31,25 @@ from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
 
-MakeWorld = Callable[..., Awaitable[World]]
+
+class MakeWorld(Protocol):
+    """Starts a world whose gateway serves HTTPS with the given pair."""
+
+    async def __call__(self, *, tls_cert_file: Path, tls_key_file: Path) -> World: ...
 
 
 @pytest.fixture
 async def make_world(tmp_path: Path) -> AsyncIterator[MakeWorld]:
     worlds: list[World] = []
 
-    async def make(**settings: object) -> World:
+    async def make(*, tls_cert_file: Path, tls_key_file: Path) -> World:
         world = await start_world(tmp_path / f"w{len(worlds)}")
         await world.gateway.stop()
-        world.gateway = Gateway(dataclasses.replace(world.settings, **settings))
+        world.gateway = Gateway(
+            dataclasses.replace(
+                world.settings, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file
+            )
+        )
         worlds.append(world)
         await world.gateway.start()
         return world
@@ -87,7 +95,9 @@ async def test_openai_sdk_over_https(make_world: MakeWorld, ca: Ca, tmp_path: Pa
         client = openai.AsyncOpenAI(
             base_url=f"https://127.0.0.1:{world.gateway.port}/v1",
             api_key=world.keys["alice"],
-            http_client=http,
+            # The SDK takes an httpx.AsyncClient at run time (its legacy-httpx branch), but
+            # its annotation names only httpx2.AsyncClient.
+            http_client=http,  # type: ignore[arg-type]
             max_retries=0,
         )
         answer = await client.chat.completions.create(
@@ -241,12 +251,19 @@ def test_unreadable_is_reported_as_permission_denied(
     cert, key = _pair(ca, tmp_path)
     real_open = Path.open
 
-    def refuse(self: Path, *args: object, **kw: object) -> object:
+    def refuse(
+        self: Path,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> IO[Any]:
         if self == key:
             raise PermissionError(13, "Permission denied")
-        return real_open(self, *args, **kw)  # type: ignore[arg-type]
+        return real_open(self, mode, buffering, encoding, errors, newline)
 
-    monkeypatch.setattr(tls_module.Path, "open", refuse)
+    monkeypatch.setattr(Path, "open", refuse)  # the class garrison.gateway.tls opens with
     assert _start_error(cert, key) == (
         f"[gateway] tls_key_file {key}: cannot be read (permission denied)"
     )

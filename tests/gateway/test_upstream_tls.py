@@ -20,7 +20,6 @@ from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, Model, UpstreamApi
 from garrison.domain.upstream_tls import TLS_PATH_MAX_CHARS, UpstreamTls
-from garrison.gateway import upstream_tls as upstream_tls_module
 from garrison.gateway.upstream_tls import (
     MAX_UPSTREAM_TLS_CONTEXTS,
     UPSTREAM_TLS_CHECK_S,
@@ -337,7 +336,7 @@ def test_changed_files_are_picked_up_after_the_check_interval(
     pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(upstream_tls_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])  # the cache's clock
     ca_file = tmp_path / "rotating-ca.pem"
     ca_file.write_bytes(pki.server_ca.file.read_bytes())
     model = dataclasses.replace(_MODEL, upstream_tls=UpstreamTls(ca_file=str(ca_file)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from garrison.admin.session_api import may_assert, nonce_names_key, session_roles
-from garrison.config import load_settings
+from garrison.config import Settings, load_settings
 from garrison.domain import Org, OrgKind
 from garrison.errors import ConfigError
 from garrison.identity.oidc_config import OidcProvider, parse_oidc
@@ -19,7 +19,7 @@ key_dir = "keys"
 """
 
 
-def settings(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path, text: str) -> Settings:
     path = tmp_path / "garrison.toml"
     path.write_text(BASE + text)
     return load_settings(path, env={})
