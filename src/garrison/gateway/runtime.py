@@ -23,12 +23,7 @@ import aiohttp
 from garrison.admin.api import AdminBackend
 from garrison.audit import AuditEvent, AuditLog, EventName, SqliteAuditSink
 from garrison.audit.checkpoint import Signer, public_b64
-from garrison.audit.exporters import (
-    Exporter,
-    JsonlExporter,
-    SyslogExporter,
-    parse_syslog_address,
-)
+from garrison.audit.exporters import build_exporters, parse_syslog_address
 from garrison.audit.witness import DirectoryWitness
 from garrison.config import Settings
 from garrison.detect.observation import Finding, Severity
@@ -109,14 +104,10 @@ class Gateway:
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
         witness = DirectoryWitness(settings.witness_dir) if settings.witness_dir else None
-        exporters: list[Exporter] = []
-        if settings.audit_jsonl is not None:
-            exporters.append(JsonlExporter(settings.audit_jsonl))
-        if settings.audit_syslog:
-            try:
-                exporters.append(SyslogExporter(*parse_syslog_address(settings.audit_syslog)))
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        try:
+            exporters = build_exporters(settings.audit_jsonl, settings.audit_syslog)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.sink = SqliteAuditSink(
             path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
         )
