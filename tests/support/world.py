@@ -169,6 +169,7 @@ async def start_world(
     forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR,
     capture_bodies: bool = False,
     detect: bool = True,
+    audit_jsonl: Path | None = None,
 ) -> World:
     done = init(root / "data")
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -190,6 +191,7 @@ async def start_world(
         witness_dir=done.settings.witness_dir,
         capture_bodies=capture_bodies,
         detect_enabled=detect,
+        audit_jsonl=audit_jsonl,
     )
     gateway = Gateway(settings)
     await gateway.start()
