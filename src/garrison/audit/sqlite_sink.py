@@ -33,6 +33,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import orjson
 
@@ -254,6 +255,9 @@ class SqliteAuditSink:
 def _runs(done: Committed) -> Iterator[tuple[int, list[AuditEvent]]]:
     """(first leaf index, events) for each run of readable events (an outbox record this
     version cannot read back is exported but not handed to detection)."""
+    if None not in done.events:  # the usual case: one run, no copy
+        yield done.first, cast("list[AuditEvent]", done.events)
+        return
     run: list[AuditEvent] = []
     start = done.first
     for offset, event in enumerate(done.events):

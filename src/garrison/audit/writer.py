@@ -155,35 +155,26 @@ class AuditLog:
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise ``AuditUnavailable`` if it cannot be, or
         ``AuditRecordInvalid`` (at once) if the event itself cannot be encoded."""
+        await self._durable(event)
+
+    async def integrate(self) -> None:
+        """Return once every outbox row waiting now is integrated (in the tree, exported,
+        seen by detection); ``AuditUnavailable`` if that cannot happen now (the rows stay
+        in the outbox and are integrated when the log is back)."""
+        await self._durable(None)
+
+    async def _durable(self, event: AuditEvent | None) -> None:
+        """Queue ``event`` (``None``: the outbox alone) urgently and wait for its commit."""
         loop = self._loop
         if loop is None:
             raise AuditUnavailable("audit log not started")
         if not self.healthy:
             # Known down: refuse now; the writer thread finds out when it is back.
             raise AuditUnavailable("audit log is down (recovery is probed in the background)")
-        prepared = event.prepare()
+        prepared = event.prepare() if event is not None else None
         future: asyncio.Future[None] = loop.create_future()
         self._put(_Item(prepared, future), urgent=True)
         # One watchdog times out every waiter (a timer per call costs more than the append).
-        self._waiters[future] = time.monotonic() + self._append_timeout
-        if self._watchdog is None:
-            self._watchdog = loop.create_task(self._watch(), name="garrison-audit-watchdog")
-        try:
-            await future
-        finally:
-            self._waiters.pop(future, None)
-
-    async def integrate(self) -> None:
-        """Return once every outbox row waiting now is integrated (in the tree, exported,
-        seen by detection); ``AuditUnavailable`` if that cannot happen now (the rows stay
-        in the outbox and are integrated when the log is back)."""
-        loop = self._loop
-        if loop is None:
-            raise AuditUnavailable("audit log not started")
-        if not self.healthy:
-            raise AuditUnavailable("audit log is down (recovery is probed in the background)")
-        future: asyncio.Future[None] = loop.create_future()
-        self._put(_Item(None, future), urgent=True)
         self._waiters[future] = time.monotonic() + self._append_timeout
         if self._watchdog is None:
             self._watchdog = loop.create_task(self._watch(), name="garrison-audit-watchdog")
