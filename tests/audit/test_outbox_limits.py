@@ -113,3 +113,38 @@ def test_with_no_live_gateway_the_host_integrates_at_once(tmp_path: Path) -> Non
     assert time.monotonic() - started < 5
     assert _count(path, "audit_outbox") == 0
     d.engine.dispose()
+
+
+def test_a_row_slipped_into_the_outbox_that_is_no_record_does_not_stop_the_log(
+    tmp_path: Path,
+) -> None:
+    """Attack: someone with write access to the database puts junk in the outbox. The junk
+    stays there (evidence) and the real changes behind it are integrated."""
+    d, path = _setup(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO audit_outbox (at, name, record) VALUES (1.0, 'org.created', x'7b7d')")
+    conn.commit()
+    conn.close()
+    d.create_org("after-junk", OrgKind.INTERNAL, now=time.time())
+    sink = SqliteAuditSink(path)
+    sink.open()
+    try:
+        before = sink.tree.size
+        sink.write_batch([])
+        assert sink.tree.size == before + 1
+        assert _count(path, "audit_outbox") == 1  # the junk, left as evidence
+    finally:
+        sink.close()
+        d.engine.dispose()
+
+
+def test_the_host_integration_ends_when_only_junk_is_left(tmp_path: Path) -> None:
+    d, path = _setup(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO audit_outbox (at, name, record) VALUES (1.0, 'x', x'00')")
+    conn.commit()
+    conn.close()
+    d.create_org("with-junk", OrgKind.INTERNAL, now=time.time())
+    assert sqlite_sink.integrate_outbox(path) == 1
+    assert _count(path, "audit_outbox") == 1
+    d.engine.dispose()

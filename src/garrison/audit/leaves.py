@@ -12,6 +12,7 @@ tree it copied first).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import orjson
 from garrison.audit.events import AuditEvent, EncodedRecord, EventName
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.sqlite_reader import stored_bytes
+from garrison.errors import AuditRecordInvalid
 
 _INSERT_HEAD = (
     "INSERT INTO audit_events"
@@ -29,6 +31,8 @@ _INSERT_HEAD = (
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # Rows per multi-row INSERT: 9 parameters each, under SQLite's 32,766-variable limit.
 _ROWS_PER_INSERT = 1000
+
+log = logging.getLogger("garrison.audit")
 
 _SELECT_OUTBOX = (
     "SELECT seq, at, name, request_id, principal_id, credential_id, model, record"
@@ -107,9 +111,17 @@ def append(
     records: list[bytes] = []
     committed: list[AuditEvent | None] = []
     taken = conn.execute(_SELECT_OUTBOX, (outbox_max,)).fetchall() if outbox_max else []
-    for _seq, at, name, request_id, principal_id, credential_id, model, unindexed in taken:
+    done: list[tuple[int]] = []
+    for seq, at, name, request_id, principal_id, credential_id, model, unindexed in taken:
+        try:
+            parts = EncodedRecord.from_unindexed(stored_bytes(unindexed))
+        except AuditRecordInvalid:
+            # Not written by the directory (an edit of the database): left where it is, as
+            # evidence, rather than stopping the log (and with it every call).
+            log.error("audit outbox row %s is not a record: left in the outbox", seq)
+            continue
         index = tree.size
-        record = EncodedRecord.from_unindexed(stored_bytes(unindexed)).record(index)
+        record = parts.record(index)
         lh = leaf_hash(record)
         tree.append(lh)
         rows.append(
@@ -117,8 +129,9 @@ def append(
         )
         records.append(record)
         committed.append(_event_of(record))
-    if taken:
-        conn.execute("DELETE FROM audit_outbox WHERE seq <= ?", (taken[-1][0],))
+        done.append((seq,))
+    if done:
+        conn.executemany("DELETE FROM audit_outbox WHERE seq = ?", done)
     for e in events:
         index = tree.size
         record = e.encode(index)
