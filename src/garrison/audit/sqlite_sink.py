@@ -235,17 +235,20 @@ class SqliteAuditSink:
             except OSError as exc:
                 log.error("witness publish failed: %s", exc)
 
-    def close(self) -> None:
+    def close(self, *, final: bool = True) -> None:
+        """Stop writing. ``final`` (a writer's stop): integrate, checkpoint and fold the WAL
+        into the database file first; a host command's brief integration skips that."""
         if self._conn is not None:
-            try:
-                self.checkpoint()
-            except Exception as exc:  # closing must not hang on a broken database
-                log.error("final checkpoint failed: %s", exc)
-            try:
-                # Fold the WAL into the database file: a clean stop leaves one file to copy.
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:
-                log.error("WAL checkpoint at close failed: %s", exc)
+            if final:
+                try:
+                    self.checkpoint()
+                except Exception as exc:  # closing must not hang on a broken database
+                    log.error("final checkpoint failed: %s", exc)
+                try:
+                    # Fold the WAL into the database file: a clean stop leaves one file.
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:
+                    log.error("WAL checkpoint at close failed: %s", exc)
             self._conn.close()
             self._conn = None
         for exporter in self._exporters:
@@ -287,4 +290,4 @@ def integrate_outbox(path: Path, *, exporters: Sequence[Exporter] = ()) -> int:
                 break  # only rows that are no record are left (kept as evidence)
         return sink.tree.size - before
     finally:
-        sink.close()
+        sink.close(final=False)
