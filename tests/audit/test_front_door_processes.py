@@ -84,6 +84,25 @@ def _verify(config: Path) -> dict[str, Any]:
     return {**orjson.loads(verified.stdout), "exit": verified.returncode}
 
 
+def _freeze(gateway: subprocess.Popen[bytes], db: Path) -> None:
+    """SIGSTOP ``gateway`` at a moment it holds no write lock (it writes a lease renewal
+    every 2 s and checkpoints when idle): frozen inside a transaction it would block the
+    host command instead of merely not integrating."""
+    for _ in range(50):
+        gateway.send_signal(signal.SIGSTOP)
+        conn = sqlite3.connect(db, timeout=0.05)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            gateway.send_signal(signal.SIGCONT)
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    raise AssertionError("the gateway never let go of the write lock")
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Any:
     p = Processes(tmp_path)
@@ -102,13 +121,15 @@ def test_a_change_committed_but_not_integrated_when_everything_is_killed_is_not_
     gateway, _ = _serve(procs, "serve-1", config)
     # The gateway holds a live lease but is frozen: the host command commits its change and
     # then waits for that gateway to integrate it. Kill -9 both inside that window.
-    gateway.send_signal(signal.SIGSTOP)
-    cli = subprocess.Popen(
-        [*GARRISON, "keys", "rotate-seal", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "GARRISON_CONFIG": ""},
-    )
+    _freeze(gateway, db)
+    cli_log = tmp_path / "cli.log"
+    with cli_log.open("wb") as err:
+        cli = subprocess.Popen(
+            [*GARRISON, "keys", "rotate-seal", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "GARRISON_CONFIG": ""},
+        )
     deadline = time.monotonic() + 20
     waiting: list[tuple[Any, ...]] = []
     while not waiting and time.monotonic() < deadline:
@@ -118,7 +139,7 @@ def test_a_change_committed_but_not_integrated_when_everything_is_killed_is_not_
     gateway.kill()
     cli.wait(timeout=10)
     gateway.wait(timeout=10)
-    assert waiting, "the host change never committed"
+    assert waiting, f"the host change never committed: {cli_log.read_text()}"
     assert "keys.seal_rotated" not in {r["name"] for r in _records(db)}, "integrated already"
     assert not any(r["name"] == "keys.seal_rotated" for r in _exported(export))
 
