@@ -342,6 +342,13 @@ class Gateway:
                 self.engine, actor="contract-clock", pepper=self.pepper, sealer=self.sealer
             )
             await asyncio.to_thread(expire_ended_contracts, directory, now)
+            await self._integrated()  # recorded before this process enforces it
+
+    async def _integrated(self) -> None:
+        """This process's directory changes (in the audit outbox) are in the tree, exported
+        and seen by detection before it goes on; if the log is down they wait there."""
+        with contextlib.suppress(AuditUnavailable):
+            await self.audit.integrate()
 
     async def _clock_changed(self, change: ClockChange, now: float) -> None:
         skew = round(self.clock_guard.skew, 3)
@@ -502,6 +509,7 @@ class Gateway:
             done.add(str(record["id"]))
             folded += 1
         if done:
+            await self._integrated()
             await self.reload()  # the stored locks are in the snapshot now: drop the overlay
             for lock_id in done:
                 # Only what is stored: a lock placed since ``pending`` was read stays.
