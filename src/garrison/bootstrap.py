@@ -15,13 +15,24 @@ import sqlalchemy as sa
 
 from garrison.audit import EventName
 from garrison.audit.checkpoint import create_signing_key
+from garrison.audit.exporters import build_exporters
+from garrison.audit.outbox import integrate_or_wait
 from garrison.config import CONFIG_FILE, DEFAULT_METRICS_LISTEN, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind, Reason
 from garrison.domain.provenance import Provenance
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, ConfigError
 from garrison.keyring import Sealer, create_key_files, load_pepper
-from garrison.store import CreatedKey, Directory, enrollment, make_engine, migrate, schema
+from garrison.store import (
+    CreatedKey,
+    Directory,
+    enrollment,
+    make_engine,
+    migrate,
+    schema,
+    sqlite_path,
+)
+from garrison.store.db import on_outbox_commit
 from garrison.store.directory import check_name
 from garrison.store.enrollment import Invitation
 
@@ -167,8 +178,23 @@ def recover_admin_key(directory: Directory, principal: str, *, now: float) -> Cr
 def open_directory(
     settings: Settings, *, engine: sa.Engine | None = None, actor: str | None = None
 ) -> Directory:
+    """The directory for a host command. Its changes' audit events are integrated before
+    the command goes on: by a live gateway, else here (``garrison.audit.outbox``)."""
+    engine = engine if engine is not None else make_engine(settings.database_url)
+    path = sqlite_path(settings.database_url)
+    if path is not None:
+        db_path = path
+
+        def integrate() -> None:
+            integrate_or_wait(
+                engine,
+                db_path,
+                lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog),
+            )
+
+        on_outbox_commit(engine, integrate)
     return Directory(
-        engine if engine is not None else make_engine(settings.database_url),
+        engine,
         actor=actor or local_actor(),
         pepper=load_pepper(settings.key_dir),
         sealer=Sealer.from_dir(settings.key_dir),

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from garrison.audit.sqlite_sink import integrate_outbox
 from garrison.domain import Level, OrgKind, PrincipalKind
 from garrison.domain.provenance import Provenance
 from garrison.keyring import Sealer, create_key_files, load_pepper
@@ -89,6 +90,8 @@ def test_new_keys_record_provenance_and_creator(tmp_path: Path) -> None:
     made = d.create_key("svc", now=now, provenance=Provenance.SERVICE)
     legacy = d.create_key("svc", now=now)
     snap = load_snapshot(engine, Sealer.from_dir(tmp_path / "keys"))
+    # No writer runs here: give the outbox's events their leaf index, as a gateway would.
+    integrate_outbox(tmp_path / "g.db")
     assert snap.credentials[made.key.key_id].provenance == "service"
     assert snap.credentials[made.key.key_id].created_by == "prn_x"
     assert snap.credentials[legacy.key.key_id].provenance == "legacy"

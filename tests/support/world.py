@@ -171,6 +171,7 @@ async def start_world(
     capture_bodies: bool = False,
     detect: bool = True,
     oidc: OidcSettings | None = None,
+    audit_jsonl: Path | None = None,
 ) -> World:
     done = init(root / "data")
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -193,6 +194,7 @@ async def start_world(
         capture_bodies=capture_bodies,
         detect_enabled=detect,
         oidc=oidc or OidcSettings(),
+        audit_jsonl=audit_jsonl,
     )
     gateway = Gateway(settings)
     await gateway.start()

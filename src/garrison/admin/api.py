@@ -296,6 +296,14 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
             # answers it and logs the detail).
             _failed(state, request, admin.id, ctx.credential_id, request_id, exc)
             raise
+        if request.method != "GET":
+            # The change's event is in the audit outbox: have the writer integrate it, so
+            # the answer means "in the tree, exported, seen by detection". If the log is
+            # down the change stands and its record waits in the outbox.
+            try:
+                await state.audit.integrate()
+            except AuditUnavailable as exc:
+                log.warning("admin change %s not yet in the audit tree: %s", request_id, exc)
         if ctx.wrote:
             await backend.reload()
         elif route.audit_reads or ctx.attempted:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +28,15 @@ from garrison.admin.base import BACKEND_KEY, Ctx, Refused, Route
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import Level, PrincipalKind, Reason
 from garrison.domain.provenance import Provenance, is_own
-from garrison.errors import BadRequest, ClientError, Forbidden, GarrisonError, RateLimited
+from garrison.errors import (
+    AuditUnavailable,
+    BadRequest,
+    ClientError,
+    Forbidden,
+    GarrisonError,
+    RateLimited,
+)
+from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
 from garrison.identity.enroll_limits import EnrollLimiter
 from garrison.store import Directory, enrollment, queries, schema
@@ -443,6 +452,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
             note=body.note,
         )
     except enrollment.EnrollRefused as exc:
+        await _integrated(state)
         return _error(exc, request_id)  # audited by redeem
     except ClientError as exc:
         from garrison.admin.api import _RULE_REASONS
@@ -451,8 +461,16 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
         # A lock on the person or vendor is recorded as such (lock.active), not as junk.
         refused(_RULE_REASONS.get(rule_of(admin_message(exc)) or "", Reason.ADMIN_INVALID))
         return _error(exc, request_id)
+    await _integrated(state)
     await backend.reload()
     return _json(201, {**_issued(created, Provenance.ENROLLED), "principal": name}, request_id)
+
+
+async def _integrated(state: GatewayState) -> None:
+    """The enrollment's audit record (in the outbox) is in the tree before the answer; if
+    the log is down it waits there and the answer still goes out."""
+    with contextlib.suppress(AuditUnavailable):
+        await state.audit.integrate()
 
 
 ROUTES: tuple[Route, ...] = (

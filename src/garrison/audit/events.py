@@ -117,6 +117,13 @@ class AuditEvent:
             object.__setattr__(self, "encoded", self._encode_parts())
         return self
 
+    def unindexed(self) -> bytes:
+        """The record without its ``"i"`` key: what a directory change puts in the audit
+        outbox. ``EncodedRecord.from_unindexed`` gives back the parts, so the record the
+        writer later stores as leaf ``i`` is byte for byte ``encode(i)``."""
+        parts = self.encoded or self._encode_parts()
+        return parts.head[:-_INDEX_AT] + parts.tail
+
     def _encode_parts(self) -> EncodedRecord:
         try:
             whole = orjson.dumps(
@@ -143,7 +150,9 @@ class AuditEvent:
 
 # Where the leaf index sits in a record encoded with index 0.
 _INDEX_MARK = b',"i":0,"model":'
-_INDEX_AT = len(b',"i":')
+_INDEX_KEY = b',"i":'
+_INDEX_AT = len(_INDEX_KEY)
+_MODEL_MARK = b',"model":'
 
 
 class EncodedRecord:
@@ -159,6 +168,16 @@ class EncodedRecord:
 
     def record(self, index: int) -> bytes:
         return b"%b%d%b" % (self.head, index, self.tail)
+
+    @classmethod
+    def from_unindexed(cls, record: bytes) -> EncodedRecord:
+        """The parts of a record stored without its index (``AuditEvent.unindexed``). The
+        last ``,"model":`` is the top-level key: after it come only strings (whose quotes
+        are escaped, so ``,"`` cannot occur inside them), null and an integer."""
+        cut = record.rfind(_MODEL_MARK)
+        if cut < 0:
+            raise AuditRecordInvalid("outbox record has no top-level model key")
+        return cls(record[:cut] + _INDEX_KEY, record[cut:])
 
 
 def decode(record: bytes) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """Streaming committed audit records to a SIEM: a JSON-lines file and/or syslog over UDP.
 
-Exporters run in the writer thread after each commit, with the records exactly as stored
-(leaf index included). A failing exporter is logged and skipped: the durable log, not the
-copy, is the record.
+Exporters run in the writer thread after each commit, with *every* record it committed —
+the process's own events and the directory changes it integrated from the audit outbox
+(admin changes, locks, alerts, incidents, keys) — exactly as stored (leaf index included), in
+leaf order. Each record is exported once, by the process that integrated it
+(``garrison.audit.outbox``). A failing exporter is logged and skipped: the durable log, not
+the copy, is the record.
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ class SyslogExporter:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def build_exporters(jsonl: Path | None, syslog: str | None) -> list[Exporter]:
+    """The exporters a config names (``[audit] jsonl_path``, ``[audit] syslog``);
+    ``ValueError`` for a bad syslog address."""
+    out: list[Exporter] = []
+    if jsonl is not None:
+        out.append(JsonlExporter(jsonl))
+    if syslog:
+        out.append(SyslogExporter(*parse_syslog_address(syslog)))
+    return out
 
 
 def parse_syslog_address(text: str) -> tuple[str, int]:

@@ -48,6 +48,14 @@ class AuditReader:
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM audit_events").fetchone()[0])
 
+    def pending(self) -> int:
+        """Directory changes waiting in the audit outbox for a leaf index (0 for a log from
+        before the outbox existed)."""
+        try:
+            return int(self._conn.execute("SELECT count(*) FROM audit_outbox").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
     def rows(self) -> Iterator[Row]:
         cur = self._conn.execute("SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq")
         while True:

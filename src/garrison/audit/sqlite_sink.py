@@ -1,32 +1,46 @@
-"""The embedded audit sink: SQLite (WAL, ``synchronous=FULL``) plus the Merkle tree.
+"""The embedded audit sink: SQLite (WAL, ``synchronous=FULL``) plus the Merkle tree — the
+one front door of the audit log.
 
 It uses the ``sqlite3`` driver directly rather than SQLAlchemy: this is the one write on the
 hot path, and the driver's ``executemany`` + ``commit`` is the whole job. The tables
 themselves are created by the Alembic migrations like every other.
 
-Each batch is one transaction: rows written by other processes since the last batch (local
-CLI directory changes) are folded into the tree first, then each event is encoded as leaf
-``i`` (its row's ``seq`` is ``i + 1``), hashed and appended to the compact tree, and — at
-most once per ``CHECKPOINT_INTERVAL_S`` while events flow, and at close — a signed
-checkpoint is written in the same transaction and then published to the witness.
+Each batch is one transaction: rows committed by other writers since the last batch are
+folded into the tree first; then waiting rows of the audit *outbox* (directory changes:
+admin changes, locks, alerts, incidents, keys — each written there in its change's own
+transaction, without a leaf index), oldest first, then the batch's own events, become the
+next leaves: encoded with their index, hashed, appended to the compact tree, inserted into
+``audit_events`` (the outbox rows deleted in the same transaction, so each is integrated
+exactly once whoever integrates). At most once per ``CHECKPOINT_INTERVAL_S`` while events
+flow, and at close, a signed checkpoint is written in the same transaction and then published
+to the witness. After the commit *every* record it committed — outbox and own alike — goes,
+in leaf order, to the listeners (detection) and the exporters (JSON lines, syslog).
+
+Recipe and hazmat: the low-level leaf writing lives in ``garrison.audit.leaves``, which only
+this module imports; nothing else inserts into ``audit_events``. Leaf order is decided here,
+inside the writer's transaction, not by whichever directory write happened to hold the
+database lock — so a database without SQLite's global write lock (PostgreSQL) needs only a
+lock on this transaction (e.g. ``SELECT … FOR UPDATE`` on a tree-head row).
+
+Who integrates the outbox is in ``garrison.audit.outbox``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import orjson
 
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.events import AuditEvent
 from garrison.audit.exporters import Exporter
-from garrison.audit.insert_chunks import chunk_sizes
+from garrison.audit.leaves import Committed, TreeStateError, append, fold, outbox_waiting
 from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.sqlite_reader import stored_bytes
 from garrison.audit.witness import DirectoryWitness
@@ -38,12 +52,11 @@ log = logging.getLogger("garrison.audit")
 # The writer gives up on a locked database sooner than directory writers do, so a stuck
 # lock turns into refused calls (503) well inside the caller's append timeout.
 AUDIT_SQLITE_BUSY_TIMEOUT_MS = 1000
+# Outbox rows integrated per transaction: with the batch's own events (at most
+# ``AUDIT_BATCH_MAX``) this bounds how long one commit holds the write lock; a longer
+# backlog drains over the next transactions.
+AUDIT_OUTBOX_BATCH_MAX = 2_000
 
-_INSERT_HEAD = (
-    "INSERT INTO audit_events"
-    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash) VALUES "
-)
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_CAPTURE = "INSERT INTO audit_captures (request_id, at, sealed) VALUES (?, ?, ?)"
 _INSERT_CHECKPOINT = "INSERT INTO audit_checkpoints (tree_size, at, body, edge) VALUES (?, ?, ?, ?)"
 
@@ -56,26 +69,6 @@ AUDIT_CACHED_STATEMENTS = 32
 # Leaf hashes read and written to the witness per step (2 MiB): a witness configured on a
 # large existing log catches up without holding all of its hashes at once.
 WITNESS_LEAVES_CHUNK = 65_536
-
-
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    return _INSERT_HEAD + ",".join([_ROW] * rows)
-
-
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """One statement per chunk, not per row: the driver releases and retakes the GIL once per
-    statement (that contention was the audit path's main cost). Chunk sizes are powers of
-    two (``insert_chunks``), so only ten statement shapes are ever prepared."""
-    start = 0
-    for size in chunk_sizes(len(rows)):
-        chunk = rows[start : start + size]
-        conn.execute(_insert_sql(size), [value for row in chunk for value in row])
-        start += size
-
-
-class TreeStateError(Exception):
-    """The stored checkpoint does not match its own edge: the log was tampered with."""
 
 
 def newest_checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
@@ -101,19 +94,6 @@ def load_tree(conn: sqlite3.Connection) -> tuple[CompactTree, Checkpoint | None]
             raise TreeStateError("newest checkpoint's edge does not give its root")
     fold(conn, tree)
     return tree, checkpoint
-
-
-def fold(conn: sqlite3.Connection, tree: CompactTree) -> int:
-    """Append rows beyond ``tree.size`` (written by another process) to the tree."""
-    count = 0
-    for seq, record in conn.execute(
-        "SELECT seq, record FROM audit_events WHERE seq > ? ORDER BY seq", (tree.size,)
-    ):
-        if seq != tree.size + 1:
-            raise TreeStateError(f"audit row {seq} follows {tree.size}: rows are missing")
-        tree.append(leaf_hash(stored_bytes(record)))
-        count += 1
-    return count
 
 
 class SqliteAuditSink:
@@ -194,48 +174,13 @@ class SqliteAuditSink:
         self._listeners.append(listener)
 
     def write_batch(self, events: Sequence[AuditEvent]) -> None:
-        published: Checkpoint | None = None
-        with self._transaction() as conn:
-            tree = self.tree
-            first = tree.size
-            rows = []
-            for e in events:
-                index = tree.size
-                record = e.encode(index)
-                lh = leaf_hash(record)
-                tree.append(lh)
-                rows.append(
-                    (
-                        index + 1,
-                        e.at,
-                        e.name.value,
-                        e.request_id,
-                        e.principal_id,
-                        e.credential_id,
-                        e.model,
-                        record,
-                        lh,
-                    )
-                )
-            _insert_rows(conn, rows)
-            captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
-            if captures:
-                conn.executemany(_INSERT_CAPTURE, captures)
-            if self.checkpoint_due and self._monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S:
-                published = self._checkpoint(conn)
-        if published is not None:
-            self._committed(published)
-        for listener in self._listeners:
-            try:
-                listener(first, events)
-            except Exception as exc:  # a listener failing must not fail the commit
-                log.error("audit listener failed: %s", exc)
-        records = [row[7] for row in rows]
-        for exporter in self._exporters:
-            try:
-                exporter.export(records)
-            except Exception as exc:  # the copy may fail; the durable log stands
-                log.error("audit exporter %s failed: %s", type(exporter).__name__, exc)
+        """Commit waiting outbox rows and then ``events`` as the next leaves (``events`` may
+        be empty: the outbox alone); returns once durable, else raises."""
+        self._commit(events, force_checkpoint=False)
+
+    def outbox_waiting(self) -> bool:
+        """Directory changes are waiting in the outbox (one indexed read, no lock)."""
+        return outbox_waiting(self._connection())
 
     def probe(self) -> None:
         """Raise unless a write transaction can be taken now (used while the log is down).
@@ -248,13 +193,40 @@ class SqliteAuditSink:
             truncate_wal(conn)
 
     def checkpoint(self) -> None:
-        """Sign and store a checkpoint of everything written so far (if anything is new)."""
+        """Integrate the outbox, then sign and store a checkpoint of everything written so
+        far (if anything is new)."""
+        self._commit((), force_checkpoint=True)
+
+    def _commit(self, events: Sequence[AuditEvent], *, force_checkpoint: bool) -> None:
         published: Checkpoint | None = None
         with self._transaction() as conn:
-            if self.checkpoint_due:
+            done = append(conn, self.tree, events, outbox_max=AUDIT_OUTBOX_BATCH_MAX)
+            captures = [(e.request_id, e.at, e.capture) for e in events if e.capture is not None]
+            if captures:
+                conn.executemany(_INSERT_CAPTURE, captures)
+            if self.checkpoint_due and (
+                force_checkpoint or self._monotonic() - self._last_at >= CHECKPOINT_INTERVAL_S
+            ):
                 published = self._checkpoint(conn)
         if published is not None:
             self._committed(published)
+        if done.records:
+            self._deliver(done)
+
+    def _deliver(self, done: Committed) -> None:
+        """Every committed record, in leaf order, to the listeners and the exporters."""
+        if self._listeners:
+            for first, run in _runs(done):
+                for listener in self._listeners:
+                    try:
+                        listener(first, run)
+                    except Exception as exc:  # a listener failing must not fail the commit
+                        log.error("audit listener failed: %s", exc)
+        for exporter in self._exporters:
+            try:
+                exporter.export(done.records)
+            except Exception as exc:  # the copy may fail; the durable log stands
+                log.error("audit exporter %s failed: %s", type(exporter).__name__, exc)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> Checkpoint | None:
         """Sign the tree, chained to the newest checkpoint *stored* (read inside this write
@@ -306,18 +278,59 @@ class SqliteAuditSink:
             witness.publish_leaves(have, hashes)
             have = end
 
-    def close(self) -> None:
+    def close(self, *, final: bool = True) -> None:
+        """Stop writing. ``final`` (a writer's stop): integrate, checkpoint and fold the WAL
+        into the database file first; a host command's brief integration skips that."""
         if self._conn is not None:
-            try:
-                self.checkpoint()
-            except Exception as exc:  # closing must not hang on a broken database
-                log.error("final checkpoint failed: %s", exc)
-            try:
-                # Fold the WAL into the database file: a clean stop leaves one file to copy.
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:
-                log.error("WAL checkpoint at close failed: %s", exc)
+            if final:
+                try:
+                    self.checkpoint()
+                except Exception as exc:  # closing must not hang on a broken database
+                    log.error("final checkpoint failed: %s", exc)
+                try:
+                    # Fold the WAL into the database file: a clean stop leaves one file.
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:
+                    log.error("WAL checkpoint at close failed: %s", exc)
             self._conn.close()
             self._conn = None
         for exporter in self._exporters:
             exporter.close()
+
+
+def _runs(done: Committed) -> Iterator[tuple[int, list[AuditEvent]]]:
+    """(first leaf index, events) for each run of readable events (an outbox record this
+    version cannot read back is exported but not handed to detection)."""
+    if None not in done.events:  # the usual case: one run, no copy
+        yield done.first, cast("list[AuditEvent]", done.events)
+        return
+    run: list[AuditEvent] = []
+    start = done.first
+    for offset, event in enumerate(done.events):
+        if event is None:
+            if run:
+                yield start, run
+            run, start = [], done.first + offset + 1
+        else:
+            run.append(event)
+    if run:
+        yield start, run
+
+
+def integrate_outbox(path: Path, *, exporters: Sequence[Exporter] = ()) -> int:
+    """Integrate every waiting outbox row now, from a process without an audit writer of its
+    own (the CLI: ``garrison.audit.outbox`` says when), exporting what it commits. Signs no
+    checkpoint (the host's CLI need not hold the signing key): the next gateway does.
+    Returns the number of records integrated."""
+    sink = SqliteAuditSink(path, exporters=exporters)
+    try:
+        sink.open()
+        before = sink.tree.size
+        while sink.outbox_waiting():
+            size = sink.tree.size
+            sink.write_batch(())
+            if sink.tree.size == size:
+                break  # only rows that are no record are left (kept as evidence)
+        return sink.tree.size - before
+    finally:
+        sink.close(final=False)

@@ -10,6 +10,10 @@ One writer thread owns the database connection. Callers on the event loop hand i
   retried, not dropped, while the queue has room.
 
 Everything pending is committed as one transaction, so N concurrent callers share one fsync.
+Directory changes reach the log through the audit outbox (``garrison.audit.sqlite_sink``):
+every batch integrates waiting outbox rows first, and an idle writer looks for them every
+``AUDIT_OUTBOX_POLL_S``; ``await log.integrate()`` (the admin API, after a change) returns
+once every row waiting when it was called is in the tree and exported.
 Each event is encoded when it is appended (all but its leaf index, spliced in by the sink), so
 an event that cannot be encoded fails its own caller there and then, never the shared batch.
 
@@ -55,6 +59,10 @@ AUDIT_RETRY_BACKOFF_S = 0.2
 # While the log is known to be down, calls are refused at once (no 2 s wait each) and the
 # writer probes for recovery this often in the background.
 AUDIT_PROBE_S = 0.2
+# How often an idle writer looks for directory changes waiting in the audit outbox (written
+# by another process or thread): the longest a change waits for its leaf index, export and
+# detection, at one cheap read per tick. Same as the snapshot poll (the change's enforcement).
+AUDIT_OUTBOX_POLL_S = 0.05
 
 
 class AuditSink(Protocol):
@@ -74,9 +82,15 @@ class AuditSink(Protocol):
     def close(self) -> None: ...
 
 
+def _outbox_waiting(sink: AuditSink) -> bool:
+    """Does ``sink`` have outbox rows to integrate? (A sink without an outbox: never.)"""
+    waiting = getattr(sink, "outbox_waiting", None)
+    return bool(waiting()) if waiting is not None else False
+
+
 @dataclass(slots=True)
 class _Item:
-    event: AuditEvent
+    event: AuditEvent | None  # None: integrate the outbox (``integrate``)
     future: asyncio.Future[None] | None
 
 
@@ -111,6 +125,8 @@ class AuditLog:
         self.written = 0
         self.failures = 0
         self._unhealthy_since: float | None = None
+        # When the writer last committed (the idle checkpoint waits a quiet interval).
+        self._last_commit = time.monotonic()
 
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -142,13 +158,23 @@ class AuditLog:
     async def append(self, event: AuditEvent) -> None:
         """Return once ``event`` is durable; raise ``AuditUnavailable`` if it cannot be, or
         ``AuditRecordInvalid`` (at once) if the event itself cannot be encoded."""
+        await self._durable(event)
+
+    async def integrate(self) -> None:
+        """Return once every outbox row waiting now is integrated (in the tree, exported,
+        seen by detection); ``AuditUnavailable`` if that cannot happen now (the rows stay
+        in the outbox and are integrated when the log is back)."""
+        await self._durable(None)
+
+    async def _durable(self, event: AuditEvent | None) -> None:
+        """Queue ``event`` (``None``: the outbox alone) urgently and wait for its commit."""
         loop = self._loop
         if loop is None:
             raise AuditUnavailable("audit log not started")
         if not self.healthy:
             # Known down: refuse now; the writer thread finds out when it is back.
             raise AuditUnavailable("audit log is down (recovery is probed in the background)")
-        prepared = event.prepare()
+        prepared = event.prepare() if event is not None else None
         future: asyncio.Future[None] = loop.create_future()
         self._put(_Item(prepared, future), urgent=True)
         # One watchdog times out every waiter (a timer per call costs more than the append).
@@ -210,11 +236,9 @@ class AuditLog:
                     # Nothing to retry: wake up to probe the sink for recovery.
                     if not self._cv.wait(AUDIT_PROBE_S) and not self._pending:
                         return []
-                elif self._sink.checkpoint_due:
-                    if not self._cv.wait(CHECKPOINT_INTERVAL_S) and not self._pending:
-                        return []
-                else:
-                    self._cv.wait()
+                elif not self._cv.wait(AUDIT_OUTBOX_POLL_S) and not self._pending:
+                    # Idle: look for outbox rows, and checkpoint after a quiet interval.
+                    return []
             batch = self._pending[:AUDIT_BATCH_MAX]
             rest = self._pending[AUDIT_BATCH_MAX:]
             self._pending = rest
@@ -229,18 +253,20 @@ class AuditLog:
                 return
             if not batch:
                 if self.healthy:
-                    self._idle_checkpoint()
+                    self._idle()
                 else:
                     self._probe()
                 continue
             started = time.perf_counter()
+            events = [item.event for item in batch if item.event is not None]
             try:
-                self._sink.write_batch([item.event for item in batch])
+                self._sink.write_batch(events)
             except Exception as exc:  # any sink failure means "not durable"
                 self._on_failure(batch, exc)
                 continue
+            self._last_commit = time.monotonic()
             self.commit_latency.observe(time.perf_counter() - started)
-            self.written += len(batch)
+            self.written += len(events)
             self._settle(batch, None)
             if not self.healthy:
                 self._on_recovery()
@@ -256,11 +282,20 @@ class AuditLog:
             return
         self._on_recovery()
 
-    def _idle_checkpoint(self) -> None:
+    def _idle(self) -> None:
+        """An idle tick: integrate waiting outbox rows; once the log has been quiet for
+        ``CHECKPOINT_INTERVAL_S`` with events unsigned, checkpoint them."""
         try:
-            self._sink.checkpoint()
+            if _outbox_waiting(self._sink):
+                self._sink.write_batch([])
+                self._last_commit = time.monotonic()
+            elif (
+                self._sink.checkpoint_due
+                and time.monotonic() - self._last_commit >= CHECKPOINT_INTERVAL_S
+            ):
+                self._sink.checkpoint()
         except Exception as exc:  # the next batch or tick tries again
-            log.error("audit checkpoint failed: %s: %s", type(exc).__name__, exc)
+            log.error("audit outbox or checkpoint failed: %s: %s", type(exc).__name__, exc)
             time.sleep(AUDIT_RETRY_BACKOFF_S)
 
     def _on_failure(self, batch: list[_Item], exc: Exception) -> None:

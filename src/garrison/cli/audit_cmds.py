@@ -24,7 +24,9 @@ from garrison.audit.checkpoint import (
     public_b64,
     rotate_signing_key,
 )
+from garrison.audit.exporters import build_exporters
 from garrison.audit.merkle import LeafHashes, ProofError
+from garrison.audit.outbox import integrate_or_wait
 from garrison.audit.parallel_verify import verify_parallel
 from garrison.audit.proofs import (
     check_consistency_bundle,
@@ -42,7 +44,7 @@ from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
 from garrison.errors import BadRequest, ConfigError, GarrisonError, NotFound
 from garrison.safe_text import terminal_safe
-from garrison.store import sqlite_path
+from garrison.store import make_engine, sqlite_path
 from garrison.timestamps import rfc3339
 
 err = Console(stderr=True)
@@ -57,6 +59,21 @@ def _reader(settings: Settings) -> AuditReader:
     if path is None:
         raise ConfigError("audit commands need the embedded SQLite store")
     return AuditReader(path)
+
+
+def _integrate_waiting(settings: Settings) -> None:
+    """Directory changes still in the audit outbox get their leaf index first (by a live
+    gateway, else here), so the tail shows a change made a moment ago."""
+    path = sqlite_path(settings.database_url)
+    if path is None or not path.exists():
+        return
+    engine = make_engine(settings.database_url)
+    try:
+        integrate_or_wait(
+            engine, path, lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog)
+        )
+    finally:
+        engine.dispose()
 
 
 def _since(text: str | None) -> float | None:
@@ -147,6 +164,7 @@ def audit_verify(
                 report = _verify_sequential(
                     reader, total, checkpoints, keys, witness, as_json, wdir
                 )
+            pending = reader.pending()
     except (OSError, sqlite3.Error) as exc:
         # Not a verdict on the log: exit code "could not read" (docs/cli.md, Exit codes).
         raise GarrisonError(f"could not read the audit log: {exc}") from None
@@ -166,6 +184,7 @@ def audit_verify(
                     "witness_checkpoints": report.witness_checkpoints,
                     "root": report.root,
                     "unsigned_tail": report.unsigned_tail,
+                    "pending": pending,
                     "first_bad_index": report.first_bad_index,
                     "problems": [
                         {"kind": p.kind, "index": p.index, "detail": p.detail}
@@ -184,6 +203,11 @@ def audit_verify(
             click.echo(
                 f"note: the newest {report.unsigned_tail} event(s) are not yet under a "
                 "signed checkpoint"
+            )
+        if pending:
+            click.echo(
+                f"note: {pending} directory change(s) wait in the audit outbox for their leaf "
+                "index (a running gateway, or the next host command, integrates them)"
             )
         if report.ok:
             click.echo("OK: the log verifies")
@@ -407,6 +431,7 @@ def audit_tail(
 ) -> None:
     """Recent audit events, filtered; `-f` to follow."""
     settings = load_settings(config_path)
+    _integrate_waiting(settings)
     with _reader(settings) as reader:
         principals: list[str] | None = None
         if principal is not None:

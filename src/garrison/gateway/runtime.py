@@ -23,12 +23,7 @@ import aiohttp
 from garrison.admin.api import AdminBackend
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, public_b64
-from garrison.audit.exporters import (
-    Exporter,
-    JsonlExporter,
-    SyslogExporter,
-    parse_syslog_address,
-)
+from garrison.audit.exporters import build_exporters, parse_syslog_address
 from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.witness import DirectoryWitness
 from garrison.audit.writer import AuditLog
@@ -116,14 +111,10 @@ class Gateway:
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
         witness = DirectoryWitness(settings.witness_dir) if settings.witness_dir else None
-        exporters: list[Exporter] = []
-        if settings.audit_jsonl is not None:
-            exporters.append(JsonlExporter(settings.audit_jsonl))
-        if settings.audit_syslog:
-            try:
-                exporters.append(SyslogExporter(*parse_syslog_address(settings.audit_syslog)))
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        try:
+            exporters = build_exporters(settings.audit_jsonl, settings.audit_syslog)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.sink = SqliteAuditSink(
             path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
         )
@@ -406,6 +397,13 @@ class Gateway:
                 self.engine, actor="contract-clock", pepper=self.pepper, sealer=self.sealer
             )
             await asyncio.to_thread(expire_ended_contracts, directory, now)
+            await self._integrated()  # recorded before this process enforces it
+
+    async def _integrated(self) -> None:
+        """This process's directory changes (in the audit outbox) are in the tree, exported
+        and seen by detection before it goes on; if the log is down they wait there."""
+        with contextlib.suppress(AuditUnavailable):
+            await self.audit.integrate()
 
     async def _clock_changed(self, change: ClockChange, now: float) -> None:
         skew = round(self.clock_guard.skew, 3)
@@ -566,6 +564,7 @@ class Gateway:
             done.add(str(record["id"]))
             folded += 1
         if done:
+            await self._integrated()
             await self.reload()  # the stored locks are in the snapshot now: drop the overlay
             for lock_id in done:
                 # Only what is stored: a lock placed since ``pending`` was read stays.

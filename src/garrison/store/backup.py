@@ -63,6 +63,9 @@ def backup(source: Path, dest_dir: Path, *, now: float) -> BackupResult:
         if problems != [("ok",)]:
             raise sqlite3.DatabaseError(f"the copy fails its integrity check: {problems[:3]}")
         events = int(dst.execute("SELECT count(*) FROM audit_events").fetchone()[0])
+        # Directory changes not yet given a leaf index: in the copy, integrated by the first
+        # writer that opens it.
+        pending = int(dst.execute("SELECT count(*) FROM audit_outbox").fetchone()[0])
         checkpoints, newest = dst.execute(
             "SELECT count(*), coalesce(max(tree_size), 0) FROM audit_checkpoints"
         ).fetchone()
@@ -86,6 +89,7 @@ def backup(source: Path, dest_dir: Path, *, now: float) -> BackupResult:
         "sha256": result.sha256,
         "bytes": size,
         "audit_events": events,
+        "audit_outbox": pending,
         "checkpoints": result.checkpoints,
         "newest_checkpoint_size": result.newest_checkpoint_size,
         "key_files": "not included: restore them from where you keep them",

@@ -10,7 +10,10 @@ space back, so a small file system is not filled by the WAL alone.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +41,39 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "garrison_write"
 
 
-def write_transaction(engine: sa.Engine) -> Any:
-    """``with write_transaction(engine) as conn:`` — one write transaction, lock taken first."""
-    return engine.execution_options(**{WRITE_OPTION: True}).begin()
+# Set on a connection by a write that put an event in the audit outbox.
+_OUTBOX_WRITTEN = "garrison_outbox_written"
+# Per engine: what to run once a transaction that wrote to the audit outbox has committed
+# (``on_outbox_commit``). A process with its own audit writer registers nothing (the writer
+# polls); the CLI registers ``garrison.audit.outbox.integrate_or_wait``.
+_after_outbox: weakref.WeakKeyDictionary[sa.Engine, Callable[[], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[Any]:
+    """``with write_transaction(engine) as conn:`` — one write transaction, lock taken first.
+    After it commits, if it wrote to the audit outbox, the hook registered for ``engine``
+    runs (outside the transaction: a hook failing cannot undo the change)."""
+    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+        try:
+            yield conn
+        finally:
+            wrote = conn.info.pop(_OUTBOX_WRITTEN, False)
+    hook = _after_outbox.get(engine) if wrote else None
+    if hook is not None:
+        hook()
+
+
+def outbox_written(conn: sa.Connection) -> None:
+    """Mark ``conn``'s transaction as one that wrote to the audit outbox."""
+    conn.info[_OUTBOX_WRITTEN] = True
+
+
+def on_outbox_commit(engine: sa.Engine, hook: Callable[[], None]) -> None:
+    """Run ``hook`` after each write transaction on ``engine`` that wrote to the outbox."""
+    _after_outbox[engine] = hook
 
 
 def sqlite_path(url: str) -> Path | None:

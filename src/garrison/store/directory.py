@@ -1,5 +1,6 @@
 """Directory writes: each is one transaction holding the change, its change-feed row and its
-audit event, so nothing is ever half-written and nothing changes unrecorded.
+audit event, so nothing is ever half-written and nothing changes unrecorded. The event goes
+to the audit outbox; the audit writer alone gives it its leaf index (``garrison.audit``).
 
 Validation happens before the transaction opens; a bad input raises ``BadRequest`` (or
 ``Conflict`` for a taken name) naming the rule, and nothing is written.
@@ -18,7 +19,6 @@ import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import AuditEvent, EventName
-from garrison.audit.merkle import leaf_hash
 from garrison.domain import (
     AuthStyle,
     Level,
@@ -48,7 +48,7 @@ from garrison.store import (
     schema,
     vendors,
 )
-from garrison.store.db import write_transaction
+from garrison.store.db import outbox_written, write_transaction
 from garrison.store.snapshot import parse_networks
 
 # Longest name of anything in the directory: long enough for any real naming scheme, short
@@ -171,9 +171,10 @@ def _record(
     origin: dict[str, Any] | None = None,
     feed: bool = True,
 ) -> None:
-    """One audit event in the caller's transaction, and (``feed``) a change-feed row that
-    makes every gateway process load a new snapshot. Changes the snapshot does not hold
-    (alerts, incidents, proposals, requests) pass ``feed=False``."""
+    """One audit event in the caller's transaction (into the audit outbox, for the audit
+    writer to index), and (``feed``) a change-feed row that makes every gateway process load
+    a new snapshot. Changes the snapshot does not hold (alerts, incidents, proposals,
+    requests) pass ``feed=False``."""
     if origin:
         # Where the change came from (the admin API: the admin's key, address, request id).
         data = {**data, "origin": origin}
@@ -196,27 +197,20 @@ def _record(
         model=model,
         data=data,
     )
-    # The next leaf index: this transaction holds SQLite's write lock, so no one else can
-    # take it; the gateway's writer folds the row into the tree and checkpoints it.
-    index = int(
-        conn.execute(
-            sa.select(sa.func.coalesce(sa.func.max(schema.audit_events.c.seq), 0))
-        ).scalar_one()
-    )
-    record = event.encode(index)
+    # Into the outbox, in this same transaction: the change and its record commit together or
+    # not at all. Only the audit writer gives it a leaf index (garrison.audit.sqlite_sink).
     conn.execute(
-        sa.insert(schema.audit_events).values(
-            seq=index + 1,
+        sa.insert(schema.audit_outbox).values(
             at=at,
             name=name.value,
             request_id=event.request_id,
             principal_id=principal_id,
             credential_id=credential_id,
             model=model,
-            record=record,
-            leaf_hash=leaf_hash(record),
+            record=event.unindexed(),
         )
     )
+    outbox_written(conn)
 
 
 def _unique(conn: sa.Connection, table: sa.Table, name: str, what: str) -> None:

@@ -28,6 +28,7 @@ from garrison.domain.provenance import Provenance
 from garrison.domain.secret import Secret
 from garrison.errors import BadRequest, Conflict, Forbidden
 from garrison.store import schema
+from garrison.store.audit_rows import audit_rows
 from garrison.store.db import write_transaction
 
 if TYPE_CHECKING:
@@ -270,7 +271,7 @@ def _refuse_if_inviter_locked(conn: sa.Connection, inviter: str, now: float) -> 
 
 def _inviter_addresses(conn: sa.Connection, inviter: str, now: float) -> set[str]:
     """Addresses the inviter's calls and admin actions came from in the window."""
-    c, ev = schema.credentials, schema.audit_events
+    c, ev = schema.credentials, audit_rows()  # an admin action a moment ago counts
     keys = [r.id for r in conn.execute(sa.select(c.c.id).where(c.c.principal_id == inviter))]
     rows = conn.execute(
         sa.select(ev.c.record)
@@ -282,7 +283,7 @@ def _inviter_addresses(conn: sa.Connection, inviter: str, now: float) -> set[str
                 sa.cast(ev.c.record, sa.Text).contains(f'"actor":"{inviter}"'),
             ),
         )
-        .order_by(ev.c.seq.desc())
+        .order_by(ev.c.pending.desc(), ev.c.seq.desc())
         .limit(INVITER_EVENTS_SCAN_MAX)
     )
     found: set[str] = set()

@@ -67,6 +67,15 @@ def end(engine: sa.Engine, instance_id: str, *, now: float) -> None:
         )
 
 
+def any_live(engine: sa.Engine, *, now: float) -> bool:
+    """Is some gateway process alive (its lease not lapsed, not stopped)?"""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(_t.c.id).where(_t.c.ended_at.is_(None), _t.c.lease_until >= now).limit(1)
+        ).first()
+    return row is not None
+
+
 def claim_lapsed(engine: sa.Engine, me: str, *, now: float) -> list[str]:
     """Instances whose lease lapsed without a clean stop, claimed by ``me`` (each claimed by
     exactly one process, however many look at once)."""

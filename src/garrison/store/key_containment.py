@@ -4,7 +4,8 @@ carries to the keys rotated from it and to the keys its holder made while presen
 A rotation's lineage is read from the audit log itself (each ``credential.rotated`` event
 names its successor; each successor's ``credential.created`` names the key it came from),
 through the log's index on the credential id: the log is the record of who came from whom,
-so no second copy of it can disagree.
+so no second copy of it can disagree. Events still in the audit outbox count too
+(``garrison.store.audit_rows``): a key made a moment before the lock is covered.
 
 ``refusal`` is checked inside the transaction that would issue the key, so a lock placed a
 moment earlier (by any process) is always seen.
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from garrison.domain.locks import LockKind
 from garrison.errors import Forbidden
 from garrison.store import schema
+from garrison.store.audit_rows import audit_rows
 
 # Rotations followed along one lineage: a key rotated daily for ten years is ~3,650; more
 # than this means a loop or a misuse, and the walk stops rather than running unbounded.
@@ -29,7 +31,8 @@ LINEAGE_MAX_KEYS = 10_000
 # The rule an admin is shown (and the audit record keeps) when a key is refused for a lock.
 LOCKED_RULE = "target-locked"
 
-ae = schema.audit_events
+# Leaves and outbox alike: a key made a moment ago (its event not yet indexed) is covered.
+ae = audit_rows()
 lk = schema.locks
 
 

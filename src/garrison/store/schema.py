@@ -137,6 +137,25 @@ audit_events = sa.Table(
     sa.Index("ix_audit_events_principal_id", "principal_id", "seq"),
 )
 
+# The audit outbox: a directory change writes its event here, in the change's own
+# transaction, encoded without a leaf index (``AuditEvent.unindexed``). Only the audit writer
+# (``garrison.audit.sqlite_sink``) gives it a leaf index: in one transaction it moves rows
+# from here, oldest first, into ``audit_events`` and the tree, then hands every record it
+# committed to the exporters and detection. The columns match ``audit_events`` (bar the leaf
+# index and hash) so security reads that must see a change at once read both tables.
+audit_outbox = sa.Table(
+    "audit_outbox",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("name", sa.String(60), nullable=False),
+    sa.Column("request_id", sa.String(40), nullable=True),
+    sa.Column("principal_id", sa.String(40), nullable=True),
+    sa.Column("credential_id", sa.String(40), nullable=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("record", sa.LargeBinary, nullable=False),
+)
+
 # Optional full capture of request bodies, encrypted with the capture key (keys/capture.keys),
 # never the data key: reading them is a separate privilege. Off by default.
 audit_captures = sa.Table(

@@ -1,7 +1,7 @@
 """Per-model upstream TLS: a CA bundle and an optional client certificate and key, as a JSON
 object of absolute file paths (domain.upstream_tls); NULL keeps the system's CAs.
 
-Revision ID: 0011_tls
+Revision ID: 0011
 Revises: 0010
 """
 

@@ -1,8 +1,8 @@
 """Identity links: a person's (issuer, subject) at an OpenID provider, recorded at first sign-in;
 and the roles each sign-in session lost to the provider's groups.
 
-Revision ID: 0012_links
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations

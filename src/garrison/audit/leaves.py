@@ -1,0 +1,163 @@
+"""Hazmat: the low-level writing of audit leaves. Only ``garrison.audit.sqlite_sink`` imports
+this module (a test holds the fence); everything else reaches the log through its recipe,
+the sink (and, for directory changes, the outbox the sink drains).
+
+Every function takes a ``sqlite3`` connection *inside the caller's write transaction* and the
+in-memory tree, and keeps the two in step: row ``seq`` is leaf ``seq - 1``, and the tree
+holds exactly the rows below ``tree.size``. This is the only code that inserts into
+``audit_events`` and so the only code that assigns leaf indices. Nothing here commits, so a
+failure anywhere rolls the rows back with the caller's transaction (the caller restores the
+tree it copied first).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from garrison.audit.events import AuditEvent, EncodedRecord, EventName
+from garrison.audit.insert_chunks import chunk_sizes
+from garrison.audit.merkle import CompactTree, leaf_hash
+from garrison.audit.sqlite_reader import stored_bytes
+from garrison.errors import AuditRecordInvalid
+
+_INSERT_HEAD = (
+    "INSERT INTO audit_events"
+    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash) VALUES "
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+log = logging.getLogger("garrison.audit")
+
+_SELECT_OUTBOX = (
+    "SELECT seq, at, name, request_id, principal_id, credential_id, model, record"
+    " FROM audit_outbox ORDER BY seq LIMIT ?"
+)
+
+
+class TreeStateError(Exception):
+    """The stored checkpoint does not match its own edge: the log was tampered with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one transaction added to the log, in leaf order from ``first``."""
+
+    first: int
+    records: list[bytes]
+    # Aligned with ``records``; ``None`` where an outbox record cannot be read back.
+    events: list[AuditEvent | None]
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return _INSERT_HEAD + ",".join([_ROW] * rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """One statement per chunk, not per row: the driver releases and retakes the GIL once per
+    statement (that contention was the audit path's main cost). Chunk sizes are powers of
+    two (``insert_chunks``), so only ten statement shapes are ever prepared."""
+    start = 0
+    for size in chunk_sizes(len(rows)):
+        chunk = rows[start : start + size]
+        conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+        start += size
+
+
+def fold(conn: sqlite3.Connection, tree: CompactTree) -> int:
+    """Append rows beyond ``tree.size`` (committed by another process) to the tree."""
+    count = 0
+    for seq, record in conn.execute(
+        "SELECT seq, record FROM audit_events WHERE seq > ? ORDER BY seq", (tree.size,)
+    ):
+        if seq != tree.size + 1:
+            raise TreeStateError(f"audit row {seq} follows {tree.size}: rows are missing")
+        tree.append(leaf_hash(stored_bytes(record)))
+        count += 1
+    return count
+
+
+def outbox_waiting(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM audit_outbox LIMIT 1").fetchone() is not None
+
+
+def _event_of(record: bytes) -> AuditEvent | None:
+    """The event an outbox record holds, for the listeners (which read fields); ``None`` if
+    it cannot be read back (a name this version does not know): the record is still
+    integrated and exported, detection skips it."""
+    try:
+        r = orjson.loads(record)
+        return AuditEvent(
+            EventName(r["name"]),
+            at=float(r["at"]),
+            actor=r.get("actor"),
+            request_id=r.get("request_id"),
+            principal_id=r.get("principal_id"),
+            credential_id=r.get("credential_id"),
+            model=r.get("model"),
+            data=r.get("data") or {},
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def append(
+    conn: sqlite3.Connection, tree: CompactTree, events: Sequence[AuditEvent], *, outbox_max: int
+) -> Committed:
+    """Take up to ``outbox_max`` outbox rows (oldest first), then ``events``, as the next
+    leaves: insert them into ``audit_events``, delete the taken outbox rows, append every
+    leaf to ``tree``."""
+    first = tree.size
+    rows: list[tuple[object, ...]] = []
+    records: list[bytes] = []
+    committed: list[AuditEvent | None] = []
+    taken = conn.execute(_SELECT_OUTBOX, (outbox_max,)).fetchall() if outbox_max else []
+    done: list[tuple[int]] = []
+    for seq, at, name, request_id, principal_id, credential_id, model, unindexed in taken:
+        try:
+            parts = EncodedRecord.from_unindexed(stored_bytes(unindexed))
+        except AuditRecordInvalid:
+            # Not written by the directory (an edit of the database): left where it is, as
+            # evidence, rather than stopping the log (and with it every call).
+            log.error("audit outbox row %s is not a record: left in the outbox", seq)
+            continue
+        index = tree.size
+        record = parts.record(index)
+        lh = leaf_hash(record)
+        tree.append(lh)
+        rows.append(
+            (index + 1, at, name, request_id, principal_id, credential_id, model, record, lh)
+        )
+        records.append(record)
+        committed.append(_event_of(record))
+        done.append((seq,))
+    if done:
+        conn.executemany("DELETE FROM audit_outbox WHERE seq = ?", done)
+    for e in events:
+        index = tree.size
+        record = e.encode(index)
+        lh = leaf_hash(record)
+        tree.append(lh)
+        rows.append(
+            (
+                index + 1,
+                e.at,
+                e.name.value,
+                e.request_id,
+                e.principal_id,
+                e.credential_id,
+                e.model,
+                record,
+                lh,
+            )
+        )
+        records.append(record)
+        committed.append(e)
+    _insert_rows(conn, rows)
+    return Committed(first, records, committed)
