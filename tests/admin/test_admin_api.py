@@ -20,7 +20,8 @@ import aiohttp
 import orjson
 import pytest
 
-from garrison.admin.api import ADMIN_MAX_BODY_BYTES, ROUTES
+from garrison.admin.api import ROUTES
+from garrison.admin.dispatch import ADMIN_MAX_BODY_BYTES
 from garrison.admin.shape import ADMIN_PREFIX
 from garrison.domain import (
     Level,

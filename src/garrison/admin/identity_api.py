@@ -25,6 +25,7 @@ from aiohttp import web
 from garrison.admin import canary_guard, schemas
 from garrison.admin.authz import Action
 from garrison.admin.base import BACKEND_KEY, Ctx, Refused, Route
+from garrison.admin.dispatch import RULE_REASONS, error_response, json_response, parse_body, record
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import Level, PrincipalKind, Reason
 from garrison.domain.provenance import Provenance, is_own
@@ -35,6 +36,13 @@ from garrison.errors import (
     Forbidden,
     GarrisonError,
     RateLimited,
+)
+from garrison.gateway.edge import (
+    STATE_KEY,
+    new_request_id,
+    peer_address,
+    presented_key,
+    read_body,
 )
 from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
@@ -383,14 +391,6 @@ async def whoami_extra(ctx: Ctx) -> dict[str, Any]:
 
 # ── enrollment (unauthenticated) ───────────────────────────────────────────────────────────
 async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
-    from garrison.admin.api import _error, _json, _parse, _record
-    from garrison.gateway.app import (
-        STATE_KEY,
-        new_request_id,
-        peer_address,
-        presented_key,
-        read_body,
-    )
 
     state = request.app[STATE_KEY]
     backend = request.app[BACKEND_KEY]
@@ -400,7 +400,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
     address = str(peer_address(request, state))
 
     def refused(reason: Reason) -> None:
-        _record(
+        record(
             state,
             AuditEvent(
                 EventName.ENROLLMENT_REFUSED,
@@ -413,13 +413,15 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
 
     if not limiter.allow(address, now):
         refused(Reason.ENROLL_RATE)
-        return _error(RateLimited("too many enrollment attempts; wait and retry"), request_id)
+        return error_response(
+            RateLimited("too many enrollment attempts; wait and retry"), request_id
+        )
     try:
         raw = await read_body(request, state, ENROLL_MAX_BODY_BYTES)
-        body = _parse(schemas.Enroll, raw)
+        body = parse_body(schemas.Enroll, raw)
     except GarrisonError as exc:
         refused(Reason.ADMIN_INVALID)
-        return _error(exc, request_id)
+        return error_response(exc, request_id)
     snap = state.snapshot
     auth = authenticate(
         presented_key(request),
@@ -453,17 +455,18 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
         )
     except enrollment.EnrollRefused as exc:
         await _integrated(state)
-        return _error(exc, request_id)  # audited by redeem
+        return error_response(exc, request_id)  # audited by redeem
     except ClientError as exc:
-        from garrison.admin.api import _RULE_REASONS
         from garrison.admin.shape import admin_message, rule_of
 
         # A lock on the person or vendor is recorded as such (lock.active), not as junk.
-        refused(_RULE_REASONS.get(rule_of(admin_message(exc)) or "", Reason.ADMIN_INVALID))
-        return _error(exc, request_id)
+        refused(RULE_REASONS.get(rule_of(admin_message(exc)) or "", Reason.ADMIN_INVALID))
+        return error_response(exc, request_id)
     await _integrated(state)
     await backend.reload()
-    return _json(201, {**_issued(created, Provenance.ENROLLED), "principal": name}, request_id)
+    return json_response(
+        201, {**_issued(created, Provenance.ENROLLED), "principal": name}, request_id
+    )
 
 
 async def _integrated(state: GatewayState) -> None:

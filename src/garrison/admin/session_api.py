@@ -33,6 +33,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from garrison.admin.base import BACKEND_KEY
+from garrison.admin.dispatch import error_response, json_response, parse_body
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import OrgKind, Principal, PrincipalKind, Reason, Status
 from garrison.errors import (
@@ -43,6 +44,7 @@ from garrison.errors import (
     RateLimited,
     ServerError,
 )
+from garrison.gateway.edge import STATE_KEY, new_request_id, peer_address, read_body
 from garrison.identity.access_tokens import (
     ACCESS_TOKEN_MAX_S,
     InvalidToken,
@@ -157,9 +159,6 @@ async def _verify_id_token(
 
 
 async def token_endpoint(request: web.Request) -> web.StreamResponse:
-    from garrison.admin.api import _error, _json, _parse
-    from garrison.gateway.app import STATE_KEY, new_request_id, peer_address, read_body
-
     state = request.app[STATE_KEY]
     backend = request.app[BACKEND_KEY]
     signin = request.app[SIGNIN_KEY]
@@ -185,8 +184,8 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
                 )
             )
         except AuditUnavailable:
-            return _error(AuditUnavailable(), request_id)
-        return _error(exc, request_id)
+            return error_response(AuditUnavailable(), request_id)
+        return error_response(exc, request_id)
 
     if not signin.limiter.allow(address, now):
         return await refused(
@@ -202,7 +201,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         )
     try:
         raw = await read_body(request, state, ID_TOKEN_MAX_BYTES + 1024)
-        body = _parse(TokenRequest, raw)
+        body = parse_body(TokenRequest, raw)
     except ClientError as exc:
         return await refused(exc, Reason.ADMIN_INVALID)
     try:
@@ -263,7 +262,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
                 address=address,
             )
         except EnrollRefused as exc:
-            return _error(exc, request_id)  # recorded by the redemption
+            return error_response(exc, request_id)  # recorded by the redemption
         except ClientError as exc:  # a lock on the person, their org or the inviter
             return await refused(exc, Reason.LOCKED)
         await backend.reload()
@@ -350,8 +349,8 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
             )
         )
     except AuditUnavailable:
-        return _error(AuditUnavailable(), request_id)
-    return _json(
+        return error_response(AuditUnavailable(), request_id)
+    return json_response(
         200,
         {
             "access_token": access_token,
@@ -370,12 +369,9 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
 async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     """What ``garrison login`` needs to start a sign-in: public facts only (no secret; the
     name of the environment variable a client secret is read from, where one is needed)."""
-    from garrison.admin.api import _json
-    from garrison.gateway.app import STATE_KEY, new_request_id
-
     signin = request.app[SIGNIN_KEY]
     tokens = request.app[STATE_KEY].tokens
-    return _json(
+    return json_response(
         200,
         {
             "token_endpoint": tokens.url_for(TOKEN_PATH) if tokens is not None else None,

@@ -23,7 +23,7 @@ from garrison.errors import ConfigError
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from garrison.gateway.app import Call
+    from garrison.gateway.call import Call
     from garrison.gateway.state import GatewayState
 
 Traced = Callable[

@@ -1,0 +1,294 @@
+"""The admin pipeline every admin route runs through: authenticate (a Garrison key, as a model
+call is), authorise by role and reach, parse the body, run the handler, answer in the admin
+error shape, and record the call (``admin.read``, ``admin.denied``, ``admin.failed``).
+Writes go through the directory on behalf of the admin, whose ``origin`` names the admin,
+key, address and request id; after a write this process loads the new snapshot before
+answering.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from garrison.admin.authz import reach, roles_of, scope_of
+from garrison.admin.base import (
+    BACKEND_KEY,
+    B,
+    Ctx,
+    Refused,
+    Route,
+)
+from garrison.admin.shape import admin_error_body, admin_message, rule_of
+from garrison.audit import AuditEvent, EventName
+from garrison.domain import (
+    Reason,
+)
+from garrison.errors import (
+    AuditUnavailable,
+    BadRequest,
+    ClientError,
+    Forbidden,
+    GarrisonError,
+    Unauthenticated,
+)
+from garrison.gateway.edge import STATE_KEY, new_request_id, peer_address, presented_key, read_body
+from garrison.gateway.state import GatewayState
+from garrison.identity import authenticate
+from garrison.identity.access_tokens import SessionClaims
+from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
+from garrison.store.key_containment import LOCKED_RULE
+
+log = logging.getLogger("garrison.admin")
+
+
+# The largest real admin request (a vendor with 64 networks and 64 compartments) is a few
+# KB; 64 KiB refuses junk without reading megabytes of it.
+ADMIN_MAX_BODY_BYTES = 64 * 1024
+
+
+# Refusals whose rule has a reason code of its own (else admin.invalid_request).
+RULE_REASONS = {LOCKED_RULE: Reason.LOCKED}
+
+
+def parse_body(model: type[B], raw: bytes) -> B:
+    if not raw.strip():
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            where = ".".join(str(part) for part in err["loc"]) or "body"
+            problems.append(f"{where}: {err['msg']}")
+        raise BadRequest("; ".join(problems[:10])) from None
+
+
+def json_response(status: int, value: Any, request_id: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(value),
+        content_type="application/json",
+        headers={"x-request-id": request_id, "cache-control": "no-store"},
+    )
+
+
+def error_response(exc: GarrisonError, request_id: str) -> web.Response:
+    headers = {"x-request-id": request_id, "cache-control": "no-store"}
+    if exc.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="garrison-admin"'
+    return web.Response(
+        status=exc.status,
+        body=admin_error_body(exc, request_id),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def record(state: GatewayState, event: AuditEvent) -> None:
+    try:
+        state.audit.append_later(event)
+    except AuditUnavailable:
+        log.error("audit queue refused %s", event.name)
+
+
+def record_failure(
+    state: GatewayState,
+    request: web.Request,
+    actor: str,
+    credential_id: str,
+    request_id: str,
+    exc: Exception,
+) -> None:
+    record(
+        state,
+        AuditEvent(
+            EventName.ADMIN_FAILED,
+            at=state.clock(),
+            actor=actor,
+            request_id=request_id,
+            credential_id=credential_id,
+            data={
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "status": exc.status if isinstance(exc, GarrisonError) else 500,
+                "error": exc.code if isinstance(exc, GarrisonError) else "internal_error",
+            },
+        ),
+    )
+
+
+def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE_KEY]
+        backend = request.app[BACKEND_KEY]
+        request_id = new_request_id()
+        now = state.clock()
+        address = peer_address(request, state)
+        snap = state.snapshot
+        token = dpop_token(request.headers.get("authorization"))
+        session: SessionClaims | None = None
+        if token is not None:
+            bound = authenticate_token(
+                token,
+                request.headers.getall(DPOP_HEADER, []),
+                method=request.method,
+                path=request.rel_url.raw_path,
+                tokens=state.tokens,
+                principals=snap.principals,
+                orgs=snap.orgs,
+                now=now,
+                address=address,
+            )
+            auth, session = bound.auth, bound.session
+        else:
+            auth = authenticate(
+                presented_key(request),
+                credentials=snap.credentials,
+                principals=snap.principals,
+                orgs=snap.orgs,
+                pepper=state.pepper,
+                now=now,
+                address=address,
+            )
+        # What names the caller's credential: the key id, or the sign-in session's id.
+        credential_id = auth.key_id if auth.credential is not None or session is not None else None
+
+        def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
+            record(
+                state,
+                AuditEvent(
+                    EventName.ADMIN_DENIED,
+                    at=state.clock(),
+                    actor=actor,
+                    request_id=request_id,
+                    credential_id=credential_id,
+                    data={
+                        "method": request.method,
+                        "path": request.path,
+                        "address": str(address),
+                        "status": status,
+                        "reasons": [reason.value],
+                        **more,
+                    },
+                ),
+            )
+
+        if not auth.ok or auth.principal is None or credential_id is None:
+            reason = auth.reason or Reason.CREDENTIAL_MISSING
+            denied(reason, 401, None, presented_key_id=auth.key_id)
+            return error_response(Unauthenticated(), request_id)
+        admin = auth.principal
+        if session is not None:
+            from garrison.admin.session_api import session_admin
+
+            # The provider's groups narrowed this session's roles at sign-in.
+            admin = await session_admin(backend.engine, admin, session)
+        if auth.credential is not None and auth.credential.canary:
+            # Whatever the call, a canary's use must reach the detectors.
+            record(
+                state,
+                AuditEvent(
+                    EventName.ADMIN_READ,
+                    at=now,
+                    actor=admin.id,
+                    request_id=request_id,
+                    principal_id=admin.id,
+                    credential_id=credential_id,
+                    data={"method": request.method, "path": request.path, "address": str(address)},
+                ),
+            )
+        # A locked key, person, org or network cannot administer either (a global lockdown
+        # does not apply here: admins must be able to lift it).
+        lock = snap.locks.covering(
+            now,
+            credential_id=credential_id,
+            principal_id=admin.id,
+            org_id=admin.org_id,
+            address=address,
+            include_global=False,
+        )
+        if lock is not None:
+            denied(Reason.LOCKED, 403, admin.id, lock_id=lock.id)
+            return error_response(Forbidden("locked"), request_id)
+        admin_ctx = Ctx(
+            request=request,
+            state=state,
+            backend=backend,
+            request_id=request_id,
+            admin=admin,
+            credential_id=credential_id,
+            address=str(address),
+            scope=scope_of(admin, snap.orgs),
+            credential=auth.credential,
+            session=session,
+        )
+        ctx = admin_ctx
+        try:
+            if not route.open_to_all and not roles_of(admin):
+                raise Refused(Reason.ADMIN_NO_ROLE, Forbidden("you hold no admin role"))
+            if route.action is not None:
+                decision = reach(admin, route.action, ctx.scope)
+                if not decision.allowed:
+                    raise Refused(
+                        decision.reason, Forbidden(f"your roles do not allow {route.action.value}")
+                    )
+            if route.body is not None:
+                raw = await read_body(request, state, ADMIN_MAX_BODY_BYTES)
+                ctx.body = parse_body(route.body, raw)
+            result = await route.handler(ctx)
+        except Refused as refused:
+            denied(refused.reason, refused.error.status, admin.id)
+            return error_response(refused.error, request_id)
+        except ClientError as exc:
+            rule = rule_of(admin_message(exc))
+            denied(
+                RULE_REASONS.get(rule or "", Reason.ADMIN_INVALID), exc.status, admin.id, rule=rule
+            )
+            return error_response(exc, request_id)
+        except Exception as exc:
+            # Ours, not the caller's: the call is still in the record (the error middleware
+            # answers it and logs the detail).
+            record_failure(state, request, admin.id, ctx.credential_id, request_id, exc)
+            raise
+        if request.method != "GET":
+            # The change's event is in the audit outbox: have the writer integrate it, so
+            # the answer means "in the tree, exported, seen by detection". If the log is
+            # down the change stands and its record waits in the outbox.
+            try:
+                await state.audit.integrate()
+            except AuditUnavailable as exc:
+                log.warning("admin change %s not yet in the audit tree: %s", request_id, exc)
+        if ctx.wrote:
+            await backend.reload()
+        elif route.audit_reads or ctx.attempted:
+            # Durable before the answer leaves (what an admin read is in the record); a log
+            # that cannot be written refuses the read, as it refuses model calls.
+            try:
+                await state.audit.append(
+                    AuditEvent(
+                        EventName.ADMIN_UNCHANGED if ctx.attempted else EventName.ADMIN_READ,
+                        at=state.clock(),
+                        actor=admin.id,
+                        request_id=request_id,
+                        credential_id=ctx.credential_id,
+                        data={
+                            "method": request.method,
+                            "path": request.path,
+                            "query": dict(request.query),
+                        },
+                    ),
+                )
+            except AuditUnavailable:
+                return error_response(AuditUnavailable(), request_id)
+        if isinstance(result, web.StreamResponse):
+            return result
+        return json_response(ctx.status or route.status, result, request_id)
+
+    return handle

@@ -1,0 +1,141 @@
+"""One model call as the data plane records it: who, from where, which model, and how
+it was refused (``request.denied`` with reason codes; the caller sees its API's generic
+error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from garrison.audit import AuditEvent, EventName
+from garrison.domain import Reason, UpstreamApi
+from garrison.errors import (
+    AuditRecordInvalid,
+    AuditUnavailable,
+    GarrisonError,
+)
+from garrison.gateway.admission_limits import Ticket
+from garrison.gateway.containment import Cut
+from garrison.gateway.state import GatewayState
+from garrison.identity.access_tokens import SessionClaims
+
+if TYPE_CHECKING:
+    pass
+from garrison.gateway.edge import error_response
+
+log = logging.getLogger("garrison.gateway")
+
+
+class Call:
+    """Everything known about one call, for its audit events."""
+
+    __slots__ = (
+        "address",
+        "allowed",
+        "body_bytes",
+        "body_sha256",
+        "credential_id",
+        "cut",
+        "endpoint",
+        "forwarded",
+        "justified",
+        "model",
+        "model_id",
+        "org_id",
+        "peer",
+        "presented_key_id",
+        "principal_id",
+        "request_id",
+        "session",
+        "started",
+        "task",
+        "ticket",
+    )
+
+    def __init__(self, endpoint: str, request_id: str, address: str) -> None:
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.address = address
+        self.started = time.perf_counter()
+        self.forwarded: float | None = None  # when the upstream request was sent
+        self.principal_id: str | None = None
+        self.credential_id: str | None = None
+        # The sign-in token's claims when the call came with one (credential_id is then its
+        # session id, which locks and limits treat as a key id).
+        self.session: SessionClaims | None = None
+        self.org_id: str | None = None
+        self.model: str | None = None
+        self.body_sha256: str | None = None
+        self.body_bytes: int | None = None
+        # The public id of a key that did not authenticate (unknown id, wrong secret): not a
+        # secret, and what a detector needs to see someone guessing at one key.
+        self.presented_key_id: str | None = None
+        self.model_id: str | None = None
+        self.peer: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        # Set when a lock (or a revocation) cuts this call in flight; its task is cancelled.
+        self.cut: Cut | None = None
+        self.task: asyncio.Task[Any] | None = None
+        # The request.allowed event was handed to the log (what a cut then records).
+        self.allowed = False
+        # The per-credential/principal slots and body bytes this call holds (admission_limits).
+        self.ticket: Ticket | None = None
+        # The call came with a justification (a re-decision in flight keeps it).
+        self.justified = False
+
+    def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
+        data["endpoint"] = self.endpoint
+        data["client_address"] = self.address
+        data["org_id"] = self.org_id
+        if self.presented_key_id is not None:
+            data["presented_key_id"] = self.presented_key_id
+        if self.body_sha256 is not None:
+            data["body_sha256"] = self.body_sha256
+            data["body_bytes"] = self.body_bytes
+        return AuditEvent(
+            name,
+            at=at,
+            actor=self.principal_id,
+            request_id=self.request_id,
+            principal_id=self.principal_id,
+            credential_id=self.credential_id,
+            model=self.model,
+            data=data,
+        )
+
+
+def record_later(state: GatewayState, event: AuditEvent) -> None:
+    try:
+        state.audit.append_later(event)
+    except (AuditUnavailable, AuditRecordInvalid) as exc:
+        log.error("audit refused %s for %s: %s", event.name, event.request_id, exc.detail)
+
+
+def deny(
+    state: GatewayState,
+    call: Call,
+    api: UpstreamApi,
+    exc: GarrisonError,
+    reasons: tuple[Reason, ...],
+    *,
+    policies: tuple[str, ...] = (),
+) -> web.Response:
+    extra = {"policies": list(policies)} if policies else {}
+    for reason in reasons:
+        state.refusals[reason.value] += 1
+    record_later(
+        state,
+        call.event(
+            EventName.REQUEST_DENIED,
+            state.clock(),
+            status=exc.status,
+            reasons=[r.value for r in reasons],
+            **extra,
+        ),
+    )
+    return error_response(api, exc, call.request_id)

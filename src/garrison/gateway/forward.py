@@ -1,0 +1,170 @@
+"""Forwarding an admitted call to its upstream: plain answers read within their byte
+budget and deadline with the model name rewritten; streams handed to ``stream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from garrison.domain import Model
+from garrison.errors import (
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from garrison.gateway.answers import (
+    CallDeadline,
+    Charge,
+    ResponseBudgetExhausted,
+    answer_usage,
+    read_answer,
+    renamed_length,
+    write_renamed,
+)
+from garrison.gateway.apis import Endpoint
+from garrison.gateway.containment import uncancel
+from garrison.gateway.credential_echo import model_answer_forms, scrub_bytes
+from garrison.gateway.state import GatewayState
+from garrison.gateway.upstream import (
+    REQUEST_ID_HEADER,
+    is_encoded,
+    is_redirect,
+    upstream_headers,
+    upstream_url,
+)
+
+if TYPE_CHECKING:
+    pass
+from garrison.gateway.call import Call
+from garrison.gateway.edge import error_response
+from garrison.gateway.outcome import (
+    complete,
+    cut_response,
+    upstream_error,
+    upstream_failure,
+    upstream_redirect,
+)
+from garrison.gateway.stream import forward_stream
+from garrison.gateway.upstream_call import client_model_bytes, upstream_timeout
+
+log = logging.getLogger("garrison.gateway")
+
+_JSON = "application/json"
+
+
+async def forward_any(
+    request: web.Request,
+    state: GatewayState,
+    endpoint: Endpoint,
+    model: Model,
+    call: Call,
+    payload: bytes,
+    injected_usage: bool,
+    stream: bool,
+) -> web.StreamResponse:
+    if stream:
+        return await forward_stream(request, state, endpoint, model, call, payload, injected_usage)
+    charge = Charge(state.answers, state.limits)
+    try:
+        return await forward(request, state, endpoint, model, call, payload, charge)
+    finally:
+        charge.release()
+
+
+async def forward(
+    request: web.Request,
+    state: GatewayState,
+    endpoint: Endpoint,
+    model: Model,
+    call: Call,
+    payload: bytes,
+    charge: Charge,
+) -> web.StreamResponse:
+    api = endpoint.api
+    assert state.session is not None
+    headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    loop = asyncio.get_running_loop()
+    # The whole call, connect to last byte (answers.py): a dripping upstream cannot stretch it.
+    deadline = loop.time() + state.limits.nonstream_max_seconds
+    call.forwarded = time.perf_counter()
+    try:
+        async with (
+            asyncio.timeout_at(deadline),
+            state.session.post(
+                upstream_url(model, endpoint),
+                data=payload,
+                headers=headers,
+                timeout=upstream_timeout(state),
+                allow_redirects=False,  # never: see upstream.is_redirect
+                ssl=state.upstream_tls.for_model(model),
+            ) as resp,
+        ):
+            if is_redirect(resp.status):
+                return upstream_redirect(state, call, api, resp.status)
+            if is_encoded(resp.headers):
+                raise UpstreamFailed("upstream answer compressed")
+            if resp.status >= 400:
+                exc, shape = await upstream_failure(resp, model)
+                complete(
+                    state,
+                    call,
+                    status=exc.status,
+                    outcome=f"upstream_{resp.status}",
+                    usage=None,
+                    bytes_out=0,
+                    ttfb=None,
+                    extra=shape,
+                )
+                return error_response(api, exc, call.request_id)
+            raw = await read_answer(resp, state.limits.max_response_bytes, charge)
+    except asyncio.CancelledError:
+        if call.cut is not None:
+            # Cut by a lock: leaving the upstream context above dropped its connection.
+            uncancel()
+            return cut_response(state, call, api)
+        complete(
+            state, call, status=499, outcome="client_closed", usage=None, bytes_out=0, ttfb=None
+        )
+        raise
+    except ResponseBudgetExhausted as exc:
+        log.warning("answer for %s dropped: %s", call.request_id, exc.detail)
+        return upstream_error(state, call, api, exc, "response_budget")
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        if loop.time() >= deadline:
+            return upstream_error(state, call, api, CallDeadline(), "call_deadline")
+        return upstream_error(state, call, api, UpstreamTimeout(), "upstream_timeout")
+    except (aiohttp.ClientError, UpstreamFailed) as exc:
+        log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
+        return upstream_error(state, call, api, UpstreamFailed(), "upstream_error")
+    try:
+        usage = answer_usage(api, raw)
+    except orjson.JSONDecodeError:
+        return upstream_error(state, call, api, UpstreamFailed(), "upstream_bad_json")
+    old, new = client_model_bytes(model)
+    # The model's own credential never reaches the caller (a copy only when it is there).
+    raw = scrub_bytes(raw, model_answer_forms(model))
+    # Our own content type: the upstream's header is its text (it can carry the credential).
+    response = web.StreamResponse(
+        headers={"content-type": _JSON, REQUEST_ID_HEADER: call.request_id}
+    )
+    response.content_length = renamed_length(raw, old, new)
+    complete(
+        state,
+        call,
+        status=200,
+        outcome="ok",
+        usage=usage,
+        bytes_out=response.content_length,
+        ttfb=time.perf_counter() - call.started,
+    )
+    # Written here, renamed piece by piece, so the budget holds the answer until it is sent.
+    await response.prepare(request)
+    await write_renamed(response, raw, old, new)
+    await response.write_eof()
+    return response

@@ -1,0 +1,203 @@
+"""Streamed answers: passed through event by event as they arrive, metered, and cut
+when a lock or the stream's limits say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from garrison.domain import Model, UpstreamApi
+from garrison.errors import (
+    GarrisonError,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from garrison.gateway import apis
+from garrison.gateway.apis import Endpoint
+from garrison.gateway.containment import uncancel
+from garrison.gateway.credential_echo import model_answer_forms, model_key, scrub_bytes
+from garrison.gateway.metering import SseMeter
+from garrison.gateway.state import GatewayState
+from garrison.gateway.upstream import (
+    REQUEST_ID_HEADER,
+    is_encoded,
+    is_redirect,
+    upstream_headers,
+    upstream_url,
+)
+from garrison.gateway.upstream_errors import rewrite_stream_errors
+
+if TYPE_CHECKING:
+    pass
+from garrison.gateway.call import Call
+from garrison.gateway.outcome import (
+    complete,
+    cut_as,
+    cut_response,
+    upstream_error,
+    upstream_failure,
+    upstream_redirect,
+)
+from garrison.gateway.upstream_call import client_model_bytes, upstream_timeout
+
+log = logging.getLogger("garrison.gateway")
+
+
+class StreamLimit(Exception):
+    """The stream ran past its longest duration."""
+
+
+async def forward_stream(
+    request: web.Request,
+    state: GatewayState,
+    endpoint: Endpoint,
+    model: Model,
+    call: Call,
+    payload: bytes,
+    injected_usage: bool,
+) -> web.StreamResponse:
+    api = endpoint.api
+    assert state.session is not None
+    headers = upstream_headers(endpoint, model, call.request_id, request.headers)
+    meter = SseMeter(api, drop_usage_chunk=injected_usage)
+    old, new = client_model_bytes(model)
+    rename = old != new
+    echo_forms = model_answer_forms(model)
+    response: web.StreamResponse | None = None
+    bytes_out = 0
+    ttfb: float | None = None
+    outcome = "ok"
+    status = 200
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.limits.stream_max_seconds
+    call.forwarded = time.perf_counter()
+    try:
+        async with state.session.post(
+            upstream_url(model, endpoint),
+            data=payload,
+            headers=headers,
+            timeout=upstream_timeout(state),
+            allow_redirects=False,  # never: see upstream.is_redirect
+            ssl=state.upstream_tls.for_model(model),
+        ) as resp:
+            if is_redirect(resp.status):
+                return upstream_redirect(state, call, api, resp.status)
+            if is_encoded(resp.headers):
+                raise UpstreamFailed("upstream answer compressed")
+            if resp.status >= 400:
+                exc, shape = await upstream_failure(resp, model)
+                return upstream_error(state, call, api, exc, f"upstream_{resp.status}", shape)
+            response = web.StreamResponse(
+                status=200,
+                headers={
+                    "content-type": "text/event-stream",
+                    "cache-control": "no-cache",
+                    REQUEST_ID_HEADER: call.request_id,
+                },
+            )
+            await response.prepare(request)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    async for data in resp.content.iter_any():
+                        out = meter.feed(data)
+                        if meter.overflow:
+                            raise UpstreamFailed("SSE event over the size limit")
+                        if not out:
+                            continue
+                        if ttfb is None:
+                            ttfb = time.perf_counter() - call.started
+                        if rename:
+                            out = out.replace(old, new)
+                        if echo_forms:
+                            out = scrub_bytes(out, echo_forms)
+                        out = rewrite_stream_errors(
+                            out,
+                            api,
+                            upstream_model=model.upstream_model,
+                            model_name=model.name,
+                            key=model_key(model),
+                        )
+                        bytes_out += len(out)
+                        await response.write(out)
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    raise StreamLimit from None
+                raise
+            rest = rewrite_stream_errors(
+                scrub_bytes(meter.flush(), echo_forms),
+                api,
+                upstream_model=model.upstream_model,
+                model_name=model.name,
+                key=model_key(model),
+            )
+            if rest:
+                bytes_out += len(rest)
+                await response.write(rest)
+    except asyncio.CancelledError:
+        if call.cut is None:
+            complete(
+                state,
+                call,
+                status=499,
+                outcome="client_closed",
+                usage=meter.usage,
+                bytes_out=bytes_out,
+                ttfb=ttfb,
+            )
+            raise
+        # Cut by a lock: the upstream connection was dropped on the way out of its context;
+        # the client gets a final error event (or a plain 403 if nothing was sent yet).
+        uncancel()
+        if response is None:
+            return cut_response(state, call, api)
+        outcome, cut_error = cut_as(call)
+        status = cut_error.status
+        await end_stream(response, api, cut_error)
+    except StreamLimit:
+        outcome, status = "stream_limit", 504
+        error: GarrisonError = UpstreamTimeout(
+            public_message="The stream exceeded its longest duration."
+        )
+        await end_stream(response, api, error)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        outcome, status = "upstream_timeout", 504
+        if response is None:
+            return upstream_error(state, call, api, UpstreamTimeout(), outcome)
+        await end_stream(response, api, UpstreamTimeout())
+    except (aiohttp.ClientError, UpstreamFailed) as exc:
+        log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
+        outcome, status = "upstream_error", 502
+        if response is None:
+            return upstream_error(state, call, api, UpstreamFailed(), outcome)
+        await end_stream(response, api, UpstreamFailed())
+    except ConnectionResetError:
+        outcome, status = "client_closed", 499
+    complete(
+        state,
+        call,
+        status=status,
+        outcome=outcome,
+        usage=meter.usage,
+        bytes_out=bytes_out,
+        ttfb=ttfb,
+    )
+    assert response is not None
+    return response
+
+
+async def end_stream(
+    response: web.StreamResponse | None, api: UpstreamApi, exc: GarrisonError
+) -> None:
+    if response is None:
+        return
+    try:
+        await response.write(apis.stream_error_event(api, exc))
+        await response.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        pass
