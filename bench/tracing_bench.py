@@ -34,8 +34,8 @@ from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
 from garrison.domain.provenance import Provenance
 from garrison.gateway import tracing
-from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
+from garrison.server import Gateway
 
 BODY = {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]}
 

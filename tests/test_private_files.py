@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from garrison.cli.main import cli
 from garrison.config import CONFIG_FILE, Settings, load_settings
-from garrison.gateway.runtime import Gateway
 from garrison.private_files import open_private_append, prepare_sqlite_file
+from garrison.server import Gateway
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ from urllib.parse import urlsplit
 
 from garrison.config_keys import check_config_document
 from garrison.domain import Level, Network
-from garrison.domain.networks import parse_network
+from garrison.domain.networks import parse_listen, parse_network
 from garrison.errors import ConfigError
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
@@ -383,14 +383,6 @@ def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,
 # since the listener asks for no credential.
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port``; ValueError otherwise."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {text!r} is not host:port")
-    return host.strip("[]"), int(port)
 
 
 def _listen(table: Mapping[str, Any], section: str, path: Path) -> str | None:

@@ -28,8 +28,8 @@ import httpx
 
 from garrison.bootstrap import init, write_credential
 from garrison.config import Settings
-from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
+from garrison.server import Gateway
 
 UPSTREAM_KEY = "demo-upstream-key"
 # Each person enrolls from their own loopback address (one machine plays several).

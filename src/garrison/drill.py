@@ -387,8 +387,8 @@ async def run_local(keep: Path | None = None) -> DrillResult:
     """Start a mock model server and a gateway of its own, run the scenario, stop both."""
     from garrison.bootstrap import enroll_locally, init
     from garrison.config import Settings
-    from garrison.gateway.runtime import Gateway
     from garrison.mock import MockConfig, MockUpstream
+    from garrison.server import Gateway
 
     root = keep or Path(tempfile.mkdtemp(prefix="garrison-drill-"))
     mock = MockUpstream(MockConfig(tokens=150, chunk_delay_ms=10))

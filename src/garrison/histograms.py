@@ -1,6 +1,6 @@
 """Fixed-bucket latency histograms, cheap enough for every call (one bisect, two adds).
 
-Rendered as Prometheus histograms at scrape time by ``garrison.admin.metrics``."""
+Rendered as Prometheus histograms at scrape time by ``garrison.metrics``."""
 
 from __future__ import annotations
 

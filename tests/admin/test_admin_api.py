@@ -22,7 +22,7 @@ import pytest
 
 from garrison.admin.api import ROUTES
 from garrison.admin.dispatch import ADMIN_MAX_BODY_BYTES
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 from garrison.domain import (
     Level,
     Principal,

@@ -9,7 +9,7 @@ import pytest
 
 from garrison.admin import schemas
 from garrison.admin.api import ROUTES
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 from garrison.respond import render
 from garrison.store.directory import NAME_MAX_CHARS
 from tests.support.admin import admin_call

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from garrison.admin.api import ROUTES
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 from tests.support.admin import admin_call
 from tests.support.world import World
 

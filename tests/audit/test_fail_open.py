@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.db import hold_write_lock
 from tests.support.world import World, start_world, stop_world
 

@@ -30,8 +30,8 @@ from garrison.bootstrap import enroll_locally, init, open_directory, write_crede
 from garrison.config import Settings, load_settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
 from garrison.domain.provenance import Provenance
-from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
+from garrison.server import Gateway
 from garrison.store import Directory
 from tests.support.admin import own_key
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from garrison.config import CONFIG_FILE, Settings, load_settings, render_settings
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.world import start_world, stop_world
 
 pytestmark = pytest.mark.e2e

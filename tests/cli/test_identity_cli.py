@@ -20,8 +20,8 @@ import orjson
 import pytest
 
 from garrison.config import load_settings
-from garrison.gateway.runtime import Gateway
 from garrison.mock import MockConfig, MockUpstream
+from garrison.server import Gateway
 from tests.cli.conftest import BackgroundLoop, Cli, garrison
 
 pytestmark = pytest.mark.e2e

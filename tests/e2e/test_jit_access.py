@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from garrison.domain import Level
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.admin import admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
 

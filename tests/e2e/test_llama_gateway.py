@@ -13,7 +13,7 @@ import pytest
 from garrison.bootstrap import init, open_directory
 from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.llama_server import LlamaServer, serve_tiny_llama
 from tests.support.tiny_gguf import HIDDEN_SIZE
 

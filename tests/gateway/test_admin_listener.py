@@ -16,7 +16,7 @@ import pytest
 from garrison.cli.client import resolve_url
 from garrison.config import load_settings
 from garrison.errors import ConfigError
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.certs import issue, make_ca
 from tests.support.world import World, start_world, stop_world
 

@@ -98,7 +98,7 @@ async def test_a_lock_placed_through_one_process_holds_in_the_other_during_the_o
     import dataclasses
     import time
 
-    from garrison.gateway.runtime import Gateway
+    from garrison.server import Gateway
 
     other = Gateway(dataclasses.replace(world.settings, port=0, audit_fail_open=True))
     await other.start()

@@ -25,7 +25,7 @@ from garrison.gateway.caller_text import (
     JUSTIFICATION_MAX_CHARS,
     caller_justification,
 )
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e

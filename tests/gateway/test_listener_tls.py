@@ -18,8 +18,8 @@ import openai
 import pytest
 
 from garrison.errors import ConfigError
-from garrison.gateway.runtime import Gateway
-from garrison.gateway.tls import (
+from garrison.server import Gateway
+from garrison.tls.listener import (
     MIN_TLS_VERSION,
     TLS_FILE_MAX_BYTES,
     TLS_RELOAD_POLL_S,
@@ -263,7 +263,7 @@ def test_unreadable_is_reported_as_permission_denied(
             raise PermissionError(13, "Permission denied")
         return real_open(self, mode, buffering, encoding, errors, newline)
 
-    monkeypatch.setattr(Path, "open", refuse)  # the class garrison.gateway.tls opens with
+    monkeypatch.setattr(Path, "open", refuse)  # the class garrison.tls.listener opens with
     assert _start_error(cert, key) == (
         f"[gateway] tls_key_file {key}: cannot be read (permission denied)"
     )

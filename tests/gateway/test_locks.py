@@ -25,9 +25,9 @@ import pytest
 from garrison.domain import AuthStyle, Level, Status, UpstreamApi, VendorStatus
 from garrison.domain.locks import LockKind
 from garrison.gateway.limits import GatewayLimits
-from garrison.gateway.runtime import Gateway
 from garrison.gateway.state import StaleMode
 from garrison.identity import parse_key
+from garrison.server import Gateway
 from tests.support.admin import admin_call, make_admin, own_key, table_counts
 from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
 

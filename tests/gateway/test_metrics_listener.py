@@ -14,7 +14,7 @@ import pytest
 
 from garrison.bootstrap import init
 from garrison.config import DEFAULT_METRICS_LISTEN, load_settings
-from garrison.gateway.runtime import Gateway
+from garrison.server import Gateway
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e

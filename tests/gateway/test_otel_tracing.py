@@ -147,7 +147,7 @@ def test_with_tracing_off_opentelemetry_is_not_imported(tmp_path: Path) -> None:
         from pathlib import Path
         from garrison.bootstrap import init
         from garrison.config import load_settings
-        from garrison.gateway.runtime import Gateway
+        from garrison.server import Gateway
 
         done = init(Path({str(tmp_path / "data")!r}))
         settings = load_settings(done.config_path, env={{}})

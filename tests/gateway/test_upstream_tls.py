@@ -20,7 +20,7 @@ from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, Model, UpstreamApi
 from garrison.domain.upstream_tls import TLS_PATH_MAX_CHARS, UpstreamTls
-from garrison.gateway.upstream_tls import (
+from garrison.tls.upstream import (
     MAX_UPSTREAM_TLS_CONTEXTS,
     UPSTREAM_TLS_CHECK_S,
     UpstreamTlsContexts,

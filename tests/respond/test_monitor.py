@@ -29,11 +29,11 @@ from garrison.detect.observation import Finding, Obs, Severity
 from garrison.detect.rules import Playbook
 from garrison.domain import Level, PrincipalKind
 from garrison.domain.locks import LockKind
-from garrison.gateway.runtime import Gateway
 from garrison.keyring import Sealer
 from garrison.respond import monitor as monitor_mod
 from garrison.respond import playbooks
 from garrison.respond.monitor import Monitor
+from garrison.server import Gateway
 from garrison.store import Directory, alerts, load_snapshot
 from tests.support.admin import admin_call
 from tests.support.db import connect

@@ -22,9 +22,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from garrison.gateway.runtime import Gateway
 from garrison.respond import sinks
 from garrison.respond.sinks import JsonlSink, SyslogSink, WebhookSink
+from garrison.server import Gateway
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e

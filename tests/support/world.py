@@ -19,9 +19,9 @@ from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
-from garrison.gateway.runtime import Gateway
 from garrison.identity.oidc_config import OidcSettings
 from garrison.mock import MockConfig, MockUpstream
+from garrison.server import Gateway
 from garrison.store import Directory
 
 UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"

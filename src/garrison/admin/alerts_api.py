@@ -64,7 +64,7 @@ def _status_handler(status: str) -> Any:
 async def metrics(ctx: Ctx) -> Any:
     """Prometheus text format; needs a key whose principal may read alerts (Prometheus sends
     it as ``authorization: bearer`` credentials)."""
-    from garrison.admin.metrics import render
+    from garrison.metrics import render
 
     body = render(ctx.state, ctx.backend.monitor)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")

@@ -30,7 +30,7 @@ from garrison.admin.base import (
     Route,
 )
 from garrison.admin.dispatch import endpoint
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 
 ROUTES: tuple[Route, ...] = (
     *identity_api.ROUTES,

@@ -24,7 +24,7 @@ from garrison.admin.base import (
     Refused,
     Route,
 )
-from garrison.admin.shape import admin_error_body, admin_message, rule_of
+from garrison.admin_wire import admin_error_body, admin_message, rule_of
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import (
     Reason,

@@ -457,7 +457,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
         await _integrated(state)
         return error_response(exc, request_id)  # audited by redeem
     except ClientError as exc:
-        from garrison.admin.shape import admin_message, rule_of
+        from garrison.admin_wire import admin_message, rule_of
 
         # A lock on the person or vendor is recorded as such (lock.active), not as junk.
         refused(RULE_REASONS.get(rule_of(admin_message(exc)) or "", Reason.ADMIN_INVALID))

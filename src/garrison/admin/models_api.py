@@ -28,9 +28,9 @@ from garrison.domain.upstream_tls import check_upstream_tls, parse_upstream_tls
 from garrison.errors import (
     BadRequest,
 )
-from garrison.gateway.upstream_tls import check_tls_files
 from garrison.store import changes as changes_rules
 from garrison.store import queries
+from garrison.tls.upstream import check_tls_files
 
 
 async def list_models(ctx: Ctx) -> Any:

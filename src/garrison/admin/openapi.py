@@ -11,7 +11,7 @@ import orjson
 
 from garrison import __version__
 from garrison.admin import responses
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 
 if TYPE_CHECKING:
     from garrison.admin.base import Route

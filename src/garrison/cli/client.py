@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import orjson
 
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 from garrison.cli.wording import humane
-from garrison.config import Settings, load_settings, parse_listen
+from garrison.config import Settings, load_settings
+from garrison.domain.networks import parse_listen
 from garrison.errors import ConfigError, GarrisonError
 
 # Reports read the audit log; a minute is generous for a directory of any real size and

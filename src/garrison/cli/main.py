@@ -136,8 +136,8 @@ def serve(config_path: Path, port: int | None) -> None:
     import dataclasses
 
     from garrison.cli.serving import announce, database_errors, port_errors
-    from garrison.config import parse_listen
-    from garrison.gateway.runtime import serve_forever
+    from garrison.domain.networks import parse_listen
+    from garrison.server import serve_forever
 
     settings = _settings(config_path)
     if port is not None:

@@ -1,5 +1,5 @@
 """How the gateway reaches one upstream over TLS: its own CA bundle and an optional client
-certificate. Pure: the shape and the rules; the files are read by garrison.gateway.upstream_tls.
+certificate. Pure: the shape and the rules; the files are read by garrison.tls.upstream.
 """
 
 from __future__ import annotations

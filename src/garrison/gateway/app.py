@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from garrison.admin.shape import ADMIN_PREFIX, admin_error_body
+from garrison.admin_wire import ADMIN_PREFIX, admin_error_body
 from garrison.audit import EventName
 from garrison.domain import Reason, UpstreamApi
 from garrison.errors import (

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from garrison.admin.shape import ADMIN_PREFIX
+from garrison.admin_wire import ADMIN_PREFIX
 from garrison.domain import Network, UpstreamApi
 from garrison.errors import Overloaded
 from garrison.gateway.apis import error_body

@@ -19,13 +19,13 @@ from garrison.gateway.answers import ResponseBudget
 from garrison.gateway.body_work import BodyWork
 from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
-from garrison.gateway.upstream_tls import UpstreamTlsContexts
 from garrison.histograms import Histogram
 from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import Sealer
 from garrison.policy.context import DEFAULT_IDENTITY_POLICY, IdentityPolicy
 from garrison.policy.engine import PolicyEngine
 from garrison.store.snapshot import Snapshot
+from garrison.tls.upstream import UpstreamTlsContexts
 
 
 @dataclass(slots=True)

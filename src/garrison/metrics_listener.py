@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from garrison.admin.metrics import render
-from garrison.config import parse_listen
+from garrison.domain.networks import parse_listen
 from garrison.gateway.state import GatewayState
+from garrison.metrics import render
 
-log = logging.getLogger("garrison.gateway")
+log = logging.getLogger("garrison.metrics")
 
 
 class MetricsListener:

@@ -19,7 +19,7 @@ from pathlib import Path
 from garrison.domain import Model
 from garrison.domain.upstream_tls import UpstreamTls
 from garrison.errors import BadRequest, ConfigError, UpstreamFailed
-from garrison.gateway.tls import MIN_TLS_VERSION, Stamp, check_pem_file, file_stamp, load_pair
+from garrison.tls.listener import MIN_TLS_VERSION, Stamp, check_pem_file, file_stamp, load_pair
 
 log = logging.getLogger("garrison.gateway")
 

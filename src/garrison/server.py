@@ -1,5 +1,7 @@
-"""One gateway process: open the store, load the snapshot, start the audit writer, the
-snapshot watcher, the upstream client pool and the HTTP listener; stop them in reverse."""
+"""The composition root: one Garrison process. Opens the store, loads the snapshot, starts
+the audit writer, the snapshot watcher, the upstream client pool, detection, and both planes
+(the data plane of ``garrison.gateway`` and the admin API of ``garrison.admin``) on their
+listeners; stops them in reverse. Nothing below imports this module."""
 
 from __future__ import annotations
 
@@ -27,13 +29,13 @@ from garrison.audit.exporters import build_exporters, parse_syslog_address
 from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.witness import DirectoryWitness
 from garrison.audit.writer import AuditLog
-from garrison.config import Settings, parse_listen
+from garrison.config import Settings
 from garrison.detect.observation import Finding, Severity
 from garrison.detect.rules import RuleSet
 from garrison.domain import Reason, VendorStatus
 from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.domain.locks import Lock, LockKind
-from garrison.domain.networks import parse_network
+from garrison.domain.networks import parse_listen, parse_network
 from garrison.errors import AuditUnavailable, ConfigError
 from garrison.gateway import fd_limit, tracing
 from garrison.gateway.app import build_app, new_request_id
@@ -41,13 +43,12 @@ from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.memory_release import AfterOutage
-from garrison.gateway.metrics_listener import MetricsListener
 from garrison.gateway.state import GatewayState
-from garrison.gateway.tls import ReloadingTls
 from garrison.identity.access_tokens import TokenSigner
 from garrison.identity.dpop import MemoryReplayCache
 from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
+from garrison.metrics_listener import MetricsListener
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
 from garrison.respond.sinks import JsonlSink, Sink, SyslogSink, WebhookSink
@@ -57,6 +58,7 @@ from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal, Journ
 from garrison.store.locks import adopt_emergency_lock
 from garrison.store.snapshot import Snapshot, VersionProbe
 from garrison.store.vendors import expire_ended_contracts
+from garrison.tls.listener import ReloadingTls
 
 log = logging.getLogger("garrison.gateway")
 
