@@ -90,3 +90,4 @@ def test_the_container_build_steps_install_a_working_garrison(tmp_path: Path) ->
     )
     assert help_out.returncode == 0 and "serve" in help_out.stdout, help_out.stderr
     assert shlex.split(run)[0] == "python"
+    assert "--require-hashes -r requirements/run.txt" in run  # the lock, as make run uses it
