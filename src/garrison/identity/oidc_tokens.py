@@ -67,11 +67,15 @@ class IdToken:
     issued_at: float
     expires_at: float
     nonce: str
-    digest: str  # SHA-256 of the token: its identity for the replay cache
+    digest: str  # SHA-256 of what was signed: the token's identity for the replay cache
 
 
 def token_digest(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+    """SHA-256 of the signed part (header and payload), not of the whole text: the signature
+    is not unique to them (an ECDSA (r, s) verifies as (r, n - s) too), so a digest of the
+    whole token would let the same ID token be exchanged again under a twin signature."""
+    signed, _, _ = raw.rpartition(".")
+    return hashlib.sha256(signed.encode()).hexdigest()
 
 
 def unverified_header_and_issuer(raw: str) -> tuple[dict[str, Any], str]:

@@ -1,0 +1,215 @@
+"""Red-team regressions on sign-in, tokens and step-up, through a running gateway's HTTP API.
+
+The provider is an in-process OpenID provider on loopback (discovery + JWKS, ES256, as the
+configuration example in docs/identity.md allows): the test mints the ID tokens it would
+issue, so each attack is exact. Set-up goes through the admin API (people, invitations,
+approvals); only limits are shrunk in-process, as other tests do, to reach them quickly.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from garrison.admin.session_api import TOKEN_PATH
+from garrison.identity.dpop import (
+    generate_proof_key,
+    make_proof,
+    proof_key_thumbprint,
+)
+from garrison.identity.oidc_config import OidcProvider, OidcSettings
+from tests.support.admin import admin_call, lift_enroll_limits
+from tests.support.callers import approve_as_second_admin
+from tests.support.world import World, start_world, stop_world
+
+pytestmark = pytest.mark.e2e
+
+CLIENT = "garrison-cli"
+# The order of the P-256 group: (r, n - s) is a second valid ECDSA signature of the same input.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_machines = itertools.count(1)
+
+
+def machine() -> str:
+    """A loopback address of its own (the person's machine, not the inviting admin's)."""
+    n = next(_machines)
+    return f"127.9.{n // 250 % 250}.{n % 250 + 1}"
+
+
+class LoopbackIdp:
+    """Discovery and JWKS of one ES256 key; ``id_token`` signs what the provider would."""
+
+    def __init__(self) -> None:
+        self.key = ECKey.generate_key("P-256", private=True, parameters={"kid": "k1"})
+        self.runner: web.AppRunner | None = None
+        self.issuer = ""
+
+    async def start(self) -> LoopbackIdp:
+        app = web.Application()
+        app.router.add_get("/.well-known/openid-configuration", self._discovery)
+        app.router.add_get("/jwks", self._jwks)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.issuer = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _discovery(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": self.issuer,
+                "authorization_endpoint": f"{self.issuer}/auth",
+                "token_endpoint": f"{self.issuer}/token",
+                "jwks_uri": f"{self.issuer}/jwks",
+            }
+        )
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        public = self.key.as_dict(private=False)
+        return web.json_response({"keys": [{**public, "kid": "k1", "use": "sig"}]})
+
+    def id_token(self, sub: str, nonce: str, **claims: Any) -> str:
+        now = int(time.time())
+        body = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": CLIENT,
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": now,
+            "amr": ["pwd", "otp"],
+            "nonce": nonce,
+            **claims,
+        }
+        return jwt.encode({"alg": "ES256", "kid": "k1"}, body, self.key)
+
+
+def malleated(token: str) -> str:
+    """The same ES256 token with its signature's ``s`` replaced by ``n - s``: another string
+    that verifies under the same key (ECDSA signatures are malleable)."""
+    head, payload, sig = token.split(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    r, s = raw[:32], int.from_bytes(raw[32:], "big")
+    other = r + (P256_N - s).to_bytes(32, "big")
+    return ".".join([head, payload, base64.urlsafe_b64encode(other).rstrip(b"=").decode()])
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[LoopbackIdp]:
+    provider = await LoopbackIdp().start()
+    yield provider
+    await provider.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, idp: LoopbackIdp) -> AsyncIterator[World]:
+    oidc = OidcSettings((OidcProvider(issuer=idp.issuer, client_id=CLIENT, algorithms=("ES256",)),))
+    w = await start_world(tmp_path, oidc=oidc)
+    lift_enroll_limits(w)
+    try:
+        yield w
+    finally:
+        await stop_world(w)
+
+
+async def invited(world: World, name: str) -> str:
+    """A person made and invited through the admin API; their enrollment code."""
+    status, created = await admin_call(
+        world, world.admin_key, "POST", "/principals", {"name": name, "org": "internal"}
+    )
+    if status == 202:
+        await approve_as_second_admin(world, created["pending"]["id"])
+    else:
+        assert status == 201, created
+    await world.reload()
+    status, invitation = await admin_call(
+        world, world.admin_key, "POST", f"/principals/{name}/invite", {}
+    )
+    assert status == 201, invitation
+    return str(invitation["enrollment_code"])
+
+
+async def exchange(
+    world: World,
+    id_token: str,
+    key: ECKey,
+    *,
+    code: str | None = None,
+    address: str | None = None,
+) -> tuple[int, Any]:
+    tokens = world.gateway.state.tokens
+    assert tokens is not None
+    proof = make_proof(key, method="POST", url=tokens.url_for(TOKEN_PATH), now=time.time())
+    body: dict[str, Any] = {"id_token": id_token}
+    if code is not None:
+        body["enrollment_code"] = code
+    connector = aiohttp.TCPConnector(local_addr=(address or machine(), 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(
+            f"{world.base}{TOKEN_PATH}",
+            data=orjson.dumps(body),
+            headers={"dpop": proof, "content-type": "application/json"},
+        ) as resp,
+    ):
+        return resp.status, orjson.loads(await resp.read())
+
+
+def nonce_for(key: ECKey) -> str:
+    return f"{proof_key_thumbprint(key)}.n{next(_machines)}"
+
+
+async def signed_in(world: World, idp: LoopbackIdp, name: str, sub: str) -> tuple[str, ECKey]:
+    """``name`` linked to ``sub`` and signed in: their access token and proof key."""
+    code = await invited(world, name)
+    key = generate_proof_key()
+    status, body = await exchange(world, idp.id_token(sub, nonce_for(key)), key, code=code)
+    assert status == 200, body
+    return str(body["access_token"]), key
+
+
+async def call_models(world: World, token: str, key: ECKey, proof_key: ECKey | None = None) -> int:
+    url = f"{world.base}/v1/models"
+    proof = make_proof(proof_key or key, method="GET", url=url, now=time.time(), access_token=token)
+    headers = {"authorization": f"DPoP {token}", "dpop": proof}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+# ── replay of an ID token at the exchange ────────────────────────────────────────────────
+async def test_an_id_token_is_exchanged_once_even_with_its_signature_malleated(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """ECDSA signatures are malleable: (r, n - s) verifies too. Remembering the token by
+    the digest of its text let the same ID token be exchanged twice."""
+    code = await invited(world, "mal")
+    key = generate_proof_key()
+    token = idp.id_token("mal-sub", nonce_for(key))
+    status, body = await exchange(world, token, key, code=code)
+    assert status == 200, body
+    twin = malleated(token)
+    assert twin != token
+    status, body = await exchange(world, twin, key)
+    assert status == 401, body
+    await world.settle()
+    refused = world.events("session.refused")
+    assert refused[-1]["data"]["reasons"] == ["oidc.id_token_replayed"]
+    assert len(world.events("session.started")) == 1
