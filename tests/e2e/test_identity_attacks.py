@@ -22,12 +22,13 @@ from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from garrison.admin.session_api import TOKEN_PATH
+from garrison.admin.session_api import SIGNIN_ATTEMPTS_PER_SOURCE, SIGNIN_KEY, TOKEN_PATH
 from garrison.identity.dpop import (
     generate_proof_key,
     make_proof,
     proof_key_thumbprint,
 )
+from garrison.identity.enroll_limits import ENROLL_ATTEMPTS_GLOBAL
 from garrison.identity.oidc_config import OidcProvider, OidcSettings
 from tests.support.admin import admin_call, lift_enroll_limits
 from tests.support.callers import approve_as_second_admin
@@ -213,3 +214,27 @@ async def test_an_id_token_is_exchanged_once_even_with_its_signature_malleated(
     refused = world.events("session.refused")
     assert refused[-1]["data"]["reasons"] == ["oidc.id_token_replayed"]
     assert len(world.events("session.started")) == 1
+
+
+# ── the exchange's rate limit ─────────────────────────────────────────────────────────────
+async def test_junk_from_a_few_addresses_does_not_shut_sign_in_for_everyone(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """The exchange counted every attempt, junk included, against one budget shared by
+    everyone (100 in ten minutes): ten addresses sending ten junk bodies each shut sign-in
+    for the whole organisation for ten minutes."""
+    code = await invited(world, "victim")
+    limiter = world.gateway.http.app[SIGNIN_KEY].limiter
+    assert limiter.per_source == SIGNIN_ATTEMPTS_PER_SOURCE
+    junk_key = generate_proof_key()
+    # More junk in all than the old shared budget (ENROLL_ATTEMPTS_GLOBAL) took.
+    for _ in range(ENROLL_ATTEMPTS_GLOBAL // SIGNIN_ATTEMPTS_PER_SOURCE + 1):
+        attacker = machine()
+        for _ in range(limiter.per_source):
+            status, _ = await exchange(world, "x.y.z", junk_key, address=attacker)
+            assert status == 401
+        status, _ = await exchange(world, "x.y.z", junk_key, address=attacker)
+        assert status == 429  # each attacker's own address is stopped
+    key = generate_proof_key()
+    status, body = await exchange(world, idp.id_token("victim-sub", nonce_for(key)), key, code=code)
+    assert status == 200, body

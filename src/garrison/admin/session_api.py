@@ -70,6 +70,11 @@ PROVIDERS_PATH = "/auth/v1/providers"
 # ID tokens remembered (by digest) until they expire, so each is exchanged once: a few
 # minutes of sign-ins at a generous rate; when full, exchanges are refused (fail closed).
 ID_TOKEN_REPLAY_MAX = 50_000
+# Sign-in attempts per source address per ENROLL_WINDOW_S: people sign in a few times a day,
+# an office behind one NAT address a few dozen times an hour. There is no budget shared by
+# everyone: an ID token is checked by its signature (nothing to guess), and a shared budget
+# let junk from a handful of addresses shut sign-in for the whole organisation.
+SIGNIN_ATTEMPTS_PER_SOURCE = 60
 # A proof's key thumbprint is 43 base64url characters; the nonce is "<jkt>.<random>".
 NONCE_SEPARATOR = "."
 
@@ -89,7 +94,9 @@ class SignIn:
     oidc: OidcSettings
     keys: Mapping[str, ProviderKeys]  # by issuer
     seen: ReplayCache = field(default_factory=lambda: MemoryReplayCache(ID_TOKEN_REPLAY_MAX))
-    limiter: EnrollLimiter = field(default_factory=EnrollLimiter)
+    limiter: EnrollLimiter = field(
+        default_factory=lambda: EnrollLimiter(per_source=SIGNIN_ATTEMPTS_PER_SOURCE, overall=None)
+    )
     token_lifetime_s: float = ACCESS_TOKEN_MAX_S
 
 
