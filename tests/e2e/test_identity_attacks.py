@@ -30,8 +30,8 @@ from garrison.identity.dpop import (
 )
 from garrison.identity.enroll_limits import ENROLL_ATTEMPTS_GLOBAL
 from garrison.identity.oidc_config import OidcProvider, OidcSettings
-from tests.support.admin import admin_call, lift_enroll_limits
-from tests.support.callers import approve_as_second_admin
+from tests.support.admin import admin_call, lift_enroll_limits, make_admin
+from tests.support.callers import approve_as_second_admin, session_call
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -237,4 +237,49 @@ async def test_junk_from_a_few_addresses_does_not_shut_sign_in_for_everyone(
         assert status == 429  # each attacker's own address is stopped
     key = generate_proof_key()
     status, body = await exchange(world, idp.id_token("victim-sub", nonce_for(key)), key, code=code)
+    assert status == 200, body
+
+
+# ── step-up: a key instead of a session ───────────────────────────────────────────────────
+async def test_with_sign_in_configured_a_key_cannot_approve_without_mfa(world: World) -> None:
+    """Step-up was checked only for sessions: with OIDC configured, an approver's key (a
+    file, one factor; stolen, it is everything) approved two-person changes with no MFA."""
+    approver_key = make_admin(world, "approver-k", ["security-admin"])
+    await world.reload()
+    status, created = await admin_call(
+        world,
+        world.admin_key,
+        "POST",
+        "/principals",
+        {"name": "p-key-approve", "org": "internal", "roles": ["auditor"]},
+    )
+    assert status == 202, created
+    change = created["pending"]["id"]
+    status, body = await admin_call(world, approver_key, "POST", f"/changes/{change}/approve", {})
+    assert status == 403, body
+    assert body["error"]["type"] == "step_up_required"
+    await world.settle()
+    assert world.events("admin.denied")[-1]["data"]["reasons"] == ["mfa.step_up_required"]
+    status, pending = await admin_call(world, world.admin_key, "GET", "/changes")
+    assert any(c["id"] == change for c in pending), pending
+
+
+async def test_with_sign_in_configured_a_key_cannot_lift_a_lock_without_mfa(
+    world: World,
+) -> None:
+    """The same for lifting containment: a stolen admin key must not undo a lock."""
+    status, lock = await admin_call(
+        world,
+        world.admin_key,
+        "POST",
+        "/locks",
+        {"kind": "principal", "target": "carol", "reason": "investigation"},
+    )
+    assert status == 201, lock
+    await world.reload()
+    path = f"/locks/{lock['id']}/lift"
+    status, body = await admin_call(world, world.admin_key, "POST", path, {"reason": "x"})
+    assert status == 403, body
+    assert body["error"]["type"] == "step_up_required"
+    status, body = await session_call(world, "admin", "POST", path, {"reason": "cleared"})
     assert status == 200, body
