@@ -12,6 +12,7 @@ import base64
 import itertools
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from joserfc.jwk import ECKey
 
 from garrison.admin.session_api import SIGNIN_ATTEMPTS_PER_SOURCE, SIGNIN_KEY, TOKEN_PATH
 from garrison.identity.dpop import (
+    DPOP_REPLAY_PER_OWNER_MAX,
+    MemoryReplayCache,
+    ReplayVerdict,
     generate_proof_key,
     make_proof,
     proof_key_thumbprint,
@@ -283,3 +287,54 @@ async def test_with_sign_in_configured_a_key_cannot_lift_a_lock_without_mfa(
     assert body["error"]["type"] == "step_up_required"
     status, body = await session_call(world, "admin", "POST", path, {"reason": "cleared"})
     assert status == 200, body
+
+
+# ── the proofs' replay cache ──────────────────────────────────────────────────────────────
+async def test_a_copied_token_cannot_fill_the_replay_cache_for_everyone(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """Proofs took their place in the per-process jti cache before the binding was checked:
+    whoever held a copy of any token (not its key) filled the cache with proofs from a key of
+    their own, and every token call of every person was refused (fail closed)."""
+    tokens = world.gateway.state.tokens
+    assert tokens is not None
+    world.gateway.state.tokens = replace(tokens, replay=MemoryReplayCache(20))
+    stolen, _ = await signed_in(world, idp, "leaky", "leaky-sub")
+    thief = generate_proof_key()
+    for _ in range(25):
+        assert await call_models(world, stolen, thief) == 401
+    token, key = await signed_in(world, idp, "bystander", "bystander-sub")
+    assert await call_models(world, token, key) == 200
+    await world.settle()
+    reasons = [e["data"]["reasons"] for e in world.events("request.denied")]
+    assert ["dpop.key_mismatch"] in reasons and ["dpop.replay_cache_full"] not in reasons
+
+
+async def test_one_person_filling_their_share_of_the_replay_cache_refuses_only_them(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """A person's own valid calls fill at most their share (DPOP_REPLAY_PER_OWNER_MAX);
+    past it they alone are refused, not every token caller of the process."""
+    tokens = world.gateway.state.tokens
+    assert tokens is not None
+    world.gateway.state.tokens = replace(
+        tokens, replay=MemoryReplayCache(max_entries=30, per_owner=10)
+    )
+    token, key = await signed_in(world, idp, "heavy", "heavy-sub")
+    statuses = [await call_models(world, token, key) for _ in range(12)]
+    assert statuses[:9] == [200] * 9 and statuses[-1] == 401
+    other, other_key = await signed_in(world, idp, "bystander2", "bystander2-sub")
+    assert await call_models(world, other, other_key) == 200
+    await world.settle()
+    reasons = [e["data"]["reasons"] for e in world.events("request.denied")]
+    assert ["dpop.replay_cache_full"] in reasons
+
+
+def test_the_replay_cache_holds_its_limit_per_owner() -> None:
+    cache = MemoryReplayCache(max_entries=100, per_owner=DPOP_REPLAY_PER_OWNER_MAX // 1000)
+    per = cache.per_owner
+    verdicts = [cache.first_use(f"a{i}", expires_at=60, now=0, owner="a") for i in range(per + 1)]
+    assert verdicts[-1] is ReplayVerdict.FULL and ReplayVerdict.FULL not in verdicts[:-1]
+    assert cache.first_use("b0", expires_at=60, now=0, owner="b") is ReplayVerdict.NEW
+    # The owner's entries expire with their proofs: the share is free again.
+    assert cache.first_use("a-late", expires_at=200, now=61, owner="a") is ReplayVerdict.NEW

@@ -50,7 +50,7 @@ from garrison.identity.access_tokens import (
     issue_access_token,
 )
 from garrison.identity.dpop import MemoryReplayCache, ReplayCache, ReplayVerdict, verify_proof
-from garrison.identity.enroll_limits import EnrollLimiter
+from garrison.identity.enroll_limits import EnrollLimiter, source_key
 from garrison.identity.oidc_config import OidcProvider, OidcSettings
 from garrison.identity.oidc_keys import ProviderKeys, ProviderUnavailable
 from garrison.identity.oidc_tokens import (
@@ -221,6 +221,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
             now=now,
             access_token=None,
             replay=tokens.replay,
+            owner=f"signin:{source_key(address)}",  # one source's share of the cache
         )
     except InvalidToken as exc:
         return await refused(exc, exc.reason)
