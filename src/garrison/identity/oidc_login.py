@@ -38,6 +38,7 @@ import httpx
 from garrison.errors import ConfigError, GarrisonError
 from garrison.identity.client_session import ClientSession, default_session_path, save_session
 from garrison.identity.dpop import generate_proof_key, make_proof, proof_key_thumbprint
+from garrison.identity.oidc_config import CLIENT_SECRET_ENV_PREFIX
 from garrison.identity.oidc_keys import OIDC_HTTP_TIMEOUT_S, ProviderMetadata, parse_discovery
 from garrison.private_files import write_private_bytes
 
@@ -131,6 +132,13 @@ def discover(client: httpx.Client, issuer: str) -> ProviderMetadata:
 def _client_auth(provider: ProviderInfo, env: Mapping[str, str]) -> dict[str, str]:
     params = {"client_id": provider.client_id}
     if provider.client_secret_env:
+        # The gateway names the variable: only one of Garrison's own is read, never another
+        # tool's secret (a wrong or spoofed gateway would otherwise collect it).
+        if not provider.client_secret_env.startswith(CLIENT_SECRET_ENV_PREFIX):
+            raise LoginFailed(
+                f"the gateway names {provider.client_secret_env!r} as the client secret's "
+                f"variable; only {CLIENT_SECRET_ENV_PREFIX}* variables are read"
+            )
         secret = env.get(provider.client_secret_env)
         if not secret:
             raise LoginFailed(
@@ -384,6 +392,13 @@ def login(
             # key stored with the session: the refresh is exchanged with that same key.
             from garrison.identity.client_session import load_session
 
+            if provider.issuer != stored.get("issuer"):
+                # The refresh token goes only to the provider that issued it, whatever
+                # issuer the gateway names today.
+                raise LoginFailed(
+                    f"the gateway now names issuer {provider.issuer}, not the one this "
+                    f"provider session is from ({stored.get('issuer')}): run `garrison login`"
+                )
             key = load_session(session_path).proof_key()
             tokens = refresh_id_token(client, provider, meta, stored["refresh_token"], env)
         elif device:
