@@ -145,3 +145,12 @@ def test_the_configuration_names_only_a_garrison_variable() -> None:
         parse_oidc({**table, "client_secret_env": "AWS_SECRET_ACCESS_KEY"}, "garrison.toml")
     parsed = parse_oidc({**table, "client_secret_env": "GARRISON_OIDC_SECRET"}, "garrison.toml")
     assert parsed.providers[0].client_secret_env == "GARRISON_OIDC_SECRET"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://0.0.0.0:9", "ftp://127.0.0.1", "http://user:pw@127.0.0.1:9"]
+)
+def test_sign_in_refuses_plain_http_off_loopback(url: str, tmp_path: Path) -> None:
+    """The enrollment code and the ID token went in clear text to any http:// gateway."""
+    with pytest.raises(LoginFailed, match="https://"):
+        login(url, session_path=tmp_path / "s.json", say=lambda _t: None, env={}, timeout_s=2)

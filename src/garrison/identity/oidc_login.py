@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import ipaddress
 import json
 import os
 import secrets
@@ -354,6 +355,24 @@ def load_idp_session(path: Path) -> dict[str, str]:
     return data
 
 
+def check_gateway_transport(gateway_url: str) -> None:
+    """Sign-in sends the enrollment code, the ID token and the provider list's answer
+    decides where secrets go: only over TLS, or to this host's loopback."""
+    parts = urlsplit(gateway_url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a name (other than localhost) may resolve anywhere
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        raise LoginFailed("the gateway URL must be https:// (plain http:// only on loopback)")
+    if parts.scheme == "http" and not loopback:
+        raise LoginFailed(
+            f"refusing to sign in over plain http to {host}: the enrollment code and the ID "
+            "token would travel in clear text; use https://"
+        )
+
+
 def login(
     gateway_url: str,
     *,
@@ -374,6 +393,7 @@ def login(
     import webbrowser
 
     gateway_url = gateway_url.rstrip("/")
+    check_gateway_transport(gateway_url)
     key = generate_proof_key()
     nonce = new_nonce(proof_key_thumbprint(key))
     idp_path = idp_session_path(session_path)
