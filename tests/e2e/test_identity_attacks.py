@@ -338,3 +338,104 @@ def test_the_replay_cache_holds_its_limit_per_owner() -> None:
     assert cache.first_use("b0", expires_at=60, now=0, owner="b") is ReplayVerdict.NEW
     # The owner's entries expire with their proofs: the share is free again.
     assert cache.first_use("a-late", expires_at=200, now=61, owner="a") is ReplayVerdict.NEW
+
+
+# ── the verified-token cache: a token that should stop working (these held) ───────────────
+async def test_a_cached_token_stops_at_once_when_its_person_is_disabled(
+    world: World, idp: LoopbackIdp
+) -> None:
+    token, key = await signed_in(world, idp, "leaver", "leaver-sub")
+    assert await call_models(world, token, key) == 200  # now in VerifiedTokens
+    status, body = await admin_call(
+        world, world.admin_key, "PATCH", "/principals/leaver", {"status": "disabled"}
+    )
+    assert status == 200, body
+    await world.reload()
+    assert await call_models(world, token, key) == 401
+    await world.settle()
+    assert world.events("request.denied")[-1]["data"]["reasons"] == ["principal.inactive"]
+
+
+async def test_a_cached_token_stops_at_once_when_the_vendor_is_suspended(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """The organisation's provider may speak for a vendor without a provider of its own."""
+    status, invitation = await admin_call(
+        world, world.admin_key, "POST", "/principals/bob/invite", {}
+    )
+    assert status == 201, invitation
+    key = generate_proof_key()
+    token_id = idp.id_token("bob-sub", nonce_for(key))
+    status, body = await exchange(world, token_id, key, code=str(invitation["enrollment_code"]))
+    assert status == 200, body
+    token = str(body["access_token"])
+    assert await call_models(world, token, key) == 200
+    status, body = await admin_call(
+        world,
+        world.admin_key,
+        "POST",
+        "/vendors/contractor-co/status",
+        {"status": "suspended", "reason": "breach"},
+    )
+    assert status in (200, 202), body
+    await world.reload()
+    assert await call_models(world, token, key) == 401
+    await world.settle()
+    assert world.events("request.denied")[-1]["data"]["reasons"] == ["vendor.inactive"]
+
+
+async def test_a_lock_on_the_person_refuses_the_cached_token(
+    world: World, idp: LoopbackIdp
+) -> None:
+    token, key = await signed_in(world, idp, "suspect", "suspect-sub")
+    assert await call_models(world, token, key) == 200
+    status, lock = await admin_call(
+        world,
+        world.admin_key,
+        "POST",
+        "/locks",
+        {"kind": "principal", "target": "suspect", "reason": "investigation"},
+    )
+    assert status == 201, lock
+    await world.reload()
+    assert await call_models(world, token, key) == 403
+
+
+async def test_a_garrison_token_is_not_a_bearer_key_and_an_id_token_is_not_a_token(
+    world: World, idp: LoopbackIdp
+) -> None:
+    token, key = await signed_in(world, idp, "mixer", "mixer-sub")
+    url = f"{world.base}/v1/models"
+    id_token = idp.id_token("mixer-sub", nonce_for(key))
+    attempts = [
+        {"authorization": f"Bearer {token}"},  # downgraded to a bearer token
+        {"x-api-key": token},
+        {  # the provider's ID token where Garrison's token goes
+            "authorization": f"DPoP {id_token}",
+            "dpop": make_proof(key, method="GET", url=url, now=time.time(), access_token=id_token),
+        },
+        {  # a proof made for the admin API, on the data plane
+            "authorization": f"DPoP {token}",
+            "dpop": make_proof(
+                key,
+                method="GET",
+                url=f"{world.base}/admin/v1/whoami",
+                now=time.time(),
+                access_token=token,
+            ),
+        },
+        {  # a proof for the same path with an encoded slash and a double slash
+            "authorization": f"DPoP {token}",
+            "dpop": make_proof(
+                key,
+                method="GET",
+                url=f"{world.base}/v1%2Fmodels",
+                now=time.time(),
+                access_token=token,
+            ),
+        },
+    ]
+    async with aiohttp.ClientSession() as http:
+        for headers in attempts:
+            async with http.get(url, headers=headers) as resp:
+                assert resp.status == 401, headers
