@@ -23,7 +23,13 @@ from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from garrison.admin.session_api import SIGNIN_ATTEMPTS_PER_SOURCE, SIGNIN_KEY, TOKEN_PATH
+from garrison.admin.session_api import (
+    ID_TOKEN_REPLAY_MAX,
+    ID_TOKEN_REPLAY_PER_VENDOR_MAX,
+    SIGNIN_ATTEMPTS_PER_SOURCE,
+    SIGNIN_KEY,
+    TOKEN_PATH,
+)
 from garrison.identity.dpop import (
     DPOP_REPLAY_PER_OWNER_MAX,
     MemoryReplayCache,
@@ -90,8 +96,8 @@ class LoopbackIdp:
         public = self.key.as_dict(private=False)
         return web.json_response({"keys": [{**public, "kid": "k1", "use": "sig"}]})
 
-    def id_token(self, sub: str, nonce: str, **claims: Any) -> str:
-        now = int(time.time())
+    def id_token(self, sub: str, nonce: str, *, now: float | None = None, **claims: Any) -> str:
+        now = int(time.time() if now is None else now)
         body = {
             "iss": self.issuer,
             "sub": sub,
@@ -124,8 +130,25 @@ async def idp() -> AsyncIterator[LoopbackIdp]:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, idp: LoopbackIdp) -> AsyncIterator[World]:
-    oidc = OidcSettings((OidcProvider(issuer=idp.issuer, client_id=CLIENT, algorithms=("ES256",)),))
+async def vendor_idp() -> AsyncIterator[LoopbackIdp]:
+    provider = await LoopbackIdp().start()
+    yield provider
+    await provider.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, idp: LoopbackIdp, vendor_idp: LoopbackIdp) -> AsyncIterator[World]:
+    oidc = OidcSettings(
+        (
+            OidcProvider(issuer=idp.issuer, client_id=CLIENT, algorithms=("ES256",)),
+            OidcProvider(
+                issuer=vendor_idp.issuer,
+                client_id=CLIENT,
+                algorithms=("ES256",),
+                vendor="other-vendor",
+            ),
+        )
+    )
     w = await start_world(tmp_path, oidc=oidc)
     lift_enroll_limits(w)
     try:
@@ -161,7 +184,8 @@ async def exchange(
 ) -> tuple[int, Any]:
     tokens = world.gateway.state.tokens
     assert tokens is not None
-    proof = make_proof(key, method="POST", url=tokens.url_for(TOKEN_PATH), now=time.time())
+    now = world.gateway.state.clock()
+    proof = make_proof(key, method="POST", url=tokens.url_for(TOKEN_PATH), now=now)
     body: dict[str, Any] = {"id_token": id_token}
     if code is not None:
         body["enrollment_code"] = code
@@ -439,3 +463,50 @@ async def test_a_garrison_token_is_not_a_bearer_key_and_an_id_token_is_not_a_tok
         for headers in attempts:
             async with http.get(url, headers=headers) as resp:
                 assert resp.status == 401, headers
+
+
+# ── the ID-token replay cache ─────────────────────────────────────────────────────────────
+async def test_id_tokens_with_a_far_expiry_do_not_hold_the_replay_cache_for_years(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """An ID token is accepted at most ID_TOKEN_MAX_AGE_S after its iat, but was remembered
+    until its own exp: a provider's tokens with exp ten years out (a vendor's provider, an
+    account at any configured provider, linked or not) filled the cache for good, and then
+    every sign-in of everyone was refused (fail closed)."""
+    signin = world.gateway.http.app[SIGNIN_KEY]
+    signin.seen = MemoryReplayCache(3)
+    far = {"exp": int(time.time()) + 10 * 365 * 86400}
+    for n in range(3):
+        key = generate_proof_key()
+        status, body = await exchange(
+            world, idp.id_token(f"nobody-{n}", nonce_for(key), **far), key
+        )
+        assert status == 403, body  # not linked, but remembered
+    code = await invited(world, "later")
+    # Half an hour on: every one of those tokens is long past its age limit.
+    world.gateway.state.clock = lambda: time.time() + 1800
+    key = generate_proof_key()
+    late = idp.id_token("later-sub", nonce_for(key), now=world.gateway.state.clock())
+    status, body = await exchange(world, late, key, code=code)
+    assert status == 200, body
+
+
+async def test_a_vendors_provider_cannot_fill_the_id_token_cache_for_everyone(
+    world: World, idp: LoopbackIdp, vendor_idp: LoopbackIdp
+) -> None:
+    """A vendor's provider (the vendor's to run) mints as many valid ID tokens as it likes;
+    they hold at most ID_TOKEN_REPLAY_PER_VENDOR_MAX places, the organisation's sign-ins the
+    rest."""
+    signin = world.gateway.http.app[SIGNIN_KEY]
+    signin.seen = MemoryReplayCache(5, per_owner=3)
+    for n in range(5):
+        key = generate_proof_key()
+        token = vendor_idp.id_token(f"v-{n}", nonce_for(key))
+        status, body = await exchange(world, token, key)
+        assert status in (401, 403), body
+    await world.settle()
+    reasons = [e["data"]["reasons"] for e in world.events("session.refused")]
+    assert reasons.count(["oidc.id_token_replayed"]) == 2  # refused past its share
+    token, key = await signed_in(world, idp, "insider", "insider-sub")
+    assert await call_models(world, token, key) == 200
+    assert signin.seen.per_owner == 3 and ID_TOKEN_REPLAY_PER_VENDOR_MAX < ID_TOKEN_REPLAY_MAX

@@ -54,6 +54,7 @@ from garrison.identity.enroll_limits import EnrollLimiter, source_key
 from garrison.identity.oidc_config import OidcProvider, OidcSettings
 from garrison.identity.oidc_keys import ProviderKeys, ProviderUnavailable
 from garrison.identity.oidc_tokens import (
+    ID_TOKEN_MAX_AGE_S,
     ID_TOKEN_MAX_BYTES,
     ID_TOKEN_SKEW_S,
     IdToken,
@@ -70,6 +71,9 @@ PROVIDERS_PATH = "/auth/v1/providers"
 # ID tokens remembered (by digest) until they expire, so each is exchanged once: a few
 # minutes of sign-ins at a generous rate; when full, exchanges are refused (fail closed).
 ID_TOKEN_REPLAY_MAX = 50_000
+# ...of which one vendor's provider holds at most this many: the vendor runs it and can mint
+# valid ID tokens at will; past its share only its own sign-ins are refused.
+ID_TOKEN_REPLAY_PER_VENDOR_MAX = 5_000
 # Sign-in attempts per source address per ENROLL_WINDOW_S: people sign in a few times a day,
 # an office behind one NAT address a few dozen times an hour. There is no budget shared by
 # everyone: an ID token is checked by its signature (nothing to guess), and a shared budget
@@ -93,7 +97,11 @@ class SignIn:
 
     oidc: OidcSettings
     keys: Mapping[str, ProviderKeys]  # by issuer
-    seen: ReplayCache = field(default_factory=lambda: MemoryReplayCache(ID_TOKEN_REPLAY_MAX))
+    seen: ReplayCache = field(
+        default_factory=lambda: MemoryReplayCache(
+            ID_TOKEN_REPLAY_MAX, per_owner=ID_TOKEN_REPLAY_PER_VENDOR_MAX
+        )
+    )
     limiter: EnrollLimiter = field(
         default_factory=lambda: EnrollLimiter(per_source=SIGNIN_ATTEMPTS_PER_SOURCE, overall=None)
     )
@@ -234,7 +242,14 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         return await refused(exc, Reason.OIDC_PROVIDER_DOWN)
     facts.update(provider=provider.name, issuer=token.issuer, person=token.person)
     verdict = signin.seen.first_use(
-        token.digest, expires_at=token.expires_at + ID_TOKEN_SKEW_S, now=now
+        token.digest,
+        # Until the token can no longer be accepted: its exp, or its age limit if sooner (a
+        # provider's exp ten years out must not hold a place for ten years).
+        expires_at=min(token.expires_at, token.issued_at + ID_TOKEN_MAX_AGE_S)
+        + ID_TOKEN_SKEW_S
+        + 1,
+        now=now,
+        owner=provider.issuer if provider.vendor is not None else None,
     )
     if verdict is not ReplayVerdict.NEW:
         return await refused(
