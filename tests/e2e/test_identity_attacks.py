@@ -510,3 +510,21 @@ async def test_a_vendors_provider_cannot_fill_the_id_token_cache_for_everyone(
     token, key = await signed_in(world, idp, "insider", "insider-sub")
     assert await call_models(world, token, key) == 200
     assert signin.seen.per_owner == 3 and ID_TOKEN_REPLAY_PER_VENDOR_MAX < ID_TOKEN_REPLAY_MAX
+
+
+# ── step-up: an auth_time in the future ───────────────────────────────────────────────────
+async def test_an_auth_time_in_the_future_is_refused_not_fresh_for_ever(
+    world: World, idp: LoopbackIdp
+) -> None:
+    """Step-up counts MFA as fresh while now - auth_time <= MFA_FRESH_S: an ID token whose
+    auth_time was a day ahead made its session count as freshly authenticated for its whole
+    life. The exchange now refuses an auth_time beyond the skew, like iat."""
+    code = await invited(world, "future")
+    key = generate_proof_key()
+    token = idp.id_token("future-sub", nonce_for(key), auth_time=int(time.time()) + 86400)
+    status, body = await exchange(world, token, key, code=code)
+    assert status == 401, body
+    await world.settle()
+    refused = world.events("session.refused")[-1]["data"]
+    assert refused["reasons"] == ["oidc.id_token_invalid"]
+    assert refused["detail"] == "claim_auth_time"

@@ -179,6 +179,9 @@ def validate_id_token(
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise IdTokenRejected("claim_groups")
     auth_time = claims.get("auth_time")
+    if auth_time is not None and _number(claims, "auth_time") > now + ID_TOKEN_SKEW_S:
+        # A sign-in "in the future" would count as fresh MFA for the session's whole life.
+        raise IdTokenRejected("claim_auth_time")
     person = claims.get(provider.person_claim, subject)
     return IdToken(
         issuer=provider.issuer,
