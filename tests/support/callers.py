@@ -48,10 +48,59 @@ async def approve_as_second_admin(world: World, change_id: str) -> dict[str, Any
     if key is None:
         key = world.keys[SECOND_ADMIN] = make_admin(world, SECOND_ADMIN, ["security-admin"])
         await world.reload()
-    status, approved = await admin_call(world, key, "POST", f"/changes/{change_id}/approve", {})
+    path = f"/changes/{change_id}/approve"
+    if world.settings.oidc.enabled:
+        # With sign-in configured, approvals need a fresh MFA session, not a key.
+        status, approved = await session_call(world, SECOND_ADMIN, "POST", path, {})
+    else:
+        status, approved = await admin_call(world, key, "POST", path, {})
     assert status == 200, approved
     result: dict[str, Any] = approved["result"]
     return result
 
 
 SECOND_ADMIN = "sec-second"  # the approving admin these helpers seat
+
+
+async def session_call(
+    world: World, name: str, method: str, path: str, body: Any
+) -> tuple[int, Any]:
+    """One admin call as person ``name`` signed in with fresh MFA: the token is issued
+    in-process with the gateway's signer (the sign-in itself is tests/e2e's), bound to a
+    new key that signs the call's proof."""
+    import time
+
+    import aiohttp
+    import orjson
+
+    from garrison.identity.access_tokens import SessionClaims, issue_access_token
+    from garrison.identity.dpop import generate_proof_key, make_proof
+
+    (pid,) = [p.id for p in world.gateway.state.snapshot.principals.values() if p.name == name]
+    key = generate_proof_key()
+    now = time.time()
+    tokens = world.gateway.state.tokens
+    assert tokens is not None
+    token = issue_access_token(
+        tokens.signer,
+        SessionClaims(
+            principal_id=pid,
+            session_id=f"ses_{name}",
+            jkt=key.thumbprint(),
+            amr=("pwd", "otp", "mfa"),
+            acr=None,
+            auth_time=now,
+            idp_issuer="https://idp.example",
+            idp_subject=f"{name}-sub",
+            issued_at=now,
+            expires_at=now + 600,
+        ),
+    )
+    url = f"{world.base}/admin/v1{path}"
+    proof = make_proof(key, method=method, url=url, now=now, access_token=token)
+    headers = {"authorization": f"DPoP {token}", "dpop": proof, "content-type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, data=orjson.dumps(body), headers=headers) as resp,
+    ):
+        return resp.status, orjson.loads(await resp.read())

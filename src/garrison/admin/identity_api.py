@@ -94,11 +94,21 @@ def require_own(ctx: Ctx) -> None:
 
 
 def require_fresh_sign_in(ctx: Ctx) -> None:
-    """A call made with a sign-in session needs a fresh MFA sign-in (``identity.step_up``);
-    a key (no session) passes: without OIDC, approvals carry no MFA."""
+    """A call made with a sign-in session needs a fresh MFA sign-in (``identity.step_up``).
+    A key carries no MFA: it passes only where nobody can sign in with MFA (no OIDC
+    configured), or when it is a break-glass key (for when the provider is gone; it cannot
+    approve anything anyway). Otherwise a stolen key file would step around step-up."""
+    from garrison.domain.provenance import Provenance
     from garrison.identity.step_up import StepUpRequired, step_up_needed
 
     why = step_up_needed(ctx.session, now=ctx.now)
+    if (
+        why is None
+        and ctx.session is None
+        and ctx.backend.signin is not None
+        and (ctx.credential is None or ctx.credential.provenance != Provenance.BREAK_GLASS)
+    ):
+        why = "a key carries no MFA, and this gateway signs people in through their provider"
     if why is not None:
         raise Refused(Reason.STEP_UP_REQUIRED, StepUpRequired(why))
 
@@ -124,6 +134,7 @@ def require_approver_credential(ctx: Ctx, requester: str | None) -> None:
                 f"(enrolled or self, made by them); this key's provenance is {provenance}"
             ),
         )
+    require_fresh_sign_in(ctx)  # with OIDC configured, an approval needs a fresh MFA session
 
 
 def approver_directory(ctx: Ctx, **more: Any) -> Directory:

@@ -52,10 +52,11 @@ from garrison.identity.access_tokens import (
     issue_access_token,
 )
 from garrison.identity.dpop import MemoryReplayCache, ReplayCache, ReplayVerdict, verify_proof
-from garrison.identity.enroll_limits import EnrollLimiter
+from garrison.identity.enroll_limits import EnrollLimiter, source_key
 from garrison.identity.oidc_config import OidcProvider, OidcSettings
 from garrison.identity.oidc_keys import ProviderKeys, ProviderUnavailable
 from garrison.identity.oidc_tokens import (
+    ID_TOKEN_MAX_AGE_S,
     ID_TOKEN_MAX_BYTES,
     ID_TOKEN_SKEW_S,
     IdToken,
@@ -72,6 +73,14 @@ PROVIDERS_PATH = "/auth/v1/providers"
 # ID tokens remembered (by digest) until they expire, so each is exchanged once: a few
 # minutes of sign-ins at a generous rate; when full, exchanges are refused (fail closed).
 ID_TOKEN_REPLAY_MAX = 50_000
+# ...of which one vendor's provider holds at most this many: the vendor runs it and can mint
+# valid ID tokens at will; past its share only its own sign-ins are refused.
+ID_TOKEN_REPLAY_PER_VENDOR_MAX = 5_000
+# Sign-in attempts per source address per ENROLL_WINDOW_S: people sign in a few times a day,
+# an office behind one NAT address a few dozen times an hour. There is no budget shared by
+# everyone: an ID token is checked by its signature (nothing to guess), and a shared budget
+# let junk from a handful of addresses shut sign-in for the whole organisation.
+SIGNIN_ATTEMPTS_PER_SOURCE = 60
 # A proof's key thumbprint is 43 base64url characters; the nonce is "<jkt>.<random>".
 NONCE_SEPARATOR = "."
 
@@ -90,8 +99,14 @@ class SignIn:
 
     oidc: OidcSettings
     keys: Mapping[str, ProviderKeys]  # by issuer
-    seen: ReplayCache = field(default_factory=lambda: MemoryReplayCache(ID_TOKEN_REPLAY_MAX))
-    limiter: EnrollLimiter = field(default_factory=EnrollLimiter)
+    seen: ReplayCache = field(
+        default_factory=lambda: MemoryReplayCache(
+            ID_TOKEN_REPLAY_MAX, per_owner=ID_TOKEN_REPLAY_PER_VENDOR_MAX
+        )
+    )
+    limiter: EnrollLimiter = field(
+        default_factory=lambda: EnrollLimiter(per_source=SIGNIN_ATTEMPTS_PER_SOURCE, overall=None)
+    )
     token_lifetime_s: float = ACCESS_TOKEN_MAX_S
 
 
@@ -213,6 +228,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
             now=now,
             access_token=None,
             replay=tokens.replay,
+            owner=f"signin:{source_key(address)}",  # one source's share of the cache
         )
     except InvalidToken as exc:
         return await refused(exc, exc.reason)
@@ -225,7 +241,14 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         return await refused(exc, Reason.OIDC_PROVIDER_DOWN)
     facts.update(provider=provider.name, issuer=token.issuer, person=token.person)
     verdict = signin.seen.first_use(
-        token.digest, expires_at=token.expires_at + ID_TOKEN_SKEW_S, now=now
+        token.digest,
+        # Until the token can no longer be accepted: its exp, or its age limit if sooner (a
+        # provider's exp ten years out must not hold a place for ten years).
+        expires_at=min(token.expires_at, token.issued_at + ID_TOKEN_MAX_AGE_S)
+        + ID_TOKEN_SKEW_S
+        + 1,
+        now=now,
+        owner=provider.issuer if provider.vendor is not None else None,
     )
     if verdict is not ReplayVerdict.NEW:
         return await refused(

@@ -56,6 +56,10 @@ DPOP_PROOF_MAX_CHARS = 2048
 DPOP_JTI_MAX_CHARS = 64
 # jti entries kept at once per process: 60 s of proofs at ~3,000 calls/s, ~100 bytes each.
 DPOP_REPLAY_MAX = 200_000
+# ...of which one owner (a person's sessions; one source's sign-ins) holds at most this many:
+# ~80 calls/s for a whole minute, far above a person's tools, so that one tenant filling its
+# share is refused alone instead of the cache filling and refusing everyone.
+DPOP_REPLAY_PER_OWNER_MAX = 5_000
 # Parsed public keys kept by their JSON (importing and thumbprinting one costs ~110 µs).
 DPOP_KEY_CACHE_MAX = 4096
 # Normalised URLs kept (the gateway's few routes, and what clients name for them).
@@ -78,18 +82,26 @@ class ReplayVerdict(enum.Enum):
 
 
 class ReplayCache(Protocol):
-    def first_use(self, key: str, *, expires_at: float, now: float) -> ReplayVerdict:
+    def first_use(
+        self, key: str, *, expires_at: float, now: float, owner: str | None = None
+    ) -> ReplayVerdict:
         """Record ``key`` until ``expires_at``: NEW the first time, REPLAYED after, FULL
-        when it cannot be recorded (the caller refuses: fail closed)."""
+        when it cannot be recorded (the caller refuses: fail closed). ``owner`` names whose
+        entry it is, so that one owner cannot take the whole cache."""
         ...
 
 
 class MemoryReplayCache:
-    """One process's jti cache: a dict plus a heap of expiries, bounded by ``max_entries``."""
+    """One process's jti cache: a dict plus a heap of expiries, bounded by ``max_entries``
+    in all and ``per_owner`` for each owner."""
 
-    def __init__(self, max_entries: int = DPOP_REPLAY_MAX) -> None:
+    def __init__(
+        self, max_entries: int = DPOP_REPLAY_MAX, per_owner: int = DPOP_REPLAY_PER_OWNER_MAX
+    ) -> None:
         self.max_entries = max_entries
-        self._until: dict[str, float] = {}
+        self.per_owner = per_owner
+        self._until: dict[str, tuple[float, str | None]] = {}
+        self._owned: dict[str, int] = {}
         self._expiries: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
@@ -98,16 +110,30 @@ class MemoryReplayCache:
     def _expire(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:
             _, key = heapq.heappop(self._expiries)
-            if self._until.get(key, math.inf) <= now:
+            until, owner = self._until.get(key, (math.inf, None))
+            if until <= now:
                 del self._until[key]
+                if owner is not None:
+                    left = self._owned[owner] - 1
+                    if left:
+                        self._owned[owner] = left
+                    else:
+                        del self._owned[owner]
 
-    def first_use(self, key: str, *, expires_at: float, now: float) -> ReplayVerdict:
+    def first_use(
+        self, key: str, *, expires_at: float, now: float, owner: str | None = None
+    ) -> ReplayVerdict:
         self._expire(now)
         if key in self._until:
             return ReplayVerdict.REPLAYED
         if len(self._until) >= self.max_entries:
             return ReplayVerdict.FULL
-        self._until[key] = expires_at
+        if owner is not None:
+            held = self._owned.get(owner, 0)
+            if held >= self.per_owner:
+                return ReplayVerdict.FULL
+            self._owned[owner] = held + 1
+        self._until[key] = (expires_at, owner)
         heapq.heappush(self._expiries, (expires_at, key))
         return ReplayVerdict.NEW
 
@@ -187,10 +213,15 @@ def verify_proof(
     now: float,
     access_token: str | None,
     replay: ReplayCache,
+    expected_jkt: str | None = None,
+    owner: str | None = None,
 ) -> str:
     """The thumbprint (jkt) of the key that signed ``proof`` for ``method`` on ``url`` at
     ``now``; ``InvalidProof`` with a reason code otherwise. ``url`` is the configured public
-    URL plus the request path. With ``access_token``, the proof must carry its ``ath``."""
+    URL plus the request path. With ``access_token``, the proof must carry its ``ath``; with
+    ``expected_jkt`` (the token's ``cnf.jkt``), be signed by that key — checked before the
+    proof takes a place in the replay cache, so that a copied token with a key of one's own
+    cannot fill it. ``owner`` is whose place it takes (``ReplayCache.first_use``)."""
     if not proof:
         raise InvalidProof(Reason.DPOP_MISSING)
     if len(proof) > DPOP_PROOF_MAX_CHARS:
@@ -228,10 +259,12 @@ def verify_proof(
         expected = access_token_hash(access_token)
         if not isinstance(ath, str) or not hmac.compare_digest(ath.encode(), expected.encode()):
             raise InvalidProof(Reason.DPOP_ATH)
+    if expected_jkt is not None and not hmac.compare_digest(jkt, expected_jkt):
+        raise InvalidProof(Reason.DPOP_KEY_MISMATCH)
     # Last: only a proof that is valid in every other way takes a place in the cache.
     # Kept one second past the last instant the proof is accepted.
     verdict = replay.first_use(
-        f"{jkt}:{body['jti']}", expires_at=iat + DPOP_PROOF_MAX_AGE_S + 1, now=now
+        f"{jkt}:{body['jti']}", expires_at=iat + DPOP_PROOF_MAX_AGE_S + 1, now=now, owner=owner
     )
     if verdict is ReplayVerdict.REPLAYED:
         raise InvalidProof(Reason.DPOP_REPLAY)

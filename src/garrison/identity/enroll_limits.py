@@ -42,11 +42,14 @@ def source_key(source: str) -> str:
 
 
 class EnrollLimiter:
+    """``overall`` None: no budget shared by everyone (where nothing can be guessed, such a
+    budget only lets a few addresses shut the endpoint for all)."""
+
     def __init__(
         self,
         *,
         per_source: int = ENROLL_ATTEMPTS_PER_SOURCE,
-        overall: int = ENROLL_ATTEMPTS_GLOBAL,
+        overall: int | None = ENROLL_ATTEMPTS_GLOBAL,
         window_s: float = ENROLL_WINDOW_S,
     ) -> None:
         self.per_source = per_source
@@ -74,8 +77,11 @@ class EnrollLimiter:
         else:
             self._sources.move_to_end(source)
         self._trim(times, since)
-        if len(times) >= self.per_source or len(self._all) >= self.overall:
+        if len(times) >= self.per_source:
             return False
+        if self.overall is not None:
+            if len(self._all) >= self.overall:
+                return False
+            self._all.append(now)
         times.append(now)
-        self._all.append(now)
         return True

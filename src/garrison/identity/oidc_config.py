@@ -38,6 +38,9 @@ ALLOWED_ALGORITHMS = frozenset(
 )
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
 DEFAULT_SCOPES = ("openid", "email", "groups")
+# The client-secret variable's name must start with this: the CLI learns the name from the
+# gateway, and reads only variables of its own (never another tool's, e.g. a cloud key).
+CLIENT_SECRET_ENV_PREFIX = "GARRISON_"  # noqa: S105 - a name prefix, not a secret
 # The amr values that count as multi-factor (RFC 8176 names; "mfa" is the generic one).
 DEFAULT_MFA_AMR = ("mfa", "otp", "hwk", "swk", "fido", "sc")
 
@@ -148,6 +151,10 @@ def _provider(table: Mapping[str, Any], where: str, vendor: str | None) -> OidcP
     secret_env = table.get("client_secret_env")
     if secret_env is not None:
         secret_env = _text(table, "client_secret_env", where)
+        if not secret_env.startswith(CLIENT_SECRET_ENV_PREFIX):
+            raise ConfigError(
+                f"{where}: client_secret_env must name a {CLIENT_SECRET_ENV_PREFIX}* variable"
+            )
     algorithms = _strings(table.get("algorithms", list(DEFAULT_ALGORITHMS)), where, "algorithms")
     refused = sorted(set(algorithms) - ALLOWED_ALGORITHMS)
     if refused:

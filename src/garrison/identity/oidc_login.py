@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import ipaddress
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ import httpx
 from garrison.errors import ConfigError, GarrisonError
 from garrison.identity.client_session import ClientSession, default_session_path, save_session
 from garrison.identity.dpop import generate_proof_key, make_proof, proof_key_thumbprint
+from garrison.identity.oidc_config import CLIENT_SECRET_ENV_PREFIX
 from garrison.identity.oidc_keys import OIDC_HTTP_TIMEOUT_S, ProviderMetadata, parse_discovery
 from garrison.private_files import write_private_bytes
 
@@ -131,6 +133,13 @@ def discover(client: httpx.Client, issuer: str) -> ProviderMetadata:
 def _client_auth(provider: ProviderInfo, env: Mapping[str, str]) -> dict[str, str]:
     params = {"client_id": provider.client_id}
     if provider.client_secret_env:
+        # The gateway names the variable: only one of Garrison's own is read, never another
+        # tool's secret (a wrong or spoofed gateway would otherwise collect it).
+        if not provider.client_secret_env.startswith(CLIENT_SECRET_ENV_PREFIX):
+            raise LoginFailed(
+                f"the gateway names {provider.client_secret_env!r} as the client secret's "
+                f"variable; only {CLIENT_SECRET_ENV_PREFIX}* variables are read"
+            )
         secret = env.get(provider.client_secret_env)
         if not secret:
             raise LoginFailed(
@@ -346,6 +355,24 @@ def load_idp_session(path: Path) -> dict[str, str]:
     return data
 
 
+def check_gateway_transport(gateway_url: str) -> None:
+    """Sign-in sends the enrollment code, the ID token and the provider list's answer
+    decides where secrets go: only over TLS, or to this host's loopback."""
+    parts = urlsplit(gateway_url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a name (other than localhost) may resolve anywhere
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        raise LoginFailed("the gateway URL must be https:// (plain http:// only on loopback)")
+    if parts.scheme == "http" and not loopback:
+        raise LoginFailed(
+            f"refusing to sign in over plain http to {host}: the enrollment code and the ID "
+            "token would travel in clear text; use https://"
+        )
+
+
 def login(
     gateway_url: str,
     *,
@@ -366,6 +393,7 @@ def login(
     import webbrowser
 
     gateway_url = gateway_url.rstrip("/")
+    check_gateway_transport(gateway_url)
     key = generate_proof_key()
     nonce = new_nonce(proof_key_thumbprint(key))
     idp_path = idp_session_path(session_path)
@@ -384,6 +412,13 @@ def login(
             # key stored with the session: the refresh is exchanged with that same key.
             from garrison.identity.client_session import load_session
 
+            if provider.issuer != stored.get("issuer"):
+                # The refresh token goes only to the provider that issued it, whatever
+                # issuer the gateway names today.
+                raise LoginFailed(
+                    f"the gateway now names issuer {provider.issuer}, not the one this "
+                    f"provider session is from ({stored.get('issuer')}): run `garrison login`"
+                )
             key = load_session(session_path).proof_key()
             tokens = refresh_id_token(client, provider, meta, stored["refresh_token"], env)
         elif device:

@@ -67,11 +67,15 @@ class IdToken:
     issued_at: float
     expires_at: float
     nonce: str
-    digest: str  # SHA-256 of the token: its identity for the replay cache
+    digest: str  # SHA-256 of what was signed: the token's identity for the replay cache
 
 
 def token_digest(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+    """SHA-256 of the signed part (header and payload), not of the whole text: the signature
+    is not unique to them (an ECDSA (r, s) verifies as (r, n - s) too), so a digest of the
+    whole token would let the same ID token be exchanged again under a twin signature."""
+    signed, _, _ = raw.rpartition(".")
+    return hashlib.sha256(signed.encode()).hexdigest()
 
 
 def unverified_header_and_issuer(raw: str) -> tuple[dict[str, Any], str]:
@@ -175,6 +179,9 @@ def validate_id_token(
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise IdTokenRejected("claim_groups")
     auth_time = claims.get("auth_time")
+    if auth_time is not None and _number(claims, "auth_time") > now + ID_TOKEN_SKEW_S:
+        # A sign-in "in the future" would count as fresh MFA for the session's whole life.
+        raise IdTokenRejected("claim_auth_time")
     person = claims.get(provider.person_claim, subject)
     return IdToken(
         issuer=provider.issuer,

@@ -92,20 +92,27 @@ def authenticate_token(
     try:
         assert tokens.verified is not None  # set by __post_init__
         claims = tokens.verified.verify(token, now=now)
+    except InvalidToken as refused:
+        return TokenAuthResult(AuthResult(refused.reason))
+    try:
         if len(proofs) > 1:
             raise InvalidToken(Reason.DPOP_MALFORMED)  # RFC 9449: exactly one proof
-        jkt = verify_proof(
+        verify_proof(
             proofs[0] if proofs else None,
             method=method,
             url=tokens.url_for(path),
             now=now,
             access_token=token,
             replay=tokens.replay,
+            # The binding before the replay cache; each person's proofs count against
+            # their own share of it.
+            expected_jkt=claims.jkt,
+            owner=claims.principal_id,
         )
     except InvalidToken as refused:
+        if refused.reason is Reason.DPOP_KEY_MISMATCH:  # a copied token: attributable
+            return TokenAuthResult(AuthResult(refused.reason, key_id=claims.session_id))
         return TokenAuthResult(AuthResult(refused.reason))
-    if jkt != claims.jkt:
-        return TokenAuthResult(AuthResult(Reason.DPOP_KEY_MISMATCH, key_id=claims.session_id))
     principal = principals.get(claims.principal_id)
     reason: Reason | None = None
     if principal is None or principal.status is not Status.ACTIVE:

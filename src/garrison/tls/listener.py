@@ -34,6 +34,8 @@ TLS_RELOAD_POLL_S = 2.0
 TLS_FILE_MAX_BYTES = 1024 * 1024
 # How much of a key file is read to tell an encrypted PEM key ("ENCRYPTED" in its header).
 PEM_PEEK_BYTES = 4096
+# Permission bits refused on a private key: other users may not read or write it.
+KEY_MODE_REFUSED = stat.S_IROTH | stat.S_IWOTH
 
 Stamp = tuple[tuple[int, int, int], ...]
 
@@ -70,6 +72,14 @@ def load_pair(context: ssl.SSLContext, cert: Path, key: Path, names: tuple[str, 
     check_pem_file(cert, cert_name)
     if b"ENCRYPTED" in check_pem_file(key, key_name):
         raise ConfigError(f"{key_name} {key} is encrypted: give the key without a passphrase")
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if mode & KEY_MODE_REFUSED:
+        # Whoever reads the key is the gateway to its clients (or to the upstream), as
+        # Garrison's own key files are refused when others can read them. A group (such as
+        # ssl-cert) may read it.
+        raise ConfigError(
+            f"{key_name} {key}: readable by other users (mode {mode:o}); run `chmod 600 {key}`"
+        )
     try:
         # An empty password: an unencrypted key ignores it, an encrypted one fails here
         # instead of OpenSSL prompting on the terminal.
