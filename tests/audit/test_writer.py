@@ -200,7 +200,7 @@ def test_encoding_is_deterministic_versioned_and_indexed() -> None:
     assert a.encode(3) == a.encode(3)
     assert a.encode(3).startswith(b'{"actor":null,"at":1.5,')  # top-level keys sorted
     record = decode(a.encode(3))
-    assert record["v"] == 1 and record["name"] == "request.denied" and record["i"] == 3
+    assert record["v"] == 2 and record["name"] == "request.denied" and record["i"] == 3
     assert b" " not in a.encode(3)
 
 

@@ -86,7 +86,7 @@ class Ctx:
             "via": "admin-api",
             "admin": self.admin.name,
             "credential_id": self.credential_id,
-            "address": self.address,
+            "client_address": self.address,
             "request_id": self.request_id,
         }
 

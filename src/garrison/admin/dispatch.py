@@ -172,7 +172,7 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
                     data={
                         "method": request.method,
                         "path": request.path,
-                        "address": str(address),
+                        "client_address": str(address),
                         "status": status,
                         "reasons": [reason.value],
                         **more,
@@ -201,7 +201,11 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
                     request_id=request_id,
                     principal_id=admin.id,
                     credential_id=credential_id,
-                    data={"method": request.method, "path": request.path, "address": str(address)},
+                    data={
+                        "method": request.method,
+                        "path": request.path,
+                        "client_address": str(address),
+                    },
                 ),
             )
         # A locked key, person, org or network cannot administer either (a global lockdown

@@ -407,7 +407,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
                 at=state.clock(),
                 actor=f"enroll:{address}",
                 request_id=request_id,
-                data={"address": address, "reasons": [reason.value]},
+                data={"client_address": address, "reasons": [reason.value]},
             ),
         )
 
@@ -438,7 +438,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
         actor=f"enroll:{address}",
         pepper=backend.pepper,
         sealer=backend.sealer,
-        origin={"via": "enroll", "address": address, "request_id": request_id},
+        origin={"via": "enroll", "client_address": address, "request_id": request_id},
     )
     try:
         created, name = await asyncio.to_thread(
