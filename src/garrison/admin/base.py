@@ -145,7 +145,7 @@ class Ctx:
         if decision.reason is Reason.ADMIN_SELF:
             raise Refused(
                 decision.reason,
-                Forbidden("rule no-self-change: an admin cannot change their own access"),
+                Forbidden("an admin cannot change their own access", rule="no-self-change"),
             )
         raise Refused(decision.reason, Forbidden(f"your roles do not allow {action.value}"))
 

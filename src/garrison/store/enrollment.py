@@ -121,8 +121,9 @@ def issue(
 
     if row.kind != PrincipalKind.HUMAN.value:
         raise BadRequest(
-            f"rule invite-people-only: {row.name!r} is a service account; service accounts "
-            "get keys from an admin (`garrison key create`), never enrollment codes"
+            f"{row.name!r} is a service account; service accounts "
+            "get keys from an admin (`garrison key create`), never enrollment codes",
+            rule="invite-people-only",
         )
     if row.status != Status.ACTIVE.value:
         raise BadRequest(f"principal {row.name!r} is {row.status}; enable them first")
@@ -217,8 +218,9 @@ def rotate_person_key(
             raise Conflict(f"key {key_id!r} has expired; invite the person again instead")
         if grace_s:
             raise BadRequest(
-                "rule no-grace: rotating a person's key revokes it at once and gives them a "
-                "new enrollment code; a grace period is for service accounts"
+                "rotating a person's key revokes it at once and gives them a "
+                "new enrollment code; a grace period is for service accounts",
+                rule="no-grace",
             )
         row = _lookup(conn, schema.principals, old.principal_id, "principal")
         # Checked before anything is written: a locked key is neither retired nor replaced.
