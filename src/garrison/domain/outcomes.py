@@ -53,9 +53,11 @@ def parse(text: str) -> tuple[CallOutcome, int | None]:
     """An outcome as a record spells it: the member, and the upstream's status for
     ``upstream_{status}``. ``ValueError`` for a string that names no outcome."""
     try:
-        return CallOutcome(text), None
+        outcome = CallOutcome(text)
     except ValueError:
-        pass
+        outcome = CallOutcome.UPSTREAM_STATUS  # then only as upstream_{status}
+    if outcome is not CallOutcome.UPSTREAM_STATUS:
+        return outcome, None
     digits = text.removeprefix(_STATUS_PREFIX)
     if digits != text and len(digits) == 3 and digits.isdigit() and 100 <= int(digits) <= 599:
         return CallOutcome.UPSTREAM_STATUS, int(digits)
