@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import orjson
 import pytest
 
 from garrison import errors
@@ -126,3 +127,32 @@ def test_public_message_can_be_set() -> None:
 
 def test_str_of_an_error_without_detail_is_the_default_message() -> None:
     assert str(errors.NotFound()) == errors.NotFound.default_message
+
+
+# ── the rule an error names ────────────────────────────────────────────────────────────────
+def test_an_error_raised_for_a_rule_carries_its_code_and_names_it_in_its_message() -> None:
+    exc = errors.BadRequest("the vendor's contract has ended", rule="vendor-contract")
+    assert exc.rule == "vendor-contract"
+    assert exc.detail == "rule vendor-contract: the vendor's contract has ended"
+    assert errors.BadRequest("plain").rule is None
+
+
+def test_the_admin_wire_reads_the_rule_from_the_error_not_its_message() -> None:
+    from garrison.admin_wire import admin_error_body
+
+    ruled = orjson.loads(admin_error_body(errors.Conflict("again", rule="two-person"), "req_1"))
+    assert ruled == {
+        "error": {
+            "type": "conflict",
+            "message": "rule two-person: again",
+            "rule": "two-person",
+            "request_id": "req_1",
+        }
+    }
+    # Text that merely looks like a rule (a name the caller chose) is not one.
+    lookalike = errors.BadRequest("no such principal 'rule owner: x'")
+    assert orjson.loads(admin_error_body(lookalike))["error"]["rule"] is None
+    # A server error never names a rule to the caller, whatever it carries.
+    hidden = errors.ServerError("broke", rule="two-person")
+    body = orjson.loads(admin_error_body(hidden))["error"]
+    assert body["rule"] is None and body["message"] == "Internal error."

@@ -5,19 +5,17 @@ use it for paths under the admin prefix).
                "request_id": "req_..."}}
 
 Admins see the directory's own message (it names the rule broken); server errors keep their
-generic public message. ``rule`` is the rule's code when the message names one, else null.
+generic public message. ``rule`` is the code of the rule the request broke (the error's own
+``rule``, set where it was raised), else null.
 """
 
 from __future__ import annotations
-
-import re
 
 import orjson
 
 from garrison.errors import ClientError, GarrisonError, NotFound
 
 ADMIN_PREFIX = "/admin/v1"
-_RULE = re.compile(r"rule ([a-z][a-z-]*):")
 
 
 def admin_message(exc: GarrisonError) -> str:
@@ -26,9 +24,9 @@ def admin_message(exc: GarrisonError) -> str:
     return exc.public_message
 
 
-def rule_of(message: str) -> str | None:
-    found = _RULE.search(message)
-    return found.group(1) if found else None
+def rule_of(exc: GarrisonError) -> str | None:
+    """The rule a client's error names (a server error names none to the caller)."""
+    return exc.rule if isinstance(exc, ClientError) else None
 
 
 def admin_error_body(exc: GarrisonError, request_id: str | None = None) -> bytes:
@@ -39,7 +37,7 @@ def admin_error_body(exc: GarrisonError, request_id: str | None = None) -> bytes
                 # NotFound's own code speaks of models (the data plane's only 404).
                 "type": "not_found" if isinstance(exc, NotFound) else exc.code,
                 "message": message,
-                "rule": rule_of(message),
+                "rule": rule_of(exc),
                 "request_id": request_id,
             }
         }

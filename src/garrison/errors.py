@@ -2,7 +2,8 @@
 
 Every error says whose fault it is and which HTTP status it maps to. The message in
 ``public_message`` is the only text a caller ever sees; ``detail`` is for the operator's log
-and must never contain a secret.
+and must never contain a secret. An error raised for a standing rule carries the rule's
+code in ``rule`` (its message then starts ``rule <code>:``, which admins read).
 
     GarrisonError
     ├── ClientError                  the caller's fault (4xx)
@@ -39,10 +40,18 @@ class GarrisonError(Exception):
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Internal error."
 
-    def __init__(self, detail: str = "", *, public_message: str | None = None) -> None:
+    def __init__(
+        self, detail: str = "", *, public_message: str | None = None, rule: str | None = None
+    ) -> None:
+        if rule is not None:
+            # The message names the rule broken (what admins read); ``rule`` is its code.
+            detail = f"rule {rule}: {detail}"
         super().__init__(detail or self.default_message)
         self.detail = detail
         self.public_message = public_message or self.default_message
+        # The code of the standing rule the request broke (``vendor-ceiling``,
+        # ``two-person`` …), set where it is raised; ``None`` for any other error.
+        self.rule = rule
 
 
 class ClientError(GarrisonError):

@@ -43,6 +43,7 @@ from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
 from garrison.gateway.memory_release import AfterOutage
+from garrison.gateway.outcome import ended_elsewhere
 from garrison.gateway.state import GatewayState
 from garrison.identity.access_tokens import TokenSigner
 from garrison.identity.dpop import MemoryReplayCache
@@ -614,24 +615,8 @@ class Gateway:
                 calls = await asyncio.to_thread(instances.unfinished, self.engine, dead)
                 for call in calls:
                     await self.audit.append(
-                        AuditEvent(
-                            EventName.REQUEST_COMPLETED,
-                            at=self.clock(),
-                            actor="garrison",
-                            request_id=call.request_id,
-                            principal_id=call.principal_id,
-                            credential_id=call.credential_id,
-                            model=call.model,
-                            data={
-                                "endpoint": call.data.get("endpoint"),
-                                "client_address": call.data.get("client_address"),
-                                "org_id": call.data.get("org_id"),
-                                "status": None,
-                                "outcome": "process_ended",
-                                "reasons": [Reason.PROCESS_ENDED.value],
-                                "instance": dead,
-                                "recorded_by": self.instance_id,
-                            },
+                        ended_elsewhere(
+                            call, instance=dead, recorded_by=self.instance_id, at=self.clock()
                         )
                     )
                 ended += len(calls)

@@ -217,7 +217,7 @@ async def expect_write(world: World, answer: Answer, admin: Admin, *names: str) 
             "via": "admin-api",
             "admin": admin.name,
             "credential_id": admin.key_id,
-            "address": "127.0.0.1",
+            "client_address": "127.0.0.1",
             "request_id": answer.request_id,
         }
 

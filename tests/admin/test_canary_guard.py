@@ -266,11 +266,11 @@ async def test_a_canary_key_used_on_the_admin_api_raises_an_alert(
     used = [
         e
         for e in world.events("admin.read")
-        if e["credential_id"] == canary.key.key_id and e["data"].get("address")
+        if e["credential_id"] == canary.key.key_id and e["data"].get("client_address")
     ]
     assert len(used) == 1
     assert used[0]["principal_id"] == canary.principal_id
-    assert used[0]["data"] == {"method": method, "path": path, "address": "127.0.0.1"}
+    assert used[0]["data"] == {"method": method, "path": path, "client_address": "127.0.0.1"}
 
 
 async def test_wrong_secrets_on_whoami_raise_a_refusal_burst(world: World) -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from garrison.audit import AuditEvent, EventName, decode
+from garrison.audit import ENCODING_VERSION, AuditEvent, EventName, decode
 from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.writer import AuditLog
 from garrison.errors import AuditRecordInvalid, AuditUnavailable
@@ -200,7 +200,8 @@ def test_encoding_is_deterministic_versioned_and_indexed() -> None:
     assert a.encode(3) == a.encode(3)
     assert a.encode(3).startswith(b'{"actor":null,"at":1.5,')  # top-level keys sorted
     record = decode(a.encode(3))
-    assert record["v"] == 1 and record["name"] == "request.denied" and record["i"] == 3
+    assert record["v"] == ENCODING_VERSION == 2
+    assert record["name"] == "request.denied" and record["i"] == 3
     assert b" " not in a.encode(3)
 
 
@@ -218,7 +219,7 @@ def _whole_record(event: AuditEvent, index: int) -> bytes:
             "name": event.name.value,
             "principal_id": event.principal_id,
             "request_id": event.request_id,
-            "v": 1,
+            "v": ENCODING_VERSION,
         }
     )
 

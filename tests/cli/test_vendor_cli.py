@@ -120,7 +120,7 @@ def test_vendor_status_commands_are_audited_with_the_reason_naming_the_admin(
     assert event["actor"] == admin_id  # the admin's principal, not a local user
     origin = event["data"]["origin"]
     assert (origin["via"], origin["admin"]) == ("admin-api", "admin")
-    assert origin["address"] == "127.0.0.1" and origin["request_id"] == event["request_id"]
+    assert origin["client_address"] == "127.0.0.1" and origin["request_id"] == event["request_id"]
 
 
 def test_illegal_transition_exits_2_with_a_clear_message(served: Served, acme: str) -> None:

@@ -149,14 +149,14 @@ async def approve_change(ctx: Ctx) -> Any:
         if row.target == ctx.admin.id:
             raise Refused(
                 Reason.ADMIN_SELF,
-                Forbidden("rule no-self-change: an admin cannot approve a change to themselves"),
+                Forbidden("an admin cannot approve a change to themselves", rule="no-self-change"),
             )
         return await ctx.write(changes.approve_only, directory, change_id, now=ctx.now)
     if row.kind == "principal-access":
         if row.target == ctx.admin.id:
             raise Refused(
                 Reason.ADMIN_SELF,
-                Forbidden("rule no-self-change: an admin cannot approve a change to themselves"),
+                Forbidden("an admin cannot approve a change to themselves", rule="no-self-change"),
             )
         level = payload.get("clearance")
         status = payload.get("status")

@@ -86,7 +86,7 @@ class Ctx:
             "via": "admin-api",
             "admin": self.admin.name,
             "credential_id": self.credential_id,
-            "address": self.address,
+            "client_address": self.address,
             "request_id": self.request_id,
         }
 
@@ -145,7 +145,7 @@ class Ctx:
         if decision.reason is Reason.ADMIN_SELF:
             raise Refused(
                 decision.reason,
-                Forbidden("rule no-self-change: an admin cannot change their own access"),
+                Forbidden("an admin cannot change their own access", rule="no-self-change"),
             )
         raise Refused(decision.reason, Forbidden(f"your roles do not allow {action.value}"))
 

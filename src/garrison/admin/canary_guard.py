@@ -87,6 +87,6 @@ async def guard(ctx: Ctx, key_id: str, op: str) -> bool:
         await raise_alert(ctx, key_id, op, "refused")
         raise Refused(
             Reason.ADMIN_ROLE,
-            Forbidden(f"rule {CANARY_RULE}: only a security-admin may {op} this key"),
+            Forbidden(f"only a security-admin may {op} this key", rule=CANARY_RULE),
         )
     return True

@@ -24,7 +24,7 @@ from garrison.admin.base import (
     Refused,
     Route,
 )
-from garrison.admin_wire import admin_error_body, admin_message, rule_of
+from garrison.admin_wire import admin_error_body, rule_of
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import (
     Reason,
@@ -172,7 +172,7 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
                     data={
                         "method": request.method,
                         "path": request.path,
-                        "address": str(address),
+                        "client_address": str(address),
                         "status": status,
                         "reasons": [reason.value],
                         **more,
@@ -201,7 +201,11 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
                     request_id=request_id,
                     principal_id=admin.id,
                     credential_id=credential_id,
-                    data={"method": request.method, "path": request.path, "address": str(address)},
+                    data={
+                        "method": request.method,
+                        "path": request.path,
+                        "client_address": str(address),
+                    },
                 ),
             )
         # A locked key, person, org or network cannot administer either (a global lockdown
@@ -247,7 +251,7 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
             denied(refused.reason, refused.error.status, admin.id)
             return error_response(refused.error, request_id)
         except ClientError as exc:
-            rule = rule_of(admin_message(exc))
+            rule = rule_of(exc)
             denied(
                 RULE_REASONS.get(rule or "", Reason.ADMIN_INVALID), exc.status, admin.id, rule=rule
             )

@@ -86,9 +86,10 @@ def require_own(ctx: Ctx) -> None:
         raise Refused(
             Reason.NOT_OWN_CREDENTIAL,
             Forbidden(
-                "rule own-credential: this needs a key you made yourself (enrolled or self); "
+                "this needs a key you made yourself (enrolled or self); "
                 f"this key's provenance is {ctx.credential.provenance if ctx.credential else '-'}"
-                " — ask an admin to invite you again (`garrison user invite`) and enroll"
+                " — ask an admin to invite you again (`garrison user invite`) and enroll",
+                rule="own-credential",
             ),
         )
 
@@ -130,8 +131,9 @@ def require_approver_credential(ctx: Ctx, requester: str | None) -> None:
         raise Refused(
             reason,
             Forbidden(
-                "rule own-credential: approvals are taken only from a person's own key "
-                f"(enrolled or self, made by them); this key's provenance is {provenance}"
+                "approvals are taken only from a person's own key "
+                f"(enrolled or self, made by them); this key's provenance is {provenance}",
+                rule="own-credential",
             ),
         )
     require_fresh_sign_in(ctx)  # with OIDC configured, an approval needs a fresh MFA session
@@ -166,9 +168,10 @@ async def create_key(ctx: Ctx) -> Any:
         raise Refused(
             Reason.KEY_FOR_PERSON,
             Forbidden(
-                f"rule own-credential: {target.name!r} is a person; a person's key is made "
+                f"{target.name!r} is a person; a person's key is made "
                 "only by that person — invite them (`garrison user invite "
-                f"{target.name}`) and they enroll; admins make keys for service accounts only"
+                f"{target.name}`) and they enroll; admins make keys for service accounts only",
+                rule="own-credential",
             ),
         )
     change_id = None
@@ -335,8 +338,9 @@ async def invite_principal(ctx: Ctx, target: Any) -> Any:
         raise Refused(
             Reason.ADMIN_SELF,
             Forbidden(
-                "rule no-self-invite: another admin invites you (a code for yourself "
-                "would turn any key you hold into one of your own)"
+                "another admin invites you (a code for yourself "
+                "would turn any key you hold into one of your own)",
+                rule="no-self-invite",
             ),
         )
     change_id = None
@@ -418,7 +422,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
                 at=state.clock(),
                 actor=f"enroll:{address}",
                 request_id=request_id,
-                data={"address": address, "reasons": [reason.value]},
+                data={"client_address": address, "reasons": [reason.value]},
             ),
         )
 
@@ -449,7 +453,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
         actor=f"enroll:{address}",
         pepper=backend.pepper,
         sealer=backend.sealer,
-        origin={"via": "enroll", "address": address, "request_id": request_id},
+        origin={"via": "enroll", "client_address": address, "request_id": request_id},
     )
     try:
         created, name = await asyncio.to_thread(
@@ -468,10 +472,8 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
         await _integrated(state)
         return error_response(exc, request_id)  # audited by redeem
     except ClientError as exc:
-        from garrison.admin_wire import admin_message, rule_of
-
         # A lock on the person or vendor is recorded as such (lock.active), not as junk.
-        refused(RULE_REASONS.get(rule_of(admin_message(exc)) or "", Reason.ADMIN_INVALID))
+        refused(RULE_REASONS.get(exc.rule or "", Reason.ADMIN_INVALID))
         return error_response(exc, request_id)
     await _integrated(state)
     await backend.reload()

@@ -53,9 +53,10 @@ async def refuse_self_lockout(ctx: Ctx, kind: LockKind, ref: str) -> None:
         }.get(kind)
     if own:
         raise BadRequest(
-            f"rule no-self-lockout: this {kind.value} lock would cover your own call and lock "
+            f"this {kind.value} lock would cover your own call and lock "
             "the admin API against you; have another admin place it, or use `lock all` "
-            "(which leaves the admin API open)"
+            "(which leaves the admin API open)",
+            rule="no-self-lockout",
         )
 
 

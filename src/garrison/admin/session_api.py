@@ -184,7 +184,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
     now = state.clock()
     peer = peer_address(request, state)
     address = str(peer)
-    facts: dict[str, Any] = {"address": address}
+    facts: dict[str, Any] = {"client_address": address}
 
     async def refused(exc: GarrisonError, reason: Reason, **more: Any) -> web.Response:
         try:
@@ -270,7 +270,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
             actor=f"signin:{address}",
             pepper=backend.pepper,
             sealer=backend.sealer,
-            origin={"via": "signin", "address": address, "request_id": request_id},
+            origin={"via": "signin", "client_address": address, "request_id": request_id},
         )
         try:
             link = await asyncio.to_thread(

@@ -16,19 +16,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from garrison.audit.events import ENCODING_VERSION, AuditEvent, EventName, decode
+from garrison.audit.events import (
+    CLIENT_ADDRESS,
+    ENCODING_VERSION,
+    AuditEvent,
+    EventName,
+    caller_address,
+    decode,
+)
 
 if TYPE_CHECKING:
     from garrison.audit.sqlite_sink import SqliteAuditSink
     from garrison.audit.writer import AuditLog, AuditSink
 
 __all__ = [
+    "CLIENT_ADDRESS",
     "ENCODING_VERSION",
     "AuditEvent",
     "AuditLog",
     "AuditSink",
     "EventName",
     "SqliteAuditSink",
+    "caller_address",
     "decode",
 ]
 

@@ -16,7 +16,21 @@ import orjson
 
 from garrison.errors import AuditRecordInvalid
 
-ENCODING_VERSION = 1
+# 2: every event names the caller's address ``client_address`` (version 1 wrote ``address``
+# in admin, enrollment and sign-in events); read it with ``caller_address``.
+ENCODING_VERSION = 2
+
+# The key under which an event's data names the caller's network address.
+CLIENT_ADDRESS = "client_address"
+# What records of encoding version 1 used outside the data plane.
+_V1_ADDRESS = "address"
+
+
+def caller_address(data: dict[str, Any]) -> Any:
+    """The caller's address an event's data names, whichever version wrote it (``None``
+    when it names none)."""
+    found = data.get(CLIENT_ADDRESS)
+    return found if found is not None else data.get(_V1_ADDRESS)
 
 
 class EventName(enum.StrEnum):

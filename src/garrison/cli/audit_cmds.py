@@ -24,6 +24,7 @@ from garrison.audit.checkpoint import (
     public_b64,
     rotate_signing_key,
 )
+from garrison.audit.events import CLIENT_ADDRESS, caller_address
 from garrison.audit.exporters import build_exporters
 from garrison.audit.merkle import LeafHashes, ProofError
 from garrison.audit.outbox import integrate_or_wait
@@ -400,9 +401,10 @@ def _line(seq: int, record: bytes, names: dict[str, str]) -> str:
     data = r.get("data", {})
     when = datetime.fromtimestamp(r["at"], UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     extra = []
-    for key in ("status", "outcome", "reasons", "client_address", "tokens_in", "tokens_out"):
-        if data.get(key) not in (None, [], ""):
-            extra.append(f"{key}={data[key]}")
+    shown = {**data, CLIENT_ADDRESS: caller_address(data)}  # either encoding version
+    for key in ("status", "outcome", "reasons", CLIENT_ADDRESS, "tokens_in", "tokens_out"):
+        if shown.get(key) not in (None, [], ""):
+            extra.append(f"{key}={shown[key]}")
     who_id = r.get("principal_id") or r.get("actor") or "-"
     who = names.get(who_id, who_id)  # people by name; other actors (playbooks) as they are
     model = r.get("model") or "-"

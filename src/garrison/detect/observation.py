@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from garrison.audit.events import AuditEvent
+from garrison.audit.events import AuditEvent, caller_address
 from garrison.domain.networks import parse_address
 
 
@@ -70,7 +70,7 @@ class Obs:
             credential_id=top.get("credential_id"),
             model=top.get("model"),
             org_id=data.get("org_id"),
-            address=data.get("client_address") or data.get("address"),
+            address=caller_address(data),
             status=data.get("status"),
             reasons=tuple(data.get("reasons") or ()),
             tokens_in=data.get("tokens_in") or 0,
@@ -91,7 +91,7 @@ class Obs:
             event.credential_id,
             event.model,
             data.get("org_id"),
-            data.get("client_address") or data.get("address"),
+            caller_address(data),
             data.get("status"),
             tuple(data.get("reasons") or ()),
             data.get("tokens_in") or 0,

@@ -53,7 +53,8 @@ class IllegalAccessTransition(BadRequest):
 def check_access_transition(current: AccessStatus, target: AccessStatus) -> None:
     if target not in ACCESS_TRANSITIONS[current]:
         raise IllegalAccessTransition(
-            f"rule access-lifecycle: a request that is {current.value} cannot become {target.value}"
+            f"a request that is {current.value} cannot become {target.value}",
+            rule="access-lifecycle",
         )
 
 

@@ -36,6 +36,7 @@ def check_incident_transition(current: IncidentStatus, target: IncidentStatus) -
     if target not in INCIDENT_TRANSITIONS[current]:
         allowed = ", ".join(sorted(s.value for s in INCIDENT_TRANSITIONS[current])) or "none"
         raise IllegalIncidentTransition(
-            f"rule incident-lifecycle: an incident cannot go from {current.value} to "
-            f"{target.value} (from {current.value}: {allowed})"
+            f"an incident cannot go from {current.value} to "
+            f"{target.value} (from {current.value}: {allowed})",
+            rule="incident-lifecycle",
         )

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 from garrison.admin_wire import ADMIN_PREFIX, admin_error_body
 from garrison.audit import EventName
 from garrison.domain import Reason, UpstreamApi
+from garrison.domain.outcomes import CallOutcome
 from garrison.errors import (
     AuditRecordInvalid,
     AuditUnavailable,
@@ -51,7 +52,7 @@ from garrison.log_format import request_id_var
 if TYPE_CHECKING:
     from garrison.admin.api import AdminBackend
 from garrison.gateway.admission import authenticated, decide, locked
-from garrison.gateway.call import Call, deny, record_later
+from garrison.gateway.call import Call, deny
 from garrison.gateway.edge import (  # noqa: F401 - re-exported
     STATE_KEY,
     error_response,
@@ -62,7 +63,7 @@ from garrison.gateway.edge import (  # noqa: F401 - re-exported
 )
 from garrison.gateway.forward import forward_any
 from garrison.gateway.models_api import list_models, other_api, printable_name, retrieve_model
-from garrison.gateway.outcome import complete, cut_response
+from garrison.gateway.outcome import cut_response, end_call
 
 log = logging.getLogger("garrison.gateway")
 
@@ -207,15 +208,7 @@ async def _handle_model_call(
     except AuditRecordInvalid as exc:
         # This event alone cannot be recorded (never forwarded, even when failing open).
         log.error("refusing %s: %s", call.request_id, exc.detail)
-        complete(
-            state,
-            call,
-            status=500,
-            outcome="audit_record_invalid",
-            usage=None,
-            bytes_out=0,
-            ttfb=None,
-        )
+        end_call(state, call, CallOutcome.AUDIT_RECORD_INVALID, status=500)
         return error_response(api, exc, call.request_id)
     except AuditUnavailable as exc:
         if state.audit_fail_open:
@@ -229,12 +222,7 @@ async def _handle_model_call(
             )
         log.error("refusing %s: %s", call.request_id, exc.detail)
         # Best effort: if the log recovers, it records why this call was refused.
-        record_later(
-            state,
-            call.event(
-                EventName.REQUEST_COMPLETED, state.clock(), status=503, outcome="audit_unavailable"
-            ),
-        )
+        end_call(state, call, CallOutcome.AUDIT_UNAVAILABLE, status=503, metered=False)
         return error_response(api, AuditUnavailable(), call.request_id)
     return await forward_any(request, state, endpoint, model, call, payload, injected_usage, stream)
 

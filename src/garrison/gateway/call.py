@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from garrison.audit import AuditEvent, EventName
+from garrison.audit import CLIENT_ADDRESS, AuditEvent, EventName
 from garrison.domain import Reason, UpstreamApi
 from garrison.errors import (
     AuditRecordInvalid,
@@ -90,7 +90,7 @@ class Call:
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint
-        data["client_address"] = self.address
+        data[CLIENT_ADDRESS] = self.address
         data["org_id"] = self.org_id
         if self.presented_key_id is not None:
             data["presented_key_id"] = self.presented_key_id

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from garrison.domain import Model
+from garrison.domain.outcomes import CallOutcome
 from garrison.errors import (
     UpstreamFailed,
     UpstreamTimeout,
@@ -42,10 +43,9 @@ from garrison.gateway.upstream import (
 if TYPE_CHECKING:
     pass
 from garrison.gateway.call import Call
-from garrison.gateway.edge import error_response
 from garrison.gateway.outcome import (
-    complete,
     cut_response,
+    end_call,
     upstream_error,
     upstream_failure,
     upstream_redirect,
@@ -111,41 +111,37 @@ async def forward(
                 raise UpstreamFailed("upstream answer compressed")
             if resp.status >= 400:
                 exc, shape = await upstream_failure(resp, model)
-                complete(
+                return upstream_error(
                     state,
                     call,
-                    status=exc.status,
-                    outcome=f"upstream_{resp.status}",
-                    usage=None,
-                    bytes_out=0,
-                    ttfb=None,
+                    api,
+                    exc,
+                    CallOutcome.UPSTREAM_STATUS,
+                    upstream_status=resp.status,
                     extra=shape,
                 )
-                return error_response(api, exc, call.request_id)
             raw = await read_answer(resp, state.limits.max_response_bytes, charge)
     except asyncio.CancelledError:
         if call.cut is not None:
             # Cut by a lock: leaving the upstream context above dropped its connection.
             uncancel()
             return cut_response(state, call, api)
-        complete(
-            state, call, status=499, outcome="client_closed", usage=None, bytes_out=0, ttfb=None
-        )
+        end_call(state, call, CallOutcome.CLIENT_CLOSED, status=499)
         raise
     except ResponseBudgetExhausted as exc:
         log.warning("answer for %s dropped: %s", call.request_id, exc.detail)
-        return upstream_error(state, call, api, exc, "response_budget")
+        return upstream_error(state, call, api, exc, CallOutcome.RESPONSE_BUDGET)
     except (TimeoutError, aiohttp.ServerTimeoutError):
         if loop.time() >= deadline:
-            return upstream_error(state, call, api, CallDeadline(), "call_deadline")
-        return upstream_error(state, call, api, UpstreamTimeout(), "upstream_timeout")
+            return upstream_error(state, call, api, CallDeadline(), CallOutcome.CALL_DEADLINE)
+        return upstream_error(state, call, api, UpstreamTimeout(), CallOutcome.UPSTREAM_TIMEOUT)
     except (aiohttp.ClientError, UpstreamFailed) as exc:
         log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
-        return upstream_error(state, call, api, UpstreamFailed(), "upstream_error")
+        return upstream_error(state, call, api, UpstreamFailed(), CallOutcome.UPSTREAM_ERROR)
     try:
         usage = answer_usage(api, raw)
     except orjson.JSONDecodeError:
-        return upstream_error(state, call, api, UpstreamFailed(), "upstream_bad_json")
+        return upstream_error(state, call, api, UpstreamFailed(), CallOutcome.UPSTREAM_BAD_JSON)
     old, new = client_model_bytes(model)
     # The model's own credential never reaches the caller (a copy only when it is there).
     raw = scrub_bytes(raw, model_answer_forms(model))
@@ -154,11 +150,11 @@ async def forward(
         headers={"content-type": _JSON, REQUEST_ID_HEADER: call.request_id}
     )
     response.content_length = renamed_length(raw, old, new)
-    complete(
+    end_call(
         state,
         call,
+        CallOutcome.OK,
         status=200,
-        outcome="ok",
         usage=usage,
         bytes_out=response.content_length,
         ttfb=time.perf_counter() - call.started,

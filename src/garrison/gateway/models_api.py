@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from garrison.audit import EventName
 from garrison.domain import Model, Principal, Reason, UpstreamApi
+from garrison.domain.outcomes import CallOutcome
 from garrison.errors import (
     NotFound,
     Unauthenticated,
@@ -24,8 +24,9 @@ from garrison.gateway.upstream import (
 if TYPE_CHECKING:
     pass
 from garrison.gateway.admission import authenticated, decide, locked, model_locked
-from garrison.gateway.call import Call, deny, record_later
+from garrison.gateway.call import Call, deny
 from garrison.gateway.edge import STATE_KEY, new_request_id
+from garrison.gateway.outcome import end_call
 
 _JSON = "application/json"
 
@@ -89,10 +90,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         return refused
     models = [m for m in visible_models(principal, state, call) if not model_locked(state, m, now)]
     data = listing.models_list(api, models)
-    record_later(
-        state,
-        call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok", listed=len(models)),
-    )
+    end_call(state, call, CallOutcome.OK, status=200, metered=False, extra={"listed": len(models)})
     return web.Response(
         body=orjson.dumps(data), content_type=_JSON, headers={REQUEST_ID_HEADER: call.request_id}
     )
@@ -120,7 +118,7 @@ async def retrieve_model(request: web.Request) -> web.StreamResponse:
     hidden = hidden_reasons(state, principal, model, call, now)
     if hidden:
         return deny(state, call, api, NotFound(), hidden)
-    record_later(state, call.event(EventName.REQUEST_COMPLETED, now, status=200, outcome="ok"))
+    end_call(state, call, CallOutcome.OK, status=200, metered=False)
     return web.Response(
         body=orjson.dumps(listing.model_entry(api, model)),
         content_type=_JSON,

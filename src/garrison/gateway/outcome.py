@@ -1,19 +1,21 @@
-"""Every way a forwarded call ends, and the one event that records it
-(``request.completed``): finished, failed upstream, redirected, cut by a lock or by
-shutdown.
+"""Every way an admitted call ends, and the one place that records it: ``end_call`` writes
+a live call's ``request.completed`` (finished, failed upstream, redirected, cut by a lock or
+by shutdown, refused by the log, listed), ``ended_elsewhere`` the one of a call whose process
+died. Nothing else in Garrison writes that event (a test holds it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
-from garrison.audit import EventName
+from garrison.audit import CLIENT_ADDRESS, AuditEvent, EventName, caller_address
 from garrison.domain import Model, Reason, UpstreamApi
+from garrison.domain.outcomes import CallOutcome, encoded
 from garrison.errors import (
     Forbidden,
     GarrisonError,
@@ -21,28 +23,40 @@ from garrison.errors import (
     UpstreamFailed,
 )
 from garrison.gateway import apis
+from garrison.gateway.call import Call, record_later
 from garrison.gateway.credential_echo import model_key
+from garrison.gateway.edge import error_response
 from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import Usage
 from garrison.gateway.state import GatewayState
-from garrison.gateway.upstream_errors import client_message
-
-if TYPE_CHECKING:
-    pass
-from garrison.gateway.call import Call, record_later
-from garrison.gateway.edge import error_response
 from garrison.gateway.upstream_call import read_all
+from garrison.gateway.upstream_errors import client_message
 
 log = logging.getLogger("garrison.gateway")
 
 
-def cut_as(call: Call) -> tuple[str, GarrisonError]:
+class UnfinishedCall(Protocol):
+    """A call another process allowed and never ended (as ``store.instances`` finds it)."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def principal_id(self) -> str | None: ...
+    @property
+    def credential_id(self) -> str | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def cut_as(call: Call) -> tuple[CallOutcome, GarrisonError]:
     """The outcome and the client's error for a cut call: a lock or a withdrawn standing
     (403), or the process stopping past its drain deadline (503: retry elsewhere)."""
     assert call.cut is not None
     if call.cut.reason is Reason.SHUTTING_DOWN:
-        return "shutdown", ShuttingDown()
-    return "cut", Forbidden()
+        return CallOutcome.SHUTDOWN, ShuttingDown()
+    return CallOutcome.CUT, Forbidden()
 
 
 def cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Response:
@@ -50,9 +64,7 @@ def cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Respo
     assert call.cut is not None
     outcome, error = cut_as(call)
     if call.allowed:
-        complete(
-            state, call, status=error.status, outcome=outcome, usage=None, bytes_out=0, ttfb=None
-        )
+        end_call(state, call, outcome, status=error.status)
     else:
         record_later(
             state,
@@ -85,48 +97,85 @@ async def upstream_failure(
     return UpstreamFailed(f"upstream answered {resp.status}"), None
 
 
-def complete(
+def end_call(
     state: GatewayState,
     call: Call,
+    outcome: CallOutcome,
     *,
     status: int,
-    outcome: str,
-    usage: Usage | None,
-    bytes_out: int,
-    ttfb: float | None,
+    upstream_status: int | None = None,
+    usage: Usage | None = None,
+    bytes_out: int = 0,
+    ttfb: float | None = None,
+    metered: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    state.outcomes[outcome] += 1
-    now = time.perf_counter()
-    duration = now - call.started
-    state.latency.duration.observe(duration)
-    if ttfb is not None:
-        state.latency.ttfb.observe(ttfb)
-    if call.forwarded is not None:
-        state.latency.added.observe(call.forwarded - call.started)
-        state.latency.upstream.observe(now - call.forwarded)
-    if state.model_outcomes is not None and call.model is not None:
-        state.model_outcomes[(call.model, outcome)] += 1
-    extra = dict(extra) if extra else {}
-    if call.cut is not None:
-        extra.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
-    if usage is not None and usage.flags:
-        extra["usage_flags"] = sorted(usage.flags)
-        extra["reasons"] = [*extra.get("reasons", ()), Reason.UPSTREAM_USAGE_INVALID.value]
-    record_later(
-        state,
-        call.event(
-            EventName.REQUEST_COMPLETED,
-            state.clock(),
-            **extra,
+    """End an admitted call: the one writer of a live call's ``request.completed``.
+
+    ``metered`` calls (every forwarded call, and one refused by a record the log cannot
+    hold) count in the outcome and latency metrics and record their size and timings; a
+    model listing, or a call the log was down for, records only its status and outcome.
+    ``upstream_status`` is the upstream's own status (a redirect, or the status an
+    ``UPSTREAM_STATUS`` outcome is encoded with)."""
+    spelled = encoded(outcome, upstream_status)
+    fields = dict(extra) if extra else {}
+    if upstream_status is not None:
+        fields["upstream_status"] = upstream_status
+    if metered:
+        state.outcomes[spelled] += 1
+        now = time.perf_counter()
+        duration = now - call.started
+        state.latency.duration.observe(duration)
+        if ttfb is not None:
+            state.latency.ttfb.observe(ttfb)
+        if call.forwarded is not None:
+            state.latency.added.observe(call.forwarded - call.started)
+            state.latency.upstream.observe(now - call.forwarded)
+        if state.model_outcomes is not None and call.model is not None:
+            state.model_outcomes[(call.model, spelled)] += 1
+        if call.cut is not None:
+            fields.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
+        if usage is not None and usage.flags:
+            fields["usage_flags"] = sorted(usage.flags)
+            fields["reasons"] = [*fields.get("reasons", ()), Reason.UPSTREAM_USAGE_INVALID.value]
+        fields.update(
             status=status,
-            outcome=outcome,
+            outcome=spelled,
             tokens_in=usage.tokens_in if usage else None,
             tokens_out=usage.output_tokens if usage else None,
             bytes_out=bytes_out,
             duration_ms=round(duration * 1000, 3),
             ttfb_ms=None if ttfb is None else round(ttfb * 1000, 3),
-        ),
+        )
+    else:
+        fields.update(status=status, outcome=spelled)
+    record_later(state, call.event(EventName.REQUEST_COMPLETED, state.clock(), **fields))
+
+
+def ended_elsewhere(
+    call: UnfinishedCall, *, instance: str, recorded_by: str, at: float
+) -> AuditEvent:
+    """The ``request.completed`` of a call whose process died before it ended: written by
+    the process that found its lease lapsed (``recorded_by``), from the call's
+    ``request.allowed`` record."""
+    return AuditEvent(
+        EventName.REQUEST_COMPLETED,
+        at=at,
+        actor="garrison",
+        request_id=call.request_id,
+        principal_id=call.principal_id,
+        credential_id=call.credential_id,
+        model=call.model,
+        data={
+            "endpoint": call.data.get("endpoint"),
+            CLIENT_ADDRESS: caller_address(call.data),
+            "org_id": call.data.get("org_id"),
+            "status": None,
+            "outcome": encoded(CallOutcome.PROCESS_ENDED),
+            "reasons": [Reason.PROCESS_ENDED.value],
+            "instance": instance,
+            "recorded_by": recorded_by,
+        },
     )
 
 
@@ -135,19 +184,13 @@ def upstream_error(
     call: Call,
     api: UpstreamApi,
     exc: GarrisonError,
-    outcome: str,
+    outcome: CallOutcome,
+    *,
+    upstream_status: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    complete(
-        state,
-        call,
-        status=exc.status,
-        outcome=outcome,
-        usage=None,
-        bytes_out=0,
-        ttfb=None,
-        extra=extra,
-    )
+    """End a call that failed before its answer started; the caller's error in its API's shape."""
+    end_call(state, call, outcome, status=exc.status, upstream_status=upstream_status, extra=extra)
     return error_response(api, exc, call.request_id)
 
 
@@ -156,15 +199,12 @@ def upstream_redirect(
 ) -> web.Response:
     """A 3xx from the upstream: not followed (its target is never contacted), a 502."""
     log.warning("upstream answered %d (redirect refused) for %s", status, call.request_id)
-    exc = UpstreamFailed(f"upstream answered {status}")
-    complete(
+    return upstream_error(
         state,
         call,
-        status=exc.status,
-        outcome="upstream_redirect",
-        usage=None,
-        bytes_out=0,
-        ttfb=None,
-        extra={"reasons": [Reason.UPSTREAM_REDIRECT.value], "upstream_status": status},
+        api,
+        UpstreamFailed(f"upstream answered {status}"),
+        CallOutcome.UPSTREAM_REDIRECT,
+        upstream_status=status,
+        extra={"reasons": [Reason.UPSTREAM_REDIRECT.value]},
     )
-    return error_response(api, exc, call.request_id)

@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from garrison.domain import Model, UpstreamApi
+from garrison.domain.outcomes import CallOutcome
 from garrison.errors import (
     GarrisonError,
     UpstreamFailed,
@@ -37,9 +38,9 @@ if TYPE_CHECKING:
     pass
 from garrison.gateway.call import Call
 from garrison.gateway.outcome import (
-    complete,
     cut_as,
     cut_response,
+    end_call,
     upstream_error,
     upstream_failure,
     upstream_redirect,
@@ -72,7 +73,7 @@ async def forward_stream(
     response: web.StreamResponse | None = None
     bytes_out = 0
     ttfb: float | None = None
-    outcome = "ok"
+    outcome = CallOutcome.OK
     status = 200
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.limits.stream_max_seconds
@@ -92,7 +93,15 @@ async def forward_stream(
                 raise UpstreamFailed("upstream answer compressed")
             if resp.status >= 400:
                 exc, shape = await upstream_failure(resp, model)
-                return upstream_error(state, call, api, exc, f"upstream_{resp.status}", shape)
+                return upstream_error(
+                    state,
+                    call,
+                    api,
+                    exc,
+                    CallOutcome.UPSTREAM_STATUS,
+                    upstream_status=resp.status,
+                    extra=shape,
+                )
             response = web.StreamResponse(
                 status=200,
                 headers={
@@ -141,11 +150,11 @@ async def forward_stream(
                 await response.write(rest)
     except asyncio.CancelledError:
         if call.cut is None:
-            complete(
+            end_call(
                 state,
                 call,
+                CallOutcome.CLIENT_CLOSED,
                 status=499,
-                outcome="client_closed",
                 usage=meter.usage,
                 bytes_out=bytes_out,
                 ttfb=ttfb,
@@ -160,29 +169,29 @@ async def forward_stream(
         status = cut_error.status
         await end_stream(response, api, cut_error)
     except StreamLimit:
-        outcome, status = "stream_limit", 504
+        outcome, status = CallOutcome.STREAM_LIMIT, 504
         error: GarrisonError = UpstreamTimeout(
             public_message="The stream exceeded its longest duration."
         )
         await end_stream(response, api, error)
     except (TimeoutError, aiohttp.ServerTimeoutError):
-        outcome, status = "upstream_timeout", 504
+        outcome, status = CallOutcome.UPSTREAM_TIMEOUT, 504
         if response is None:
             return upstream_error(state, call, api, UpstreamTimeout(), outcome)
         await end_stream(response, api, UpstreamTimeout())
     except (aiohttp.ClientError, UpstreamFailed) as exc:
         log.warning("upstream failure for %s: %s", call.request_id, type(exc).__name__)
-        outcome, status = "upstream_error", 502
+        outcome, status = CallOutcome.UPSTREAM_ERROR, 502
         if response is None:
             return upstream_error(state, call, api, UpstreamFailed(), outcome)
         await end_stream(response, api, UpstreamFailed())
     except ConnectionResetError:
-        outcome, status = "client_closed", 499
-    complete(
+        outcome, status = CallOutcome.CLIENT_CLOSED, 499
+    end_call(
         state,
         call,
+        outcome,
         status=status,
-        outcome=outcome,
         usage=meter.usage,
         bytes_out=bytes_out,
         ttfb=ttfb,

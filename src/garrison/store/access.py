@@ -167,7 +167,7 @@ def _approver(conn: sa.Connection, actor: str) -> Any:
     if row is None or row.status != Status.ACTIVE.value:
         raise Forbidden("only an active approver can decide access requests")
     if Role.APPROVER.value not in parse_compartments(row.roles):
-        raise Forbidden("rule approver-role: deciding access requests needs the approver role")
+        raise Forbidden("deciding access requests needs the approver role", rule="approver-role")
     return row
 
 
@@ -185,13 +185,13 @@ def approve(d: Directory, request_id: str, *, now: float) -> dict[str, Any]:
         row = _request_row(conn, request_id, now)
         approver = _approver(conn, d.actor)
         if approver.id == row.principal_id:
-            raise Forbidden("rule no-self-approval: nobody approves their own request")
+            raise Forbidden("nobody approves their own request", rule="no-self-approval")
         if _lapse(d, conn, row, now):
             return {"id": row.id, "status": AccessStatus.EXPIRED.value}
         check_access_transition(AccessStatus(row.status), AccessStatus.APPROVED)
         approvals: list[str] = orjson.loads(row.approvals)
         if approver.id in approvals:
-            raise Conflict("rule distinct-approvers: you have already approved this request")
+            raise Conflict("you have already approved this request", rule="distinct-approvers")
         approvals.append(approver.id)
         people = {
             r.id: r
@@ -273,7 +273,7 @@ def deny(d: Directory, request_id: str, *, reason: str, now: float) -> dict[str,
         row = _request_row(conn, request_id, now)
         approver = _approver(conn, d.actor)
         if approver.id == row.principal_id:
-            raise Forbidden("rule no-self-approval: nobody decides their own request")
+            raise Forbidden("nobody decides their own request", rule="no-self-approval")
         if _lapse(d, conn, row, now):
             return {"id": row.id, "status": AccessStatus.EXPIRED.value}
         check_access_transition(AccessStatus(row.status), AccessStatus.DENIED)

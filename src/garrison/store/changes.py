@@ -127,7 +127,7 @@ def pending(conn: sa.Connection, change_id: str, approver: str, now: float) -> A
     if now >= row.expires_at:
         raise Conflict(f"change {change_id} lapsed unapproved")
     if row.requested_by == approver:
-        raise Forbidden("rule two-person: a second, different admin must approve this change")
+        raise Forbidden("a second, different admin must approve this change", rule="two-person")
     return row
 
 

@@ -122,7 +122,7 @@ def check_service_roles(kind: PrincipalKind, roles: frozenset[str]) -> None:
     """Admin actions must name a person: a service account's key, once leaked, would carry
     admin power with nobody to answer for it (and no MFA when SSO lands)."""
     if kind is PrincipalKind.SERVICE and roles:
-        raise BadRequest("rule service-roles: a service account cannot hold admin roles")
+        raise BadRequest("a service account cannot hold admin roles", rule="service-roles")
 
 
 def check_owner(conn: sa.Connection, kind: PrincipalKind, owner: str | None) -> str | None:
@@ -131,10 +131,10 @@ def check_owner(conn: sa.Connection, kind: PrincipalKind, owner: str | None) -> 
     if owner is None:
         return None
     if kind is not PrincipalKind.SERVICE:
-        raise BadRequest("rule owner: only a service account has an owner")
+        raise BadRequest("only a service account has an owner", rule="owner")
     row = _lookup(conn, schema.principals, owner, "owner")
     if row.kind != PrincipalKind.HUMAN.value or row.status != Status.ACTIVE.value:
-        raise BadRequest(f"rule owner: the owner {row.name!r} must be an active person")
+        raise BadRequest(f"the owner {row.name!r} must be an active person", rule="owner")
     return str(row.id)
 
 

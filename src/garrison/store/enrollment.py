@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.events import EventName, caller_address
 from garrison.domain import PrincipalKind, Reason, Status
 from garrison.domain.provenance import Provenance
 from garrison.domain.secret import Secret
@@ -121,8 +121,9 @@ def issue(
 
     if row.kind != PrincipalKind.HUMAN.value:
         raise BadRequest(
-            f"rule invite-people-only: {row.name!r} is a service account; service accounts "
-            "get keys from an admin (`garrison key create`), never enrollment codes"
+            f"{row.name!r} is a service account; service accounts "
+            "get keys from an admin (`garrison key create`), never enrollment codes",
+            rule="invite-people-only",
         )
     if row.status != Status.ACTIVE.value:
         raise BadRequest(f"principal {row.name!r} is {row.status}; enable them first")
@@ -153,7 +154,7 @@ def issue(
             principal_id=row.id,
             invited_by=d.actor,
             invited_with=origin.get("credential_id"),
-            invited_from=origin.get("address"),
+            invited_from=caller_address(origin),
             change_id=change_id,
             created_at=now,
             expires_at=expires_at,
@@ -217,8 +218,9 @@ def rotate_person_key(
             raise Conflict(f"key {key_id!r} has expired; invite the person again instead")
         if grace_s:
             raise BadRequest(
-                "rule no-grace: rotating a person's key revokes it at once and gives them a "
-                "new enrollment code; a grace period is for service accounts"
+                "rotating a person's key revokes it at once and gives them a "
+                "new enrollment code; a grace period is for service accounts",
+                rule="no-grace",
             )
         row = _lookup(conn, schema.principals, old.principal_id, "principal")
         # Checked before anything is written: a locked key is neither retired nor replaced.
@@ -289,7 +291,7 @@ def _inviter_addresses(conn: sa.Connection, inviter: str, now: float) -> set[str
     found: set[str] = set()
     for (record,) in rows:
         data = orjson.loads(record).get("data") or {}
-        for value in (data.get("address"), (data.get("origin") or {}).get("address")):
+        for value in (caller_address(data), caller_address(data.get("origin") or {})):
             if isinstance(value, str):
                 found.add(value)
     return found
@@ -309,7 +311,7 @@ def _refuse(
     by the inviter also burns the code and raises a critical alert."""
     from garrison.store.directory import _record
 
-    data: dict[str, Any] = {"address": address, "reasons": [reason.value]}
+    data: dict[str, Any] = {"client_address": address, "reasons": [reason.value]}
     if presented_key is not None:
         data["presented_key_id"] = presented_key
     principal_id = None
@@ -444,7 +446,7 @@ def redeem(
                 actor=person.id,
                 pepper=d.pepper,
                 sealer=d.sealer,
-                origin={"via": "enroll", "address": address, "enrollment_id": row.id},
+                origin={"via": "enroll", "client_address": address, "enrollment_id": row.id},
             )
             created = own._insert_key(
                 conn,
@@ -477,7 +479,7 @@ def redeem(
                 feed=False,
                 data={
                     "enrollment_id": row.id,
-                    "address": address,
+                    "client_address": address,
                     "invited_by": row.invited_by,
                     "provenance": Provenance.ENROLLED.value,
                 },

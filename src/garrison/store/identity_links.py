@@ -215,7 +215,7 @@ def redeem_for_link(
                         "enrollment_id": row.id,
                         "issuer": issuer,
                         "provider": provider,
-                        "address": address,
+                        "client_address": address,
                         "invited_by": row.invited_by,
                     },
                 )

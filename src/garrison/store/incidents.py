@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.events import EventName, caller_address
 from garrison.domain.incidents import IncidentStatus, check_incident_transition
 from garrison.errors import BadRequest, NotFound
 from garrison.store import queries, schema
@@ -272,7 +272,7 @@ def incident_report(conn: sa.Connection, incident_id: str, now: float) -> dict[s
         ev = orjson.loads(record)
         name, at, data = ev["name"], ev["at"], ev.get("data") or {}
         model = ev.get("model") or "-"
-        address = data.get("client_address")
+        address = caller_address(data)
         if name.startswith("request."):
             first = at if first is None else min(first, at)
             last = at if last is None else max(last, at)
@@ -408,7 +408,7 @@ def _others_from(
     if not addresses:
         return []
     a, p = schema.audit_events, schema.principals
-    address = sa.func.json_extract(a.c.record, "$.data.client_address")
+    address = queries.caller_address_sql(a.c.record)
     stmt = (
         sa.select(a.c.principal_id, address.label("address"), sa.func.count(), sa.func.max(a.c.at))
         .where(

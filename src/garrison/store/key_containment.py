@@ -180,6 +180,7 @@ def refuse_if_locked(
     lock = covering_lock(conn, principal_id=principal_id, org_id=org_id, now=now, key_id=key_id)
     if lock is not None:
         raise Forbidden(
-            f"rule {LOCKED_RULE}: cannot {action}: {lock.kind} {lock.target_name} is locked "
-            f"({lock.id}); a security-admin lifts the lock first"
+            f"cannot {action}: {lock.kind} {lock.target_name} is locked "
+            f"({lock.id}); a security-admin lifts the lock first",
+            rule=LOCKED_RULE,
         )

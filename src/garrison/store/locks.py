@@ -249,8 +249,9 @@ def lift_lock(d: Directory, lock_id: str, *, reason: str, now: float) -> dict[st
             return {"id": lock_id, "status": "pending", "requested_by": d.actor}
         if kind is LockKind.ALL and row.lift_requested_by == d.actor:
             raise Conflict(
-                "rule two-person: lifting a global lockdown needs a second, different admin "
-                f"(requested by {d.actor})"
+                "lifting a global lockdown needs a second, different admin "
+                f"(requested by {d.actor})",
+                rule="two-person",
             )
         confirmed = {"requested_by": row.lift_requested_by} if kind is LockKind.ALL else {}
         conn.execute(

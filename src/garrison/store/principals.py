@@ -125,6 +125,6 @@ def _keep_one_security_admin(conn: sa.Connection, leaving_id: str) -> None:
     )
     if not any(SECURITY_ADMIN in parse_compartments(r.roles) for r in others):
         raise BadRequest(
-            "rule last-security-admin: this is the last active security-admin; "
-            "give the role to someone else first"
+            "this is the last active security-admin; give the role to someone else first",
+            rule="last-security-admin",
         )

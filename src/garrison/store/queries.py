@@ -141,12 +141,19 @@ def list_principals(
     return [_principal_dict(r, r.org_name) for r in conn.execute(stmt)]
 
 
+def caller_address_sql(record: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The caller's address a stored record names, whichever encoding version wrote it
+    (``client_address``; ``address`` before version 2): ``audit.events.caller_address``."""
+    data = sa.func.json_extract(record, "$.data.client_address")
+    return sa.func.coalesce(data, sa.func.json_extract(record, "$.data.address"))
+
+
 def _key_usage(conn: sa.Connection, key_ids: Iterable[str]) -> dict[str, tuple[float, list[str]]]:
     """Last allowed call and distinct source addresses of each key (the subject index)."""
     ids = list(key_ids)
     if not ids:
         return {}
-    address = sa.func.json_extract(a.c.record, "$.data.client_address")
+    address = caller_address_sql(a.c.record)
     stmt = (
         sa.select(a.c.credential_id, sa.func.max(a.c.at), sa.func.group_concat(address.distinct()))
         .where(a.c.credential_id.in_(ids), a.c.name == "request.allowed")

@@ -114,17 +114,19 @@ def check_person(
         active = _active_seats(conn, org_id)
         if active >= terms.seat_limit:
             raise BadRequest(
-                f"rule vendor-seats: the vendor has {active} active principal(s) and a seat "
-                f"limit of {terms.seat_limit}"
+                f"the vendor has {active} active principal(s) and a seat "
+                f"limit of {terms.seat_limit}",
+                rule="vendor-seats",
             )
 
 
 def check_ceiling(terms: VendorTerms, clearance: Level, compartments: frozenset[str]) -> None:
     if not terms.ceiling_allows(clearance, compartments):
         raise BadRequest(
-            f"rule vendor-ceiling: clearance {clearance.label} with compartments "
+            f"clearance {clearance.label} with compartments "
             f"{sorted(compartments)} exceeds the vendor's ceiling "
-            f"({terms.ceiling_level.label}, {sorted(terms.ceiling_compartments)})"
+            f"({terms.ceiling_level.label}, {sorted(terms.ceiling_compartments)})",
+            rule="vendor-ceiling",
         )
 
 
@@ -146,14 +148,15 @@ def key_terms(
     if terms.status not in _ISSUING:
         raise BadRequest(f"the vendor is {terms.status.value}: no key can be issued")
     if now >= terms.contract_end:
-        raise BadRequest("rule vendor-contract: the vendor's contract has ended")
+        raise BadRequest("the vendor's contract has ended", rule="vendor-contract")
     if not networks:
         networks = terms.networks
     outside = [str(n) for n in networks if not terms.covers_network(n)]
     if outside:
         raise BadRequest(
-            f"rule vendor-networks: {', '.join(outside)} is not within the vendor's networks "
-            f"({', '.join(str(n) for n in terms.networks)})"
+            f"{', '.join(outside)} is not within the vendor's networks "
+            f"({', '.join(str(n) for n in terms.networks)})",
+            rule="vendor-networks",
         )
     return networks, min(expires_at, terms.contract_end)
 
@@ -266,7 +269,7 @@ def set_vendor_status(
             raise BadRequest(f"{row.name!r} is not a vendor")
         check_transition(VendorStatus(row.status), target)
         if target is VendorStatus.ACTIVE and now >= (row.contract_end or 0):
-            raise BadRequest("rule vendor-contract: the contract has ended; extend it first")
+            raise BadRequest("the contract has ended; extend it first", rule="vendor-contract")
         conn.execute(
             sa.update(schema.orgs).where(schema.orgs.c.id == row.id).values(status=target.value)
         )
@@ -400,8 +403,9 @@ def update_vendor(
             ]
             if outside:
                 raise BadRequest(
-                    "rule vendor-networks: live keys would fall outside the new networks: "
-                    f"{', '.join(outside)} (revoke or re-issue them first)"
+                    "live keys would fall outside the new networks: "
+                    f"{', '.join(outside)} (revoke or re-issue them first)",
+                    rule="vendor-networks",
                 )
             values["networks"] = _json(nets)
         if seat_limit is not None:
@@ -409,8 +413,9 @@ def update_vendor(
                 raise BadRequest(f"seat limit must be between 1 and {SEAT_LIMIT_MAX}")
             if seat_limit < len(people):
                 raise BadRequest(
-                    f"rule vendor-seats: {len(people)} principals are active; disable some "
-                    f"before lowering the limit to {seat_limit}"
+                    f"{len(people)} principals are active; disable some "
+                    f"before lowering the limit to {seat_limit}",
+                    rule="vendor-seats",
                 )
             values["seat_limit"] = seat_limit
         if ceiling_level is not None or ceiling_compartments is not None:
@@ -427,8 +432,9 @@ def update_vendor(
             ]
             if above:
                 raise BadRequest(
-                    "rule vendor-ceiling: these principals hold more than the new ceiling: "
-                    f"{', '.join(above)} (lower or disable them first)"
+                    "these principals hold more than the new ceiling: "
+                    f"{', '.join(above)} (lower or disable them first)",
+                    rule="vendor-ceiling",
                 )
             values["ceiling_level"] = int(level)
             values["ceiling_compartments"] = _json(comps)
