@@ -274,6 +274,7 @@ def _register() -> None:
     cli.add_command(identity_cmds.enroll)
     cli.add_command(login_cmds.login)
     cli.add_command(login_cmds.logout)
+    cli.add_command(login_cmds.sessions)
     keys.add_command(identity_cmds.keys_audit)
     for command in (
         directory_cmds.whoami,

@@ -11,7 +11,7 @@ person covers every session of theirs, a lock naming the session id covers that 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from garrison.domain import Org, Principal, Reason, Status
 from garrison.identity.access_tokens import (
@@ -115,3 +115,11 @@ def authenticate_token(
     return TokenAuthResult(
         AuthResult(reason, key_id=claims.session_id, principal=principal), session=claims
     )
+
+
+def session_principal(principal: Principal, session: SessionClaims) -> Principal:
+    """``principal`` as this session may act: the roles its token carries (what the
+    provider's groups left at sign-in), intersected with the roles the directory grants now,
+    so a token can only ever narrow (a role revoked since sign-in is gone at once)."""
+    held = principal.roles & frozenset(session.roles)
+    return principal if held == principal.roles else replace(principal, roles=held)
