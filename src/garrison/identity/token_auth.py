@@ -21,12 +21,15 @@ from garrison.identity.access_tokens import (
     VerifiedTokens,
 )
 from garrison.identity.authenticate import Address, AuthResult, _vendor_reason
-from garrison.identity.dpop import ReplayCache, normalize_htu, verify_proof
+from garrison.identity.dpop import DPOP_ALGS, ReplayCache, normalize_htu, verify_proof
 
 # The Authorization scheme of a DPoP-bound token (RFC 9449 section 7.1).
 DPOP_SCHEME = "dpop"
 # The header a proof travels in.
 DPOP_HEADER = "DPoP"
+# RFC 9449 section 7.1: what a 401 to a call made with a DPoP-bound token answers in
+# WWW-Authenticate (the token is refused, and the proof algorithms taken).
+DPOP_CHALLENGE = f'DPoP error="invalid_token", algs="{" ".join(DPOP_ALGS)}"'
 
 
 @dataclass(frozen=True, slots=True)
