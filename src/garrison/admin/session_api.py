@@ -13,9 +13,13 @@ token captured on its way to one client cannot be exchanged by another); the tok
 use; the link of (iss, sub) to a person (made here by redeeming the invitation's code, never
 by matching an email); that the provider may assert that person (a vendor's provider: only
 that vendor's people); the person active and no lock covering them or their org. Groups
-from the provider only narrow the person's roles for the session. Every outcome is an audit
-event: ``session.started`` (durable before the token leaves) or ``session.refused`` with
-reason codes; the caller sees one refusal for every invalid token.
+from the provider only narrow the person's roles for the session, and the token carries the
+roles kept (``roles``; each call intersects them with the directory's again). The session is
+recorded in the directory (``identity_links.record_session``: id, person, provider iss/sub,
+key thumbprint, times, amr, roles) with its ``session.started`` event in one transaction,
+durable before the token leaves, so one session can be listed and locked alone; a refusal
+is a ``session.refused`` event with reason codes. The caller sees one refusal for every
+invalid token.
 
 Refresh: the CLI refreshes its IdP session (the provider's refresh token) and exchanges the
 fresh ID token again; Garrison keeps no refresh tokens.
