@@ -12,14 +12,22 @@ from typing import Any
 
 from garrison.admin.authz import Action
 from garrison.admin.base import FLAG_SCHEMA, Ctx, Route, _principal_id, query_flag
-from garrison.errors import BadRequest, NotFound
+from garrison.errors import NotFound
 from garrison.store import identity_links
 
 
 async def list_sessions(ctx: Ctx) -> Any:
     ref = ctx.request.query.get("principal", "").strip()
+    ended = query_flag(ctx, "all")
     if not ref:
-        raise BadRequest("query parameter principal is required (a person's name or id)")
+        # Everyone's live sessions this admin may read (a vendor-manager: their vendor's).
+        return await ctx.read(
+            identity_links.list_sessions,
+            None,
+            now=ctx.now,
+            include_ended=ended,
+            orgs=ctx.reads_over(),
+        )
     await ctx.require(Action.READ, "principal", ref)
     principal_id = await ctx.read(_principal_id, ref)
     if principal_id is None:
@@ -28,7 +36,7 @@ async def list_sessions(ctx: Ctx) -> Any:
         identity_links.list_sessions,
         principal_id,
         now=ctx.now,
-        include_ended=query_flag(ctx, "all"),
+        include_ended=ended,
     )
 
 
@@ -36,11 +44,11 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/sessions",
-        "A person's sign-in sessions (live ones; all=true: ended ones too), without any token.",
+        "Sign-in sessions (live ones; all=true: ended ones too), without any token.",
         list_sessions,
         Action.READ,
         query=(
-            ("principal", "The person (name or id); required."),
+            ("principal", "Only this person (name or id); else everyone's you may read."),
             ("all", "Include expired sessions.", FLAG_SCHEMA),
         ),
         tag="directory",

@@ -313,12 +313,23 @@ def session_owner(conn: sa.Connection, session_id: str) -> str | None:
 
 
 def list_sessions(
-    conn: sa.Connection, principal_id: str, *, now: float, include_ended: bool = False
+    conn: sa.Connection,
+    principal_id: str | None,
+    *,
+    now: float,
+    include_ended: bool = False,
+    orgs: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """A person's sessions, newest first (live ones only unless ``include_ended``): the
-    token's facts and the key's thumbprint, never any token material."""
+    """A person's sessions (``principal_id`` None: everyone's in ``orgs``, None: all), newest
+    first, live ones only unless ``include_ended``: the token's facts and the key's
+    thumbprint, never any token material."""
     t = schema.sessions
-    stmt = sa.select(t).where(t.c.principal_id == principal_id)
+    p = schema.principals
+    stmt = sa.select(t).join(p, p.c.id == t.c.principal_id)
+    if principal_id is not None:
+        stmt = stmt.where(t.c.principal_id == principal_id)
+    if orgs is not None:
+        stmt = stmt.where(p.c.org_id.in_(sorted(orgs)))
     if not include_ended:
         stmt = stmt.where(t.c.expires_at > now)
     rows = conn.execute(stmt.order_by(t.c.issued_at.desc()).limit(SESSIONS_LIST_MAX))
