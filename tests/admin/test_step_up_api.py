@@ -43,6 +43,8 @@ def session_token(world: World, name: str, key: ECKey, **kw: Any) -> str:
         idp_subject=f"{name}-sub",
         issued_at=now,
         expires_at=now + 600,
+        # The roles the session holds (the directory's are intersected with them per call).
+        roles=("security-admin",),
     )
     tokens = world.gateway.state.tokens
     assert tokens is not None

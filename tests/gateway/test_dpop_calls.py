@@ -219,7 +219,8 @@ async def admin(world: World, method: str, path: str, body: Any = None) -> tuple
 
 async def test_the_admin_api_takes_a_bound_token(world: World) -> None:
     key = generate_proof_key()
-    token = token_for(world, "admin", key)
+    # The session's roles travel in the token (the directory's are intersected with them).
+    token = token_for(world, "admin", key, roles=("security-admin",))
     reply = await send(
         world, "GET", "/admin/v1/whoami", signed(world, token, key, "GET", "/admin/v1/whoami")
     )

@@ -18,6 +18,8 @@ from garrison.domain import Reason
 from garrison.errors import ConfigError, Unauthenticated
 from garrison.identity.access_tokens import (
     ACCESS_TOKEN_MAX_S,
+    ROLE_MAX_CHARS,
+    ROLES_MAX_ITEMS,
     TOKEN_CACHE_MAX,
     TOKEN_CLOCK_SKEW_S,
     TOKEN_KEY_FILE,
@@ -45,6 +47,7 @@ CLAIMS = SessionClaims(
     idp_subject="sub-1",
     issued_at=NOW,
     expires_at=NOW + 600,
+    roles=("auditor", "security-admin"),
 )
 
 
@@ -210,6 +213,11 @@ def test_a_tampered_claim_breaks_the_signature(signer: TokenSigner) -> None:
         {"exp": "tomorrow"},
         {"iat": True},
         {"idp": None},
+        {"roles": "security-admin"},
+        {"roles": [1]},
+        {"roles": [""]},
+        {"roles": ["x" * 65]},
+        {"roles": ["auditor"] * 17},
     ],
 )
 def test_a_signed_token_with_bad_claims_is_refused(
@@ -277,3 +285,28 @@ def test_the_verified_token_cache_is_bounded(signer: TokenSigner) -> None:
     for token in tokens:
         cache.verify(token, now=NOW)
     assert len(cache) == 2
+
+
+def test_the_token_carries_the_sessions_roles(signer: TokenSigner) -> None:
+    assert _body(signer)["roles"] == ["auditor", "security-admin"]
+    token = issue_access_token(signer, CLAIMS)
+    assert verify_access_token(signer.keys, token, now=NOW + 1).roles == CLAIMS.roles
+
+
+def test_a_token_without_the_roles_claim_is_refused(signer: TokenSigner) -> None:
+    # Tokens from before roles were carried (or a forger's): no claim, no session.
+    body = _body(signer)
+    del body["roles"]
+    assert _reason(signer, signer.sign(body)) is Reason.TOKEN_CLAIMS
+
+
+def test_the_roles_limits_hold(signer: TokenSigner) -> None:
+    most = [f"r{i}" for i in range(ROLES_MAX_ITEMS)]
+    longest = ["x" * ROLE_MAX_CHARS]
+    for roles in (most, longest):
+        token = signer.sign(_body(signer) | {"roles": roles})
+        assert verify_access_token(signer.keys, token, now=NOW + 1).roles == tuple(roles)
+    for roles in ([*most, "one-more"], ["x" * (ROLE_MAX_CHARS + 1)]):
+        assert _reason(signer, signer.sign(_body(signer) | {"roles": roles})) is (
+            Reason.TOKEN_CLAIMS
+        )

@@ -95,6 +95,14 @@ def test_an_ed25519_proof_is_accepted() -> None:
     assert _verify(proof) == key.thumbprint()
 
 
+def test_the_challenge_names_every_algorithm_taken() -> None:
+    from garrison.identity.dpop import DPOP_ALGS
+    from garrison.identity.token_auth import DPOP_CHALLENGE
+
+    assert f'DPoP error="invalid_token", algs="{" ".join(DPOP_ALGS)}"' == DPOP_CHALLENGE
+    assert DPOP_CHALLENGE == 'DPoP error="invalid_token", algs="ES256 Ed25519"'
+
+
 def test_a_proof_without_a_token_needs_no_ath() -> None:
     assert _verify(_proof(access_token=None), access_token=None)
 

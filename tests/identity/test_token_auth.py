@@ -16,6 +16,7 @@ from garrison.identity.token_auth import (
     TokenAuthResult,
     authenticate_token,
     dpop_token,
+    session_principal,
 )
 
 NOW = 1_700_000_000.0
@@ -39,7 +40,7 @@ def tokens(tmp_path: Path) -> TokenAuth:
     return TokenAuth(TokenSigner.from_dir(tmp_path), MemoryReplayCache(), PUBLIC)
 
 
-def _token(tokens: TokenAuth, jkt: str | None = None) -> str:
+def _token(tokens: TokenAuth, jkt: str | None = None, roles: tuple[str, ...] = ()) -> str:
     claims = SessionClaims(
         principal_id=DANA.id,
         session_id="s-1",
@@ -51,6 +52,7 @@ def _token(tokens: TokenAuth, jkt: str | None = None) -> str:
         idp_subject="dana-sub",
         issued_at=NOW,
         expires_at=NOW + 600,
+        roles=roles,
     )
     return issue_access_token(tokens.signer, claims)
 
@@ -164,3 +166,35 @@ def test_a_rotation_starts_a_new_verified_token_cache(tokens: TokenAuth, tmp_pat
     rotated = dataclasses.replace(tokens, signer=TokenSigner.from_dir(tmp_path / "new"))
     assert rotated.verified is not tokens.verified
     assert _call(rotated, token, [_proof(token)]).auth.reason is Reason.TOKEN_KID_UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("token_roles", "directory_roles", "held"),
+    [
+        # The provider's groups left both: the session holds both.
+        (
+            ("auditor", "security-admin"),
+            {"auditor", "security-admin"},
+            {"auditor", "security-admin"},
+        ),
+        # Narrowed at sign-in: the session lacks the role the directory still grants.
+        (("auditor",), {"auditor", "security-admin"}, {"auditor"}),
+        # Revoked in Garrison since sign-in: gone at once, whatever the token says.
+        (("auditor", "security-admin"), {"auditor"}, {"auditor"}),
+        # A token can never add a role the directory does not grant.
+        (("security-admin",), set(), set()),
+        ((), {"security-admin"}, set()),
+    ],
+)
+def test_a_sessions_roles_only_narrow_the_directorys(
+    tokens: TokenAuth,
+    token_roles: tuple[str, ...],
+    directory_roles: set[str],
+    held: set[str],
+) -> None:
+    token = _token(tokens, roles=token_roles)
+    person = dataclasses.replace(DANA, roles=frozenset(directory_roles))
+    result = _call(tokens, token, [_proof(token)], {DANA.id: person})
+    assert result.ok and result.session is not None
+    assert result.session.roles == tuple(sorted(token_roles))
+    assert session_principal(person, result.session).roles == held

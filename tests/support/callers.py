@@ -76,7 +76,8 @@ async def session_call(
     from garrison.identity.access_tokens import SessionClaims, issue_access_token
     from garrison.identity.dpop import generate_proof_key, make_proof
 
-    (pid,) = [p.id for p in world.gateway.state.snapshot.principals.values() if p.name == name]
+    (person,) = [p for p in world.gateway.state.snapshot.principals.values() if p.name == name]
+    pid = person.id
     key = generate_proof_key()
     now = time.time()
     tokens = world.gateway.state.tokens
@@ -94,6 +95,7 @@ async def session_call(
             idp_subject=f"{name}-sub",
             issued_at=now,
             expires_at=now + 600,
+            roles=tuple(sorted(person.roles)),  # the session holds what the directory grants
         ),
     )
     url = f"{world.base}/admin/v1{path}"

@@ -22,6 +22,7 @@ from garrison.admin import (
     models_api,
     orgs_api,
     principals_api,
+    sessions_api,
 )
 from garrison.admin.base import (
     BACKEND_KEY,
@@ -41,6 +42,7 @@ ROUTES: tuple[Route, ...] = (
     *models_api.ROUTES,
     *locks_api.ROUTES,
     *incidents_api.ROUTES,
+    *sessions_api.ROUTES,
 )
 
 

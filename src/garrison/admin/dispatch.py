@@ -188,8 +188,8 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         if session is not None:
             from garrison.admin.session_api import session_admin
 
-            # The provider's groups narrowed this session's roles at sign-in.
-            admin = await session_admin(backend.engine, admin, session)
+            # The token's roles (narrowed by the provider's groups at sign-in) ∩ the directory's.
+            admin = session_admin(admin, session)
         if auth.credential is not None and auth.credential.canary:
             # Whatever the call, a canary's use must reach the detectors.
             record(

@@ -243,6 +243,24 @@ BODIES: dict[str, Schema] = {
         }
     ),
     "create_lock": LOCK,
+    # A sign-in session: what its token says, never the token (sessions_api).
+    "list_sessions": arr(
+        obj(
+            id=STR,
+            principal_id=STR,
+            issuer=STR,
+            subject=STR,
+            provider=STR,
+            jkt=STR,
+            amr=STRS,
+            acr=MAYBE_STR,
+            roles=STRS,
+            issued_at=TIME,
+            expires_at=TIME,
+            address=MAYBE_STR,
+            live=BOOL,
+        )
+    ),
     "lift_lock": obj(id=STR, status={"enum": ["pending", "lifted"]}),
     "list_incidents": arr(
         {

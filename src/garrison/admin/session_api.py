@@ -13,9 +13,13 @@ token captured on its way to one client cannot be exchanged by another); the tok
 use; the link of (iss, sub) to a person (made here by redeeming the invitation's code, never
 by matching an email); that the provider may assert that person (a vendor's provider: only
 that vendor's people); the person active and no lock covering them or their org. Groups
-from the provider only narrow the person's roles for the session. Every outcome is an audit
-event: ``session.started`` (durable before the token leaves) or ``session.refused`` with
-reason codes; the caller sees one refusal for every invalid token.
+from the provider only narrow the person's roles for the session, and the token carries the
+roles kept (``roles``; each call intersects them with the directory's again). The session is
+recorded in the directory (``identity_links.record_session``: id, person, provider iss/sub,
+key thumbprint, times, amr, roles) with its ``session.started`` event in one transaction,
+durable before the token leaves, so one session can be listed and locked alone; a refusal
+is a ``session.refused`` event with reason codes. The caller sees one refusal for every
+invalid token.
 
 Refresh: the CLI refreshes its IdP session (the provider's refresh token) and exchanges the
 fresh ID token again; Garrison keeps no refresh tokens.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -66,6 +70,7 @@ from garrison.identity.oidc_tokens import (
     unverified_header_and_issuer,
     validate_id_token,
 )
+from garrison.identity.token_auth import session_principal
 from garrison.store import identity_links
 
 TOKEN_PATH = "/auth/v1/token"  # noqa: S105 - a path
@@ -333,46 +338,43 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         idp_subject=token.subject,
         issued_at=now,
         expires_at=now + lifetime,
+        roles=tuple(sorted(kept)),
     )
-    if dropped:
-        # Kept in the database (the token does not carry roles): every admin call made with
-        # this session holds the person's roles minus these (``session_admin``).
-        await asyncio.to_thread(
-            identity_links.record_dropped_roles,
-            backend.engine,
-            claims.session_id,
-            person.id,
-            dropped,
-            until=claims.expires_at,
-            now=now,
-        )
     try:
         access_token = issue_access_token(tokens.signer, claims)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
-    try:
-        await state.audit.append(
-            AuditEvent(
-                EventName.SESSION_STARTED,
-                at=now,
-                actor=person.id,
-                request_id=request_id,
-                principal_id=person.id,
-                credential_id=claims.session_id,
-                data={
-                    **facts,
-                    "session_id": claims.session_id,
-                    "amr": list(amr),
-                    "acr": token.acr,
-                    "auth_time": token.auth_time,
-                    "expires_at": claims.expires_at,
-                    "roles": sorted(kept),
-                    "roles_dropped": sorted(dropped),
-                },
-            )
-        )
-    except AuditUnavailable:
-        return error_response(AuditUnavailable(), request_id)
+    # The session is recorded with its ``session.started`` event in one directory write
+    # (durable before the token leaves): it can then be listed and locked on its own.
+    await asyncio.to_thread(
+        identity_links.record_session,
+        backend.engine,
+        identity_links.SessionRecord(
+            id=claims.session_id,
+            principal_id=person.id,
+            issuer=token.issuer,
+            subject=token.subject,
+            provider=provider.name,
+            jkt=jkt,
+            amr=amr,
+            acr=token.acr,
+            roles=claims.roles,
+            issued_at=now,
+            expires_at=claims.expires_at,
+            address=address,
+        ),
+        request_id=request_id,
+        data={
+            **facts,
+            "session_id": claims.session_id,
+            "amr": list(amr),
+            "acr": token.acr,
+            "auth_time": token.auth_time,
+            "expires_at": claims.expires_at,
+            "roles": sorted(kept),
+            "roles_dropped": sorted(dropped),
+        },
+    )
     return json_response(
         200,
         {
@@ -414,13 +416,10 @@ async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def session_admin(engine: Any, admin: Principal, session: SessionClaims) -> Principal:
-    """``admin`` as this session may act: without the roles the provider's groups took away
-    at sign-in (groups only ever narrow)."""
-    if not admin.roles:
-        return admin
-    dropped = await asyncio.to_thread(identity_links.dropped_roles, engine, session.session_id)
-    return replace(admin, roles=admin.roles - dropped) if dropped else admin
+def session_admin(admin: Principal, session: SessionClaims) -> Principal:
+    """``admin`` as this session may act: the token's roles (the provider's groups narrowed
+    them at sign-in) intersected with the directory's now (``token_auth.session_principal``)."""
+    return session_principal(admin, session)
 
 
 def build_signin(oidc: OidcSettings) -> SignIn:

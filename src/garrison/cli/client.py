@@ -9,6 +9,12 @@ Where it connects and with which key, first match wins:
 
 The key travels only in the Authorization header; it is never printed, and errors from the
 server are shown as their message alone.
+
+Step-up: approvals, two-person changes and lock lifts need a fresh MFA sign-in when the
+gateway signs people in through their provider (403 ``step_up_required``). The client then
+retries the call once with this machine's signed-in session (``garrison login``'s file, a
+DPoP-bound token) if there is one; if that is not fresh enough either, it says which command
+to run, and at a terminal (without ``--no-input``) offers to run it and retries once more.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +35,76 @@ from garrison.cli.wording import humane
 from garrison.config import Settings, load_settings
 from garrison.domain.networks import parse_listen
 from garrison.errors import ConfigError, GarrisonError
+from garrison.identity.step_up import MFA_FRESH_S
 
 # Reports read the audit log; a minute is generous for a directory of any real size and
 # still ends a hung connection.
 ADMIN_CLIENT_TIMEOUT_S = 60.0
+# The admin API's error type for "sign in again with MFA" (garrison.identity.step_up).
+STEP_UP_CODE = "step_up_required"
+# What a person runs to step up: the provider authenticates them again if their sign-in
+# there is older than the admin API accepts.
+STEP_UP_COMMAND = f"garrison login --max-age {MFA_FRESH_S}"
+# Where `garrison --no-input <command>` leaves the flag for the command (click's meta).
+NO_INPUT_META = "garrison.no_input"
 
 
 class ApiError(GarrisonError):
     """The admin API refused the call; the message is the server's."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.http_status = status
+        self.error_type = code
+
+
+class NoAdminKey(ConfigError):
+    """Neither the environment nor the config names an admin key."""
+
+
+def may_prompt() -> bool:
+    """True when a question can be asked: stdin is a terminal and ``--no-input`` (or
+    ``GARRISON_NO_INPUT``) was not given."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(NO_INPUT_META):
+        return False
+    if os.environ.get("GARRISON_NO_INPUT", "").strip() not in ("", "0"):
+        return False
+    return _stdin_is_terminal()
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _ask(question: str) -> bool:
+    import click
+
+    return bool(click.confirm(question, default=True, err=True))
+
+
+def _step_up_login(gateway_url: str) -> None:
+    """Run ``garrison login --max-age MFA_FRESH_S`` against this gateway."""
+    import click
+
+    from garrison.identity.oidc_login import login
+
+    login(
+        gateway_url,
+        max_age=MFA_FRESH_S,
+        say=lambda text: click.echo(text, err=True),
+        local_address=os.environ.get("GARRISON_SOURCE_ADDRESS", "").strip() or None,
+    )
+
+
+def _session_path() -> Path | None:
+    """This machine's stored session, if there is one."""
+    from garrison.identity.client_session import default_session_path
+
+    path = default_session_path()
+    return path if path.is_file() else None
 
 
 def _connect_host(host: str) -> str:
@@ -101,7 +167,7 @@ def resolve(config_path: Path, env: dict[str, str] | None = None) -> tuple[str, 
     key = env.get("GARRISON_ADMIN_KEY", "").strip()
     if not key:
         if settings is None or settings.admin_credential_file is None:
-            raise ConfigError(
+            raise NoAdminKey(
                 "no admin credential: set GARRISON_ADMIN_KEY or [admin] credential_file"
             )
         key = _read_credential(settings.admin_credential_file)
@@ -128,28 +194,68 @@ def check_transport(url: str) -> None:
 
 
 class AdminClient:
-    def __init__(self, base_url: str, key: str | None, *, timeout: float = ADMIN_CLIENT_TIMEOUT_S):
+    """``ask`` and ``step_up_login`` are the step-up's question and sign-in (tests inject
+    them); ``session_path``: sign calls with that stored session instead of a key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str | None,
+        *,
+        timeout: float = ADMIN_CLIENT_TIMEOUT_S,
+        session_path: Path | None = None,
+        ask: Callable[[str], bool] | None = None,
+        step_up_login: Callable[[str], None] | None = None,
+        interactive: Callable[[], bool] | None = None,
+    ):
         self.base_url = base_url
         check_transport(base_url)
+        self._timeout = timeout
+        self._ask = ask or _ask
+        self._step_up_login = step_up_login or _step_up_login
+        self._interactive = interactive or may_prompt
+        self._with_session = session_path is not None
+        self._http = self._client(key, session_path)
+
+    def _client(self, key: str | None, session_path: Path | None) -> httpx.Client:
         headers = {"user-agent": "garrison-cli"}
-        if key is not None:
+        auth: httpx.Auth | None = None
+        if session_path is not None:
+            from garrison.client import DPoPAuth
+
+            auth = DPoPAuth(session_path)
+        elif key is not None:
             headers["authorization"] = f"Bearer {key}"
         # GARRISON_SOURCE_ADDRESS: the local address to call from (a host with several).
         source = os.environ.get("GARRISON_SOURCE_ADDRESS", "").strip()
         transport = httpx.HTTPTransport(local_address=source) if source else None
-        self._http = httpx.Client(
-            base_url=base_url + ADMIN_PREFIX,
+        return httpx.Client(
+            base_url=self.base_url + ADMIN_PREFIX,
             headers=headers,
-            timeout=timeout,
+            auth=auth,
+            timeout=self._timeout,
             follow_redirects=False,
             # An HTTP(S)_PROXY from the environment would receive the admin key.
             trust_env=False,
             transport=transport,
         )
 
+    def _use_session(self, path: Path) -> None:
+        self._http.close()
+        self._http = self._client(None, path)
+        self._with_session = True
+
     @classmethod
     def from_config(cls, config_path: Path) -> AdminClient:
-        return cls(*resolve(config_path))
+        """With an admin key when one is configured; else with this machine's signed-in
+        session (``garrison login``), when there is one."""
+        try:
+            return cls(*resolve(config_path))
+        except NoAdminKey:
+            session = _session_path()
+            if session is None:
+                raise
+            return cls(resolve_url(config_path), None, session_path=session)
 
     def close(self) -> None:
         self._http.close()
@@ -160,6 +266,58 @@ class AdminClient:
         path: str,
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+    ) -> Any:
+        try:
+            return self._call_once(method, path, body, params)
+        except ApiError as exc:
+            if exc.error_type != STEP_UP_CODE:
+                raise
+            return self._step_up(exc, method, path, body, params)
+
+    def _step_up(
+        self,
+        refused: ApiError,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+    ) -> Any:
+        """The call needs a fresh MFA sign-in. First this machine's session (a key carries no
+        MFA); then, at a terminal, a new sign-in; each retried once. Otherwise: the command."""
+        from garrison.identity.client_session import default_session_path
+
+        session = _session_path()
+        if session is not None and not self._with_session:
+            self._use_session(session)
+            try:
+                return self._call_once(method, path, body, params)
+            except ApiError as exc:
+                if exc.error_type != STEP_UP_CODE:
+                    raise
+                refused = exc
+        if not self._interactive():
+            raise ApiError(
+                refused.http_status,
+                f"{refused}\nTo continue: run `{STEP_UP_COMMAND}` (your provider asks for "
+                "your second factor again), then run this command again.",
+                STEP_UP_CODE,
+            )
+        if not self._ask(f"This needs a fresh sign-in with MFA. Run `{STEP_UP_COMMAND}` now?"):
+            raise ApiError(
+                refused.http_status,
+                f"{refused}\nNot signed in again: run `{STEP_UP_COMMAND}`, then this command.",
+                STEP_UP_CODE,
+            )
+        self._step_up_login(self.base_url)
+        self._use_session(default_session_path())
+        return self._call_once(method, path, body, params)
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
     ) -> Any:
         content = None if body is None else orjson.dumps(body)
         headers = {"content-type": "application/json"} if content is not None else {}
@@ -177,11 +335,13 @@ class AdminClient:
             value = None
         if resp.status_code >= 400:
             message = f"HTTP {resp.status_code}"
+            code = None
             if isinstance(value, dict) and isinstance(value.get("error"), dict):
                 message = str(value["error"].get("message") or message)
+                code = value["error"].get("type")
             if resp.status_code == 400:
                 message = humane(message)  # the options the user typed, not request fields
-            raise ApiError(resp.status_code, message)
+            raise ApiError(resp.status_code, message, code if isinstance(code, str) else None)
         return value
 
     def get(self, path: str, **params: str | None) -> Any:

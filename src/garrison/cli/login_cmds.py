@@ -102,3 +102,30 @@ def logout(session_file: Path | None) -> None:
     except GarrisonError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("signed out" if removed else "no session was stored")
+
+
+@click.group()
+def sessions() -> None:
+    """Sign-in sessions (one per `garrison login`): list them to lock one alone with
+    `garrison lock credential <session id>`."""
+
+
+@sessions.command("list")
+@click.option("--principal", required=True, help="The person (name or id).")
+@click.option("--all", "include_ended", is_flag=True, help="Include expired sessions.")
+@config_option
+@json_option
+def sessions_list(principal: str, include_ended: bool, config_path: Path, as_json: bool) -> None:
+    """A person's sign-in sessions: id, provider, key thumbprint, MFA, roles, times (never
+    a token)."""
+    from garrison.cli.output import api, table, when
+
+    with api(config_path) as client:
+        rows = client.get("/sessions", principal=principal, all="true" if include_ended else None)
+    for row in rows:
+        row["issued"] = when(row["issued_at"])
+        row["expires"] = when(row["expires_at"])
+        row["amr"] = " ".join(row["amr"])
+        row["roles"] = " ".join(row["roles"]) or "-"
+    columns = ["id", "provider", "jkt", "amr", "roles", "address", "issued", "expires"]
+    table(rows, columns, as_json, "Sign-in sessions")

@@ -76,11 +76,22 @@ class _Group(click.Group):
     show_default="text, or $GARRISON_LOG_FORMAT",
     help="Logs on standard error as text, or one JSON object per line (with request ids).",
 )
+@click.option(
+    "--no-input",
+    is_flag=True,
+    help="Never ask a question (scripts): say what to run instead ($GARRISON_NO_INPUT=1 too).",
+)
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool, config_path: Path | None, log_format: str) -> None:
+def cli(
+    ctx: click.Context, verbose: bool, config_path: Path | None, log_format: str, no_input: bool
+) -> None:
     """Garrison: zero-trust access gateway for restricted AI models."""
     if config_path is not None:
         ctx.meta[CONFIG_META] = config_path
+    if no_input:
+        from garrison.cli.client import NO_INPUT_META
+
+        ctx.meta[NO_INPUT_META] = True
     configure_logs(level=logging.INFO if verbose else logging.WARNING, fmt=log_format)
 
 
@@ -274,6 +285,7 @@ def _register() -> None:
     cli.add_command(identity_cmds.enroll)
     cli.add_command(login_cmds.login)
     cli.add_command(login_cmds.logout)
+    cli.add_command(login_cmds.sessions)
     keys.add_command(identity_cmds.keys_audit)
     for command in (
         directory_cmds.whoami,

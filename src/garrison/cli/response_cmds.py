@@ -55,7 +55,11 @@ def _lock_command(kind: str, help_text: str, takes_target: bool = True) -> None:
     lock.command(kind, help=help_text)(f)
 
 
-_lock_command("credential", "Lock a key (its id): refused everywhere, the admin API included.")
+_lock_command(
+    "credential",
+    "Lock a key (its id) or one sign-in session (its ses_ id, from `garrison sessions list`): "
+    "refused everywhere, the admin API included; the session's live streams are cut.",
+)
 _lock_command("principal", "Lock a person or service account, with every key they hold.")
 _lock_command("vendor", "Lock a vendor (or any org): every principal and key in it.")
 _lock_command("model", "Lock a model: nobody reaches it.")

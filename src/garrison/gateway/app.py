@@ -43,6 +43,7 @@ from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import stale_refusal, uncancel
 from garrison.gateway.content import ContentUncheckable
+from garrison.gateway.dpop_challenge import dpop_challenge
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     traceparent,
@@ -274,6 +275,7 @@ def build_app(
     app[STATE_KEY] = state
     app[SERVES_ADMIN_KEY] = admin is not None
     app.on_response_prepare.append(_server_header)
+    app.on_response_prepare.append(dpop_challenge)  # 401s of DPoP-bound calls
     if data_routes:
         for endpoint in apis.ENDPOINTS:
             app.router.add_post(endpoint.path, model_handler(endpoint))

@@ -77,6 +77,9 @@ AMR_MAX_ITEMS = 16
 AMR_VALUE_MAX_CHARS = 64
 # Longest string claim kept (ids, issuer URLs, subjects).
 CLAIM_MAX_CHARS = 512
+# Most roles a token carries: Garrison has a handful (garrison.domain.roles); more is not ours.
+ROLES_MAX_ITEMS = 16
+ROLE_MAX_CHARS = 64
 
 # RFC 8176 authentication method values, by factor. "mfa" says multiple factors outright.
 _KNOWLEDGE = frozenset({"pwd", "pin", "kba"})
@@ -111,7 +114,9 @@ class InvalidToken(Unauthenticated):
 @dataclass(frozen=True, slots=True)
 class SessionClaims:
     """What a valid token says. ``session_id`` acts as the credential id for locks and
-    limits; ``jkt`` is the thumbprint of the client key every proof must be signed with."""
+    limits; ``jkt`` is the thumbprint of the client key every proof must be signed with;
+    ``roles`` are the roles the session holds after the provider's groups narrowed the
+    person's (each call intersects them again with what the directory grants now)."""
 
     principal_id: str
     session_id: str
@@ -123,6 +128,7 @@ class SessionClaims:
     idp_subject: str
     issued_at: float
     expires_at: float
+    roles: tuple[str, ...] = ()
 
     @property
     def mfa(self) -> bool:
@@ -217,6 +223,7 @@ def issue_access_token(signer: TokenSigner, claims: SessionClaims) -> str:
         "jti": secrets.token_urlsafe(16),
         "cnf": {"jkt": claims.jkt},
         "amr": list(claims.amr),
+        "roles": sorted(claims.roles),
         "auth_time": claims.auth_time,
         "idp": {"iss": claims.idp_issuer, "sub": claims.idp_subject},
         "iat": claims.issued_at,
@@ -250,6 +257,14 @@ def _amr(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _roles(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > ROLES_MAX_ITEMS:
+        raise InvalidToken(Reason.TOKEN_CLAIMS)
+    if not all(isinstance(v, str) and 0 < len(v) <= ROLE_MAX_CHARS for v in value):
+        raise InvalidToken(Reason.TOKEN_CLAIMS)
+    return tuple(value)
+
+
 def _claims(body: Mapping[str, Any]) -> SessionClaims:
     if body.get("iss") != TOKEN_ISSUER or body.get("aud") != TOKEN_AUDIENCE:
         raise InvalidToken(Reason.TOKEN_CLAIMS)
@@ -267,6 +282,8 @@ def _claims(body: Mapping[str, Any]) -> SessionClaims:
         idp_subject=_string(idp.get("sub")),
         issued_at=_number(body.get("iat")),
         expires_at=_number(body.get("exp")),
+        # Required: a token without the claim (issued before roles were carried) is refused.
+        roles=_roles(body.get("roles")),
     )
 
 

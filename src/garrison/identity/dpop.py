@@ -42,6 +42,8 @@ from garrison.identity.access_tokens import InvalidToken
 # Algorithms a client may sign proofs with: ES256 (what most DPoP clients use, and the
 # fastest asymmetric check measured here) and Ed25519 (RFC 9864's name for EdDSA on
 # Ed25519). Never "none", never HS* (a proof must be verifiable from its public key alone).
+# The deprecated name "EdDSA" is not taken (joserfc warns on it; RFC 9864 replaces it), so
+# a 401's ``WWW-Authenticate: DPoP algs=...`` announces exactly these two.
 DPOP_ALGS: tuple[str, ...] = ("ES256", "Ed25519")
 _KEY_SHAPE = {"ES256": ("EC", "P-256"), "Ed25519": ("OKP", "Ed25519")}
 DPOP_TYP = "dpop+jwt"

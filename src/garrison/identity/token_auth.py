@@ -11,7 +11,7 @@ person covers every session of theirs, a lock naming the session id covers that 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from garrison.domain import Org, Principal, Reason, Status
 from garrison.identity.access_tokens import (
@@ -21,12 +21,15 @@ from garrison.identity.access_tokens import (
     VerifiedTokens,
 )
 from garrison.identity.authenticate import Address, AuthResult, _vendor_reason
-from garrison.identity.dpop import ReplayCache, normalize_htu, verify_proof
+from garrison.identity.dpop import DPOP_ALGS, ReplayCache, normalize_htu, verify_proof
 
 # The Authorization scheme of a DPoP-bound token (RFC 9449 section 7.1).
 DPOP_SCHEME = "dpop"
 # The header a proof travels in.
 DPOP_HEADER = "DPoP"
+# RFC 9449 section 7.1: what a 401 to a call made with a DPoP-bound token answers in
+# WWW-Authenticate (the token is refused, and the proof algorithms taken).
+DPOP_CHALLENGE = f'DPoP error="invalid_token", algs="{" ".join(DPOP_ALGS)}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +125,11 @@ def authenticate_token(
     return TokenAuthResult(
         AuthResult(reason, key_id=claims.session_id, principal=principal), session=claims
     )
+
+
+def session_principal(principal: Principal, session: SessionClaims) -> Principal:
+    """``principal`` as this session may act: the roles its token carries (what the
+    provider's groups left at sign-in), intersected with the roles the directory grants now,
+    so a token can only ever narrow (a role revoked since sign-in is gone at once)."""
+    held = principal.roles & frozenset(session.roles)
+    return principal if held == principal.roles else replace(principal, roles=held)

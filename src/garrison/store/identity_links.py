@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
@@ -232,38 +233,124 @@ def redeem_for_link(
     )
 
 
-def record_dropped_roles(
-    engine: sa.Engine,
-    session_id: str,
-    principal_id: str,
-    dropped: frozenset[str],
-    *,
-    until: float,
-    now: float,
-) -> None:
-    """Remember the roles a session does not hold (expired rows are cleared on the way)."""
-    import orjson
+# A session's row is kept this long after its token expired: the record of who signed in
+# from where (the audit log keeps it for good); beyond it the table would only grow.
+SESSION_RECORD_KEEP_S = 90 * 86400
+# Sessions listed at most per call: a person signs in a few times a day.
+SESSIONS_LIST_MAX = 500
 
-    t = schema.session_roles
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the directory keeps of a sign-in session: what its token says, never the token."""
+
+    id: str
+    principal_id: str
+    issuer: str
+    subject: str
+    provider: str
+    jkt: str
+    amr: tuple[str, ...]
+    acr: str | None
+    roles: tuple[str, ...]
+    issued_at: float
+    expires_at: float
+    address: str | None
+
+
+def record_session(
+    engine: sa.Engine,
+    session: SessionRecord,
+    *,
+    data: dict[str, Any],
+    request_id: str | None = None,
+) -> None:
+    """Record ``session`` with its ``session.started`` event (``data``: the exchange's facts)
+    in one transaction, through the directory's audited write path: the token leaves only
+    once both are durable. Rows expired longer than ``SESSION_RECORD_KEEP_S`` go on the way."""
+    from garrison.store.directory import _record
+
+    t = schema.sessions
     with write_transaction(engine) as conn:
-        conn.execute(sa.delete(t).where(t.c.expires_at <= now))
+        conn.execute(sa.delete(t).where(t.c.expires_at < session.issued_at - SESSION_RECORD_KEEP_S))
         conn.execute(
             sa.insert(t).values(
-                session_id=session_id,
-                principal_id=principal_id,
-                dropped=orjson.dumps(sorted(dropped)).decode(),
-                expires_at=until,
+                id=session.id,
+                principal_id=session.principal_id,
+                issuer=session.issuer,
+                subject=session.subject,
+                provider=session.provider,
+                jkt=session.jkt,
+                amr=orjson.dumps(list(session.amr)).decode(),
+                acr=session.acr,
+                roles=orjson.dumps(list(session.roles)).decode(),
+                issued_at=session.issued_at,
+                expires_at=session.expires_at,
+                address=session.address,
             )
+        )
+        _record(
+            conn,
+            at=session.issued_at,
+            actor=session.principal_id,
+            origin={"request_id": request_id} if request_id else None,
+            name=EventName.SESSION_STARTED,
+            entity="session",
+            entity_id=session.id,
+            op="create",
+            principal_id=session.principal_id,
+            credential_id=session.id,
+            feed=False,
+            data=data,
         )
 
 
-def dropped_roles(engine: sa.Engine, session_id: str) -> frozenset[str]:
-    import orjson
+def session_owner(conn: sa.Connection, session_id: str) -> str | None:
+    """The person a recorded session belongs to (None: no such session)."""
+    t = schema.sessions
+    row = conn.execute(sa.select(t.c.principal_id).where(t.c.id == session_id)).first()
+    return None if row is None else str(row.principal_id)
 
-    t = schema.session_roles
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(t.c.dropped).where(t.c.session_id == session_id)).first()
-    return frozenset(orjson.loads(row.dropped)) if row is not None else frozenset()
+
+def list_sessions(
+    conn: sa.Connection,
+    principal_id: str | None,
+    *,
+    now: float,
+    include_ended: bool = False,
+    orgs: frozenset[str] | None = None,
+) -> list[dict[str, Any]]:
+    """A person's sessions (``principal_id`` None: everyone's in ``orgs``, None: all), newest
+    first, live ones only unless ``include_ended``: the token's facts and the key's
+    thumbprint, never any token material."""
+    t = schema.sessions
+    p = schema.principals
+    stmt = sa.select(t).join(p, p.c.id == t.c.principal_id)
+    if principal_id is not None:
+        stmt = stmt.where(t.c.principal_id == principal_id)
+    if orgs is not None:
+        stmt = stmt.where(p.c.org_id.in_(sorted(orgs)))
+    if not include_ended:
+        stmt = stmt.where(t.c.expires_at > now)
+    rows = conn.execute(stmt.order_by(t.c.issued_at.desc()).limit(SESSIONS_LIST_MAX))
+    return [
+        {
+            "id": r.id,
+            "principal_id": r.principal_id,
+            "issuer": r.issuer,
+            "subject": r.subject,
+            "provider": r.provider,
+            "jkt": r.jkt,
+            "amr": orjson.loads(r.amr),
+            "acr": r.acr,
+            "roles": orjson.loads(r.roles),
+            "issued_at": r.issued_at,
+            "expires_at": r.expires_at,
+            "address": r.address,
+            "live": r.expires_at > now,
+        }
+        for r in rows
+    ]
 
 
 __all__ = [
@@ -271,9 +358,11 @@ __all__ = [
     "EnrollRefused",
     "Link",
     "NotLinked",
-    "dropped_roles",
+    "SessionRecord",
     "find",
     "find_link",
-    "record_dropped_roles",
+    "list_sessions",
+    "record_session",
     "redeem_for_link",
+    "session_owner",
 ]

@@ -60,6 +60,11 @@ def resolve_target(conn: sa.Connection, kind: LockKind, ref: str) -> tuple[str, 
     if kind is LockKind.CREDENTIAL:
         row = conn.execute(sa.select(table.c.id).where(table.c.id == ref)).first()
         if row is None:
+            from garrison.store.identity_links import session_owner
+
+            # A sign-in session's id names a credential too: the lock cuts that session alone.
+            if session_owner(conn, ref) is not None:
+                return ref, ref
             raise BadRequest(f"key {ref!r} does not exist")
         return row.id, row.id
     row = conn.execute(

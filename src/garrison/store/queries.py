@@ -67,8 +67,13 @@ def org_of(conn: sa.Connection, kind: str, ref: str) -> str | None:
     elif kind == "principal":
         row = conn.execute(sa.select(p.c.org_id).where(sa.or_(p.c.id == ref, p.c.name == ref)))
     elif kind == "credential":
+        # A key, or a sign-in session (whose id names a credential for locks).
+        ss = schema.sessions
         row = conn.execute(
-            sa.select(p.c.org_id).join(c, c.c.principal_id == p.c.id).where(c.c.id == ref)
+            sa.union(
+                sa.select(p.c.org_id).join(c, c.c.principal_id == p.c.id).where(c.c.id == ref),
+                sa.select(p.c.org_id).join(ss, ss.c.principal_id == p.c.id).where(ss.c.id == ref),
+            )
         )
     else:  # pragma: no cover - callers pass one of the three
         raise ValueError(kind)

@@ -354,13 +354,23 @@ identity_links = sa.Table(
 )
 
 
-# Roles a sign-in session does not hold although the person does (the provider's groups
-# narrowed them at sign-in). No row: nothing was narrowed.
-session_roles = sa.Table(
-    "session_roles",
+# Sign-in sessions: one row per token exchange (what the access token says, never the token),
+# so that one session can be named, listed and locked on its own (its id stands where a key
+# id stands). Rows outlive their tokens as the record, pruned after SESSION_RECORD_KEEP_S.
+sessions = sa.Table(
+    "sessions",
     metadata,
-    sa.Column("session_id", sa.String(64), primary_key=True),
-    sa.Column("principal_id", sa.String(40), nullable=False),
-    sa.Column("dropped", sa.Text, nullable=False),  # JSON list of role names
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
+    sa.Column("issuer", sa.String(512), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("provider", sa.String(200), nullable=False),
+    sa.Column("jkt", sa.String(64), nullable=False),  # the client key's RFC 7638 thumbprint
+    sa.Column("amr", sa.Text, nullable=False),  # JSON list
+    sa.Column("acr", sa.String(200), nullable=True),
+    sa.Column("roles", sa.Text, nullable=False),  # JSON list: what the session holds
+    sa.Column("issued_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("address", sa.String(64), nullable=True),
+    sa.Index("ix_sessions_principal_id", "principal_id"),
 )
