@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from garrison.admin.api import AdminBackend
+from garrison.admin.api import AdminBackend, add_admin_routes
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import build_exporters, parse_syslog_address
@@ -36,9 +37,10 @@ from garrison.domain import Reason, VendorStatus
 from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
 from garrison.domain.locks import Lock, LockKind
 from garrison.domain.networks import parse_listen, parse_network
+from garrison.edge.request_ids import new_request_id
 from garrison.errors import AuditUnavailable, ConfigError
 from garrison.gateway import fd_limit, tracing
-from garrison.gateway.app import build_app, new_request_id
+from garrison.gateway.app import build_app
 from garrison.gateway.body_work import BodyWork
 from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
@@ -48,6 +50,7 @@ from garrison.identity.access_tokens import TokenSigner
 from garrison.identity.dpop import MemoryReplayCache
 from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
+from garrison.metrics import render
 from garrison.metrics_listener import MetricsListener
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
@@ -167,19 +170,22 @@ class Gateway:
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
+        admin = dataclasses.replace(admin, metrics=lambda: render(self.state, self.monitor))
+        # The admin plane reads this process through its narrow view (ProcessState).
+        mount_admin = functools.partial(add_admin_routes, backend=admin, process=self.state)
         # The admin API on the data listener, or (``[admin] listen``) on its own only.
         apart = settings.admin_listen is not None
         self._settings_tracing = bool(settings.tracing_otlp_endpoint)
         if settings.tracing_otlp_endpoint:  # [tracing]: only then is OpenTelemetry loaded
             tracing.configure(settings.tracing_otlp_endpoint)
         self.http = HttpServer(
-            build_app(self.state, None if apart else admin),
+            build_app(self.state, None if apart else mount_admin),
             settings.limits,
             settings.trusted_proxies,
         )
         self.admin_http = (
             HttpServer(
-                build_app(self.state, admin, data_routes=False),
+                build_app(self.state, mount_admin, data_routes=False),
                 settings.limits,
                 settings.trusted_proxies,
             )

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from garrison.admin.authz import reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
+    PROCESS_KEY,
     B,
     Ctx,
     Refused,
@@ -29,6 +30,9 @@ from garrison.audit import AuditEvent, EventName
 from garrison.domain import (
     Reason,
 )
+from garrison.edge.process import ProcessState
+from garrison.edge.request import peer_address, presented_key, read_body
+from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -37,8 +41,6 @@ from garrison.errors import (
     GarrisonError,
     Unauthenticated,
 )
-from garrison.gateway.edge import STATE_KEY, new_request_id, peer_address, presented_key, read_body
-from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
 from garrison.identity.access_tokens import SessionClaims
 from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
@@ -90,7 +92,7 @@ def error_response(exc: GarrisonError, request_id: str) -> web.Response:
     )
 
 
-def record(state: GatewayState, event: AuditEvent) -> None:
+def record(state: ProcessState, event: AuditEvent) -> None:
     try:
         state.audit.append_later(event)
     except AuditUnavailable:
@@ -98,7 +100,7 @@ def record(state: GatewayState, event: AuditEvent) -> None:
 
 
 def record_failure(
-    state: GatewayState,
+    state: ProcessState,
     request: web.Request,
     actor: str,
     credential_id: str,
@@ -126,7 +128,7 @@ def record_failure(
 
 def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        state = request.app[STATE_KEY]
+        state = request.app[PROCESS_KEY]
         backend = request.app[BACKEND_KEY]
         request_id = new_request_id()
         now = state.clock()

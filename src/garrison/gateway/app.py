@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -36,22 +37,14 @@ from garrison.errors import (
     UnsupportedRoute,
 )
 from garrison.gateway import apis, tracing
+from garrison.gateway.admission import authenticated, decide, locked
 from garrison.gateway.admission_limits import Refused
 from garrison.gateway.apis import Endpoint
+from garrison.gateway.call import Call, deny, record_later
 from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import stale_refusal, uncancel
 from garrison.gateway.content import ContentUncheckable
-from garrison.gateway.state import GatewayState
-from garrison.gateway.upstream import (
-    traceparent,
-)
-from garrison.log_format import request_id_var
-
-if TYPE_CHECKING:
-    from garrison.admin.api import AdminBackend
-from garrison.gateway.admission import authenticated, decide, locked
-from garrison.gateway.call import Call, deny, record_later
 from garrison.gateway.edge import (  # noqa: F401 - re-exported
     STATE_KEY,
     error_response,
@@ -63,6 +56,11 @@ from garrison.gateway.edge import (  # noqa: F401 - re-exported
 from garrison.gateway.forward import forward_any
 from garrison.gateway.models_api import list_models, other_api, printable_name, retrieve_model
 from garrison.gateway.outcome import complete, cut_response
+from garrison.gateway.state import GatewayState
+from garrison.gateway.upstream import (
+    traceparent,
+)
+from garrison.log_format import request_id_var
 
 log = logging.getLogger("garrison.gateway")
 
@@ -274,10 +272,15 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 def build_app(
-    state: GatewayState, admin: AdminBackend | None = None, *, data_routes: bool = True
+    state: GatewayState,
+    admin: Callable[[web.Application], None] | None = None,
+    *,
+    data_routes: bool = True,
 ) -> web.Application:
-    """The data plane (``data_routes``) and/or the admin API (``admin``) on one listener;
-    a listener without the admin API answers its paths as unsupported routes."""
+    """The data plane (``data_routes``) and/or the admin API on one listener: ``admin``
+    adds its routes (the composition root passes the admin plane's ``add_admin_routes``;
+    this plane never imports that one). A listener without the admin API answers its paths
+    as unsupported routes."""
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
         client_max_size=state.limits.max_body_bytes + 1,
@@ -294,9 +297,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if admin is not None:
-        from garrison.admin.api import add_admin_routes
-
-        add_admin_routes(app, admin)
+        admin(app)
     return app
 
 
