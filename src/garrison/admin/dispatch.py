@@ -30,8 +30,9 @@ from garrison.audit import AuditEvent, EventName
 from garrison.domain import (
     Reason,
 )
+from garrison.edge.admission import admit
 from garrison.edge.process import ProcessState
-from garrison.edge.request import peer_address, presented_key, read_body
+from garrison.edge.request import peer_address, read_body
 from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
     AuditUnavailable,
@@ -41,9 +42,6 @@ from garrison.errors import (
     GarrisonError,
     Unauthenticated,
 )
-from garrison.identity import authenticate
-from garrison.identity.access_tokens import SessionClaims
-from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 from garrison.store.key_containment import LOCKED_RULE
 
 log = logging.getLogger("garrison.admin")
@@ -134,33 +132,12 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         now = state.clock()
         address = peer_address(request, state)
         snap = state.snapshot
-        token = dpop_token(request.headers.get("authorization"))
-        session: SessionClaims | None = None
-        if token is not None:
-            bound = authenticate_token(
-                token,
-                request.headers.getall(DPOP_HEADER, []),
-                method=request.method,
-                path=request.rel_url.raw_path,
-                tokens=state.tokens,
-                principals=snap.principals,
-                orgs=snap.orgs,
-                now=now,
-                address=address,
-            )
-            auth, session = bound.auth, bound.session
-        else:
-            auth = authenticate(
-                presented_key(request),
-                credentials=snap.credentials,
-                principals=snap.principals,
-                orgs=snap.orgs,
-                pepper=state.pepper,
-                now=now,
-                address=address,
-            )
+        # The one admission step (authenticate → locks); a global lockdown does not apply
+        # here: admins must be able to lift it.
+        caller = admit(request, state, now, address, include_global=False)
+        auth, session = caller.auth, caller.session
         # What names the caller's credential: the key id, or the sign-in session's id.
-        credential_id = auth.key_id if auth.credential is not None or session is not None else None
+        credential_id = caller.credential_id
 
         def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
             record(
@@ -206,16 +183,8 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
                     data={"method": request.method, "path": request.path, "address": str(address)},
                 ),
             )
-        # A locked key, person, org or network cannot administer either (a global lockdown
-        # does not apply here: admins must be able to lift it).
-        lock = snap.locks.covering(
-            now,
-            credential_id=credential_id,
-            principal_id=admin.id,
-            org_id=admin.org_id,
-            address=address,
-            include_global=False,
-        )
+        # A locked key, person, org or network cannot administer either.
+        lock = caller.lock
         if lock is not None:
             denied(Reason.LOCKED, 403, admin.id, lock_id=lock.id)
             return error_response(Forbidden("locked"), request_id)

@@ -33,11 +33,10 @@ from garrison.errors import (
     PayloadTooLarge,
     RequestTimeout,
     ShuttingDown,
-    Unauthenticated,
     UnsupportedRoute,
 )
 from garrison.gateway import apis, tracing
-from garrison.gateway.admission import authenticated, decide, locked
+from garrison.gateway.admission import admitted, decide, model_lock
 from garrison.gateway.admission_limits import Refused
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.call import Call, deny, record_later
@@ -115,16 +114,12 @@ async def _handle_model_call(
 ) -> web.StreamResponse:
     api = endpoint.api
     now = state.clock()
-    principal, reason = authenticated(request, state, call, now)
-    if principal is None:
-        assert reason is not None
-        return deny(state, call, api, Unauthenticated(), (reason,))
-    # Join the live calls before checking locks (no await in between: see containment).
+    principal = admitted(request, state, call, api, now)
+    if isinstance(principal, web.Response):
+        return principal
+    # Join the live calls right after the lock check (no await in between: see containment).
     call.task = asyncio.current_task()
     state.live.add(call)
-    refused = locked(state, call, api, now)
-    if refused is not None:
-        return refused
     try:
         # Before the model is looked up: the same refusal whatever model was asked for.
         justification = caller_justification(request.headers)
@@ -163,7 +158,7 @@ async def _handle_model_call(
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return deny(state, call, api, NotFound(), decision.reasons, policies=decision.policies)
     call.model_id = model.id
-    refused = locked(state, call, api, state.clock(), model_only=True)
+    refused = model_lock(state, call, api, state.clock())
     if refused is not None:
         return refused
     if stale_refusal(state, model):
