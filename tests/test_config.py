@@ -10,8 +10,8 @@ import pytest
 import garrison.config as config_doc
 from garrison.config import DEFAULT_PORT, Settings, load_settings, render_settings
 from garrison.config_keys import CONFIG_SECTIONS
+from garrison.edge.client_address import ForwardedHeader
 from garrison.errors import ConfigError
-from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import MAX_BODY_BYTES, GatewayLimits
 
 STORAGE = """

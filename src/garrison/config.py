@@ -76,8 +76,8 @@ from urllib.parse import urlsplit
 from garrison.config_keys import check_config_document
 from garrison.domain import Level, Network
 from garrison.domain.networks import parse_listen, parse_network
+from garrison.edge.client_address import ForwardedHeader
 from garrison.errors import ConfigError
-from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 from garrison.identity.dpop import normalize_htu

@@ -1,19 +1,24 @@
 """The composition root: one Garrison process. Opens the store, loads the snapshot, starts
 the audit writer, the snapshot watcher, the upstream client pool, detection, and both planes
-(the data plane of ``garrison.gateway`` and the admin API of ``garrison.admin``) on their
-listeners; stops them in reverse. Nothing below imports this module."""
+(the data plane of ``garrison.gateway`` and the admin API of ``garrison.admin``, which never
+import each other: the admin routes are mounted here, on the process state seen through
+``garrison.edge.process.ProcessState``) on their listeners; stops them in reverse.
+
+The moving parts it wires live in ``garrison.serve``: the snapshot keeper, its watcher and
+the contract clock (``snapshots``), the emergency lock overlay (``emergency``), the instance
+lease and dead processes' calls (``upkeep``), and draining (``drain``). Nothing below
+imports this module."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
-import shutil
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from garrison.admin.api import AdminBackend
+from garrison.admin.api import AdminBackend, add_admin_routes
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import build_exporters, parse_syslog_address
@@ -30,67 +35,44 @@ from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.witness import DirectoryWitness
 from garrison.audit.writer import AuditLog
 from garrison.config import Settings
-from garrison.detect.observation import Finding, Severity
+from garrison.detect.observation import Severity
 from garrison.detect.rules import RuleSet
-from garrison.domain import Reason, VendorStatus
-from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
-from garrison.domain.locks import Lock, LockKind
-from garrison.domain.networks import parse_listen, parse_network
-from garrison.errors import AuditUnavailable, ConfigError
+from garrison.domain.networks import parse_listen
+from garrison.edge.request_ids import new_request_id
+from garrison.errors import ConfigError
 from garrison.gateway import fd_limit, tracing
-from garrison.gateway.app import build_app, new_request_id
+from garrison.gateway.app import build_app
 from garrison.gateway.body_work import BodyWork
-from garrison.gateway.containment import Cut, cut_covered
 from garrison.gateway.http_server import HttpServer
-from garrison.gateway.memory_release import AfterOutage
-from garrison.gateway.outcome import ended_elsewhere
 from garrison.gateway.state import GatewayState
 from garrison.identity.access_tokens import TokenSigner
 from garrison.identity.dpop import MemoryReplayCache
 from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import CAPTURE_FILE, Sealer, load_pepper
+from garrison.metrics import render
 from garrison.metrics_listener import MetricsListener
-from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
 from garrison.respond.sinks import JsonlSink, Sink, SyslogSink, WebhookSink
-from garrison.store import instances, load_snapshot, make_engine, migrate, sqlite_path
+from garrison.serve.drain import drain
+from garrison.serve.emergency import EmergencyLocks
+from garrison.serve.snapshots import Snapshots
+from garrison.serve.upkeep import Upkeep
+from garrison.store import make_engine, migrate, sqlite_path
 from garrison.store.directory import Directory
-from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal, JournalFull
-from garrison.store.locks import adopt_emergency_lock
+from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
 from garrison.store.snapshot import Snapshot, VersionProbe
-from garrison.store.vendors import expire_ended_contracts
 from garrison.tls.listener import ReloadingTls
 
 log = logging.getLogger("garrison.gateway")
 
-# How often each process checks the change feed for directory writes. 50 ms keeps admin
-# changes enforced well inside the 100 ms propagation target at one cheap query per tick.
-SNAPSHOT_POLL_S = 0.05
 # Young-generation GC runs every 10,000 net allocations instead of 700: a call allocates a
 # few hundred short-lived objects, and collecting every couple of calls cost ~5 % of the loop.
 GC_THRESHOLDS = (10_000, 20, 20)
 # Idle upstream connections kept per process (reused across calls to the same server).
 UPSTREAM_KEEPALIVE_S = 30.0
-# A process that has not renewed its lease for this long is taken for dead and its unfinished
-# calls get the outcome `process_ended`: several missed renewals, so a stalled disk or a busy
-# moment never marks a live process's calls.
-INSTANCE_LEASE_S = 15.0
-# How often a process renews its lease (and looks for lapsed ones).
-INSTANCE_RENEW_S = 2.0
-# Free space the database's file system must keep: the WAL grows during an audit outage and
-# checkpoints need room; below this /readyz says not ready and an alert is raised, before a
-# full disk stops the log (and with it every call).
-MIN_FREE_BYTES = 256 * 1024 * 1024
-# How often free space is read (one statvfs).
-DISK_CHECK_S = 5.0
 # The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
 # send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# While draining, how often the live calls are counted.
-DRAIN_POLL_S = 0.05
-# After the drain deadline cuts the remaining calls, how long they get to write their final
-# error event and outcome record before the listener is torn down.
-CUT_SETTLE_S = 2.0
 
 
 class Gateway:
@@ -103,8 +85,6 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._monotonic = monotonic
-        self.clock_guard = ClockGuard.start(clock(), monotonic())
         path = sqlite_path(settings.database_url)
         if path is None:
             raise ConfigError("only the embedded SQLite store is supported in this version")
@@ -122,8 +102,6 @@ class Gateway:
             path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
         )
         self.audit = AuditLog(self.sink, clock=clock)
-        # Gives the memory an audit outage's backlog took back once it is written.
-        self._after_outage = AfterOutage()
         self.state = GatewayState(
             snapshot=Snapshot.empty(),
             pepper=self.pepper,
@@ -149,12 +127,18 @@ class Gateway:
                 "AUDIT FAIL-OPEN IS ON: calls will be forwarded even when the audit log "
                 "cannot record them"
             )
-        self._data_dir = path.parent
-        self.emergency = EmergencyJournal(path.parent / JOURNAL_FILE)
-        # Locks placed through the emergency journal and not yet in the database, by id.
-        self._emergency_locks: dict[str, Lock] = {}
+        self.emergency = EmergencyLocks(
+            self.state,
+            EmergencyJournal(path.parent / JOURNAL_FILE),
+            engine=self.engine,
+            pepper=self.pepper,
+            sealer=self.sealer,
+            audit=self.audit,
+            clock=clock,
+            reload=self.reload,
+        )
         admin = AdminBackend(
-            emergency_lock=self.place_emergency_lock,
+            emergency_lock=self.emergency.place,
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
@@ -168,19 +152,22 @@ class Gateway:
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
+        admin = dataclasses.replace(admin, metrics=lambda: render(self.state, self.monitor))
+        # The admin plane reads this process through its narrow view (ProcessState).
+        mount_admin = functools.partial(add_admin_routes, backend=admin, process=self.state)
         # The admin API on the data listener, or (``[admin] listen``) on its own only.
         apart = settings.admin_listen is not None
         self._settings_tracing = bool(settings.tracing_otlp_endpoint)
         if settings.tracing_otlp_endpoint:  # [tracing]: only then is OpenTelemetry loaded
             tracing.configure(settings.tracing_otlp_endpoint)
         self.http = HttpServer(
-            build_app(self.state, None if apart else admin),
+            build_app(self.state, None if apart else mount_admin),
             settings.limits,
             settings.trusted_proxies,
         )
         self.admin_http = (
             HttpServer(
-                build_app(self.state, admin, data_routes=False),
+                build_app(self.state, mount_admin, data_routes=False),
                 settings.limits,
                 settings.trusted_proxies,
             )
@@ -206,11 +193,30 @@ class Gateway:
         self._lease: asyncio.Task[None] | None = None
         # This process among those on the database: its request ids start with this.
         self.instance_id = new_request_id.prefix
-        self._compiled: CompiledPolicies | None = None
-        self._reloading = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._probe = VersionProbe(path)
+        self.snapshots = Snapshots(
+            self.state,
+            engine=self.engine,
+            pepper=self.pepper,
+            sealer=self.sealer,
+            probe=self._probe,
+            overlay=self.emergency.overlay,
+            monitor=self.monitor,
+            clock=clock,
+            monotonic=monotonic,
+        )
+        self.upkeep = Upkeep(
+            self.state,
+            engine=self.engine,
+            audit=self.audit,
+            emergency=self.emergency,
+            monitor=self.monitor,
+            instance_id=self.instance_id,
+            data_dir=path.parent,
+            clock=clock,
+        )
         self.port = 0
 
     def _monitor(self, settings: Settings) -> Monitor:
@@ -261,51 +267,12 @@ class Gateway:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: self._tasks.add(asyncio.ensure_future(self.reload())))
 
-    def _load(self) -> tuple[Snapshot, PolicyEngine]:
-        """A snapshot and its policy engine (in a worker thread: parsing takes milliseconds)."""
-        snapshot = load_snapshot(self.engine, self.sealer)
-        compiled = self._compiled
-        if compiled is None or compiled.version != snapshot.policy_version:
-            try:
-                compiled = CompiledPolicies(snapshot.policy_text, version=snapshot.policy_version)
-            except PolicyError as exc:
-                if compiled is None:
-                    # No valid set yet (first load): the base policies alone, and loudly.
-                    log.error(
-                        "organisation policy set %d refused: %s", snapshot.policy_version, exc
-                    )
-                    compiled = CompiledPolicies("", version=snapshot.policy_version)
-                else:
-                    log.error(
-                        "organisation policy set %d refused; version %d stays in force: %s",
-                        snapshot.policy_version,
-                        compiled.version,
-                        exc,
-                    )
-            self._compiled = compiled
-        vendor_orgs = frozenset(o.id for o in snapshot.orgs.values() if o.vendor is not None)
-        entities = build_entities(
-            snapshot.principals.values(),
-            snapshot.models.values(),
-            {o.id: o.kind.value for o in snapshot.orgs.values()},
-            vendor_orgs,
-        )
-        return snapshot, PolicyEngine(compiled, entities)
-
     async def start(self) -> int:
         self._loop = asyncio.get_running_loop()
         migrate(self.engine)
-        await asyncio.to_thread(self.emergency.preallocate)
-        await asyncio.to_thread(
-            instances.register,
-            self.engine,
-            self.instance_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            now=self.clock(),
-            lease_s=INSTANCE_LEASE_S,
-        )
-        self.state.snapshot, self.state.policy = await asyncio.to_thread(self._load)
+        await asyncio.to_thread(self.emergency.journal.preallocate)
+        await asyncio.to_thread(self.upkeep.register)
+        self.state.snapshot, self.state.policy = await asyncio.to_thread(self.snapshots.load)
         self.audit.start()
         if self.monitor is not None:
             await asyncio.to_thread(self.monitor.start)
@@ -342,8 +309,8 @@ class Gateway:
         if self.metrics is not None:
             await self.metrics.start()
         self.state.lock_view_at = time.monotonic()  # the snapshot above is fresh
-        self._watcher = asyncio.create_task(self._watch(), name="garrison-snapshot-watch")
-        self._lease = asyncio.create_task(self._keep_lease(), name="garrison-instance-lease")
+        self._watcher = asyncio.create_task(self.snapshots.watch(), name="garrison-snapshot-watch")
+        self._lease = asyncio.create_task(self.upkeep.keep_lease(), name="garrison-instance-lease")
         # Everything built so far lives as long as the process: keep it out of GC passes.
         gc.collect()
         gc.freeze()
@@ -363,267 +330,21 @@ class Gateway:
         return self.port
 
     async def reload(self) -> None:
-        async with self._reloading:
-            snapshot, policy = await asyncio.to_thread(self._load)
-            if self._emergency_locks:
-                locks = snapshot.locks.merged(self._emergency_locks.values())
-                snapshot = dataclasses.replace(snapshot, locks=locks)
-        # Reloads can overlap (the watcher, an admin write): never swap an older one in.
-        if snapshot.version >= self.state.snapshot.version:
-            # Swap and cut with no await between (see gateway.containment).
-            self.state.snapshot = snapshot
-            self.state.policy = policy
-            self.state.lock_view_at = time.monotonic()
-            cut_covered(self.state)
-
-    async def _contract_clock(self) -> None:
-        """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).
-
-        The data plane already refuses the vendor's people from the instant the contract
-        ends (the snapshot carries the window); this only makes the directory and the log say
-        so. Cheap: nothing is read unless a loaded contract has passed its end."""
-        now = self.clock()
-        change = self.clock_guard.observe(now, self._monotonic())
-        if change is not ClockChange.NONE:
-            await self._clock_changed(change, now)
-        if self.clock_guard.paused:
-            return  # the wall clock is not to be trusted: expire nothing until it is
-        due = [
-            org.name
-            for org in self.state.snapshot.orgs.values()
-            if org.vendor is not None
-            and org.vendor.status in (VendorStatus.ACTIVE, VendorStatus.SUSPENDED)
-            and org.vendor.contract_end <= now
-        ]
-        if due:
-            directory = Directory(
-                self.engine, actor="contract-clock", pepper=self.pepper, sealer=self.sealer
-            )
-            await asyncio.to_thread(expire_ended_contracts, directory, now)
-            await self._integrated()  # recorded before this process enforces it
-
-    async def _integrated(self) -> None:
-        """This process's directory changes (in the audit outbox) are in the tree, exported
-        and seen by detection before it goes on; if the log is down they wait there."""
-        with contextlib.suppress(AuditUnavailable):
-            await self.audit.integrate()
-
-    async def _clock_changed(self, change: ClockChange, now: float) -> None:
-        skew = round(self.clock_guard.skew, 3)
-        if change is ClockChange.JUMPED:
-            log.error(
-                "WALL CLOCK JUMPED by %.0f s against the monotonic clock: contract expiries "
-                "paused until the two agree again for %.0f s (or restart to accept the time)",
-                skew,
-                CLOCK_AGREE_S,
-            )
-        else:
-            log.warning("wall clock agrees again (skew %.3f s): contract expiries resume", skew)
-        name = EventName.CLOCK_JUMPED if change is ClockChange.JUMPED else EventName.CLOCK_AGREED
-        self.audit.append_later(
-            AuditEvent(name, at=now, actor="contract-clock", data={"skew_s": skew})
-        )
-        if change is ClockChange.JUMPED and self.monitor is not None:
-            finding = Finding(
-                rule_id="clock-jump",
-                title="The wall clock jumped: contract expiries are paused",
-                severity=Severity.HIGH,
-                subject_kind="gateway",
-                subject_id="clock",
-                reason="clock.jumped",
-                at=now,
-                data={"skew_s": skew},
-            )
-            await asyncio.to_thread(self.monitor.raise_finding, finding)
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(SNAPSHOT_POLL_S)
-            try:
-                await self._contract_clock()
-                version = self._probe.version()
-                if version != self.state.snapshot.version:
-                    await self.reload()
-                    log.info("snapshot %d loaded", self.state.snapshot.version)
-                else:
-                    self.state.lock_view_at = time.monotonic()
-                # A lock with a TTL, or a contract, can end or start covering a call without
-                # any write: re-check the live calls on every tick (cheap when none is live).
-                cut_covered(self.state, redecide=False)
-            except Exception as exc:  # keep watching; the old snapshot stays in force
-                log.error("snapshot reload failed: %s", exc)
+        """Load the newest snapshot into this process (after a write, or a playbook's)."""
+        await self.snapshots.reload()
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Stop taking calls and let those in flight finish, for at most ``deadline_s``
         (default: the drain limit); then cut the rest with an error in the API's shape,
         recorded as ``shutdown``. Returns how many were cut."""
         deadline_s = self.state.limits.drain_deadline_s if deadline_s is None else deadline_s
-        self.state.draining = True
-        self.http.stop_accepting()
-        end = time.monotonic() + deadline_s
-        # Polled (the live set is the data plane's own; a 50 ms step is nothing at shutdown).
-        while self.state.live and time.monotonic() < end:  # noqa: ASYNC110
-            await asyncio.sleep(DRAIN_POLL_S)
-        cut = 0
-        for call in list(self.state.live):
-            if call.cut is None and call.task is not None:
-                call.cut = Cut(Reason.SHUTTING_DOWN)
-                call.task.cancel()
-                cut += 1
-        # The cut calls write their final error event and outcome record, then leave.
-        end = time.monotonic() + CUT_SETTLE_S
-        # Polled (the live set is the data plane's own; a 50 ms step is nothing at shutdown).
-        while self.state.live and time.monotonic() < end:  # noqa: ASYNC110
-            await asyncio.sleep(DRAIN_POLL_S)
-        if cut:
-            log.warning("drain deadline passed: cut %d call(s)", cut)
-        return cut
+        return await drain(self.state, self.http, deadline_s)
 
     async def check_disk(self) -> None:
-        """Read the free space of the database's file system; say so when it runs low."""
-        try:
-            free = (await asyncio.to_thread(shutil.disk_usage, self._data_dir)).free
-        except OSError as exc:
-            log.error("cannot read free disk space: %s", exc)
-            return
-        self.state.disk_free_bytes = free
-        low = free < MIN_FREE_BYTES
-        if low and not self.state.disk_low:
-            log.error(
-                "DISK LOW: %d MiB free where the database lives (minimum %d MiB): /readyz "
-                "says not ready; free space before the audit log stops",
-                free // 2**20,
-                MIN_FREE_BYTES // 2**20,
-            )
-            if self.monitor is not None:
-                finding = Finding(
-                    rule_id="disk-low",
-                    title="Free disk space under the minimum",
-                    severity=Severity.HIGH,
-                    subject_kind="gateway",
-                    subject_id="disk",
-                    reason="disk.low",
-                    at=self.clock(),
-                    data={"free_bytes": free, "minimum_bytes": MIN_FREE_BYTES},
-                )
-                await asyncio.to_thread(self.monitor.raise_finding, finding)
-        elif not low and self.state.disk_low:
-            log.warning("disk space back above the minimum (%d MiB free)", free // 2**20)
-        self.state.disk_low = low
-
-    async def place_emergency_lock(self, record: dict[str, Any]) -> None:
-        """Journal a lock durably and enforce it in this process at once (the database
-        cannot be written); it reaches the database and the log when they are back."""
-        try:
-            await asyncio.to_thread(self.emergency.place, record)
-        except (JournalFull, OSError, ValueError) as exc:
-            raise AuditUnavailable(f"emergency lock journal: {exc}") from None
-        lock = _emergency_lock(record)
-        self._enforce_emergency([lock])
-        log.error(
-            "EMERGENCY LOCK %s placed (%s %s): enforced now", lock.id, lock.kind.value, lock.target
-        )
-
-    def _enforce_emergency(self, locks: list[Lock]) -> None:
-        for lock in locks:
-            self._emergency_locks[lock.id] = lock
-        snapshot = self.state.snapshot
-        # Swap and cut with no await between (see gateway.containment).
-        self.state.snapshot = dataclasses.replace(snapshot, locks=snapshot.locks.merged(locks))
-        cut_covered(self.state)
-
-    async def fold_emergency_locks(self) -> int:
-        """Write journalled locks into the database and the log; returns how many were
-        folded (0 while the database still cannot be written).
-
-        The journal is shared by every process on the data directory: a lock another process
-        journalled is enforced here too from the first tick that sees it (the database that
-        would carry it is down), and dropped from this process's overlay once it is no longer
-        pending (folded by someone, so in the database)."""
-        known = set(self._emergency_locks)
-        pending = await asyncio.to_thread(self.emergency.pending)
-        pending_ids = {record.get("id") for _, record in pending}
-        unseen = [
-            _emergency_lock(record)
-            for _, record in pending
-            if record.get("id") not in self._emergency_locks
-        ]
-        if unseen:
-            self._enforce_emergency(unseen)
-            log.error(
-                "%d emergency lock(s) journalled by another process: enforced now", len(unseen)
-            )
-        done = {lock_id for lock_id in known if lock_id not in pending_ids}
-        folded = 0
-        for slot, record in pending:
-            directory = Directory(
-                self.engine,
-                actor=str(record.get("created_by", "garrison")),
-                pepper=self.pepper,
-                sealer=self.sealer,
-            )
-            await asyncio.to_thread(adopt_emergency_lock, directory, record, now=self.clock())
-            await asyncio.to_thread(self.emergency.clear, slot)
-            done.add(str(record["id"]))
-            folded += 1
-        if done:
-            await self._integrated()
-            await self.reload()  # the stored locks are in the snapshot now: drop the overlay
-            for lock_id in done:
-                # Only what is stored: a lock placed since ``pending`` was read stays.
-                self._emergency_locks.pop(lock_id, None)
-            await self.reload()
-        if folded:
-            log.warning("%d emergency lock(s) recorded in the database and the audit log", folded)
-        return folded
-
-    async def _keep_lease(self) -> None:
-        """Renew this instance's lease; give the calls of instances that died an outcome."""
-        while True:
-            await self.check_disk()
-            if self._after_outage.tick(self.audit.healthy, self.audit.depth):
-                await asyncio.sleep(0)  # released (gc + malloc_trim, a few ms): yield once
-            try:
-                await self.fold_emergency_locks()
-            except Exception as exc:  # still cannot write: the next tick tries again
-                log.error("emergency locks not yet recorded: %s", exc)
-            try:
-                await asyncio.to_thread(
-                    instances.renew,
-                    self.engine,
-                    self.instance_id,
-                    now=self.clock(),
-                    lease_s=INSTANCE_LEASE_S,
-                )
-                await self.end_lapsed_instances()
-            except Exception as exc:  # the next tick tries again
-                log.error("instance lease upkeep failed: %s", exc)
-            await asyncio.sleep(INSTANCE_RENEW_S)
+        await self.upkeep.check_disk()
 
     async def end_lapsed_instances(self, now: float | None = None) -> int:
-        """Record ``process_ended`` for every call that a process whose lease lapsed (as of
-        ``now``, default the clock) allowed and never finished; returns how many calls."""
-        claimed = await asyncio.to_thread(
-            instances.claim_lapsed,
-            self.engine,
-            self.instance_id,
-            now=self.clock() if now is None else now,
-        )
-        ended = 0
-        for dead in claimed:
-            while True:
-                calls = await asyncio.to_thread(instances.unfinished, self.engine, dead)
-                for call in calls:
-                    await self.audit.append(
-                        ended_elsewhere(
-                            call, instance=dead, recorded_by=self.instance_id, at=self.clock()
-                        )
-                    )
-                ended += len(calls)
-                if len(calls) < instances.UNFINISHED_BATCH:
-                    break
-            log.warning("instance %s ended without stopping: %d call(s) marked", dead, ended)
-        return ended
+        return await self.upkeep.end_lapsed_instances(now)
 
     async def stop(self) -> None:
         if self._lease is not None:
@@ -661,7 +382,7 @@ class Gateway:
         await asyncio.to_thread(self.audit.close)
         try:
             # Every outcome is written: no other process needs to end our calls for us.
-            await asyncio.to_thread(instances.end, self.engine, self.instance_id, now=self.clock())
+            await asyncio.to_thread(self.upkeep.end)
         except Exception as exc:
             log.error("could not record the clean stop of this instance: %s", exc)
         self._probe.close()
@@ -701,21 +422,6 @@ async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | No
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await gateway.stop()
-
-
-def _emergency_lock(record: dict[str, Any]) -> Lock:
-    """The lock a journal record holds, as the data plane enforces it."""
-    kind = LockKind(record["kind"])
-    return Lock(
-        id=record["id"],
-        kind=kind,
-        target=record["target"],
-        reason=record["reason"],
-        created_by=record["created_by"],
-        created_at=record["created_at"],
-        expires_at=record["expires_at"],
-        network=parse_network(record["target"]) if kind is LockKind.NETWORK else None,
-    )
 
 
 def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from garrison.gateway.client_address import ForwardedHeader, client_address, parse_address
+from garrison.edge.client_address import ForwardedHeader, client_address, parse_address
 from tests.gateway.test_forwarded_spoofing import PROXY, status_of
 from tests.support.admin import admin_call
 from tests.support.world import World, start_world, stop_world

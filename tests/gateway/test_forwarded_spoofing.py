@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from garrison.gateway.client_address import ForwardedHeader
+from garrison.edge.client_address import ForwardedHeader
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from garrison.server import INSTANCE_LEASE_S
+from garrison.serve.upkeep import INSTANCE_LEASE_S
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e

@@ -15,12 +15,13 @@ import aiohttp
 import orjson
 import pytest
 
-from garrison import server as runtime
 from garrison.bootstrap import enroll_locally, init, open_directory
 from garrison.config import Settings
 from garrison.domain import Level, PrincipalKind, VendorStatus, VendorTerms, clock_guard
 from garrison.mock import MockConfig, MockUpstream
-from garrison.server import SNAPSHOT_POLL_S, Gateway
+from garrison.serve import snapshots as runtime
+from garrison.serve.snapshots import SNAPSHOT_POLL_S
+from garrison.server import Gateway
 from garrison.store.vendors import expire_ended_contracts
 from tests.support.admin import admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World, seed

@@ -17,7 +17,7 @@ import orjson
 from garrison.bootstrap import enroll_locally, init, open_directory, write_credential
 from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
-from garrison.gateway.client_address import ForwardedHeader
+from garrison.edge.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.identity.oidc_config import OidcSettings
 from garrison.mock import MockConfig, MockUpstream

@@ -10,7 +10,7 @@ from aiohttp import web
 from garrison.admin import schemas
 from garrison.admin.authz import Action
 from garrison.admin.base import Ctx, Route
-from garrison.errors import BadRequest
+from garrison.errors import BadRequest, NotFound
 from garrison.store import alerts
 
 # Alerts per list call (a follower pages with ?after=).
@@ -64,10 +64,10 @@ def _status_handler(status: str) -> Any:
 async def metrics(ctx: Ctx) -> Any:
     """Prometheus text format; needs a key whose principal may read alerts (Prometheus sends
     it as ``authorization: bearer`` credentials)."""
-    from garrison.metrics import render
-
-    body = render(ctx.state, ctx.backend.monitor)
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+    render = ctx.backend.metrics
+    if render is None:
+        raise NotFound(public_message="Metrics are not served here.")
+    return web.Response(body=render(), content_type="text/plain", charset="utf-8")
 
 
 METRICS_ROUTE = Route(

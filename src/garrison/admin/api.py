@@ -26,12 +26,14 @@ from garrison.admin import (
 )
 from garrison.admin.base import (
     BACKEND_KEY,
+    PROCESS_KEY,
     AdminBackend,
     Ctx,
     Route,
 )
 from garrison.admin.dispatch import endpoint
 from garrison.admin_wire import ADMIN_PREFIX
+from garrison.edge.process import ProcessState
 
 ROUTES: tuple[Route, ...] = (
     *identity_api.ROUTES,
@@ -63,8 +65,10 @@ OPENAPI_ROUTE = Route(
 )
 
 
-def add_admin_routes(app: web.Application, backend: AdminBackend) -> None:
+def add_admin_routes(app: web.Application, backend: AdminBackend, process: ProcessState) -> None:
+    """Serve the admin API on ``app``; its handlers read ``process`` and ``backend``."""
     app[BACKEND_KEY] = backend
+    app[PROCESS_KEY] = process
     app[identity_api.LIMITER_KEY] = identity_api.new_limiter()
     app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", endpoint(OPENAPI_ROUTE))
     # Unauthenticated by nature (the person has no key yet): rate-limited, every failure

@@ -1,4 +1,5 @@
-"""What every admin API handler works with: the backend, the call context, the route."""
+"""What every admin API handler works with: the backend, the view of the process
+(``garrison.edge.process.ProcessState``), the call context, the route."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pydantic import BaseModel
 
 from garrison.admin.authz import Action, authorize, reach
 from garrison.domain import Credential, Principal, Reason
+from garrison.edge.process import ProcessState
 from garrison.errors import BadRequest, Forbidden, GarrisonError, NotFound
-from garrison.gateway.state import GatewayState
 from garrison.identity.access_tokens import SessionClaims
 from garrison.keyring import Sealer
 from garrison.store import Directory, queries
@@ -26,7 +27,7 @@ B = TypeVar("B", bound=BaseModel)
 
 @dataclass(frozen=True, slots=True)
 class AdminBackend:
-    """What the admin API needs beyond the gateway's state: the store and the key files."""
+    """What the admin API needs beyond the process's state: the store and the key files."""
 
     engine: sa.Engine
     pepper: bytes = field(repr=False)
@@ -42,9 +43,13 @@ class AdminBackend:
     emergency_lock: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     # Sign-in through identity providers (garrison.admin.session_api.SignIn); None: off.
     signin: Any = None
+    # The process's metrics in the Prometheus text format (``/metrics``); None: not served.
+    metrics: Callable[[], bytes] | None = None
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)
+# The running process as the admin plane sees it (the composition root puts it here).
+PROCESS_KEY: web.AppKey[ProcessState] = web.AppKey("garrison_admin_process")
 
 
 class Refused(Exception):
@@ -59,7 +64,7 @@ class Ctx:
     """One admin call: who, from where, and the means to read, write and authorise."""
 
     request: web.Request
-    state: GatewayState
+    state: ProcessState
     backend: AdminBackend
     request_id: str
     admin: Principal

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from garrison.admin.authz import reach, roles_of, scope_of
 from garrison.admin.base import (
     BACKEND_KEY,
+    PROCESS_KEY,
     B,
     Ctx,
     Refused,
@@ -29,6 +30,10 @@ from garrison.audit import AuditEvent, EventName
 from garrison.domain import (
     Reason,
 )
+from garrison.edge.admission import admit
+from garrison.edge.process import ProcessState
+from garrison.edge.request import peer_address, read_body
+from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -37,11 +42,6 @@ from garrison.errors import (
     GarrisonError,
     Unauthenticated,
 )
-from garrison.gateway.edge import STATE_KEY, new_request_id, peer_address, presented_key, read_body
-from garrison.gateway.state import GatewayState
-from garrison.identity import authenticate
-from garrison.identity.access_tokens import SessionClaims
-from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 from garrison.store.key_containment import LOCKED_RULE
 
 log = logging.getLogger("garrison.admin")
@@ -90,7 +90,7 @@ def error_response(exc: GarrisonError, request_id: str) -> web.Response:
     )
 
 
-def record(state: GatewayState, event: AuditEvent) -> None:
+def record(state: ProcessState, event: AuditEvent) -> None:
     try:
         state.audit.append_later(event)
     except AuditUnavailable:
@@ -98,7 +98,7 @@ def record(state: GatewayState, event: AuditEvent) -> None:
 
 
 def record_failure(
-    state: GatewayState,
+    state: ProcessState,
     request: web.Request,
     actor: str,
     credential_id: str,
@@ -126,39 +126,18 @@ def record_failure(
 
 def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        state = request.app[STATE_KEY]
+        state = request.app[PROCESS_KEY]
         backend = request.app[BACKEND_KEY]
         request_id = new_request_id()
         now = state.clock()
         address = peer_address(request, state)
         snap = state.snapshot
-        token = dpop_token(request.headers.get("authorization"))
-        session: SessionClaims | None = None
-        if token is not None:
-            bound = authenticate_token(
-                token,
-                request.headers.getall(DPOP_HEADER, []),
-                method=request.method,
-                path=request.rel_url.raw_path,
-                tokens=state.tokens,
-                principals=snap.principals,
-                orgs=snap.orgs,
-                now=now,
-                address=address,
-            )
-            auth, session = bound.auth, bound.session
-        else:
-            auth = authenticate(
-                presented_key(request),
-                credentials=snap.credentials,
-                principals=snap.principals,
-                orgs=snap.orgs,
-                pepper=state.pepper,
-                now=now,
-                address=address,
-            )
+        # The one admission step (authenticate → locks); a global lockdown does not apply
+        # here: admins must be able to lift it.
+        caller = admit(request, state, now, address, include_global=False)
+        auth, session = caller.auth, caller.session
         # What names the caller's credential: the key id, or the sign-in session's id.
-        credential_id = auth.key_id if auth.credential is not None or session is not None else None
+        credential_id = caller.credential_id
 
         def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
             record(
@@ -208,16 +187,8 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
                     },
                 ),
             )
-        # A locked key, person, org or network cannot administer either (a global lockdown
-        # does not apply here: admins must be able to lift it).
-        lock = snap.locks.covering(
-            now,
-            credential_id=credential_id,
-            principal_id=admin.id,
-            org_id=admin.org_id,
-            address=address,
-            include_global=False,
-        )
+        # A locked key, person, org or network cannot administer either.
+        lock = caller.lock
         if lock is not None:
             denied(Reason.LOCKED, 403, admin.id, lock_id=lock.id)
             return error_response(Forbidden("locked"), request_id)

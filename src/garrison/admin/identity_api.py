@@ -24,11 +24,14 @@ from aiohttp import web
 
 from garrison.admin import canary_guard, schemas
 from garrison.admin.authz import Action
-from garrison.admin.base import BACKEND_KEY, Ctx, Refused, Route
+from garrison.admin.base import BACKEND_KEY, PROCESS_KEY, Ctx, Refused, Route
 from garrison.admin.dispatch import RULE_REASONS, error_response, json_response, parse_body, record
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import Level, PrincipalKind, Reason
 from garrison.domain.provenance import Provenance, is_own
+from garrison.edge.process import ProcessState
+from garrison.edge.request import peer_address, presented_key, read_body
+from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
     AuditUnavailable,
     BadRequest,
@@ -37,14 +40,6 @@ from garrison.errors import (
     GarrisonError,
     RateLimited,
 )
-from garrison.gateway.edge import (
-    STATE_KEY,
-    new_request_id,
-    peer_address,
-    presented_key,
-    read_body,
-)
-from garrison.gateway.state import GatewayState
 from garrison.identity import authenticate
 from garrison.identity.enroll_limits import EnrollLimiter
 from garrison.store import Directory, enrollment, queries, schema
@@ -407,7 +402,7 @@ async def whoami_extra(ctx: Ctx) -> dict[str, Any]:
 # ── enrollment (unauthenticated) ───────────────────────────────────────────────────────────
 async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
 
-    state = request.app[STATE_KEY]
+    state = request.app[PROCESS_KEY]
     backend = request.app[BACKEND_KEY]
     limiter = request.app[LIMITER_KEY]
     request_id = new_request_id()
@@ -482,7 +477,7 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _integrated(state: GatewayState) -> None:
+async def _integrated(state: ProcessState) -> None:
     """The enrollment's audit record (in the outbox) is in the tree before the answer; if
     the log is down it waits there and the answer still goes out."""
     with contextlib.suppress(AuditUnavailable):

@@ -36,10 +36,12 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from garrison.admin.base import BACKEND_KEY
+from garrison.admin.base import BACKEND_KEY, PROCESS_KEY
 from garrison.admin.dispatch import error_response, json_response, parse_body
 from garrison.audit import AuditEvent, EventName
 from garrison.domain import OrgKind, Principal, PrincipalKind, Reason, Status
+from garrison.edge.request import peer_address, read_body
+from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
     AuditUnavailable,
     ClientError,
@@ -48,7 +50,6 @@ from garrison.errors import (
     RateLimited,
     ServerError,
 )
-from garrison.gateway.edge import STATE_KEY, new_request_id, peer_address, read_body
 from garrison.identity.access_tokens import (
     ACCESS_TOKEN_MAX_S,
     InvalidToken,
@@ -179,7 +180,7 @@ async def _verify_id_token(
 
 
 async def token_endpoint(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
+    state = request.app[PROCESS_KEY]
     backend = request.app[BACKEND_KEY]
     signin = request.app[SIGNIN_KEY]
     tokens = state.tokens
@@ -395,7 +396,7 @@ async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     """What ``garrison login`` needs to start a sign-in: public facts only (no secret; the
     name of the environment variable a client secret is read from, where one is needed)."""
     signin = request.app[SIGNIN_KEY]
-    tokens = request.app[STATE_KEY].tokens
+    tokens = request.app[PROCESS_KEY].tokens
     return json_response(
         200,
         {

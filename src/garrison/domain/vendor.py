@@ -70,12 +70,16 @@ class VendorTerms:
     security_review_at: float | None = None
     agreement_ref: str = ""
 
+    @property
+    def active(self) -> bool:
+        return self.status is VendorStatus.ACTIVE
+
     def in_contract(self, now: float) -> bool:
         return self.contract_start <= now < self.contract_end
 
     def usable(self, now: float) -> bool:
         """Its people may use the data plane now (status and contract window)."""
-        return self.status is VendorStatus.ACTIVE and self.in_contract(now)
+        return self.active and self.in_contract(now)
 
     def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.networks)

@@ -1,27 +1,23 @@
-"""Admission of a model call: authenticate → locks → the standing rules (Cedar)."""
+"""Admission of a model call: the one admission step both planes take
+(``garrison.edge.admission``: authenticate → locks), then the standing rules of the policy
+engine for the model asked for, and the model's own locks."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from garrison.audit import EventName
 from garrison.domain import Model, Principal, Reason, UpstreamApi
-from garrison.errors import (
-    Forbidden,
-)
+from garrison.domain.locks import Lock
+from garrison.edge.admission import admit
+from garrison.errors import Forbidden, Unauthenticated
+from garrison.gateway.call import Call, deny, record_later
+from garrison.gateway.edge import error_response, peer_address
 from garrison.gateway.state import GatewayState
-from garrison.identity import authenticate
-from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 from garrison.policy.context import call_context
 from garrison.policy.engine import PolicyDecision
-
-if TYPE_CHECKING:
-    pass
-from garrison.gateway.call import Call, record_later
-from garrison.gateway.edge import error_response, peer_address, presented_key
 
 log = logging.getLogger("garrison.gateway")
 
@@ -29,71 +25,35 @@ log = logging.getLogger("garrison.gateway")
 NO_ENGINE = PolicyDecision(False, (Reason.POLICY_ERROR,), (), ("no policy engine loaded",))
 
 
-def authenticated(
-    request: web.Request, state: GatewayState, call: Call, now: float
-) -> tuple[Principal | None, Reason | None]:
+def admitted(
+    request: web.Request, state: GatewayState, call: Call, api: UpstreamApi, now: float
+) -> Principal | web.Response:
+    """The caller of a data-plane call, or the refusal (recorded, in ``api``'s shape): 401
+    with the authentication or standing reason, 403 when a lock (a global lockdown too)
+    covers the caller. Fills ``call`` with what the audit events name either way."""
     address = peer_address(request, state)
     call.address = str(address)
     call.peer = address
-    snap = state.snapshot
-    token = dpop_token(request.headers.get("authorization"))
-    if token is not None:
-        bound = authenticate_token(
-            token,
-            request.headers.getall(DPOP_HEADER, []),
-            method=request.method,
-            path=request.rel_url.raw_path,
-            tokens=state.tokens,
-            principals=snap.principals,
-            orgs=snap.orgs,
-            now=now,
-            address=address,
+    caller = admit(request, state, now, address, include_global=True)
+    auth = caller.auth
+    call.session = caller.session
+    call.credential_id = caller.credential_id
+    if caller.session is None and auth.credential is None and auth.key_id is not None:
+        call.presented_key_id = auth.key_id  # a key that did not authenticate
+    if auth.principal is not None:
+        call.principal_id = auth.principal.id
+        call.org_id = auth.principal.org_id
+    if caller.lock is not None:
+        return lock_refusal(state, call, api, caller.lock)
+    if caller.refusal is not None or auth.principal is None:
+        return deny(
+            state, call, api, Unauthenticated(), (caller.refusal or Reason.CREDENTIAL_MISSING,)
         )
-        call.session = bound.session
-        call.credential_id = bound.auth.key_id if bound.session is not None else None
-        call.presented_key_id = bound.auth.key_id if bound.session is None else None
-        result = bound.auth
-        if result.principal is not None:
-            call.principal_id = result.principal.id
-            call.org_id = result.principal.org_id
-        return (result.principal if result.ok else None), result.reason
-    result = authenticate(
-        presented_key(request),
-        credentials=snap.credentials,
-        principals=snap.principals,
-        orgs=snap.orgs,
-        pepper=state.pepper,
-        now=now,
-        address=address,
-    )
-    call.credential_id = result.key_id if result.credential is not None else None
-    if result.credential is None and result.key_id is not None:
-        call.presented_key_id = result.key_id
-    if result.principal is not None:
-        call.principal_id = result.principal.id
-        call.org_id = result.principal.org_id
-    return (result.principal if result.ok else None), result.reason
+    return auth.principal
 
 
-def locked(
-    state: GatewayState, call: Call, api: UpstreamApi, now: float, *, model_only: bool = False
-) -> web.Response | None:
-    """A 403 if a lock covers this call (the audit event names the lock), else None.
-    ``model_only``: the caller was checked already (and is a live call, which any later lock
-    on it cuts); only its model remains to check."""
-    locks = state.snapshot.locks
-    if model_only:
-        lock = locks.covering(now, model_id=call.model_id, include_global=False)
-    else:
-        lock = locks.covering(
-            now,
-            credential_id=call.credential_id,
-            principal_id=call.principal_id,
-            org_id=call.org_id,
-            address=call.peer,
-        )
-    if lock is None:
-        return None
+def lock_refusal(state: GatewayState, call: Call, api: UpstreamApi, lock: Lock) -> web.Response:
+    """A 403 for a call a lock covers; its audit event names the lock."""
     state.refusals[Reason.LOCKED.value] += 1
     record_later(
         state,
@@ -106,6 +66,15 @@ def locked(
         ),
     )
     return error_response(api, Forbidden(), call.request_id)
+
+
+def model_lock(
+    state: GatewayState, call: Call, api: UpstreamApi, now: float
+) -> web.Response | None:
+    """A 403 if a lock now covers the model of this admitted call (which, being live, any
+    later lock on its caller cuts), else None."""
+    lock = state.snapshot.locks.covering(now, model_id=call.model_id, include_global=False)
+    return None if lock is None else lock_refusal(state, call, api, lock)
 
 
 # ── models list, health ────────────────────────────────────────────────────────────────────

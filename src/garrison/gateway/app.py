@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -33,27 +34,18 @@ from garrison.errors import (
     PayloadTooLarge,
     RequestTimeout,
     ShuttingDown,
-    Unauthenticated,
     UnsupportedRoute,
 )
 from garrison.gateway import apis, tracing
+from garrison.gateway.admission import admitted, decide, model_lock
 from garrison.gateway.admission_limits import Refused
 from garrison.gateway.apis import Endpoint
+from garrison.gateway.call import Call, deny
 from garrison.gateway.caller_text import caller_justification
 from garrison.gateway.connections import reserve_middleware
 from garrison.gateway.containment import stale_refusal, uncancel
 from garrison.gateway.content import ContentUncheckable
 from garrison.gateway.dpop_challenge import dpop_challenge
-from garrison.gateway.state import GatewayState
-from garrison.gateway.upstream import (
-    traceparent,
-)
-from garrison.log_format import request_id_var
-
-if TYPE_CHECKING:
-    from garrison.admin.api import AdminBackend
-from garrison.gateway.admission import authenticated, decide, locked
-from garrison.gateway.call import Call, deny
 from garrison.gateway.edge import (  # noqa: F401 - re-exported
     STATE_KEY,
     error_response,
@@ -65,6 +57,11 @@ from garrison.gateway.edge import (  # noqa: F401 - re-exported
 from garrison.gateway.forward import forward_any
 from garrison.gateway.models_api import list_models, other_api, printable_name, retrieve_model
 from garrison.gateway.outcome import cut_response, end_call
+from garrison.gateway.state import GatewayState
+from garrison.gateway.upstream import (
+    traceparent,
+)
+from garrison.log_format import request_id_var
 
 log = logging.getLogger("garrison.gateway")
 
@@ -119,16 +116,12 @@ async def _handle_model_call(
 ) -> web.StreamResponse:
     api = endpoint.api
     now = state.clock()
-    principal, reason = authenticated(request, state, call, now)
-    if principal is None:
-        assert reason is not None
-        return deny(state, call, api, Unauthenticated(), (reason,))
-    # Join the live calls before checking locks (no await in between: see containment).
+    principal = admitted(request, state, call, api, now)
+    if isinstance(principal, web.Response):
+        return principal
+    # Join the live calls right after the lock check (no await in between: see containment).
     call.task = asyncio.current_task()
     state.live.add(call)
-    refused = locked(state, call, api, now)
-    if refused is not None:
-        return refused
     try:
         # Before the model is looked up: the same refusal whatever model was asked for.
         justification = caller_justification(request.headers)
@@ -167,7 +160,7 @@ async def _handle_model_call(
         # 404, not 403: a model the caller may not use is indistinguishable from none at all.
         return deny(state, call, api, NotFound(), decision.reasons, policies=decision.policies)
     call.model_id = model.id
-    refused = locked(state, call, api, state.clock(), model_only=True)
+    refused = model_lock(state, call, api, state.clock())
     if refused is not None:
         return refused
     if stale_refusal(state, model):
@@ -263,10 +256,15 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 def build_app(
-    state: GatewayState, admin: AdminBackend | None = None, *, data_routes: bool = True
+    state: GatewayState,
+    admin: Callable[[web.Application], None] | None = None,
+    *,
+    data_routes: bool = True,
 ) -> web.Application:
-    """The data plane (``data_routes``) and/or the admin API (``admin``) on one listener;
-    a listener without the admin API answers its paths as unsupported routes."""
+    """The data plane (``data_routes``) and/or the admin API on one listener: ``admin``
+    adds its routes (the composition root passes the admin plane's ``add_admin_routes``;
+    this plane never imports that one). A listener without the admin API answers its paths
+    as unsupported routes."""
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
         client_max_size=state.limits.max_body_bytes + 1,
@@ -284,9 +282,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if admin is not None:
-        from garrison.admin.api import add_admin_routes
-
-        add_admin_routes(app, admin)
+        admin(app)
     return app
 
 

@@ -18,7 +18,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from garrison.domain import Level, Model, Reason, Status, VendorStatus
+from garrison.domain import Level, Model, Reason
+from garrison.domain.standing import standing_refusal
 from garrison.gateway.redecide import refusal
 from garrison.gateway.state import GatewayState, StaleMode
 from garrison.store.snapshot import Snapshot
@@ -34,22 +35,25 @@ class Cut:
 
 def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
     """Why a live call's standing is gone in ``snap`` (revoked, disabled, vendor stopped, a
-    sign-in token expired)."""
+    sign-in token expired, a grant gone). The standing rules are those of admission
+    (``garrison.domain.standing``), without the address (checked when the call began)."""
     session = getattr(call, "session", None)
+    cred = None
     if session is not None:
         if now >= session.expires_at:
             return Reason.TOKEN_EXPIRED
         principal_id = session.principal_id
     else:
         cred = snap.credentials.get(getattr(call, "credential_id", None) or "")
-        if cred is None or cred.revoked:
+        if cred is None:
             return Reason.REVOKED_IN_FLIGHT
-        if cred.expires_at is not None and now >= cred.expires_at:
-            return Reason.CREDENTIAL_EXPIRED
         principal_id = cred.principal_id
     principal = snap.principals.get(principal_id)
-    if principal is None or principal.status is not Status.ACTIVE:
-        return Reason.PRINCIPAL_INACTIVE
+    org = snap.orgs.get(principal.org_id) if principal is not None else None
+    reason = standing_refusal(credential=cred, principal=principal, org=org, now=now, address=None)
+    if reason is not None:
+        return Reason.REVOKED_IN_FLIGHT if reason is Reason.CREDENTIAL_REVOKED else reason
+    assert principal is not None  # an inactive or missing principal is refused above
     model = snap.models.get(getattr(call, "model", None) or "")
     if (
         model is not None
@@ -57,12 +61,6 @@ def _withdrawn(snap: Snapshot, call: object, now: float) -> Reason | None:
         and not snap.has_grant(principal.id, model.id, now)
     ):
         return Reason.GRANT_REQUIRED  # the grant expired or was revoked mid-call
-    org = snap.orgs.get(principal.org_id)
-    if org is not None and org.vendor is not None:
-        if org.vendor.status is not VendorStatus.ACTIVE:
-            return Reason.VENDOR_INACTIVE
-        if not org.vendor.contract_start <= now < org.vendor.contract_end:
-            return Reason.VENDOR_CONTRACT
     return None
 
 

@@ -13,7 +13,6 @@ from garrison.domain import Model, Principal, Reason, UpstreamApi
 from garrison.domain.outcomes import CallOutcome
 from garrison.errors import (
     NotFound,
-    Unauthenticated,
 )
 from garrison.gateway import listing
 from garrison.gateway.state import GatewayState
@@ -23,7 +22,7 @@ from garrison.gateway.upstream import (
 
 if TYPE_CHECKING:
     pass
-from garrison.gateway.admission import authenticated, decide, locked, model_locked
+from garrison.gateway.admission import admitted, decide, model_locked
 from garrison.gateway.call import Call, deny
 from garrison.gateway.edge import STATE_KEY, new_request_id
 from garrison.gateway.outcome import end_call
@@ -81,13 +80,9 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     api = UpstreamApi.ANTHROPIC if anthropic else UpstreamApi.OPENAI
     call = Call("models", new_request_id(), "")
     now = state.clock()
-    principal, reason = authenticated(request, state, call, now)
-    if principal is None:
-        assert reason is not None
-        return deny(state, call, api, Unauthenticated(), (reason,))
-    refused = locked(state, call, api, now)
-    if refused is not None:
-        return refused
+    principal = admitted(request, state, call, api, now)
+    if isinstance(principal, web.Response):
+        return principal
     models = [m for m in visible_models(principal, state, call) if not model_locked(state, m, now)]
     data = listing.models_list(api, models)
     end_call(state, call, CallOutcome.OK, status=200, metered=False, extra={"listed": len(models)})
@@ -102,13 +97,9 @@ async def retrieve_model(request: web.Request) -> web.StreamResponse:
     api = UpstreamApi.ANTHROPIC if "anthropic-version" in request.headers else UpstreamApi.OPENAI
     call = Call("models", new_request_id(), "")
     now = state.clock()
-    principal, reason = authenticated(request, state, call, now)
-    if principal is None:
-        assert reason is not None
-        return deny(state, call, api, Unauthenticated(), (reason,))
-    refused = locked(state, call, api, now)
-    if refused is not None:
-        return refused
+    principal = admitted(request, state, call, api, now)
+    if isinstance(principal, web.Response):
+        return principal
     name = request.match_info["model_id"]
     model = state.snapshot.models.get(name)
     if model is None:

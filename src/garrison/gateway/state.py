@@ -14,10 +14,10 @@ import aiohttp
 from garrison.audit.writer import AuditLog
 from garrison.detect.patterns import Matcher
 from garrison.domain import Network
+from garrison.edge.client_address import ForwardedHeader
 from garrison.gateway.admission_limits import Admission
 from garrison.gateway.answers import ResponseBudget
 from garrison.gateway.body_work import BodyWork
-from garrison.gateway.client_address import ForwardedHeader
 from garrison.gateway.limits import GatewayLimits
 from garrison.histograms import Histogram
 from garrison.identity.token_auth import TokenAuth

@@ -11,7 +11,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from garrison.domain import Credential, Org, Principal, Reason, Status, VendorStatus
+from garrison.domain import Credential, Org, Principal, Reason
+from garrison.domain.standing import standing_refusal, vendor_refusal
 from garrison.identity.keys import hash_secret, parse_key
 
 # Compared against when the key id is unknown, so that path costs the same HMAC as a real one.
@@ -42,19 +43,10 @@ class AuthResult:
 def _vendor_reason(
     orgs: Mapping[str, Org] | None, org_id: str, now: float, address: Address
 ) -> Reason | None:
-    """A vendor's people work only while it is active, inside its contract window (the
-    instant the contract ends, with no job to run) and from its networks."""
+    """The vendor's terms for a person of ``org_id`` (the rule lives in
+    ``garrison.domain.standing``; this adapter keeps the token path's call)."""
     org = orgs.get(org_id) if orgs is not None else None
-    terms = org.vendor if org is not None else None
-    if terms is None:
-        return None
-    if terms.status is not VendorStatus.ACTIVE:
-        return Reason.VENDOR_INACTIVE
-    if not terms.in_contract(now):
-        return Reason.VENDOR_CONTRACT
-    if not terms.allows_address(address):
-        return Reason.VENDOR_NETWORK
-    return None
+    return vendor_refusal(org.vendor if org is not None else None, now, address)
 
 
 def authenticate(
@@ -82,17 +74,8 @@ def authenticate(
     # From here on the caller holds the real secret: refusals may be attributed to the
     # credential and its owner in the audit log (the caller still gets the generic 401).
     principal = principals.get(cred.principal_id)
-    reason: Reason | None = None
-    if cred.revoked:
-        reason = Reason.CREDENTIAL_REVOKED
-    elif principal is None or principal.status is not Status.ACTIVE:
-        reason = Reason.PRINCIPAL_INACTIVE
-    else:
-        # The vendor's terms before the key's own: a key is clipped to them, so the vendor
-        # reason is the one that explains the refusal.
-        reason = _vendor_reason(orgs, principal.org_id, now, address)
-        if reason is None and cred.expires_at is not None and now >= cred.expires_at:
-            reason = Reason.CREDENTIAL_EXPIRED
-        elif reason is None and not cred.allows_address(address):
-            reason = Reason.CREDENTIAL_NETWORK
+    org = orgs.get(principal.org_id) if orgs is not None and principal is not None else None
+    reason = standing_refusal(
+        credential=cred, principal=principal, org=org, now=now, address=address
+    )
     return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)

@@ -1,4 +1,8 @@
-"""The context the gateway computes for a policy decision, from the snapshot and the call."""
+"""The context the gateway computes for a policy decision, from the snapshot and the call.
+
+The vendor and key facts are the predicates of ``garrison.domain.standing`` (where the rules
+that refuse a caller live); the base policies restate them so that an explanation, asked
+without a call, gives the same answer."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.domain import Credential, Level, Model, Principal, PrincipalKind, VendorStatus
+from garrison.domain import Credential, Level, Model, Principal, PrincipalKind
 from garrison.domain.snapshot import Snapshot
+from garrison.domain.standing import key_network_ok
 from garrison.policy.engine import Context
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -67,12 +72,8 @@ def call_context(
     # No address (an explanation asked without one): take it to be an allowed one.
     if session_mfa is not None:
         key_ok = True
-    elif credential is None:
-        key_ok = False
-    elif not credential.networks or address is None:
-        key_ok = True
     else:
-        key_ok = credential.allows_address(address)
+        key_ok = credential is not None and key_network_ok(credential, address)
     clock = time.gmtime(now)
     grant = snap.has_grant(principal.id, model.id, now)
     org = snap.orgs.get(principal.org_id)
@@ -87,7 +88,7 @@ def call_context(
             **tokens,
         )
     return Context(
-        vendor_active=terms.status is VendorStatus.ACTIVE,
+        vendor_active=terms.active,
         vendor_in_contract=terms.in_contract(now),
         vendor_network_ok=address is None or terms.allows_address(address),
         vendor_ceiling_level=int(terms.ceiling_level),

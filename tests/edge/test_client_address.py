@@ -1,4 +1,4 @@
-"""Tests for ``garrison.gateway.client_address``: whom to believe in X-Forwarded-For."""
+"""Tests for ``garrison.edge.client_address``: whom to believe in X-Forwarded-For."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from garrison.gateway.client_address import (
+from garrison.edge.client_address import (
     MAX_FORWARDED_HOPS,
     ForwardedHeader,
     client_address,

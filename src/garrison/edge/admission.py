@@ -1,0 +1,115 @@
+"""The one admission step both planes take: who is calling (an API key, or a DPoP-bound
+sign-in token), whether they stand (revoked, disabled, the vendor's terms, the key's expiry
+and networks: ``garrison.domain.standing``), and whether a lock covers them.
+
+    authenticate (with standing) → locks
+
+The data plane then reads the body, picks the model and asks the policy engine; the admin
+plane checks its roles. Each plane answers a refusal in its own error shape and records it
+in its own event (``request.denied`` / ``admin.denied``) with the reason code this step
+gives. Synchronous (no await): a caller checked here and joined to the live calls before the
+next await is cut by any later lock (see ``gateway.containment``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from garrison.domain import Principal, Reason
+from garrison.domain.locks import Lock
+from garrison.edge.process import ProcessState
+from garrison.edge.request import Address, presented_key
+from garrison.identity import authenticate
+from garrison.identity.access_tokens import SessionClaims
+from garrison.identity.authenticate import AuthResult
+from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The answer of admission. Admitted exactly when ``refusal`` is None."""
+
+    auth: AuthResult
+    address: Address
+    # The sign-in token's claims when the call came with one (then ``auth.key_id`` is the
+    # session id); also on a refusal after the token checked out, for attribution.
+    session: SessionClaims | None = None
+    # The lock covering the caller (checked only once authenticated).
+    lock: Lock | None = None
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who is calling once the secret or token checked out (also when refused after
+        that, so the refusal can be attributed)."""
+        return self.auth.principal
+
+    @property
+    def credential_id(self) -> str | None:
+        """What names the caller's credential: the key id, or the sign-in session's id
+        (None until the secret or token checked out)."""
+        if self.auth.credential is not None or self.session is not None:
+            return self.auth.key_id
+        return None
+
+    @property
+    def refusal(self) -> Reason | None:
+        if self.auth.reason is not None:
+            return self.auth.reason
+        if self.auth.principal is None or self.credential_id is None:
+            return Reason.CREDENTIAL_MISSING
+        return Reason.LOCKED if self.lock is not None else None
+
+
+def admit(
+    request: web.Request,
+    process: ProcessState,
+    now: float,
+    address: Address,
+    *,
+    include_global: bool,
+) -> Caller:
+    """Authenticate the caller of ``request`` against the snapshot in force, then look for a
+    lock on their key or session, person, vendor or network. ``include_global``: a global
+    lockdown covers them too (the data plane); the admin plane leaves it out, so admins can
+    lift it."""
+    snap = process.snapshot
+    token = dpop_token(request.headers.get("authorization"))
+    session: SessionClaims | None = None
+    if token is not None:
+        bound = authenticate_token(
+            token,
+            request.headers.getall(DPOP_HEADER, []),
+            method=request.method,
+            path=request.rel_url.raw_path,
+            tokens=process.tokens,
+            principals=snap.principals,
+            orgs=snap.orgs,
+            now=now,
+            address=address,
+        )
+        auth, session = bound.auth, bound.session
+    else:
+        auth = authenticate(
+            presented_key(request),
+            credentials=snap.credentials,
+            principals=snap.principals,
+            orgs=snap.orgs,
+            pepper=process.pepper,
+            now=now,
+            address=address,
+        )
+    caller = Caller(auth, address, session)
+    principal = auth.principal
+    if not auth.ok or principal is None or caller.credential_id is None:
+        return caller
+    lock = snap.locks.covering(
+        now,
+        credential_id=caller.credential_id,
+        principal_id=principal.id,
+        org_id=principal.org_id,
+        address=address,
+        include_global=include_global,
+    )
+    return caller if lock is None else Caller(auth, address, session, lock)

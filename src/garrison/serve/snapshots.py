@@ -1,0 +1,190 @@
+"""The snapshot in force: loading it (with its policy engine), swapping it in, and the
+watcher that polls the change feed, runs the contract clock and re-checks live calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+
+from garrison.audit import AuditEvent, EventName
+from garrison.audit.writer import AuditLog
+from garrison.detect.observation import Finding, Severity
+from garrison.domain import VendorStatus
+from garrison.domain.clock_guard import CLOCK_AGREE_S, ClockChange, ClockGuard
+from garrison.domain.locks import Lock
+from garrison.errors import AuditUnavailable
+from garrison.gateway.containment import cut_covered
+from garrison.gateway.state import GatewayState
+from garrison.keyring import Sealer
+from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
+from garrison.respond.monitor import Monitor
+from garrison.store import load_snapshot
+from garrison.store.directory import Directory
+from garrison.store.snapshot import Snapshot, VersionProbe
+from garrison.store.vendors import expire_ended_contracts
+
+log = logging.getLogger("garrison.gateway")
+
+# How often each process checks the change feed for directory writes. 50 ms keeps admin
+# changes enforced well inside the 100 ms propagation target at one cheap query per tick.
+SNAPSHOT_POLL_S = 0.05
+
+
+async def integrated(audit: AuditLog) -> None:
+    """This process's directory changes (in the audit outbox) are in the tree, exported
+    and seen by detection before it goes on; if the log is down they wait there."""
+    with contextlib.suppress(AuditUnavailable):
+        await audit.integrate()
+
+
+class Snapshots:
+    """Loads the directory's snapshot and policy engine into ``state`` and keeps them
+    current; ``overlay`` gives the emergency locks not yet in the database."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        *,
+        engine: sa.Engine,
+        pepper: bytes,
+        sealer: Sealer,
+        probe: VersionProbe,
+        overlay: Callable[[], Iterable[Lock]],
+        monitor: Monitor | None,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.state = state
+        self.engine = engine
+        self.pepper = pepper
+        self.sealer = sealer
+        self.probe = probe
+        self.overlay = overlay
+        self.monitor = monitor
+        self.clock = clock
+        self._monotonic = monotonic
+        self.clock_guard = ClockGuard.start(clock(), monotonic())
+        self._compiled: CompiledPolicies | None = None
+        self._reloading = asyncio.Lock()
+
+    def load(self) -> tuple[Snapshot, PolicyEngine]:
+        """A snapshot and its policy engine (in a worker thread: parsing takes milliseconds)."""
+        snapshot = load_snapshot(self.engine, self.sealer)
+        compiled = self._compiled
+        if compiled is None or compiled.version != snapshot.policy_version:
+            try:
+                compiled = CompiledPolicies(snapshot.policy_text, version=snapshot.policy_version)
+            except PolicyError as exc:
+                if compiled is None:
+                    # No valid set yet (first load): the base policies alone, and loudly.
+                    log.error(
+                        "organisation policy set %d refused: %s", snapshot.policy_version, exc
+                    )
+                    compiled = CompiledPolicies("", version=snapshot.policy_version)
+                else:
+                    log.error(
+                        "organisation policy set %d refused; version %d stays in force: %s",
+                        snapshot.policy_version,
+                        compiled.version,
+                        exc,
+                    )
+            self._compiled = compiled
+        vendor_orgs = frozenset(o.id for o in snapshot.orgs.values() if o.vendor is not None)
+        entities = build_entities(
+            snapshot.principals.values(),
+            snapshot.models.values(),
+            {o.id: o.kind.value for o in snapshot.orgs.values()},
+            vendor_orgs,
+        )
+        return snapshot, PolicyEngine(compiled, entities)
+
+    async def reload(self) -> None:
+        async with self._reloading:
+            snapshot, policy = await asyncio.to_thread(self.load)
+            overlay = list(self.overlay())
+            if overlay:
+                snapshot = dataclasses.replace(snapshot, locks=snapshot.locks.merged(overlay))
+        # Reloads can overlap (the watcher, an admin write): never swap an older one in.
+        if snapshot.version >= self.state.snapshot.version:
+            # Swap and cut with no await between (see gateway.containment).
+            self.state.snapshot = snapshot
+            self.state.policy = policy
+            self.state.lock_view_at = time.monotonic()
+            cut_covered(self.state)
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_POLL_S)
+            try:
+                await self.contract_clock()
+                version = self.probe.version()
+                if version != self.state.snapshot.version:
+                    await self.reload()
+                    log.info("snapshot %d loaded", self.state.snapshot.version)
+                else:
+                    self.state.lock_view_at = time.monotonic()
+                # A lock with a TTL, or a contract, can end or start covering a call without
+                # any write: re-check the live calls on every tick (cheap when none is live).
+                cut_covered(self.state, redecide=False)
+            except Exception as exc:  # keep watching; the old snapshot stays in force
+                log.error("snapshot reload failed: %s", exc)
+
+    async def contract_clock(self) -> None:
+        """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).
+
+        The data plane already refuses the vendor's people from the instant the contract
+        ends (the snapshot carries the window); this only makes the directory and the log say
+        so. Cheap: nothing is read unless a loaded contract has passed its end."""
+        now = self.clock()
+        change = self.clock_guard.observe(now, self._monotonic())
+        if change is not ClockChange.NONE:
+            await self._clock_changed(change, now)
+        if self.clock_guard.paused:
+            return  # the wall clock is not to be trusted: expire nothing until it is
+        due = [
+            org.name
+            for org in self.state.snapshot.orgs.values()
+            if org.vendor is not None
+            and org.vendor.status in (VendorStatus.ACTIVE, VendorStatus.SUSPENDED)
+            and org.vendor.contract_end <= now
+        ]
+        if due:
+            directory = Directory(
+                self.engine, actor="contract-clock", pepper=self.pepper, sealer=self.sealer
+            )
+            await asyncio.to_thread(expire_ended_contracts, directory, now)
+            await integrated(self.state.audit)  # recorded before this process enforces it
+
+    async def _clock_changed(self, change: ClockChange, now: float) -> None:
+        skew = round(self.clock_guard.skew, 3)
+        if change is ClockChange.JUMPED:
+            log.error(
+                "WALL CLOCK JUMPED by %.0f s against the monotonic clock: contract expiries "
+                "paused until the two agree again for %.0f s (or restart to accept the time)",
+                skew,
+                CLOCK_AGREE_S,
+            )
+        else:
+            log.warning("wall clock agrees again (skew %.3f s): contract expiries resume", skew)
+        name = EventName.CLOCK_JUMPED if change is ClockChange.JUMPED else EventName.CLOCK_AGREED
+        self.state.audit.append_later(
+            AuditEvent(name, at=now, actor="contract-clock", data={"skew_s": skew})
+        )
+        if change is ClockChange.JUMPED and self.monitor is not None:
+            finding = Finding(
+                rule_id="clock-jump",
+                title="The wall clock jumped: contract expiries are paused",
+                severity=Severity.HIGH,
+                subject_kind="gateway",
+                subject_id="clock",
+                reason="clock.jumped",
+                at=now,
+                data={"skew_s": skew},
+            )
+            await asyncio.to_thread(self.monitor.raise_finding, finding)
