@@ -18,6 +18,7 @@ from garrison.bootstrap import enroll_locally, init, open_directory, write_crede
 from garrison.config import Settings
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 from garrison.edge.client_address import ForwardedHeader
+from garrison.errors import AuditUnavailable
 from garrison.gateway.limits import GatewayLimits
 from garrison.identity.oidc_config import OidcSettings
 from garrison.mock import MockConfig, MockUpstream
@@ -68,8 +69,13 @@ class World:
         deadline = time.monotonic() + 5
         while self.gateway.audit.depth and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        # The batch taken last may still be committing.
-        await asyncio.sleep(0.05)
+        # A barrier, not a guess: the writer commits in order, so once an urgent marker
+        # queued now is durable, everything queued before it is too (a fixed sleep was
+        # too short on a loaded machine). While the log is down there is nothing to wait for.
+        try:
+            await self.gateway.audit.integrate()
+        except AuditUnavailable:
+            await asyncio.sleep(0.05)
 
     async def reload(self) -> None:
         await self.gateway.reload()
