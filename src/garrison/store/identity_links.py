@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import PrincipalKind, Reason, Status
 from garrison.errors import Forbidden
-from garrison.store import schema
+from garrison.store import journal, key_containment, schema
 from garrison.store.db import write_transaction
 from garrison.store.enrollment import (
     INVALID_CODE,
@@ -37,9 +37,8 @@ from garrison.store.enrollment import (
     _refuse_if_inviter_locked,
     hash_code,
 )
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
+from garrison.store.journal import Journal
+from garrison.store.rows import lookup, new_id
 
 links = schema.identity_links
 en = schema.enrollments
@@ -95,7 +94,7 @@ def links_of(conn: sa.Connection, principal_id: str) -> list[dict[str, Any]]:
 
 
 def redeem_for_link(
-    d: Directory,
+    d: Journal,
     code: str,
     *,
     issuer: str,
@@ -108,8 +107,6 @@ def redeem_for_link(
     """Link (``issuer``, ``subject``) to the person the code was issued for, in one
     transaction with the code's use and an ``identity.linked`` event. ``may_assert(person,
     org)`` (rows) says whether this provider may speak for that person."""
-    from garrison.store.directory import _lookup, _record, new_id
-
     digest = hash_code(d.pepper, code.strip())
     refusal: tuple[Reason, Any, str] | None = None
     with write_transaction(d.engine) as conn:
@@ -147,8 +144,8 @@ def redeem_for_link(
             )
         else:
             _refuse_if_inviter_locked(conn, row.invited_by, now)
-            person = _lookup(conn, schema.principals, row.principal_id, "principal")
-            org = _lookup(conn, schema.orgs, person.org_id, "org")
+            person = lookup(conn, schema.principals, row.principal_id, "principal")
+            org = lookup(conn, schema.orgs, person.org_id, "org")
             if (
                 person.kind != PrincipalKind.HUMAN.value
                 or person.status != Status.ACTIVE.value
@@ -156,8 +153,6 @@ def redeem_for_link(
             ):
                 refusal = (Reason.OIDC_VENDOR_BOUND, row, INVALID_CODE)
             else:
-                from garrison.store import key_containment
-
                 key_containment.refuse_if_locked(
                     conn,
                     principal_id=person.id,
@@ -200,7 +195,7 @@ def redeem_for_link(
                 conn.execute(
                     sa.update(en).where(en.c.id == row.id).values(used_at=now, used_from=address)
                 )
-                _record(
+                journal.record(
                     conn,
                     at=now,
                     actor=person.id,
