@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import Level, PrincipalKind, Status
-from garrison.domain.directory_rules import check_service_roles
+from garrison.domain.directory_rules import check_ceiling, check_roles, check_service_roles
 from garrison.domain.names import check_compartments, check_name
 from garrison.domain.roles import Role
 from garrison.domain.two_person import principal_change_is_sensitive
@@ -55,7 +55,7 @@ def create_principal(
         org_row = lookup(conn, schema.orgs, org, "org")
         unique(conn, schema.principals, name, "principal")
         terms = vendors.vendor_of(conn, org_row.id)
-        role_set = vendors.check_roles(roles, vendor=terms is not None)
+        role_set = check_roles(roles, vendor=terms is not None)
         check_service_roles(kind, role_set)
         owner_id = check_owner(conn, kind, owner)
         if terms is not None:
@@ -138,7 +138,7 @@ def update_principal(
         new_comps = old_comps if comps is None else comps
         new_roles = old_roles
         if roles is not None:
-            new_roles = vendors.check_roles(roles, vendor=terms is not None)
+            new_roles = check_roles(roles, vendor=terms is not None)
             check_service_roles(PrincipalKind(row.kind), new_roles)
         new_status = Status(row.status) if status is None else status
 
@@ -148,7 +148,7 @@ def update_principal(
         elif terms is not None and (new_level != old_level or new_comps != old_comps):
             # Only a change of access is held to the ceiling; taking a role away or disabling
             # someone already above a since-lowered ceiling stays possible.
-            vendors.check_ceiling(terms, new_level, new_comps)
+            check_ceiling(terms, new_level, new_comps)
         losing_admin = SECURITY_ADMIN in old_roles and row.status == Status.ACTIVE.value
         if losing_admin and (SECURITY_ADMIN not in new_roles or new_status is not Status.ACTIVE):
             _keep_one_security_admin(conn, row.id)

@@ -1,4 +1,5 @@
-"""Vendor writes and the vendor rules every directory write obeys.
+"""Org and vendor writes, and the vendor rules every directory write obeys (the pure checks
+are ``domain.directory_rules``; this module applies them to what is stored).
 
 Each rule is checked inside the writing transaction (the write lock is held, so what is
 checked is what is committed) and refused with a ``BadRequest`` naming the rule:
@@ -30,18 +31,16 @@ from garrison.domain import (
     VendorTerms,
     check_transition,
 )
-from garrison.domain.directory_rules import ISSUING, check_seat_limit
-from garrison.domain.directory_rules import ROLES as ROLES
+from garrison.domain.directory_rules import ISSUING, check_ceiling, check_seat_limit
 from garrison.domain.directory_rules import SEAT_LIMIT_MAX as SEAT_LIMIT_MAX
-from garrison.domain.directory_rules import VENDOR_ROLES as VENDOR_ROLES
-from garrison.domain.directory_rules import check_ceiling as check_ceiling
-from garrison.domain.directory_rules import check_roles as check_roles
+
+# ``store.keys`` applies the vendor key terms through this module (``vendors.key_terms``),
+# where the concurrency tests pause it.
 from garrison.domain.directory_rules import key_terms as key_terms
 from garrison.domain.names import check_compartments, check_name, check_networks, check_text
 from garrison.errors import BadRequest
 from garrison.store import journal, schema
-from garrison.store.columns import json_list, parse_compartments, parse_networks
-from garrison.store.columns import terms_of as terms_of
+from garrison.store.columns import json_list, parse_compartments, parse_networks, terms_of
 from garrison.store.db import write_transaction
 from garrison.store.journal import Journal
 from garrison.store.rows import lookup, new_id, unique
