@@ -8,7 +8,11 @@ Rules:
 2. the pure cores (``domain``, ``policy``, ``detect`` and the pure core of ``audit``) import
    no ``store``, ``gateway`` or ``admin`` module, and no module of the audit storage side;
 3. the data plane (``gateway``) and the admin plane (``admin``) do not import each other,
-   not even inside a function; the HTTP edge they share (``garrison.edge``) imports neither.
+   not even inside a function; the HTTP edge they share (``garrison.edge``) imports neither;
+4. inside ``garrison.store`` no modules import each other in a cycle: store modules take the
+   writer's context (``store.journal``) rather than the ``Directory`` facade, which sits on
+   top of them (the package's ``__init__`` re-exports the facade; a submodule's
+   ``from garrison.store import schema`` names the submodule, not the facade).
 
 ``audit`` counts as two components, its pure core and its storage side (DESIGN.md: "a pure
 core … and its storage side"): the storage side may use the store's SQLite settings while
@@ -57,6 +61,12 @@ KNOWN_PURE_EDGES: frozenset[Edge] = frozenset()
 # reads the process through ``garrison.edge.process.ProcessState``, which the composition
 # root hands it).
 KNOWN_PLANE_EDGES: frozenset[Edge] = frozenset()
+
+
+# Ratchet, rule 4: none (the store's 8-module cycle through ``Directory`` was cut by
+# ``store.journal``; issue 15 section 4).
+KNOWN_STORE_CYCLES: frozenset[frozenset[str]] = frozenset()
+STORE = "garrison.store"
 
 
 def module_name(path: Path) -> str:
@@ -200,6 +210,81 @@ def plane_edges(edges: set[Edge]) -> set[Edge]:
     return {(a, b) for a, b in edges if {component(a), component(b)} == planes}
 
 
+def store_edges(graph: dict[str, set[str]]) -> set[Edge]:
+    """Module-level imports between ``garrison.store`` modules. An import of the package
+    itself counts only when it takes a name the ``__init__`` defines: ``from garrison.store
+    import schema`` imports the submodule (the package is always initialised before any of
+    its submodules, so that edge orders nothing)."""
+    modules = all_modules()
+    edges: set[Edge] = set()
+    for name, targets in graph.items():
+        if not name.startswith(f"{STORE}."):
+            continue
+        for target in targets:
+            if target.startswith(f"{STORE}."):
+                edges.add((name, target))
+            elif target == STORE and _takes_package_names(name, modules):
+                edges.add((name, STORE))
+    package = graph.get(STORE, set())
+    edges.update((STORE, t) for t in package if t.startswith(f"{STORE}."))
+    return edges
+
+
+def _takes_package_names(name: str, modules: dict[str, Path]) -> bool:
+    """Whether ``name`` imports from ``garrison.store`` a name that is not a submodule."""
+    tree = ast.parse(modules[name].read_text(), str(modules[name]))
+    for node in _runtime_imports(tree.body):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == STORE
+            and not node.level
+            and any(f"{STORE}.{a.name}" not in modules for a in node.names)
+        ):
+            return True
+        if isinstance(node, ast.Import) and any(a.name == STORE for a in node.names):
+            return True
+    return False
+
+
+def module_cycles(edges: set[Edge]) -> set[frozenset[str]]:
+    """Strongly connected sets of two or more modules, or a module importing itself."""
+    succ: dict[str, set[str]] = {}
+    for a, b in edges:
+        succ.setdefault(a, set()).add(b)
+        succ.setdefault(b, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[frozenset[str]] = set()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(succ[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            members: set[str] = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                members.add(w)
+                if w == v:
+                    break
+            if len(members) > 1 or v in succ[v]:
+                found.add(frozenset(members))
+
+    for v in sorted(succ):
+        if v not in index:
+            visit(v)
+    return found
+
+
 def test_the_analysis_reads_module_level_imports() -> None:
     graph = import_graph()
     assert "garrison.store.db" in graph["garrison.audit.sqlite_sink"]
@@ -240,6 +325,69 @@ def test_the_planes_import_each_other_nowhere_and_the_edge_neither() -> None:
                 found.add((name, target))
     assert found == set()
     assert {"garrison.edge.request", "garrison.edge.process"} <= set(modules)
+
+
+def test_store_modules_do_not_import_each_other_in_a_cycle() -> None:
+    found = module_cycles(store_edges(import_graph()))
+    assert found - KNOWN_STORE_CYCLES == set(), "a new import cycle inside garrison.store"
+    assert KNOWN_STORE_CYCLES - found == set(), "gone: remove these from KNOWN_STORE_CYCLES"
+
+
+def deferred_store_imports(modules: dict[str, Path]) -> set[str]:
+    """Store modules that import a Garrison module inside a function: an import hidden
+    there escapes the cycle check (the old cycle was held together that way)."""
+    found = set()
+    for name, path in modules.items():
+        if not name.startswith(f"{STORE}.") and name != STORE:
+            continue
+        for func in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and (node.level or (node.module or "").startswith("garrison"))
+                ) or (
+                    isinstance(node, ast.Import)
+                    and any(a.name.startswith("garrison") for a in node.names)
+                ):
+                    found.add(name)
+    return found
+
+
+def test_store_modules_import_garrison_modules_at_module_level_only() -> None:
+    assert deferred_store_imports(all_modules()) == set()
+
+
+def test_store_modules_take_the_journal_not_the_directory_facade() -> None:
+    """Only the package face imports the facade; a store module that needs the writer's
+    context takes ``store.journal.Journal`` (even under ``TYPE_CHECKING``)."""
+    modules = all_modules()
+    importers = set()
+    for name, path in modules.items():
+        if not name.startswith(f"{STORE}.") or name == f"{STORE}.directory":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module == f"{STORE}.directory":
+                importers.add(name)
+    assert importers == set()
+
+
+def test_the_store_cycle_check_can_fail() -> None:
+    """A made-up cycle is found, through the package face too; a submodule import is not
+    an edge to the face."""
+    assert module_cycles(
+        {
+            ("garrison.store.directory", "garrison.store.vendors"),
+            ("garrison.store.vendors", "garrison.store.directory"),
+            ("garrison.store.keys", "garrison.store.schema"),
+        }
+    ) == {frozenset({"garrison.store.directory", "garrison.store.vendors"})}
+    assert module_cycles({("garrison.store.rows", "garrison.store.rows")})
+    edges = store_edges(import_graph())
+    assert ("garrison.store.snapshot", "garrison.store.schema") in edges
+    assert ("garrison.store.snapshot", STORE) not in edges
+    assert (STORE, "garrison.store.directory") in edges
 
 
 def test_the_audit_storage_list_names_real_modules() -> None:

@@ -19,6 +19,7 @@ from garrison.audit.exporters import build_exporters
 from garrison.audit.outbox import integrate_or_wait
 from garrison.config import CONFIG_FILE, DEFAULT_METRICS_LISTEN, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind, Reason
+from garrison.domain.names import check_name
 from garrison.domain.provenance import Provenance
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, ConfigError
@@ -33,7 +34,6 @@ from garrison.store import (
     sqlite_path,
 )
 from garrison.store.db import on_outbox_commit
-from garrison.store.directory import check_name
 from garrison.store.enrollment import Invitation
 
 INTERNAL_ORG = "internal"

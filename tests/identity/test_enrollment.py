@@ -17,7 +17,7 @@ from garrison.identity.enroll_limits import (
     EnrollLimiter,
 )
 from garrison.store import enrollment
-from garrison.store.enrollment import ENROLL_CODE_TTL_S
+from garrison.store.invitations import ENROLL_CODE_TTL_S
 from tests.support.admin import admin_call, make_admin
 from tests.support.world import World
 

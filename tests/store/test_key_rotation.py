@@ -19,7 +19,7 @@ from garrison.domain import Level, PrincipalKind, Reason, Status, VendorStatus
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import authenticate, parse_key
 from garrison.keyring import Sealer, load_pepper
-from garrison.store import CreatedKey, Directory, directory, load_snapshot
+from garrison.store import CreatedKey, Directory, journal, load_snapshot
 from garrison.store.directory import KEY_MAX_LIFETIME_S, KEY_ROTATION_GRACE_MAX_S, NAME_MAX_CHARS
 from tests.support.db import connect as _db
 from tests.support.db import row_counts as counts
@@ -429,14 +429,14 @@ def test_a_failure_after_the_successor_is_inserted_leaves_nothing(
     """The successor, its event and the retirement are one transaction: if recording the
     rotation fails, no successor exists and the old key is as it was."""
     old = d.create_key("alice", now=NOW, networks=["10.0.0.0/8"])
-    record = directory._record
+    record = journal.record
 
     def failing_record(conn: Any, **kw: Any) -> None:
         if kw["name"].value == "credential.rotated":
             raise RuntimeError("disk full")
         record(conn, **kw)
 
-    monkeypatch.setattr(directory, "_record", failing_record)
+    monkeypatch.setattr(journal, "record", failing_record)
     with refused(d, "disk full", RuntimeError):
         d.rotate_key(old.key.key_id, now=NOW + 1, grace_s=HOUR)
     row = key_row(d, old.key.key_id)

@@ -12,7 +12,7 @@ import click
 
 from garrison.cli.approvals_follow import FOLLOW_INTERVAL_S, FOLLOW_MIN_INTERVAL_S
 from garrison.cli.approvals_follow import follow as follow_approvals
-from garrison.cli.directory_cmds import seg
+from garrison.cli.directory_args import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
 from garrison.domain.durations import parse_duration

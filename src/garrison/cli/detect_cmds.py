@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from garrison.cli.directory_cmds import seg
+from garrison.cli.directory_args import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, table, when
 from garrison.cli.rendering import format_option, markdown_to_html, normal, show_markdown

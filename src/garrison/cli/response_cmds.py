@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import orjson
 
-from garrison.cli.directory_cmds import seg
+from garrison.cli.directory_args import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, iso_time, table, when
 from garrison.cli.rendering import format_option, normal, show_markdown

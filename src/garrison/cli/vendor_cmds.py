@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from garrison.cli.directory_cmds import seg
+from garrison.cli.directory_args import seg
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, console, emit_json, iso_time, table
 from garrison.domain import Level

@@ -7,7 +7,7 @@ ceiling allows it — a grant only satisfies the extra requirement of critical m
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -25,12 +25,11 @@ from garrison.domain.access import (
 )
 from garrison.domain.roles import Role
 from garrison.errors import BadRequest, Conflict, Forbidden, NotFound
-from garrison.store import schema, vendors
+from garrison.store import journal, schema, vendors
 from garrison.store.db import write_transaction
+from garrison.store.journal import Journal
+from garrison.store.rows import lookup, new_id
 from garrison.store.snapshot import parse_compartments
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
 
 # Why access is needed: a sentence and a ticket reference.
 ACCESS_REASON_MAX_CHARS = 500
@@ -51,10 +50,10 @@ def _text(value: str, what: str) -> str:
 _FEEDS = frozenset({EventName.ACCESS_GRANTED, EventName.GRANT_REVOKED})
 
 
-def _record(d: Directory, conn: sa.Connection, name: EventName, now: float, **kw: Any) -> None:
-    from garrison.store.directory import _record as record
-
-    record(conn, at=now, actor=d.actor, origin=d.origin, name=name, feed=name in _FEEDS, **kw)
+def _record(d: Journal, conn: sa.Connection, name: EventName, now: float, **kw: Any) -> None:
+    journal.record(
+        conn, at=now, actor=d.actor, origin=d.origin, name=name, feed=name in _FEEDS, **kw
+    )
 
 
 def _request_row(conn: sa.Connection, request_id: str, now: float) -> Any:
@@ -64,7 +63,7 @@ def _request_row(conn: sa.Connection, request_id: str, now: float) -> Any:
     return row
 
 
-def _lapse(d: Directory, conn: sa.Connection, row: Any, now: float) -> bool:
+def _lapse(d: Journal, conn: sa.Connection, row: Any, now: float) -> bool:
     """Mark a pending request past its time as expired; True if it was."""
     if row.status == AccessStatus.PENDING.value and now >= row.expires_at:
         conn.execute(
@@ -86,14 +85,12 @@ def _lapse(d: Directory, conn: sa.Connection, row: Any, now: float) -> bool:
 
 
 def request_access(
-    d: Directory, model_ref: str, *, duration_s: float, reason: str, now: float
+    d: Journal, model_ref: str, *, duration_s: float, reason: str, now: float
 ) -> dict[str, Any]:
     """The acting principal (``d.actor``) asks for a critical model for ``duration_s``."""
-    from garrison.store.directory import _lookup, new_id
-
     reason = _text(reason, "reason")
     with write_transaction(d.engine) as conn:
-        who = _lookup(conn, p, d.actor, "principal")
+        who = lookup(conn, p, d.actor, "principal")
         if who.status != Status.ACTIVE.value:
             raise Forbidden("an inactive principal cannot ask for access")
         # One answer for a model that does not exist, needs no grant, or is beyond the
@@ -177,10 +174,8 @@ def requester_of(conn: sa.Connection, request_id: str) -> str | None:
     return None if value is None else str(value)
 
 
-def approve(d: Directory, request_id: str, *, now: float) -> dict[str, Any]:
+def approve(d: Journal, request_id: str, *, now: float) -> dict[str, Any]:
     """Add the acting approver's approval; grant access once the rules are met."""
-    from garrison.store.directory import new_id
-
     with write_transaction(d.engine) as conn:
         row = _request_row(conn, request_id, now)
         approver = _approver(conn, d.actor)
@@ -267,7 +262,7 @@ def approve(d: Directory, request_id: str, *, now: float) -> dict[str, Any]:
     }
 
 
-def deny(d: Directory, request_id: str, *, reason: str, now: float) -> dict[str, Any]:
+def deny(d: Journal, request_id: str, *, reason: str, now: float) -> dict[str, Any]:
     reason = _text(reason, "reason")
     with write_transaction(d.engine) as conn:
         row = _request_row(conn, request_id, now)
@@ -301,7 +296,7 @@ def deny(d: Directory, request_id: str, *, reason: str, now: float) -> dict[str,
     return {"id": row.id, "status": AccessStatus.DENIED.value}
 
 
-def cancel(d: Directory, request_id: str, *, now: float) -> dict[str, Any]:
+def cancel(d: Journal, request_id: str, *, now: float) -> dict[str, Any]:
     with write_transaction(d.engine) as conn:
         row = _request_row(conn, request_id, now)
         if row.principal_id != d.actor:
@@ -329,7 +324,7 @@ def cancel(d: Directory, request_id: str, *, now: float) -> dict[str, Any]:
 
 
 def revoke_grant(
-    d: Directory, grant_id: str, *, reason: str, now: float, allowed_all: bool
+    d: Journal, grant_id: str, *, reason: str, now: float, allowed_all: bool
 ) -> dict[str, Any]:
     """End a grant now. ``allowed_all``: the actor may revoke anyone's (else only their own)."""
     reason = _text(reason, "reason")

@@ -8,7 +8,7 @@ resolving and playbook actions are ``alert.updated`` events naming who acted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from garrison.audit.events import EventName
 from garrison.detect.engine import Verdict
 from garrison.errors import BadRequest, Conflict, NotFound
-from garrison.store import schema
+from garrison.store import journal, schema
 from garrison.store.db import write_transaction
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
+from garrison.store.journal import Journal
+from garrison.store.rows import new_id
 
 # Evidence indices kept per alert: the first ones and the latest (the log has them all).
 ALERT_EVIDENCE_MAX = 50
@@ -30,11 +29,9 @@ ALERT_NOTE_MAX_CHARS = 1000
 al = schema.alerts
 
 
-def record(d: Directory, verdict: Verdict, *, now: float) -> tuple[str, bool]:
+def record(d: Journal, verdict: Verdict, *, now: float) -> tuple[str, bool]:
     """Store a finding: a new alert, or a repeat of the open one with the same key. Returns
     (alert id, whether it is new)."""
-    from garrison.store.directory import _record, new_id
-
     f = verdict.finding
     with write_transaction(d.engine) as conn:
         if not verdict.new:
@@ -86,7 +83,7 @@ def record(d: Directory, verdict: Verdict, *, now: float) -> tuple[str, bool]:
                 updated_at=now,
             )
         )
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=f"detector:{f.rule_id}",
@@ -115,7 +112,7 @@ def record(d: Directory, verdict: Verdict, *, now: float) -> tuple[str, bool]:
 
 
 def update(
-    d: Directory,
+    d: Journal,
     alert_id: str,
     *,
     now: float,
@@ -125,8 +122,6 @@ def update(
     incident_id: str | None = None,
 ) -> dict[str, Any]:
     """Acknowledge or resolve an alert, or record a playbook action on it."""
-    from garrison.store.directory import _record
-
     if status is not None and status not in ("acked", "resolved"):
         raise BadRequest("an alert can be acked or resolved")
     if note is not None and len(note) > ALERT_NOTE_MAX_CHARS:
@@ -154,7 +149,7 @@ def update(
         if incident_id is not None:
             values["incident_id"] = incident_id
         conn.execute(sa.update(al).where(al.c.id == alert_id).values(**values))
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,

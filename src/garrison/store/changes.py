@@ -8,27 +8,31 @@ model at ``restricted`` or above or on the server of a better-protected model
 lockdown follows the same rule in ``store.locks``.) A proposal lapses after
 ``CHANGE_TTL_S``. Approving applies the change through the directory with the approver as
 actor; the change's row is marked approved inside that same transaction (see
-``Directory._record``), so a change is never applied without its approval or vice versa.
+``store.journal.record``), so a change is never applied without its approval or vice versa.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
-from garrison.domain import Level, Status
-from garrison.domain.roles import Role
+from garrison.domain.two_person import MODEL_ROUTING_FIELDS as MODEL_ROUTING_FIELDS
+from garrison.domain.two_person import model_change_is_sensitive as model_change_is_sensitive
+from garrison.domain.two_person import new_principal_is_sensitive as new_principal_is_sensitive
+from garrison.domain.two_person import (
+    principal_change_is_sensitive as principal_change_is_sensitive,
+)
 from garrison.errors import Conflict, Forbidden, NotFound
-from garrison.store import schema
+from garrison.keyring import Sealer
+from garrison.store import journal, schema
 from garrison.store.db import write_transaction
-
-if TYPE_CHECKING:
-    from garrison.keyring import Sealer
-    from garrison.store.directory import Directory
+from garrison.store.journal import Journal
+from garrison.store.journal import mark_applied as mark_applied
+from garrison.store.rows import new_id
 
 # A proposal waits this long for a second admin.
 CHANGE_TTL_S = 24 * 3600.0
@@ -36,58 +40,9 @@ CHANGE_TTL_S = 24 * 3600.0
 pc = schema.pending_changes
 
 
-def principal_change_is_sensitive(
-    changes: dict[str, Any], *, held_roles: frozenset[str] = frozenset()
-) -> bool:
-    """Raising a clearance, adding a compartment or adding a role takes two admins
-    (``changes`` is ``{field: [before, after]}``); so does re-enabling someone who holds a
-    role (``held_roles``: before the change), and any change at all to a security-admin."""
-    if changes and Role.SECURITY_ADMIN.value in held_roles:
-        return True
-    if held_roles and "status" in changes and changes["status"][1] == Status.ACTIVE.value:
-        return True
-    if "clearance" in changes:
-        before, after = changes["clearance"]
-        if Level.parse(after) > Level.parse(before):
-            return True
-    for field in ("compartments", "roles"):
-        if field in changes:
-            before, after = changes[field]
-            if set(after) - set(before):
-                return True
-    return False
-
-
-def new_principal_is_sensitive(clearance: Level, compartments: Any, roles: Any) -> bool:
-    """Creating someone above the internal level, in a compartment or with a role is a raise
-    from nothing, and takes two admins like any raise."""
-    return clearance > Level.INTERNAL or bool(list(compartments)) or bool(list(roles))
-
-
-# Fields of a model whose change redirects its traffic (and its upstream credential).
-MODEL_ROUTING_FIELDS = ("upstream_url", "upstream_model", "api")
-
-
-def model_change_is_sensitive(changes: dict[str, Any]) -> bool:
-    """Lowering a model's level, removing a compartment, re-pointing it (URL, upstream model,
-    API) or changing how its credential is sent (``auth_style``) takes two admins."""
-    if any(field in changes for field in (*MODEL_ROUTING_FIELDS, "auth_style")):
-        return True
-    if "level" in changes:
-        before, after = changes["level"]
-        if Level.parse(after) < Level.parse(before):
-            return True
-    if "compartments" in changes:
-        before, after = changes["compartments"]
-        return bool(set(before) - set(after))
-    return False
-
-
 def propose(
-    d: Directory, kind: str, target: str, payload: dict[str, Any], summary: str, *, now: float
+    d: Journal, kind: str, target: str, payload: dict[str, Any], summary: str, *, now: float
 ) -> dict[str, Any]:
-    from garrison.store.directory import _record, new_id
-
     change_id = new_id("chg")
     values = {
         "id": change_id,
@@ -102,7 +57,7 @@ def propose(
     }
     with write_transaction(d.engine) as conn:
         conn.execute(sa.insert(pc).values(**values))
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -137,26 +92,7 @@ def payload_of(row: Any) -> dict[str, Any]:
     return value
 
 
-def mark_applied(conn: sa.Connection, change_id: str, *, actor: str, at: float) -> None:
-    """Mark a pending change approved by ``actor`` (idempotent within one transaction)."""
-    done = conn.execute(
-        sa.update(pc)
-        .where(
-            pc.c.id == change_id,
-            sa.or_(
-                pc.c.status == "pending",
-                sa.and_(pc.c.status == "approved", pc.c.decided_by == actor, pc.c.decided_at == at),
-            ),
-        )
-        .values(status="approved", decided_by=actor, decided_at=at)
-    ).rowcount
-    if not done:
-        raise Conflict(f"change {change_id} is no longer pending")
-
-
-def deny(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
-    from garrison.store.directory import _record
-
+def deny(d: Journal, change_id: str, *, now: float) -> dict[str, Any]:
     with write_transaction(d.engine) as conn:
         row = conn.execute(sa.select(pc).where(pc.c.id == change_id)).first()
         if row is None:
@@ -168,7 +104,7 @@ def deny(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
             .where(pc.c.id == change_id)
             .values(status="denied", decided_by=d.actor, decided_at=now)
         )
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -209,10 +145,8 @@ def list_changes(conn: sa.Connection, now: float, *, all_: bool = False) -> list
     return out
 
 
-def set_policy(d: Directory, text: str, *, now: float, proposed_by: str) -> int:
+def set_policy(d: Journal, text: str, *, now: float, proposed_by: str) -> int:
     """Store a (validated) organisation policy set as the one in force."""
-    from garrison.store.directory import _record
-
     digest = hashlib.sha256(text.encode()).hexdigest()
     with write_transaction(d.engine) as conn:
         version = conn.execute(
@@ -225,7 +159,7 @@ def set_policy(d: Directory, text: str, *, now: float, proposed_by: str) -> int:
             )
         ).inserted_primary_key
         number = int(version[0]) if version else 0
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -259,13 +193,11 @@ def current_policy(conn: sa.Connection) -> dict[str, Any]:
     }
 
 
-def close_unchanged(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
+def close_unchanged(d: Journal, change_id: str, *, now: float) -> dict[str, Any]:
     """Approve a change whose application found nothing left to change."""
-    from garrison.store.directory import _record
-
     with write_transaction(d.engine) as conn:
         mark_applied(conn, change_id, actor=d.actor, at=now)
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -306,13 +238,11 @@ def reseal_pending(conn: sa.Connection, sealer: Sealer) -> int:
 AUTHORISING_KINDS = ("principal-invite", "service-key")
 
 
-def approve_only(d: Directory, change_id: str, *, now: float) -> dict[str, Any]:
-    from garrison.store.directory import _record
-
+def approve_only(d: Journal, change_id: str, *, now: float) -> dict[str, Any]:
     with write_transaction(d.engine) as conn:
         row = pending(conn, change_id, d.actor, now)
         mark_applied(conn, change_id, actor=d.actor, at=now)
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,

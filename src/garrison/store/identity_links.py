@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from garrison.audit.events import EventName
 from garrison.domain import PrincipalKind, Reason, Status
 from garrison.errors import Forbidden
-from garrison.store import schema
+from garrison.store import journal, key_containment, schema
 from garrison.store.db import write_transaction
 from garrison.store.enrollment import (
     INVALID_CODE,
@@ -38,9 +38,8 @@ from garrison.store.enrollment import (
     _refuse_if_inviter_locked,
     hash_code,
 )
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
+from garrison.store.journal import Journal
+from garrison.store.rows import lookup, new_id
 
 links = schema.identity_links
 en = schema.enrollments
@@ -96,7 +95,7 @@ def links_of(conn: sa.Connection, principal_id: str) -> list[dict[str, Any]]:
 
 
 def redeem_for_link(
-    d: Directory,
+    d: Journal,
     code: str,
     *,
     issuer: str,
@@ -109,8 +108,6 @@ def redeem_for_link(
     """Link (``issuer``, ``subject``) to the person the code was issued for, in one
     transaction with the code's use and an ``identity.linked`` event. ``may_assert(person,
     org)`` (rows) says whether this provider may speak for that person."""
-    from garrison.store.directory import _lookup, _record, new_id
-
     digest = hash_code(d.pepper, code.strip())
     refusal: tuple[Reason, Any, str] | None = None
     with write_transaction(d.engine) as conn:
@@ -148,8 +145,8 @@ def redeem_for_link(
             )
         else:
             _refuse_if_inviter_locked(conn, row.invited_by, now)
-            person = _lookup(conn, schema.principals, row.principal_id, "principal")
-            org = _lookup(conn, schema.orgs, person.org_id, "org")
+            person = lookup(conn, schema.principals, row.principal_id, "principal")
+            org = lookup(conn, schema.orgs, person.org_id, "org")
             if (
                 person.kind != PrincipalKind.HUMAN.value
                 or person.status != Status.ACTIVE.value
@@ -157,8 +154,6 @@ def redeem_for_link(
             ):
                 refusal = (Reason.OIDC_VENDOR_BOUND, row, INVALID_CODE)
             else:
-                from garrison.store import key_containment
-
                 key_containment.refuse_if_locked(
                     conn,
                     principal_id=person.id,
@@ -201,7 +196,7 @@ def redeem_for_link(
                 conn.execute(
                     sa.update(en).where(en.c.id == row.id).values(used_at=now, used_from=address)
                 )
-                _record(
+                journal.record(
                     conn,
                     at=now,
                     actor=person.id,
@@ -268,8 +263,6 @@ def record_session(
     """Record ``session`` with its ``session.started`` event (``data``: the exchange's facts)
     in one transaction, through the directory's audited write path: the token leaves only
     once both are durable. Rows expired longer than ``SESSION_RECORD_KEEP_S`` go on the way."""
-    from garrison.store.directory import _record
-
     t = schema.sessions
     with write_transaction(engine) as conn:
         conn.execute(sa.delete(t).where(t.c.expires_at < session.issued_at - SESSION_RECORD_KEEP_S))
@@ -289,7 +282,7 @@ def record_session(
                 address=session.address,
             )
         )
-        _record(
+        journal.record(
             conn,
             at=session.issued_at,
             actor=session.principal_id,

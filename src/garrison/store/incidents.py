@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -19,11 +19,10 @@ import sqlalchemy as sa
 from garrison.audit.events import EventName, caller_address
 from garrison.domain.incidents import IncidentStatus, check_incident_transition
 from garrison.errors import BadRequest, NotFound
-from garrison.store import queries, schema
+from garrison.store import journal, queries, schema
 from garrison.store.db import write_transaction
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
+from garrison.store.journal import Journal
+from garrison.store.rows import new_id
 
 # An incident's title: a line, like an issue tracker's.
 INCIDENT_TITLE_MAX_CHARS = 200
@@ -72,7 +71,7 @@ def _note(
 
 
 def open_incident(
-    d: Directory,
+    d: Journal,
     title: str,
     *,
     now: float,
@@ -81,8 +80,6 @@ def open_incident(
     principals: Iterable[str] = (),
     credentials: Iterable[str] = (),
 ) -> str:
-    from garrison.store.directory import _record, new_id
-
     title = title.strip()
     if not title:
         raise BadRequest("an incident needs a title")
@@ -111,7 +108,7 @@ def open_incident(
             )
         )
         _note(conn, incident_id, now, d.actor, "status", "opened")
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -127,15 +124,13 @@ def open_incident(
 
 
 def update_incident(
-    d: Directory,
+    d: Journal,
     incident_id: str,
     *,
     now: float,
     status: IncidentStatus | None = None,
     note: str | None = None,
 ) -> dict[str, Any]:
-    from garrison.store.directory import _record
-
     if note is not None:
         note = note.strip()
         if not note:
@@ -160,7 +155,7 @@ def update_incident(
         if note is not None:
             _note(conn, row.id, now, d.actor, "note", note)
             data["note"] = note
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,

@@ -7,7 +7,7 @@ different admin confirms it (a request older than ``LIFT_REQUEST_TTL_S`` no long
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -15,11 +15,11 @@ from garrison.audit.events import EventName
 from garrison.domain.locks import LockKind
 from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest, Conflict, NotFound
-from garrison.store import schema
+from garrison.store import journal, schema
 from garrison.store.db import write_transaction
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
+from garrison.store.identity_links import session_owner
+from garrison.store.journal import Journal
+from garrison.store.rows import new_id
 
 # Free text explaining a lock or its lifting: a sentence and a ticket reference.
 LOCK_REASON_MAX_CHARS = 500
@@ -60,8 +60,6 @@ def resolve_target(conn: sa.Connection, kind: LockKind, ref: str) -> tuple[str, 
     if kind is LockKind.CREDENTIAL:
         row = conn.execute(sa.select(table.c.id).where(table.c.id == ref)).first()
         if row is None:
-            from garrison.store.identity_links import session_owner
-
             # A sign-in session's id names a credential too: the lock cuts that session alone.
             if session_owner(conn, ref) is not None:
                 return ref, ref
@@ -88,7 +86,7 @@ def _active_same(conn: sa.Connection, kind: LockKind, target: str, now: float) -
 
 
 def create_lock(
-    d: Directory,
+    d: Journal,
     kind: LockKind,
     ref: str,
     *,
@@ -97,8 +95,6 @@ def create_lock(
     ttl_s: float | None = None,
     incident: str | None = None,
 ) -> dict[str, Any]:
-    from garrison.store.directory import _record, new_id
-
     reason = _reason(reason)
     if ttl_s is not None and not 0 < ttl_s <= LOCK_TTL_MAX_S:
         raise BadRequest(
@@ -141,7 +137,7 @@ def create_lock(
                     text=f"lock {lock_id}: {kind.value} {target_name} — {reason}",
                 )
             )
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -174,12 +170,10 @@ def lock_row(conn: sa.Connection, lock_id: str) -> Any:
 EMERGENCY_FIELDS = ("id", "kind", "target", "target_name", "reason", "created_by", "created_at")
 
 
-def adopt_emergency_lock(d: Directory, record: dict[str, Any], *, now: float) -> bool:
+def adopt_emergency_lock(d: Journal, record: dict[str, Any], *, now: float) -> bool:
     """Write a lock placed while the database could not be written, with its audit record
     (``lock.created``, ``emergency: true``, the time it was placed). False if it is stored
     already (another process folded it first)."""
-    from garrison.store.directory import _record
-
     values = {k: record[k] for k in EMERGENCY_FIELDS}
     values["expires_at"] = record.get("expires_at")
     kind = LockKind(values["kind"])
@@ -189,7 +183,7 @@ def adopt_emergency_lock(d: Directory, record: dict[str, Any], *, now: float) ->
         ).first():
             return False
         conn.execute(sa.insert(schema.locks).values(**values))
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=values["created_by"],
@@ -215,11 +209,9 @@ def adopt_emergency_lock(d: Directory, record: dict[str, Any], *, now: float) ->
     return True
 
 
-def lift_lock(d: Directory, lock_id: str, *, reason: str, now: float) -> dict[str, Any]:
+def lift_lock(d: Journal, lock_id: str, *, reason: str, now: float) -> dict[str, Any]:
     """Lift a lock. A global lockdown needs a second admin: returns ``{"status": "pending"}``
     for the first request and ``{"status": "lifted"}`` once lifted."""
-    from garrison.store.directory import _record
-
     reason = _reason(reason)
     lk = schema.locks
     with write_transaction(d.engine) as conn:
@@ -248,7 +240,7 @@ def lift_lock(d: Directory, lock_id: str, *, reason: str, now: float) -> dict[st
                 .where(lk.c.id == lock_id)
                 .values(lift_requested_by=d.actor, lift_requested_at=now, lift_reason=reason)
             )
-            _record(
+            journal.record(
                 conn, name=EventName.LOCK_LIFT_REQUESTED, op="lift_request", data=data, **common
             )
             return {"id": lock_id, "status": "pending", "requested_by": d.actor}
@@ -274,7 +266,7 @@ def lift_lock(d: Directory, lock_id: str, *, reason: str, now: float) -> dict[st
                     text=f"lock {lock_id} lifted — {reason}",
                 )
             )
-        _record(
+        journal.record(
             conn,
             name=EventName.LOCK_LIFTED,
             op="lift",
@@ -337,7 +329,7 @@ def list_locks(
     return out
 
 
-def link_incident(d: Directory, lock_id: str, incident_id: str, *, now: float) -> None:
+def link_incident(d: Journal, lock_id: str, incident_id: str, *, now: float) -> None:
     """Attach a lock placed before its incident existed (a playbook locks first)."""
     with write_transaction(d.engine) as conn:
         conn.execute(

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from garrison.domain import Level
 from garrison.store import schema
+from garrison.store.columns import parse_compartments
 
 # The origin check's name lookups (all at once) wait at most this long; a slower answer
 # counts as "cannot resolve" (two admins), never as "not shared".
@@ -121,8 +122,6 @@ class Registered:
 
 
 def registered(conn: sa.Connection) -> list[Registered]:
-    from garrison.store.snapshot import parse_compartments
-
     m = schema.models
     rows = conn.execute(sa.select(m.c.name, m.c.upstream_url, m.c.level, m.c.compartments))
     return [

@@ -1,4 +1,5 @@
-"""Changes to a registered model: where it is served, how it is reached, who may use it.
+"""Registered models: adding one, and changes to one (where it is served, how it is
+reached, who may use it); re-sealing the upstream credentials under a new key.
 
 The audit event keeps each changed field's before and after, except the upstream
 credential, which is recorded only as "replaced" or "removed".
@@ -7,7 +8,7 @@ credential, which is recorded only as "replaced" or "removed".
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -15,16 +16,21 @@ import sqlalchemy as sa
 
 from garrison.audit.events import EventName
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from garrison.domain.names import check_compartments, check_name, check_url
 from garrison.domain.request_fields import check_extra_fields
-from garrison.domain.upstream_tls import check_upstream_tls, parse_upstream_tls
+from garrison.domain.two_person import model_change_is_sensitive
+from garrison.domain.upstream_tls import (
+    UpstreamTls,
+    check_upstream_tls,
+    parse_upstream_tls,
+)
 from garrison.errors import BadRequest, Conflict
-from garrison.store import schema
-from garrison.store.changes import model_change_is_sensitive
+from garrison.keyring import Sealer
+from garrison.store import changes, journal, schema
+from garrison.store.columns import json_list, parse_compartments, parse_extra_fields
 from garrison.store.db import write_transaction
-from garrison.store.snapshot import parse_compartments, parse_extra_fields
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
+from garrison.store.journal import Journal
+from garrison.store.rows import lookup, new_id, unique
 
 
 def _change_tls(
@@ -57,8 +63,118 @@ def _change_tls(
         values["upstream_tls"] = orjson.dumps(new.as_fields()).decode() if new else None
 
 
+def create_model(
+    d: Journal,
+    name: str,
+    *,
+    upstream_url: str,
+    upstream_model: str,
+    api: UpstreamApi,
+    auth_style: AuthStyle,
+    level: Level,
+    compartments: Iterable[str] = (),
+    upstream_key: str | None = None,
+    extra_fields: Iterable[str] = (),
+    upstream_key_sealed: bytes | None = None,
+    upstream_tls: UpstreamTls | None = None,
+    now: float,
+    dry_run: bool = False,
+) -> str:
+    """A new model. ``upstream_key_sealed``: the credential as it travelled sealed in a
+    two-person proposal (re-sealed under the newest key, never opened here); ``dry_run``
+    checks every rule and writes nothing."""
+    name = check_name(name, "model name")
+    upstream_model = check_name(upstream_model, "upstream model name")
+    url = check_url(upstream_url)
+    comps = check_compartments(compartments)
+    extras = check_extra_fields(extra_fields)
+    tls = check_upstream_tls(url, *upstream_tls.files()) if upstream_tls else None
+    keyed = upstream_key is not None or upstream_key_sealed is not None
+    if keyed and auth_style is AuthStyle.NONE:
+        raise BadRequest("an upstream key was given but auth style is 'none'")
+    if upstream_key_sealed is not None:
+        sealed: bytes | None = d.sealer.rotate(upstream_key_sealed)
+    else:
+        sealed = d.sealer.seal(upstream_key) if upstream_key else None
+    model_id = new_id("mdl")
+    with write_transaction(d.engine) as conn:
+        unique(conn, schema.models, name, "model")
+        if dry_run:
+            return model_id
+        conn.execute(
+            sa.insert(schema.models).values(
+                id=model_id,
+                name=name,
+                upstream_url=url,
+                upstream_model=upstream_model,
+                api=api.value,
+                auth_style=auth_style.value,
+                level=int(level),
+                compartments=json_list(comps),
+                upstream_key_sealed=sealed,
+                created_at=now,
+                extra_fields=json_list(extras),
+                upstream_tls=orjson.dumps(tls.as_fields()).decode() if tls else None,
+            )
+        )
+        journal.record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.MODEL_CREATED,
+            entity="model",
+            entity_id=model_id,
+            op="create",
+            model=name,
+            data={
+                "upstream_url": url,
+                "upstream_model": upstream_model,
+                "api": api.value,
+                "level": level.label,
+                "compartments": sorted(comps),
+                "upstream_key": "sealed" if sealed else None,
+                "extra_fields": sorted(extras),
+                **({"upstream_tls": tls.as_fields()} if tls else {}),
+            },
+        )
+    return model_id
+
+
+def reseal_upstream_keys(d: Journal, sealer: Sealer, *, now: float) -> int:
+    """Re-encrypt every sealed upstream key under ``sealer``'s newest key."""
+    count = 0
+    with write_transaction(d.engine) as conn:
+        rows = conn.execute(
+            sa.select(schema.models.c.id, schema.models.c.upstream_key_sealed).where(
+                schema.models.c.upstream_key_sealed.is_not(None)
+            )
+        ).all()
+        for row in rows:
+            conn.execute(
+                sa.update(schema.models)
+                .where(schema.models.c.id == row.id)
+                .values(upstream_key_sealed=sealer.rotate(bytes(row.upstream_key_sealed)))
+            )
+            count += 1
+        # Credentials waiting sealed in two-person proposals are re-sealed too.
+        count += changes.reseal_pending(conn, sealer)
+        journal.record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.SEAL_KEY_ROTATED,
+            entity="keys",
+            entity_id="seal",
+            op="rotate",
+            data={"resealed": count},
+        )
+    return count
+
+
 def update_model(
-    d: Directory,
+    d: Journal,
     ref: str,
     *,
     now: float,
@@ -80,15 +196,6 @@ def update_model(
 ) -> dict[str, Any]:
     """Apply the given changes; returns ``{field: [before, after]}`` for what changed.
     ``dry_run``: check and report, write nothing."""
-    from garrison.store.directory import (
-        _json_list,
-        _lookup,
-        _record,
-        check_compartments,
-        check_name,
-        check_url,
-    )
-
     if upstream_key is not None and clear_upstream_key:
         raise BadRequest("give a new upstream key or remove it, not both")
     url = check_url(upstream_url) if upstream_url is not None else None
@@ -99,7 +206,7 @@ def update_model(
     if upstream_key is not None and not upstream_key:
         raise BadRequest("the upstream key is empty")
     with write_transaction(d.engine) as conn:
-        row = _lookup(conn, schema.models, ref, "model")
+        row = lookup(conn, schema.models, ref, "model")
         changes: dict[str, Any] = {}
         values: dict[str, Any] = {}
 
@@ -124,11 +231,11 @@ def update_model(
         old_comps = parse_compartments(row.compartments)
         if comps is not None and comps != old_comps:
             changes["compartments"] = [sorted(old_comps), sorted(comps)]
-            values["compartments"] = _json_list(comps)
+            values["compartments"] = json_list(comps)
         old_extras = parse_extra_fields(row.extra_fields)
         if extras is not None and extras != old_extras:
             changes["extra_fields"] = [sorted(old_extras), sorted(extras)]
-            values["extra_fields"] = _json_list(extras)
+            values["extra_fields"] = json_list(extras)
         wanted = (tls_ca_file, tls_client_cert_file, tls_client_key_file)
         _change_tls(row, url, wanted, clear_upstream_tls, changes, values)
         has_key = row.upstream_key_sealed is not None
@@ -156,7 +263,7 @@ def update_model(
         if not values or dry_run:
             return changes
         conn.execute(sa.update(schema.models).where(schema.models.c.id == row.id).values(**values))
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,

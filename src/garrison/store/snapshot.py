@@ -22,7 +22,6 @@ from garrison.domain import (
     Credential,
     Level,
     Model,
-    Network,
     Org,
     OrgKind,
     Principal,
@@ -33,23 +32,18 @@ from garrison.domain import (
 from garrison.domain.access import Grant
 from garrison.domain.locks import Lock, LockKind, LockSet
 from garrison.domain.networks import parse_network
-from garrison.domain.request_fields import extra_field_allowed
 from garrison.domain.snapshot import Snapshot as Snapshot  # temporary re-export (issue 15)
 from garrison.domain.upstream_tls import parse_upstream_tls
 from garrison.keyring import Sealer
 from garrison.store import schema
+from garrison.store.columns import parse_compartments as parse_compartments
+from garrison.store.columns import parse_extra_fields as parse_extra_fields
+from garrison.store.columns import parse_networks as parse_networks
+from garrison.store.columns import terms_of
 from garrison.store.key_containment import successors
 
 # Expired grants are dropped from the snapshot only this long after they end.
 GRANT_MEMORY_S = 7 * 86400.0
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    return tuple(parse_network(n) for n in orjson.loads(text))
-
-
-def parse_compartments(text: str) -> frozenset[str]:
-    return frozenset(orjson.loads(text))
 
 
 class VersionProbe:
@@ -147,8 +141,6 @@ def _lock(r: Any) -> Lock:
 
 
 def _org(r: Any) -> Org:
-    from garrison.store.vendors import terms_of
-
     kind = OrgKind(r.kind)
     # Every vendor org carries terms; one stored without a contract gets an empty window and
     # so is never usable (fail closed).
@@ -202,13 +194,6 @@ def _credential(r: Any) -> Credential:
         provenance=r.provenance,
         created_by=r.created_by,
     )
-
-
-def parse_extra_fields(raw: str | None) -> frozenset[str]:
-    """The stored list, filtered again: a hand-edited row cannot smuggle a never-forwarded
-    field in (and cannot stop the snapshot from loading either)."""
-    names = orjson.loads(raw) if raw else []
-    return frozenset(n for n in names if isinstance(n, str) and extra_field_allowed(n))
 
 
 def _model(r: Any, sealer: Sealer) -> Model:

@@ -1,4 +1,5 @@
-"""Vendor writes and the vendor rules every directory write obeys.
+"""Org and vendor writes, and the vendor rules every directory write obeys (the pure checks
+are ``domain.directory_rules``; this module applies them to what is stored).
 
 Each rule is checked inside the writing transaction (the write lock is held, so what is
 checked is what is committed) and refused with a ``BadRequest`` naming the rule:
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -24,53 +25,30 @@ from garrison.audit.events import EventName
 from garrison.domain import (
     IllegalTransition,
     Level,
-    Network,
     OrgKind,
     Status,
     VendorStatus,
     VendorTerms,
     check_transition,
 )
-from garrison.domain.roles import VENDOR_ROLES as _VENDOR_ROLES
-from garrison.domain.roles import Role
+from garrison.domain.directory_rules import ISSUING, check_ceiling, check_seat_limit
+from garrison.domain.directory_rules import SEAT_LIMIT_MAX as SEAT_LIMIT_MAX
+
+# ``store.keys`` applies the vendor key terms through this module (``vendors.key_terms``),
+# where the concurrency tests pause it.
+from garrison.domain.directory_rules import key_terms as key_terms
+from garrison.domain.names import check_compartments, check_name, check_networks, check_text
 from garrison.errors import BadRequest
-from garrison.store import schema
+from garrison.store import journal, schema
+from garrison.store.columns import json_list, parse_compartments, parse_networks, terms_of
 from garrison.store.db import write_transaction
-from garrison.store.snapshot import parse_compartments, parse_networks
-
-if TYPE_CHECKING:
-    from garrison.store.directory import Directory
-
-# Seats per vendor: no contractor engagement needs more; a typo of 10x would.
-SEAT_LIMIT_MAX = 10_000
-# Admin roles. Vendor principals may hold only vendor-manager (for their own vendor).
-ROLES = frozenset(r.value for r in Role)
-VENDOR_ROLES = frozenset(r.value for r in _VENDOR_ROLES)
-# Statuses in which a vendor may still gain people and keys.
-_ISSUING = (VendorStatus.ONBOARDING, VendorStatus.ACTIVE)
-
-
-def terms_of(row: Any) -> VendorTerms:
-    """The terms stored on an org row (a vendor without a contract is never usable)."""
-    return VendorTerms(
-        sponsor_id=row.sponsor_id or "",
-        contract_start=row.contract_start if row.contract_start is not None else 0.0,
-        contract_end=row.contract_end if row.contract_end is not None else 0.0,
-        networks=parse_networks(row.networks),
-        seat_limit=row.seat_limit or 0,
-        ceiling_level=Level(row.ceiling_level if row.ceiling_level is not None else 0),
-        ceiling_compartments=parse_compartments(row.ceiling_compartments),
-        status=VendorStatus(row.status),
-        security_review_at=row.security_review_at,
-        agreement_ref=row.agreement_ref,
-    )
+from garrison.store.journal import Journal
+from garrison.store.rows import lookup, new_id, unique
 
 
 def vendor_status(conn: sa.Connection, ref: str) -> VendorStatus:
     """The status of the vendor ``ref`` (id or name); NotFound as any lookup."""
-    from garrison.store.directory import _lookup
-
-    row = _lookup(conn, schema.orgs, ref, "vendor")
+    row = lookup(conn, schema.orgs, ref, "vendor")
     if row.kind != OrgKind.VENDOR.value:
         raise BadRequest(f"{row.name!r} is not a vendor")
     return VendorStatus(row.status)
@@ -83,21 +61,6 @@ def vendor_of(conn: sa.Connection, org_id: str) -> VendorTerms | None:
     return terms_of(row)
 
 
-def check_roles(roles: Iterable[str], *, vendor: bool) -> frozenset[str]:
-    out = frozenset(r.strip() for r in roles)
-    unknown = out - ROLES
-    if unknown:
-        raise BadRequest(
-            f"unknown role(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(ROLES))})"
-        )
-    if vendor and out - VENDOR_ROLES:
-        raise BadRequest(
-            "a vendor principal may hold only the vendor-manager role "
-            f"(asked for {', '.join(sorted(out - VENDOR_ROLES))})"
-        )
-    return out
-
-
 def check_person(
     conn: sa.Connection,
     terms: VendorTerms,
@@ -107,7 +70,7 @@ def check_person(
     *,
     adding_seat: bool,
 ) -> None:
-    if terms.status not in _ISSUING:
+    if terms.status not in ISSUING:
         raise BadRequest(f"the vendor is {terms.status.value}: no one can be added or enabled")
     check_ceiling(terms, clearance, compartments)
     if adding_seat:
@@ -118,16 +81,6 @@ def check_person(
                 f"limit of {terms.seat_limit}",
                 rule="vendor-seats",
             )
-
-
-def check_ceiling(terms: VendorTerms, clearance: Level, compartments: frozenset[str]) -> None:
-    if not terms.ceiling_allows(clearance, compartments):
-        raise BadRequest(
-            f"clearance {clearance.label} with compartments "
-            f"{sorted(compartments)} exceeds the vendor's ceiling "
-            f"({terms.ceiling_level.label}, {sorted(terms.ceiling_compartments)})",
-            rule="vendor-ceiling",
-        )
 
 
 def _active_seats(conn: sa.Connection, org_id: str) -> int:
@@ -141,32 +94,36 @@ def _active_seats(conn: sa.Connection, org_id: str) -> int:
     )
 
 
-def key_terms(
-    terms: VendorTerms, networks: tuple[Network, ...], expires_at: float, now: float
-) -> tuple[tuple[Network, ...], float]:
-    """The networks and expiry a vendor key gets: within the vendor's, clipped to the contract."""
-    if terms.status not in _ISSUING:
-        raise BadRequest(f"the vendor is {terms.status.value}: no key can be issued")
-    if now >= terms.contract_end:
-        raise BadRequest("the vendor's contract has ended", rule="vendor-contract")
-    if not networks:
-        networks = terms.networks
-    outside = [str(n) for n in networks if not terms.covers_network(n)]
-    if outside:
+def create_org(d: Journal, name: str, kind: OrgKind, *, now: float) -> str:
+    """An internal org. Vendors carry terms: ``create_vendor``."""
+    if kind is OrgKind.VENDOR:
         raise BadRequest(
-            f"{', '.join(outside)} is not within the vendor's networks "
-            f"({', '.join(str(n) for n in terms.networks)})",
-            rule="vendor-networks",
+            "a vendor needs its terms (sponsor, contract, networks, seats, "
+            "ceiling): use create_vendor / `garrison vendor add`"
         )
-    return networks, min(expires_at, terms.contract_end)
-
-
-def _json(values: Iterable[Any]) -> str:
-    return orjson.dumps(sorted(str(v) for v in values)).decode()
+    name = check_name(name, "org name")
+    org_id = new_id("org")
+    with write_transaction(d.engine) as conn:
+        unique(conn, schema.orgs, name, "org")
+        conn.execute(
+            sa.insert(schema.orgs).values(id=org_id, name=name, kind=kind.value, created_at=now)
+        )
+        journal.record(
+            conn,
+            at=now,
+            actor=d.actor,
+            origin=d.origin,
+            name=EventName.ORG_CREATED,
+            entity="org",
+            entity_id=org_id,
+            op="create",
+            data={"org_id": org_id, "name": name, "kind": kind.value},
+        )
+    return org_id
 
 
 def create_vendor(
-    d: Directory,
+    d: Journal,
     name: str,
     *,
     sponsor: str,
@@ -180,17 +137,6 @@ def create_vendor(
     agreement_ref: str = "",
     now: float,
 ) -> str:
-    from garrison.store.directory import (
-        NAME_MAX_CHARS,
-        _lookup,
-        _record,
-        _unique,
-        check_compartments,
-        check_name,
-        check_networks,
-        new_id,
-    )
-
     name = check_name(name, "vendor name")
     nets = check_networks(networks, "vendor")
     comps = check_compartments(ceiling_compartments)
@@ -200,14 +146,12 @@ def create_vendor(
         raise BadRequest("the contract must end after it starts")
     if contract_end <= now:
         raise BadRequest("the contract end is in the past")
-    if not 1 <= seat_limit <= SEAT_LIMIT_MAX:
-        raise BadRequest(f"seat limit must be between 1 and {SEAT_LIMIT_MAX}")
-    if len(agreement_ref) > NAME_MAX_CHARS:
-        raise BadRequest(f"agreement reference is longer than {NAME_MAX_CHARS} characters")
+    check_seat_limit(seat_limit)
+    check_text(agreement_ref, "agreement reference")
     org_id = new_id("org")
     with write_transaction(d.engine) as conn:
-        _unique(conn, schema.orgs, name, "org")
-        sponsor_row = _lookup(conn, schema.principals, sponsor, "sponsor")
+        unique(conn, schema.orgs, name, "org")
+        sponsor_row = lookup(conn, schema.principals, sponsor, "sponsor")
         sponsor_org = conn.execute(
             sa.select(schema.orgs.c.kind).where(schema.orgs.c.id == sponsor_row.org_id)
         ).scalar_one()
@@ -222,16 +166,16 @@ def create_vendor(
                 sponsor_id=sponsor_row.id,
                 contract_start=contract_start,
                 contract_end=contract_end,
-                networks=_json(nets),
+                networks=json_list(nets),
                 seat_limit=seat_limit,
                 ceiling_level=int(ceiling_level),
-                ceiling_compartments=_json(comps),
+                ceiling_compartments=json_list(comps),
                 security_review_at=security_review_at,
                 agreement_ref=agreement_ref,
                 status=VendorStatus.ONBOARDING.value,
             )
         )
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -259,12 +203,10 @@ def create_vendor(
 
 
 def set_vendor_status(
-    d: Directory, ref: str, target: VendorStatus, *, now: float, reason: str = ""
+    d: Journal, ref: str, target: VendorStatus, *, now: float, reason: str = ""
 ) -> None:
-    from garrison.store.directory import _lookup, _record
-
     with write_transaction(d.engine) as conn:
-        row = _lookup(conn, schema.orgs, ref, "vendor")
+        row = lookup(conn, schema.orgs, ref, "vendor")
         if row.kind != OrgKind.VENDOR.value:
             raise BadRequest(f"{row.name!r} is not a vendor")
         check_transition(VendorStatus(row.status), target)
@@ -287,7 +229,7 @@ def set_vendor_status(
                 .where(p.c.org_id == row.id, p.c.status == Status.ACTIVE.value)
                 .values(status=Status.DISABLED.value)
             ).rowcount
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
@@ -316,7 +258,7 @@ _STATUS_EVENTS = {
 }  # onboarding is never a target (TRANSITIONS), so it has no event
 
 
-def expire_ended_contracts(d: Directory, now: float | None = None) -> list[str]:
+def expire_ended_contracts(d: Journal, now: float | None = None) -> list[str]:
     """Move every vendor whose contract has ended to ``expired`` (the contract clock).
 
     The data plane refuses a vendor's people the instant the contract ends, with or without
@@ -345,7 +287,7 @@ def expire_ended_contracts(d: Directory, now: float | None = None) -> list[str]:
 
 
 def update_vendor(
-    d: Directory,
+    d: Journal,
     ref: str,
     *,
     now: float,
@@ -359,17 +301,9 @@ def update_vendor(
 ) -> dict[str, Any]:
     """Change a vendor's terms. Narrowing is refused while something is in the way (naming
     it); shortening the contract clips every live key's expiry to the new end."""
-    from garrison.store.directory import (
-        NAME_MAX_CHARS,
-        _lookup,
-        _record,
-        check_compartments,
-        check_networks,
-    )
-
     p, c = schema.principals, schema.credentials
     with write_transaction(d.engine) as conn:
-        row = _lookup(conn, schema.orgs, ref, "vendor")
+        row = lookup(conn, schema.orgs, ref, "vendor")
         if row.kind != OrgKind.VENDOR.value:
             raise BadRequest(f"{row.name!r} is not a vendor")
         terms = terms_of(row)
@@ -407,10 +341,9 @@ def update_vendor(
                     f"{', '.join(outside)} (revoke or re-issue them first)",
                     rule="vendor-networks",
                 )
-            values["networks"] = _json(nets)
+            values["networks"] = json_list(nets)
         if seat_limit is not None:
-            if not 1 <= seat_limit <= SEAT_LIMIT_MAX:
-                raise BadRequest(f"seat limit must be between 1 and {SEAT_LIMIT_MAX}")
+            check_seat_limit(seat_limit)
             if seat_limit < len(people):
                 raise BadRequest(
                     f"{len(people)} principals are active; disable some "
@@ -437,12 +370,11 @@ def update_vendor(
                     rule="vendor-ceiling",
                 )
             values["ceiling_level"] = int(level)
-            values["ceiling_compartments"] = _json(comps)
+            values["ceiling_compartments"] = json_list(comps)
         if security_review_at is not None:
             values["security_review_at"] = security_review_at
         if agreement_ref is not None:
-            if len(agreement_ref) > NAME_MAX_CHARS:
-                raise BadRequest(f"agreement reference is longer than {NAME_MAX_CHARS} characters")
+            check_text(agreement_ref, "agreement reference")
             values["agreement_ref"] = agreement_ref
         if not values:
             raise BadRequest("nothing to change")
@@ -458,7 +390,7 @@ def update_vendor(
             k: orjson.loads(v) if k in ("networks", "ceiling_compartments") else v
             for k, v in values.items()
         }
-        _record(
+        journal.record(
             conn,
             at=now,
             actor=d.actor,
