@@ -29,14 +29,13 @@ log = logging.getLogger("garrison.gateway")
 # calls get the outcome `process_ended`: several missed renewals, so a stalled disk or a busy
 # moment never marks a live process's calls.
 INSTANCE_LEASE_S = 15.0
-# How often a process renews its lease (and looks for lapsed ones).
+# How often a process renews its lease (and looks for lapsed ones); free space (one statvfs)
+# is read on the same tick.
 INSTANCE_RENEW_S = 2.0
 # Free space the database's file system must keep: the WAL grows during an audit outage and
 # checkpoints need room; below this /readyz says not ready and an alert is raised, before a
 # full disk stops the log (and with it every call).
 MIN_FREE_BYTES = 256 * 1024 * 1024
-# How often free space is read (one statvfs).
-DISK_CHECK_S = 5.0
 
 
 class Upkeep:
