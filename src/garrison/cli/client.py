@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import stat
 import sys
 from collections.abc import Callable
@@ -228,15 +229,18 @@ class AdminClient:
             headers["authorization"] = f"Bearer {key}"
         # GARRISON_SOURCE_ADDRESS: the local address to call from (a host with several).
         source = os.environ.get("GARRISON_SOURCE_ADDRESS", "").strip()
-        transport = httpx.HTTPTransport(local_address=source) if source else None
+        verify = _ca_verify()
+        transport = httpx.HTTPTransport(local_address=source, verify=verify) if source else None
         return httpx.Client(
             base_url=self.base_url + ADMIN_PREFIX,
             headers=headers,
             auth=auth,
             timeout=self._timeout,
             follow_redirects=False,
-            # An HTTP(S)_PROXY from the environment would receive the admin key.
+            # An HTTP(S)_PROXY from the environment would receive the admin key; so the
+            # environment is not read, except SSL_CERT_FILE (a private CA), read explicitly.
             trust_env=False,
+            verify=verify,
             transport=transport,
         )
 
@@ -352,3 +356,16 @@ class AdminClient:
 
     def patch(self, path: str, body: dict[str, Any]) -> Any:
         return self.call("PATCH", path, body)
+
+
+def _ca_verify() -> ssl.SSLContext | bool:
+    """The system's CAs, or the bundle ``SSL_CERT_FILE`` names (a private CA's)."""
+    bundle = os.environ.get("SSL_CERT_FILE", "").strip()
+    if not bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise GarrisonError(
+            f"SSL_CERT_FILE {bundle}: cannot load it as a CA bundle ({exc})"
+        ) from None
