@@ -197,6 +197,14 @@ async def _call(
     return rec
 
 
+def first_refusal(calls: list[CallRecord]) -> float | None:
+    """When the hostile side was first seen refused: the earliest end of an attacker's call
+    answered 403. Only finished calls count: a call's status is known before its end time
+    is set, and an unset end (0.0) would read as containment at the epoch."""
+    ends = [c.ended for c in calls if c.who == "attacker" and c.status == 403 and c.ended > 0]
+    return min(ends) if ends else None
+
+
 async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillResult:
     tag = secrets.token_hex(3)
     result = DrillResult(started_at=time.time())
@@ -293,9 +301,8 @@ async def run_scenario(base: str, admin_key: str, upstream_url: str) -> DrillRes
                     result.detected_at = min(a["raised_at"] for a in mine)
                 # Contained when the gateway is seen refusing the hostile side (when that
                 # answer arrived: an upper bound, measured where the attacker stands).
-                refused = [c.ended for c in result.calls if c.who == "attacker" and c.status == 403]
-                if refused and result.contained_at is None:
-                    result.contained_at = min(refused)
+                if result.contained_at is None:
+                    result.contained_at = first_refusal(result.calls)
                 await asyncio.sleep(0.02)
             await asyncio.sleep(AFTER_CONTAINMENT_S)
         finally:
