@@ -1,6 +1,7 @@
 """Database engines and migrations. Only ``garrison.store`` talks to the database.
 
-SQLite is the embedded default (one file, WAL). Every connection gets the pragmas the audit
+SQLite is the embedded default (one file, WAL); PostgreSQL (``postgresql+psycopg://…``) is
+the scale-out store, shared by many gateway processes. Every connection gets the pragmas the audit
 and directory rely on: WAL (readers never block the writer), ``synchronous=FULL`` (a commit
 is on disk when it returns), foreign keys on, and a busy timeout so short write contention
 waits instead of failing. The write-ahead log is bounded (``wal_autocheckpoint``,
@@ -35,6 +36,16 @@ SQLITE_WAL_AUTOCHECKPOINT_PAGES = 1000
 # size it reached at its peak (an outage, a long reader) for good — on a small file system,
 # the space the recovery itself needs. 4 MiB is one autocheckpoint's worth of 4 KiB pages.
 SQLITE_JOURNAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
+
+# PostgreSQL: the advisory lock every directory write transaction takes first (the
+# equivalent of SQLite's BEGIN IMMEDIATE: what a write's rules read is what it commits
+# against, so two replicas cannot both take the last seat). Directory writes are rare and
+# short; the key is a fixed 64-bit number no other Garrison lock uses ("GARRDIRW").
+PG_DIRECTORY_WRITE_LOCK = 0x4741525244495257
+# Connections a replica keeps to PostgreSQL for directory reads and writes (the audit writer
+# and the change feed hold their own): admin writes are rare and reads are snapshot loads.
+PG_POOL_SIZE = 5
+PG_POOL_OVERFLOW = 5
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Execution option that marks a transaction as a write (SQLite: BEGIN IMMEDIATE).
@@ -74,6 +85,10 @@ def outbox_written(conn: sa.Connection) -> None:
 def on_outbox_commit(engine: sa.Engine, hook: Callable[[], None]) -> None:
     """Run ``hook`` after each write transaction on ``engine`` that wrote to the outbox."""
     _after_outbox[engine] = hook
+
+
+def is_postgres(url: str) -> bool:
+    return sa.engine.make_url(url).get_backend_name() == "postgresql"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -126,7 +141,17 @@ def make_engine(url: str) -> sa.Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(
+        url, pool_pre_ping=True, pool_size=PG_POOL_SIZE, max_overflow=PG_POOL_OVERFLOW
+    )
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "begin")
+        def _on_pg_begin(conn: sa.Connection) -> None:
+            if conn.get_execution_options().get(WRITE_OPTION):
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_DIRECTORY_WRITE_LOCK})")
+
+    return engine
 
 
 def migrate(engine: sa.Engine) -> None:
