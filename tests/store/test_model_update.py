@@ -4,37 +4,39 @@ one ``model.updated`` event; the upstream credential is resealed and recorded on
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from garrison.bootstrap import Initialized, init, open_directory
-from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
+from garrison.bootstrap import Initialized, open_directory
+from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.errors import BadRequest, Conflict
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot
 from garrison.store.changes import model_change_is_sensitive
-from tests.support.db import connect as _db
-from tests.support.db import row_counts
+from tests.support.db import (
+    events,
+    nothing_written,
+    one,
+    recorded,
+    row,
+    rows,
+    sql,
+    stored_bytes,
+)
 from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
 OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
+HERE = "http://127.0.0.1:9/v1"  # the staffed fixture's gpt (tests/store/conftest.py)
 NEW_KEY = "sk-new-upstream-PLAINTEXT-2222"
 
 
 @pytest.fixture
-def initialized(tmp_path: Path) -> Initialized:
-    return init(tmp_path / "data")
-
-
-@pytest.fixture
-def d(initialized: Initialized) -> Directory:
+def d(initialized: Initialized) -> Iterator[Directory]:
     """``gpt`` (openai, bearer, keyed, internal, [cyber]) and ``local`` (no key, auth none)."""
     dr = open_directory(initialized.settings, actor="test")
     dr.create_model(
@@ -57,7 +59,10 @@ def d(initialized: Initialized) -> Directory:
         level=Level.PUBLIC,
         now=NOW,
     )
-    return dr
+    try:
+        yield dr
+    finally:
+        dr.engine.dispose()
 
 
 @pytest.fixture
@@ -66,36 +71,22 @@ def sealer(initialized: Initialized) -> Sealer:
 
 
 def model_row(d: Directory, name: str) -> dict[str, Any]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
-    finally:
-        conn.close()
-    assert row is not None, name
-    return dict(row)
+    return row(d, "models", name)
 
 
-def audit_rows(d: Directory) -> list[tuple[Any, ...]]:
-    conn = _db(d)
-    try:
-        return list(conn.execute("SELECT * FROM audit_events ORDER BY seq"))
-    finally:
-        conn.close()
+def audit_rows(d: Directory) -> list[dict[str, Any]]:
+    return rows(d, "SELECT * FROM audit_events ORDER BY seq") + rows(
+        d, "SELECT * FROM audit_outbox ORDER BY seq"
+    )
 
 
 def updates(d: Directory) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        rows = conn.execute(
-            "SELECT record, model FROM audit_events WHERE name = 'model.updated' ORDER BY seq"
-        ).fetchall()
-    finally:
-        conn.close()
     out = []
-    for record, model in rows:
-        decoded = orjson.loads(record)
-        assert decoded["model"] == model
+    for r in audit_rows(d):
+        if r["name"] != "model.updated":
+            continue
+        decoded = orjson.loads(bytes(r["record"]))
+        assert decoded["model"] == r["model"]
         out.append(decoded)
     return out
 
@@ -109,14 +100,8 @@ def writes_one_update(d: Directory, name: str) -> Iterator[None]:
         "change_feed": before["change_feed"] + 1,
         "audit_events": before["audit_events"] + 1,
     }
-    conn = _db(d)
-    try:
-        feed = conn.execute(
-            "SELECT entity, entity_id, op FROM change_feed ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        conn.close()
-    assert feed == ("model", model_row(d, name)["id"], "update")
+    feed = one(d, "SELECT entity, entity_id, op FROM change_feed ORDER BY seq DESC LIMIT 1")
+    assert feed == {"entity": "model", "entity_id": model_row(d, name)["id"], "op": "update"}
 
 
 @contextmanager
@@ -133,13 +118,10 @@ def refused(d: Directory, match: str, name: str | None = "gpt") -> Iterator[None
 def no_plaintext_anywhere(d: Directory, *secrets: str) -> None:
     """No audit row (any column) nor the change feed holds the secrets."""
     blob = repr(audit_rows(d)).encode() + b"".join(
-        bytes(c) for r in audit_rows(d) for c in r if isinstance(c, bytes)
+        bytes(c) for r in audit_rows(d) for c in r.values() if isinstance(c, bytes | memoryview)
     )
-    conn = _db(d)
-    try:
-        blob += repr(conn.execute("SELECT * FROM change_feed").fetchall()).encode()
-    finally:
-        conn.close()
+    blob += b"".join(recorded(d))
+    blob += repr(rows(d, "SELECT * FROM change_feed")).encode()
     for secret in secrets:
         assert secret.encode() not in blob
 
@@ -302,16 +284,12 @@ def test_removing_a_key_that_is_not_there_is_no_change(d: Directory) -> None:
     assert counts(d) == before
 
 
-def test_the_plaintext_never_reaches_the_audit_log_or_the_database(
-    d: Directory, initialized: Initialized
-) -> None:
+def test_the_plaintext_never_reaches_the_audit_log_or_the_database(d: Directory) -> None:
     d.update_model("gpt", now=NOW, upstream_key=NEW_KEY)
     d.update_model("gpt", now=NOW, clear_upstream_key=True)
     d.update_model("local", now=NOW, auth_style=AuthStyle.X_API_KEY, upstream_key=NEW_KEY)
     no_plaintext_anywhere(d, OLD_KEY, NEW_KEY)
-    d.engine.dispose()
-    data = initialized.settings.key_dir.parent
-    raw = b"".join(p.read_bytes() for p in data.glob("garrison.db*"))
+    raw = stored_bytes(d)
     assert b"model.updated" in raw  # the files read are the database
     assert NEW_KEY.encode() not in raw and OLD_KEY.encode() not in raw
 
@@ -418,89 +396,6 @@ def test_a_change_to_nothing_returns_empty_and_writes_nothing(
     assert updates(d) == []
 
 
-HERE = "http://127.0.0.1:9/v1"
-
-
-@pytest.fixture
-def staffed(initialized: Initialized) -> Iterator[Directory]:
-    """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
-    [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
-    dr = open_directory(initialized.settings, actor="test")
-    dr.create_model(
-        "gpt",
-        upstream_url=HERE,
-        upstream_model="up-small",
-        api=UpstreamApi.OPENAI,
-        auth_style=AuthStyle.BEARER,
-        level=Level.INTERNAL,
-        compartments=["cyber"],
-        upstream_key=OLD_KEY,
-        now=NOW,
-    )
-    dr.create_principal(
-        "ann",
-        org="internal",
-        kind=PrincipalKind.HUMAN,
-        clearance=Level.CRITICAL,
-        compartments=["bio", "cyber"],
-        now=NOW,
-    )
-    dr.create_principal(
-        "mallory",
-        org="internal",
-        kind=PrincipalKind.HUMAN,
-        clearance=Level.INTERNAL,
-        roles=["security-admin"],
-        now=NOW,
-    )
-    dr.create_principal(
-        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
-    )
-    try:
-        yield dr
-    finally:
-        dr.engine.dispose()
-
-
-def row(d: Directory, table: str, name: str) -> dict[str, Any]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        found = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
-    finally:
-        conn.close()
-    assert found is not None, name
-    return dict(found)
-
-
-def sql(d: Directory, query: str, *params: Any) -> None:
-    """A direct write: someone else changing the row meanwhile."""
-    conn = _db(d)
-    try:
-        conn.execute(query, params)
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def events(d: Directory, name: str) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        rows = conn.execute(
-            "SELECT record FROM audit_events WHERE name = ? ORDER BY seq", (name,)
-        ).fetchall()
-    finally:
-        conn.close()
-    return [orjson.loads(r[0]) for r in rows]
-
-
-@contextmanager
-def nothing_written(d: Directory, table: str, name: str) -> Iterator[None]:
-    counts = row_counts(d)
-    before = row(d, table, name)
-    yield
-    assert row_counts(d) == counts
-    assert row(d, table, name) == before
 
 
 def key_of(d: Directory, sealer: Sealer, name: str) -> str | None:
@@ -626,7 +521,7 @@ def test_model_raise_that_became_a_lowering_is_refused(staffed: Directory) -> No
     assert preview == {"level": ["internal", "restricted"]}
     assert not model_change_is_sensitive(preview)
     # Meanwhile the model was raised to critical: restricted is now a lowering.
-    sql(staffed, "UPDATE models SET level = ? WHERE name = 'gpt'", int(Level.CRITICAL))
+    sql(staffed, "UPDATE models SET level = :v WHERE name = 'gpt'", v=int(Level.CRITICAL))
     with nothing_written(staffed, "models", "gpt"), pytest.raises(Conflict) as raised:
         staffed.update_model("gpt", now=NOW + 1, level=Level.RESTRICTED, forbid_sensitive=True)
     assert raised.value.status == 409
@@ -660,7 +555,7 @@ def test_model_no_op_that_became_a_re_pointing_is_refused(
     preview = staffed.update_model("gpt", now=NOW, dry_run=True, **kw)
     assert preview == {"level": ["internal", "restricted"]}
     # Meanwhile the model was re-pointed: the same request would now point it back.
-    sql(staffed, f"UPDATE models SET {column} = ? WHERE name = 'gpt'", meanwhile)  # noqa: S608
+    sql(staffed, f"UPDATE models SET {column} = :v WHERE name = 'gpt'", v=meanwhile)  # noqa: S608
     with nothing_written(staffed, "models", "gpt"), pytest.raises(Conflict):
         staffed.update_model("gpt", now=NOW + 1, forbid_sensitive=True, **kw)
 

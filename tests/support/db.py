@@ -1,12 +1,28 @@
-"""Database helpers for tests."""
+"""Database helpers for tests: reads through the directory's own engine, so the same
+assertion holds on SQLite and PostgreSQL.
+
+Audit records: a directory change writes its event to ``audit_outbox`` in its own
+transaction, and an audit writer later moves it into ``audit_events`` (``garrison.audit``).
+Store tests check what the store wrote, not whether a writer has run yet, so the readers
+here take both tables as one log: ``audit_events`` in leaf order, then the outbox in its
+order (on SQLite a host command integrates before it returns, so the outbox is empty).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from garrison.audit import AuditEvent
+from garrison.audit.events import EncodedRecord
+from garrison.audit.sqlite_sink import SqliteAuditSink, integrate_outbox
+from garrison.store import schema, sqlite_path
 
 
 @contextlib.contextmanager
@@ -22,18 +38,179 @@ def hold_write_lock(db_path: Path) -> Iterator[None]:
 
 
 def connect(directory: Any) -> sqlite3.Connection:
-    """A plain sqlite3 connection to a ``Directory``'s database file."""
+    """A plain sqlite3 connection to a ``Directory``'s database file (SQLite only)."""
     return sqlite3.connect(str(directory.engine.url.database))
 
 
+def _engine(directory: Any) -> sa.Engine:
+    engine = directory if isinstance(directory, sa.Engine) else directory.engine
+    assert isinstance(engine, sa.Engine)
+    return engine
+
+
+def rows(directory: Any, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (``:name`` parameters) as dictionaries, on either backend."""
+    with _engine(directory).connect() as conn:
+        return [
+            {k: bytes(v) if isinstance(v, memoryview) else v for k, v in r._mapping.items()}
+            for r in conn.execute(sa.text(sql), params)
+        ]
+
+
+def one(directory: Any, sql: str, **params: Any) -> dict[str, Any]:
+    found = rows(directory, sql, **params)
+    assert len(found) == 1, (sql, params, found)
+    return found[0]
+
+
 def row_counts(directory: Any) -> dict[str, int]:
-    """Rows in every table of the database (directory, change feed, audit log, the rest)."""
-    conn = connect(directory)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {
-            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
+    """Rows in every table (directory, change feed, audit log, the rest); the audit outbox
+    is counted with ``audit_events`` (see the module's docstring)."""
+    engine = _engine(directory)
+    with engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        counts = {
+            t: int(conn.execute(sa.text(f'SELECT count(*) FROM "{t}"')).scalar_one())  # noqa: S608
             for t in tables
         }
-    finally:
-        conn.close()
+    counts["audit_events"] = counts.get("audit_events", 0) + counts.pop("audit_outbox", 0)
+    return counts
+
+
+def recorded(directory: Any, *, name: str | None = None) -> list[bytes]:
+    """Every audit record the database holds (integrated, then waiting), optionally of one
+    event name."""
+    out: list[bytes] = []
+    with _engine(directory).connect() as conn:
+        for table in (schema.audit_events, schema.audit_outbox):
+            stmt = sa.select(table.c.record).order_by(table.c.seq)
+            if name is not None:
+                stmt = stmt.where(table.c.name == name)
+            out += [bytes(r) for r in conn.execute(stmt).scalars()]
+    return out
+
+
+def _next_index(conn: sa.Connection) -> int:
+    newest = conn.execute(sa.select(sa.func.max(schema.audit_events.c.seq))).scalar_one()
+    return int(newest or 0)
+
+
+def _advance_sequence(conn: sa.Connection) -> None:
+    """Rows inserted with their own ``seq`` leave PostgreSQL's sequence behind: catch it up."""
+    conn.execute(
+        sa.text(
+            "SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), "
+            "(SELECT coalesce(max(seq), 0) + 1 FROM audit_events), false)"
+        )
+    )
+
+
+def integrate(directory: Any) -> None:
+    """Give every waiting outbox record its leaf index in ``audit_events`` now, as an audit
+    writer would (SQLite: the real one; PostgreSQL: a stand-in that moves the rows without
+    a tree, for store tests whose queries read ``audit_events``)."""
+    engine = _engine(directory)
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if path is not None:
+        integrate_outbox(path)
+        return
+    a, o = schema.audit_events, schema.audit_outbox
+    with engine.begin() as conn:
+        index = _next_index(conn)
+        for r in conn.execute(sa.select(o).order_by(o.c.seq)).all():
+            record = EncodedRecord.from_unindexed(bytes(r.record)).record(index)
+            index += 1
+            values = {c: getattr(r, c) for c in ("at", "name", "request_id", "principal_id")}
+            conn.execute(
+                a.insert().values(
+                    seq=index,
+                    credential_id=r.credential_id,
+                    model=r.model,
+                    record=record,
+                    **values,
+                )
+            )
+        conn.execute(o.delete())
+        _advance_sequence(conn)
+
+
+def write_events(directory: Any, events: Iterable[AuditEvent]) -> None:
+    """Append ``events`` to the log as the next leaves (SQLite: through the audit writer;
+    PostgreSQL: rows written directly, after integrating the outbox)."""
+    engine = _engine(directory)
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if path is not None:
+        sink = SqliteAuditSink(path)
+        sink.open()
+        try:
+            sink.write_batch(list(events))
+        finally:
+            sink.close()
+        return
+    integrate(engine)
+    a = schema.audit_events
+    with engine.begin() as conn:
+        index = _next_index(conn)
+        for event in events:
+            conn.execute(
+                a.insert().values(
+                    seq=index + 1,
+                    at=event.at,
+                    name=event.name.value,
+                    request_id=event.request_id,
+                    principal_id=event.principal_id,
+                    credential_id=event.credential_id,
+                    model=event.model,
+                    record=event.encode(index),
+                )
+            )
+            index += 1
+        _advance_sequence(conn)
+
+
+def row(directory: Any, table: str, name: str) -> dict[str, Any]:
+    """The row of ``table`` whose ``name`` is ``name``."""
+    return one(directory, f"SELECT * FROM {table} WHERE name = :name", name=name)  # noqa: S608
+
+
+def sql(directory: Any, query: str, **params: Any) -> None:
+    """A direct write: someone else changing a row meanwhile."""
+    with _engine(directory).begin() as conn:
+        conn.execute(sa.text(query), params)
+
+
+def events(directory: Any, name: str) -> list[dict[str, Any]]:
+    """The decoded audit records of one event name, in log order."""
+    return [orjson.loads(r) for r in recorded(directory, name=name)]
+
+
+@contextlib.contextmanager
+def nothing_written(directory: Any, table: str, name: str) -> Iterator[None]:
+    """The block writes no row anywhere and leaves ``table``'s row ``name`` as it was."""
+    counts = row_counts(directory)
+    before = row(directory, table, name)
+    yield
+    assert row_counts(directory) == counts
+    assert row(directory, table, name) == before
+
+
+def stored_bytes(directory: Any) -> bytes:
+    """Everything the database holds, as bytes: SQLite's files as written on disk (the
+    engine is disposed first); on PostgreSQL, every row of every table (what ``pg_dump``
+    would copy)."""
+    engine = _engine(directory)
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    engine.dispose()
+    if path is not None:
+        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    out = []
+    with engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            for r in conn.execute(sa.text(f'SELECT * FROM "{table}"')):  # noqa: S608
+                for value in r:
+                    if isinstance(value, bytes | memoryview):
+                        out.append(bytes(value))
+                    else:
+                        out.append(repr(value).encode())
+    engine.dispose()
+    return b"\n".join(out)
