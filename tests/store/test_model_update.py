@@ -396,8 +396,6 @@ def test_a_change_to_nothing_returns_empty_and_writes_nothing(
     assert updates(d) == []
 
 
-
-
 def key_of(d: Directory, sealer: Sealer, name: str) -> str | None:
     sealed = row(d, "models", name)["upstream_key_sealed"]
     return None if sealed is None else sealer.unseal(sealed).reveal()

@@ -7,23 +7,21 @@ is a ``BadRequest`` naming the rule and writes nothing; a change to nothing writ
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from garrison.bootstrap import Initialized, init, open_directory
-from garrison.domain import AuthStyle, Level, PrincipalKind, Status, UpstreamApi, VendorStatus
+from garrison.bootstrap import Initialized, open_directory
+from garrison.domain import Level, PrincipalKind, Status, VendorStatus
 from garrison.errors import BadRequest, Conflict
 from garrison.keyring import Sealer
 from garrison.store import Directory
 from garrison.store.changes import principal_change_is_sensitive
-from tests.support.db import connect as _db
-from tests.support.db import row_counts
+from tests.support.db import audit_rows, nothing_written, one, row, sql
+from tests.support.db import events as event_records
 from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
@@ -31,12 +29,7 @@ DAY = 86400.0
 
 
 @pytest.fixture
-def initialized(tmp_path: Path) -> Initialized:
-    return init(tmp_path / "data")
-
-
-@pytest.fixture
-def d(initialized: Initialized) -> Directory:
+def d(initialized: Initialized) -> Iterator[Directory]:
     """``admin`` (the only security-admin, from init), ``alice`` (internal) and the vendor
     ``acme`` (ceiling internal + cyber, two seats) with ``vic`` in it."""
     directory = open_directory(initialized.settings, actor="test")
@@ -58,46 +51,28 @@ def d(initialized: Initialized) -> Directory:
     directory.create_principal(
         "vic", org="acme", kind=PrincipalKind.HUMAN, clearance=Level.PUBLIC, now=NOW
     )
-    return directory
+    try:
+        yield directory
+    finally:
+        directory.engine.dispose()
 
 
 def principal_row(d: Directory, name: str) -> dict[str, Any]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM principals WHERE name = ?", (name,)).fetchone()
-    finally:
-        conn.close()
-    assert row is not None, name
-    return dict(row)
+    return row(d, "principals", name)
 
 
 def last_feed(d: Directory) -> tuple[str, str, str]:
-    conn = _db(d)
-    try:
-        row = conn.execute(
-            "SELECT entity, entity_id, op FROM change_feed ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        conn.close()
-    return tuple(row)
+    r = one(d, "SELECT entity, entity_id, op FROM change_feed ORDER BY seq DESC LIMIT 1")
+    return (r["entity"], r["entity_id"], r["op"])
 
 
 def events(d: Directory, name: str) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        rows = conn.execute(
-            "SELECT record, request_id, principal_id FROM audit_events WHERE name = ? ORDER BY seq",
-            (name,),
-        ).fetchall()
-    finally:
-        conn.close()
     out = []
-    for record, request_id, principal_id in rows:
-        decoded = orjson.loads(record)
+    for r in audit_rows(d, name):
+        decoded = orjson.loads(r["record"])
         # The query columns are copies of the record's fields.
-        assert decoded["request_id"] == request_id
-        assert decoded["principal_id"] == principal_id
+        assert decoded["request_id"] == r["request_id"]
+        assert decoded["principal_id"] == r["principal_id"]
         out.append(decoded)
     return out
 
@@ -563,94 +538,6 @@ def test_a_disabled_principal_above_a_lowered_ceiling_can_lose_its_role(
     assert d.update_principal("vic", now=NOW, roles=[]) == {"roles": [["vendor-manager"], []]}
 
 
-OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
-
-
-HERE = "http://127.0.0.1:9/v1"
-
-
-@pytest.fixture
-def staffed(initialized: Initialized) -> Iterator[Directory]:
-    """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
-    [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
-    dr = open_directory(initialized.settings, actor="test")
-    dr.create_model(
-        "gpt",
-        upstream_url=HERE,
-        upstream_model="up-small",
-        api=UpstreamApi.OPENAI,
-        auth_style=AuthStyle.BEARER,
-        level=Level.INTERNAL,
-        compartments=["cyber"],
-        upstream_key=OLD_KEY,
-        now=NOW,
-    )
-    dr.create_principal(
-        "ann",
-        org="internal",
-        kind=PrincipalKind.HUMAN,
-        clearance=Level.CRITICAL,
-        compartments=["bio", "cyber"],
-        now=NOW,
-    )
-    dr.create_principal(
-        "mallory",
-        org="internal",
-        kind=PrincipalKind.HUMAN,
-        clearance=Level.INTERNAL,
-        roles=["security-admin"],
-        now=NOW,
-    )
-    dr.create_principal(
-        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
-    )
-    try:
-        yield dr
-    finally:
-        dr.engine.dispose()
-
-
-def row(d: Directory, table: str, name: str) -> dict[str, Any]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        found = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
-    finally:
-        conn.close()
-    assert found is not None, name
-    return dict(found)
-
-
-def sql(d: Directory, query: str, *params: Any) -> None:
-    """A direct write: someone else changing the row meanwhile."""
-    conn = _db(d)
-    try:
-        conn.execute(query, params)
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def event_records(d: Directory, name: str) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        rows = conn.execute(
-            "SELECT record FROM audit_events WHERE name = ? ORDER BY seq", (name,)
-        ).fetchall()
-    finally:
-        conn.close()
-    return [orjson.loads(r[0]) for r in rows]
-
-
-@contextmanager
-def nothing_written(d: Directory, table: str, name: str) -> Iterator[None]:
-    counts = row_counts(d)
-    before = row(d, table, name)
-    yield
-    assert row_counts(d) == counts
-    assert row(d, table, name) == before
-
-
 # ── compare and set ────────────────────────────────────────────────────────────────────────
 def test_principal_lowering_that_became_a_raise_is_refused(staffed: Directory) -> None:
     # Judged: critical → restricted, a lowering, applied at once by one admin.
@@ -658,7 +545,7 @@ def test_principal_lowering_that_became_a_raise_is_refused(staffed: Directory) -
     assert preview == {"clearance": ["critical", "restricted"]}
     assert not principal_change_is_sensitive(preview)
     # Meanwhile someone lowers ann to internal: the same request is now a raise.
-    sql(staffed, "UPDATE principals SET clearance = ? WHERE name = 'ann'", int(Level.INTERNAL))
+    sql(staffed, "UPDATE principals SET clearance = :v WHERE name = 'ann'", v=int(Level.INTERNAL))
     with nothing_written(staffed, "principals", "ann"), pytest.raises(Conflict) as raised:
         staffed.update_principal(
             "ann", now=NOW + 1, clearance=Level.RESTRICTED, forbid_sensitive=True
@@ -690,7 +577,7 @@ def test_principal_role_removal_that_became_an_addition_is_refused(staffed: Dire
 
 
 def test_principal_change_still_harmless_is_applied(staffed: Directory) -> None:
-    sql(staffed, "UPDATE principals SET clearance = ? WHERE name = 'ann'", int(Level.RESTRICTED))
+    sql(staffed, "UPDATE principals SET clearance = :v WHERE name = 'ann'", v=int(Level.RESTRICTED))
     changes = staffed.update_principal(
         "ann", now=NOW, clearance=Level.INTERNAL, compartments=[], forbid_sensitive=True
     )

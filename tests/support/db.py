@@ -214,3 +214,14 @@ def stored_bytes(directory: Any) -> bytes:
                         out.append(repr(value).encode())
     engine.dispose()
     return b"\n".join(out)
+
+
+def audit_rows(directory: Any, name: str | None = None) -> list[dict[str, Any]]:
+    """The audit log's rows (integrated, then waiting in the outbox), optionally of one event
+    name, as dictionaries."""
+    where = "" if name is None else " WHERE name = :name"
+    return [
+        r
+        for table in ("audit_events", "audit_outbox")
+        for r in rows(directory, f"SELECT * FROM {table}{where} ORDER BY seq", name=name)  # noqa: S608
+    ]
