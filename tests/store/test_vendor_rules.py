@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+import sqlalchemy as sa
 
-from garrison.bootstrap import Initialized, init, open_directory
+from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import Level, OrgKind, PrincipalKind, Status, VendorStatus
 from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest, Conflict
@@ -23,6 +22,7 @@ from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot, vendors
 from garrison.store.directory import KEY_MAX_LIFETIME_S
 from garrison.store.vendors import SEAT_LIMIT_MAX, expire_ended_contracts
+from tests.support.db import events, row_counts
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -32,19 +32,17 @@ TABLES = ("audit_events", "change_feed", "orgs", "principals", "credentials")
 
 
 @pytest.fixture
-def initialized(tmp_path: Path) -> Initialized:
-    return init(tmp_path / "data")
-
-
-@pytest.fixture
-def directory(initialized: Initialized) -> Directory:
+def directory(initialized: Initialized) -> Iterator[Directory]:
     d = open_directory(initialized.settings, actor="test")
     d.create_principal(
         "sam", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.RESTRICTED, now=NOW
     )
     add_vendor(d, "acme")
     d.set_vendor_status("acme", VendorStatus.ACTIVE, now=NOW)
-    return d
+    try:
+        yield d
+    finally:
+        d.engine.dispose()
 
 
 @pytest.fixture
@@ -81,29 +79,19 @@ def person(d: Directory, name: str, org: str = "acme", **kw: Any) -> str:
 
 
 def counts(d: Directory) -> dict[str, int]:
-    conn = sqlite3.connect(str(d.engine.url.database))
-    try:
-        return {
-            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # noqa: S608
-            for t in TABLES
-        }
-    finally:
-        conn.close()
+    every = row_counts(d)
+    return {t: every[t] for t in TABLES}
 
 
 def rows(d: Directory, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(str(d.engine.url.database))
-    try:
-        return list(conn.execute(sql, params).fetchall())
-    finally:
-        conn.close()
-
-
-def events(d: Directory, name: str) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(r[0])
-        for r in rows(d, "SELECT record FROM audit_events WHERE name = ? ORDER BY seq", name)
-    ]
+    """The rows of ``sql`` as tuples; ``?`` placeholders, on either backend."""
+    names = iter(range(len(params)))
+    text = re.sub(r"\?", lambda _: f":p{next(names)}", sql)
+    with d.engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(sa.text(text), {f"p{i}": v for i, v in enumerate(params)})
+        ]
 
 
 @contextmanager
