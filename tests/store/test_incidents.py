@@ -7,17 +7,16 @@ An incident's timeline holds the events whose actor is a subject principal.
 
 from __future__ import annotations
 
-import sqlite3
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from garrison.bootstrap import Initialized, init, open_directory
-from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
+from garrison.bootstrap import Initialized, open_directory
+from garrison.domain import Level, PrincipalKind, VendorStatus
 from garrison.domain.incidents import (
     INCIDENT_TRANSITIONS,
     IllegalIncidentTransition,
@@ -33,6 +32,7 @@ from garrison.store.incidents import (
     list_incidents,
     timeline,
 )
+from tests.support import db
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -41,9 +41,9 @@ TABLES = ("incidents", "incident_notes", "audit_events", "change_feed", "locks")
 
 
 @pytest.fixture
-def d(tmp_path: Path) -> Directory:
+def d(initialized: Initialized) -> Iterator[Directory]:
     """``alice`` (internal); the vendor ``acme`` with ``vic`` and ``val``; one key each."""
-    dr = open_directory(init(tmp_path / "data").settings, actor="test")
+    dr = open_directory(initialized.settings, actor="test")
     dr.create_principal(
         "alice", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
     )
@@ -64,36 +64,42 @@ def d(tmp_path: Path) -> Directory:
         )
     for name in ("alice", "vic", "val"):
         dr.create_key(name, now=NOW)
-    return dr
+    try:
+        yield dr
+    finally:
+        dr.engine.dispose()
 
 
 # ── helpers ────────────────────────────────────────────────────────────────────────────────
-def _db(d: Directory) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(d.engine.url.database))
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
 def rows(d: Directory, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    """The rows of ``sql`` (``?`` placeholders) as dictionaries, on either backend."""
+    names = iter(range(len(args)))
+    return db.rows(
+        d,
+        re.sub(r"\?", lambda _: f":p{next(names)}", sql),
+        **{f"p{i}": v for i, v in enumerate(args)},
+    )
 
 
 def counts(d: Directory) -> dict[str, int]:
-    return {t: rows(d, f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES}  # noqa: S608
+    every = db.row_counts(d)
+    return {t: every[t] for t in TABLES}
 
 
 def snapshot(d: Directory) -> list[list[dict[str, Any]]]:
-    return [rows(d, f"SELECT * FROM {t} ORDER BY rowid") for t in TABLES]  # noqa: S608
+    """Every row of the tables an incident write touches (the audit log with its outbox)."""
+    out = [db.audit_rows(d)]
+    for t in TABLES:
+        if t != "audit_events":
+            found = rows(d, f"SELECT * FROM {t}")  # noqa: S608
+            out.append(sorted(found, key=lambda r: sorted(map(repr, r.items()))))
+    return out
 
 
 def events(d: Directory, *names: str) -> list[dict[str, Any]]:
     out = []
-    for r in rows(d, "SELECT record FROM audit_events ORDER BY seq"):
-        decoded = orjson.loads(r["record"])
+    for record in db.recorded(d):
+        decoded = orjson.loads(record)
         if not names or decoded["name"] in names:
             out.append(decoded)
     return out
@@ -273,6 +279,7 @@ def test_an_incident_without_subjects_may_be_opened(d: Directory) -> None:
         "principal": [],
         "credential": [],
     }
+    db.integrate(d)
     with d.engine.connect() as conn:
         assert timeline(conn, inc) == []
 
@@ -281,6 +288,7 @@ def test_list_incidents_newest_first(d: Directory) -> None:
     first = d.open_incident("first", now=NOW)
     second = d.open_incident("second", now=NOW + 10, since=NOW - 5)
     walk(d, first, S.CONTAINED, at=NOW + 20)
+    db.integrate(d)
     with d.engine.connect() as conn:
         listed = list_incidents(conn)
     assert [i["id"] for i in listed] == [second, first]
@@ -452,6 +460,7 @@ def test_timeline_covers_the_vendors_people_and_their_keys_since_the_start(d: Di
     d.create_key("val", now=since + 3)
     d.revoke_key(val_key, now=since + 4, reason="precaution")
     inc = d.open_incident("t", now=since + 10, since=since, vendors=["acme"])
+    db.integrate(d)
     with d.engine.connect() as conn:
         got = timeline(conn, inc)
     decoded = [orjson.loads(r) for _, r in got]
@@ -465,7 +474,7 @@ def test_timeline_covers_the_vendors_people_and_their_keys_since_the_start(d: Di
         ids(d, "principals", "val"),
     }
     # (leaf index, record) pairs: the index is the record's own and its place in the log.
-    raw = [r["record"] for r in rows(d, "SELECT record FROM audit_events ORDER BY seq")]
+    raw = db.recorded(d)
     for index, record in got:
         assert orjson.loads(record)["i"] == index
         assert raw[index] == record
@@ -477,6 +486,7 @@ def test_timeline_of_one_principal_leaves_out_the_rest_of_the_vendor(d: Director
     d.create_key("vic", now=since + 1)
     d.create_key("val", now=since + 2)
     inc = d.open_incident("t", now=since + 10, since=since, principals=["val"])
+    db.integrate(d)
     with d.engine.connect() as conn:
         decoded = [orjson.loads(r) for _, r in timeline(conn, inc)]
     assert [(e["name"], e["principal_id"]) for e in decoded] == [
@@ -489,6 +499,7 @@ def test_timeline_is_bounded_by_its_limit(d: Directory) -> None:
     for i in range(5):
         d.create_key("vic", now=since + i)
     inc = d.open_incident("t", now=since + 10, since=since, principals=["vic"])
+    db.integrate(d)
     with d.engine.connect() as conn:
         assert len(timeline(conn, inc)) == 5
         assert len(timeline(conn, inc, limit=2)) == 2
@@ -496,6 +507,7 @@ def test_timeline_is_bounded_by_its_limit(d: Directory) -> None:
 
 
 def test_timeline_of_an_unknown_incident_is_not_found(d: Directory) -> None:
+    db.integrate(d)
     with d.engine.connect() as conn, pytest.raises(NotFound):
         timeline(conn, "inc_nope")
 
@@ -510,6 +522,7 @@ def test_report_lists_people_keys_with_state_locks_and_notes(d: Directory) -> No
     unlinked = d.create_lock(LockKind.VENDOR, "acme", reason="vendor hold", now=since + 12)
     d.create_lock(LockKind.PRINCIPAL, "alice", reason="unrelated", now=since + 13)
     d.update_incident(inc, now=since + 14, status=S.CONTAINED, note="locked")
+    db.integrate(d)
     with d.engine.connect() as conn:
         report = incident_report(conn, inc, since + 20)
     assert report["incident"] == {
@@ -551,6 +564,7 @@ def test_report_lists_people_keys_with_state_locks_and_notes(d: Directory) -> No
 def test_report_key_state_is_as_of_the_time_asked(d: Directory) -> None:
     created = d.create_key("vic", now=NOW, expires_in=50)
     inc = d.open_incident("t", now=NOW + 10, principals=["vic"])
+    db.integrate(d)
     with d.engine.connect() as conn:
         early = incident_report(conn, inc, NOW + 20)
         late = incident_report(conn, inc, NOW + 60)
@@ -566,61 +580,8 @@ OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
 HERE = "http://127.0.0.1:9/v1"
 
 
-@pytest.fixture
-def initialized(tmp_path: Path) -> Initialized:
-    return init(tmp_path / "data")
-
-
-@pytest.fixture
-def staffed(initialized: Initialized) -> Iterator[Directory]:
-    """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
-    [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
-    dr = open_directory(initialized.settings, actor="test")
-    dr.create_model(
-        "gpt",
-        upstream_url=HERE,
-        upstream_model="up-small",
-        api=UpstreamApi.OPENAI,
-        auth_style=AuthStyle.BEARER,
-        level=Level.INTERNAL,
-        compartments=["cyber"],
-        upstream_key=OLD_KEY,
-        now=NOW,
-    )
-    dr.create_principal(
-        "ann",
-        org="internal",
-        kind=PrincipalKind.HUMAN,
-        clearance=Level.CRITICAL,
-        compartments=["bio", "cyber"],
-        now=NOW,
-    )
-    dr.create_principal(
-        "mallory",
-        org="internal",
-        kind=PrincipalKind.HUMAN,
-        clearance=Level.INTERNAL,
-        roles=["security-admin"],
-        now=NOW,
-    )
-    dr.create_principal(
-        "vic", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
-    )
-    try:
-        yield dr
-    finally:
-        dr.engine.dispose()
-
-
 def row(d: Directory, table: str, name: str) -> dict[str, Any]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        found = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (name,)).fetchone()  # noqa: S608
-    finally:
-        conn.close()
-    assert found is not None, name
-    return dict(found)
+    return db.row(d, table, name)
 
 
 def _id(d: Directory, name: str) -> str:
@@ -646,6 +607,7 @@ def test_timeline_includes_events_whose_actor_is_a_subject(
     incident = staffed.open_incident(
         "rogue admin", now=NOW + 200, since=NOW + 100, principals=[mallory]
     )
+    db.integrate(staffed)
     with staffed.engine.connect() as conn:
         lines = [orjson.loads(r) for _, r in timeline(conn, incident)]
         report = incident_report(conn, incident, NOW + 300)
@@ -671,5 +633,6 @@ def test_timeline_includes_events_whose_actor_is_a_subject(
 
 def test_timeline_of_a_subject_who_did_nothing_as_an_admin(staffed: Directory) -> None:
     incident = staffed.open_incident("quiet", now=NOW + 200, since=NOW + 100, principals=["vic"])
+    db.integrate(staffed)
     with staffed.engine.connect() as conn:
         assert timeline(conn, incident) == []
