@@ -7,8 +7,7 @@ and once end to end through a running gateway.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import aiohttp
@@ -17,14 +16,14 @@ import pytest
 import sqlalchemy as sa
 
 from garrison.audit import AuditEvent, EventName
-from garrison.audit.sqlite_sink import SqliteAuditSink
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import AuthStyle, Level, PrincipalKind, Status, UpstreamApi, VendorStatus
 from garrison.errors import NotFound
 from garrison.identity import parse_key
 from garrison.store import Directory, queries
 from garrison.store.directory import KEY_MAX_LIFETIME_S
 from garrison.store.queries import DORMANT_DAYS, KEY_SOURCES_SHOWN
+from tests.support import db
 from tests.support.world import World
 
 NOW = 1_800_000_000.0
@@ -158,18 +157,16 @@ def allowed(key_id: str, principal_id: str, at: float, address: str) -> AuditEve
 
 
 def write_events(d: Directory, events: Iterable[AuditEvent]) -> None:
-    sink = SqliteAuditSink(Path(str(d.engine.url.database)))
-    sink.open()
-    try:
-        sink.write_batch(list(events))
-    finally:
-        sink.close()
+    db.write_events(d, events)
 
 
 @pytest.fixture
-def s(tmp_path: Path) -> Setup:
-    d = open_directory(init(tmp_path / "data").settings, actor="test")
-    return Setup(d)
+def s(initialized: Initialized) -> Iterator[Setup]:
+    d = open_directory(initialized.settings, actor="test")
+    try:
+        yield Setup(d)
+    finally:
+        d.engine.dispose()
 
 
 def read(s: Setup, fn: Any, *args: Any, **kw: Any) -> Any:
