@@ -46,7 +46,15 @@ def pg_dump_command(url: str, dest_dir: Path) -> str:
     (``pg_dump``'s custom format, one consistent snapshot; restore with ``pg_restore``). The
     driver name and any password are left out: pg_dump reads a password from ``PGPASSWORD``
     or ``~/.pgpass``, never from a command line others can see in ``ps``."""
-    parsed = sa.engine.make_url(url).set(drivername="postgresql", password=None)
+    given = sa.engine.make_url(url)
+    parsed = sa.engine.URL.create(
+        "postgresql",
+        username=given.username,
+        host=given.host,
+        port=given.port,
+        database=given.database,
+        query=given.query,
+    )
     target = shlex.quote(parsed.render_as_string(hide_password=False))
     dest = shlex.quote(str(dest_dir))
     dump = shlex.quote(str(dest_dir / PG_DUMP_FILE))

@@ -6,10 +6,12 @@ BLOB / ``bytea``), so SQL that filters or groups on a field inside them must par
 * SQLite: ``json_extract(record, '$.data.client_address')``;
 * PostgreSQL: ``convert_from(record, 'UTF8')::jsonb #>> '{data,client_address}'``.
 
-Both give the field as SQL text (``NULL`` when it is absent). The path is rendered inline,
-never as a bound parameter: PostgreSQL only accepts a ``GROUP BY`` expression that is
-textually the one selected, and two renderings of one bound value are two parameters. So a
-path is a tuple of plain identifiers, checked when the expression is built.
+Both give a string field as SQL text (``NULL`` when it is absent); the queries read only
+string fields (a number would come back as a number on SQLite, as text on PostgreSQL).
+The path is rendered inline, never as a bound parameter: PostgreSQL only accepts a
+``GROUP BY`` expression that is textually the one selected, and two renderings of one bound
+value are two parameters. So a path is a tuple of plain identifiers, checked when the
+expression is built.
 """
 
 from __future__ import annotations
