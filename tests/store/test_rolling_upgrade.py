@@ -179,12 +179,11 @@ def test_the_previous_version_reads_and_writes_beside_the_current_one(
             n_replica.rollback()
         # Version N writes a principal, naming only the columns it knew.
         old_principals = old_tables["principals"]
-        template = {c.name: None for c in old_principals.columns}
         with engine.begin() as n_writer:
             row = n_writer.execute(
                 sa.select(*old_principals.columns).where(old_principals.c.name == "bob")
             ).one()
-            template.update(row._mapping)
+            template: dict[str, Any] = dict(row._mapping)
             template.update(id="prn_written_by_n", name="carol", org_id=internal)
             n_writer.execute(old_principals.insert().values(**template))
         after = load_snapshot(current.engine, Sealer.from_dir(done.settings.key_dir))
