@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, Status, UpstreamApi
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import parse_key
 from garrison.keyring import Sealer
 from garrison.store import Directory, load_snapshot
 from garrison.store.directory import KEY_MAX_LIFETIME_S
+from tests.support.db import row_counts, stored_bytes
 
 NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Directory:
-    done = init(tmp_path / "data")
-    d = open_directory(done.settings, actor="test")
+def directory(initialized: Initialized) -> Iterator[Directory]:
+    d = open_directory(initialized.settings, actor="test")
     d.create_principal(
         "alice", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
     )
-    return d
+    try:
+        yield d
+    finally:
+        d.engine.dispose()
 
 
 def _count(directory: Directory, table: str) -> int:
-    path = str(directory.engine.url.database)
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-    finally:
-        conn.close()
+    return row_counts(directory)[table]
 
 
 def _model(directory: Directory, name: str = "m", **kw: object) -> str:
@@ -117,39 +114,37 @@ def test_bad_compartment_is_refused(directory: Directory) -> None:
         _model(directory, compartments=["Cyber Ops"])
 
 
-def test_upstream_key_is_sealed_at_rest(directory: Directory, tmp_path: Path) -> None:
+def test_upstream_key_is_sealed_at_rest(directory: Directory) -> None:
     _model(directory, upstream_key="sk-very-secret-upstream-key")
-    raw = (tmp_path / "data" / "garrison.db").read_bytes()
-    wal = tmp_path / "data" / "garrison.db-wal"
-    raw += wal.read_bytes() if wal.exists() else b""
+    raw = stored_bytes(directory)
+    assert b"model.created" in raw  # what was read is the database
     assert b"sk-very-secret-upstream-key" not in raw
 
 
-def test_key_secret_is_not_stored(directory: Directory, tmp_path: Path) -> None:
+def test_key_secret_is_not_stored(directory: Directory) -> None:
     created = directory.create_key("alice", now=NOW)
     parsed = parse_key(created.key.token.reveal())
     assert parsed is not None
     # (not rsplit("_"): base64url secrets may themselves contain "_")
     secret = parsed.secret.reveal().encode()
-    raw = (tmp_path / "data" / "garrison.db").read_bytes()
-    wal = tmp_path / "data" / "garrison.db-wal"
-    raw += wal.read_bytes() if wal.exists() else b""
+    raw = stored_bytes(directory)
+    assert created.key.key_id.encode() in raw  # what was read is the database
     assert secret not in raw
 
 
 def test_snapshot_reflects_writes_and_unseals_upstream_keys(
-    directory: Directory, tmp_path: Path
+    directory: Directory, initialized: Initialized
 ) -> None:
     _model(directory, "gpt", upstream_key="sk-abc")
     key = directory.create_key("alice", now=NOW, networks=["10.0.0.0/8"])
-    snap = load_snapshot(directory.engine, Sealer.from_dir(tmp_path / "data" / "keys"))
+    snap = load_snapshot(directory.engine, Sealer.from_dir(initialized.settings.key_dir))
     assert snap.models["gpt"].upstream_key is not None
     assert snap.models["gpt"].upstream_key.reveal() == "sk-abc"
     assert "sk-abc" not in repr(snap.models["gpt"])
     assert [str(n) for n in snap.credentials[key.key.key_id].networks] == ["10.0.0.0/8"]
     before = snap.version
     directory.revoke_key(key.key.key_id, now=NOW, reason="test")
-    snap2 = load_snapshot(directory.engine, Sealer.from_dir(tmp_path / "data" / "keys"))
+    snap2 = load_snapshot(directory.engine, Sealer.from_dir(initialized.settings.key_dir))
     assert snap2.version > before
     assert snap2.credentials[key.key.key_id].revoked
 
@@ -161,11 +156,11 @@ def test_revoking_twice_is_a_conflict(directory: Directory) -> None:
         directory.revoke_key(key.key.key_id, now=NOW, reason="again")
 
 
-def test_reseal_rotates_every_upstream_key(directory: Directory, tmp_path: Path) -> None:
+def test_reseal_rotates_every_upstream_key(directory: Directory, initialized: Initialized) -> None:
     from garrison.keyring import add_seal_key
 
     _model(directory, "a", upstream_key="sk-one")
-    key_dir = tmp_path / "data" / "keys"
+    key_dir = initialized.settings.key_dir
     add_seal_key(key_dir)
     count = directory.reseal_upstream_keys(Sealer.from_dir(key_dir), now=time.time())
     assert count == 1
