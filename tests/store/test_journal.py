@@ -3,14 +3,14 @@ every write's audit event names the journal's actor and origin."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
 
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import Level, PrincipalKind
 from garrison.errors import BadRequest
 from garrison.store import Directory, keys, principals
@@ -21,12 +21,15 @@ NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Directory:
-    d = open_directory(init(tmp_path / "data").settings, actor="test")
+def directory(initialized: Initialized) -> Iterator[Directory]:
+    d = open_directory(initialized.settings, actor="test")
     d.create_principal(
         "alice", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
     )
-    return d
+    try:
+        yield d
+    finally:
+        d.engine.dispose()
 
 
 def _records(d: Journal, name: str) -> list[dict[str, Any]]:

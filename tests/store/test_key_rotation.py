@@ -5,23 +5,21 @@ grace period — one transaction, two audit events, or nothing at all."""
 from __future__ import annotations
 
 import ipaddress
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from garrison.bootstrap import Initialized, init, open_directory
+from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import Level, PrincipalKind, Reason, Status, VendorStatus
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import authenticate, parse_key
 from garrison.keyring import Sealer, load_pepper
 from garrison.store import CreatedKey, Directory, journal, load_snapshot
 from garrison.store.directory import KEY_MAX_LIFETIME_S, KEY_ROTATION_GRACE_MAX_S, NAME_MAX_CHARS
-from tests.support.db import connect as _db
+from tests.support.db import audit_rows, one, rows, sql
 from tests.support.db import row_counts as counts
 
 NOW = 1_800_000_000.0
@@ -31,12 +29,7 @@ END = NOW + 30 * DAY
 
 
 @pytest.fixture
-def initialized(tmp_path: Path) -> Initialized:
-    return init(tmp_path / "data")
-
-
-@pytest.fixture
-def d(initialized: Initialized) -> Directory:
+def d(initialized: Initialized) -> Iterator[Directory]:
     """``alice`` (internal) and ``vic`` of the vendor ``acme`` (contract ends at END)."""
     dr = open_directory(initialized.settings, actor="test")
     dr.create_principal(
@@ -56,42 +49,26 @@ def d(initialized: Initialized) -> Directory:
     dr.create_principal(
         "vic", org="acme", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
     )
-    return dr
+    try:
+        yield dr
+    finally:
+        dr.engine.dispose()
 
 
 def key_row(d: Directory, key_id: str) -> dict[str, Any]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM credentials WHERE id = ?", (key_id,)).fetchone()
-    finally:
-        conn.close()
-    assert row is not None, key_id
-    return dict(row)
+    return one(d, "SELECT * FROM credentials WHERE id = :id", id=key_id)
 
 
 def all_keys(d: Directory) -> list[dict[str, Any]]:
-    conn = _db(d)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM credentials ORDER BY id")]
-    finally:
-        conn.close()
+    return rows(d, "SELECT * FROM credentials ORDER BY id")
 
 
 def events(d: Directory, *names: str) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        rows = conn.execute(
-            "SELECT record, credential_id, request_id FROM audit_events ORDER BY seq"
-        ).fetchall()
-    finally:
-        conn.close()
     out = []
-    for record, credential_id, request_id in rows:
-        decoded = orjson.loads(record)
-        assert decoded["credential_id"] == credential_id
-        assert decoded["request_id"] == request_id
+    for r in audit_rows(d):
+        decoded = orjson.loads(r["record"])
+        assert decoded["credential_id"] == r["credential_id"]
+        assert decoded["request_id"] == r["request_id"]
         if not names or decoded["name"] in names:
             out.append(decoded)
     return out
@@ -238,12 +215,7 @@ def test_a_key_in_its_grace_period_can_be_rotated_again(d: Directory) -> None:
 
 def test_a_legacy_key_without_expiry_gets_the_maximum_lifetime(d: Directory) -> None:
     old = d.create_key("alice", now=NOW)
-    conn = _db(d)
-    try:
-        conn.execute("UPDATE credentials SET expires_at = NULL WHERE id = ?", (old.key.key_id,))
-        conn.commit()
-    finally:
-        conn.close()
+    sql(d, "UPDATE credentials SET expires_at = NULL WHERE id = :id", id=old.key.key_id)
     new = d.rotate_key(old.key.key_id, now=NOW + 10, grace_s=HOUR)
     assert new.expires_at == NOW + 10 + KEY_MAX_LIFETIME_S
     assert key_row(d, old.key.key_id)["expires_at"] == NOW + 10 + HOUR
@@ -304,12 +276,7 @@ def test_vendor_key_outside_narrowed_networks_is_not_rotated(d: Directory) -> No
     """A key whose network the vendor no longer allows is not carried forward (the terms
     are changed under it directly in the database)."""
     old = d.create_key("vic", now=NOW, networks=["2001:db8:1::/48"])
-    conn = _db(d)
-    try:
-        conn.execute("UPDATE orgs SET networks = '[\"10.1.0.0/16\"]' WHERE name = 'acme'")
-        conn.commit()
-    finally:
-        conn.close()
+    sql(d, "UPDATE orgs SET networks = '[\"10.1.0.0/16\"]' WHERE name = 'acme'")
     with refused(d, "rule vendor-networks: 2001:db8:1::/48 is not within"):
         d.rotate_key(old.key.key_id, now=NOW + 1)
 
@@ -388,13 +355,8 @@ def test_rotation_is_one_write_with_two_events(d: Directory) -> None:
 def test_rotation_change_feed_names_both_keys(d: Directory) -> None:
     old = d.create_key("alice", now=NOW)
     new = d.rotate_key(old.key.key_id, now=NOW)
-    conn = _db(d)
-    try:
-        feed = conn.execute(
-            "SELECT entity, entity_id, op FROM change_feed ORDER BY seq DESC LIMIT 2"
-        ).fetchall()
-    finally:
-        conn.close()
+    last = rows(d, "SELECT entity, entity_id, op FROM change_feed ORDER BY seq DESC LIMIT 2")
+    feed = [(r["entity"], r["entity_id"], r["op"]) for r in last]
     assert sorted(feed) == sorted(
         [("credential", new.key.key_id, "create"), ("credential", old.key.key_id, "rotate")]
     )

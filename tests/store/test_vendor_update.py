@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from garrison.bootstrap import init, open_directory
+from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import Level, PrincipalKind, Status, VendorStatus
 from garrison.errors import BadRequest
 from garrison.store import Directory
+from tests.support.db import one, row_counts
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
 
 
 @pytest.fixture
-def d(tmp_path: Path) -> Directory:
-    directory = open_directory(init(tmp_path / "data").settings, actor="test")
+def d(initialized: Initialized) -> Iterator[Directory]:
+    directory = open_directory(initialized.settings, actor="test")
     directory.create_vendor(
         "acme",
         sponsor="admin",
@@ -42,15 +42,14 @@ def d(tmp_path: Path) -> Directory:
     directory.create_principal(
         "wes", org="acme", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW
     )
-    return directory
+    try:
+        yield directory
+    finally:
+        directory.engine.dispose()
 
 
 def _audit_count(d: Directory) -> int:
-    conn = sqlite3.connect(str(d.engine.url.database))
-    try:
-        return int(conn.execute("SELECT count(*) FROM audit_events").fetchone()[0])
-    finally:
-        conn.close()
+    return row_counts(d)["audit_events"]
 
 
 def test_shrinking_networks_under_a_live_key_is_refused_naming_it(d: Directory) -> None:
@@ -85,14 +84,8 @@ def test_seat_limit_below_active_principals_is_refused(d: Directory) -> None:
 def test_shortening_the_contract_clips_live_keys(d: Directory) -> None:
     key = d.create_key("wes", now=NOW, expires_in=20 * DAY)
     d.update_vendor("acme", now=NOW, contract_end=NOW + 5 * DAY)
-    conn = sqlite3.connect(str(d.engine.url.database))
-    try:
-        (expires,) = conn.execute(
-            "SELECT expires_at FROM credentials WHERE id = ?", (key.key.key_id,)
-        ).fetchone()
-    finally:
-        conn.close()
-    assert expires == NOW + 5 * DAY
+    stored = one(d, "SELECT expires_at FROM credentials WHERE id = :id", id=key.key.key_id)
+    assert stored["expires_at"] == NOW + 5 * DAY
 
 
 @pytest.mark.parametrize("end", [NOW - 2 * DAY, NOW - 1])
