@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import shutil
-import sqlite3
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,9 @@ from garrison.store.locks import (
     LOCK_TTL_MAX_S,
     list_locks,
 )
+from tests.store.conftest import BACKENDS
+from tests.support import db, pg
+from tests.support.store_copies import template_database, working_copy
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -72,12 +74,23 @@ class Setup:
         }[kind]
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """One initialised, seeded data directory per module (``init`` is the slow part); each
-    test works on a copy of it."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, str], str | None]]:
+    """One initialised, seeded directory per module and backend (``init`` is the slow
+    part); each test works on a copy of it."""
+    if request.param == "postgresql":
+        pg.require()
+    with template_database(request.param) as url:
+        yield _seed(tmp_path_factory, url)
+
+
+def _seed(
+    tmp_path_factory: pytest.TempPathFactory, url: str | None
+) -> tuple[Path, dict[str, str], str | None]:
     data = tmp_path_factory.mktemp("locks-template") / "data"
-    initialized = init(data)
+    initialized = init(data, database_url=url)
     d = open_directory(initialized.settings, actor="seed")
     ids = {
         "alice": d.create_principal(
@@ -106,16 +119,18 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     )
     ids["key"] = d.create_key("alice", now=NOW).key.key_id
     ids["internal"] = one(d, "SELECT id FROM orgs WHERE name = 'internal'")[0]
-    d.engine.dispose()  # no connection open while tests copy the files
-    return data, ids
+    d.engine.dispose()  # no connection open while tests copy the files (or the database)
+    return data, ids, url
 
 
 @pytest.fixture
-def s(tmp_path: Path, template: tuple[Path, dict[str, str]]) -> Iterator[Setup]:
-    source, ids = template
-    data = tmp_path / "data"
-    shutil.copytree(source, data)
-    settings = Settings.for_data_dir(data)
+def s(tmp_path: Path, template: tuple[Path, dict[str, str], str | None]) -> Iterator[Setup]:
+    source, ids, url = template
+    with working_copy(source, url, tmp_path / "data") as settings:
+        yield from _setup(settings, ids)
+
+
+def _setup(settings: Settings, ids: dict[str, str]) -> Iterator[Setup]:
     d = open_directory(settings, actor="sec-1")
     d2 = open_directory(settings, engine=d.engine, actor="sec-2")
     try:
@@ -125,32 +140,30 @@ def s(tmp_path: Path, template: tuple[Path, dict[str, str]]) -> Iterator[Setup]:
 
 
 # ── reading the database back ────────────────────────────────────────────────────────────
-def _db(d: Directory) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(d.engine.url.database))
-    conn.row_factory = sqlite3.Row
-    return conn
+def _params(query: str, params: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    """``?`` placeholders as named ones, for either backend."""
+    names = iter(range(len(params)))
+    return re.sub(r"\?", lambda _: f":p{next(names)}", query), {
+        f"p{i}": v for i, v in enumerate(params)
+    }
 
 
-def one(d: Directory, query: str, *params: Any) -> sqlite3.Row:
-    conn = _db(d)
-    try:
-        row = conn.execute(query, params).fetchone()
-    finally:
-        conn.close()
-    assert isinstance(row, sqlite3.Row), query
-    return row
+def one(d: Directory, query: str, *params: Any) -> tuple[Any, ...]:
+    text, bound = _params(query, params)
+    with d.engine.connect() as conn:
+        row = conn.execute(sa.text(text), bound).first()
+    assert row is not None, query
+    return tuple(row)
 
 
 def rows(d: Directory, query: str, *params: Any) -> list[dict[str, Any]]:
-    conn = _db(d)
-    try:
-        return [dict(r) for r in conn.execute(query, params)]
-    finally:
-        conn.close()
+    text, bound = _params(query, params)
+    return db.rows(d, text, **bound)
 
 
 def counts(d: Directory) -> dict[str, int]:
-    return {t: one(d, f"SELECT count(*) FROM {t}")[0] for t in TABLES}  # noqa: S608
+    every = db.row_counts(d)
+    return {t: every[t] for t in TABLES}
 
 
 def lock_row(d: Directory, lock_id: str) -> dict[str, Any]:
@@ -160,7 +173,7 @@ def lock_row(d: Directory, lock_id: str) -> dict[str, Any]:
 
 def events(d: Directory, *names: str) -> list[dict[str, Any]]:
     out = []
-    for r in rows(d, "SELECT record, principal_id, credential_id FROM audit_events ORDER BY seq"):
+    for r in db.audit_rows(d):
         decoded = orjson.loads(r["record"])
         assert decoded["principal_id"] == r["principal_id"]
         assert decoded["credential_id"] == r["credential_id"]
