@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from garrison.audit import AuditLog, SqliteAuditSink, sqlite_sink
+from garrison.audit import AuditLog, SqliteAuditSink, sqlite_sink, tree_sink
 from garrison.audit.outbox import integrate_or_wait
 from garrison.audit.writer import AUDIT_OUTBOX_POLL_S
 from garrison.bootstrap import init
@@ -49,7 +49,7 @@ def test_one_transaction_integrates_at_most_the_outbox_batch_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, path = _setup(tmp_path)
-    monkeypatch.setattr(sqlite_sink, "AUDIT_OUTBOX_BATCH_MAX", 3)
+    monkeypatch.setattr(tree_sink, "AUDIT_OUTBOX_BATCH_MAX", 3)
     for n in range(7):
         d.create_org(f"team-{n}", OrgKind.INTERNAL, now=time.time())
     assert _count(path, "audit_outbox") == 7
