@@ -208,18 +208,13 @@ def open_directory(
     """The directory for a host command. Its changes' audit events are integrated before
     the command goes on: by a live gateway, else here (``garrison.audit.outbox``)."""
     engine = engine if engine is not None else make_engine(settings.database_url)
-    path = sqlite_path(settings.database_url)
-    if path is not None:
-        db_path = path
 
-        def integrate() -> None:
-            integrate_or_wait(
-                engine,
-                db_path,
-                lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog),
-            )
+    def integrate() -> None:
+        integrate_or_wait(
+            engine, lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog)
+        )
 
-        on_outbox_commit(engine, integrate)
+    on_outbox_commit(engine, integrate)
     return Directory(
         engine,
         actor=actor or local_actor(),

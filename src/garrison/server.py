@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 
 from garrison.admin.api import AdminBackend, add_admin_routes
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import build_exporters, parse_syslog_address
-from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.sinks import open_sink
 from garrison.audit.witness import DirectoryWitness
 from garrison.audit.writer import AuditLog
 from garrison.config import Settings
@@ -57,10 +58,10 @@ from garrison.serve.drain import drain
 from garrison.serve.emergency import EmergencyLocks
 from garrison.serve.snapshots import Snapshots
 from garrison.serve.upkeep import Upkeep
-from garrison.store import make_engine, migrate, sqlite_path
+from garrison.store import is_postgres, make_engine, migrate, sqlite_path
 from garrison.store.directory import Directory
 from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
-from garrison.store.snapshot import Snapshot, VersionProbe
+from garrison.store.snapshot import Snapshot, VersionProbe, current_version
 from garrison.tls.listener import ReloadingTls
 
 log = logging.getLogger("garrison.gateway")
@@ -73,6 +74,24 @@ UPSTREAM_KEEPALIVE_S = 30.0
 # The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
 # send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The directory name ``_db_path`` points into on PostgreSQL: it does not exist.
+_NO_SQLITE = "no-sqlite-file-on-postgresql"
+
+
+class _PgVersionProbe(VersionProbe):
+    """The change feed's high-water mark on PostgreSQL, read through the engine's pool
+    (a stopgap until the change feed wakes replicas itself)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(Path(_NO_SQLITE))
+        self._engine = engine
+
+    def version(self) -> int:
+        with self._engine.connect() as conn:
+            return current_version(conn)
+
+    def close(self) -> None:
+        pass
 
 
 class Gateway:
@@ -86,10 +105,15 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         path = sqlite_path(settings.database_url)
-        if path is None:
-            raise ConfigError("only the embedded SQLite store is supported in this version")
+        if path is None and not is_postgres(settings.database_url):
+            raise ConfigError("[storage] database_url: SQLite or PostgreSQL (postgresql+psycopg)")
         self.engine = make_engine(settings.database_url)
-        self._db_path = path
+        # This process's files beside the database (the emergency lock journal, the disk
+        # check): the SQLite file's directory, or on PostgreSQL the key directory's parent.
+        data_dir = path.parent if path is not None else settings.key_dir.parent
+        # Readers that still open the SQLite file (detection's catch-up): on PostgreSQL a
+        # path that cannot be opened (its directory does not exist), never a stray file.
+        self._db_path = path if path is not None else data_dir / _NO_SQLITE / "garrison.db"
         self.pepper = load_pepper(settings.key_dir)
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
@@ -98,8 +122,12 @@ class Gateway:
             exporters = build_exporters(settings.audit_jsonl, settings.audit_syslog)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.sink = SqliteAuditSink(
-            path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
+        self.sink = open_sink(
+            settings.database_url,
+            signer=self.signer,
+            witness=witness,
+            exporters=exporters,
+            clock=clock,
         )
         self.audit = AuditLog(self.sink, clock=clock)
         self.state = GatewayState(
@@ -129,7 +157,7 @@ class Gateway:
             )
         self.emergency = EmergencyLocks(
             self.state,
-            EmergencyJournal(path.parent / JOURNAL_FILE),
+            EmergencyJournal(data_dir / JOURNAL_FILE),
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
@@ -143,7 +171,7 @@ class Gateway:
             pepper=self.pepper,
             sealer=self.sealer,
             reload=self.reload,
-            db_path=path,
+            db_path=path,  # None on PostgreSQL: incident exports need SQLite for now
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         if settings.oidc.enabled:
@@ -195,7 +223,7 @@ class Gateway:
         self.instance_id = new_request_id.prefix
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
-        self._probe = VersionProbe(path)
+        self._probe = VersionProbe(path) if path is not None else _PgVersionProbe(self.engine)
         self.snapshots = Snapshots(
             self.state,
             engine=self.engine,
@@ -214,7 +242,7 @@ class Gateway:
             emergency=self.emergency,
             monitor=self.monitor,
             instance_id=self.instance_id,
-            data_dir=path.parent,
+            data_dir=data_dir,
             clock=clock,
         )
         self.port = 0

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 
 from garrison.audit import AuditEvent
 from garrison.audit.events import EncodedRecord
+from garrison.audit.pg_sink import AUDIT_PG_WRITE_LOCK, libpq_url
 from garrison.audit.sqlite_sink import SqliteAuditSink, integrate_outbox
 from garrison.store import schema, sqlite_path
 
@@ -225,3 +227,20 @@ def audit_rows(directory: Any, name: str | None = None) -> list[dict[str, Any]]:
         for table in ("audit_events", "audit_outbox")
         for r in rows(directory, f"SELECT * FROM {table}{where} ORDER BY seq", name=name)  # noqa: S608
     ]
+
+
+@contextlib.contextmanager
+def hold_audit_lock(database_url: str) -> Iterator[None]:
+    """Hold the audit log's write lock: no audit batch can commit meanwhile (SQLite: the
+    database's write lock; PostgreSQL: the audit writers' advisory lock, held by a session)."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        with hold_write_lock(path):
+            yield
+        return
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (AUDIT_PG_WRITE_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (AUDIT_PG_WRITE_LOCK,))
