@@ -57,10 +57,11 @@ from garrison.serve.drain import drain
 from garrison.serve.emergency import EmergencyLocks
 from garrison.serve.snapshots import Snapshots
 from garrison.serve.upkeep import Upkeep
-from garrison.store import make_engine, migrate, sqlite_path
+from garrison.store import is_postgres, make_engine, migrate, sqlite_path
+from garrison.store.change_feed import ChangeListener, version_probe
 from garrison.store.directory import Directory
 from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
-from garrison.store.snapshot import Snapshot, VersionProbe
+from garrison.store.snapshot import Snapshot
 from garrison.tls.listener import ReloadingTls
 
 log = logging.getLogger("garrison.gateway")
@@ -129,7 +130,7 @@ class Gateway:
             )
         self.emergency = EmergencyLocks(
             self.state,
-            EmergencyJournal(path.parent / JOURNAL_FILE),
+            EmergencyJournal(data_dir(settings) / JOURNAL_FILE),
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
@@ -195,13 +196,14 @@ class Gateway:
         self.instance_id = new_request_id.prefix
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
-        self._probe = VersionProbe(path)
+        self._probe = version_probe(settings.database_url)
         self.snapshots = Snapshots(
             self.state,
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
             probe=self._probe,
+            listener=_listener(settings.database_url),
             overlay=self.emergency.overlay,
             monitor=self.monitor,
             clock=clock,
@@ -214,7 +216,7 @@ class Gateway:
             emergency=self.emergency,
             monitor=self.monitor,
             instance_id=self.instance_id,
-            data_dir=path.parent,
+            data_dir=data_dir(settings),
             clock=clock,
         )
         self.port = 0
@@ -422,6 +424,25 @@ async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | No
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await gateway.stop()
+
+
+def data_dir(settings: Settings) -> Path:
+    """This process's own files (the emergency lock journal; free space is read there): the
+    SQLite database's directory, or on PostgreSQL the one holding the key directory."""
+    path = sqlite_path(settings.database_url)
+    return path.parent if path is not None else settings.key_dir.parent
+
+
+def _listener(url: str) -> Callable[[Callable[[], None]], ChangeListener] | None:
+    """On PostgreSQL, the change listener that wakes the snapshot watcher (LISTEN/NOTIFY);
+    on SQLite none (processes poll the file)."""
+    if not is_postgres(url):
+        return None
+
+    def build(wake: Callable[[], None]) -> ChangeListener:
+        return ChangeListener(url, on_change=lambda _seq: wake(), on_resync=wake)
+
+    return build
 
 
 def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:

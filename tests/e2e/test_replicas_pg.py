@@ -1,0 +1,192 @@
+"""Three gateway replicas on one PostgreSQL database: a lock placed through one replica's
+admin API is enforced by the others within the propagation target (LISTEN/NOTIFY wakes
+them), cuts a live stream on another replica, and a replica that loses the database fails
+closed by the staleness rule. State is set only through the admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from garrison.gateway.limits import GatewayLimits
+from garrison.gateway.state import StaleMode
+from garrison.serve.snapshots import SNAPSHOT_POLL_LISTENING_S
+from tests.support import pg
+from tests.support.replicas import Replicas, blocked, start_replicas, stop_replicas
+
+# The propagation target (issue 17) with room for a loaded test machine: the figure itself
+# is measured by bench/lock_propagation.py.
+PROPAGATED_WITHIN_S = 1.0
+# Longest any one step may take before the test fails instead of hanging.
+GUARD_S = 30.0
+
+
+@pytest.fixture
+async def three(tmp_path: Path) -> AsyncIterator[Replicas]:
+    with pg.fresh_database() as url:
+        replicas = await start_replicas(tmp_path, url, 3)
+        try:
+            await _seed(replicas)
+            yield replicas
+        finally:
+            await stop_replicas(replicas)
+
+
+async def _seed(r: Replicas) -> None:
+    upstream = f"http://127.0.0.1:{r.mock.port}/v1"
+    for name, upstream_model in (("m", "mock-small"), ("m-slow", "slow-stream")):
+        await r.admin(
+            0,
+            "POST",
+            "/models",
+            {
+                "name": name,
+                "upstream_url": upstream,
+                "upstream_model": upstream_model,
+                "auth_style": "none",
+            },
+            want=201,
+        )
+    await r.admin(
+        0, "POST", "/principals", {"name": "svc", "org": "internal", "kind": "service"}, want=201
+    )
+    issued = await r.admin(0, "POST", "/keys", {"principal": "svc"}, want=201)
+    r.keys["svc"] = issued["key"]
+    for i in range(len(r.gateways)):  # every replica knows the key (the feed carried it)
+        await _until_status(r, i, 200)
+
+
+async def _chat(r: Replicas, i: int, model: str = "m") -> tuple[int, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{r.base(i)}/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {r.keys['svc']}"},
+        ) as resp,
+    ):
+        payload = await resp.read()
+        return resp.status, orjson.loads(payload) if payload else None
+
+
+async def _until_status(r: Replicas, i: int, status: int, within: float = GUARD_S) -> float:
+    """Seconds until replica ``i`` answers ``status`` (polling every millisecond or so)."""
+    t0 = time.monotonic()
+    while True:
+        got, _ = await _chat(r, i)
+        if got == status:
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < within, f"replica {i} still answers {got}"
+        await asyncio.sleep(0.001)
+
+
+async def test_a_lock_placed_on_one_replica_is_refused_by_the_others(three: Replicas) -> None:
+    r = three
+    t0 = time.monotonic()
+    lock = await r.admin(
+        0, "POST", "/locks", {"kind": "principal", "target": "svc", "reason": "ir"}, want=201
+    )
+    waits = await asyncio.gather(*(_until_status(r, i, 403) for i in (1, 2)))
+    elapsed = time.monotonic() - t0
+    assert elapsed < PROPAGATED_WITHIN_S, waits
+    for i in range(3):
+        status, body = await _chat(r, i)
+        assert status == 403
+        assert set(body) == {"error"}  # the API's own error shape
+        assert body["error"]["code"] == "forbidden"
+        assert "ir" not in body["error"]["message"] and lock["id"] not in str(body)
+    # Lifted on replica C: every replica serves again.
+    await r.admin(2, "POST", f"/locks/{lock['id']}/lift", {"reason": "resolved"}, want=200)
+    for i in range(3):
+        await _until_status(r, i, 200, within=PROPAGATED_WITHIN_S * 5)
+
+
+async def test_a_lock_on_one_replica_cuts_a_live_stream_on_another(three: Replicas) -> None:
+    r = three
+    body = {
+        "model": "m-slow",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    events: list[bytes] = []
+    locked_at = 0.0
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{r.base(1)}/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {r.keys['svc']}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        async with asyncio.timeout(GUARD_S):
+            async for line in resp.content:
+                if line.startswith(b"data:"):
+                    events.append(line)
+                if len(events) == 3 and not locked_at:
+                    await r.admin(
+                        0,
+                        "POST",
+                        "/locks",
+                        {"kind": "principal", "target": "svc", "reason": "ir"},
+                        want=201,
+                    )
+                    locked_at = time.monotonic()
+        cut_after = time.monotonic() - locked_at
+    assert locked_at and cut_after < PROPAGATED_WITHIN_S
+    last = orjson.loads(events[-1].removeprefix(b"data:").strip())
+    assert last["error"]["code"] == "forbidden"  # the final event, in the API's shape
+
+
+async def test_the_listener_lets_replicas_poll_slowly(three: Replicas) -> None:
+    for gateway in three.gateways:
+        listener = gateway.snapshots.listener
+        assert listener is not None and listener.healthy
+        assert gateway.snapshots._poll_interval() == SNAPSHOT_POLL_LISTENING_S
+
+
+@pytest.fixture
+async def stale_pair(tmp_path: Path) -> AsyncIterator[tuple[Replicas, str]]:
+    """Two replicas whose lock view is stale after 0.5 s without a database read."""
+    with pg.fresh_database() as url:
+        replicas = await start_replicas(
+            tmp_path, url, 2, limits=GatewayLimits(lock_view_stale_s=0.5)
+        )
+        try:
+            await _seed(replicas)
+            yield replicas, url
+        finally:
+            await stop_replicas(replicas)
+
+
+async def test_a_replica_that_loses_the_database_fails_closed(
+    stale_pair: tuple[Replicas, str],
+) -> None:
+    r, url = stale_pair
+    for gateway in r.gateways:
+        gateway.state.stale_mode = StaleMode.ALL  # internal calls too: the model here is one
+    name = url.rsplit("/", 1)[1]
+    with blocked(name):  # nobody may connect; every session is ended
+        for i in range(2):
+            status, body = await _chat(r, i)
+            deadline = time.monotonic() + GUARD_S
+            while status != 503:
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.05)
+                status, body = await _chat(r, i)
+            assert set(body) == {"error"}
+        for gateway in r.gateways:
+            listener = gateway.snapshots.listener
+            assert listener is not None
+            assert not listener.healthy
+    # The database is back: the listener reconnects and the replicas serve again.
+    for i in range(2):
+        await _until_status(r, i, 200)
