@@ -14,7 +14,10 @@ for its first events; then, at t0, sends ``POST /admin/v1/locks`` (a lock on the
 account) to replica A, and at once polls replicas B and C (and the others) with calls every
 ``POLL_S`` until each answers 403, while reading the stream on B until it ends. Figures per
 round: t0 → the first 403 from each of the other replicas, t0 → the end of B's stream, and
-t0 → A's answer to the admin call. The lock is then lifted through A and the round waits
+t0 → A's answer to the admin call; on PostgreSQL the bench also LISTENs on the change
+feed's channel itself, so it knows when the lock's transaction committed, and reports
+commit → refusal and commit → cut apart (the propagation alone, without the admin call's
+own work before its commit). The lock is then lifted through A and the round waits
 until every replica serves again. p50/p99/max over the rounds are printed as JSON.
 Everything runs on 127.0.0.1, is bounded in rounds and time, and stops by itself.
 """
@@ -30,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +49,7 @@ from tests.support.replicas import init_postgres
 
 from bench.loadgen import free_port, wait_url
 from garrison.bootstrap import init
+from garrison.store.change_feed import CHANNEL, pg_conninfo
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 # Where the bench makes (and drops) its PostgreSQL database.
@@ -71,6 +76,34 @@ def postgres_database() -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class CommitClock:
+    """Listens on the change feed's channel like a replica: when each directory write
+    committed (PostgreSQL delivers a notification on commit), as ``perf_counter`` times."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(pg_conninfo(url), autocommit=True)
+        self._conn.execute(f"LISTEN {CHANNEL}")
+        self.heard: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for _ in self._conn.notifies(timeout=0.2):
+                self.heard.append(time.perf_counter())
+
+    def first_after(self, t0: float) -> float | None:
+        return min((t for t in self.heard if t >= t0), default=None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._conn.close()
 
 
 def write_config(root: Path, url: str, key_dir: Path) -> Path:
@@ -170,7 +203,9 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def rounds(bases: list[str], admin_key: str, up_port: int, n: int) -> dict[str, Any]:
+async def rounds(
+    bases: list[str], admin_key: str, up_port: int, n: int, clock: CommitClock | None
+) -> dict[str, Any]:
     a = bases[0]
     async with aiohttp.ClientSession() as session:
         upstream = f"http://127.0.0.1:{up_port}/v1"
@@ -192,6 +227,8 @@ async def rounds(bases: list[str], admin_key: str, up_port: int, n: int) -> dict
         refused: list[float] = []
         cut: list[float] = []
         answered: list[float] = []
+        after_commit: list[float] = []
+        cut_after_commit: list[float] = []
         for _ in range(n):
             stream = await open_stream(session, bases[1], key)
             t0 = time.perf_counter()
@@ -210,14 +247,22 @@ async def rounds(bases: list[str], admin_key: str, up_port: int, n: int) -> dict
             )
             cut.append(cut_s)
             refused.extend(others)
+            committed = clock.first_after(t0) if clock is not None else None
+            if committed is not None:
+                after_commit.extend(t0 + x - committed for x in others)
+                cut_after_commit.append(t0 + cut_s - committed)
             await admin(session, a, admin_key, "POST", f"/locks/{lock['id']}/lift", {"reason": "x"})
             for base in bases:
                 await until_status(session, base, key, 200, time.perf_counter(), RECOVER_S)
-    return {
+    figures = {
         "refused_on_others": summary(refused),
         "stream_cut_on_b": summary(cut),
         "admin_call_answered_on_a": summary(answered),
     }
+    if after_commit:
+        figures["commit_to_refused_on_others"] = summary(after_commit)
+        figures["commit_to_stream_cut_on_b"] = summary(cut_after_commit)
+    return figures
 
 
 async def measure(rounds_n: int, replicas: int, sqlite: bool, root: Path) -> dict[str, Any]:
@@ -258,7 +303,12 @@ async def measure(rounds_n: int, replicas: int, sqlite: bool, root: Path) -> dic
                 wait_url(f"{base}/healthz", timeout=60)
             async with aiohttp.ClientSession() as session:
                 enrolled = await admin(session, bases[0], "", "POST", "/enroll", {"code": code})
-            figures = await rounds(bases, enrolled["key"], up_port, rounds_n)
+            clock = None if sqlite else CommitClock(url)
+            try:
+                figures = await rounds(bases, enrolled["key"], up_port, rounds_n, clock)
+            finally:
+                if clock is not None:
+                    clock.close()
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGINT)
