@@ -15,9 +15,11 @@ import aiohttp
 import orjson
 import pytest
 
+from garrison.config import Settings
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 from garrison.serve.snapshots import SNAPSHOT_POLL_LISTENING_S
+from garrison.server import data_dir
 from tests.support import pg
 from tests.support.replicas import Replicas, blocked, start_replicas, stop_replicas
 
@@ -187,6 +189,19 @@ async def test_a_replica_that_loses_the_database_fails_closed(
             listener = gateway.snapshots.listener
             assert listener is not None
             assert not listener.healthy
+            assert gateway.snapshots._poll_interval() == 0.0  # polling every tick again
     # The database is back: the listener reconnects and the replicas serve again.
     for i in range(2):
         await _until_status(r, i, 200)
+
+
+def test_a_replica_keeps_its_own_files_in_its_data_directory(tmp_path: Path) -> None:
+    """The emergency lock journal and the disk check: beside the SQLite file, or on
+    PostgreSQL in the directory holding the key files (there is no database file)."""
+    sqlite = Settings.for_data_dir(tmp_path / "data")
+    assert data_dir(sqlite) == (tmp_path / "data").resolve()
+    on_pg = Settings(
+        database_url="postgresql+psycopg://garrison@db.example/garrison",
+        key_dir=tmp_path / "replica" / "keys",
+    )
+    assert data_dir(on_pg) == tmp_path / "replica"

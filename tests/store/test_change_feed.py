@@ -17,6 +17,7 @@ from garrison.keyring import Sealer, create_key_files, load_pepper
 from garrison.store import Directory, current_version, make_engine, migrate
 from garrison.store.change_feed import (
     CHANNEL,
+    PG_PROBE_TIMEOUT_MS,
     ChangeListener,
     PgVersionProbe,
     SqliteVersionProbe,
@@ -121,6 +122,25 @@ def test_a_postgres_probe_survives_a_lost_connection(pg_directory: Directory) ->
         with pytest.raises(Exception):  # noqa: B017 - the driver's error, whichever it is
             probe.version()
         assert probe.version() == first  # the next read opens a new connection
+    finally:
+        probe.close()
+
+
+def test_a_postgres_probe_held_by_a_lock_gives_up_after_its_timeout(
+    pg_directory: Directory,
+) -> None:
+    url = pg_directory.engine.url.render_as_string(hide_password=False)
+    probe = PgVersionProbe(url)
+    try:
+        first = probe.version()
+        with pg_directory.engine.connect() as holder, holder.begin():
+            holder.execute(sa.text("LOCK TABLE change_feed IN ACCESS EXCLUSIVE MODE"))
+            t0 = time.monotonic()
+            with pytest.raises(Exception, match="statement timeout"):
+                probe.version()
+            waited = time.monotonic() - t0
+        assert PG_PROBE_TIMEOUT_MS / 1000 * 0.9 <= waited < PG_PROBE_TIMEOUT_MS / 1000 * 5
+        assert probe.version() == first  # the lock is gone: read again
     finally:
         probe.close()
 
