@@ -144,3 +144,41 @@ async def test_a_notification_reloads_at_once(monkeypatch: pytest.MonkeyPatch) -
         with pytest.raises(asyncio.CancelledError):
             await task
     assert made[0].stopped and snaps.listener is None
+
+
+async def test_a_failed_reload_is_followed_by_a_read_on_the_next_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probe = FakeProbe(in_thread=True)
+    probe.value = 7  # newer than the snapshot: the read leads to a reload
+    made: list[FakeListener] = []
+
+    def make(wake: Any) -> FakeListener:
+        made.append(FakeListener(wake))
+        return made[-1]
+
+    snaps = _snapshots(probe, listener=make)
+    attempts: list[float] = []
+
+    async def reload() -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise OSError("database unreachable")
+
+    monkeypatch.setattr(snaps, "reload", reload)
+    task = asyncio.create_task(snaps.watch())
+    try:
+        while not made:
+            await asyncio.sleep(0.001)
+        made[0].wake()
+        deadline = time.monotonic() + 10 * SNAPSHOT_POLL_S + 1.0
+        while len(attempts) < 2:
+            assert time.monotonic() < deadline, "no second attempt"
+            await asyncio.sleep(0.005)
+        # Not the 1 s fallback: the tick after the failure read the version again.
+        assert probe.reads >= 1
+        assert attempts[1] - attempts[0] < SNAPSHOT_POLL_LISTENING_S
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

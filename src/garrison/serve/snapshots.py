@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -207,6 +208,7 @@ class Snapshots:
                 cut_covered(self.state, redecide=False)
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
+                last_read = -math.inf  # read again on the next tick, listener or not
 
     async def contract_clock(self) -> None:
         """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).
