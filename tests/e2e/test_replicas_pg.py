@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,8 @@ import orjson
 import pytest
 
 from garrison.config import Settings
+from garrison.domain import Level
+from garrison.gateway.containment import stale_refusal
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 from garrison.serve.snapshots import SNAPSHOT_POLL_LISTENING_S
@@ -172,27 +175,39 @@ async def stale_pair(tmp_path: Path) -> AsyncIterator[tuple[Replicas, str]]:
 async def test_a_replica_that_loses_the_database_fails_closed(
     stale_pair: tuple[Replicas, str],
 ) -> None:
+    """PostgreSQL lost: no read refreshes the lock view, so after ``lock_view_stale_s`` the
+    staleness rule refuses restricted and critical models (the default stale_mode); with
+    the audit log on the same database every other call is refused too (no record, no
+    forwarding). Back: the listener reconnects, the view is fresh, calls are served."""
     r, url = stale_pair
+    restricted = SimpleNamespace(level=Level.RESTRICTED)
+    internal = SimpleNamespace(level=Level.INTERNAL)
     for gateway in r.gateways:
-        gateway.state.stale_mode = StaleMode.ALL  # internal calls too: the model here is one
+        assert gateway.state.stale_mode is StaleMode.RESTRICTED  # the default
+        assert not stale_refusal(gateway.state, restricted)  # type: ignore[arg-type]
     name = url.rsplit("/", 1)[1]
     with blocked(name):  # nobody may connect; every session is ended
-        for i in range(2):
-            status, body = await _chat(r, i)
-            deadline = time.monotonic() + GUARD_S
-            while status != 503:
-                assert time.monotonic() < deadline, status
-                await asyncio.sleep(0.05)
-                status, body = await _chat(r, i)
-            assert set(body) == {"error"}
+        deadline = time.monotonic() + GUARD_S
         for gateway in r.gateways:
+            while not stale_refusal(gateway.state, restricted):  # type: ignore[arg-type]
+                assert time.monotonic() < deadline, "the lock view never went stale"
+                await asyncio.sleep(0.05)
+            assert not stale_refusal(gateway.state, internal)  # type: ignore[arg-type]
             listener = gateway.snapshots.listener
             assert listener is not None
             assert not listener.healthy
             assert gateway.snapshots._poll_interval() == 0.0  # polling every tick again
+        for i in range(2):
+            status, body = await _chat(r, i)
+            assert status == 503, body  # fail closed: nothing forwarded without its record
+            assert set(body) == {"error"}
     # The database is back: the listener reconnects and the replicas serve again.
     for i in range(2):
         await _until_status(r, i, 200)
+    for gateway in r.gateways:
+        assert not stale_refusal(gateway.state, restricted)  # type: ignore[arg-type]
+        listener = gateway.snapshots.listener
+        assert listener is not None and listener.healthy
 
 
 def test_a_replica_keeps_its_own_files_in_its_data_directory(tmp_path: Path) -> None:
