@@ -43,8 +43,11 @@ AUDIT_STORAGE_MODULES = frozenset(
         "garrison.audit.leaves",
         "garrison.audit.outbox",
         "garrison.audit.parallel_verify",
+        "garrison.audit.pg_sink",
+        "garrison.audit.sinks",
         "garrison.audit.sqlite_reader",
         "garrison.audit.sqlite_sink",
+        "garrison.audit.tree_sink",
         "garrison.audit.witness",
         "garrison.audit.writer",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import socket
@@ -30,6 +31,7 @@ from garrison.store import (
     enrollment,
     make_engine,
     migrate,
+    revisions,
     schema,
     sqlite_path,
 )
@@ -71,9 +73,15 @@ def init(
     host: str = "127.0.0.1",
     port: int = 8080,
     admins: Sequence[str] = (FIRST_ADMIN,),
+    database_url: str | None = None,
 ) -> Initialized:
     """The database, the key files, and the first security-admins: each gets a one-time
-    enrollment code (no key is made here: each admin makes their own by enrolling)."""
+    enrollment code (no key is made here: each admin makes their own by enrolling).
+
+    ``database_url`` (e.g. ``postgresql+psycopg://…``) puts the directory in that database
+    instead of ``DATA_DIR/garrison.db``; the key files and the config (which records the
+    URL) stay in ``data_dir``. The database must be empty, or migrated by ``garrison db
+    upgrade`` and not yet initialised: anything else is refused before a file is written."""
     names = [check_name(a, "admin name") for a in admins]
     if not names:
         raise BadRequest("at least one admin is needed (--admin NAME, twice for two-person rules)")
@@ -85,11 +93,14 @@ def init(
     config_path = data_dir / CONFIG_FILE
     if config_path.exists():
         raise ConfigError(f"{config_path} already exists; refusing to initialise twice")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
     settings = Settings.for_data_dir(
         data_dir, host=host, port=port, metrics_listen=DEFAULT_METRICS_LISTEN
     )
+    if database_url is not None:
+        settings = dataclasses.replace(settings, database_url=database_url)
+    _check_database_is_new(settings.database_url)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     create_key_files(settings.key_dir)
     create_signing_key(settings.key_dir)
     settings.key_dir.chmod(0o700)
@@ -118,6 +129,22 @@ def init(
     config_path.write_text(render_settings(settings))
     config_path.chmod(0o600)
     return Initialized(settings=settings, config_path=config_path, codes=tuple(codes))
+
+
+def _check_database_is_new(url: str) -> None:
+    """Refuse (``ConfigError``) a database that is not Garrison's or is already initialised,
+    before init writes anything anywhere."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return  # a new SQLite file: nothing there yet
+    engine = make_engine(url)
+    try:
+        revisions.check_uninitialised(engine)
+    except sa.exc.OperationalError as exc:
+        where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise ConfigError(f"cannot open the database {where}: {exc.orig}") from None
+    finally:
+        engine.dispose()
 
 
 def enroll_locally(settings: Settings, code: str, *, address: str = "127.0.0.1") -> CreatedKey:
@@ -181,18 +208,13 @@ def open_directory(
     """The directory for a host command. Its changes' audit events are integrated before
     the command goes on: by a live gateway, else here (``garrison.audit.outbox``)."""
     engine = engine if engine is not None else make_engine(settings.database_url)
-    path = sqlite_path(settings.database_url)
-    if path is not None:
-        db_path = path
 
-        def integrate() -> None:
-            integrate_or_wait(
-                engine,
-                db_path,
-                lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog),
-            )
+    def integrate() -> None:
+        integrate_or_wait(
+            engine, lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog)
+        )
 
-        on_outbox_commit(engine, integrate)
+    on_outbox_commit(engine, integrate)
     return Directory(
         engine,
         actor=actor or local_actor(),

@@ -31,7 +31,7 @@ from garrison.admin.api import AdminBackend, add_admin_routes
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import build_exporters, parse_syslog_address
-from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.sinks import open_sink
 from garrison.audit.witness import DirectoryWitness
 from garrison.audit.writer import AuditLog
 from garrison.config import Settings
@@ -74,6 +74,8 @@ UPSTREAM_KEEPALIVE_S = 30.0
 # The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
 # send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The directory name ``_db_path`` points into on PostgreSQL: it does not exist.
+_NO_SQLITE = "no-sqlite-file-on-postgresql"
 
 
 class Gateway:
@@ -87,10 +89,14 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         path = sqlite_path(settings.database_url)
-        if path is None:
-            raise ConfigError("only the embedded SQLite store is supported in this version")
+        if path is None and not is_postgres(settings.database_url):
+            raise ConfigError("[storage] database_url: SQLite or PostgreSQL (postgresql+psycopg)")
         self.engine = make_engine(settings.database_url)
-        self._db_path = path
+        # Readers that still open the SQLite file (detection's catch-up): on PostgreSQL a
+        # path that cannot be opened (its directory does not exist), never a stray file.
+        self._db_path = (
+            path if path is not None else data_dir(settings) / _NO_SQLITE / "garrison.db"
+        )
         self.pepper = load_pepper(settings.key_dir)
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
@@ -99,8 +105,12 @@ class Gateway:
             exporters = build_exporters(settings.audit_jsonl, settings.audit_syslog)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.sink = SqliteAuditSink(
-            path, signer=self.signer, witness=witness, exporters=exporters, clock=clock
+        self.sink = open_sink(
+            settings.database_url,
+            signer=self.signer,
+            witness=witness,
+            exporters=exporters,
+            clock=clock,
         )
         self.audit = AuditLog(self.sink, clock=clock)
         self.state = GatewayState(
@@ -144,7 +154,7 @@ class Gateway:
             pepper=self.pepper,
             sealer=self.sealer,
             reload=self.reload,
-            db_path=path,
+            db_path=path,  # None on PostgreSQL: incident exports need SQLite for now
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         if settings.oidc.enabled:

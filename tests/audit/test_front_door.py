@@ -121,8 +121,9 @@ async def test_detection_listeners_see_admin_changes_with_their_leaf_index(
 
 
 def test_only_the_sink_imports_the_leaf_writer_and_only_it_inserts_leaves() -> None:
-    """The recipe/hazmat fence: ``garrison.audit.leaves`` is imported by the sink alone, and
-    no other source file inserts into ``audit_events``."""
+    """The recipe/hazmat fence: ``garrison.audit.leaves`` is imported by the sinks alone (the
+    shared recipe and its two databases), and no other source file inserts into
+    ``audit_events``."""
     src = Path(__file__).resolve().parents[2] / "src" / "garrison"
     importers, inserters = [], []
     for file in src.rglob("*.py"):
@@ -132,7 +133,7 @@ def test_only_the_sink_imports_the_leaf_writer_and_only_it_inserts_leaves() -> N
             importers.append(rel)
         if "INSERT INTO audit_events" in text or "insert(schema.audit_events" in text:
             inserters.append(rel)
-    assert importers == ["audit/sqlite_sink.py"]
+    assert sorted(importers) == ["audit/pg_sink.py", "audit/sqlite_sink.py", "audit/tree_sink.py"]
     assert inserters == ["audit/leaves.py"]
 
 

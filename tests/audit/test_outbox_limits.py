@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from garrison.audit import AuditLog, SqliteAuditSink, sqlite_sink
+from garrison.audit import AuditLog, SqliteAuditSink, sqlite_sink, tree_sink
 from garrison.audit.outbox import integrate_or_wait
 from garrison.audit.writer import AUDIT_OUTBOX_POLL_S
 from garrison.bootstrap import init
@@ -49,7 +49,7 @@ def test_one_transaction_integrates_at_most_the_outbox_batch_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, path = _setup(tmp_path)
-    monkeypatch.setattr(sqlite_sink, "AUDIT_OUTBOX_BATCH_MAX", 3)
+    monkeypatch.setattr(tree_sink, "AUDIT_OUTBOX_BATCH_MAX", 3)
     for n in range(7):
         d.create_org(f"team-{n}", OrgKind.INTERNAL, now=time.time())
     assert _count(path, "audit_outbox") == 7
@@ -96,7 +96,7 @@ def test_the_host_waits_for_a_live_gateway_then_integrates_itself(tmp_path: Path
     instances.register(d.engine, "gw-dead", host="h", pid=1, now=time.time(), lease_s=60)
     d.create_org("waiting-team", OrgKind.INTERNAL, now=time.time())
     started = time.monotonic()
-    integrate_or_wait(d.engine, path, lambda: [], wait_s=0.3)
+    integrate_or_wait(d.engine, lambda: [], wait_s=0.3)
     assert time.monotonic() - started >= 0.3
     assert _count(path, "audit_outbox") == 0
     with d.engine.connect() as conn:
@@ -109,7 +109,7 @@ def test_with_no_live_gateway_the_host_integrates_at_once(tmp_path: Path) -> Non
     d, path = _setup(tmp_path)
     d.create_org("now-team", OrgKind.INTERNAL, now=time.time())
     started = time.monotonic()
-    integrate_or_wait(d.engine, path, lambda: [], wait_s=5)
+    integrate_or_wait(d.engine, lambda: [], wait_s=5)
     assert time.monotonic() - started < 5
     assert _count(path, "audit_outbox") == 0
     d.engine.dispose()

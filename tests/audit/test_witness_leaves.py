@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from garrison.audit import AuditEvent, EventName, SqliteAuditSink, sqlite_sink
+from garrison.audit import AuditEvent, EventName, SqliteAuditSink, tree_sink
 from garrison.audit.checkpoint import Signer, create_signing_key
 from garrison.audit.witness import LEAVES, DirectoryWitness, read_leaves
 from garrison.store import make_engine, migrate
@@ -56,7 +56,7 @@ def test_a_witness_added_to_an_existing_log_catches_up_in_chunks(
         [AuditEvent(EventName.REQUEST_DENIED, at=1.0, request_id=f"r{i}") for i in range(10)]
     )
     plain.close()
-    monkeypatch.setattr(sqlite_sink, "WITNESS_LEAVES_CHUNK", 3)
+    monkeypatch.setattr(tree_sink, "WITNESS_LEAVES_CHUNK", 3)
     witness = DirectoryWitness(tmp_path / "w")
     sink = SqliteAuditSink(path, signer=Signer.from_dir(keys), witness=witness)
     sink.open()

@@ -1,8 +1,10 @@
-"""Hazmat: the low-level writing of audit leaves. Only ``garrison.audit.sqlite_sink`` imports
-this module (a test holds the fence); everything else reaches the log through its recipe,
-the sink (and, for directory changes, the outbox the sink drains).
+"""Hazmat: the low-level writing of audit leaves. Only the sinks (``garrison.audit.tree_sink``
+and its two databases, ``sqlite_sink`` and ``pg_sink``) import this module (a test holds the
+fence); everything else reaches the log through its recipe, the sink (and, for directory
+changes, the outbox the sink drains).
 
-Every function takes a ``sqlite3`` connection *inside the caller's write transaction* and the
+Every function takes a DB-API connection *inside the caller's write transaction*, the
+database's ``Dialect`` (placeholder style, how a batch of rows is inserted) and the
 in-memory tree, and keeps the two in step: row ``seq`` is leaf ``seq - 1``, and the tree
 holds exactly the rows below ``tree.size``. This is the only code that inserts into
 ``audit_events`` and so the only code that assigns leaf indices. Nothing here commits, so a
@@ -14,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -31,6 +33,18 @@ _INSERT_HEAD = (
     " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash) VALUES "
 )
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The columns of a leaf row, in the order ``append`` builds them.
+LEAF_COLUMNS = (
+    "seq",
+    "at",
+    "name",
+    "request_id",
+    "principal_id",
+    "credential_id",
+    "model",
+    "record",
+    "leaf_hash",
+)
 
 log = logging.getLogger("garrison.audit")
 
@@ -54,15 +68,38 @@ class Committed:
     events: list[AuditEvent | None]
 
 
+Conn = Any  # a DB-API connection with ``execute`` (sqlite3, psycopg): typed by each sink
+Rows = Sequence[tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the databases for the leaf code: the placeholder the driver
+    takes (``?`` for sqlite3, ``%s`` for psycopg) and how a batch of rows is inserted."""
+
+    name: str
+    placeholder: str
+    insert_rows: Callable[[Conn, Rows], None]
+
+    def sql(self, text: str) -> str:
+        """``text`` written with ``?`` placeholders, in this driver's style."""
+        return text if self.placeholder == "?" else _restyle(text, self.placeholder)
+
+
+@functools.cache
+def _restyle(text: str, placeholder: str) -> str:
+    return text.replace("?", placeholder)
+
+
 @functools.cache
 def _insert_sql(rows: int) -> str:
     return _INSERT_HEAD + ",".join([_ROW] * rows)
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """One statement per chunk, not per row: the driver releases and retakes the GIL once per
-    statement (that contention was the audit path's main cost). Chunk sizes are powers of
-    two (``insert_chunks``), so only ten statement shapes are ever prepared."""
+def insert_chunked(conn: Conn, rows: Rows) -> None:
+    """SQLite: one statement per chunk, not per row: the driver releases and retakes the GIL
+    once per statement (that contention was the audit path's main cost). Chunk sizes are
+    powers of two (``insert_chunks``), so only ten statement shapes are ever prepared."""
     start = 0
     for size in chunk_sizes(len(rows)):
         chunk = rows[start : start + size]
@@ -70,20 +107,31 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -
         start += size
 
 
-def fold(conn: sqlite3.Connection, tree: CompactTree) -> int:
+SQLITE = Dialect("sqlite", "?", insert_chunked)
+
+# Other writers' rows are folded from their stored leaf hash (32 bytes a row), the record
+# read only where the hash is missing or not 32 bytes (a row from before leaf hashes, or an
+# edit): folding stays cheap while replicas interleave. The verifier checks every stored
+# hash against its record, so a hash edited to differ is found there.
+_FOLD = (
+    "SELECT seq, CASE WHEN length(leaf_hash) = 32 THEN leaf_hash END,"
+    " CASE WHEN leaf_hash IS NULL OR length(leaf_hash) <> 32 THEN record END"
+    " FROM audit_events WHERE seq > ? ORDER BY seq"
+)
+
+
+def fold(conn: Conn, tree: CompactTree, dialect: Dialect = SQLITE) -> int:
     """Append rows beyond ``tree.size`` (committed by another process) to the tree."""
     count = 0
-    for seq, record in conn.execute(
-        "SELECT seq, record FROM audit_events WHERE seq > ? ORDER BY seq", (tree.size,)
-    ):
+    for seq, lh, record in conn.execute(dialect.sql(_FOLD), (tree.size,)):
         if seq != tree.size + 1:
             raise TreeStateError(f"audit row {seq} follows {tree.size}: rows are missing")
-        tree.append(leaf_hash(stored_bytes(record)))
+        tree.append(stored_bytes(lh) if lh is not None else leaf_hash(stored_bytes(record)))
         count += 1
     return count
 
 
-def outbox_waiting(conn: sqlite3.Connection) -> bool:
+def outbox_waiting(conn: Conn) -> bool:
     return conn.execute("SELECT 1 FROM audit_outbox LIMIT 1").fetchone() is not None
 
 
@@ -108,7 +156,12 @@ def _event_of(record: bytes) -> AuditEvent | None:
 
 
 def append(
-    conn: sqlite3.Connection, tree: CompactTree, events: Sequence[AuditEvent], *, outbox_max: int
+    conn: Conn,
+    tree: CompactTree,
+    events: Sequence[AuditEvent],
+    *,
+    outbox_max: int,
+    dialect: Dialect = SQLITE,
 ) -> Committed:
     """Take up to ``outbox_max`` outbox rows (oldest first), then ``events``, as the next
     leaves: insert them into ``audit_events``, delete the taken outbox rows, append every
@@ -117,8 +170,10 @@ def append(
     rows: list[tuple[object, ...]] = []
     records: list[bytes] = []
     committed: list[AuditEvent | None] = []
-    taken = conn.execute(_SELECT_OUTBOX, (outbox_max,)).fetchall() if outbox_max else []
-    done: list[tuple[int]] = []
+    taken = (
+        conn.execute(dialect.sql(_SELECT_OUTBOX), (outbox_max,)).fetchall() if outbox_max else []
+    )
+    done: list[int] = []
     for seq, at, name, request_id, principal_id, credential_id, model, unindexed in taken:
         try:
             parts = EncodedRecord.from_unindexed(stored_bytes(unindexed))
@@ -136,9 +191,9 @@ def append(
         )
         records.append(record)
         committed.append(_event_of(record))
-        done.append((seq,))
+        done.append(seq)
     if done:
-        conn.executemany("DELETE FROM audit_outbox WHERE seq = ?", done)
+        _delete_outbox(conn, done, dialect)
     for e in events:
         index = tree.size
         record = e.encode(index)
@@ -159,5 +214,16 @@ def append(
         )
         records.append(record)
         committed.append(e)
-    _insert_rows(conn, rows)
+    dialect.insert_rows(conn, rows)
     return Committed(first, records, committed)
+
+
+def _delete_outbox(conn: Conn, seqs: Sequence[int], dialect: Dialect) -> None:
+    """Delete the integrated outbox rows: one statement per ``insert_chunks`` chunk (a
+    bounded number of statement shapes, whatever the count)."""
+    start = 0
+    for size in chunk_sizes(len(seqs)):
+        marks = ",".join(["?"] * size)
+        sql = f"DELETE FROM audit_outbox WHERE seq IN ({marks})"  # noqa: S608 (placeholders only)
+        conn.execute(dialect.sql(sql), list(seqs[start : start + size]))
+        start += size

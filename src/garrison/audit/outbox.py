@@ -1,7 +1,8 @@
 """Who integrates the audit outbox.
 
 Directory changes write their events to the audit outbox in their own transaction; only an
-audit writer (``garrison.audit.sqlite_sink``) moves them into the tree. Which one:
+audit writer (``garrison.audit.tree_sink``, on SQLite or PostgreSQL) moves them into the
+tree. Which one:
 
 * **Every gateway process** integrates waiting rows in each of its batch transactions and
   looks for new ones every ``AUDIT_OUTBOX_POLL_S`` while idle. With several gateways on one
@@ -24,15 +25,13 @@ outbox (a durable table, in every backup) for the next writer.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from garrison.audit.exporters import Exporter
-from garrison.audit.sqlite_sink import integrate_outbox
+from garrison.audit.sinks import integrate_outbox
 from garrison.store import instances
 
 log = logging.getLogger("garrison.audit")
@@ -45,32 +44,22 @@ AUDIT_OUTBOX_WAIT_S = 2.0
 _WAIT_POLL_S = 0.02
 
 
-def _outbox_empty(path: Path, upto: int | None) -> bool:
-    conn = sqlite3.connect(path)
-    try:
-        if upto is None:
-            row = conn.execute("SELECT 1 FROM audit_outbox LIMIT 1").fetchone()
-        else:
-            row = conn.execute(
-                "SELECT 1 FROM audit_outbox WHERE seq <= ? LIMIT 1", (upto,)
-            ).fetchone()
-        return row is None
-    finally:
-        conn.close()
+def _outbox_empty(engine: sa.Engine, upto: int) -> bool:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT 1 FROM audit_outbox WHERE seq <= :upto LIMIT 1"), {"upto": upto}
+        ).first()
+    return row is None
 
 
-def _newest(path: Path) -> int | None:
-    conn = sqlite3.connect(path)
-    try:
-        value = conn.execute("SELECT max(seq) FROM audit_outbox").fetchone()[0]
-        return None if value is None else int(value)
-    finally:
-        conn.close()
+def _newest(engine: sa.Engine) -> int | None:
+    with engine.connect() as conn:
+        value = conn.execute(sa.text("SELECT max(seq) FROM audit_outbox")).scalar()
+    return None if value is None else int(value)
 
 
 def integrate_or_wait(
     engine: sa.Engine,
-    path: Path,
     exporters: Callable[[], Sequence[Exporter]],
     *,
     clock: Callable[[], float] = time.time,
@@ -80,17 +69,17 @@ def integrate_or_wait(
     else here. Never raises (the change it follows is committed either way); a failure is
     logged and the rows wait for the next writer."""
     try:
-        upto = _newest(path)
+        upto = _newest(engine)
         if upto is None:
             return
         if instances.any_live(engine, now=clock()):
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
-                if _outbox_empty(path, upto):
+                if _outbox_empty(engine, upto):
                     return
                 time.sleep(_WAIT_POLL_S)
             log.warning("no gateway integrated the audit outbox in %.1fs: integrating here", wait_s)
-        integrate_outbox(path, exporters=exporters())
+        integrate_outbox(engine.url.render_as_string(hide_password=False), exporters=exporters())
     except Exception as exc:  # the change stands; its record waits in the outbox
         log.error(
             "audit outbox not integrated now (a writer will): %s: %s", type(exc).__name__, exc

@@ -66,12 +66,12 @@ def _integrate_waiting(settings: Settings) -> None:
     """Directory changes still in the audit outbox get their leaf index first (by a live
     gateway, else here), so the tail shows a change made a moment ago."""
     path = sqlite_path(settings.database_url)
-    if path is None or not path.exists():
+    if path is not None and not path.exists():
         return
     engine = make_engine(settings.database_url)
     try:
         integrate_or_wait(
-            engine, path, lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog)
+            engine, lambda: build_exporters(settings.audit_jsonl, settings.audit_syslog)
         )
     finally:
         engine.dispose()

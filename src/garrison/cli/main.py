@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 from rich.console import Console
 
 from garrison import __version__
@@ -112,12 +113,29 @@ def cli(
     multiple=True,
     help="A first security-admin; repeat (two for two-person rules). Default: one, 'admin'.",
 )
-def init(data_dir: Path, host: str, port: int, admins: tuple[str, ...]) -> None:
+@click.option(
+    "--database-url",
+    envvar="GARRISON_DATABASE_URL",
+    default=None,
+    show_default="sqlite in DATA_DIR, or $GARRISON_DATABASE_URL",
+    help="Put the directory in this database, e.g. postgresql+psycopg://garrison@db/garrison "
+    "(empty, or migrated by `garrison db upgrade`); key files stay in DATA_DIR.",
+)
+def init(
+    data_dir: Path, host: str, port: int, admins: tuple[str, ...], database_url: str | None
+) -> None:
     """Create the database, the key files (0600) and the first security-admins, each with a
     one-time enrollment code (no key is made here: each admin enrolls)."""
-    done = do_init(data_dir, host=host, port=port, admins=admins or (FIRST_ADMIN,))
+    done = do_init(
+        data_dir,
+        host=host,
+        port=port,
+        admins=admins or (FIRST_ADMIN,),
+        database_url=database_url or None,
+    )
+    shown = sa.engine.make_url(done.settings.database_url).render_as_string(hide_password=True)
     click.echo(f"config:   {done.config_path}")
-    click.echo(f"database: {done.settings.database_url}")
+    click.echo(f"database: {shown}")
     click.echo(f"keys:     {done.settings.key_dir} (mode 0600)")
     click.echo("")
     click.echo("Enrollment codes (shown once, single use, valid 24 h; deliver each to its admin):")
@@ -269,6 +287,7 @@ def _register() -> None:
     from garrison.cli import (
         access_cmds,
         curl_cmd,
+        db_cmds,
         detect_cmds,
         directory_cmds,
         identity_cmds,
@@ -282,6 +301,7 @@ def _register() -> None:
     from garrison.cli.vendor_cmds import vendor
 
     cli.add_command(audit)
+    cli.add_command(db_cmds.db)
     cli.add_command(vendor)
     cli.add_command(curl_cmd.curl)
     cli.add_command(identity_cmds.enroll)

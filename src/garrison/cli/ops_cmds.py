@@ -14,6 +14,7 @@ from garrison.config import load_settings
 from garrison.errors import GarrisonError
 from garrison.store import sqlite_path
 from garrison.store.backup import backup as take_backup
+from garrison.store.backup import pg_dump_command
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -28,8 +29,9 @@ def backup(dest: Path, config_path: Path) -> None:
     source = sqlite_path(settings.database_url)
     if source is None:
         raise click.UsageError(
-            "garrison backup copies the embedded SQLite database; back up PostgreSQL with "
-            "pg_dump or your provider's snapshots"
+            "garrison backup copies the embedded SQLite database; this one is PostgreSQL: "
+            "back it up with pg_dump (or your provider's snapshots), e.g. "
+            f"{pg_dump_command(settings.database_url, dest)}"
         )
     if not source.exists():
         raise GarrisonError(f"no database at {source}")

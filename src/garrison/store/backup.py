@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 DATABASE_FILE = "garrison.db"
 MANIFEST_FILE = "MANIFEST.json"
@@ -33,6 +35,22 @@ class BackupResult:
     sha256: str
     bytes: int
     seconds: float
+
+
+# What `garrison backup` names for a PostgreSQL database: its own tools take the copy.
+PG_DUMP_FILE = "garrison.pgdump"
+
+
+def pg_dump_command(url: str, dest_dir: Path) -> str:
+    """The shell command that backs up the PostgreSQL database ``url`` into ``dest_dir``
+    (``pg_dump``'s custom format, one consistent snapshot; restore with ``pg_restore``). The
+    driver name and any password are left out: pg_dump reads a password from ``PGPASSWORD``
+    or ``~/.pgpass``, never from a command line others can see in ``ps``."""
+    parsed = sa.engine.make_url(url).set(drivername="postgresql", password=None)
+    target = shlex.quote(parsed.render_as_string(hide_password=False))
+    dest = shlex.quote(str(dest_dir))
+    dump = shlex.quote(str(dest_dir / PG_DUMP_FILE))
+    return f"mkdir -m 700 {dest} && pg_dump --format=custom --file={dump} {target}"
 
 
 def _sha256(path: Path) -> str:

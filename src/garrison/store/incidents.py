@@ -22,6 +22,7 @@ from garrison.errors import BadRequest, NotFound
 from garrison.store import journal, queries, schema
 from garrison.store.db import write_transaction
 from garrison.store.journal import Journal
+from garrison.store.json_paths import record_field
 from garrison.store.rows import new_id
 
 # An incident's title: a line, like an issue tracker's.
@@ -224,13 +225,13 @@ def timeline(
     if not principals and not credentials:
         return []
     a = schema.audit_events
-    presented = sa.func.json_extract(a.c.record, "$.data.presented_key_id")
+    presented = record_field(a.c.record, "data", "presented_key_id")
     conds = []
     if principals:
         ids = sorted(principals)
         conds.append(a.c.principal_id.in_(ids))
         # What they did as admins (keys minted, locks placed): the actor is the subject.
-        conds.append(sa.func.json_extract(a.c.record, "$.actor").in_(ids))
+        conds.append(record_field(a.c.record, "actor").in_(ids))
     if credentials:
         ids = sorted(credentials)
         conds += [a.c.credential_id.in_(ids), presented.in_(ids)]

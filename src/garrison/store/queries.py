@@ -18,6 +18,7 @@ from garrison.domain import Level, OrgKind, Status
 from garrison.domain.upstream_tls import TLS_FIELDS
 from garrison.errors import NotFound
 from garrison.store import schema
+from garrison.store.json_paths import distinct_list, record_field
 
 # Distinct source addresses listed per key in reports: enough to see a key roaming, short
 # enough to read (the audit log has them all).
@@ -149,8 +150,8 @@ def list_principals(
 def caller_address_sql(record: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """The caller's address a stored record names, whichever encoding version wrote it
     (``client_address``; ``address`` before version 2): ``audit.events.caller_address``."""
-    data = sa.func.json_extract(record, "$.data.client_address")
-    return sa.func.coalesce(data, sa.func.json_extract(record, "$.data.address"))
+    data = record_field(record, "data", "client_address")
+    return sa.func.coalesce(data, record_field(record, "data", "address"))
 
 
 def _key_usage(conn: sa.Connection, key_ids: Iterable[str]) -> dict[str, tuple[float, list[str]]]:
@@ -160,7 +161,7 @@ def _key_usage(conn: sa.Connection, key_ids: Iterable[str]) -> dict[str, tuple[f
         return {}
     address = caller_address_sql(a.c.record)
     stmt = (
-        sa.select(a.c.credential_id, sa.func.max(a.c.at), sa.func.group_concat(address.distinct()))
+        sa.select(a.c.credential_id, sa.func.max(a.c.at), distinct_list(address))
         .where(a.c.credential_id.in_(ids), a.c.name == "request.allowed")
         .group_by(a.c.credential_id)
     )
