@@ -1,7 +1,7 @@
 """Several gateway replicas on one PostgreSQL database, in this process, for tests.
 
-``start_replicas`` prepares the key files, migrates the database, names the first
-security-admin (what ``garrison init`` does) and starts ``n`` gateways on their own ports,
+``start_replicas`` runs ``garrison init --database-url`` (key files, schema, the first
+security-admin) and starts ``n`` gateways on their own ports,
 each a full ``Gateway`` with its own engine, audit writer, snapshot watcher and change
 listener: all they share is the database. The admin enrolls through replica A's admin API;
 everything after that goes through the public interface too.
@@ -10,7 +10,6 @@ everything after that goes through the public interface too.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +19,11 @@ import aiohttp
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.checkpoint import create_signing_key
-from garrison.bootstrap import FIRST_ADMIN, INTERNAL_ORG, open_directory
+from garrison.bootstrap import init
 from garrison.config import Settings
-from garrison.domain import Level, OrgKind, PrincipalKind
-from garrison.domain.roles import Role
 from garrison.gateway.limits import GatewayLimits
-from garrison.keyring import create_key_files
 from garrison.mock import MockConfig, MockUpstream
 from garrison.server import Gateway
-from garrison.store import enrollment, make_engine, migrate
 from tests.support import pg
 
 
@@ -67,31 +61,14 @@ async def admin_call(
 
 
 def init_postgres(root: Path, url: str) -> tuple[Settings, str]:
-    """Key files under ``root``, the schema, the internal org and the first security-admin
-    on ``url``; returns the settings and the admin's one-time enrollment code."""
-    key_dir = root / "keys"
-    key_dir.mkdir(parents=True, mode=0o700)
-    create_key_files(key_dir)
-    create_signing_key(key_dir)
-    settings = Settings(database_url=url, key_dir=key_dir, port=0, detect_enabled=False)
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-        directory = open_directory(settings, engine=engine, actor="init")
-        now = time.time()
-        directory.create_org(INTERNAL_ORG, OrgKind.INTERNAL, now=now)
-        directory.create_principal(
-            FIRST_ADMIN,
-            org=INTERNAL_ORG,
-            kind=PrincipalKind.HUMAN,
-            clearance=Level.CRITICAL,
-            roles=(Role.SECURITY_ADMIN,),
-            now=now,
-        )
-        code = enrollment.invite(directory, FIRST_ADMIN, now=now).code.reveal()
-    finally:
-        engine.dispose()
-    return settings, code
+    """``garrison init --database-url``: key files under ``root/data``, the schema, the
+    internal org and the first security-admin on ``url``; returns settings for replicas
+    (any port, detection off) and the admin's one-time enrollment code."""
+    done = init(root / "data", database_url=url)
+    settings = Settings(
+        database_url=url, key_dir=done.settings.key_dir, port=0, detect_enabled=False
+    )
+    return settings, done.codes[0].code.reveal()
 
 
 async def start_replicas(
