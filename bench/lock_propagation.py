@@ -61,6 +61,8 @@ ROUND_TIMEOUT_S = 5.0
 POLL_S = 0.002
 # Stream events read on B before the lock is placed (the stream is live).
 STREAM_EVENTS_FIRST = 2
+# Longest wait for the bench's own listener to report a commit it has not reported yet.
+HEARD_WAIT_S = 2.0
 # Longest wait for every replica to serve again after a lift.
 RECOVER_S = 10.0
 
@@ -97,8 +99,15 @@ class CommitClock:
             for _ in self._conn.notifies(timeout=0.2):
                 self.heard.append(time.perf_counter())
 
-    def first_after(self, t0: float) -> float | None:
-        return min((t for t in self.heard if t >= t0), default=None)
+    async def heard_after(self, t0: float) -> float | None:
+        """The first notification heard since ``t0`` (waiting up to ``HEARD_WAIT_S`` for
+        the listening thread, which may not have run yet on a busy machine)."""
+        deadline = time.perf_counter() + HEARD_WAIT_S
+        while True:
+            found = min((t for t in self.heard if t >= t0), default=None)
+            if found is not None or time.perf_counter() > deadline:
+                return found
+            await asyncio.sleep(0.01)
 
     def close(self) -> None:
         self._stop.set()
@@ -247,7 +256,7 @@ async def rounds(
             )
             cut.append(cut_s)
             refused.extend(others)
-            committed = clock.first_after(t0) if clock is not None else None
+            committed = await clock.heard_after(t0) if clock is not None else None
             if committed is not None:
                 after_commit.extend(t0 + x - committed for x in others)
                 cut_after_commit.append(t0 + cut_s - committed)
