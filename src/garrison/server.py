@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 
 from garrison.admin.api import AdminBackend, add_admin_routes
 from garrison.audit import AuditEvent, EventName
@@ -342,8 +343,14 @@ class Gateway:
         return self.port
 
     async def reload(self) -> None:
-        """Load the newest snapshot into this process (after a write, or a playbook's)."""
-        await self.snapshots.reload()
+        """Load the newest snapshot into this process (after a write, or a playbook's).
+        When the database cannot be read (PostgreSQL lost right after the write, or an
+        emergency lock placed because it is lost) the snapshot in force stays, emergency
+        locks included, and the watcher loads the new one as soon as it can."""
+        try:
+            await self.snapshots.reload()
+        except sa.exc.OperationalError as exc:
+            log.error("snapshot not reloaded, the database cannot be read: %s", exc)
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Stop taking calls and let those in flight finish, for at most ``deadline_s``

@@ -220,3 +220,24 @@ def test_a_replica_keeps_its_own_files_in_its_data_directory(tmp_path: Path) -> 
         key_dir=tmp_path / "replica" / "keys",
     )
     assert data_dir(on_pg) == tmp_path / "replica"
+
+
+async def test_an_emergency_lock_placed_while_postgresql_is_lost_reaches_every_replica(
+    stale_pair: tuple[Replicas, str],
+) -> None:
+    """The database cannot be read or written: a lock placed through replica A's admin API
+    is authorised and resolved from A's snapshot, journalled and enforced by A at once;
+    when the database is back A folds it in, and the change feed carries it to B."""
+    r, url = stale_pair
+    name = url.rsplit("/", 1)[1]
+    with blocked(name):
+        lock = await r.admin(
+            0, "POST", "/locks", {"kind": "principal", "target": "svc", "reason": "ir"}, want=201
+        )
+        assert lock["emergency"] is True
+        status, body = await _chat(r, 0)
+        assert status == 403 and body["error"]["code"] == "forbidden"  # enforced on A now
+    # Back: folded into the database by A (its 2 s upkeep tick), refused by B too.
+    await _until_status(r, 1, 403)
+    listed = await r.admin(1, "GET", "/locks", want=200)
+    assert lock["id"] in str(listed)

@@ -17,6 +17,8 @@ from tests.support import pg
 
 
 class Captured:
+    name = "captured"
+
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
