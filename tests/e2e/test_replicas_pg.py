@@ -152,9 +152,13 @@ async def test_a_lock_on_one_replica_cuts_a_live_stream_on_another(three: Replic
 
 
 async def test_the_listener_lets_replicas_poll_slowly(three: Replicas) -> None:
+    deadline = time.monotonic() + GUARD_S
     for gateway in three.gateways:
         listener = gateway.snapshots.listener
-        assert listener is not None and listener.healthy
+        assert listener is not None
+        while not listener.healthy:  # its connection opens in its own thread
+            assert time.monotonic() < deadline, "the listener never connected"
+            await asyncio.sleep(0.01)
         assert gateway.snapshots._poll_interval() == SNAPSHOT_POLL_LISTENING_S
 
 
