@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.world import World, start_world, stop_world
+from tests.support.world import World, start_world, stop_world, world_on
 
 # Gateways started in this process listen for metrics only where a test asks (their configs,
 # written by `garrison init`, name the one default port: parallel workers would fight over it).
@@ -22,3 +22,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield w
     finally:
         await stop_world(w)
+
+
+# The two databases a gateway runs on; a test that takes ``any_world`` runs on each.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+async def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    async with world_on(request.param, tmp_path) as w:
+        yield w

@@ -2,13 +2,16 @@
 
 Each writer chains its checkpoint to the newest checkpoint *stored*, read inside its write
 transaction, so ``garrison audit verify`` passes on an untouched log however many processes
-wrote it (a fork would be a false ``broken_chain`` alarm).
+wrote it (a fork would be a false ``broken_chain`` alarm). On SQLite and on PostgreSQL (where
+the writers are gateway replicas sharing one log).
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +21,45 @@ from click.testing import CliRunner
 
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer
-from garrison.audit.sqlite_sink import SqliteAuditSink
+from garrison.audit.sinks import open_sink
+from garrison.audit.tree_sink import TreeSink
 from garrison.audit.witness import DirectoryWitness
 from garrison.cli.audit_cmds import audit
 from garrison.cli.main import cli
 from garrison.config import CONFIG_FILE, Settings, load_settings
+from tests.conftest import BACKENDS
+from tests.support import pg
 
 WRITES_PER_PROCESS = 15
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    result = CliRunner().invoke(cli, ["init", "--data-dir", str(tmp_path / "data")])
-    assert result.exit_code == 0, result.output
-    return tmp_path / "data"
+@pytest.fixture(params=BACKENDS)
+def data(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    args = ["init", "--data-dir", str(tmp_path / "data")]
+    with pg.fresh_database() if request.param == "postgresql" else _no_database() as url:
+        if url is not None:
+            args += ["--database-url", url]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        yield tmp_path / "data"
+
+
+@contextlib.contextmanager
+def _no_database() -> Iterator[None]:
+    yield None
 
 
 def settings(data: Path) -> Settings:
     return load_settings(data / CONFIG_FILE, env={})
 
 
-def sink(data: Path) -> SqliteAuditSink:
+def sink(data: Path) -> TreeSink:
     s = settings(data)
     assert s.witness_dir is not None
-    db = Path(s.database_url.removeprefix("sqlite:///"))
-    out = SqliteAuditSink(
-        db, signer=Signer.from_dir(s.key_dir), witness=DirectoryWitness(s.witness_dir)
+    out = open_sink(
+        s.database_url,
+        signer=Signer.from_dir(s.key_dir),
+        witness=DirectoryWitness(s.witness_dir),
     )
     out.open()
     return out

@@ -1,11 +1,11 @@
 """Fail closed: if the audit log cannot be written, allowed calls are refused and reach nothing;
-and the event of every allowed call is durable before the upstream sees the call."""
+and the event of every allowed call is durable before the upstream sees the call. On SQLite
+and on PostgreSQL (the log shared by replicas: "cannot be written" is its write lock held)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,15 +14,24 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
-from tests.support.db import hold_write_lock
+from tests.conftest import BACKENDS
+from tests.support.db import hold_audit_lock
 from tests.support.servers import one_route_upstream
 from tests.support.shapes import ANTHROPIC_ERROR_TYPES
-from tests.support.world import UPSTREAM_KEY, World
+from tests.support.world import UPSTREAM_KEY, World, world_on
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    async with world_on(request.param, tmp_path) as w:
+        yield w
+
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
@@ -63,7 +72,7 @@ async def until_served(world: World) -> tuple[int, str, bytes]:
 async def refused_while_locked(world: World) -> str:
     """Make one allowed call while the log is locked; it must be a 503. Its request id."""
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with hold_audit_lock(world.settings.database_url):
         status, request_id, raw = await chat(world)
     assert status == 503, raw
     return request_id
@@ -74,7 +83,7 @@ async def test_allowed_call_is_503_and_reaches_nothing_while_audit_is_locked(
     world: World,
 ) -> None:
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with hold_audit_lock(world.settings.database_url):
         status, _, raw = await chat(world)
     assert status == 503
     doc = orjson.loads(raw)
@@ -88,7 +97,7 @@ async def test_allowed_anthropic_call_is_503_in_anthropic_shape_while_audit_is_l
     world: World,
 ) -> None:
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with hold_audit_lock(world.settings.database_url):
         status, raw = await claude(world)
     assert status == 503
     doc = orjson.loads(raw)
@@ -124,21 +133,18 @@ async def test_refused_call_is_recorded_once_the_log_recovers(world: World) -> N
 
 # ── ordering: durable before forwarded ─────────────────────────────────────────────────────
 @contextlib.asynccontextmanager
-async def probe_upstream(db_path: Path, found: dict[str, bool]) -> AsyncIterator[int]:
+async def probe_upstream(engine: sa.Engine, found: dict[str, bool]) -> AsyncIterator[int]:
     """An upstream that, on receiving a call, checks the audit log already holds its
     ``request.allowed`` event (recorded in ``found`` by request id), then answers."""
 
     async def answer(request: web.Request) -> web.Response:
         request_id = request.headers.get("x-request-id", "")
-        conn = sqlite3.connect(db_path)
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM audit_events WHERE name = ? AND request_id = ?",
-                ("request.allowed", request_id),
-            ).fetchone()
-        finally:
-            conn.close()
-        found[request_id] = row[0] == 1
+        with engine.connect() as conn:
+            count = conn.execute(
+                sa.text("SELECT count(*) FROM audit_events WHERE name = :n AND request_id = :r"),
+                {"n": "request.allowed", "r": request_id},
+            ).scalar()
+        found[request_id] = count == 1
         body: dict[str, Any] = {
             "id": "chatcmpl-probe",
             "object": "chat.completion",
@@ -161,7 +167,7 @@ async def probe_upstream(db_path: Path, found: dict[str, bool]) -> AsyncIterator
 
 async def test_allowed_event_is_durable_before_the_upstream_sees_the_call(world: World) -> None:
     found: dict[str, bool] = {}
-    async with probe_upstream(world.db_path, found) as port:
+    async with probe_upstream(world.directory.engine, found) as port:
         world.directory.create_model(
             "m-probe",
             upstream_url=f"http://127.0.0.1:{port}/v1",
@@ -185,7 +191,7 @@ async def test_refusals_are_immediate_while_the_log_is_known_down_and_recovery_i
     """Once the log is known to be down, a call does not wait out the append timeout (2 s)
     to be refused; the writer probes in the background and service resumes by itself."""
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with hold_audit_lock(world.settings.database_url):
         status, _, _ = await chat(world)  # finds the outage
         assert status == 503
         waits = []

@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from garrison.audit.pg_sink import AUDIT_PG_WRITE_LOCK, libpq_url
+from garrison.store import sqlite_path
+
 
 @contextlib.contextmanager
 def hold_write_lock(db_path: Path) -> Iterator[None]:
@@ -37,3 +42,20 @@ def row_counts(directory: Any) -> dict[str, int]:
         }
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def hold_audit_lock(database_url: str) -> Iterator[None]:
+    """Hold the audit log's write lock: no audit batch can commit meanwhile (SQLite: the
+    database's write lock; PostgreSQL: the audit writers' advisory lock, held by a session)."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        with hold_write_lock(path):
+            yield
+        return
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (AUDIT_PG_WRITE_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (AUDIT_PG_WRITE_LOCK,))

@@ -1,18 +1,22 @@
 """A seeded directory, a mock upstream and a running gateway, for tests.
 
-``World`` knows every key it issued (tests need them) and can read the audit log back.
+``World`` knows every key it issued (tests need them) and can read the audit log back. Its
+directory and audit log are a SQLite file under its root, or (``database_url``) a PostgreSQL
+database the test made (``tests.support.pg.fresh_database(migrated=False)``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from garrison.bootstrap import enroll_locally, init, open_directory, write_credential
 from garrison.config import Settings
@@ -24,6 +28,7 @@ from garrison.identity.oidc_config import OidcSettings
 from garrison.mock import MockConfig, MockUpstream
 from garrison.server import Gateway
 from garrison.store import Directory
+from tests.support import pg
 
 UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
 
@@ -46,23 +51,18 @@ class World:
     def db_path(self) -> Path:
         return Path(self.settings.database_url.removeprefix("sqlite:///"))
 
+    def _records(self) -> list[bytes]:
+        with self.directory.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT record FROM audit_events ORDER BY seq"))
+            return [bytes(r[0]) for r in rows]
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """Audit records, decoded, in order (optionally only those named ``name``)."""
-        conn = sqlite3.connect(self.db_path)
-        try:
-            rows = conn.execute("SELECT record FROM audit_events ORDER BY seq").fetchall()
-        finally:
-            conn.close()
-        records = [orjson.loads(r[0]) for r in rows]
+        records = [orjson.loads(r) for r in self._records()]
         return [r for r in records if name is None or r["name"] == name]
 
     def raw_audit(self) -> bytes:
-        conn = sqlite3.connect(self.db_path)
-        try:
-            rows = conn.execute("SELECT record FROM audit_events ORDER BY seq").fetchall()
-        finally:
-            conn.close()
-        return b"\n".join(r[0] for r in rows)
+        return b"\n".join(self._records())
 
     async def settle(self) -> None:
         """Wait until every queued audit event is committed."""
@@ -178,8 +178,9 @@ async def start_world(
     detect: bool = True,
     oidc: OidcSettings | None = None,
     audit_jsonl: Path | None = None,
+    database_url: str | None = None,
 ) -> World:
-    done = init(root / "data")
+    done = init(root / "data", database_url=database_url)
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
     admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
     assert done.settings.admin_credential_file is not None  # as `enroll --save` leaves it
@@ -219,3 +220,17 @@ async def stop_world(world: World) -> None:
     await world.gateway.stop()
     await world.mock.stop()
     world.directory.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def world_on(backend: str, root: Path, **kw: Any) -> AsyncIterator[World]:
+    """A running world on ``backend`` ("sqlite" or "postgresql": a fresh database of its own,
+    dropped afterwards; skipped with the reason when there is no PostgreSQL)."""
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            kw["database_url"] = stack.enter_context(pg.fresh_database())
+        w = await start_world(root, **kw)
+        try:
+            yield w
+        finally:
+            await stop_world(w)

@@ -1,9 +1,10 @@
 """Verification on every core: the fast path for a log that turns out intact.
 
 The log is cut into aligned chunks of ``CHUNK`` leaves. Worker processes each read their
-chunks from the database, re-hash every record, check every record's own index and its stored
-hash, and return the chunk's perfect subtree root, or — for a chunk holding a checkpoint or
-witness size, or the tail — the chunk's compact edge at each such size. The parent joins the
+chunks from the database (the SQLite file, or PostgreSQL by its libpq URL), re-hash every
+record, check every record's own index and its stored hash, and return the chunk's perfect
+subtree root, or — for a chunk holding a checkpoint or witness size, or the tail — the
+chunk's compact edge at each such size. The parent joins the
 chunks into the tree (the prefix before a chunk is a whole number of chunks, so its edge and
 the chunk's inner edge form the compact tree at any size inside the chunk) and checks every
 root. Anything amiss, or a log whose seqs are not 1..n, and the caller runs the sequential
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from garrison.audit.checkpoint import Checkpoint
 from garrison.audit.merkle import CompactTree
+from garrison.audit.sqlite_reader import connect_read_only, is_pg_source
 from garrison.audit.verify import VerifyReport, _check_checkpoints, _check_witness, _claimed_index
 
 # Leaves per chunk: a power of two (chunks must be aligned subtrees) large enough that the
@@ -30,6 +31,9 @@ from garrison.audit.verify import VerifyReport, _check_checkpoints, _check_witne
 CHUNK_BITS = 15
 CHUNK = 1 << CHUNK_BITS
 _sha256 = hashlib.sha256
+_CHUNK_SQL = (
+    "SELECT seq, record, leaf_hash FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +46,11 @@ class _ChunkResult:
 
 
 def _verify_chunk(args: tuple[str, int, int, tuple[int, ...]]) -> _ChunkResult:
-    path, start, end, sizes = args
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    source, start, end, sizes = args
+    conn = connect_read_only(source)
+    sql = _CHUNK_SQL.replace("?", "%s") if is_pg_source(source) else _CHUNK_SQL
     try:
-        rows = conn.execute(
-            "SELECT seq, record, leaf_hash FROM audit_events WHERE seq > ? AND seq <= ?"
-            " ORDER BY seq",
-            (start, end),
-        ).fetchall()
+        rows = conn.execute(sql, (start, end)).fetchall()
     finally:
         conn.close()
     count = len(rows)
@@ -76,7 +77,7 @@ def _verify_chunk(args: tuple[str, int, int, tuple[int, ...]]) -> _ChunkResult:
 
 
 def verify_parallel(
-    path: Path,
+    path: Path | str,
     count: int,
     checkpoints: Sequence[Checkpoint],
     keys: Mapping[str, Ed25519PublicKey],

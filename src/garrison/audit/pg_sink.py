@@ -49,7 +49,10 @@ AUDIT_PG_STATEMENT_TIMEOUT_MS = 2000
 # is down, and a probe must not hang on an unreachable host.
 AUDIT_PG_CONNECT_TIMEOUT_S = 2
 
-_COPY = f"COPY audit_events ({', '.join(LEAF_COLUMNS)}) FROM STDIN"
+_COPY = f"COPY audit_events ({', '.join(LEAF_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# The columns' types, in ``LEAF_COLUMNS`` order, for the binary COPY: records go as raw bytes
+# (text COPY would send bytea as hex, twice the bytes, parsed again by the server).
+_COPY_TYPES = ("int4", "float8", "text", "text", "text", "text", "text", "bytea", "bytea")
 _LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
@@ -58,6 +61,7 @@ def insert_copy(conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> Non
     if not rows:
         return
     with conn.cursor().copy(_COPY) as copy:
+        copy.set_types(_COPY_TYPES)
         for row in rows:
             copy.write_row(row)
 

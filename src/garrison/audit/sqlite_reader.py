@@ -1,4 +1,6 @@
-"""Reading the embedded audit log back: rows in leaf order, checkpoints, proofs, queries."""
+"""Reading the audit log back: rows in leaf order, checkpoints, proofs, queries — from the
+embedded SQLite file (``AuditReader(path)``) or a PostgreSQL database
+(``open_reader(database_url)``); the SQL is the same, written with ``?`` placeholders."""
 
 from __future__ import annotations
 
@@ -26,15 +28,49 @@ def stored_bytes(value: object) -> bytes:
         return value
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, memoryview):
+        return value.tobytes()
     return b"" if value is None else str(value).encode()
 
 
+def is_pg_source(source: str | Path) -> bool:
+    """A log named by a libpq URL (PostgreSQL) rather than a SQLite file."""
+    return isinstance(source, str) and source.startswith(("postgresql://", "postgres://"))
+
+
+def connect_read_only(source: str | Path) -> Any:
+    """A read-only DB-API connection to the log ``source`` (a SQLite file or a libpq URL)."""
+    if is_pg_source(source):
+        import psycopg  # only a PostgreSQL log loads the driver
+
+        return psycopg.connect(
+            str(source), autocommit=True, options="-c default_transaction_read_only=on"
+        )
+    return sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+
+
+def read_errors() -> tuple[type[Exception], ...]:
+    """The errors reading a log can raise (a database's, not a verdict on the log)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return (OSError, sqlite3.Error)
+    return (OSError, sqlite3.Error, psycopg.Error)
+
+
 class AuditReader:
-    def __init__(self, path: Path) -> None:
-        if not path.exists():
+    def __init__(self, path: Path | str) -> None:
+        self.pg = is_pg_source(path)
+        if not self.pg and not Path(path).exists():
             raise FileNotFoundError(f"no audit database at {path}")
-        self.path = path
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # Where the log is: the SQLite file, or the libpq URL (parallel verify reopens it).
+        self.path: Path | str = path if self.pg else Path(path)
+        self._conn = connect_read_only(path)
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        if self.pg:
+            sql = sql.replace("?", "%s")
+        return self._conn.execute(sql, args)
 
     def close(self) -> None:
         self._conn.close()
@@ -46,18 +82,30 @@ class AuditReader:
         self.close()
 
     def count(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM audit_events").fetchone()[0])
+        return int(self._q("SELECT count(*) FROM audit_events").fetchone()[0])
 
     def pending(self) -> int:
         """Directory changes waiting in the audit outbox for a leaf index (0 for a log from
         before the outbox existed)."""
-        try:
-            return int(self._conn.execute("SELECT count(*) FROM audit_outbox").fetchone()[0])
-        except sqlite3.OperationalError:
+        exists = (
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'audit_outbox'"
+            if self.pg
+            else "SELECT count(*) FROM sqlite_master WHERE name = 'audit_outbox'"
+        )
+        if not self._q(exists).fetchone()[0]:
             return 0
+        return int(self._q("SELECT count(*) FROM audit_outbox").fetchone()[0])
 
     def rows(self) -> Iterator[Row]:
-        cur = self._conn.execute("SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq")
+        sql = "SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq"
+        if self.pg:
+            # A server-side cursor: the rows come READ_BATCH at a time, not all at once.
+            with self._conn.transaction(), self._conn.cursor(name="audit_rows") as named:
+                named.itersize = READ_BATCH
+                named.execute(sql)
+                yield from named  # (int, bytes, bytes | None): bytea is bytes
+            return
+        cur = self._conn.execute(sql)
         while True:
             batch = cur.fetchmany(READ_BATCH)
             if not batch:
@@ -66,7 +114,7 @@ class AuditReader:
 
     def rows_range(self, start: int, end: int) -> list[Row]:
         """Rows at leaf positions [start, end) (by order, whatever their seq says)."""
-        cur = self._conn.execute(
+        cur = self._q(
             "SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq LIMIT ? OFFSET ?",
             (end - start, start),
         )
@@ -79,9 +127,9 @@ class AuditReader:
         is a stand-in that fails verification, so the verifier reports it."""
         out: list[Checkpoint] = []
         query = "SELECT seq, body FROM audit_checkpoints ORDER BY seq"
-        for seq, body in self._conn.execute(query):
+        for seq, body in self._q(query):
             try:
-                out.append(Checkpoint.from_dict(orjson.loads(body)))
+                out.append(Checkpoint.from_dict(orjson.loads(stored_bytes(body))))
             except (orjson.JSONDecodeError, CheckpointError, TypeError) as exc:
                 out.append(Checkpoint.damaged(f"stored checkpoint {seq} is not one: {exc}"))
         return out
@@ -98,11 +146,11 @@ class AuditReader:
     def find(self, ref: str) -> tuple[int, bytes] | None:
         """An event by leaf index (a number) or by request id (its first event)."""
         if ref.isdigit():
-            row = self._conn.execute(
+            row = self._q(
                 "SELECT seq, record FROM audit_events WHERE seq = ?", (int(ref) + 1,)
             ).fetchone()
         else:
-            row = self._conn.execute(
+            row = self._q(
                 "SELECT seq, record FROM audit_events WHERE request_id = ? ORDER BY seq LIMIT 1",
                 (ref,),
             ).fetchone()
@@ -132,25 +180,37 @@ class AuditReader:
         clause = " AND ".join(where)
         sql = f"SELECT seq, record FROM audit_events WHERE {clause} ORDER BY seq"  # noqa: S608
         if limit is not None:
-            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY seq"  # noqa: S608
-        return [(int(s), stored_bytes(r)) for s, r in self._conn.execute(sql, args)]
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) AS q ORDER BY seq"  # noqa: S608
+        return [(int(s), stored_bytes(r)) for s, r in self._q(sql, args)]
 
     def principal_names(self) -> dict[str, str]:
         """Principal id → name, for showing people by name (the records hold ids)."""
-        return {str(i): str(n) for i, n in self._conn.execute("SELECT id, name FROM principals")}
+        return {str(i): str(n) for i, n in self._q("SELECT id, name FROM principals")}
 
     def principal_ids(self, name_or_org: str, *, by_org: bool) -> list[str]:
         if by_org:
-            rows = self._conn.execute(
+            rows = self._q(
                 "SELECT p.id FROM principals p JOIN orgs o ON o.id = p.org_id"
                 " WHERE o.name = ? OR o.id = ?",
                 (name_or_org, name_or_org),
             )
         else:
-            rows = self._conn.execute(
+            rows = self._q(
                 "SELECT id FROM principals WHERE name = ? OR id = ?", (name_or_org, name_or_org)
             )
         return [r[0] for r in rows]
+
+
+def open_reader(database_url: str) -> AuditReader:
+    """A reader of the log in ``database_url`` (``sqlite:///…`` or ``postgresql+psycopg://…``)."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        return AuditReader(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise ValueError("the audit log is in SQLite or PostgreSQL")
+    return AuditReader(Path(url.database))
 
 
 @dataclass(frozen=True, slots=True)

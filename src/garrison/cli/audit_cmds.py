@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -13,10 +11,8 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from garrison.audit.checkpoint import (
-    Checkpoint,
     CheckpointError,
     Signer,
     fingerprint_of,
@@ -28,7 +24,6 @@ from garrison.audit.events import CLIENT_ADDRESS, caller_address
 from garrison.audit.exporters import build_exporters
 from garrison.audit.merkle import LeafHashes, ProofError
 from garrison.audit.outbox import integrate_or_wait
-from garrison.audit.parallel_verify import verify_parallel
 from garrison.audit.proofs import (
     check_consistency_bundle,
     check_evidence_bundle,
@@ -36,30 +31,22 @@ from garrison.audit.proofs import (
     keys_with_fingerprints,
     signing_key_id,
 )
-from garrison.audit.sqlite_reader import AuditReader, prove_consistency, prove_inclusion
-from garrison.audit.verify import VerifyReport, verify_log, witness_findings
-from garrison.audit.witness import load_witness, read_leaves
-from garrison.cli.exits import ExitCode
+from garrison.audit.sqlite_reader import (
+    prove_consistency,
+    prove_inclusion,
+)
+from garrison.cli.audit_verify import audit_verify, reader_for
 from garrison.cli.options import config_option
 from garrison.config import Settings, load_settings
 from garrison.domain.durations import parse_duration
-from garrison.errors import BadRequest, ConfigError, GarrisonError, NotFound
+from garrison.errors import BadRequest, NotFound
 from garrison.safe_text import terminal_safe
 from garrison.store import make_engine, sqlite_path
 from garrison.timestamps import rfc3339
 
 err = Console(stderr=True)
-# Below this many events starting worker processes (~0.5 s) costs more than it saves.
-PARALLEL_MIN_EVENTS = 500_000
 # Poll interval of `audit tail -f`.
 TAIL_POLL_S = 0.5
-
-
-def _reader(settings: Settings) -> AuditReader:
-    path = sqlite_path(settings.database_url)
-    if path is None:
-        raise ConfigError("audit commands need the embedded SQLite store")
-    return AuditReader(path)
 
 
 def _integrate_waiting(settings: Settings) -> None:
@@ -122,137 +109,7 @@ def audit() -> None:
     """The tamper-evident audit log."""
 
 
-@audit.command("verify")
-@click.option(
-    "--witness-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Witness copies to check against (default: the configured witness_dir).",
-)
-@click.option(
-    "--no-witness",
-    is_flag=True,
-    help="Check the log and its own checkpoints alone, ignoring any witness.",
-)
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--jobs",
-    default=os.cpu_count() or 1,
-    show_default="all cores",
-    type=int,
-    help="Worker processes for the fast path on large logs (1: sequential only).",
-)
-@config_option
-def audit_verify(
-    witness_dir: Path | None, no_witness: bool, as_json: bool, jobs: int, config_path: Path
-) -> None:
-    """Recompute the tree and check every checkpoint and witness copy. Exit 1 on any problem."""
-    settings = load_settings(config_path)
-    keys = Signer.from_dir(settings.key_dir).public_keys()
-    wdir = None if no_witness else (witness_dir or settings.witness_dir)
-    copy = load_witness(wdir) if wdir is not None else None
-    witness = copy.checkpoints if copy is not None else []
-    try:
-        with _reader(settings) as reader:
-            total = reader.count()
-            checkpoints = reader.checkpoints()
-            report = None
-            if jobs > 1 and total >= PARALLEL_MIN_EVENTS:
-                report = verify_parallel(
-                    reader.path, total, checkpoints, keys, witness=witness, jobs=jobs
-                )
-            if report is None:
-                report = _verify_sequential(
-                    reader, total, checkpoints, keys, witness, as_json, wdir
-                )
-            pending = reader.pending()
-    except (OSError, sqlite3.Error) as exc:
-        # Not a verdict on the log: exit code "could not read" (docs/cli.md, Exit codes).
-        raise GarrisonError(f"could not read the audit log: {exc}") from None
-    if copy is not None:
-        report.problems.extend(
-            witness_findings(
-                checkpoints, present=copy.present, copies=copy.checkpoints, damaged=copy.damaged
-            )
-        )
-    if as_json:
-        click.echo(
-            orjson.dumps(
-                {
-                    "ok": report.ok,
-                    "events": report.events,
-                    "checkpoints": report.checkpoints,
-                    "witness_checkpoints": report.witness_checkpoints,
-                    "root": report.root,
-                    "unsigned_tail": report.unsigned_tail,
-                    "pending": pending,
-                    "first_bad_index": report.first_bad_index,
-                    "problems": [
-                        {"kind": p.kind, "index": p.index, "detail": p.detail}
-                        for p in report.problems
-                    ],
-                }
-            ).decode()
-        )
-    else:
-        click.echo(
-            f"events: {report.events:,}   checkpoints: {report.checkpoints:,}   "
-            f"witness copies: {report.witness_checkpoints:,}"
-        )
-        click.echo(f"root: {report.root}")
-        if report.unsigned_tail:
-            click.echo(
-                f"note: the newest {report.unsigned_tail} event(s) are not yet under a "
-                "signed checkpoint"
-            )
-        if pending:
-            click.echo(
-                f"note: {pending} directory change(s) wait in the audit outbox for their leaf "
-                "index (a running gateway, or the next host command, integrates them)"
-            )
-        if report.ok:
-            click.echo("OK: the log verifies")
-        else:
-            click.echo(f"FAILED: first bad index {report.first_bad_index}")
-            for p in report.problems:
-                where = "-" if p.index is None else str(p.index)
-                click.echo(f"  {p.kind:<14} at {where:>8}  {p.detail}")
-    if not report.ok:
-        sys.exit(ExitCode.CHECK_FAILED)
-
-
-def _verify_sequential(
-    reader: AuditReader,
-    total: int,
-    checkpoints: list[Checkpoint],
-    keys: dict[str, Any],
-    witness: list[Checkpoint],
-    as_json: bool,
-    witness_dir: Path | None = None,
-) -> VerifyReport:
-    with Progress(
-        TextColumn("verifying"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=as_json or total < 50_000,
-    ) as bar:
-        task = bar.add_task("verify", total=total)
-        return verify_log(
-            reader.rows(),
-            checkpoints,
-            keys,
-            witness=witness,
-            progress=lambda n: bar.update(task, completed=n),
-            reread=reader.rows_range,
-            leaves=(
-                None
-                if witness_dir is None
-                else lambda start, end: read_leaves(witness_dir, start, end)
-            ),
-        )
+audit.add_command(audit_verify)
 
 
 @audit.command("pubkey")
@@ -292,7 +149,7 @@ def audit_rotate_key(config_path: Path) -> None:
 def audit_prove(ref: str, out: Path | None, config_path: Path) -> None:
     """Inclusion proof of an event (leaf index or request id) with its signed checkpoint."""
     settings = load_settings(config_path)
-    with _reader(settings) as reader:
+    with reader_for(settings) as reader:
         found = reader.find(ref)
         if found is None:
             raise NotFound(f"no audit event {ref!r}")
@@ -312,7 +169,7 @@ def audit_prove_consistency(
     old_size: int, new_size: int, out: Path | None, config_path: Path
 ) -> None:
     """Consistency proof between two signed checkpoints (by tree size)."""
-    with _reader(load_settings(config_path)) as reader:
+    with reader_for(load_settings(config_path)) as reader:
         try:
             _emit(prove_consistency(reader, old_size, new_size), out)
         except LookupError as exc:
@@ -434,7 +291,7 @@ def audit_tail(
     """Recent audit events, filtered; `-f` to follow."""
     settings = load_settings(config_path)
     _integrate_waiting(settings)
-    with _reader(settings) as reader:
+    with reader_for(settings) as reader:
         principals: list[str] | None = None
         if principal is not None:
             principals = reader.principal_ids(principal, by_org=False)
@@ -490,7 +347,7 @@ def audit_export(
     settings = load_settings(config_path)
     handle = open(out, "w") if out else sys.stdout  # noqa: SIM115 - closed below
     try:
-        with _reader(settings) as reader:
+        with reader_for(settings) as reader:
             rows = reader.query(since=_since(since))
             if proofs:
                 cps = reader.checkpoints()

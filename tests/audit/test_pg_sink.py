@@ -1,0 +1,108 @@
+"""The PostgreSQL audit sink's own limits: the write lock's timeout, the probe, reconnecting
+after the database drops its connection, and the outbox integrated by a host command."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.pg_sink import AUDIT_PG_LOCK_TIMEOUT_MS, PgAuditSink, libpq_url
+from garrison.audit.sinks import integrate_outbox, open_sink
+from garrison.audit.sqlite_reader import open_reader
+from garrison.audit.verify import verify_log
+from garrison.domain import OrgKind
+from garrison.keyring import Sealer, create_key_files, load_pepper
+from garrison.store import Directory, make_engine
+from tests.support import pg
+from tests.support.db import hold_audit_lock
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with pg.fresh_database() as fresh:
+        yield fresh
+
+
+@pytest.fixture
+def sink(url: str) -> Iterator[PgAuditSink]:
+    s = PgAuditSink(url)
+    s.open()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def events(n: int, tag: str = "e") -> list[AuditEvent]:
+    return [AuditEvent(EventName.REQUEST_DENIED, at=1.0, request_id=f"{tag}{i}") for i in range(n)]
+
+
+def test_open_sink_gives_the_postgresql_sink_for_a_postgresql_url(url: str) -> None:
+    assert isinstance(open_sink(url), PgAuditSink)
+
+
+def test_a_batch_waits_at_most_the_lock_timeout_for_the_write_lock(
+    url: str, sink: PgAuditSink
+) -> None:
+    with hold_audit_lock(url):
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            sink.write_batch(events(1))
+        waited = time.monotonic() - started
+    assert AUDIT_PG_LOCK_TIMEOUT_MS / 1000 * 0.9 <= waited < AUDIT_PG_LOCK_TIMEOUT_MS / 1000 + 1
+    assert sink.tree.size == 0  # the failed batch left the tree where it was
+    sink.write_batch(events(1))  # and the next one goes through
+    assert sink.tree.size == 1
+
+
+def test_the_probe_fails_while_the_lock_is_held_and_passes_after(
+    url: str, sink: PgAuditSink
+) -> None:
+    with hold_audit_lock(url), pytest.raises(psycopg.errors.LockNotAvailable):
+        sink.probe()
+    sink.probe()
+
+
+def test_a_dropped_connection_is_replaced_by_the_next_batch(url: str, sink: PgAuditSink) -> None:
+    sink.write_batch(events(2, "a"))
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'garrison-audit' AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        sink.write_batch(events(1, "lost"))
+    sink.write_batch(events(2, "b"))
+    with open_reader(url) as reader:
+        ids = [row[0] for row in reader.rows()]
+        report = verify_log(reader.rows(), reader.checkpoints(), {})
+    assert ids == [1, 2, 3, 4]
+    assert report.ok, report.problems
+
+
+def test_a_host_command_integrates_the_outbox_on_postgresql(url: str, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    create_key_files(keys)
+    engine = make_engine(url)
+    try:
+        directory = Directory(
+            engine, actor="test", pepper=load_pepper(keys), sealer=Sealer.from_dir(keys)
+        )
+        directory.create_org("team-a", OrgKind.INTERNAL, now=time.time())
+        with engine.connect() as conn:
+            waiting = conn.execute(sa.text("SELECT count(*) FROM audit_outbox")).scalar()
+        assert waiting and waiting >= 1
+        assert integrate_outbox(url) == waiting
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM audit_outbox")).scalar() == 0
+            names = conn.execute(sa.text("SELECT name FROM audit_events ORDER BY seq")).scalars()
+            assert "org.created" in list(names)
+    finally:
+        engine.dispose()
