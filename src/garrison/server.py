@@ -59,9 +59,10 @@ from garrison.serve.emergency import EmergencyLocks
 from garrison.serve.snapshots import Snapshots
 from garrison.serve.upkeep import Upkeep
 from garrison.store import is_postgres, make_engine, migrate, sqlite_path
+from garrison.store.change_feed import ChangeListener, version_probe
 from garrison.store.directory import Directory
 from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
-from garrison.store.snapshot import Snapshot, VersionProbe, current_version
+from garrison.store.snapshot import Snapshot
 from garrison.tls.listener import ReloadingTls
 
 log = logging.getLogger("garrison.gateway")
@@ -78,22 +79,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _NO_SQLITE = "no-sqlite-file-on-postgresql"
 
 
-class _PgVersionProbe(VersionProbe):
-    """The change feed's high-water mark on PostgreSQL, read through the engine's pool
-    (a stopgap until the change feed wakes replicas itself)."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        super().__init__(Path(_NO_SQLITE))
-        self._engine = engine
-
-    def version(self) -> int:
-        with self._engine.connect() as conn:
-            return current_version(conn)
-
-    def close(self) -> None:
-        pass
-
-
 class Gateway:
     def __init__(
         self,
@@ -108,12 +93,11 @@ class Gateway:
         if path is None and not is_postgres(settings.database_url):
             raise ConfigError("[storage] database_url: SQLite or PostgreSQL (postgresql+psycopg)")
         self.engine = make_engine(settings.database_url)
-        # This process's files beside the database (the emergency lock journal, the disk
-        # check): the SQLite file's directory, or on PostgreSQL the key directory's parent.
-        data_dir = path.parent if path is not None else settings.key_dir.parent
         # Readers that still open the SQLite file (detection's catch-up): on PostgreSQL a
         # path that cannot be opened (its directory does not exist), never a stray file.
-        self._db_path = path if path is not None else data_dir / _NO_SQLITE / "garrison.db"
+        self._db_path = (
+            path if path is not None else data_dir(settings) / _NO_SQLITE / "garrison.db"
+        )
         self.pepper = load_pepper(settings.key_dir)
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
@@ -157,7 +141,7 @@ class Gateway:
             )
         self.emergency = EmergencyLocks(
             self.state,
-            EmergencyJournal(data_dir / JOURNAL_FILE),
+            EmergencyJournal(data_dir(settings) / JOURNAL_FILE),
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
@@ -223,13 +207,14 @@ class Gateway:
         self.instance_id = new_request_id.prefix
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
-        self._probe = VersionProbe(path) if path is not None else _PgVersionProbe(self.engine)
+        self._probe = version_probe(settings.database_url)
         self.snapshots = Snapshots(
             self.state,
             engine=self.engine,
             pepper=self.pepper,
             sealer=self.sealer,
             probe=self._probe,
+            listener=_listener(settings.database_url),
             overlay=self.emergency.overlay,
             monitor=self.monitor,
             clock=clock,
@@ -242,7 +227,7 @@ class Gateway:
             emergency=self.emergency,
             monitor=self.monitor,
             instance_id=self.instance_id,
-            data_dir=data_dir,
+            data_dir=data_dir(settings),
             clock=clock,
         )
         self.port = 0
@@ -358,8 +343,14 @@ class Gateway:
         return self.port
 
     async def reload(self) -> None:
-        """Load the newest snapshot into this process (after a write, or a playbook's)."""
-        await self.snapshots.reload()
+        """Load the newest snapshot into this process (after a write, or a playbook's).
+        When the database cannot be read (PostgreSQL lost right after the write, or an
+        emergency lock placed because it is lost) the snapshot in force stays, emergency
+        locks included, and the watcher loads the new one as soon as it can."""
+        try:
+            await self.snapshots.reload()
+        except sa.exc.OperationalError as exc:
+            log.error("snapshot not reloaded, the database cannot be read: %s", exc)
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Stop taking calls and let those in flight finish, for at most ``deadline_s``
@@ -450,6 +441,25 @@ async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | No
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await gateway.stop()
+
+
+def data_dir(settings: Settings) -> Path:
+    """This process's own files (the emergency lock journal; free space is read there): the
+    SQLite database's directory, or on PostgreSQL the one holding the key directory."""
+    path = sqlite_path(settings.database_url)
+    return path.parent if path is not None else settings.key_dir.parent
+
+
+def _listener(url: str) -> Callable[[Callable[[], None]], ChangeListener] | None:
+    """On PostgreSQL, the change listener that wakes the snapshot watcher (LISTEN/NOTIFY);
+    on SQLite none (processes poll the file)."""
+    if not is_postgres(url):
+        return None
+
+    def build(wake: Callable[[], None]) -> ChangeListener:
+        return ChangeListener(url, on_change=lambda _seq: wake(), on_resync=wake)
+
+    return build
 
 
 def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from garrison.admin.authz import Action, authorize, reach
 from garrison.domain import Credential, Principal, Reason
+from garrison.domain.snapshot import Snapshot
 from garrison.edge.process import ProcessState
 from garrison.errors import BadRequest, Forbidden, GarrisonError, NotFound
 from garrison.identity.access_tokens import SessionClaims
@@ -123,15 +124,28 @@ class Ctx:
         return reach(self.admin, action, self.scope).orgs
 
     async def require(
-        self, action: Action, kind: str | None = None, ref: str | None = None
+        self,
+        action: Action,
+        kind: str | None = None,
+        ref: str | None = None,
+        *,
+        offline: bool = False,
     ) -> None:
-        """Refuse unless the admin may take ``action`` on the ``kind`` named ``ref``."""
+        """Refuse unless the admin may take ``action`` on the ``kind`` named ``ref``.
+        ``offline``: when the database cannot be read (PostgreSQL lost), the target is
+        looked up in the snapshot this process holds (an emergency lock must still be
+        placed, and authorised)."""
         target_org = None
         target_principal = None
         if kind is not None and ref is not None:
-            target_org = await self.read(queries.org_of, kind, ref)
-            if kind == "principal":
-                target_principal = await self.read(_principal_id, ref)
+            try:
+                target_org = await self.read(queries.org_of, kind, ref)
+                if kind == "principal":
+                    target_principal = await self.read(_principal_id, ref)
+            except sa.exc.OperationalError:
+                if not offline:
+                    raise
+                target_org, target_principal = snapshot_target(self.state.snapshot, kind, ref)
         decision = authorize(
             self.admin,
             action,
@@ -169,6 +183,22 @@ def query_flag(ctx: Ctx, name: str) -> bool:
         return _FLAG_WORDS[text.lower()]
     except KeyError:
         raise BadRequest(f"query parameter {name} must be true or false") from None
+
+
+def snapshot_target(snap: Snapshot, kind: str, ref: str) -> tuple[str | None, str | None]:
+    """``queries.org_of`` and the principal's id, answered from a snapshot."""
+    principal = None
+    if kind == "org":
+        org = next((o for o in snap.orgs.values() if ref in (o.id, o.name)), None)
+        return (org.id if org is not None else None), None
+    if kind == "credential":
+        cred = snap.credentials.get(ref)
+        principal = snap.principals.get(cred.principal_id) if cred is not None else None
+    elif kind == "principal":
+        principal = next((p for p in snap.principals.values() if ref in (p.id, p.name)), None)
+    if principal is None:
+        return None, None
+    return principal.org_id, (principal.id if kind == "principal" else None)
 
 
 def _principal_id(conn: sa.Connection, ref: str) -> str | None:

@@ -19,7 +19,8 @@ from garrison.store.snapshot import Snapshot
 SHORTENED_MARK = " […]"
 
 
-def _resolve(snap: Snapshot, kind: LockKind, ref: str) -> tuple[str, str]:
+def resolve(snap: Snapshot, kind: LockKind, ref: str) -> tuple[str, str]:
+    """A lock's target and its name, from the snapshot."""
     if kind is LockKind.ALL:
         return "*", "everything"
     if kind is LockKind.NETWORK:
@@ -64,7 +65,7 @@ def lock_record(
         raise BadRequest(
             f"a lock's TTL must be positive and at most {LOCK_TTL_MAX_S // 86400} days"
         )
-    target, name = _resolve(snap, kind, ref)
+    target, name = resolve(snap, kind, ref)
     return _fitted(
         {
             "id": f"lck_{secrets.token_hex(8)}",

@@ -43,6 +43,13 @@ async def refuse_self_lockout(ctx: Ctx, kind: LockKind, ref: str) -> None:
         target, _ = await ctx.read(store_locks.resolve_target, kind, ref)
     except BadRequest:
         return  # the write will refuse it with the same message
+    except sa.exc.OperationalError:
+        if ctx.backend.emergency_lock is None:
+            raise
+        try:  # the database cannot be read: the snapshot, as the emergency journal does
+            target, _ = emergency.resolve(ctx.state.snapshot, kind, ref)
+        except BadRequest:
+            return
     if kind is LockKind.NETWORK:
         own = parse_address(ctx.address) in parse_network(target)
     else:
@@ -68,10 +75,12 @@ async def list_locks(ctx: Ctx) -> Any:
 async def create_lock(ctx: Ctx) -> Any:
     body: schemas.LockCreate = ctx.body
     kind = LockKind(body.kind)
+    # ``offline``: authorised from the snapshot when the database cannot be read (the
+    # emergency journal below then holds the lock).
     if kind in LOCK_SCOPES:
-        await ctx.require(Action.LOCK, LOCK_SCOPES[kind], body.target)
+        await ctx.require(Action.LOCK, LOCK_SCOPES[kind], body.target, offline=True)
     elif kind is LockKind.VENDOR:
-        await ctx.require(Action.LOCK, "org", body.target)
+        await ctx.require(Action.LOCK, "org", body.target, offline=True)
     else:
         await ctx.require(Action.LOCK_WIDE)
     if body.incident is not None:

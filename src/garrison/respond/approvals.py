@@ -11,7 +11,8 @@ Items are access requests (``access``), two-person changes (``change``) and requ
 a global lockdown (``lock-lift``).
 
 The source is the audit log itself: a watcher thread tails ``audit_events`` (admin API and
-CLI writes reach the database directly, never the gateway's writer), so every process that
+CLI writes reach the database directly, never the gateway's writer), through SQLAlchemy, so
+the same watcher reads SQLite and PostgreSQL; every process that
 writes a request is covered and nothing is announced that was not committed. A notice is
 built from an allow-list of fields of the audit record, which never holds a secret; the
 proposal's summary is the one free text passed on, with any credentials in URLs cut out (a
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from garrison.domain.access import ACCESS_REQUEST_TTL_S
 from garrison.respond.sinks import Sink
@@ -78,9 +79,13 @@ _LOCK_LIFT = {"lock.lift_requested": REQUESTED, "lock.lifted": APPROVED}
 _TTL = {"access": ACCESS_REQUEST_TTL_S, "change": CHANGE_TTL_S, "lock-lift": LIFT_REQUEST_TTL_S}
 # Events of model calls, never about approvals (skipped without being read).
 DATA_PLANE_EVENTS = ("request.allowed", "request.denied", "request.completed", "admin.read")
-_POLL_SQL = (
-    "SELECT seq, record FROM audit_events WHERE seq > ? AND seq <= ? "
-    "AND name NOT IN (?, ?, ?, ?) ORDER BY seq LIMIT ?"  # one mark per DATA_PLANE_EVENTS
+_POLL_SQL = sa.text(
+    "SELECT seq, record FROM audit_events WHERE seq > :low AND seq <= :high "
+    "AND name NOT IN :skip ORDER BY seq LIMIT :batch"
+).bindparams(sa.bindparam("skip", expanding=True))
+_HIGH_SQL = sa.text("SELECT coalesce(max(seq), 0) FROM audit_events")
+_NAMES_SQL = sa.text("SELECT id, name FROM principals WHERE id IN :ids").bindparams(
+    sa.bindparam("ids", expanding=True)
 )
 # ``user:password@`` and query strings in URLs: where a credential in a URL would sit.
 _URL_SECRETS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@|\?[^\s]*")
@@ -203,34 +208,40 @@ class Deadlines:
 
 
 class ApprovalWatcher:
-    """Tails the audit log of ``db_path`` from its current end and sends approval notices
-    to ``sinks`` (each sink queues and delivers on its own thread)."""
+    """Tails the audit log from its current end and sends approval notices to ``sinks``
+    (each sink queues and delivers on its own thread). ``source``: the database's engine
+    (SQLite or PostgreSQL), or the path of a SQLite file (read through an engine of its
+    own, disposed of on ``stop``)."""
 
     def __init__(
         self,
-        db_path: Path,
+        source: sa.Engine | Path,
         sinks: Sequence[Sink],
         *,
         clock: Callable[[], float] = time.time,
         poll_s: float = APPROVAL_POLL_S,
     ) -> None:
-        self._db_path = db_path
+        if isinstance(source, Path):
+            self._engine = sa.create_engine(
+                f"sqlite:///file:{source}?mode=ro&uri=true", poolclass=sa.pool.NullPool
+            )
+            self._owned = True
+        else:
+            self._engine = source
+            self._owned = False
         self._sinks = list(sinks)
         self._clock = clock
         self._poll_s = poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
         self._seq = 0
         self.deadlines = Deadlines()
         self.sent = 0
 
     def start(self) -> None:
-        conn = self._connect()
-        self._seq = int(
-            conn.execute("SELECT coalesce(max(seq), 0) FROM audit_events").fetchone()[0]
-        )
-        self._prime(conn)
+        with self._engine.connect() as conn:
+            self._seq = int(conn.execute(_HIGH_SQL).scalar_one())
+            self._prime(conn)
         self._thread = threading.Thread(target=self._run, name="garrison-approvals", daemon=True)
         self._thread.start()
 
@@ -239,38 +250,37 @@ class ApprovalWatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._owned:
+            self._engine.dispose()
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            uri = f"file:{self._db_path}?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5)
-        return self._conn
-
-    def _prime(self, conn: sqlite3.Connection) -> None:
+    def _prime(self, conn: sa.Connection) -> None:
         """Deadlines of the proposals and requests already open when the watcher starts."""
         now = self._clock()
         for change_id, kind, target, expires_at in conn.execute(
-            "SELECT id, kind, target, expires_at FROM pending_changes "
-            "WHERE status = 'pending' AND expires_at > ?",
-            (now,),
+            sa.text(
+                "SELECT id, kind, target, expires_at FROM pending_changes "
+                "WHERE status = 'pending' AND expires_at > :now"
+            ),
+            {"now": now},
         ):
             item = {"type": "change", "id": change_id, "kind": kind, "target": target}
             self.deadlines.track(change_id, float(expires_at), item)
         for request_id, expires_at in conn.execute(
-            "SELECT id, expires_at FROM access_requests "
-            "WHERE status = 'pending' AND expires_at > ?",
-            (now,),
+            sa.text(
+                "SELECT id, expires_at FROM access_requests "
+                "WHERE status = 'pending' AND expires_at > :now"
+            ),
+            {"now": now},
         ):
             self.deadlines.track(
                 request_id, float(expires_at), {"type": "access", "id": request_id}
             )
         for lock_id, kind, requested_at in conn.execute(
-            "SELECT id, kind, lift_requested_at FROM locks WHERE lifted_at IS NULL "
-            "AND lift_requested_at IS NOT NULL AND lift_requested_at > ?",
-            (now - LIFT_REQUEST_TTL_S,),
+            sa.text(
+                "SELECT id, kind, lift_requested_at FROM locks WHERE lifted_at IS NULL "
+                "AND lift_requested_at IS NOT NULL AND lift_requested_at > :since"
+            ),
+            {"since": now - LIFT_REQUEST_TTL_S},
         ):
             item = {"type": "lock-lift", "id": lock_id, "kind": kind}
             self.deadlines.track(lock_id, float(requested_at) + LIFT_REQUEST_TTL_S, item)
@@ -279,27 +289,31 @@ class ApprovalWatcher:
         while not self._stop.wait(self._poll_s):
             try:
                 self.poll()
-            except Exception:  # the watcher outlives a locked or busy database
+            except Exception:  # the watcher outlives a locked, busy or lost database
                 log.exception("approval watcher: poll failed; trying again")
 
     def poll(self) -> list[dict[str, Any]]:
         """Read what was committed since the last poll; send and return the notices."""
-        conn = self._connect()
-        high = int(conn.execute("SELECT coalesce(max(seq), 0) FROM audit_events").fetchone()[0])
-        # The data plane's own events (thousands a second) are skipped by name in SQLite: the
-        # batch limit counts only the rows that may concern approvers, so a busy gateway
-        # never leaves the watcher behind.
-        rows = conn.execute(
-            _POLL_SQL, (self._seq, high, *DATA_PLANE_EVENTS, APPROVAL_BATCH)
-        ).fetchall()
-        self._seq = high if len(rows) < APPROVAL_BATCH else int(rows[-1][0])
+        with self._engine.connect() as conn:
+            high = int(conn.execute(_HIGH_SQL).scalar_one())
+            # The data plane's own events (thousands a second) are skipped by name in the
+            # database: the batch limit counts only the rows that may concern approvers, so
+            # a busy gateway never leaves the watcher behind.
+            params = {
+                "low": self._seq,
+                "high": high,
+                "skip": list(DATA_PLANE_EVENTS),
+                "batch": APPROVAL_BATCH,
+            }
+            rows = conn.execute(_POLL_SQL, params).all()
+            self._seq = high if len(rows) < APPROVAL_BATCH else int(rows[-1][0])
+            records = []
+            for _, record in rows:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    records.append(orjson.loads(bytes(record)))
+            wanted = [r for r in records if _may_concern(r)]
+            names = self._names(conn, wanted) if wanted else {}
         notices: list[dict[str, Any]] = []
-        records = []
-        for _, record in rows:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                records.append(orjson.loads(record))
-        wanted = [r for r in records if _may_concern(r)]
-        names = self._names(conn, wanted) if wanted else {}
         for record in wanted:
             notice = notice_for(record, names)
             if notice is None:
@@ -326,13 +340,12 @@ class ApprovalWatcher:
         return notices
 
     @staticmethod
-    def _names(conn: sqlite3.Connection, records: list[dict[str, Any]]) -> dict[str, str]:
+    def _names(conn: sa.Connection, records: list[dict[str, Any]]) -> dict[str, str]:
         ids = {str(r[k]) for r in records for k in ("actor", "principal_id") if r.get(k)}
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        query = f"SELECT id, name FROM principals WHERE id IN ({marks})"  # noqa: S608 - marks only
-        return {str(i): str(n) for i, n in conn.execute(query, tuple(ids))}
+        rows = conn.execute(_NAMES_SQL, {"ids": sorted(ids)})
+        return {str(i): str(n) for i, n in rows}
 
 
 def _may_concern(record: Mapping[str, Any]) -> bool:

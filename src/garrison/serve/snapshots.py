@@ -1,5 +1,12 @@
 """The snapshot in force: loading it (with its policy engine), swapping it in, and the
-watcher that polls the change feed, runs the contract clock and re-checks live calls."""
+watcher that follows the change feed, runs the contract clock and re-checks live calls.
+
+The watcher ticks every ``SNAPSHOT_POLL_S`` (the contract clock and the re-check of live
+calls need no database). It reads the feed's version on every tick, except on PostgreSQL
+while the change listener is healthy: a notification then wakes it at once and it reloads,
+and it reads the version only every ``SNAPSHOT_POLL_LISTENING_S`` as a fallback. A lock
+view that no read has refreshed for ``limits.lock_view_stale_s`` is stale
+(``gateway.containment.stale_refusal``), whichever way the process was following."""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -25,8 +33,9 @@ from garrison.keyring import Sealer
 from garrison.policy.engine import CompiledPolicies, PolicyEngine, PolicyError, build_entities
 from garrison.respond.monitor import Monitor
 from garrison.store import load_snapshot
+from garrison.store.change_feed import ChangeListener, VersionProbe
 from garrison.store.directory import Directory
-from garrison.store.snapshot import Snapshot, VersionProbe
+from garrison.store.snapshot import Snapshot
 from garrison.store.vendors import expire_ended_contracts
 
 log = logging.getLogger("garrison.gateway")
@@ -34,6 +43,13 @@ log = logging.getLogger("garrison.gateway")
 # How often each process checks the change feed for directory writes. 50 ms keeps admin
 # changes enforced well inside the 100 ms propagation target at one cheap query per tick.
 SNAPSHOT_POLL_S = 0.05
+# How often the feed's version is read while LISTEN/NOTIFY is healthy (PostgreSQL): only a
+# fallback then, for a notification lost without the connection noticing. Well under the
+# staleness limit (5 s by default), which only a successful read or reload keeps fresh.
+SNAPSHOT_POLL_LISTENING_S = 1.0
+# How long the watcher waits for a version read in a worker thread (PostgreSQL) before it
+# counts the read as failed; a read still running is not started again.
+PROBE_WAIT_S = 1.0
 
 
 async def integrated(audit: AuditLog) -> None:
@@ -55,6 +71,7 @@ class Snapshots:
         pepper: bytes,
         sealer: Sealer,
         probe: VersionProbe,
+        listener: Callable[[Callable[[], None]], ChangeListener] | None = None,
         overlay: Callable[[], Iterable[Lock]],
         monitor: Monitor | None,
         clock: Callable[[], float],
@@ -72,6 +89,12 @@ class Snapshots:
         self.clock_guard = ClockGuard.start(clock(), monotonic())
         self._compiled: CompiledPolicies | None = None
         self._reloading = asyncio.Lock()
+        # ``listener(wake)`` builds the change listener (PostgreSQL) that calls ``wake`` from
+        # its thread; None: poll only.
+        self._make_listener = listener
+        self.listener: ChangeListener | None = None
+        self._woken = asyncio.Event()
+        self._probing: asyncio.Future[int] | None = None
 
     def load(self) -> tuple[Snapshot, PolicyEngine]:
         """A snapshot and its policy engine (in a worker thread: parsing takes milliseconds)."""
@@ -118,22 +141,74 @@ class Snapshots:
             self.state.lock_view_at = time.monotonic()
             cut_covered(self.state)
 
+    def _wake_from_thread(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        def wake() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._woken.set)
+
+        return wake
+
+    def _poll_interval(self) -> float:
+        """How long between version reads: the tick, or the slower fallback while LISTEN
+        is healthy (never more than a quarter of the staleness limit)."""
+        listener = self.listener
+        if listener is None or not listener.healthy:
+            return 0.0
+        return min(SNAPSHOT_POLL_LISTENING_S, self.state.limits.lock_view_stale_s / 4)
+
+    async def read_version(self) -> int:
+        """The feed's version: on the loop (SQLite, microseconds) or in a worker thread
+        (PostgreSQL), never two reads at once; a read unanswered in ``PROBE_WAIT_S`` fails."""
+        probe = self.probe
+        if not probe.in_thread:
+            return probe.version()
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(asyncio.to_thread(probe.version))
+        done, _ = await asyncio.wait({self._probing}, timeout=PROBE_WAIT_S)
+        if not done:
+            raise TimeoutError("the change feed's version read did not answer")
+        return self._probing.result()
+
     async def watch(self) -> None:
+        if self._make_listener is not None and self.listener is None:
+            self.listener = self._make_listener(self._wake_from_thread(asyncio.get_running_loop()))
+            await asyncio.to_thread(self.listener.start)
+        try:
+            await self._watch()
+        finally:
+            if self.listener is not None:
+                await asyncio.to_thread(self.listener.stop)
+                self.listener = None
+
+    async def _watch(self) -> None:
+        last_read = self._monotonic()
         while True:
-            await asyncio.sleep(SNAPSHOT_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), SNAPSHOT_POLL_S)
+            woken = self._woken.is_set()
+            self._woken.clear()
             try:
                 await self.contract_clock()
-                version = self.probe.version()
-                if version != self.state.snapshot.version:
+                now = self._monotonic()
+                if woken:
+                    # Notified (a commit, or a listener that reconnected): load at once.
                     await self.reload()
-                    log.info("snapshot %d loaded", self.state.snapshot.version)
-                else:
-                    self.state.lock_view_at = time.monotonic()
+                    last_read = now
+                    log.info("snapshot %d loaded (notified)", self.state.snapshot.version)
+                elif now - last_read >= self._poll_interval():
+                    version = await self.read_version()
+                    last_read = now
+                    if version != self.state.snapshot.version:
+                        await self.reload()
+                        log.info("snapshot %d loaded", self.state.snapshot.version)
+                    else:
+                        self.state.lock_view_at = time.monotonic()
                 # A lock with a TTL, or a contract, can end or start covering a call without
                 # any write: re-check the live calls on every tick (cheap when none is live).
                 cut_covered(self.state, redecide=False)
             except Exception as exc:  # keep watching; the old snapshot stays in force
                 log.error("snapshot reload failed: %s", exc)
+                last_read = -math.inf  # read again on the next tick, listener or not
 
     async def contract_clock(self) -> None:
         """Record a vendor's contract end as ``vendor.expired`` (actor: the contract clock).

@@ -32,9 +32,11 @@ INSTANCE_LEASE_S = 15.0
 # How often a process renews its lease (and looks for lapsed ones); free space (one statvfs)
 # is read on the same tick.
 INSTANCE_RENEW_S = 2.0
-# Free space the database's file system must keep: the WAL grows during an audit outage and
-# checkpoints need room; below this /readyz says not ready and an alert is raised, before a
-# full disk stops the log (and with it every call).
+# Free space the data directory's file system must keep: on SQLite the database lives there
+# (the WAL grows during an audit outage and checkpoints need room); on PostgreSQL the
+# database's disk is the server's to watch, and this one holds the emergency lock journal,
+# which must be writable exactly when the database is not. Below this /readyz says not ready
+# and an alert is raised, before a full disk stops the log (and with it every call).
 MIN_FREE_BYTES = 256 * 1024 * 1024
 
 
@@ -48,6 +50,8 @@ class Upkeep:
         emergency: EmergencyLocks,
         monitor: Monitor | None,
         instance_id: str,
+        # This process's data directory (``server.data_dir``): SQLite's, or on PostgreSQL
+        # the one holding the key files and the emergency lock journal.
         data_dir: Path,
         clock: Callable[[], float],
     ) -> None:
@@ -101,7 +105,7 @@ class Upkeep:
             await asyncio.sleep(INSTANCE_RENEW_S)
 
     async def check_disk(self) -> None:
-        """Read the free space of the database's file system; say so when it runs low."""
+        """Read the free space of the data directory's file system; say so when it runs low."""
         try:
             free = (await asyncio.to_thread(shutil.disk_usage, self.data_dir)).free
         except OSError as exc:
@@ -111,7 +115,7 @@ class Upkeep:
         low = free < MIN_FREE_BYTES
         if low and not self.state.disk_low:
             log.error(
-                "DISK LOW: %d MiB free where the database lives (minimum %d MiB): /readyz "
+                "DISK LOW: %d MiB free in the data directory (minimum %d MiB): /readyz "
                 "says not ready; free space before the audit log stops",
                 free // 2**20,
                 MIN_FREE_BYTES // 2**20,

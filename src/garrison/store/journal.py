@@ -10,7 +10,8 @@ keys and codes, the ``sealer`` that seals upstream credentials). Store modules t
 ``record`` writes a change's audit event into the audit outbox in the change's own
 transaction, so the change and its record commit together or not at all; only the audit
 writer gives the event its leaf index (``garrison.audit.outbox``). With ``feed`` it also
-writes a change-feed row, which makes every gateway process load a new snapshot.
+writes a change-feed row, which makes every gateway process load a new snapshot (on
+PostgreSQL it also notifies them: ``store.change_feed``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from garrison.audit.events import AuditEvent, EventName
 from garrison.errors import Conflict
 from garrison.keyring import Sealer
 from garrison.store import schema
+from garrison.store.change_feed import notify_change
 from garrison.store.db import outbox_written
 
 
@@ -89,9 +91,13 @@ def record(
             # so the change and its approval commit together or not at all.
             mark_applied(conn, change_id, actor=actor, at=at)
     if feed:
-        conn.execute(
-            sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
-        )
+        seq = conn.execute(
+            sa.insert(schema.change_feed)
+            .values(at=at, entity=entity, entity_id=entity_id, op=op)
+            .returning(schema.change_feed.c.seq)
+        ).scalar_one()
+        # PostgreSQL: wakes every replica, delivered only when this transaction commits.
+        notify_change(conn, int(seq))
     event = AuditEvent(
         name,
         at=at,

@@ -7,10 +7,8 @@ only as a temporary shim for modules not yet moved to the domain import (issue 1
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -44,26 +42,6 @@ from garrison.store.key_containment import successors
 
 # Expired grants are dropped from the snapshot only this long after they end.
 GRANT_MEMORY_S = 7 * 86400.0
-
-
-class VersionProbe:
-    """Reads the change feed's high-water mark on one kept connection: a primary-key lookup
-    of a few microseconds, cheap enough to run on the event loop every poll."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-
-    def version(self) -> int:
-        if self._conn is None:
-            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        row = self._conn.execute("SELECT coalesce(max(seq), 0) FROM change_feed").fetchone()
-        return int(row[0])
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 def current_version(conn: sa.Connection) -> int:

@@ -1,0 +1,184 @@
+"""The snapshot watcher's reading of the change feed: how often it reads the version (every
+tick, or the slower fallback while LISTEN is healthy), that a read in a worker thread which
+does not answer fails instead of holding the watcher, and that a notification makes it
+reload at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from garrison.gateway.limits import GatewayLimits
+from garrison.serve import snapshots as watcher_module
+from garrison.serve.snapshots import (
+    PROBE_WAIT_S,
+    SNAPSHOT_POLL_LISTENING_S,
+    SNAPSHOT_POLL_S,
+    Snapshots,
+)
+
+
+class FakeProbe:
+    def __init__(self, *, in_thread: bool, hang: threading.Event | None = None) -> None:
+        self.in_thread = in_thread
+        self.reads = 0
+        self.hang = hang
+        self.value = 0
+
+    def version(self) -> int:
+        self.reads += 1
+        if self.hang is not None:
+            self.hang.wait(10)
+        return self.value
+
+    def close(self) -> None:
+        pass
+
+
+class FakeListener:
+    def __init__(self, wake: Any) -> None:
+        self.wake = wake
+        self.healthy = True
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _snapshots(probe: FakeProbe, *, stale_s: float = 5.0, listener: Any = None) -> Snapshots:
+    state: Any = SimpleNamespace(
+        limits=GatewayLimits(lock_view_stale_s=stale_s),
+        snapshot=SimpleNamespace(version=0, orgs={}),
+        live=set(),
+        lock_view_at=0.0,
+    )
+    return Snapshots(
+        state,
+        engine=None,  # type: ignore[arg-type]
+        pepper=b"",
+        sealer=None,  # type: ignore[arg-type]
+        probe=probe,
+        listener=listener,
+        overlay=list,
+        monitor=None,
+        clock=time.time,
+        monotonic=time.monotonic,
+    )
+
+
+def test_without_a_listener_the_version_is_read_every_tick() -> None:
+    snaps = _snapshots(FakeProbe(in_thread=False))
+    assert snaps._poll_interval() == 0.0
+
+
+def test_a_healthy_listener_slows_the_fallback_poll_and_a_lost_one_restores_it() -> None:
+    snaps = _snapshots(FakeProbe(in_thread=True))
+    listener = FakeListener(None)
+    snaps.listener = listener  # type: ignore[assignment]
+    assert snaps._poll_interval() == SNAPSHOT_POLL_LISTENING_S
+    listener.healthy = False
+    assert snaps._poll_interval() == 0.0
+
+
+def test_the_fallback_poll_stays_well_inside_the_staleness_limit() -> None:
+    assert GatewayLimits().lock_view_stale_s >= SNAPSHOT_POLL_LISTENING_S * 4
+    snaps = _snapshots(FakeProbe(in_thread=True), stale_s=0.4)
+    snaps.listener = FakeListener(None)  # type: ignore[assignment]
+    assert snaps._poll_interval() == pytest.approx(0.1)  # a quarter of a short limit
+
+
+async def test_a_read_that_does_not_answer_fails_and_is_not_started_twice() -> None:
+    hang = threading.Event()
+    probe = FakeProbe(in_thread=True, hang=hang)
+    snaps = _snapshots(probe)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await snaps.read_version()
+        assert PROBE_WAIT_S * 0.9 <= time.monotonic() - t0 < PROBE_WAIT_S * 5
+        with pytest.raises(TimeoutError):
+            await snaps.read_version()
+        assert probe.reads == 1  # the hung read is waited on, not joined by a second
+    finally:
+        hang.set()
+    assert await snaps.read_version() == 0  # the late answer is used once it comes
+
+
+async def test_a_notification_reloads_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = FakeProbe(in_thread=True)
+    made: list[FakeListener] = []
+
+    def make(wake: Any) -> FakeListener:
+        made.append(FakeListener(wake))
+        return made[-1]
+
+    snaps = _snapshots(probe, listener=make)
+    reloads: list[float] = []
+
+    async def reload() -> None:
+        reloads.append(time.monotonic())
+
+    monkeypatch.setattr(snaps, "reload", reload)
+    monkeypatch.setattr(watcher_module, "SNAPSHOT_POLL_S", 3600.0)  # only a wake can end a tick
+    task = asyncio.create_task(snaps.watch())
+    try:
+        while not made:
+            await asyncio.sleep(0.001)
+        assert made[0].started
+        woken_at = time.monotonic()
+        made[0].wake()  # as the listener does, from its thread
+        while not reloads:
+            await asyncio.sleep(0.001)
+        assert reloads[0] - woken_at < SNAPSHOT_POLL_S
+        assert probe.reads == 0  # no version read was needed
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert made[0].stopped and snaps.listener is None
+
+
+async def test_a_failed_reload_is_followed_by_a_read_on_the_next_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probe = FakeProbe(in_thread=True)
+    probe.value = 7  # newer than the snapshot: the read leads to a reload
+    made: list[FakeListener] = []
+
+    def make(wake: Any) -> FakeListener:
+        made.append(FakeListener(wake))
+        return made[-1]
+
+    snaps = _snapshots(probe, listener=make)
+    attempts: list[float] = []
+
+    async def reload() -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise OSError("database unreachable")
+
+    monkeypatch.setattr(snaps, "reload", reload)
+    task = asyncio.create_task(snaps.watch())
+    try:
+        while not made:
+            await asyncio.sleep(0.001)
+        made[0].wake()
+        deadline = time.monotonic() + 10 * SNAPSHOT_POLL_S + 1.0
+        while len(attempts) < 2:
+            assert time.monotonic() < deadline, "no second attempt"
+            await asyncio.sleep(0.005)
+        # Not the 1 s fallback: the tick after the failure read the version again.
+        assert probe.reads >= 1
+        assert attempts[1] - attempts[0] < SNAPSHOT_POLL_LISTENING_S
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
