@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from garrison.domain import Credential, Org, Principal, Reason
 from garrison.domain.standing import standing_refusal, vendor_refusal
+from garrison.identity.cert_binding import binding_refusal
 from garrison.identity.keys import hash_secret, parse_key
 
 # Compared against when the key id is unknown, so that path costs the same HMAC as a real one.
@@ -58,7 +59,10 @@ def authenticate(
     pepper: bytes,
     now: float,
     address: Address,
+    peer_cert: bytes | None = None,
 ) -> AuthResult:
+    """``peer_cert``: the DER client certificate of the connection, verified by the
+    listener's handshake (None: none), for keys bound to one (``cert_binding``)."""
     if not token:
         return AuthResult(Reason.CREDENTIAL_MISSING)
     parsed = parse_key(token)
@@ -75,7 +79,8 @@ def authenticate(
     # credential and its owner in the audit log (the caller still gets the generic 401).
     principal = principals.get(cred.principal_id)
     org = orgs.get(principal.org_id) if orgs is not None and principal is not None else None
-    reason = standing_refusal(
+    # A bound key without its certificate is a copied key: refused before its standing.
+    reason = binding_refusal(cred.cert_thumbprint, peer_cert) or standing_refusal(
         credential=cred, principal=principal, org=org, now=now, address=address
     )
     return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)
