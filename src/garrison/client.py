@@ -10,10 +10,12 @@ One line for the ``openai`` and ``anthropic`` clients (both take an ``http_clien
 The ``api_key`` only satisfies the SDK: the auth below replaces its header (and drops
 ``x-api-key``), so nothing but the bound token and its proof leave the process. It signs
 only requests for the session's gateway (and origins the caller names, such as a separate
-admin listener): a request for any other origin — a mistyped base URL, a redirect to another
-host — raises ``ForeignOrigin`` before the token is attached. The session
-is ``garrison login``'s file (``garrison.identity.client_session``); when its token has
-expired it is read again (a login in another terminal refreshes running clients).
+admin listener): a request for any other origin — a mistyped or injected base URL, a client
+shared with another service — raises ``ForeignOrigin`` before the token is attached.
+(Redirects are followed below the auth: ``httpx`` drops ``Authorization`` when one leaves the
+origin.) The session is ``garrison login``'s file (``garrison.identity.client_session``);
+when its token has expired it is read again (a login in another terminal refreshes running
+clients).
 """
 
 from __future__ import annotations
