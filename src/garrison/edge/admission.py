@@ -101,7 +101,7 @@ def admit(
             pepper=process.pepper,
             now=now,
             address=address,
-            peer_cert=peer_certificate(request),
+            peer_cert=lambda: peer_certificate(request),
         )
     caller = Caller(auth, address, session)
     principal = auth.principal

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from garrison.domain import Credential, Org, Principal, Reason
@@ -59,10 +59,11 @@ def authenticate(
     pepper: bytes,
     now: float,
     address: Address,
-    peer_cert: bytes | None = None,
+    peer_cert: Callable[[], bytes | None] = lambda: None,
 ) -> AuthResult:
-    """``peer_cert``: the DER client certificate of the connection, verified by the
-    listener's handshake (None: none), for keys bound to one (``cert_binding``)."""
+    """``peer_cert``: reads the DER client certificate of the connection, verified by the
+    listener's handshake (None: none); called only for a key bound to one (``cert_binding``),
+    so unbound keys pay nothing for it."""
     if not token:
         return AuthResult(Reason.CREDENTIAL_MISSING)
     parsed = parse_key(token)
@@ -80,7 +81,8 @@ def authenticate(
     principal = principals.get(cred.principal_id)
     org = orgs.get(principal.org_id) if orgs is not None and principal is not None else None
     # A bound key without its certificate is a copied key: refused before its standing.
-    reason = binding_refusal(cred.cert_thumbprint, peer_cert) or standing_refusal(
-        credential=cred, principal=principal, org=org, now=now, address=address
-    )
+    bound = cred.cert_thumbprint
+    reason = (
+        binding_refusal(bound, peer_cert()) if bound is not None else None
+    ) or standing_refusal(credential=cred, principal=principal, org=org, now=now, address=address)
     return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)
