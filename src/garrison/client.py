@@ -8,9 +8,14 @@ One line for the ``openai`` and ``anthropic`` clients (both take an ``http_clien
                            http_client=garrison.client.http_client())
 
 The ``api_key`` only satisfies the SDK: the auth below replaces its header (and drops
-``x-api-key``), so nothing but the bound token and its proof leave the process. The session
-is ``garrison login``'s file (``garrison.identity.client_session``); when its token has
-expired it is read again (a login in another terminal refreshes running clients).
+``x-api-key``), so nothing but the bound token and its proof leave the process. It signs
+only requests for the session's gateway (and origins the caller names, such as a separate
+admin listener): a request for any other origin — a mistyped or injected base URL, a client
+shared with another service — raises ``ForeignOrigin`` before the token is attached.
+(Redirects are followed below the auth: ``httpx`` drops ``Authorization`` when one leaves the
+origin.) The session is ``garrison login``'s file (``garrison.identity.client_session``);
+when its token has expired it is read again (a login in another terminal refreshes running
+clients).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import httpx
 
 from garrison.errors import ConfigError
 from garrison.identity.client_session import ClientSession, load_session
-from garrison.identity.dpop import make_proof
+from garrison.identity.dpop import make_proof, normalize_htu
 from garrison.identity.token_auth import DPOP_HEADER
 
 try:  # the openai and anthropic SDKs of this generation build on httpx2
@@ -40,16 +45,46 @@ class SessionExpired(ConfigError):
     """The stored token has expired and no newer session is on disk."""
 
 
+class ForeignOrigin(ConfigError):
+    """A request for an origin the session's token is not meant for: not signed."""
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an http(s) URL, as proofs compare it (lower-case, the
+    default port dropped); ValueError for anything else."""
+    normal = normalize_htu(url)
+    scheme, _, rest = normal.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
 class _Signer:
-    """Headers for one request: ``Authorization: DPoP <token>`` and a fresh proof."""
+    """Headers for one request: ``Authorization: DPoP <token>`` and a fresh proof, for the
+    session's gateway and ``origins`` only."""
 
     def __init__(
-        self, session_path: Path | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        session_path: Path | None = None,
+        *,
+        origins: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = session_path
         self._clock = clock
         self._lock = threading.Lock()
+        self._origins = frozenset(origin(o) for o in origins)
         self._load()
+
+    def _check_origin(self, url: str) -> None:
+        try:
+            wanted = origin(url)
+        except ValueError:
+            wanted = None
+        allowed = self._origins | {origin(self.session.gateway_url)}
+        if wanted not in allowed:
+            raise ForeignOrigin(
+                f"not signing a request for {wanted or url!r}: this session's token goes "
+                f"only to {', '.join(sorted(allowed))}"
+            )
 
     def _load(self) -> None:
         session = load_session(self._path)
@@ -63,6 +98,7 @@ class _Signer:
                 self._load()
                 if self.session.expired(now):
                     raise SessionExpired("your Garrison session has expired: run `garrison login`")
+            self._check_origin(url)
             token = self.session.access_token
             key = self._key
         proof = make_proof(key, method=method, url=url, now=now, access_token=token)
@@ -104,16 +140,22 @@ if HAS_HTTPX2:
             yield request
 
 
-def http_client(session_path: Path | None = None, **kw: Any) -> Any:
+def http_client(
+    session_path: Path | None = None, *, origins: tuple[str, ...] = (), **kw: Any
+) -> Any:
     """An HTTP client for an SDK's ``http_client=``: ``httpx2.Client`` when installed (the
-    openai and anthropic SDKs take it), else ``httpx.Client``. ``kw`` goes to the client."""
+    openai and anthropic SDKs take it), else ``httpx.Client``. It signs for the session's
+    gateway and ``origins`` only. ``kw`` goes to the client."""
     if HAS_HTTPX2:
-        return httpx2.Client(auth=DPoPAuth2(session_path), **kw)
-    return httpx.Client(auth=DPoPAuth(session_path), **kw)  # pragma: no cover
+        return httpx2.Client(auth=DPoPAuth2(session_path, origins=origins), **kw)
+    return httpx.Client(auth=DPoPAuth(session_path, origins=origins), **kw)  # pragma: no cover
 
 
-def async_http_client(session_path: Path | None = None, **kw: Any) -> Any:
+def async_http_client(
+    session_path: Path | None = None, *, origins: tuple[str, ...] = (), **kw: Any
+) -> Any:
     """The same for ``AsyncOpenAI`` / ``AsyncAnthropic``."""
     if HAS_HTTPX2:
-        return httpx2.AsyncClient(auth=DPoPAuth2(session_path), **kw)
-    return httpx.AsyncClient(auth=DPoPAuth(session_path), **kw)  # pragma: no cover
+        return httpx2.AsyncClient(auth=DPoPAuth2(session_path, origins=origins), **kw)
+    auth = DPoPAuth(session_path, origins=origins)  # pragma: no cover
+    return httpx.AsyncClient(auth=auth, **kw)  # pragma: no cover

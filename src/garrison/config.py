@@ -7,6 +7,8 @@
     forwarded_header = "x-forwarded-for"   # or "forwarded" (RFC 7239): the one they append to
     tls_cert_file = "/etc/garrison/tls/cert.pem"   # optional: serve HTTPS (TLS 1.2+); both
     tls_key_file = "/etc/garrison/tls/key.pem"     # files are reloaded when they change
+    tls_client_ca_file = "/etc/garrison/tls/clients-ca.pem"   # optional: client certificates
+                                  # (for keys bound to one) must chain to it; reloaded too
 
     [storage]
     database_url = "sqlite:////var/lib/garrison/garrison.db"
@@ -51,6 +53,8 @@
     [admin]                               # where the CLI finds the admin API and its key
     url = "http://127.0.0.1:8080"         # default: [admin] listen, else the [gateway] address
     listen = "127.0.0.1:8081"             # optional: the admin API on its own listener only
+    public_url = "https://garrison-admin.example"   # what admin calls' DPoP proofs name
+                                          # (default: the admin listener's own address)
     credential_file = "/var/lib/garrison/admin.key"   # 0600; written by `garrison init`
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
@@ -133,8 +137,14 @@ class Settings:
     # HTTPS on the listeners: a PEM certificate chain and its unencrypted key (None: HTTP).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Client certificates (optional for callers) must chain to this bundle; keys bound to a
+    # certificate are taken only with theirs (None: no client certificates are asked for).
+    tls_client_ca_file: Path | None = None
     # The admin API on its own listener, host:port (None: on the data listener as well).
     admin_listen: str | None = None
+    # The URL DPoP proofs of admin calls name (None: the admin listener's own address when
+    # it has one, else the data plane's public_url).
+    admin_public_url: str | None = None
     # OpenTelemetry traces (the `otel` extra): OTLP/HTTP endpoint; None: off, nothing loaded.
     tracing_otlp_endpoint: str | None = None
     # [identity]: the URL DPoP proofs name (None: http://host:port, fine on one machine; set
@@ -280,10 +290,13 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     if credential_file is not None and not credential_file.is_absolute():
         credential_file = base / credential_file
     tls_cert, tls_key = _tls_files(gateway, path, base)
+    admin_public_url = _public_url(admin.get("public_url"), "admin", path)
     return Settings(
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
+        tls_client_ca_file=_client_ca_file(gateway, tls_cert, path, base),
         admin_listen=_listen(admin, "admin", path),
+        admin_public_url=admin_public_url,
         database_url=database_url,
         key_dir=key_dir,
         host=env.get("GARRISON_HOST") or gateway.get("host", "127.0.0.1"),
@@ -330,6 +343,24 @@ def _tls_files(table: Mapping[str, Any], path: Path, base: Path) -> tuple[Path |
     return cert, key
 
 
+def _client_ca_file(
+    table: Mapping[str, Any], cert: Path | None, path: Path, base: Path
+) -> Path | None:
+    """[gateway] tls_client_ca_file: a CA bundle for client certificates; only with TLS."""
+    value = table.get("tls_client_ca_file", "")
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: [gateway] tls_client_ca_file must be a file path")
+    if not value.strip():
+        return None
+    if cert is None:
+        raise ConfigError(
+            f"{path}: [gateway] tls_client_ca_file needs tls_cert_file and tls_key_file "
+            "(client certificates travel only in a TLS handshake)"
+        )
+    file = Path(value)
+    return file if file.is_absolute() else base / file
+
+
 # ── [tracing] (garrison.gateway.tracing) ──────────────────────────────────────────────────
 def _tracing_endpoint(table: Mapping[str, Any], path: Path) -> str | None:
     value = table.get("otlp_endpoint", "")
@@ -350,19 +381,26 @@ def _level(value: Any, key: str, path: Path) -> Level:
         ) from None
 
 
+def _public_url(url: Any, section: str, path: Path) -> str | None:
+    """A ``public_url``: an http(s) origin (no path), without a trailing slash."""
+    if not url:
+        return None
+    try:
+        normalize_htu(str(url))
+    except ValueError:
+        raise ConfigError(f"{path}: [{section}] public_url must be an http(s) URL") from None
+    if urlsplit(str(url)).path.strip("/") or "?" in str(url) or "#" in str(url):
+        raise ConfigError(f"{path}: [{section}] public_url is the origin only (no path)")
+    return str(url).rstrip("/")
+
+
 def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """``[identity]``: public_url, people_bearer_keys ("all", "none", "<level>-and-below"),
     mfa_from_level (a level)."""
     out: dict[str, Any] = {}
-    url = table.get("public_url")
-    if url:
-        try:
-            normalize_htu(str(url))
-        except ValueError:
-            raise ConfigError(f"{path}: [identity] public_url must be an http(s) URL") from None
-        if urlsplit(str(url)).path.strip("/") or "?" in str(url) or "#" in str(url):
-            raise ConfigError(f"{path}: [identity] public_url is the origin only (no path)")
-        out["public_url"] = str(url).rstrip("/")
+    url = _public_url(table.get("public_url"), "identity", path)
+    if url is not None:
+        out["public_url"] = url
     keys = str(table.get("people_bearer_keys", "all")).lower()
     ceiling: int | None
     if keys == "all":

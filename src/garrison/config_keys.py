@@ -16,7 +16,15 @@ from garrison.errors import ConfigError
 # GatewayLimits' fields by garrison.config itself.
 CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset(
-        {"host", "port", "trusted_proxies", "forwarded_header", "tls_cert_file", "tls_key_file"}
+        {
+            "host",
+            "port",
+            "trusted_proxies",
+            "forwarded_header",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+        }
     ),
     "storage": frozenset({"database_url", "key_dir"}),
     "limits": frozenset(),
@@ -26,7 +34,7 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
         {"webhook_url", "webhook_secret_env", "jsonl_path", "syslog", "min_severity"}
     ),
     "locks": frozenset({"stale_mode"}),
-    "admin": frozenset({"url", "credential_file", "listen"}),
+    "admin": frozenset({"url", "credential_file", "listen", "public_url"}),
     "metrics": frozenset({"listen", "model_labels"}),
     "tracing": frozenset({"otlp_endpoint"}),
     # "oidc" is the sign-in providers' table, checked by the OIDC settings themselves.

@@ -39,6 +39,7 @@ from garrison.config import Settings
 from garrison.detect.observation import Severity
 from garrison.detect.rules import RuleSet
 from garrison.domain.networks import parse_listen
+from garrison.edge.process import ListenerProcess
 from garrison.edge.request_ids import new_request_id
 from garrison.errors import ConfigError
 from garrison.gateway import fd_limit, tracing
@@ -165,10 +166,19 @@ class Gateway:
             self.sink.add_listener(self.monitor.observe)
             admin = dataclasses.replace(admin, monitor=self.monitor)
         admin = dataclasses.replace(admin, metrics=lambda: render(self.state, self.monitor))
-        # The admin plane reads this process through its narrow view (ProcessState).
-        mount_admin = functools.partial(add_admin_routes, backend=admin, process=self.state)
         # The admin API on the data listener, or (``[admin] listen``) on its own only.
         apart = settings.admin_listen is not None
+        # The admin plane reads this process through its narrow view (ProcessState); on its
+        # own listener (or at its own public URL) DPoP proofs name that URL, not the data
+        # plane's (the URL is set in start() when it is the listener's own port).
+        self.admin_process = (
+            ListenerProcess(self.state, _with_url(self.state.tokens, settings.admin_public_url))
+            if apart or settings.admin_public_url is not None
+            else None
+        )
+        mount_admin = functools.partial(
+            add_admin_routes, backend=admin, process=self.admin_process or self.state
+        )
         self._settings_tracing = bool(settings.tracing_otlp_endpoint)
         if settings.tracing_otlp_endpoint:  # [tracing]: only then is OpenTelemetry loaded
             tracing.configure(settings.tracing_otlp_endpoint)
@@ -189,7 +199,11 @@ class Gateway:
         self.admin_port = 0
         # HTTPS on both listeners; a bad pair stops the start here, in one line.
         self.tls = (
-            ReloadingTls(settings.tls_cert_file, settings.tls_key_file)
+            ReloadingTls(
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                client_ca=settings.tls_client_ca_file,
+            )
             if settings.tls_cert_file is not None and settings.tls_key_file is not None
             else None
         )
@@ -309,15 +323,16 @@ class Gateway:
         if self.admin_http is not None and self.settings.admin_listen:
             host, port = parse_listen(self.settings.admin_listen)
             self.admin_port = await self.admin_http.start(host, port, context)
+            if self.admin_process is not None and self.settings.admin_public_url is None:
+                self.admin_process.tokens = _with_url(
+                    self.state.tokens, self._own_url(host, self.admin_port)
+                )
         if self.tls is not None:
             self._tls_watch = asyncio.create_task(self.tls.watch(), name="garrison-tls-reload")
         if self.settings.public_url is None and self.state.tokens is not None:
             # No public_url configured: proofs name this listener (its port now known).
-            host = self.settings.host
-            host = f"[{host}]" if ":" in host else host
-            scheme = "https" if self.tls is not None else "http"
-            self.state.tokens = dataclasses.replace(
-                self.state.tokens, public_url=f"{scheme}://{host}:{self.port}"
+            self.state.tokens = _with_url(
+                self.state.tokens, self._own_url(self.settings.host, self.port)
             )
         if self.metrics is not None:
             await self.metrics.start()
@@ -341,6 +356,12 @@ class Gateway:
             )
         )
         return self.port
+
+    def _own_url(self, host: str, port: int) -> str:
+        """The URL of a listener of this process, as a client connecting to it names it."""
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{port}"
 
     async def reload(self) -> None:
         """Load the newest snapshot into this process (after a write, or a playbook's).
@@ -460,6 +481,14 @@ def _listener(url: str) -> Callable[[Callable[[], None]], ChangeListener] | None
         return ChangeListener(url, on_change=lambda _seq: wake(), on_resync=wake)
 
     return build
+
+
+def _with_url(tokens: TokenAuth | None, url: str | None) -> TokenAuth | None:
+    """``tokens`` checking proofs against ``url`` (same keys, replay cache and verified
+    tokens); unchanged when ``url`` is None."""
+    if tokens is None or url is None:
+        return tokens
+    return dataclasses.replace(tokens, public_url=url)
 
 
 def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:

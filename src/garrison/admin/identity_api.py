@@ -196,8 +196,10 @@ async def create_key(ctx: Ctx) -> Any:
         canary=body.canary,
         provenance=Provenance.SERVICE,
         change_id=change_id,
+        cert_thumbprint=body.cert_thumbprint,
     )
-    return _issued(created, Provenance.SERVICE)
+    bound = {"cert_thumbprint": body.cert_thumbprint} if body.cert_thumbprint else {}
+    return _issued(created, Provenance.SERVICE) | bound
 
 
 async def create_own_key(ctx: Ctx) -> Any:

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from garrison.domain.request_fields import EXTRA_FIELD_NAME, MAX_EXTRA_FIELDS
 from garrison.domain.upstream_tls import TLS_PATH_MAX_CHARS
+from garrison.identity.cert_binding import THUMBPRINT_CHARS
 from garrison.policy.engine import ORG_POLICY_MAX_BYTES
 from garrison.store.alerts import ALERT_NOTE_MAX_CHARS
 from garrison.store.directory import (
@@ -136,6 +137,13 @@ class KeyCreate(Body):
     networks: Networks = []
     note: Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)] = ""
     canary: bool = False
+    cert_thumbprint: (
+        Annotated[str, StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{{THUMBPRINT_CHARS}}}$")] | None
+    ) = Field(
+        None,
+        description="Bind the key to a client certificate: its x5t#S256 (base64url SHA-256 "
+        "of the DER). The key is then taken only over TLS with that certificate.",
+    )
 
 
 class KeyCreateSelf(Body):

@@ -224,7 +224,8 @@ class AdminClient:
         if session_path is not None:
             from garrison.client import DPoPAuth
 
-            auth = DPoPAuth(session_path)
+            # The admin API may be on its own origin ([admin] listen): sign for it too.
+            auth = DPoPAuth(session_path, origins=(self.base_url,))
         elif key is not None:
             headers["authorization"] = f"Bearer {key}"
         # GARRISON_SOURCE_ADDRESS: the local address to call from (a host with several).

@@ -14,6 +14,7 @@ from garrison.cli.directory_args import seconds, seg, show_pending
 from garrison.cli.identity_cmds import show_code
 from garrison.cli.options import config_option, json_option
 from garrison.cli.output import api, emit_json, table, when
+from garrison.identity.cert_binding import CERT_FILE_MAX_BYTES, thumbprint_of_certificate
 
 
 # ── keys ───────────────────────────────────────────────────────────────────────────────────
@@ -40,6 +41,8 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
     click.echo(f"key id:  {issued['id']}")
     if "provenance" in issued:
         click.echo(f"provenance: {issued['provenance']}")
+    if issued.get("cert_thumbprint"):
+        click.echo(f"bound to the client certificate x5t#S256 {issued['cert_thumbprint']}")
     expires = issued["expires_at"]
     click.echo(f"expires: {when(expires if isinstance(expires, float | int) else None)}")
     click.echo("key (shown once):")
@@ -57,6 +60,14 @@ def _show_issued(issued: dict[str, object], as_json: bool) -> None:
     is_flag=True,
     help="A planted key: looks like any other; any use of it is an attack signal.",
 )
+@click.option(
+    "--bind-cert",
+    "bind_cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Bind the key to this client certificate (PEM or DER): the key then works only "
+    "over TLS with it. Only its thumbprint is sent; the private key stays here.",
+)
 @config_option
 @json_option
 def key_create(
@@ -66,6 +77,7 @@ def key_create(
     networks: tuple[str, ...],
     note: str,
     canary: bool,
+    bind_cert: Path | None,
     config_path: Path,
     as_json: bool,
 ) -> None:
@@ -73,6 +85,8 @@ def key_create(
     person's key is never made by someone else: invite them (`garrison user invite`)."""
     if own == (principal is not None):
         raise click.UsageError("give a service account PRINCIPAL or --self")
+    if own and bind_cert is not None:
+        raise click.UsageError("--bind-cert is for a service account (people sign in)")
     body: dict[str, object] = {
         "expires_in_s": seconds(expires_in, "--expires-in"),
         "networks": list(networks),
@@ -85,6 +99,8 @@ def key_create(
             _show_issued(client.post("/keys/self", body), as_json)
         return
     body |= {"principal": principal, "canary": canary}
+    if bind_cert is not None:
+        body["cert_thumbprint"] = _thumbprint_of(bind_cert)
     with api(config_path) as client:
         result = client.post("/keys", body)
     if "pending" in result and not as_json:
@@ -92,6 +108,18 @@ def key_create(
         click.echo(f"once approved, run `garrison key create {principal}` again for the key")
         return
     _show_issued(result, as_json)
+
+
+def _thumbprint_of(path: Path) -> str:
+    """The x5t#S256 of the certificate in ``path``; a one-line usage error otherwise."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(CERT_FILE_MAX_BYTES + 1)
+        return thumbprint_of_certificate(data)
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--bind-cert") from None
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--bind-cert") from None
 
 
 @key.command("list")
@@ -104,7 +132,7 @@ def key_list(principal: str | None, config_path: Path, as_json: bool) -> None:
     for row in rows:
         row["expires"] = when(row["expires_at"])
     columns = ["id", "principal", "state", "provenance", "created_by", "expires", "networks"]
-    columns += ["note", "canary"]
+    columns += ["note", "canary", "cert_thumbprint"]
     table(rows, columns, as_json, "Keys")
 
 

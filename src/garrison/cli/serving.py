@@ -49,6 +49,8 @@ def startup_lines(settings: Settings, port: int) -> list[str]:
         if settings.tls_cert_file is not None
         else []
     )
+    if settings.tls_client_ca_file is not None:
+        tls.append(f"clients:   certificates of {settings.tls_client_ca_file} (optional)")
     return [
         f"garrison listening on {scheme}://{host}:{port}",
         *admin,

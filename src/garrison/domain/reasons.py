@@ -17,6 +17,10 @@ class Reason(enum.StrEnum):
     CREDENTIAL_EXPIRED = "credential.expired"
     CREDENTIAL_REVOKED = "credential.revoked"
     CREDENTIAL_NETWORK = "credential.network_not_allowed"
+    # A certificate-bound key (RFC 8705) presented without a client certificate, or with
+    # one whose thumbprint is not the key's: a copied key.
+    CREDENTIAL_CERT_MISSING = "credential.cert_missing"
+    CREDENTIAL_CERT_MISMATCH = "credential.cert_mismatch"
     PRINCIPAL_INACTIVE = "principal.inactive"
     VENDOR_INACTIVE = "vendor.inactive"
     VENDOR_CONTRACT = "vendor.outside_contract"

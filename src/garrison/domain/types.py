@@ -86,6 +86,9 @@ class Credential:
     # Who created it and how (garrison.domain.provenance): "legacy" for keys from before.
     provenance: str = "legacy"
     created_by: str | None = None
+    # A service account's key bound to a client certificate (RFC 8705 ``x5t#S256``: the
+    # base64url SHA-256 of its DER): taken only over TLS with that certificate.
+    cert_thumbprint: str | None = None
 
     def allows_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if not self.networks:

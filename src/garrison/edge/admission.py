@@ -1,6 +1,8 @@
 """The one admission step both planes take: who is calling (an API key, or a DPoP-bound
-sign-in token), whether they stand (revoked, disabled, the vendor's terms, the key's expiry
-and networks: ``garrison.domain.standing``), and whether a lock covers them.
+sign-in token; a key bound to a client certificate only with that certificate in the TLS
+handshake: ``identity.cert_binding``), whether they stand (revoked, disabled, the vendor's
+terms, the key's expiry and networks: ``garrison.domain.standing``), and whether a lock
+covers them.
 
     authenticate (with standing) → locks
 
@@ -20,7 +22,7 @@ from aiohttp import web
 from garrison.domain import Principal, Reason
 from garrison.domain.locks import Lock
 from garrison.edge.process import ProcessState
-from garrison.edge.request import Address, presented_key
+from garrison.edge.request import Address, peer_certificate, presented_key
 from garrison.identity import authenticate
 from garrison.identity.access_tokens import SessionClaims
 from garrison.identity.authenticate import AuthResult
@@ -99,6 +101,7 @@ def admit(
             pepper=process.pepper,
             now=now,
             address=address,
+            peer_cert=lambda: peer_certificate(request),
         )
     caller = Caller(auth, address, session)
     principal = auth.principal

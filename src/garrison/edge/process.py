@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from garrison.audit import AuditEvent
+from garrison.domain import Network
 from garrison.domain.snapshot import Snapshot
-from garrison.edge.request import EdgeSettings
+from garrison.edge.client_address import ForwardedHeader
+from garrison.edge.request import BodyLimits, EdgeSettings
 from garrison.identity.token_auth import TokenAuth
 from garrison.policy.engine import PolicyEngine
 
@@ -52,3 +54,46 @@ class ProcessState(EdgeSettings, Protocol):
 
     @property
     def tokens(self) -> TokenAuth | None: ...
+
+
+class ListenerProcess:
+    """The process as the admin API on its own listener sees it: everything is the
+    process's, but sign-in tokens are checked against that listener's own URL
+    (``[admin] public_url``), so a DPoP proof made for the data listener is refused on the
+    admin listener and the other way round. Tokens, keys and the replay cache are shared."""
+
+    def __init__(self, process: ProcessState, tokens: TokenAuth | None) -> None:
+        self._process = process
+        self.tokens = tokens
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._process.snapshot
+
+    @property
+    def audit(self) -> AuditDoor:
+        return self._process.audit
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._process.clock
+
+    @property
+    def pepper(self) -> bytes:
+        return self._process.pepper
+
+    @property
+    def policy(self) -> PolicyEngine | None:
+        return self._process.policy
+
+    @property
+    def trusted_proxies(self) -> tuple[Network, ...]:
+        return self._process.trusted_proxies
+
+    @property
+    def forwarded_header(self) -> ForwardedHeader:
+        return self._process.forwarded_header
+
+    @property
+    def limits(self) -> BodyLimits:
+        return self._process.limits

@@ -60,6 +60,21 @@ def presented_key(request: web.Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def peer_certificate(request: web.Request) -> bytes | None:
+    """The DER certificate the client presented in this connection's TLS handshake, which
+    the listener verified against ``[gateway] tls_client_ca_file`` (None: plain HTTP, or
+    no certificate sent). Never read from a header: behind a proxy that ends TLS there is
+    none."""
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return der if isinstance(der, bytes) and der else None
+
+
 def peer_address(request: web.Request, edge: EdgeSettings) -> Address:
     """The client's address: the TCP peer, or what trusted proxies say it is."""
     peer = None

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from garrison.domain import Credential, Org, Principal, Reason
 from garrison.domain.standing import standing_refusal, vendor_refusal
+from garrison.identity.cert_binding import binding_refusal
 from garrison.identity.keys import hash_secret, parse_key
 
 # Compared against when the key id is unknown, so that path costs the same HMAC as a real one.
@@ -58,7 +59,11 @@ def authenticate(
     pepper: bytes,
     now: float,
     address: Address,
+    peer_cert: Callable[[], bytes | None] = lambda: None,
 ) -> AuthResult:
+    """``peer_cert``: reads the DER client certificate of the connection, verified by the
+    listener's handshake (None: none); called only for a key bound to one (``cert_binding``),
+    so unbound keys pay nothing for it."""
     if not token:
         return AuthResult(Reason.CREDENTIAL_MISSING)
     parsed = parse_key(token)
@@ -75,7 +80,9 @@ def authenticate(
     # credential and its owner in the audit log (the caller still gets the generic 401).
     principal = principals.get(cred.principal_id)
     org = orgs.get(principal.org_id) if orgs is not None and principal is not None else None
-    reason = standing_refusal(
-        credential=cred, principal=principal, org=org, now=now, address=address
-    )
+    # A bound key without its certificate is a copied key: refused before its standing.
+    bound = cred.cert_thumbprint
+    reason = (
+        binding_refusal(bound, peer_cert()) if bound is not None else None
+    ) or standing_refusal(credential=cred, principal=principal, org=org, now=now, address=address)
     return AuthResult(reason, key_id=cred.id, credential=cred, principal=principal)

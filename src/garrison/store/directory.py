@@ -112,6 +112,7 @@ class Directory(Journal):
         provenance: Provenance = Provenance.LEGACY,
         created_by: str | None = None,
         change_id: str | None = None,
+        cert_thumbprint: str | None = None,
     ) -> CreatedKey:
         """A key for ``principal`` (``store.keys.create_key``)."""
         return keys.create_key(
@@ -125,6 +126,7 @@ class Directory(Journal):
             provenance=provenance,
             created_by=created_by,
             change_id=change_id,
+            cert_thumbprint=cert_thumbprint,
         )
 
     def rotate_key(

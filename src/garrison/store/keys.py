@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
-from garrison.domain import Network, Status
+from garrison.domain import Network, PrincipalKind, Status
 from garrison.domain.directory_rules import (
     KEY_MAX_LIFETIME_S,
     check_grace,
@@ -26,6 +26,7 @@ from garrison.domain.names import check_networks, check_text
 from garrison.domain.provenance import Provenance
 from garrison.errors import BadRequest, Conflict
 from garrison.identity import IssuedKey, issue_key
+from garrison.identity.cert_binding import is_thumbprint
 from garrison.store import changes, journal, key_containment, schema, vendors
 from garrison.store.columns import json_list, parse_networks
 from garrison.store.db import write_transaction
@@ -54,12 +55,15 @@ def insert_key(
     rotated_from: str | None = None,
     provenance: Provenance = Provenance.LEGACY,
     created_by: str | None = None,
+    cert_thumbprint: str | None = None,
 ) -> CreatedKey:
     """A new key for principal ``row``, inside the caller's transaction. Refused while a
-    lock covers the principal, its org or (``rotated_from``) the key it replaces."""
+    lock covers the principal, its org or (``rotated_from``) the key it replaces.
+    ``cert_thumbprint``: bind it to a client certificate (service accounts only)."""
     creator = d.actor if created_by is None else created_by
     if row.status != Status.ACTIVE.value:
         raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
+    check_binding(row, cert_thumbprint)
     key_containment.refuse_if_locked(
         conn,
         principal_id=row.id,
@@ -84,8 +88,10 @@ def insert_key(
             canary=canary,
             provenance=provenance.value,
             created_by=creator,
+            cert_thumbprint=cert_thumbprint,
         )
     )
+    bound = {"cert_thumbprint": cert_thumbprint} if cert_thumbprint is not None else {}
     journal.record(
         conn,
         at=now,
@@ -103,10 +109,25 @@ def insert_key(
             "note": note,
             "provenance": provenance.value,
             "created_by": creator,
+            **bound,
             **(extra or {}),
         },
     )
     return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
+
+
+def check_binding(row: Any, cert_thumbprint: str | None) -> None:
+    """Only a service account's key is bound to a certificate (people prove possession with
+    DPoP-bound sign-in tokens), and only to a well-formed thumbprint."""
+    if cert_thumbprint is None:
+        return
+    if row.kind != PrincipalKind.SERVICE.value:
+        raise BadRequest(
+            f"{row.name!r} is a person: only a service account's key is bound to a client "
+            "certificate (people sign in; their tokens are bound to their device's key)"
+        )
+    if not is_thumbprint(cert_thumbprint):
+        raise BadRequest("cert_thumbprint must be an x5t#S256: 43 base64url characters")
 
 
 def create_key(
@@ -121,11 +142,13 @@ def create_key(
     provenance: Provenance = Provenance.LEGACY,
     created_by: str | None = None,
     change_id: str | None = None,
+    cert_thumbprint: str | None = None,
 ) -> CreatedKey:
     """A key for ``principal``. ``provenance`` says how it came to be (the caller knows:
     the admin API, enrollment, break glass); in-process set-up that says nothing makes a
     ``legacy`` key, which works for calls and approves nothing. ``change_id``: the
-    approved two-person change that authorises it, spent in the same transaction."""
+    approved two-person change that authorises it, spent in the same transaction.
+    ``cert_thumbprint``: the key works only with that client certificate (RFC 8705)."""
     nets = check_networks(networks)
     lifetime = check_key_lifetime(expires_in)
     check_text(note, "note")
@@ -144,6 +167,7 @@ def create_key(
             now=now,
             provenance=provenance,
             created_by=created_by,
+            cert_thumbprint=cert_thumbprint,
         )
 
 
@@ -160,9 +184,10 @@ def rotate_key(
     """Issue a successor to a live key and retire the old one, in one transaction.
     ``change_id``: the approved change that authorised it, spent here (once).
 
-    The successor keeps the principal, networks, note and lifetime (clipped as any new
-    key is). The old key is revoked now, or, with ``grace_s``, expires that much later so
-    that clients can switch over without an outage.
+    The successor keeps the principal, networks, note, certificate binding and lifetime
+    (clipped as any new key is): a new certificate means a new key (create, then revoke).
+    The old key is revoked now, or, with ``grace_s``, expires that much later so that
+    clients can switch over without an outage.
     """
     check_grace(grace_s)
     check_text(reason, "reason")
@@ -194,6 +219,7 @@ def rotate_key(
             extra={"rotated_from": key_id},
             rotated_from=key_id,
             provenance=Provenance(old.provenance) if provenance is None else provenance,
+            cert_thumbprint=old.cert_thumbprint,
         )
         if grace_s > 0:
             retire = {"expires_at": min(old.expires_at or now + grace_s, now + grace_s)}

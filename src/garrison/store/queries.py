@@ -194,6 +194,7 @@ def _keys_of(
                 "revoked_at": r.revoked_at,
                 "networks": orjson.loads(r.networks),
                 "note": r.note,
+                "cert_thumbprint": r.cert_thumbprint,
                 **({"canary": bool(r.canary)} if show_canary else {}),
                 "last_used": last,
                 "sources": sources,
@@ -249,6 +250,7 @@ def list_keys(
             "note": r.note,
             "provenance": r.provenance,
             "created_by": r.created_by,
+            "cert_thumbprint": r.cert_thumbprint,
             **({"canary": bool(r.canary)} if orgs is None else {}),
         }
         for r in conn.execute(stmt)

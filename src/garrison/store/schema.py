@@ -63,6 +63,9 @@ credentials = sa.Table(
     # or the local actor for a break-glass key; NULL where nobody knows).
     sa.Column("provenance", sa.String(20), nullable=False, server_default="legacy"),
     sa.Column("created_by", sa.String(200), nullable=True),
+    # A service account's key bound to a client certificate: its x5t#S256 (43 characters;
+    # garrison.identity.cert_binding). NULL: a plain key.
+    sa.Column("cert_thumbprint", sa.String(64), nullable=True),
 )
 
 # One-time enrollment codes: only an HMAC of the code is kept; a code is used at most once.

@@ -171,6 +171,7 @@ def _credential(r: Any) -> Credential:
         canary=bool(r.canary),
         provenance=r.provenance,
         created_by=r.created_by,
+        cert_thumbprint=r.cert_thumbprint,
     )
 
 

@@ -110,6 +110,8 @@ def rotate_vendor_keys(
                     now=now,
                     extra={"vendor_rotation": org.id},
                     provenance=Provenance.SERVICE,
+                    # A bound key's successor stays bound: containment never downgrades it.
+                    cert_thumbprint=live[0].cert_thumbprint if live else None,
                 )
             )
     return issued

@@ -1,6 +1,13 @@
 """TLS on Garrison's own listeners: a certificate and key from files, TLS 1.2 at least, and
 the pair reloaded when the files change, without a restart.
 
+With a client CA bundle (``[gateway] tls_client_ca_file``) the listener also asks clients
+for a certificate, optionally (``CERT_OPTIONAL``: callers without one are unaffected). A
+certificate that is sent must chain to that bundle, be within its validity and allow client
+authentication, or the handshake fails; one that passes reaches the request
+(``edge.request.peer_certificate``), where keys bound to it are checked
+(``identity.cert_binding``). The bundle is reloaded with the certificate and key.
+
 Reload is by polling: every ``TLS_RELOAD_POLL_S`` the two files' modification time, size and
 inode are compared with those last loaded; when they moved, a new context is built and
 every connection accepted from then on gets it (open connections keep the certificate they
@@ -98,12 +105,36 @@ def load_pair(context: ssl.SSLContext, cert: Path, key: Path, names: tuple[str, 
         ) from None
 
 
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A server context for one certificate and key; ConfigError when they do not load."""
+CLIENT_CA_SETTING = "[gateway] tls_client_ca_file"
+
+
+def load_client_ca(context: ssl.SSLContext, bundle: Path) -> None:
+    """Ask clients for a certificate (optional) that must chain to a CA of ``bundle``;
+    ConfigError in one line when the bundle is unreadable or holds no CA certificate."""
+    check_pem_file(bundle, CLIENT_CA_SETTING)
+    try:
+        context.load_verify_locations(cafile=str(bundle))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"{CLIENT_CA_SETTING} {bundle}: not a PEM CA bundle "
+            f"({exc.reason or exc.__class__.__name__})"
+        ) from None
+    if not any(ca.get("subject") for ca in context.get_ca_certs()):
+        raise ConfigError(f"{CLIENT_CA_SETTING} {bundle}: holds no CA certificate")
+    # Optional: a caller without a certificate (an unbound key, a sign-in token) is not
+    # affected; one with a certificate that does not verify fails the handshake.
+    context.verify_mode = ssl.CERT_OPTIONAL
+
+
+def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A server context for one certificate and key (and, with ``client_ca``, client
+    certificates verified against that bundle); ConfigError when they do not load."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = MIN_TLS_VERSION
     context.set_alpn_protocols(["http/1.1"])
     load_pair(context, cert, key, ("[gateway] tls_cert_file", "[gateway] tls_key_file"))
+    if client_ca is not None:
+        load_client_ca(context, client_ca)
     return context
 
 
@@ -125,17 +156,32 @@ class ReloadingTls:
     connection to the newest context that loaded."""
 
     def __init__(
-        self, cert: Path, key: Path, *, loader: Callable[..., ssl.SSLContext] = server_context
+        self,
+        cert: Path,
+        key: Path,
+        *,
+        client_ca: Path | None = None,
+        loader: Callable[..., ssl.SSLContext] = server_context,
     ) -> None:
         self.cert = cert
         self.key = key
+        self.client_ca = client_ca
         self._loader = loader
-        self._stamp = file_stamp(cert, key)
-        self.current = loader(cert, key)  # ConfigError at start: the gateway does not start
+        self._stamp = file_stamp(*self._files)
+        self.current = self._load()  # ConfigError at start: the gateway does not start
         self.context = self.current
         self.context.sni_callback = self._pick
         self.reloads = 0
         self._failed_stamp: Stamp | None = None
+
+    @property
+    def _files(self) -> tuple[Path, ...]:
+        return (self.cert, self.key) + ((self.client_ca,) if self.client_ca else ())
+
+    def _load(self) -> ssl.SSLContext:
+        if self.client_ca is None:
+            return self._loader(self.cert, self.key)
+        return self._loader(self.cert, self.key, client_ca=self.client_ca)
 
     def _pick(
         self, sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, ctx: ssl.SSLContext
@@ -146,11 +192,11 @@ class ReloadingTls:
 
     def check(self) -> bool:
         """Reload when the files changed; True when a new certificate is now served."""
-        stamp = file_stamp(self.cert, self.key)
+        stamp = file_stamp(*self._files)
         if stamp == self._stamp:
             return False
         try:
-            fresh = self._loader(self.cert, self.key)
+            fresh = self._load()
         except ConfigError as exc:
             if stamp != self._failed_stamp:  # once per change, not every poll
                 log.error(
