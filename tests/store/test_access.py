@@ -17,8 +17,7 @@ no longer pending rolls the application back), ``deny``, ``list_changes``, ``set
 from __future__ import annotations
 
 import hashlib
-import shutil
-import sqlite3
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +42,9 @@ from garrison.store import Directory, access, changes, load_snapshot
 from garrison.store.access import ACCESS_REASON_MAX_CHARS
 from garrison.store.changes import CHANGE_TTL_S
 from garrison.store.db import write_transaction
+from tests.store.conftest import BACKENDS
+from tests.support import db, pg
+from tests.support.store_copies import template_database, working_copy
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -87,11 +89,22 @@ PEOPLE: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """One initialised, seeded data directory per module; each test works on a copy."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, str], str | None]]:
+    """One initialised, seeded directory per module and backend; each test works on a copy."""
+    if request.param == "postgresql":
+        pg.require()
+    with template_database(request.param) as url:
+        yield _seed(tmp_path_factory, url)
+
+
+def _seed(
+    tmp_path_factory: pytest.TempPathFactory, url: str | None
+) -> tuple[Path, dict[str, str], str | None]:
     data = tmp_path_factory.mktemp("access-template") / "data"
-    initialized = init(data)
+    initialized = init(data, database_url=url)
     d = open_directory(initialized.settings, actor="seed")
     ids: dict[str, str] = {}
     for name, kw in PEOPLE.items():
@@ -134,15 +147,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     )
     ids["assistant"] = d.create_model("assistant", level=Level.INTERNAL, **common)
     ids["secret-model"] = d.create_model("secret-model", level=Level.RESTRICTED, **common)
-    conn = sqlite3.connect(initialized.settings.database_url.removeprefix("sqlite:///"))
-    try:
-        (ids[FIRST_ADMIN],) = conn.execute(
-            "SELECT id FROM principals WHERE name = ?", (FIRST_ADMIN,)
-        ).fetchone()
-    finally:
-        conn.close()
-    d.engine.dispose()  # no connection open while tests copy the files
-    return data, ids
+    ids[FIRST_ADMIN] = db.row(d, "principals", FIRST_ADMIN)["id"]
+    d.engine.dispose()  # no connection open while tests copy the files (or the database)
+    return data, ids, url
 
 
 @dataclass
@@ -159,12 +166,8 @@ class Setup:
 
     def sql(self, query: str, *params: Any) -> None:
         """A direct write, for set-up the directory itself would never allow."""
-        conn = sqlite3.connect(self.settings.database_url.removeprefix("sqlite:///"))
-        try:
-            conn.execute(query, params)
-            conn.commit()
-        finally:
-            conn.close()
+        text, bound = _params(query, params)
+        db.sql(self.d, text, **bound)
 
     def request(self, who: str = "alice", model: str = "oracle", **kw: Any) -> dict[str, Any]:
         kw.setdefault("duration_s", 2 * HOUR)
@@ -177,30 +180,32 @@ class Setup:
 
 
 @pytest.fixture
-def s(tmp_path: Path, template: tuple[Path, dict[str, str]]) -> Iterator[Setup]:
-    source, ids = template
-    data = tmp_path / "data"
-    shutil.copytree(source, data)
-    settings = Settings.for_data_dir(data)
-    d = open_directory(settings, actor="seed")
-    try:
-        yield Setup(settings, d, dict(ids))
-    finally:
-        d.engine.dispose()
+def s(tmp_path: Path, template: tuple[Path, dict[str, str], str | None]) -> Iterator[Setup]:
+    source, ids, url = template
+    with working_copy(source, url, tmp_path / "data") as settings:
+        d = open_directory(settings, actor="seed")
+        try:
+            yield Setup(settings, d, dict(ids))
+        finally:
+            d.engine.dispose()
 
 
 # ── reading the database back ────────────────────────────────────────────────────────────
+def _params(query: str, params: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    """``?`` placeholders as named ones, for either backend."""
+    names = iter(range(len(params)))
+    text = re.sub(r"\?", lambda _: f":p{next(names)}", query)
+    return text, {f"p{i}": v for i, v in enumerate(params)}
+
+
 def rows(s: Setup, query: str, *params: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(s.settings.database_url.removeprefix("sqlite:///"))
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(query, params)]
-    finally:
-        conn.close()
+    text, bound = _params(query, params)
+    return db.rows(s.d, text, **bound)
 
 
 def counts(s: Setup) -> dict[str, int]:
-    return {t: rows(s, f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES}  # noqa: S608
+    every = db.row_counts(s.d)
+    return {t: every[t] for t in TABLES}
 
 
 def everything(s: Setup) -> dict[str, list[dict[str, Any]]]:
@@ -213,8 +218,8 @@ def everything(s: Setup) -> dict[str, list[dict[str, Any]]]:
 
 def events(s: Setup, *names: str) -> list[dict[str, Any]]:
     out = []
-    for r in rows(s, "SELECT record FROM audit_events ORDER BY seq"):
-        decoded = orjson.loads(r["record"])
+    for record in db.recorded(s.d):
+        decoded = orjson.loads(record)
         if not names or decoded["name"] in names:
             out.append(decoded)
     return out
