@@ -125,7 +125,7 @@ def test_the_audit_connection_carries_its_timeouts(sink: PgAuditSink) -> None:
         ).fetchall()
     finally:
         conn.rollback()
-    assert dict(rows) == {
+    assert {str(name): str(value) for name, value in rows} == {
         "lock_timeout": str(AUDIT_PG_LOCK_TIMEOUT_MS),
         "statement_timeout": str(AUDIT_PG_STATEMENT_TIMEOUT_MS),
     }
