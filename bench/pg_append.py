@@ -88,7 +88,7 @@ def _replica(args: tuple[str, str, str, int, float, float]) -> dict[str, float]:
     fold, commit = getattr(tree_sink, "fold"), sink._commit_tx  # noqa: B009
 
     def timed_fold(*args: Any) -> int:
-        folded = fold(*args)
+        folded = int(fold(*args))
         held[1] = time.perf_counter()
         return folded
 
