@@ -9,8 +9,11 @@ each second), writing batches of ``--batch`` prepared events (``AuditEvent.prepa
 the gateway encodes an event when it appends it) back to back: the writer's group commit
 under a load that always has a full batch waiting. All replicas start together and stop
 after ``--seconds``; events/s = events committed by all / the slowest replica's wall time.
-Each run gets a fresh database (PostgreSQL: ``GARRISON_TEST_PG``'s server, a database made
-and dropped here; SQLite: a temporary file). The log is verified after each run.
+CPU per event is the writers' own (``process_time``) plus, for PostgreSQL on this host, the
+database server processes serving them (``/proc/PID/stat``); "lock busy" is the share of the
+run some replica held the log's write lock. Each run gets a fresh database (PostgreSQL:
+``GARRISON_TEST_PG``'s server, a database made and dropped here; SQLite: a temporary file).
+The log is verified after each run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from garrison.audit import tree_sink
 from garrison.audit.checkpoint import Signer, create_signing_key
 from garrison.audit.events import AuditEvent, EventName
 from garrison.audit.sinks import open_sink
@@ -63,22 +67,53 @@ def _event(name: str, i: int) -> AuditEvent:
     ).prepare()
 
 
+def _backend_cpu(pid: int | None) -> float:
+    """CPU seconds the database server process ``pid`` has used (PostgreSQL on this host)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _replica(args: tuple[str, str, str, int, float, float]) -> dict[str, float]:
     url, key_dir, name, batch, start_at, seconds = args
     sink = open_sink(url, signer=Signer.from_dir(Path(key_dir)))
     sink.open()
+    # Time under the log's write lock: from the fold's answer (the lock was granted just
+    # before it: PostgreSQL's pipeline sends the two together) to the commit's return.
+    held = [0.0, 0.0]
+    fold, commit = getattr(tree_sink, "fold"), sink._commit_tx  # noqa: B009
+
+    def timed_fold(*args: Any) -> int:
+        folded = int(fold(*args))
+        held[1] = time.perf_counter()
+        return folded
+
+    def timed_commit(conn: Any) -> None:
+        commit(conn)
+        held[0] += time.perf_counter() - held[1]
+
+    setattr(tree_sink, "fold", timed_fold)  # noqa: B010
+    sink._commit_tx = timed_commit  # type: ignore[method-assign]
+    conn = sink._connection()
+    backend = getattr(getattr(conn, "info", None), "backend_pid", None)
     n = 0
     time.sleep(max(0.0, start_at - time.time()))
     started = time.perf_counter()
     cpu = time.process_time()
+    server = _backend_cpu(backend)
     while time.perf_counter() - started < seconds:
         events = [_event(name, n + k) for k in range(batch)]
         sink.write_batch(events)
         n += batch
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu
+    server = _backend_cpu(backend) - server
     sink.close()
-    return {"events": n, "wall": wall, "cpu": cpu}
+    return {"events": n, "wall": wall, "cpu": cpu, "server_cpu": server, "held": held[0]}
 
 
 def _pg_database() -> tuple[str, str]:
@@ -129,6 +164,12 @@ def run(backend: str, replicas: int, batch: int, seconds: float, root: Path) -> 
             "events": events,
             "events_per_s": round(events / wall),
             "cpu_us_per_event": round(sum(r["cpu"] for r in results) / events * 1e6, 1),
+            "server_cpu_us_per_event": round(
+                sum(r["server_cpu"] for r in results) / events * 1e6, 1
+            ),
+            # Share of the run some replica held the log's write lock (1.0: the lock is the
+            # limit; well below: the replicas' own work or the machine is).
+            "lock_busy": round(sum(r["held"] for r in results) / wall, 2),
             "verified": report.ok and report.events == events,
             "checkpoints": report.checkpoints,
         }
@@ -153,7 +194,9 @@ def main() -> None:
             print(
                 f"{backend:<11} replicas={replicas}  {row['events_per_s']:>8,} events/s"
                 f"  ({row['events']:,} in {row['seconds']} s, batch {row['batch']},"
-                f" {row['cpu_us_per_event']} µs CPU/event in the writers,"
+                f" CPU/event: {row['cpu_us_per_event']} µs writers"
+                f" + {row['server_cpu_us_per_event']} µs database server,"
+                f" lock busy {row['lock_busy']:.0%},"
                 f" verified={row['verified']}, checkpoints={row['checkpoints']})",
                 flush=True,
             )

@@ -39,6 +39,7 @@ PURE_MODULES = (
     "garrison.audit.checkpoint",
     "garrison.audit.proofs",
     "garrison.audit.verify",
+    "garrison.audit.findings",
     "garrison.identity.keys",
 )
 

@@ -12,11 +12,19 @@ import pytest
 import sqlalchemy as sa
 
 from garrison.audit.events import AuditEvent, EventName
-from garrison.audit.pg_sink import AUDIT_PG_LOCK_TIMEOUT_MS, PgAuditSink, libpq_url
+from garrison.audit.pg_sink import (
+    AUDIT_PG_CONNECT_TIMEOUT_S,
+    AUDIT_PG_LOCK_TIMEOUT_MS,
+    AUDIT_PG_STATEMENT_TIMEOUT_MS,
+    PgAuditSink,
+    libpq_url,
+)
 from garrison.audit.sinks import integrate_outbox, open_sink
 from garrison.audit.sqlite_reader import open_reader
+from garrison.audit.sqlite_sink import SqliteAuditSink
 from garrison.audit.verify import verify_log
 from garrison.domain import OrgKind
+from garrison.errors import ConfigError
 from garrison.keyring import Sealer, create_key_files, load_pepper
 from garrison.store import Directory, make_engine
 from tests.support import pg
@@ -106,3 +114,25 @@ def test_a_host_command_integrates_the_outbox_on_postgresql(url: str, tmp_path: 
             assert "org.created" in list(names)
     finally:
         engine.dispose()
+
+
+def test_the_audit_connection_carries_its_timeouts(sink: PgAuditSink) -> None:
+    conn = sink._connection()
+    try:
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings"
+            " WHERE name IN ('lock_timeout', 'statement_timeout')"  # both in milliseconds
+        ).fetchall()
+    finally:
+        conn.rollback()
+    assert {str(name): str(value) for name, value in rows} == {
+        "lock_timeout": str(AUDIT_PG_LOCK_TIMEOUT_MS),
+        "statement_timeout": str(AUDIT_PG_STATEMENT_TIMEOUT_MS),
+    }
+    assert f"connect_timeout={AUDIT_PG_CONNECT_TIMEOUT_S}" in conn.info.dsn
+
+
+def test_open_sink_chooses_by_the_url_and_refuses_other_databases(tmp_path: Path) -> None:
+    assert isinstance(open_sink(f"sqlite:///{tmp_path / 'g.db'}"), SqliteAuditSink)
+    with pytest.raises(ConfigError):
+        open_sink("mysql://root@127.0.0.1/garrison")

@@ -1,35 +1,45 @@
 """Tampering with a real audit log, one kind at a time, and what ``garrison audit verify`` says.
 
-One log is built per module by a real gateway (about fifty calls, with pauses so that several
-checkpoints are signed, then a clean stop for the final one). Each test copies it, edits the
-SQLite file directly as an insider with database access would, and runs the verifier the way
-an operator does: ``garrison audit verify --json`` with the configured witness directory.
+One log is built per database by a real gateway (about fifty calls, with pauses so that
+several checkpoints are signed, then a clean stop for the final one): an embedded SQLite file
+and a PostgreSQL database. Each test copies it, edits the database directly with SQL as an
+insider with database access would, and runs the verifier the way an operator does:
+``garrison audit verify --json`` with the configured witness directory. A few tests are about
+the SQLite file itself (its bytes, its loose column types) and say so when skipped on
+PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 from click.testing import CliRunner
 
 from garrison.audit.checkpoint import GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.merkle import CompactTree, leaf_hash
+from garrison.audit.pg_sink import libpq_url
 from garrison.audit.witness import read_witness
 from garrison.cli.audit_cmds import audit
-from garrison.config import CONFIG_FILE, Settings, render_settings
+from garrison.config import CONFIG_FILE, Settings, load_settings, render_settings
+from garrison.store import sqlite_path
+from tests.conftest import BACKENDS
+from tests.support import pg
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +55,7 @@ EVENT_COLUMNS = ("at", "name", "request_id", "principal_id", "credential_id", "m
 @dataclass(frozen=True)
 class Log:
     data: Path  # the pristine data directory (database, keys, witness, config)
+    database_url: str  # the pristine log's database
     events: int
     sizes: tuple[int, ...]  # tree sizes of the stored checkpoints, in order
     witness_sizes: tuple[int, ...]
@@ -70,8 +81,8 @@ async def _call(session: aiohttp.ClientSession, world: World, i: int) -> None:
         await resp.read()
 
 
-async def _build(root: Path) -> Path:
-    world = await start_world(root)
+async def _build(root: Path, database_url: str | None) -> Path:
+    world = await start_world(root, database_url=database_url)
     try:
         async with aiohttp.ClientSession() as session:
             for phase in range(3):
@@ -84,21 +95,59 @@ async def _build(root: Path) -> Path:
     return root / "data"
 
 
-def _connect(data: Path) -> sqlite3.Connection:
-    return sqlite3.connect(data / "garrison.db", isolation_level=None)
+class _Sql:
+    """An insider's SQL session on the log's database, written with ``?`` placeholders
+    whichever database it is (autocommit: each statement stands alone unless wrapped in
+    BEGIN … COMMIT)."""
+
+    def __init__(self, database_url: str) -> None:
+        path = sqlite_path(database_url)
+        self.pg = path is None
+        self._conn: Any = (
+            psycopg.connect(libpq_url(database_url), autocommit=True)
+            if path is None
+            else sqlite3.connect(path, isolation_level=None)
+        )
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        return self._conn.execute(sql.replace("?", "%s") if self.pg else sql, args)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Log:
-    data = asyncio.run(_build(tmp_path_factory.mktemp("tamper-log")))
+def _url(data: Path) -> str:
+    return load_settings(data / CONFIG_FILE, env={}).database_url
+
+
+def _connect(data: Path) -> _Sql:
+    return _Sql(_url(data))
+
+
+def _sqlite_only(data: Path, why: str) -> None:
+    if sqlite_path(_url(data)) is None:
+        pytest.skip(f"SQLite only: {why}")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def log(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Log]:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg.fresh_database()) if request.param == "postgresql" else None
+        yield _built_log(tmp_path_factory.mktemp("tamper-log"), url)
+
+
+def _built_log(root: Path, url: str | None) -> Log:
+    data = asyncio.run(_build(root, url))
     conn = _connect(data)
     try:
         events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
-        sizes = tuple(r[0] for r in conn.execute("SELECT tree_size FROM audit_checkpoints"))
+        sizes = tuple(
+            r[0] for r in conn.execute("SELECT tree_size FROM audit_checkpoints ORDER BY seq")
+        )
     finally:
         conn.close()
     witness = tuple(cp.tree_size for cp in read_witness(data / "witness"))
-    built = Log(data, events, sizes, witness)
+    built = Log(data, _url(data), events, sizes, witness)
     # What the tests below rely on: several checkpoints, the last one covering everything,
     # all published to the witness, and room for a change inside the second signed range.
     assert len(sizes) >= 3, sizes
@@ -108,12 +157,17 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Log:
 
 
 @pytest.fixture
-def data(log: Log, tmp_path: Path) -> Path:
+def data(log: Log, tmp_path: Path) -> Iterator[Path]:
     """A private copy of the pristine log with a config pointing at it."""
     copy = tmp_path / "data"
     shutil.copytree(log.data, copy)
-    (copy / CONFIG_FILE).write_text(render_settings(Settings.for_data_dir(copy)))
-    return copy
+    settings = Settings.for_data_dir(copy)
+    with contextlib.ExitStack() as stack:
+        if sqlite_path(log.database_url) is None:
+            url = stack.enter_context(pg.copy_of(log.database_url))
+            settings = dataclasses.replace(settings, database_url=url)
+        (copy / CONFIG_FILE).write_text(render_settings(settings))
+        yield copy
 
 
 def verify(data: Path, *, witness: bool = True) -> dict[str, Any]:
@@ -136,7 +190,7 @@ def first_problem(report: dict[str, Any]) -> tuple[str, int | None]:
 
 
 # ── tampering, done with sqlite3 as an insider would ───────────────────────────────────────
-def _record(conn: sqlite3.Connection, index: int) -> dict[str, Any]:
+def _record(conn: _Sql, index: int) -> dict[str, Any]:
     row = conn.execute("SELECT record FROM audit_events WHERE seq = ?", (index + 1,)).fetchone()
     value: dict[str, Any] = orjson.loads(row[0])
     return value
@@ -165,7 +219,7 @@ def edit_record(
         conn.close()
 
 
-def _shift_seqs(conn: sqlite3.Connection, after: int, delta: int) -> None:
+def _shift_seqs(conn: _Sql, after: int, delta: int) -> None:
     """Add ``delta`` to every seq above ``after`` (in two steps: seq is the primary key)."""
     conn.execute("UPDATE audit_events SET seq = -seq WHERE seq > ?", (after,))
     conn.execute("UPDATE audit_events SET seq = -seq + ? WHERE seq < 0", (delta,))
@@ -226,7 +280,7 @@ def truncate(data: Path, keep: int, *, checkpoints_too: bool) -> None:
         conn.close()
 
 
-def _checkpoint_rows(conn: sqlite3.Connection) -> list[tuple[int, Checkpoint]]:
+def _checkpoint_rows(conn: _Sql) -> list[tuple[int, Checkpoint]]:
     return [
         (seq, Checkpoint.from_dict(orjson.loads(body)))
         for seq, body in conn.execute("SELECT seq, body FROM audit_checkpoints ORDER BY seq")
@@ -606,15 +660,15 @@ def test_a_torn_last_witness_line_is_skipped_and_repaired_by_the_next_publish(
 def test_a_checkpoint_stored_but_never_published_is_published_at_the_next_start(
     data: Path,
 ) -> None:
-    from garrison.audit.sqlite_sink import SqliteAuditSink
+    from garrison.audit.sinks import open_sink
     from garrison.audit.witness import DirectoryWitness, load_witness
 
     history = data / "witness" / "checkpoints.jsonl"
     lines = history.read_bytes().splitlines(keepends=True)
     history.write_bytes(b"".join(lines[:-1]))  # the process ended between commit and publish
     (data / "witness" / "latest.json").write_bytes(lines[-2].rstrip(b"\n"))
-    sink = SqliteAuditSink(
-        data / "garrison.db",
+    sink = open_sink(
+        _url(data),
         signer=Signer.from_dir(data / "keys"),
         witness=DirectoryWitness(data / "witness"),
     )
@@ -627,12 +681,20 @@ def test_a_checkpoint_stored_but_never_published_is_published_at_the_next_start(
 
 
 def test_a_corrupt_database_is_could_not_read_without_a_traceback(data: Path) -> None:
-    db = data / "garrison.db"
-    raw = bytearray(db.read_bytes())
-    raw[100:4096] = b"\xff" * (4096 - 100)  # the header's tail and the first page: garbage
-    db.write_bytes(bytes(raw))
-    for extra in ("garrison.db-wal", "garrison.db-shm"):
-        (data / extra).unlink(missing_ok=True)
+    if sqlite_path(_url(data)) is None:
+        # PostgreSQL: the log's database is gone (dropped, or the server unreachable).
+        settings = dataclasses.replace(
+            load_settings(data / CONFIG_FILE, env={}),
+            database_url=pg.url_for(f"{pg.PREFIX}no_such_database"),
+        )
+        (data / CONFIG_FILE).write_text(render_settings(settings))
+    else:
+        db = data / "garrison.db"
+        raw = bytearray(db.read_bytes())
+        raw[100:4096] = b"\xff" * (4096 - 100)  # the header's tail and the first page: garbage
+        db.write_bytes(bytes(raw))
+        for extra in ("garrison.db-wal", "garrison.db-shm"):
+            (data / extra).unlink(missing_ok=True)
     result = subprocess.run(
         [*GARRISON, "audit", "verify", "--config", str(data / CONFIG_FILE)],
         capture_output=True,
@@ -683,6 +745,7 @@ def test_a_record_edited_to_another_type_is_located_not_a_crash(
 ) -> None:
     """Re-reading a failed range to locate the change converted each record with
     ``bytes()``: TEXT raised TypeError (a traceback), and an INTEGER n allocated n bytes."""
+    _sqlite_only(data, "stores another type in a BLOB column (PostgreSQL's bytea refuses)")
     conn = _connect(data)
     try:
         conn.execute(

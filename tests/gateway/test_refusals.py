@@ -150,7 +150,8 @@ async def small_body_world(tmp_path: Path) -> AsyncIterator[World]:
 
 
 # ── authentication ─────────────────────────────────────────────────────────────────────────
-async def test_missing_credential_is_401_and_audited(world: World) -> None:
+async def test_missing_credential_is_401_and_audited(any_world: World) -> None:
+    world = any_world  # on SQLite and on PostgreSQL
     reply = await chat(world, key=None)
     openai_error(reply, 401, code="invalid_api_key", type_="invalid_request_error")
     assert world.mock.seen == []
@@ -368,7 +369,8 @@ async def test_body_over_limit_on_messages_is_413_in_anthropic_shape(
 
 
 # ── the model ──────────────────────────────────────────────────────────────────────────────
-async def test_unknown_model_is_404_and_audited(world: World) -> None:
+async def test_unknown_model_is_404_and_audited(any_world: World) -> None:
+    world = any_world  # on SQLite and on PostgreSQL
     reply = await chat(world, key=world.keys["alice"], model="no-such-model")
     openai_error(reply, 404, code="model_not_found", type_="invalid_request_error")
     assert world.mock.seen == []
@@ -376,7 +378,8 @@ async def test_unknown_model_is_404_and_audited(world: World) -> None:
     assert event["model"] == "no-such-model"
 
 
-async def test_model_beyond_clearance_is_404_identical_to_unknown_model(world: World) -> None:
+async def test_model_beyond_clearance_is_404_identical_to_unknown_model(any_world: World) -> None:
+    world = any_world  # on SQLite and on PostgreSQL
     forbidden = await chat(world, key=world.keys["bob"], model="cyber-model")
     await world.settle()
     unknown = await chat(world, key=world.keys["bob"], model="no-such-model")

@@ -130,3 +130,19 @@ def fresh_database(*, migrated: bool = True) -> Iterator[str]:
     finally:
         with _admin().connect() as conn:
             _drop(conn, name)
+
+
+@contextlib.contextmanager
+def copy_of(url: str) -> Iterator[str]:
+    """A new database copied from the one at ``url`` (no session may be connected to it);
+    dropped afterwards. Yields its URL."""
+    require()
+    source = sa.engine.make_url(url).database
+    name = f"{PREFIX}db_{_RUN}_{uuid.uuid4().hex[:10]}"
+    with _admin().connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    try:
+        yield url_for(name)
+    finally:
+        with _admin().connect() as conn:
+            _drop(conn, name)

@@ -13,16 +13,19 @@ session ends and PostgreSQL releases the lock, with no takeover gap. The rule "a
 call is forwarded only after its record is committed" is unchanged (``synchronous_commit``
 is on by default: the commit is in the WAL on disk when it returns).
 
-It uses psycopg directly on a connection of its own (not the SQLAlchemy pool): the batch's
-rows go in one ``COPY``. docs/operations.md ("The audit log on PostgreSQL") has the
-measured throughput and why a per-transaction lock rather than an elected integrator.
+It uses psycopg directly on a connection of its own (not the SQLAlchemy pool), in pipeline
+mode: the batch's rows go in one statement with the commit. docs/operations.md ("The audit
+log on PostgreSQL") says why a per-transaction lock rather than an elected integrator;
+docs/benchmarks.md has the measured throughput.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -49,24 +52,27 @@ AUDIT_PG_STATEMENT_TIMEOUT_MS = 2000
 # is down, and a probe must not hang on an unreachable host.
 AUDIT_PG_CONNECT_TIMEOUT_S = 2
 
-_COPY = f"COPY audit_events ({', '.join(LEAF_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-# The columns' types, in ``LEAF_COLUMNS`` order, for the binary COPY: records go as raw bytes
-# (text COPY would send bytea as hex, twice the bytes, parsed again by the server).
-_COPY_TYPES = ("int4", "float8", "text", "text", "text", "text", "text", "bytea", "bytea")
+# The batch's rows as one INSERT of nine arrays (binary parameters: records go as raw
+# bytes): one statement whatever the batch size, sent in the pipeline with the commit, so a
+# batch costs three round trips (lock + fold, outbox, insert + commit), not one per step.
+_INSERT = (
+    "INSERT INTO audit_events"
+    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash)"
+    " SELECT * FROM unnest(%b::int4[], %b::float8[], %b::text[], %b::text[], %b::text[],"
+    " %b::text[], %b::text[], %b::bytea[], %b::bytea[])"
+)
+assert _INSERT.count("%b") == len(LEAF_COLUMNS)
 _LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
-def insert_copy(conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
-    """The batch's rows in one ``COPY`` (one round trip, no statement per row)."""
+def insert_arrays(conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
+    """The batch's rows in one statement: a column at a time, as arrays."""
     if not rows:
         return
-    with conn.cursor().copy(_COPY) as copy:
-        copy.set_types(_COPY_TYPES)
-        for row in rows:
-            copy.write_row(row)
+    conn.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
 
 
-POSTGRES = Dialect("postgresql", "%s", insert_copy)
+POSTGRES = Dialect("postgresql", "%s", insert_arrays)
 
 
 def libpq_url(database_url: str) -> str:
@@ -118,6 +124,11 @@ class PgAuditSink(TreeSink):
 
     def _commit_tx(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.commit()
+
+    def _batch_scope(
+        self, conn: psycopg.Connection[tuple[object, ...]]
+    ) -> contextlib.AbstractContextManager[Any]:
+        return conn.pipeline()
 
     def _rollback(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         try:

@@ -126,6 +126,11 @@ class TreeSink:
     def _rollback(self, conn: Any) -> None:
         raise NotImplementedError
 
+    def _batch_scope(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        """What one batch transaction runs inside (PostgreSQL: a pipeline, so statements
+        whose results are not read go with the next round trip)."""
+        return contextlib.nullcontext()
+
     def _release(self, *, final: bool) -> None:
         """Close the connection (``final``: after the closing checkpoint)."""
         raise NotImplementedError
@@ -162,10 +167,11 @@ class TreeSink:
         conn = self._connection()
         saved = self.tree.copy()
         try:
-            self._begin(conn)
-            fold(conn, self.tree, self.dialect)
-            yield conn
-            self._commit_tx(conn)
+            with self._batch_scope(conn):
+                self._begin(conn)
+                fold(conn, self.tree, self.dialect)
+                yield conn
+                self._commit_tx(conn)
         except BaseException:
             self.tree = saved
             self._rollback(conn)
