@@ -371,7 +371,8 @@ class Gateway:
         try:
             await self.snapshots.reload()
         except sa.exc.OperationalError as exc:
-            log.error("snapshot not reloaded, the database cannot be read: %s", exc)
+            # The driver's message (no statement, no parameters).
+            log.error("snapshot not reloaded, the database cannot be read: %s", exc.orig)
 
     async def drain(self, deadline_s: float | None = None) -> int:
         """Stop taking calls and let those in flight finish, for at most ``deadline_s``

@@ -29,7 +29,7 @@ from garrison.gateway.state import StaleMode
 from garrison.identity import parse_key
 from garrison.server import Gateway
 from tests.support.admin import admin_call, make_admin, own_key, table_counts
-from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
+from tests.support.world import UPSTREAM_KEY, World, world_on
 
 pytestmark = pytest.mark.e2e
 
@@ -191,14 +191,22 @@ def upstream_saw(world: World, request_id: str) -> bool:
 
 
 # ── fixtures ─────────────────────────────────────────────────────────────────────────────
-@pytest.fixture
-async def stale_world(tmp_path: Path) -> AsyncIterator[World]:
-    """A world whose gateway calls its lock view stale after 0.3 s without a directory read."""
-    w = await start_world(tmp_path, limits=GatewayLimits(lock_view_stale_s=0.3))
-    try:
+# Every lock test here runs on both databases (PostgreSQL's half is skipped, with the
+# reason, where there is none): the same refusals, cuts and records.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    async with world_on(request.param, tmp_path) as w:
         yield w
-    finally:
-        await stop_world(w)
+
+
+@pytest.fixture(params=BACKENDS)
+async def stale_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    """A world whose gateway calls its lock view stale after 0.3 s without a directory read."""
+    async with world_on(request.param, tmp_path, limits=GatewayLimits(lock_view_stale_s=0.3)) as w:
+        yield w
 
 
 @pytest.fixture

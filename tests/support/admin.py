@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import sqlalchemy as sa
 
 from garrison.domain import Level, PrincipalKind
 from garrison.domain.provenance import Provenance
@@ -74,15 +74,13 @@ def own_key(directory: Directory, principal_id: str, *, now: float, **kw: Any) -
 
 
 def table_counts(world: World) -> dict[str, int]:
-    """Row counts of the directory tables and the change feed (to prove nothing was written)."""
-    conn = sqlite3.connect(world.db_path)
-    try:
+    """Row counts of the directory tables and the change feed (to prove nothing was written),
+    on either database."""
+    with world.directory.engine.connect() as conn:
         return {
-            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
+            t: int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one())  # noqa: S608 - fixed names
             for t in ("orgs", "principals", "credentials", "models", "change_feed")
         }
-    finally:
-        conn.close()
 
 
 _sources = itertools.count(1)

@@ -91,13 +91,11 @@ def record(
             # so the change and its approval commit together or not at all.
             mark_applied(conn, change_id, actor=actor, at=at)
     if feed:
-        seq = conn.execute(
-            sa.insert(schema.change_feed)
-            .values(at=at, entity=entity, entity_id=entity_id, op=op)
-            .returning(schema.change_feed.c.seq)
-        ).scalar_one()
+        inserted = conn.execute(
+            sa.insert(schema.change_feed).values(at=at, entity=entity, entity_id=entity_id, op=op)
+        ).inserted_primary_key
         # PostgreSQL: wakes every replica, delivered only when this transaction commits.
-        notify_change(conn, int(seq))
+        notify_change(conn, int(inserted[0]) if inserted else 0)
     event = AuditEvent(
         name,
         at=at,
