@@ -18,7 +18,7 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
     "gateway": frozenset(
         {"host", "port", "trusted_proxies", "forwarded_header", "tls_cert_file", "tls_key_file"}
     ),
-    "storage": frozenset({"database_url", "key_dir"}),
+    "storage": frozenset({"database_url", "key_dir", "redis_url", "redis_prefix"}),
     "limits": frozenset(),
     "audit": frozenset({"witness_dir", "fail_open", "jsonl_path", "syslog", "capture_bodies"}),
     "detect": frozenset({"enabled", "rules"}),
