@@ -24,8 +24,12 @@ async def replicas() -> AsyncIterator[Make]:
     made: list[RedisLimits] = []
     with fresh_prefix() as prefix:
 
-        def make(url: str = REDIS_URL, **kw: float) -> RedisLimits:
-            limits = RedisLimits(RedisLink(url), prefix=prefix, **kw)
+        def make(
+            url: str = REDIS_URL, lease_ttl_s: float = 30.0, renew_s: float = 10.0
+        ) -> RedisLimits:
+            limits = RedisLimits(
+                RedisLink(url), prefix=prefix, lease_ttl_s=lease_ttl_s, renew_s=renew_s
+            )
             limits.start()
             made.append(limits)
             return limits
@@ -38,9 +42,22 @@ async def replicas() -> AsyncIterator[Make]:
 
 
 async def enter(
-    limits: RedisLimits, cred: str = "key1", who: str = "alice", **caps: int
+    limits: RedisLimits,
+    cred: str = "key1",
+    who: str = "alice",
+    *,
+    proof: ProofEntry | None = None,
+    **caps: int,
 ) -> SharedAnswer:
-    return await limits.enter(cred, who, **{**CAPS, **caps})
+    merged = {**CAPS, **caps}
+    return await limits.enter(
+        cred,
+        who,
+        per_credential=merged["per_credential"],
+        per_principal=merged["per_principal"],
+        per_minute=merged["per_minute"],
+        proof=proof,
+    )
 
 
 async def test_a_credentials_calls_in_flight_are_counted_over_both_replicas(
