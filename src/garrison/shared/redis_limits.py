@@ -6,8 +6,10 @@ A call's slots are leases: members of a sorted set scored by their expiry. A rep
 the leases of its running calls every ``LEASE_RENEW_S``; a replica killed with calls in
 flight stops renewing, and its slots fall out within ``LEASE_TTL_S`` (each admission drops
 expired members before counting). A call that ends gives its slots back without waiting:
-the release is queued and sent by one background task in batches; if Redis is down then,
-the release is retried, and at worst the lease expires.
+the release is queued and rides with the next admission's script (no round trip of its
+own under load); what no admission carried within ``RELEASE_DELAY_S`` a background task
+sends in one batch. If Redis is down then, the release is retried; at worst the lease
+expires.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ LEASE_RENEW_S = 10.0
 # Leases released or renewed per script run: keeps one run under ~1 ms in Redis, which
 # serves nobody else while a script runs.
 LEASE_BATCH_MAX = 512
+# How long a queued release waits for an admission to carry it before it is sent alone: a
+# slot is held this much longer at most, and a busy replica sends no release of its own.
+RELEASE_DELAY_S = 0.02
+# Releases carried by one admission (each is one ZREM in its script).
+RELEASES_PER_ADMISSION = 64
 # Releases kept for a retry while Redis is down: past this many the oldest are dropped
 # (their leases expire by themselves within LEASE_TTL_S).
 RELEASE_BACKLOG_MAX = 100_000
@@ -114,9 +121,17 @@ class RedisLimits:
         else:
             entry, owned = keys  # unused by the script
             proof_args = [0, 0, ""]
+        carried = self._released[:RELEASES_PER_ADMISSION]
+        del self._released[: len(carried)]
         try:
             code, retry_ms = await self._admit(
-                keys=[*keys, scripts.rate_key(self.prefix, principal_id), entry, owned],
+                keys=[
+                    *keys,
+                    scripts.rate_key(self.prefix, principal_id),
+                    entry,
+                    owned,
+                    *(k for k, _ in carried),
+                ],
                 args=[
                     lease_id,
                     self.lease_ttl_ms,
@@ -124,9 +139,11 @@ class RedisLimits:
                     per_principal,
                     per_minute,
                     *proof_args,
+                    *(m for _, m in carried),
                 ],
             )
         except REDIS_ERRORS as exc:
+            self._released[:0] = carried  # not given back: retried
             self.link.failed(exc)
             return SharedAnswer(SharedVerdict.UNAVAILABLE)
         self.link.succeeded()
@@ -162,21 +179,24 @@ class RedisLimits:
     async def _send_releases(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(RELEASE_DELAY_S)  # admissions may carry them meanwhile
             self._wake.clear()
             while self._released:
                 if not self.link.usable():
                     await asyncio.sleep(REDIS_RETRY_S)
                     continue
+                # Taken off the queue before the await: admissions take from it meanwhile.
                 batch = self._released[:LEASE_BATCH_MAX]
+                del self._released[: len(batch)]
                 try:
                     await self._release_script(
                         keys=[k for k, _ in batch], args=[m for _, m in batch]
                     )
                 except REDIS_ERRORS as exc:
+                    self._released[:0] = batch
                     self.link.failed(exc)
                     continue
                 self.link.succeeded()
-                del self._released[: len(batch)]
 
     async def renew(self) -> int:
         """Renew every running call's leases now; returns how many were sent."""

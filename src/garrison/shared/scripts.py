@@ -53,13 +53,15 @@ end
 """
 
 # Admission of one call. KEYS: credential leases, principal leases, principal rate, proof
-# entry, proof owner's set. ARGV: lease id, lease ttl ms, per-credential cap, per-principal
-# cap, calls per minute, proof ttl ms (0: no proof), proof owner cap, proof key.
-# Returns {verdict, retry ms}; verdicts as garrison.shared.verdicts.SharedVerdict.
+# entry, proof owner's set, then leases to give back (ended calls riding along: no round trip
+# of their own). ARGV: lease id, lease ttl ms, per-credential cap, per-principal cap, calls
+# per minute, proof ttl ms (0: no proof), proof owner cap, proof key, then the lease ids of
+# those keys. Returns {verdict, retry ms}; verdicts as garrison.shared.verdicts.SharedVerdict.
 ADMIT = (
     _NOW
     + _FIRST_USE
     + """
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], ARGV[i + 3]) end
 local proof_ttl = tonumber(ARGV[6])
 if proof_ttl > 0 then
   local seen = first_use(KEYS[4], KEYS[5], ARGV[8], proof_ttl, tonumber(ARGV[7]))
@@ -75,7 +77,7 @@ local tat = tonumber(redis.call('GET', KEYS[3])) or now
 if tat < now then tat = now end
 local next_tat = tat + interval
 if next_tat - now > 60000 then return {5, math.ceil(next_tat - now - 60000)} end
-redis.call('SET', KEYS[3], string.format('%.3f', next_tat), 'PX', math.ceil(next_tat - now))
+redis.call('SET', KEYS[3], string.format('%.3f', next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
 local lease_ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + lease_ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], lease_ttl)
