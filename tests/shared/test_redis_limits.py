@@ -186,3 +186,76 @@ async def test_a_replica_finds_redis_again_and_sends_the_releases_it_kept(
         assert flaky.pending_releases == 0
     finally:
         await proxy.down()
+
+
+# ── the named limits ───────────────────────────────────────────────────────────────────────
+async def test_a_silent_redis_costs_a_call_at_most_the_timeout(replicas: Make) -> None:
+    """A Redis that accepts and never answers (a partition): the call waits
+    ``REDIS_TIMEOUT_S``, then gets its fallback."""
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()  # never answers
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        silent = replicas(f"redis://127.0.0.1:{port}/0")
+        started = time.perf_counter()
+        assert (await enter(silent)).verdict is SharedVerdict.UNAVAILABLE
+        waited = time.perf_counter() - started
+        assert REDIS_TIMEOUT_S * 0.8 <= waited < REDIS_TIMEOUT_S + 0.5
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_ended_calls_ride_with_the_next_admission_a_bounded_number_at_a_time(
+    replicas: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garrison.shared import redis_limits
+
+    monkeypatch.setattr(redis_limits, "RELEASES_PER_ADMISSION", 1)
+    monkeypatch.setattr(redis_limits, "RELEASE_DELAY_S", 60.0)  # no batch of their own
+    a = replicas()
+    leases = [(await enter(a, f"k{n}")).lease for n in range(3)]
+    for lease in leases:
+        assert lease is not None
+        lease.release()
+    assert a.pending_releases == 6  # two keys each
+    await enter(a, "other")
+    assert a.pending_releases == 5
+
+
+async def test_releases_kept_while_redis_is_down_are_bounded(
+    replicas: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garrison.shared import redis_limits
+
+    monkeypatch.setattr(redis_limits, "RELEASE_BACKLOG_MAX", 4)
+    proxy = RedisProxy()
+    await proxy.up()
+    try:
+        flaky = replicas(proxy.url)
+        leases = [(await enter(flaky, f"k{n}")).lease for n in range(3)]
+        await proxy.down()
+        for lease in leases:
+            assert lease is not None
+            lease.release()
+        assert flaky.pending_releases == 4  # the oldest dropped: their leases lapse alone
+    finally:
+        await proxy.down()
+
+
+async def test_leases_are_renewed_in_bounded_batches(
+    replicas: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garrison.shared import redis_limits
+
+    monkeypatch.setattr(redis_limits, "LEASE_BATCH_MAX", 2)
+    a = replicas()
+    for n in range(3):
+        assert (await enter(a, f"k{n}")).verdict is SharedVerdict.ADMITTED
+    assert await a.renew() == 6  # 3 calls × 2 keys, sent 2 at a time

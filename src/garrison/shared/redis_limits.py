@@ -43,6 +43,8 @@ LEASE_BATCH_MAX = 512
 RELEASE_DELAY_S = 0.02
 # Releases carried by one admission (each is one ZREM in its script).
 RELEASES_PER_ADMISSION = 64
+# Stopping: how long the background tasks get to end (one Redis timeout and some).
+CLOSE_WAIT_S = 1.0
 # Releases kept for a retry while Redis is down: past this many the oldest are dropped
 # (their leases expire by themselves within LEASE_TTL_S).
 RELEASE_BACKLOG_MAX = 100_000
@@ -92,6 +94,7 @@ class RedisLimits:
         self._released: list[tuple[str, str]] = []  # (key, lease id) to remove
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     @property
     def up(self) -> bool:
@@ -177,11 +180,11 @@ class RedisLimits:
         self._wake.set()
 
     async def _send_releases(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             await asyncio.sleep(RELEASE_DELAY_S)  # admissions may carry them meanwhile
             self._wake.clear()
-            while self._released:
+            while self._released and not self._closing:
                 if not self.link.usable():
                     await asyncio.sleep(REDIS_RETRY_S)
                     continue
@@ -216,7 +219,7 @@ class RedisLimits:
         return sent
 
     async def _keep(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.renew_s)
             if self._live and self.link.usable():
                 await self.renew()
@@ -245,11 +248,13 @@ class RedisLimits:
 
     async def close(self) -> None:
         await self.flush()
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a cancellation that lands as a command times out can reach the task
+            # as a timeout error instead (then the flag above ends its loop).
+            await asyncio.wait(self._tasks, timeout=CLOSE_WAIT_S)
         self._tasks = []
         with contextlib.suppress(*REDIS_ERRORS):
             await self.client.aclose()

@@ -77,7 +77,8 @@ local tat = tonumber(redis.call('GET', KEYS[3])) or now
 if tat < now then tat = now end
 local next_tat = tat + interval
 if next_tat - now > 60000 then return {5, math.ceil(next_tat - now - 60000)} end
-redis.call('SET', KEYS[3], string.format('%.3f', next_tat), 'PX', math.max(1, math.ceil(next_tat - now)))
+local rate_ttl = math.max(1, math.ceil(next_tat - now))
+redis.call('SET', KEYS[3], string.format('%.3f', next_tat), 'PX', rate_ttl)
 local lease_ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + lease_ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], lease_ttl)
