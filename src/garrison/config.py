@@ -13,6 +13,8 @@
     [storage]
     database_url = "sqlite:////var/lib/garrison/garrison.db"
     key_dir = "/var/lib/garrison/keys"   # pepper and sealing keys, mode 0600
+    redis_url = "redis://127.0.0.1:6379/0"   # optional: limits and replay caches shared by
+    redis_prefix = "garrison"             # every replica (unset: this process's own)
 
     [limits]                              # optional; defaults in garrison.gateway.limits
     max_body_bytes = 8388608
@@ -59,9 +61,9 @@
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
 ``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
-``GARRISON_WITNESS_DIR``, ``GARRISON_METRICS_LISTEN``; for the CLI, ``GARRISON_ADMIN_URL`` and
-``GARRISON_ADMIN_KEY`` (the key itself, e.g. from a secrets manager; it wins over
-``credential_file``).
+``GARRISON_WITNESS_DIR``, ``GARRISON_METRICS_LISTEN``, ``GARRISON_REDIS_URL``; for the CLI,
+``GARRISON_ADMIN_URL`` and ``GARRISON_ADMIN_KEY`` (the key itself, e.g. from a secrets
+manager; it wins over ``credential_file``).
 """
 
 from __future__ import annotations
@@ -151,6 +153,10 @@ class Settings:
     # it behind a load balancer), and the MFA level and people's-key ceiling for policy.
     public_url: str | None = None
     identity_policy: IdentityPolicy = field(default_factory=IdentityPolicy)
+    # [storage] redis_url: admission limits, DPoP and ID-token replay caches and attempt
+    # limits shared by every replica (None: this process's own; Redis is never imported).
+    redis_url: str | None = None
+    redis_prefix: str = "garrison"
 
     @property
     def token_public_url(self) -> str:
@@ -325,7 +331,24 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         tracing_otlp_endpoint=_tracing_endpoint(data.get("tracing", {}), path),
         **_identity(data.get("identity", {}), path),
         oidc=parse_oidc(data.get("identity", {}).get("oidc"), str(path)),
+        **_redis(storage, env, path),
     )
+
+
+# ── [storage] redis_url (garrison.shared) ─────────────────────────────────────────────────
+def _redis(table: Mapping[str, Any], env: Mapping[str, str], path: Path) -> dict[str, Any]:
+    url = env.get("GARRISON_REDIS_URL") or table.get("redis_url") or ""
+    prefix = table.get("redis_prefix", "garrison")
+    if not isinstance(url, str) or not isinstance(prefix, str):
+        raise ConfigError(f"{path}: [storage] redis_url and redis_prefix must be strings")
+    url = url.strip()
+    if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"{path}: [storage] redis_url must be a redis://, rediss:// or unix:// URL"
+        )
+    if not prefix or any(c.isspace() for c in prefix):
+        raise ConfigError(f"{path}: [storage] redis_prefix must be a word without spaces")
+    return {"redis_url": url or None, "redis_prefix": prefix}
 
 
 def _tls_files(table: Mapping[str, Any], path: Path, base: Path) -> tuple[Path | None, Path | None]:

@@ -26,7 +26,7 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
             "tls_client_ca_file",
         }
     ),
-    "storage": frozenset({"database_url", "key_dir"}),
+    "storage": frozenset({"database_url", "key_dir", "redis_url", "redis_prefix"}),
     "limits": frozenset(),
     "audit": frozenset({"witness_dir", "fail_open", "jsonl_path", "syslog", "capture_bodies"}),
     "detect": frozenset({"enabled", "rules"}),

@@ -40,6 +40,18 @@ class _Collector:
         for reason, n in sorted(state.refusals.items()):
             refusals.add_metric([reason], n)
         yield refusals
+        if state.shared is not None:
+            up = GaugeMetricFamily(
+                "garrison_shared_limits_up", "1 while the shared limits (Redis) answer."
+            )
+            up.add_metric([], 1 if state.shared.up else 0)
+            yield up
+            fallbacks = CounterMetricFamily(
+                "garrison_shared_limits_fallbacks",
+                "Calls decided without the shared limits (Redis down).",
+            )
+            fallbacks.add_metric([], state.shared_fallbacks)
+            yield fallbacks
         inflight = GaugeMetricFamily("garrison_inflight_calls", "Calls in flight.")
         inflight.add_metric([], state.inflight)
         yield inflight

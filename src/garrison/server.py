@@ -115,6 +115,8 @@ class Gateway:
             clock=clock,
         )
         self.audit = AuditLog(self.sink, clock=clock)
+        # [storage] redis_url: limits and replay caches shared by every replica.
+        self.shared = _shared(settings)
         self.state = GatewayState(
             snapshot=Snapshot.empty(),
             pepper=self.pepper,
@@ -130,10 +132,12 @@ class Gateway:
             else None,
             tokens=TokenAuth(
                 signer=TokenSigner.from_dir(settings.key_dir),
-                replay=MemoryReplayCache(),
+                replay=MemoryReplayCache() if self.shared is None else self.shared.jti,
                 public_url=settings.token_public_url,
+                local_replay=None if self.shared is None else MemoryReplayCache(),
             ),
             identity_policy=settings.identity_policy,
+            shared=None if self.shared is None else self.shared.limits,
         )
         if settings.audit_fail_open:
             log.warning(
@@ -160,7 +164,15 @@ class Gateway:
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         if settings.oidc.enabled:
-            admin = dataclasses.replace(admin, signin=_signin(settings, self.state.tokens))
+            signin = _signin(settings, self.state.tokens)
+            if self.shared is not None:
+                shared = self.shared
+                signin = dataclasses.replace(
+                    signin, seen=shared.id_tokens, limiter=shared.signin_attempts
+                )
+            admin = dataclasses.replace(admin, signin=signin)
+        if self.shared is not None:
+            admin = dataclasses.replace(admin, enroll_limiter=self.shared.enroll_attempts)
         self.monitor = self._monitor(settings) if settings.detect_enabled else None
         if self.monitor is not None:
             self.sink.add_listener(self.monitor.observe)
@@ -318,6 +330,8 @@ class Gateway:
         )
         self.state.bodies = BodyWork(limits.offload_body_bytes, limits.body_workers)
         self.state.bodies.start()
+        if self.shared is not None:
+            await self.shared.start()
         context = self.tls.context if self.tls is not None else None
         self.port = await self.http.start(self.settings.host, self.settings.port, context)
         if self.admin_http is not None and self.settings.admin_listen:
@@ -411,6 +425,8 @@ class Gateway:
             task.cancel()
         if self.state.session is not None:
             await self.state.session.close()
+        if self.shared is not None:
+            await self.shared.close()  # after the listener: every lease is given back
         with contextlib.suppress(Exception):
             self.audit.append_later(
                 AuditEvent(
@@ -490,6 +506,25 @@ def _with_url(tokens: TokenAuth | None, url: str | None) -> TokenAuth | None:
     if tokens is None or url is None:
         return tokens
     return dataclasses.replace(tokens, public_url=url)
+
+
+def _shared(settings: Settings) -> Any:
+    """The shared backends (garrison.shared.backends.SharedBackends) for [storage]
+    redis_url; None without it (and Redis is never imported)."""
+    if not settings.redis_url:
+        return None
+    from garrison.admin.session_api import (
+        ID_TOKEN_REPLAY_PER_VENDOR_MAX,
+        SIGNIN_ATTEMPTS_PER_SOURCE,
+    )
+    from garrison.shared.backends import connect
+
+    return connect(
+        settings.redis_url,
+        settings.redis_prefix,
+        id_token_per_owner=ID_TOKEN_REPLAY_PER_VENDOR_MAX,
+        signin_per_source=SIGNIN_ATTEMPTS_PER_SOURCE,
+    )
 
 
 def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:

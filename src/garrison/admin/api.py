@@ -69,7 +69,7 @@ def add_admin_routes(app: web.Application, backend: AdminBackend, process: Proce
     """Serve the admin API on ``app``; its handlers read ``process`` and ``backend``."""
     app[BACKEND_KEY] = backend
     app[PROCESS_KEY] = process
-    app[identity_api.LIMITER_KEY] = identity_api.new_limiter()
+    app[identity_api.LIMITER_KEY] = backend.enroll_limiter or identity_api.new_limiter()
     app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", endpoint(OPENAPI_ROUTE))
     # Unauthenticated by nature (the person has no key yet): rate-limited, every failure
     # audited.

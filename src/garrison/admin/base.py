@@ -46,6 +46,9 @@ class AdminBackend:
     signin: Any = None
     # The process's metrics in the Prometheus text format (``/metrics``); None: not served.
     metrics: Callable[[], bytes] | None = None
+    # The enrollment endpoint's attempt limiter shared by every replica
+    # (garrison.shared.redis_replay.SharedAttemptLimiter); None: this process's own.
+    enroll_limiter: Any = None
 
 
 BACKEND_KEY = web.AppKey("garrison_admin", AdminBackend)

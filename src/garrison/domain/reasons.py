@@ -75,6 +75,9 @@ class Reason(enum.StrEnum):
     DPOP_IAT = "dpop.iat_out_of_window"
     DPOP_REPLAY = "dpop.replayed"
     DPOP_REPLAY_FULL = "dpop.replay_cache_full"  # fail closed rather than forget a jti
+    # The shared replay cache (Redis) cannot be asked: a proof that cannot be checked for
+    # replay is refused (fail closed).
+    DPOP_REPLAY_UNCHECKED = "dpop.replay_unchecked"
     DPOP_ATH = "dpop.ath_mismatch"
     DPOP_KEY_MISMATCH = "dpop.key_mismatch"  # the token's cnf.jkt is not the proof's key
     PERSON_BEARER_KEY = "identity.person_bearer_key"  # a person's key above the allowed level
@@ -105,3 +108,7 @@ class Reason(enum.StrEnum):
     PRINCIPAL_CONCURRENCY = "principal.concurrency"
     BODY_BUDGET_PRINCIPAL = "principal.body_budget"
     BODY_BUDGET = "gateway.body_budget"
+    PRINCIPAL_RATE = "principal.rate"  # calls per minute over all replicas (or this process)
+    # The shared limits (Redis) cannot be asked: calls to restricted and critical models are
+    # refused; lower levels fall back to this process's own limits.
+    SHARED_LIMITS_UNAVAILABLE = "limits.shared_unavailable"

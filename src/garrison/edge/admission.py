@@ -26,6 +26,7 @@ from garrison.edge.request import Address, peer_certificate, presented_key
 from garrison.identity import authenticate
 from garrison.identity.access_tokens import SessionClaims
 from garrison.identity.authenticate import AuthResult
+from garrison.identity.dpop import VerifiedProof
 from garrison.identity.token_auth import DPOP_HEADER, authenticate_token, dpop_token
 
 
@@ -40,6 +41,9 @@ class Caller:
     session: SessionClaims | None = None
     # The lock covering the caller (checked only once authenticated).
     lock: Lock | None = None
+    # The caller's DPoP proof whose jti the shared replay cache must still record
+    # (``admit(defer_replay=True)`` with a shared cache); None otherwise.
+    proof: VerifiedProof | None = None
 
     @property
     def principal(self) -> Principal | None:
@@ -71,14 +75,18 @@ def admit(
     address: Address,
     *,
     include_global: bool,
+    defer_replay: bool = False,
 ) -> Caller:
     """Authenticate the caller of ``request`` against the snapshot in force, then look for a
     lock on their key or session, person, vendor or network. ``include_global``: a global
     lockdown covers them too (the data plane); the admin plane leaves it out, so admins can
-    lift it."""
+    lift it. ``defer_replay``: a proof is checked against this process's replay cache only,
+    and ``Caller.proof`` names the entry the caller records in the shared one (the data
+    plane, whose admission round trip to Redis carries it)."""
     snap = process.snapshot
     token = dpop_token(request.headers.get("authorization"))
     session: SessionClaims | None = None
+    proof: VerifiedProof | None = None
     if token is not None:
         bound = authenticate_token(
             token,
@@ -90,8 +98,9 @@ def admit(
             orgs=snap.orgs,
             now=now,
             address=address,
+            defer_replay=defer_replay,
         )
-        auth, session = bound.auth, bound.session
+        auth, session, proof = bound.auth, bound.session, bound.proof
     else:
         auth = authenticate(
             presented_key(request),
@@ -103,7 +112,7 @@ def admit(
             address=address,
             peer_cert=lambda: peer_certificate(request),
         )
-    caller = Caller(auth, address, session)
+    caller = Caller(auth, address, session, proof=proof)
     principal = auth.principal
     if not auth.ok or principal is None or caller.credential_id is None:
         return caller
@@ -115,4 +124,4 @@ def admit(
         address=address,
         include_global=include_global,
     )
-    return caller if lock is None else Caller(auth, address, session, lock)
+    return caller if lock is None else Caller(auth, address, session, lock, proof)

@@ -34,9 +34,14 @@ def admitted(
     address = peer_address(request, state)
     call.address = str(address)
     call.peer = address
-    caller = admit(request, state, now, address, include_global=True)
+    # With shared limits, a proof's jti is recorded in Redis by the call's one admission
+    # round trip (gateway.shared_admission), after this process's own replay check here.
+    caller = admit(
+        request, state, now, address, include_global=True, defer_replay=state.shared is not None
+    )
     auth = caller.auth
     call.session = caller.session
+    call.proof = caller.proof
     call.credential_id = caller.credential_id
     if caller.session is None and auth.credential is None and auth.key_id is not None:
         call.presented_key_id = auth.key_id  # a key that did not authenticate

@@ -8,7 +8,9 @@ may hold only a share. A caller over its own limits is refused (429) without tou
 anyone else's; only the process-wide budget answers 503.
 
 ``Admission`` holds plain counters (event loop only, no locks); a ``Ticket`` is what one
-call took, given back exactly once when the call ends.
+call took, given back exactly once when the call ends. ``CallRate`` counts one principal's
+calls per minute in this process (the embedded default, and the fallback of a replica whose
+shared limits in Redis cannot be asked: ``gateway.shared_admission``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ MAX_BUFFERED_BODY_BYTES = 512 * 1024 * 1024
 # One principal's share of that budget: 8 full-size bodies in flight, so at least 8
 # principals must be sending large bodies together before anyone sees a 503.
 MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL = 64 * 1024 * 1024
+# Calls one principal may start per minute (a minute's worth at once, then one every
+# 60/limit s): 2,000 calls a second sustained, more than the 1,024 calls in flight a
+# principal may hold can make at the ~0.5 s of the fastest real model calls, so normal use
+# (an eval harness included) never meets it; a runaway loop or a stolen key run at full
+# speed against a fast model does (429 ``principal.rate``).
+MAX_CALLS_PER_MINUTE_PER_PRINCIPAL = 120_000
+# Principals whose call rate this process remembers before it forgets those whose budget
+# has refilled (forgetting a full bucket changes nothing).
+CALL_RATE_PRINCIPALS_MAX = 100_000
 
 
 class PrincipalBodyBudget(RateLimited):
@@ -49,6 +60,35 @@ class ConcurrencyLimited(RateLimited):
 
 class BodyBudgetExhausted(Overloaded):
     default_message = "The gateway is buffering too much request data; retry later."
+
+
+class CallRateLimited(RateLimited):
+    default_message = "Too many calls for this caller; retry later."
+
+
+class CallRate:
+    """Calls per minute per principal in this process (GCRA: the same arithmetic as the
+    shared limit's script in ``garrison.shared.scripts``). Clock in seconds, passed in."""
+
+    __slots__ = ("_tat",)
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}  # principal → theoretical arrival time
+
+    def take(self, principal_id: str, per_minute: int, now: float) -> float:
+        """Count one call: 0.0 when it fits, else the seconds until one more would."""
+        interval = 60.0 / per_minute
+        tat = max(self._tat.get(principal_id, now), now)
+        after = tat + interval
+        if after - now > 60.0:
+            return after - now - 60.0
+        if len(self._tat) >= CALL_RATE_PRINCIPALS_MAX and principal_id not in self._tat:
+            self._tat = {p: t for p, t in self._tat.items() if t > now}
+        self._tat[principal_id] = after
+        return 0.0
+
+    def __len__(self) -> int:
+        return len(self._tat)
 
 
 class Refused(Exception):
@@ -70,6 +110,8 @@ class Admission:
     buffered: int = 0
     # The most body bytes ever buffered at once (for tests and /metrics).
     peak_buffered: int = 0
+    # Calls per minute per principal, counted here (no shared limits, or Redis down).
+    rate: CallRate = field(default_factory=CallRate)
 
     def enter(self, limits: GatewayLimits, credential_id: str, principal_id: str) -> Ticket:
         """A ticket for one call, or ``Refused`` when its credential or principal is full."""
@@ -134,11 +176,15 @@ class Ticket:
 
 
 __all__ = [
+    "CALL_RATE_PRINCIPALS_MAX",
     "MAX_BUFFERED_BODY_BYTES",
     "MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL",
+    "MAX_CALLS_PER_MINUTE_PER_PRINCIPAL",
     "MAX_CONCURRENT_PER_CREDENTIAL",
     "MAX_CONCURRENT_PER_PRINCIPAL",
     "Admission",
+    "CallRate",
+    "CallRateLimited",
     "Refused",
     "Ticket",
 ]

@@ -57,6 +57,7 @@ from garrison.gateway.edge import (  # noqa: F401 - re-exported
 from garrison.gateway.forward import forward_any
 from garrison.gateway.models_api import list_models, other_api, printable_name, retrieve_model
 from garrison.gateway.outcome import cut_response, end_call
+from garrison.gateway.shared_admission import admit_shared, shared_refusal
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import (
     traceparent,
@@ -107,6 +108,8 @@ def model_handler(endpoint: Endpoint) -> Any:
             state.live.discard(call)
             if call.ticket is not None:
                 call.ticket.release()
+            if call.lease is not None:
+                call.lease.release()
 
     return handle
 
@@ -130,6 +133,9 @@ async def _handle_model_call(
     try:
         assert call.credential_id is not None
         call.ticket = state.admission.enter(state.limits, call.credential_id, principal.id)
+        refused = await admit_shared(state, call, api, principal.id)
+        if refused is not None:
+            return refused
         raw = await read_body(request, state, ticket=call.ticket)
     except Refused as over:
         return deny(state, call, api, over.error, (over.reason,))
@@ -165,6 +171,8 @@ async def _handle_model_call(
         return refused
     if stale_refusal(state, model):
         return deny(state, call, api, Overloaded(), (Reason.LOCK_VIEW_STALE,))
+    if call.shared_down and (refused := shared_refusal(state, call, api, model)) is not None:
+        return refused
     try:
         built = await state.bodies.rebuild(endpoint, raw, seen, model)
     except Overloaded as exc:

@@ -24,6 +24,8 @@ from garrison.gateway.admission_limits import Ticket
 from garrison.gateway.containment import Cut
 from garrison.gateway.state import GatewayState
 from garrison.identity.access_tokens import SessionClaims
+from garrison.identity.dpop import VerifiedProof
+from garrison.shared.verdicts import SharedLease
 
 if TYPE_CHECKING:
     pass
@@ -45,14 +47,17 @@ class Call:
         "endpoint",
         "forwarded",
         "justified",
+        "lease",
         "model",
         "model_id",
         "org_id",
         "peer",
         "presented_key_id",
         "principal_id",
+        "proof",
         "request_id",
         "session",
+        "shared_down",
         "started",
         "task",
         "ticket",
@@ -87,6 +92,12 @@ class Call:
         self.ticket: Ticket | None = None
         # The call came with a justification (a re-decision in flight keeps it).
         self.justified = False
+        # Its slots in the shared limits (given back with the ticket), the DPoP replay
+        # entry its shared admission records, and whether Redis could not be asked (then
+        # restricted and critical models are refused: gateway.shared_admission).
+        self.lease: SharedLease | None = None
+        self.proof: VerifiedProof | None = None
+        self.shared_down = False
 
     def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
         data["endpoint"] = self.endpoint

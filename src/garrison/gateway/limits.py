@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from garrison.gateway.admission_limits import (
     MAX_BUFFERED_BODY_BYTES,
     MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL,
+    MAX_CALLS_PER_MINUTE_PER_PRINCIPAL,
     MAX_CONCURRENT_PER_CREDENTIAL,
     MAX_CONCURRENT_PER_PRINCIPAL,
 )
@@ -87,6 +88,7 @@ class GatewayLimits:
     drain_deadline_s: float = DRAIN_DEADLINE_S
     max_concurrent_per_credential: int = MAX_CONCURRENT_PER_CREDENTIAL
     max_concurrent_per_principal: int = MAX_CONCURRENT_PER_PRINCIPAL
+    max_calls_per_minute_per_principal: int = MAX_CALLS_PER_MINUTE_PER_PRINCIPAL
     max_buffered_body_bytes: int = MAX_BUFFERED_BODY_BYTES
     max_buffered_body_bytes_per_principal: int = MAX_BUFFERED_BODY_BYTES_PER_PRINCIPAL
     max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE

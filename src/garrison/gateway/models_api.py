@@ -26,6 +26,7 @@ from garrison.gateway.admission import admitted, decide, model_locked
 from garrison.gateway.call import Call, deny
 from garrison.gateway.edge import STATE_KEY, new_request_id
 from garrison.gateway.outcome import end_call
+from garrison.gateway.shared_admission import shared_proof
 
 _JSON = "application/json"
 
@@ -83,6 +84,8 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     principal = admitted(request, state, call, api, now)
     if isinstance(principal, web.Response):
         return principal
+    if call.proof is not None and (refused := await shared_proof(state, call, api)) is not None:
+        return refused
     models = [m for m in visible_models(principal, state, call) if not model_locked(state, m, now)]
     data = listing.models_list(api, models)
     end_call(state, call, CallOutcome.OK, status=200, metered=False, extra={"listed": len(models)})
@@ -100,6 +103,8 @@ async def retrieve_model(request: web.Request) -> web.StreamResponse:
     principal = admitted(request, state, call, api, now)
     if isinstance(principal, web.Response):
         return principal
+    if call.proof is not None and (refused := await shared_proof(state, call, api)) is not None:
+        return refused
     name = request.match_info["model_id"]
     model = state.snapshot.models.get(name)
     if model is None:

@@ -24,6 +24,7 @@ from garrison.identity.token_auth import TokenAuth
 from garrison.keyring import Sealer
 from garrison.policy.context import DEFAULT_IDENTITY_POLICY, IdentityPolicy
 from garrison.policy.engine import PolicyEngine
+from garrison.shared.verdicts import SharedLimits
 from garrison.store.snapshot import Snapshot
 from garrison.tls.upstream import UpstreamTlsContexts
 
@@ -75,6 +76,11 @@ class GatewayState:
     calls: int = 0
     # Per-credential and per-principal slots and buffered body bytes (after authentication).
     admission: Admission = field(default_factory=Admission)
+    # The same limits over every replica ([storage] redis_url), checked after this
+    # process's own; None: this process's limits only (garrison.gateway.shared_admission).
+    shared: SharedLimits | None = None
+    # Calls admitted (or refused) without the shared limits because Redis was down.
+    shared_fallbacks: int = 0
     # Where large request bodies are parsed, scanned and re-encoded (worker processes).
     bodies: BodyWork = field(default_factory=BodyWork)
     # Bytes of non-streamed upstream answers held now (answers.py).

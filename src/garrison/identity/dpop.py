@@ -13,8 +13,11 @@ the client sent). Query and fragment are not compared (RFC 9449 section 4.3).
 
 Replay: a ``jti`` is accepted once per key within the proof window. ``ReplayCache`` is the
 store; ``MemoryReplayCache`` serves one process (bounded; when full of unexpired entries it
-refuses rather than forget one, which would reopen replay). Several replicas need a shared
-store (Redis ``SET NX EX`` behind the same protocol).
+refuses rather than forget one, which would reopen replay). Several replicas share one
+store (``garrison.shared.redis_replay``: Redis ``SET NX PX`` behind the same protocol); when
+it cannot be asked, the verdict is UNAVAILABLE and the proof is refused (fail closed). The
+data plane checks a proof against its own process's cache here and records the jti in the
+shared store with its one admission round trip (``check_proof`` hands back what to record).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import heapq
 import hmac
 import math
 import secrets
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -81,6 +85,7 @@ class ReplayVerdict(enum.Enum):
     NEW = "new"
     REPLAYED = "replayed"
     FULL = "full"
+    UNAVAILABLE = "unavailable"  # the (shared) cache cannot be asked: refused, fail closed
 
 
 class ReplayCache(Protocol):
@@ -138,6 +143,30 @@ class MemoryReplayCache:
         self._until[key] = (expires_at, owner)
         heapq.heappush(self._expiries, (expires_at, key))
         return ReplayVerdict.NEW
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedProof:
+    """A proof that checked out: its key's thumbprint, and the entry it took in the replay
+    cache (what a shared cache must record too: ``replay_key`` until ``expires_at``, counted
+    against ``owner``)."""
+
+    jkt: str
+    replay_key: str
+    expires_at: float
+    owner: str | None
+
+
+_VERDICT_REASONS = {
+    ReplayVerdict.REPLAYED: Reason.DPOP_REPLAY,
+    ReplayVerdict.FULL: Reason.DPOP_REPLAY_FULL,
+    ReplayVerdict.UNAVAILABLE: Reason.DPOP_REPLAY_UNCHECKED,
+}
+
+
+def replay_reason(verdict: ReplayVerdict) -> Reason | None:
+    """The refusal's reason code for a replay-cache verdict (None: NEW, taken)."""
+    return _VERDICT_REASONS.get(verdict)
 
 
 @lru_cache(maxsize=DPOP_URL_CACHE_MAX)
@@ -224,6 +253,30 @@ def verify_proof(
     ``expected_jkt`` (the token's ``cnf.jkt``), be signed by that key — checked before the
     proof takes a place in the replay cache, so that a copied token with a key of one's own
     cannot fill it. ``owner`` is whose place it takes (``ReplayCache.first_use``)."""
+    return check_proof(
+        proof,
+        method=method,
+        url=url,
+        now=now,
+        access_token=access_token,
+        replay=replay,
+        expected_jkt=expected_jkt,
+        owner=owner,
+    ).jkt
+
+
+def check_proof(
+    proof: str | None,
+    *,
+    method: str,
+    url: str,
+    now: float,
+    access_token: str | None,
+    replay: ReplayCache,
+    expected_jkt: str | None = None,
+    owner: str | None = None,
+) -> VerifiedProof:
+    """``verify_proof``, answering the replay-cache entry the proof took as well."""
     if not proof:
         raise InvalidProof(Reason.DPOP_MISSING)
     if len(proof) > DPOP_PROOF_MAX_CHARS:
@@ -265,14 +318,12 @@ def verify_proof(
         raise InvalidProof(Reason.DPOP_KEY_MISMATCH)
     # Last: only a proof that is valid in every other way takes a place in the cache.
     # Kept one second past the last instant the proof is accepted.
-    verdict = replay.first_use(
-        f"{jkt}:{body['jti']}", expires_at=iat + DPOP_PROOF_MAX_AGE_S + 1, now=now, owner=owner
-    )
-    if verdict is ReplayVerdict.REPLAYED:
-        raise InvalidProof(Reason.DPOP_REPLAY)
-    if verdict is ReplayVerdict.FULL:
-        raise InvalidProof(Reason.DPOP_REPLAY_FULL)
-    return jkt
+    used = VerifiedProof(jkt, f"{jkt}:{body['jti']}", iat + DPOP_PROOF_MAX_AGE_S + 1, owner)
+    verdict = replay.first_use(used.replay_key, expires_at=used.expires_at, now=now, owner=owner)
+    reason = replay_reason(verdict)
+    if reason is not None:
+        raise InvalidProof(reason)
+    return used
 
 
 # ── the client's side ──────────────────────────────────────────────────────────────────────

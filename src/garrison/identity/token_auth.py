@@ -21,7 +21,13 @@ from garrison.identity.access_tokens import (
     VerifiedTokens,
 )
 from garrison.identity.authenticate import Address, AuthResult, _vendor_reason
-from garrison.identity.dpop import DPOP_ALGS, ReplayCache, normalize_htu, verify_proof
+from garrison.identity.dpop import (
+    DPOP_ALGS,
+    ReplayCache,
+    VerifiedProof,
+    check_proof,
+    normalize_htu,
+)
 
 # The Authorization scheme of a DPoP-bound token (RFC 9449 section 7.1).
 DPOP_SCHEME = "dpop"
@@ -42,6 +48,11 @@ class TokenAuth:
     replay: ReplayCache
     public_url: str
     verified: VerifiedTokens | None = None
+    # With a shared replay cache (``replay`` in Redis): this process's own cache, which the
+    # data plane checks proofs against first, recording the jti in the shared one with its
+    # single admission round trip (``authenticate_token(defer_replay=True)``). None: every
+    # check goes to ``replay``.
+    local_replay: ReplayCache | None = None
 
     def __post_init__(self) -> None:
         # Fails at start-up, not at the first call, when public_url is not a URL.
@@ -59,6 +70,9 @@ class TokenAuthResult:
     # The verified claims once token and proof check out (also on a later refusal, such as
     # an inactive principal, so the refusal can be attributed in the audit log).
     session: SessionClaims | None = None
+    # The proof that checked out, with the replay entry it took (with ``defer_replay``, the
+    # caller still owes the shared cache that entry).
+    proof: VerifiedProof | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,10 +100,14 @@ def authenticate_token(
     orgs: Mapping[str, Org] | None = None,
     now: float,
     address: Address,
+    defer_replay: bool = False,
 ) -> TokenAuthResult:
     """Token, then proof (for this method and ``public_url`` + ``path``, bound to this token
     by ``ath``), then the proof's key against the token's ``cnf.jkt``, then the person.
-    ``tokens`` None (a process that takes no tokens): every token is refused."""
+    ``tokens`` None (a process that takes no tokens): every token is refused.
+    ``defer_replay`` (and ``tokens.local_replay`` set): the proof is checked against this
+    process's cache only; the caller records ``proof.replay_key`` in the shared one before
+    the call goes on."""
     if tokens is None:
         return TokenAuthResult(AuthResult(Reason.TOKEN_KID_UNKNOWN))
     try:
@@ -100,13 +118,14 @@ def authenticate_token(
     try:
         if len(proofs) > 1:
             raise InvalidToken(Reason.DPOP_MALFORMED)  # RFC 9449: exactly one proof
-        verify_proof(
+        local = tokens.local_replay if defer_replay else None
+        proof = check_proof(
             proofs[0] if proofs else None,
             method=method,
             url=tokens.url_for(path),
             now=now,
             access_token=token,
-            replay=tokens.replay,
+            replay=tokens.replay if local is None else local,
             # The binding before the replay cache; each person's proofs count against
             # their own share of it.
             expected_jkt=claims.jkt,
@@ -123,7 +142,9 @@ def authenticate_token(
     else:
         reason = _vendor_reason(orgs, principal.org_id, now, address)
     return TokenAuthResult(
-        AuthResult(reason, key_id=claims.session_id, principal=principal), session=claims
+        AuthResult(reason, key_id=claims.session_id, principal=principal),
+        session=claims,
+        proof=proof if local is not None else None,
     )
 
 
