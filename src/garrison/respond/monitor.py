@@ -14,10 +14,10 @@ cursor, so every process's calls and every directory change are seen
 through ``observe`` without a read; other processes' rows are read from the log).
 
 **Exactly once.** The alerts of a judged range, the new cursor and the detectors' state are
-committed in one transaction, which first checks that this process still holds the lease and
-that the cursor is where it left it. A worker that dies mid-range stored nothing of it: its
+committed in one transaction, which commits only if this process still holds the lease and
+the stored cursor is where it left it. A worker that dies mid-range stored nothing of it: its
 successor restores the state as of the cursor and judges the range again. Ranges without
-findings commit at most every ``DETECT_PERSIST_S`` (a crash re-judges at most that much). A
+findings commit every ``DETECT_RENEW_S`` (a crash re-judges at most about that much). A
 new alert's playbooks and notices run after the commit; the findings waiting for them are
 stored with it (``pending``) and run by the successor if the worker dies in between.
 
@@ -61,21 +61,20 @@ RULES_POLL_S = 1.0
 DETECT_LAG_ALERT_S = 5.0
 # At most one lagging alert per this long.
 LAG_ALERT_EVERY_S = 300.0
-# A worker that has not renewed its lease for this long is taken for dead: five renewals
-# missed, so a busy moment or a slow commit never hands the work over, and a standby takes
-# over "within seconds".
+# A worker that has not renewed its lease for this long is taken for dead: four renewals
+# missed, so a busy moment or a slow commit does not hand the work over, and a standby still
+# takes over within seconds.
 DETECT_LEASE_S = 5.0
-# How often the worker renews its lease (a commit of its cursor renews it too).
+# How often the worker commits its cursor and state (when the cursor moved; a range with
+# findings commits at once) or else renews its lease: detection's write cost while events
+# flow is one small transaction a second, and a crash or a takeover re-judges about this
+# much of the log at most.
 DETECT_RENEW_S = 1.0
 # How often a standby looks whether the lease is free (one read; a claim only when it is).
 DETECT_STANDBY_POLL_S = 0.5
 # How long the worker waits on its own feed before it reads the log for other processes'
 # rows: how late another replica's events are judged at most, for one indexed read.
 DETECT_POLL_S = 0.25
-# A range without findings commits its cursor and state at most this often: the write cost
-# of detection while events flow is one small transaction a second, and a crash or a
-# takeover re-judges at most this much of the log.
-DETECT_PERSIST_S = 1.0
 # After a failed commit (the database away), the worker restores its last stored state and
 # tries again after this pause.
 DETECT_RETRY_S = 1.0
@@ -272,7 +271,7 @@ class Monitor:
             self._stopping.set()
             return
         self._judge(items)
-        if time.monotonic() - self._last_commit >= DETECT_PERSIST_S:
+        if time.monotonic() - self._last_commit >= DETECT_RENEW_S:
             self._commit([], force=True)
 
     def _judge(self, items: list[Item]) -> None:
