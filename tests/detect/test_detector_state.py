@@ -20,7 +20,7 @@ import pytest
 from garrison.detect import detectors
 from garrison.detect import engine as engine_mod
 from garrison.detect.engine import DetectionEngine
-from garrison.detect.observation import Finding, Obs
+from garrison.detect.observation import Finding, Obs, Severity
 from garrison.detect.rules import RuleSet, parse_rules
 from garrison.respond import worker_state
 from tests.detect.test_detectors import DAY, FACTS, T0, denied, make, make_rule, obs
@@ -176,6 +176,26 @@ def test_dedup_state_drops_entries_past_the_window() -> None:
     late = Finding(**{**_fields(old[0]), "subject_id": "other", "at": T0 + 2 * DAY})
     engine.judge(late)
     assert list(engine.dedup.state()) == ["test-multi-network|credential|other"]
+
+
+def test_dedup_state_keeps_the_newest_up_to_the_limit() -> None:
+    dedup = engine_mod.Dedup()
+    for n in range(30):
+        dedup.judge(Finding(**{**_fields(FINDING), "subject_id": f"s{n}", "at": T0 + n}))
+    kept = dedup.state(limit=10)
+    assert sorted(kept) == sorted(f"test|credential|s{n}" for n in range(20, 30))
+    assert len(dedup.state()) == 30  # under DEDUP_STATE_MAX: all
+
+
+FINDING = Finding(
+    rule_id="test",
+    title="t",
+    severity=Severity.LOW,
+    subject_kind="credential",
+    subject_id="s",
+    reason="r",
+    at=T0,
+)
 
 
 def make_rule_detector() -> Any:

@@ -137,6 +137,12 @@ class Monitor:
     def start(self) -> None:
         self._load_rules(initial=True)
         self._stopping.clear()
+        try:
+            # Before the process serves (the gateway starts detection first): a first worker
+            # starts its cursor at the log's head before this process's first call.
+            self._try_claim()
+        except Exception:  # the thread tries again
+            log.exception("detection lease not claimed at start")
         self._thread = threading.Thread(target=self._run, name="garrison-detect", daemon=True)
         self._thread.start()
         if self.approvals is not None:
