@@ -306,6 +306,28 @@ def test_a_stalled_worker_is_replaced_and_its_range_stored_once(
     assert db.raised() == sorted(f"k{n}" for n in range(10) if n != 8)
 
 
+def stored(db: Db) -> tuple[int, bytes | None]:
+    t = schema.detector_state
+    with db.engine.connect() as conn:
+        cursor, state = conn.execute(sa.select(t.c.cursor, t.c.state)).one()
+    return int(cursor), state
+
+
+def test_cursor_and_state_are_stored_while_events_flow_without_findings(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor_mod, "DETECT_STATE_EVERY_S", 0.3)
+    worker = db.monitor("replica-1")
+    with running(worker):
+        wait_for(lambda: worker.active, "the worker")
+        start, _ = stored(db)
+        quiet = AuditEvent(EventName.GATEWAY_STARTED, at=time.time(), actor="x", data={})
+        db.append(quiet, quiet)
+        wait_for(lambda: stored(db)[0] == start + 2, "the cursor stored", within=5.0)
+        assert stored(db)[1]  # with the state as of it
+    assert db.alerts() == []
+
+
 def test_pending_playbooks_of_a_dead_worker_run_on_takeover(db: Db) -> None:
     """An alert stored by a worker that died before acting on it: its successor runs the
     playbooks and notices (an alert whose actions are recorded is not acted on twice)."""

@@ -17,7 +17,8 @@ through ``observe`` without a read; other processes' rows are read from the log)
 committed in one transaction, which commits only if this process still holds the lease and
 the stored cursor is where it left it. A worker that dies mid-range stored nothing of it: its
 successor restores the state as of the cursor and judges the range again. Ranges without
-findings commit every ``DETECT_RENEW_S`` (a crash re-judges at most about that much). A
+findings store cursor and state every ``DETECT_STATE_EVERY_S`` (a takeover re-judges about
+that much of the log). A
 new alert's playbooks and notices run after the commit; the findings waiting for them are
 stored with it (``pending``) and run by the successor if the worker dies in between.
 
@@ -65,11 +66,13 @@ LAG_ALERT_EVERY_S = 300.0
 # missed, so a busy moment or a slow commit does not hand the work over, and a standby still
 # takes over within seconds.
 DETECT_LEASE_S = 5.0
-# How often the worker commits its cursor and state (when the cursor moved; a range with
-# findings commits at once) or else renews its lease: detection's write cost while events
-# flow is one small transaction a second, and a crash or a takeover re-judges about this
-# much of the log at most.
+# How often the worker renews its lease (one small UPDATE; a commit renews it too).
 DETECT_RENEW_S = 1.0
+# How often the worker stores its cursor and state while events flow without findings (a
+# range with findings commits at once): serialising the state costs ~25 ms per 1,000
+# subjects, so not every second; a crash or a takeover re-judges about this much of the log
+# (reading rows back is far cheaper than the state).
+DETECT_STATE_EVERY_S = 10.0
 # How often a standby looks whether the lease is free (one read; a claim only when it is).
 DETECT_STANDBY_POLL_S = 0.5
 # How long the worker waits on its own feed before it reads the log for other processes'
@@ -117,7 +120,8 @@ class Monitor:
         # The worker judged the log up to ``cursor`` and stored up to ``_saved``.
         self.active = False
         self._saved = 0
-        self._last_commit = 0.0  # monotonic
+        self._last_commit = 0.0  # monotonic: the last store of cursor and state
+        self._last_renew = 0.0  # monotonic: the last renewal of the lease (or store)
         # Health findings of this process, deduplicated here (worker or not).
         self._local = Dedup()
         self._local_lock = threading.Lock()
@@ -213,7 +217,8 @@ class Monitor:
             return
         try:
             self._judge(self.feed.queued())
-            self._commit([], force=True)
+            if self.cursor != self._saved:
+                self._commit([])
             detector_state.release(self._db, self.worker_id)
         except Exception:
             log.exception("detection state not stored at stop: the next worker re-judges")
@@ -237,7 +242,7 @@ class Monitor:
             self._stopping.set()
         self.engine = self._restored_engine(self.ruleset, claimed.cursor, claimed.state)
         self._saved = claimed.cursor
-        self._last_commit = time.monotonic()
+        self._last_commit = self._last_renew = time.monotonic()
         self.active = True
         self.takeovers += 1
         if claimed.previous is not None:
@@ -277,8 +282,11 @@ class Monitor:
             self._stopping.set()
             return
         self._judge(items)
-        if time.monotonic() - self._last_commit >= DETECT_RENEW_S:
-            self._commit([], force=True)
+        now = time.monotonic()
+        if self.cursor != self._saved and now - self._last_commit >= DETECT_STATE_EVERY_S:
+            self._commit([])
+        elif now - self._last_renew >= DETECT_RENEW_S:
+            self._renew()
 
     def _judge(self, items: list[Item]) -> None:
         """Run the detectors over a range (in memory); commit at once if it found anything."""
@@ -298,17 +306,17 @@ class Monitor:
         if verdicts:
             self._commit(verdicts)
 
-    def _commit(self, verdicts: list[Verdict], *, force: bool = False) -> None:
+    def _renew(self) -> None:
+        if not detector_state.renew(
+            self._db, self.worker_id, now=self._clock(), lease_s=DETECT_LEASE_S
+        ):
+            raise DetectionLeaseLost("lease taken by another process")
+        self._last_renew = time.monotonic()
+
+    def _commit(self, verdicts: list[Verdict]) -> None:
         """Store the range's alerts, the cursor and the state in one transaction; then run
         the new alerts' playbooks and notices."""
-        if not verdicts and not force:
-            return
         now = self._clock()
-        if not verdicts and self.cursor == self._saved:
-            if not detector_state.renew(self._db, self.worker_id, now=now, lease_s=DETECT_LEASE_S):
-                raise DetectionLeaseLost("lease taken by another process")
-            self._last_commit = time.monotonic()
-            return
         blob = worker_state.encode_state(self.engine)
         raised: list[tuple[str, Finding]] = []
         with write_transaction(self._db) as conn:
@@ -327,7 +335,7 @@ class Monitor:
                 lease_s=DETECT_LEASE_S,
             )
         self._saved = self.cursor
-        self._last_commit = time.monotonic()
+        self._last_commit = self._last_renew = time.monotonic()
         for verdict in verdicts:
             finding = verdict.finding
             self.alerts[(finding.rule_id, finding.severity.label)] += 1
