@@ -25,7 +25,8 @@ code in ``rule`` (its message then starts ``rule <code>:``, which admins read).
         ├── AuditRecordInvalid       500 one event cannot be encoded: only its call fails
         ├── Overloaded               503 too many calls in flight in this process
         ├── ShuttingDown             503 the process is draining (SIGTERM): retry elsewhere
-        └── ConfigError              500 the configuration or key files are unusable
+        ├── ConfigError              500 the configuration or key files are unusable
+        └── DetectionLeaseLost       500 this process is no longer the detection worker
 """
 
 from __future__ import annotations
@@ -174,3 +175,10 @@ class ConfigError(ServerError):
     status = 500
     code = "config_error"
     default_message = "Gateway misconfigured."
+
+
+class DetectionLeaseLost(ServerError):
+    """Another process holds the detection lease now (this one stalled past it): what this
+    one judged since its last commit is discarded, never stored."""
+
+    code = "detection_lease_lost"

@@ -18,6 +18,7 @@ import functools
 import gc
 import logging
 import os
+import secrets
 import signal
 import time
 from collections import Counter
@@ -298,6 +299,8 @@ class Gateway:
             min_severity=Severity.parse(settings.alerts_min_severity),
             on_rules=on_rules,
             clock=self.clock,
+            # This gateway among those sharing the database (two in one process differ).
+            worker_id=f"{new_request_id.prefix}/{secrets.token_hex(4)}",
         )
 
     def _reload_soon(self) -> None:

@@ -8,10 +8,11 @@ the gateway's current snapshot satisfies it, and so does any object holding thos
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from garrison.detect import rules as r
 from garrison.detect.observation import Finding, Obs, network_of
@@ -34,16 +35,51 @@ EVIDENCE_MAX = 20
 _DENIALS = frozenset({"request.denied", "admin.denied"})
 _NETWORK_REASONS = frozenset({"credential.network_not_allowed", "vendor.network_not_allowed"})
 
+# Exported state (``state()``, stored by the detection worker with its cursor) is bounded:
+# each detector keeps its most recently active subjects, at most this many — a deployment's
+# active keys and people in one window are far fewer, and the bound caps the stored blob
+# (~100 bytes a subject) whatever an attacker sprays.
+STATE_SUBJECTS_MAX = 20_000
+# Networks kept per key or principal in exported state: ``min_networks`` is at most 100, so
+# a key's newest 100 networks decide every multi-network finding; a principal's known
+# networks beyond this are forgotten oldest-first (at worst one late new-network alert).
+STATE_NETWORKS_MAX = 100
+# Refusal times kept per subject in exported state: a burst fires when the window holds
+# ``threshold`` refusals, and thresholds above this are not meaningful.
+STATE_REFUSALS_MAX = 1000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def newest(items: Mapping[K, V], when: Callable[[V], float], limit: int) -> Iterable[tuple[K, V]]:
+    """The ``limit`` items most recently active (``when``), or all of them if fewer."""
+    if len(items) <= limit:
+        return items.items()
+    return heapq.nlargest(limit, items.items(), key=lambda kv: when(kv[1]))
+
 
 class Detector(Protocol):
     rule: r.Rule
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]: ...
 
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
 
 class _Base:
     def __init__(self, rule: r.Rule) -> None:
         self.rule = rule
+
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        """What this detector has learned, as JSON-able data (at most ``limit`` subjects);
+        ``restore`` takes it back. Stateless detectors have nothing to keep."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state()`` of a detector of the same rule (replaces what is held)."""
 
     def finding(
         self,
@@ -130,6 +166,19 @@ class MultiNetwork(_Base):
             )
         ]
 
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        keys = newest(self.seen, lambda nets: max((t for t, _ in nets.values()), default=0), limit)
+        return {
+            key: [[net, t, i] for net, (t, i) in newest(nets, lambda ti: ti[0], STATE_NETWORKS_MAX)]
+            for key, nets in keys
+            if nets
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.seen = defaultdict(dict)
+        for key, nets in state.items():
+            self.seen[key] = {str(net): (float(t), int(i)) for net, t, i in nets}
+
 
 class NewNetwork(_Base):
     """A principal's first call from a network not seen for it (after a learning period)."""
@@ -139,6 +188,7 @@ class NewNetwork(_Base):
         self.p: r.NewNetwork = rule.params
         self.networks: dict[str, set[str]] = defaultdict(set)
         self.events: dict[str, int] = defaultdict(int)
+        self.last_at: dict[str, float] = {}  # principal → its last call (state bounds)
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         if obs.name != "request.allowed" or obs.principal_id is None or obs.address is None:
@@ -148,6 +198,7 @@ class NewNetwork(_Base):
             return []
         known = self.networks[obs.principal_id]
         self.events[obs.principal_id] += 1
+        self.last_at[obs.principal_id] = obs.at
         if net in known:
             return []
         known.add(net)
@@ -156,6 +207,19 @@ class NewNetwork(_Base):
         return [
             self.finding(obs, "principal", obs.principal_id, "principal.new_network", network=net)
         ]
+
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        return {
+            who: [self.events[who], at, sorted(self.networks[who])[:STATE_NETWORKS_MAX]]
+            for who, at in newest(self.last_at, float, limit)
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.networks, self.events, self.last_at = defaultdict(set), defaultdict(int), {}
+        for who, (events, at, networks) in state.items():
+            self.events[who] = int(events)
+            self.last_at[who] = float(at)
+            self.networks[who] = {str(n) for n in networks}
 
 
 class Volume(_Base):
@@ -221,6 +285,21 @@ class Volume(_Base):
             )
         ]
 
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        return {
+            who: [cur, self.baseline.get(who), self.buckets_seen[who]]
+            for who, cur in newest(self.current, lambda cur: float(cur[0]), limit)
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.current, self.baseline, self.buckets_seen = {}, {}, defaultdict(int)
+        for who, (cur, base, seen) in state.items():
+            start, calls, tokens, fired = cur
+            self.current[who] = [float(start), int(calls), int(tokens), bool(fired)]
+            if base is not None:
+                self.baseline[who] = float(base)
+            self.buckets_seen[who] = int(seen)
+
 
 class RefusalBurst(_Base):
     """``threshold`` refused calls within ``window`` from one key (or one address)."""
@@ -254,6 +333,18 @@ class RefusalBurst(_Base):
                 address=obs.address,
             )
         ]
+
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        active = {subject: times for subject, times in self.times.items() if times}
+        return {
+            subject: [list(ti) for ti in list(times)[-STATE_REFUSALS_MAX:]]
+            for subject, times in newest(active, lambda times: times[-1][0], limit)
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.times = defaultdict(deque)
+        for subject, times in state.items():
+            self.times[subject] = deque((float(t), int(i)) for t, i in times)
 
 
 class RefusalReason(_Base):
@@ -309,6 +400,19 @@ class OffHours(_Base):
             return []
         return [self.finding(obs, "principal", obs.principal_id, "principal.off_hours", hour=hour)]
 
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        # Recency is not kept per principal here: the most used principals are kept.
+        busiest = newest(self.hours, lambda hist: float(sum(hist)), limit)
+        return {who: [hist, self.first_seen.get(who)] for who, hist in busiest}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.hours, self.first_seen = defaultdict(lambda: [0] * 24), {}
+        for who, (hist, first) in state.items():
+            if len(hist) == 24:
+                self.hours[who] = [int(n) for n in hist]
+            if first is not None:
+                self.first_seen[who] = float(first)
+
 
 class Dormant(_Base):
     """A key whose last use (or creation) is older than ``dormant`` is used again."""
@@ -338,6 +442,12 @@ class Dormant(_Base):
             )
         ]
 
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        return dict(newest(self.last, float, limit))
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.last = {str(key): float(at) for key, at in state.items()}
+
 
 class Content(_Base):
     """The gateway matched this rule's patterns against the prompt in flight."""
@@ -360,7 +470,7 @@ class Extraction(_Base):
         super().__init__(rule)
         self.p: r.Extraction = rule.params
         # (subject, model) → [bucket start, calls, consecutive full buckets, fired]
-        self.state: dict[tuple[str, str], list[Any]] = {}
+        self.state_of: dict[tuple[str, str], list[Any]] = {}
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         if obs.name != "request.allowed" or obs.model is None:
@@ -369,10 +479,10 @@ class Extraction(_Base):
         if subject is None:
             return []
         start = obs.at - (obs.at % self.p.bucket)
-        st = self.state.get((subject, obs.model))
+        st = self.state_of.get((subject, obs.model))
         if st is None:
             st = [start, 0, 0, False]
-            self.state[(subject, obs.model)] = st
+            self.state_of[(subject, obs.model)] = st
         elif st[0] != start:
             full = st[1] >= self.p.calls_per_bucket
             adjacent = start - st[0] <= self.p.bucket
@@ -392,6 +502,20 @@ class Extraction(_Base):
                 calls_per_bucket=st[1],
             )
         ]
+
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
+        kept = newest(self.state_of, lambda st: float(st[0]), limit)
+        return {"pairs": [[subject, model, *st] for (subject, model), st in kept]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.state_of = {}
+        for subject, model, start, calls, run, fired in state.get("pairs", []):
+            self.state_of[(str(subject), str(model))] = [
+                float(start),
+                int(calls),
+                int(run),
+                bool(fired),
+            ]
 
 
 BUILDERS: dict[str, Callable[..., Detector]] = {

@@ -32,82 +32,86 @@ al = schema.alerts
 def record(d: Journal, verdict: Verdict, *, now: float) -> tuple[str, bool]:
     """Store a finding: a new alert, or a repeat of the open one with the same key. Returns
     (alert id, whether it is new)."""
-    f = verdict.finding
     with write_transaction(d.engine) as conn:
-        if not verdict.new:
-            row = conn.execute(
-                sa.select(al)
-                .where(al.c.dedup_key == verdict.dedup_key, al.c.status != "resolved")
-                .order_by(al.c.seq.desc())
-                .limit(1)
-            ).first()
-            if row is not None:
-                evidence = orjson.loads(row.evidence)
-                evidence = evidence + [i for i in f.evidence if i not in evidence]
-                if len(evidence) > ALERT_EVIDENCE_MAX:
-                    evidence = (
-                        evidence[: ALERT_EVIDENCE_MAX // 2] + evidence[-ALERT_EVIDENCE_MAX // 2 :]
-                    )
-                conn.execute(
-                    sa.update(al)
-                    .where(al.c.id == row.id)
-                    .values(
-                        count=row.count + 1,
-                        last_at=f.at,
-                        updated_at=now,
-                        evidence=orjson.dumps(evidence).decode(),
-                    )
+        return record_in(conn, verdict, now=now)
+
+
+def record_in(conn: sa.Connection, verdict: Verdict, *, now: float) -> tuple[str, bool]:
+    """``record`` inside the caller's write transaction (the detection worker stores a
+    range's alerts with its cursor in one)."""
+    f = verdict.finding
+    if not verdict.new:
+        row = conn.execute(
+            sa.select(al)
+            .where(al.c.dedup_key == verdict.dedup_key, al.c.status != "resolved")
+            .order_by(al.c.seq.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            evidence = orjson.loads(row.evidence)
+            evidence = evidence + [i for i in f.evidence if i not in evidence]
+            if len(evidence) > ALERT_EVIDENCE_MAX:
+                evidence = (
+                    evidence[: ALERT_EVIDENCE_MAX // 2] + evidence[-ALERT_EVIDENCE_MAX // 2 :]
                 )
-                return row.id, False
-        alert_id = new_id("alr")
-        conn.execute(
-            sa.insert(al).values(
-                id=alert_id,
-                rule_id=f.rule_id,
-                title=f.title,
-                severity=f.severity.label,
-                reason=f.reason,
-                subject_kind=f.subject_kind,
-                subject_id=f.subject_id,
-                dedup_key=verdict.dedup_key,
-                status="open",
-                first_at=f.at,
-                last_at=f.at,
-                raised_at=now,
-                count=1,
-                evidence=orjson.dumps(list(f.evidence)).decode(),
-                data=orjson.dumps(f.data).decode(),
-                principal_id=f.principal_id,
-                org_id=f.org_id,
-                credential_id=f.credential_id,
-                updated_at=now,
+            conn.execute(
+                sa.update(al)
+                .where(al.c.id == row.id)
+                .values(
+                    count=row._mapping["count"] + 1,
+                    last_at=f.at,
+                    updated_at=now,
+                    evidence=orjson.dumps(evidence).decode(),
+                )
             )
-        )
-        journal.record(
-            conn,
-            at=now,
-            actor=f"detector:{f.rule_id}",
-            origin=None,
-            name=EventName.ALERT_RAISED,
-            feed=False,
-            entity="alert",
-            entity_id=alert_id,
-            op="raise",
+            return row.id, False
+    alert_id = new_id("alr")
+    conn.execute(
+        sa.insert(al).values(
+            id=alert_id,
+            rule_id=f.rule_id,
+            title=f.title,
+            severity=f.severity.label,
+            reason=f.reason,
+            subject_kind=f.subject_kind,
+            subject_id=f.subject_id,
+            dedup_key=verdict.dedup_key,
+            status="open",
+            first_at=f.at,
+            last_at=f.at,
+            raised_at=now,
+            count=1,
+            evidence=orjson.dumps(list(f.evidence)).decode(),
+            data=orjson.dumps(f.data).decode(),
             principal_id=f.principal_id,
-            credential_id=f.credential_id
-            if f.credential_id and len(f.credential_id) <= 40
-            else None,
-            data={
-                "alert_id": alert_id,
-                "rule_id": f.rule_id,
-                "severity": f.severity.label,
-                "reason": f.reason,
-                "subject": {"kind": f.subject_kind, "id": f.subject_id},
-                "evidence": list(f.evidence),
-                "detail": f.data,
-                "detected_after_s": round(now - f.at, 3),
-            },
+            org_id=f.org_id,
+            credential_id=f.credential_id,
+            updated_at=now,
         )
+    )
+    journal.record(
+        conn,
+        at=now,
+        actor=f"detector:{f.rule_id}",
+        origin=None,
+        name=EventName.ALERT_RAISED,
+        feed=False,
+        entity="alert",
+        entity_id=alert_id,
+        op="raise",
+        principal_id=f.principal_id,
+        credential_id=f.credential_id if f.credential_id and len(f.credential_id) <= 40 else None,
+        data={
+            "alert_id": alert_id,
+            "rule_id": f.rule_id,
+            "severity": f.severity.label,
+            "reason": f.reason,
+            "subject": {"kind": f.subject_kind, "id": f.subject_id},
+            "evidence": list(f.evidence),
+            "detail": f.data,
+            "detected_after_s": round(now - f.at, 3),
+        },
+    )
     return alert_id, True
 
 

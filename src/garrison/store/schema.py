@@ -339,6 +339,23 @@ gateway_instances = sa.Table(
 )
 
 
+# Detection runs as one worker among the gateway processes sharing the database: this row is
+# its lease (``holder`` until ``lease_until``), its cursor (the last ``audit_events.seq`` it
+# judged), its detectors' state (compressed JSON) and the findings whose playbooks and
+# notices are still to run — the cursor, the state and the alerts of a range of events are
+# committed in one transaction (``garrison.store.detector_state``).
+detector_state = sa.Table(
+    "detector_state",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("cursor", sa.Integer, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=True),
+    sa.Column("pending", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("holder", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 # A person's sign-in identity at an OpenID provider: (issuer, subject), recorded once when
 # their first sign-in redeems an invitation; never matched by email or username.
 identity_links = sa.Table(
