@@ -11,6 +11,10 @@ checked against a small oracle (refused exactly when a rule says so, with ``BadR
 * no unrevoked key of a vendor principal living past the contract end;
 * no vendor with more active principals than its seat limit;
 * an offboarded vendor has no active principal and no unrevoked key.
+
+SQLite only: each example needs a fresh directory and hypothesis runs many (a PostgreSQL
+database per example would multiply the time); the rules it exercises run on both backends
+in test_vendor_rules.py and test_principal_update.py, concurrency included.
 """
 
 from __future__ import annotations

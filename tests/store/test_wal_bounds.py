@@ -1,5 +1,8 @@
 """The write-ahead log is bounded: it gives its space back after a peak, and the audit sink's
-recovery probe cuts it to nothing (a small file system is not filled by the WAL alone)."""
+recovery probe cuts it to nothing (a small file system is not filled by the WAL alone).
+
+SQLite only: the write-ahead log and its pragmas are SQLite's (PostgreSQL manages its own).
+"""
 
 from __future__ import annotations
 
