@@ -11,7 +11,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from garrison.audit.checkpoint import Signer, create_signing_key
 from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.parallel_verify import CHUNK, verify_parallel
 from garrison.audit.pg_sink import (
     AUDIT_PG_CONNECT_TIMEOUT_S,
     AUDIT_PG_LOCK_TIMEOUT_MS,
@@ -136,3 +138,41 @@ def test_open_sink_chooses_by_the_url_and_refuses_other_databases(tmp_path: Path
     assert isinstance(open_sink(f"sqlite:///{tmp_path / 'g.db'}"), SqliteAuditSink)
     with pytest.raises(ConfigError):
         open_sink("mysql://root@127.0.0.1/garrison")
+
+
+def test_the_parallel_fast_path_reads_a_postgresql_log_and_steps_aside_on_damage(
+    url: str, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    create_signing_key(keys)
+    signer = Signer.from_dir(keys)
+    total = CHUNK + 500  # a whole chunk and a tail
+    sink = PgAuditSink(url, signer=signer, monotonic=lambda: 0.0)
+    sink.open()
+    written = 0
+    for size in (1000, CHUNK, total):
+        for start in range(written, size, 2000):
+            sink.write_batch(events_from(start, min(size, start + 2000)))
+        sink.checkpoint()
+        written = size
+    sink.close()
+    with open_reader(url) as reader:
+        checkpoints = reader.checkpoints()
+        fast = verify_parallel(reader.path, total, checkpoints, signer.public_keys(), jobs=2)
+        slow = verify_log(reader.rows(), checkpoints, signer.public_keys())
+    assert fast is not None and slow.ok
+    assert (fast.events, fast.root) == (slow.events, slow.root)
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute("UPDATE audit_events SET record = record || '\\x20'::bytea WHERE seq = 700")
+    with open_reader(url) as reader:
+        assert (
+            verify_parallel(reader.path, total, checkpoints, signer.public_keys(), jobs=2) is None
+        )
+
+
+def events_from(start: int, end: int) -> list[AuditEvent]:
+    return [
+        AuditEvent(EventName.REQUEST_ALLOWED, at=float(i), request_id=f"r{i}")
+        for i in range(start, end)
+    ]
