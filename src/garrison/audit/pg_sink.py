@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from garrison.audit.checkpoint import Signer
 from garrison.audit.exporters import Exporter
-from garrison.audit.leaves import LEAF_COLUMNS, Dialect, Rows
+from garrison.audit.leaves import POSTGRES
 from garrison.audit.tree_sink import TreeSink, integrate_with
 from garrison.audit.witness import DirectoryWitness
 
@@ -52,27 +52,7 @@ AUDIT_PG_STATEMENT_TIMEOUT_MS = 2000
 # is down, and a probe must not hang on an unreachable host.
 AUDIT_PG_CONNECT_TIMEOUT_S = 2
 
-# The batch's rows as one INSERT of nine arrays (binary parameters: records go as raw
-# bytes): one statement whatever the batch size, sent in the pipeline with the commit, so a
-# batch costs three round trips (lock + fold, outbox, insert + commit), not one per step.
-_INSERT = (
-    "INSERT INTO audit_events"
-    " (seq, at, name, request_id, principal_id, credential_id, model, record, leaf_hash)"
-    " SELECT * FROM unnest(%b::int4[], %b::float8[], %b::text[], %b::text[], %b::text[],"
-    " %b::text[], %b::text[], %b::bytea[], %b::bytea[])"
-)
-assert _INSERT.count("%b") == len(LEAF_COLUMNS)
 _LOCK = "SELECT pg_advisory_xact_lock(%s)"
-
-
-def insert_arrays(conn: psycopg.Connection[tuple[object, ...]], rows: Rows) -> None:
-    """The batch's rows in one statement: a column at a time, as arrays."""
-    if not rows:
-        return
-    conn.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
-
-
-POSTGRES = Dialect("postgresql", "%s", insert_arrays)
 
 
 def libpq_url(database_url: str) -> str:
