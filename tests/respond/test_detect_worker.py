@@ -263,6 +263,7 @@ def test_one_monitor_works_the_others_stand_by_and_a_stop_hands_over(db: Db) -> 
         wait_for(lambda: standby.active, "the standby taking over")
         handover = time.monotonic() - stopped_at
         assert handover < monitor_mod.DETECT_STANDBY_POLL_S + 2.0, handover
+        print(f"handover after a stop ({db.kind}): {handover:.2f} s")
         # It continues from the stored cursor: old rows are not judged again, new ones are.
         db.append(refused("k1", now + 1), refused("k3", now + 1))
         wait_for(lambda: db.alerts() == [("k1", 2), ("k2", 1), ("k3", 1)], "alerts after")
