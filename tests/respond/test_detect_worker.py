@@ -263,6 +263,7 @@ def test_one_monitor_works_the_others_stand_by_and_a_stop_hands_over(db: Db) -> 
         wait_for(lambda: standby.active, "the standby taking over")
         handover = time.monotonic() - stopped_at
         assert handover < monitor_mod.DETECT_STANDBY_POLL_S + 2.0, handover
+        print(f"handover after a stop ({db.kind}): {handover:.2f} s")
         # It continues from the stored cursor: old rows are not judged again, new ones are.
         db.append(refused("k1", now + 1), refused("k3", now + 1))
         wait_for(lambda: db.alerts() == [("k1", 2), ("k2", 1), ("k3", 1)], "alerts after")
@@ -425,6 +426,18 @@ async def call(port: int, key: str, addr: str) -> int:
         return resp.status
 
 
+async def call_ok(port: int, key: str, addr: str) -> int:
+    """``call``, again while the answer is 503: a SQLite log busy past the writer's timeout
+    refuses calls (fail closed) for a moment after a process is killed mid-write, and this
+    test is about detection, not that refusal."""
+    for _ in range(10):
+        status = await call(port, key, addr)
+        if status != 503:
+            return status
+        await asyncio.sleep(0.2)
+    return status
+
+
 async def service_keys(world: World, n: int) -> list[tuple[str, str]]:
     """``n`` keys of a new service account, made through the admin API: (secret, key id)."""
     status, body = await admin_call(
@@ -566,10 +579,10 @@ async def test_the_worker_killed_mid_stream_is_replaced_and_no_alert_is_missed_o
         half = KEYS_KILLED // 2
         # The first half: each key from two networks, through different gateways.
         for n, (key, _) in enumerate(keys[:half]):
-            assert await call(gateways[n % 3], key, HOME) == 200
-            assert await call(gateways[(n + 1) % 3], key, AWAY) == 200
+            assert await call_ok(gateways[n % 3], key, HOME) == 200
+            assert await call_ok(gateways[(n + 1) % 3], key, AWAY) == 200
         # Mid-stream: calls in flight through the two survivors as the worker dies.
-        mid = [call(gateways[0], key, HOME) for key, _ in keys[half:]]
+        mid = [call_ok(gateways[0], key, HOME) for key, _ in keys[half:]]
         results = asyncio.gather(*mid)
         await asyncio.sleep(0.05)
         worker.send_signal(signal.SIGKILL)
@@ -585,7 +598,7 @@ async def test_the_worker_killed_mid_stream_is_replaced_and_no_alert_is_missed_o
         assert takeover <= monitor_mod.DETECT_LEASE_S + monitor_mod.DETECT_STANDBY_POLL_S + 2.0
         for n, (key, _) in enumerate(keys[half:]):
             survivor = gateways[0] if n % 2 else gateways[2]
-            assert await call(survivor, key, AWAY) == 200
+            assert await call_ok(survivor, key, AWAY) == 200
         expected = {key_id: 1 for _, key_id in keys}
         await eventually(lambda: shared_key_alerts(world) == expected, "every key caught", 60)
         await asyncio.sleep(2 * monitor_mod.DETECT_RENEW_S)
