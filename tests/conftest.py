@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import pg
 from tests.support.world import World, start_world, stop_world, world_on
 
 # Gateways started in this process listen for metrics only where a test asks (their configs,
 # written by `garrison init`, name the one default port: parallel workers would fight over it).
 os.environ.setdefault("GARRISON_METRICS_LISTEN", "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pg_databases() -> Iterator[None]:
+    """PostgreSQL test databases: those of killed earlier runs go at the start; this run's
+    are dropped in the background as tests end, and the template at the end."""
+    if pg.available():
+        pg.drop_stale()
+    yield
+    pg.finish()
 
 
 @pytest.fixture

@@ -22,15 +22,6 @@ OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
 HERE = "http://127.0.0.1:9/v1"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _pg_databases() -> Iterator[None]:
-    """Databases of killed earlier runs go at the start; this run's template at the end."""
-    if pg.available():
-        pg.drop_stale()
-    yield
-    pg.drop_template()
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name = str(request.param)
