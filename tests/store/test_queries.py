@@ -292,6 +292,7 @@ def test_principal_report_last_used_and_sources(s: Setup) -> None:
         "revoked_at": None,
         "networks": ["10.1.0.0/16"],
         "note": "laptop",
+        "cert_thumbprint": None,  # a key bound to a client certificate names it here
         "canary": False,
         "last_used": LATER - 6 * DAY,
         "sources": ["10.1.0.5", "10.1.0.7"],
@@ -470,6 +471,7 @@ def test_list_keys_states_and_no_secrets(s: Setup) -> None:
             "canary",
             "provenance",  # how the key came to be, and who made it (issue 12)
             "created_by",
+            "cert_thumbprint",  # the client certificate a key is bound to (issue 16)
         }
 
 
