@@ -157,12 +157,9 @@ def cross_edges(graph: dict[str, set[str]]) -> set[Edge]:
     return {(a, b) for a, targets in graph.items() for b in targets if component(a) != component(b)}
 
 
-def cycle_components(edges: set[Edge]) -> list[set[str]]:
-    """Strongly connected sets of two or more components (Tarjan's algorithm)."""
-    succ: dict[str, set[str]] = {}
-    for a, b in edges:
-        succ.setdefault(component(a), set()).add(component(b))
-        succ.setdefault(component(b), set())
+def strongly_connected(succ: dict[str, set[str]]) -> list[set[str]]:
+    """Every strongly connected set of the graph ``succ`` (node → successors, every node a
+    key), singletons included (Tarjan's algorithm)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -187,13 +184,21 @@ def cycle_components(edges: set[Edge]) -> list[set[str]]:
                 members.add(w)
                 if w == v:
                     break
-            if len(members) > 1:
-                found.append(members)
+            found.append(members)
 
     for v in sorted(succ):
         if v not in index:
             visit(v)
     return found
+
+
+def cycle_components(edges: set[Edge]) -> list[set[str]]:
+    """Strongly connected sets of two or more components."""
+    succ: dict[str, set[str]] = {}
+    for a, b in edges:
+        succ.setdefault(component(a), set()).add(component(b))
+        succ.setdefault(component(b), set())
+    return [members for members in strongly_connected(succ) if len(members) > 1]
 
 
 def cycle_edges(edges: set[Edge]) -> set[Edge]:
@@ -255,37 +260,11 @@ def module_cycles(edges: set[Edge]) -> set[frozenset[str]]:
     for a, b in edges:
         succ.setdefault(a, set()).add(b)
         succ.setdefault(b, set())
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: set[frozenset[str]] = set()
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(succ[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            members: set[str] = set()
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                members.add(w)
-                if w == v:
-                    break
-            if len(members) > 1 or v in succ[v]:
-                found.add(frozenset(members))
-
-    for v in sorted(succ):
-        if v not in index:
-            visit(v)
-    return found
+    return {
+        frozenset(members)
+        for members in strongly_connected(succ)
+        if len(members) > 1 or next(iter(members)) in succ[next(iter(members))]
+    }
 
 
 def test_the_analysis_reads_module_level_imports() -> None:

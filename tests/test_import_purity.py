@@ -35,6 +35,8 @@ PURE_MODULES = (
     "garrison.detect.rules",
     "garrison.audit",
     "garrison.audit.events",
+    "garrison.audit.payloads",
+    "garrison.audit.frozen",
     "garrison.audit.merkle",
     "garrison.audit.checkpoint",
     "garrison.audit.proofs",

@@ -127,6 +127,35 @@ def invite_with_second_admin(s: Site, name: str, *add: str, source: str) -> None
     s.enroll(name, code.group(0), source)
 
 
+def vendor_with_manager(s: Site, *, ceiling: str) -> None:
+    """Vendor ``acme`` (active, with ``ceiling``) and its vendor-manager ``vic``, added by
+    ana, approved by ben and enrolled from 127.0.7.1."""
+    s.ok(
+        "ana",
+        "vendor",
+        "add",
+        "acme",
+        "--sponsor",
+        "ana",
+        "--contract-end",
+        "2099-01-01",
+        "--network",
+        "127.0.0.0/8",
+        "--seats",
+        "5",
+        "--ceiling",
+        ceiling,
+    )
+    s.ok("ana", "vendor", "activate", "acme")
+    out = s.ok("ana", "user", "add", "vic", "--org", "acme", "--role", "vendor-manager")
+    change = re.search(r"(chg_[0-9a-f]{16})", out)
+    assert change is not None
+    s.ok("ben", "change", "approve", change.group(1))
+    code = CODE_RE.search(s.ok("ana", "user", "invite", "vic"))
+    assert code is not None
+    s.enroll("vic", code.group(0), "127.0.7.1")
+
+
 def test_two_admins_invite_enroll_approve_and_lift(site: Site) -> None:
     s = site
     me = s.js("ana", "whoami")
@@ -200,30 +229,7 @@ def test_every_impersonation_route_is_refused(site: Site) -> None:
     assert denied["actor"] == ana_id
 
     # 2. A vendor-manager for a colleague: refused the same way.
-    s.ok(
-        "ana",
-        "vendor",
-        "add",
-        "acme",
-        "--sponsor",
-        "ana",
-        "--contract-end",
-        "2099-01-01",
-        "--network",
-        "127.0.0.0/8",
-        "--seats",
-        "5",
-        "--ceiling",
-        "internal",
-    )
-    s.ok("ana", "vendor", "activate", "acme")
-    out = s.ok("ana", "user", "add", "vic", "--org", "acme", "--role", "vendor-manager")
-    change = re.search(r"(chg_[0-9a-f]{16})", out)
-    assert change is not None
-    s.ok("ben", "change", "approve", change.group(1))
-    code = CODE_RE.search(s.ok("ana", "user", "invite", "vic"))
-    assert code is not None
-    s.enroll("vic", code.group(0), "127.0.7.1")
+    vendor_with_manager(s, ceiling="internal")
     colleague = s.ok("vic", "user", "add", "col", "--org", "acme")
     assert CODE_RE.search(colleague)  # vic invites (a code), never a key
     err = s.refused("vic", "key", "create", "col")
@@ -342,30 +348,7 @@ def test_a_rotation_mints_no_service_key_above_the_issuers_reach(site: Site) -> 
     restricted service account (a second admin approves that); rotating the account's
     existing key, or the whole vendor's keys, must not hand them one either."""
     s = site
-    s.ok(
-        "ana",
-        "vendor",
-        "add",
-        "acme",
-        "--sponsor",
-        "ana",
-        "--contract-end",
-        "2099-01-01",
-        "--network",
-        "127.0.0.0/8",
-        "--seats",
-        "5",
-        "--ceiling",
-        "restricted",
-    )
-    s.ok("ana", "vendor", "activate", "acme")
-    out = s.ok("ana", "user", "add", "vic", "--org", "acme", "--role", "vendor-manager")
-    change = re.search(r"(chg_[0-9a-f]{16})", out)
-    assert change is not None
-    s.ok("ben", "change", "approve", change.group(1))
-    code = CODE_RE.search(s.ok("ana", "user", "invite", "vic"))
-    assert code is not None
-    s.enroll("vic", code.group(0), "127.0.7.1")
+    vendor_with_manager(s, ceiling="restricted")
     out = s.ok("ana", "service", "add", "rbot", "--org", "acme", "--clearance", "restricted")
     change = re.search(r"(chg_[0-9a-f]{16})", out)
     assert change is not None

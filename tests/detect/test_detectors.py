@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from garrison.audit.events import AuditEvent, EventName, decode
+from garrison.audit.payloads import CallFields, Payload, RequestAllowed, RequestCompleted
 from garrison.detect import detectors
 from garrison.detect.observation import Finding, Obs, Severity, network_of
 from garrison.detect.rules import DETECTORS, Rule, parse_rules
@@ -197,33 +198,67 @@ def test_every_detector_has_a_builder() -> None:
         assert make(name, **params).rule.detector == name
 
 
-def test_obs_from_event_and_from_its_stored_record_agree() -> None:
-    event = AuditEvent(
-        EventName.REQUEST_COMPLETED,
+def _typed(payload: Payload) -> AuditEvent:
+    return AuditEvent(
+        payload.NAME,
         at=T0 + 12.5,
         actor="alice",
         request_id="r1",
         principal_id="alice",
         credential_id="k-alice",
         model="m1",
-        data={
-            "client_address": "10.1.1.5",
-            "org_id": "acme",
-            "status": 200,
-            "outcome": "ok",
-            "tokens_in": 12,
-            "tokens_out": None,  # usage unknown
-            "reasons": ["allowed"],
-            "content_flags": ["prompt-x"],
-        },
+        data=payload.as_data(),
+        payload=payload,
+    )
+
+
+def test_obs_from_event_and_from_its_stored_record_agree() -> None:
+    event = _typed(
+        RequestCompleted(
+            status=200,
+            outcome="ok",
+            reasons=("allowed",),
+            metered=True,
+            tokens_in=12,
+            tokens_out=None,  # output usage unknown
+            bytes_out=10,
+            duration_ms=1.5,
+            call=CallFields("chat", "10.1.1.5", "acme"),
+        )
     )
     live = Obs.from_event(7, event)
     stored = Obs.from_record(decode(event.encode(7)))
     assert live == stored
     assert live.index == 7
     assert live.tokens_in == 12 and live.tokens_out == 0
-    assert live.reasons == ("allowed",) and live.content_flags == ("prompt-x",)
+    assert live.reasons == ("allowed",)
     assert live.address == "10.1.1.5" and live.org_id == "acme" and live.outcome == "ok"
+    allowed = _typed(
+        RequestAllowed(
+            reasons=("allowed",),
+            policies=(),
+            stream=False,
+            upstream_model="u",
+            level="internal",
+            content_flags=("prompt-x",),
+            call=CallFields("chat", "10.1.1.5", "acme"),
+        )
+    )
+    live = Obs.from_event(8, allowed)
+    assert live == Obs.from_record(decode(allowed.encode(8)))
+    assert live.content_flags == ("prompt-x",) and live.status is None
+
+
+def test_obs_of_an_event_built_from_a_dictionary_reads_as_its_record() -> None:
+    event = AuditEvent(
+        EventName.ADMIN_DENIED,
+        at=T0,
+        credential_id=None,
+        data={"client_address": "10.1.1.5", "status": 401, "reasons": ["credential.unknown"]},
+    )
+    live = Obs.from_event(3, event)
+    assert live == Obs.from_record(decode(event.encode(3)))
+    assert live.status == 401 and live.reasons == ("credential.unknown",)
 
 
 def test_obs_key_is_the_credential_or_else_the_presented_key() -> None:

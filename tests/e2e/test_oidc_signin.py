@@ -522,6 +522,29 @@ async def test_a_locked_person_cannot_sign_in(world: World, tmp_path: Path) -> N
         await sign_in(world, "u-carol", USERS, tmp_path)
 
 
+async def test_a_lock_on_the_network_a_person_signs_in_from_refuses_the_exchange(
+    world: World, tmp_path: Path
+) -> None:
+    """The exchange takes the one admission step: a caller-level lock (here the network the
+    person comes from, not the person) refuses it, and the refusal names the lock."""
+    await _linked(world, tmp_path, "carol10", "u-carol")
+    address = machine()
+    status, lock = await admin_call(
+        world,
+        world.admin_key,
+        "POST",
+        "/locks",
+        {"kind": "network", "target": f"{address}/32", "reason": "suspected compromise"},
+    )
+    assert status == 201, lock
+    await world.reload()
+    with pytest.raises(LoginFailed, match="locked"):
+        await sign_in(world, "u-carol", USERS, tmp_path, address=address)
+    await world.settle()
+    refused = world.events("session.refused")[-1]
+    assert refused["data"]["reasons"] == ["lock.active"] and refused["data"]["lock"] == lock["id"]
+
+
 async def test_a_disabled_person_cannot_sign_in(world: World, tmp_path: Path) -> None:
     await _linked(world, tmp_path, "carol9", "u-carol")
     status, body = await admin_call(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from aiohttp.test_utils import make_mocked_request
@@ -25,7 +25,7 @@ from garrison.domain import (
 )
 from garrison.domain.locks import Lock, LockKind, LockSet
 from garrison.domain.snapshot import Snapshot
-from garrison.edge.admission import Caller, admit
+from garrison.edge.admission import Caller, PersonRefusal, admit, admit_person
 from garrison.edge.client_address import ForwardedHeader
 from garrison.edge.process import ProcessState
 from garrison.gateway.limits import GatewayLimits
@@ -164,3 +164,31 @@ def test_a_token_where_this_process_takes_none_is_refused() -> None:
     found = caller(process(), "DPoP some.token.here", include_global=True)
     assert found.refusal is Reason.TOKEN_KID_UNKNOWN
     assert found.principal is None and found.lock is None
+
+
+# ── a person with no credential yet (the sign-in exchange) ───────────────────────────────
+def test_a_person_in_standing_and_unlocked_is_admitted_to_sign_in() -> None:
+    assert admit_person(process().snapshot, PERSON, NOW, ADDRESS) is None
+
+
+def test_a_lock_on_the_person_org_or_network_refuses_a_sign_in_as_locked() -> None:
+    for kind, target in (
+        (LockKind.PRINCIPAL, PERSON.id),
+        (LockKind.VENDOR, ORG.id),
+        (LockKind.NETWORK, "192.0.2.0/24"),
+    ):
+        found = admit_person(process(lock(kind, target)).snapshot, PERSON, NOW, ADDRESS)
+        assert found is not None and found.reason is Reason.LOCKED, kind
+        assert found.lock is not None and found.lock.kind is kind
+
+
+def test_a_global_lockdown_leaves_sign_in_open_so_admins_can_lift_it() -> None:
+    assert admit_person(process(lock(LockKind.ALL, "*")).snapshot, PERSON, NOW, ADDRESS) is None
+
+
+def test_a_disabled_person_is_refused_before_any_lock_is_named() -> None:
+    disabled = replace(PERSON, status=Status.DISABLED)
+    found = admit_person(
+        process(lock(LockKind.PRINCIPAL, PERSON.id)).snapshot, disabled, NOW, ADDRESS
+    )
+    assert found == PersonRefusal(Reason.PRINCIPAL_INACTIVE)

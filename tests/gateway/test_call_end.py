@@ -21,9 +21,15 @@ def _names_completed(node: ast.expr) -> bool:
     )
 
 
+def _builds_payload(node: ast.Call) -> bool:
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    return name == "RequestCompleted"
+
+
 def _writes_completed(path: Path) -> list[int]:
     """Lines that build an event named ``request.completed`` (its name as the first argument
-    or as ``name=``); readers that compare names do not count."""
+    or as ``name=``) or its typed payload; readers that compare names do not count."""
     tree = ast.parse(path.read_text(), str(path))
     return [
         node.lineno
@@ -32,6 +38,7 @@ def _writes_completed(path: Path) -> list[int]:
         and (
             (node.args and _names_completed(node.args[0]))
             or any(k.arg == "name" and _names_completed(k.value) for k in node.keywords)
+            or _builds_payload(node)
         )
     ]
 

@@ -89,7 +89,7 @@ _sources = itertools.count(1)
 def lift_enroll_limits(world: World) -> None:
     """Tests that enroll many people raise the endpoint's attempt limits (their own test is
     tests/identity/test_enrollment.py)."""
-    from garrison.admin.identity_api import LIMITER_KEY
+    from garrison.admin.enroll_api import LIMITER_KEY
 
     limiter = world.gateway.http.app[LIMITER_KEY]
     limiter.per_source = limiter.overall = 10**9

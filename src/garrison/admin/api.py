@@ -16,6 +16,7 @@ from aiohttp import web
 from garrison.admin import (
     access_api,
     alerts_api,
+    enroll_api,
     identity_api,
     incidents_api,
     locks_api,
@@ -69,11 +70,11 @@ def add_admin_routes(app: web.Application, backend: AdminBackend, process: Proce
     """Serve the admin API on ``app``; its handlers read ``process`` and ``backend``."""
     app[BACKEND_KEY] = backend
     app[PROCESS_KEY] = process
-    app[identity_api.LIMITER_KEY] = backend.enroll_limiter or identity_api.new_limiter()
+    app[enroll_api.LIMITER_KEY] = backend.enroll_limiter or enroll_api.new_limiter()
     app.router.add_get(f"{ADMIN_PREFIX}/openapi.json", endpoint(OPENAPI_ROUTE))
     # Unauthenticated by nature (the person has no key yet): rate-limited, every failure
     # audited.
-    app.router.add_post(f"{ADMIN_PREFIX}/enroll", identity_api.enroll_endpoint)
+    app.router.add_post(f"{ADMIN_PREFIX}/enroll", enroll_api.enroll_endpoint)
     for route in ROUTES:
         app.router.add_route(route.method, ADMIN_PREFIX + route.path, endpoint(route))
     if backend.signin is not None:

@@ -1,8 +1,8 @@
 """Admin API: who may hold which credential (issue 12).
 
 * A person's key is made by that person only: by redeeming an enrollment code
-  (``POST /enroll``, unauthenticated, rate-limited) or, with a key of their own, through
-  ``POST /keys/self``. An admin who asks ``POST /keys`` for a person is refused
+  (``POST /enroll``, unauthenticated, rate-limited: ``enroll_api``) or, with a key of their
+  own, through ``POST /keys/self``. An admin who asks ``POST /keys`` for a person is refused
   (``identity.key_for_person``); an admin who rotates a person's key revokes it at once and
   gets a new enrollment code for them, never a secret.
 * Admins (and vendor-managers) make keys for service accounts only; a service account above
@@ -15,49 +15,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import sqlalchemy as sa
-from aiohttp import web
 
 from garrison.admin import canary_guard, schemas
 from garrison.admin.authz import Action
-from garrison.admin.base import BACKEND_KEY, PROCESS_KEY, Ctx, Refused, Route
-from garrison.admin.dispatch import RULE_REASONS, error_response, json_response, parse_body, record
-from garrison.audit import AuditEvent, EventName
+from garrison.admin.base import Ctx, Refused, Route
 from garrison.domain import Level, PrincipalKind, Reason
 from garrison.domain.provenance import Provenance, is_own
-from garrison.edge.process import ProcessState
-from garrison.edge.request import peer_address, presented_key, read_body
-from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
-    AuditUnavailable,
     BadRequest,
-    ClientError,
     Forbidden,
-    GarrisonError,
-    RateLimited,
 )
-from garrison.identity import authenticate
-from garrison.identity.enroll_limits import EnrollLimiter
 from garrison.store import Directory, enrollment, queries, schema
 from garrison.store import changes as changes_rules
 from garrison.store.directory import check_networks
 from garrison.store.snapshot import parse_compartments
 
-# An enrollment body is a code and a few options.
-ENROLL_MAX_BODY_BYTES = 8 * 1024
 
-LIMITER_KEY = web.AppKey("garrison_enroll_limiter", EnrollLimiter)
-
-
-def new_limiter() -> EnrollLimiter:
-    return EnrollLimiter()
-
-
-def _issued(created: Any, provenance: Provenance) -> dict[str, Any]:
+def issued(created: Any, provenance: Provenance) -> dict[str, Any]:
     return {
         "id": created.key.key_id,
         # Shown once, in this response; only an HMAC of it is kept.
@@ -72,7 +49,7 @@ def issued_any(item: Any) -> dict[str, Any]:
     """A rotation's result: a service account's key, or a person's enrollment code."""
     if isinstance(item, enrollment.Invitation):
         return item.public()
-    return _issued(item, Provenance.SERVICE)
+    return issued(item, Provenance.SERVICE)
 
 
 def require_own(ctx: Ctx) -> None:
@@ -199,7 +176,7 @@ async def create_key(ctx: Ctx) -> Any:
         cert_thumbprint=body.cert_thumbprint,
     )
     bound = {"cert_thumbprint": body.cert_thumbprint} if body.cert_thumbprint else {}
-    return _issued(created, Provenance.SERVICE) | bound
+    return issued(created, Provenance.SERVICE) | bound
 
 
 async def create_own_key(ctx: Ctx) -> Any:
@@ -215,7 +192,7 @@ async def create_own_key(ctx: Ctx) -> Any:
         provenance=Provenance.SELF,
         created_by=ctx.admin.id,
     )
-    return _issued(created, Provenance.SELF)
+    return issued(created, Provenance.SELF)
 
 
 def _principal_row(conn: sa.Connection, ref: str) -> Any:
@@ -263,7 +240,7 @@ async def rotate_key(ctx: Ctx) -> Any:
             provenance=Provenance.SELF,
         )
         return {
-            **_issued(created, Provenance.SELF),
+            **issued(created, Provenance.SELF),
             "rotated_from": key_id,
             "grace_s": body.grace_s,
         }
@@ -321,7 +298,7 @@ async def rotate_key(ctx: Ctx) -> Any:
     )
     if canary:
         await canary_guard.raise_alert(ctx, key_id, "rotate", "done")
-    return {**_issued(created, Provenance.SERVICE), "rotated_from": key_id, "grace_s": body.grace_s}
+    return {**issued(created, Provenance.SERVICE), "rotated_from": key_id, "grace_s": body.grace_s}
 
 
 async def keys_audit(ctx: Ctx) -> Any:
@@ -399,91 +376,6 @@ async def whoami_extra(ctx: Ctx) -> dict[str, Any]:
         "credential_provenance": cred.provenance if cred else None,
         "credential_created_by": cred.created_by if cred else None,
     }
-
-
-# ── enrollment (unauthenticated) ───────────────────────────────────────────────────────────
-async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
-
-    state = request.app[PROCESS_KEY]
-    backend = request.app[BACKEND_KEY]
-    limiter = request.app[LIMITER_KEY]
-    request_id = new_request_id()
-    now = state.clock()
-    address = str(peer_address(request, state))
-
-    def refused(reason: Reason) -> None:
-        record(
-            state,
-            AuditEvent(
-                EventName.ENROLLMENT_REFUSED,
-                at=state.clock(),
-                actor=f"enroll:{address}",
-                request_id=request_id,
-                data={"client_address": address, "reasons": [reason.value]},
-            ),
-        )
-
-    if not limiter.allow(address, now):
-        refused(Reason.ENROLL_RATE)
-        return error_response(
-            RateLimited("too many enrollment attempts; wait and retry"), request_id
-        )
-    try:
-        raw = await read_body(request, state, ENROLL_MAX_BODY_BYTES)
-        body = parse_body(schemas.Enroll, raw)
-    except GarrisonError as exc:
-        refused(Reason.ADMIN_INVALID)
-        return error_response(exc, request_id)
-    snap = state.snapshot
-    auth = authenticate(
-        presented_key(request),
-        credentials=snap.credentials,
-        principals=snap.principals,
-        orgs=snap.orgs,
-        pepper=state.pepper,
-        now=now,
-        address=peer_address(request, state),
-    )
-    presented_principal = auth.credential.principal_id if auth.credential is not None else None
-    directory = Directory(
-        backend.engine,
-        actor=f"enroll:{address}",
-        pepper=backend.pepper,
-        sealer=backend.sealer,
-        origin={"via": "enroll", "client_address": address, "request_id": request_id},
-    )
-    try:
-        created, name = await asyncio.to_thread(
-            enrollment.redeem,
-            directory,
-            body.code,
-            now=now,
-            address=address,
-            presented_principal=presented_principal,
-            presented_key=auth.key_id,
-            networks=body.networks,
-            expires_in=body.expires_in_s,
-            note=body.note,
-        )
-    except enrollment.EnrollRefused as exc:
-        await _integrated(state)
-        return error_response(exc, request_id)  # audited by redeem
-    except ClientError as exc:
-        # A lock on the person or vendor is recorded as such (lock.active), not as junk.
-        refused(RULE_REASONS.get(exc.rule or "", Reason.ADMIN_INVALID))
-        return error_response(exc, request_id)
-    await _integrated(state)
-    await backend.reload()
-    return json_response(
-        201, {**_issued(created, Provenance.ENROLLED), "principal": name}, request_id
-    )
-
-
-async def _integrated(state: ProcessState) -> None:
-    """The enrollment's audit record (in the outbox) is in the tree before the answer; if
-    the log is down it waits there and the answer still goes out."""
-    with contextlib.suppress(AuditUnavailable):
-        await state.audit.integrate()
 
 
 ROUTES: tuple[Route, ...] = (

@@ -39,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from garrison.admin.base import BACKEND_KEY, PROCESS_KEY
 from garrison.admin.dispatch import error_response, json_response, parse_body
 from garrison.audit import AuditEvent, EventName
-from garrison.domain import OrgKind, Principal, PrincipalKind, Reason, Status
+from garrison.domain import OrgKind, Principal, PrincipalKind, Reason
+from garrison.edge.admission import admit_person
 from garrison.edge.request import peer_address, read_body
 from garrison.edge.request_ids import new_request_id
 from garrison.errors import (
@@ -89,6 +90,13 @@ ID_TOKEN_REPLAY_PER_VENDOR_MAX = 5_000
 SIGNIN_ATTEMPTS_PER_SOURCE = 60
 # A proof's key thumbprint is 43 base64url characters; the nonce is "<jkt>.<random>".
 NONCE_SEPARATOR = "."
+
+# What a person refused by the admission step is told (a vendor's terms, for any other code).
+_REFUSED_BECAUSE = {
+    Reason.PRINCIPAL_INACTIVE: "sign-in refused: the person is disabled",
+    Reason.LOCKED: "sign-in refused: locked",
+}
+_BY_TERMS = "sign-in refused by the vendor's terms"
 
 
 class TokenRequest(BaseModel):
@@ -304,24 +312,13 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         return await refused(generic, Reason.OIDC_NOT_LINKED)
     if not check(person, org):
         return await refused(generic, Reason.OIDC_VENDOR_BOUND)
-    if person.status is not Status.ACTIVE:
+    refusal = admit_person(snap, person, now, peer)
+    if refusal is not None:
+        more = {"lock": refusal.lock.id} if refusal.lock is not None else {}
         return await refused(
-            SignInRefused(Reason.PRINCIPAL_INACTIVE, "sign-in refused: the person is disabled"),
-            Reason.PRINCIPAL_INACTIVE,
-        )
-    from garrison.identity.authenticate import _vendor_reason
-
-    vendor_reason = _vendor_reason(snap.orgs, person.org_id, now, peer)
-    if vendor_reason is not None:
-        return await refused(
-            SignInRefused(vendor_reason, "sign-in refused by the vendor's terms"), vendor_reason
-        )
-    lock = snap.locks.covering(
-        now, principal_id=person.id, org_id=person.org_id, address=peer, include_global=False
-    )
-    if lock is not None:
-        return await refused(
-            SignInRefused(Reason.LOCKED, "sign-in refused: locked"), Reason.LOCKED, lock=lock.id
+            SignInRefused(refusal.reason, _REFUSED_BECAUSE.get(refusal.reason, _BY_TERMS)),
+            refusal.reason,
+            **more,
         )
     kept, dropped = session_roles(person.roles, provider, token.groups)
     amr = token.amr

@@ -3,7 +3,9 @@
 The package is split in two, and this face imports only the pure core:
 
 * pure core (no I/O, no database or HTTP library; an auditor's laptop needs only these):
-  ``events`` (typed events, canonical encoding), ``merkle`` (the RFC 6962 tree and its
+  ``events`` (typed events, canonical encoding), ``payloads`` (the typed ``data`` of the
+  data plane's events, read back from records by ``payload_of``), ``frozen`` (the faster
+  ``__init__`` events and payloads take), ``merkle`` (the RFC 6962 tree and its
   proofs), ``checkpoint`` (signed tree heads), ``proofs`` (checking exported proof bundles)
   and ``verify`` (verifying a whole log from plain rows);
 * storage side: ``writer`` (the group-commit writer thread), ``sqlite_sink`` (SQLite plus

@@ -9,11 +9,13 @@ carry a secret or a request body — only a body's SHA-256 digest and size.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from garrison.audit.frozen import quick_init
 from garrison.errors import AuditRecordInvalid
 
 # 2: every event names the caller's address ``client_address`` (version 1 wrote ``address``
@@ -26,11 +28,39 @@ CLIENT_ADDRESS = "client_address"
 _V1_ADDRESS = "address"
 
 
-def caller_address(data: dict[str, Any]) -> Any:
+def caller_address(data: Mapping[str, Any]) -> Any:
     """The caller's address an event's data names, whichever version wrote it (``None``
     when it names none)."""
     found = data.get(CLIENT_ADDRESS)
     return found if found is not None else data.get(_V1_ADDRESS)
+
+
+class EventFacts(Protocol):
+    """What readers of an event's data (the detectors) take from it, whichever event it is:
+    a typed payload (``garrison.audit.payloads``) answers these as fields."""
+
+    @property
+    def org_id(self) -> str | None: ...
+    @property
+    def client_address(self) -> str | None: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def reasons(self) -> tuple[str, ...]: ...
+    @property
+    def tokens_in(self) -> int | None: ...
+    @property
+    def tokens_out(self) -> int | None: ...
+    @property
+    def presented_key_id(self) -> str | None: ...
+    @property
+    def content_flags(self) -> tuple[str, ...]: ...
+
+    def as_data(self) -> dict[str, Any]:
+        """The event's ``data`` as the record stores it."""
+        ...
 
 
 class EventName(enum.StrEnum):
@@ -92,6 +122,7 @@ class EventName(enum.StrEnum):
     SESSION_REFUSED = "session.refused"  # an exchange refused (reason codes in data)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One audit record. The indexed fields are copied to columns for querying."""
@@ -109,6 +140,9 @@ class AuditEvent:
     capture: bytes | None = field(default=None, repr=False)
     # The record, encoded when the event was appended (see ``prepare``).
     encoded: EncodedRecord | None = field(default=None, repr=False, compare=False)
+    # The typed payload ``data`` was written from, when its producer built one (readers take
+    # its fields; ``data`` is ``payload.as_data()``, what the record stores).
+    payload: EventFacts | None = field(default=None, repr=False, compare=False)
 
     def encode(self, index: int) -> bytes:
         """The record of this event as leaf ``index`` of the log.
@@ -148,7 +182,7 @@ class AuditEvent:
                     "data": self.data,
                     "i": 0,
                     "model": self.model,
-                    "name": self.name.value,
+                    "name": self.name,  # orjson writes an enum member as its value
                     "principal_id": self.principal_id,
                     "request_id": self.request_id,
                     "v": ENCODING_VERSION,

@@ -1,7 +1,8 @@
 """What detectors read: one audit event reduced to the fields they use, and what they emit.
 
-An ``Obs`` is built from an in-memory ``AuditEvent`` (the live stream) or from a stored
-record (catching up after falling behind); either way detectors see the same thing.
+An ``Obs`` is built from an in-memory ``AuditEvent`` (the live stream: its typed payload)
+or from a stored record (catching up after falling behind: its data read back into the same
+payload, ``garrison.audit.payloads.payload_of``); either way detectors see the same fields.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from garrison.audit.events import AuditEvent, caller_address
+from garrison.audit.events import AuditEvent, EventFacts
+from garrison.audit.payloads import payload_of
 from garrison.domain.networks import parse_address
 
 
@@ -61,54 +64,78 @@ class Obs:
         return self.credential_id or self.presented_key_id
 
     @classmethod
-    def of(cls, index: int, name: str, at: float, top: dict[str, Any], data: dict[str, Any]) -> Obs:
-        return cls(
-            index=index,
-            name=name,
-            at=at,
-            principal_id=top.get("principal_id"),
-            credential_id=top.get("credential_id"),
-            model=top.get("model"),
-            org_id=data.get("org_id"),
-            address=caller_address(data),
-            status=data.get("status"),
-            reasons=tuple(data.get("reasons") or ()),
-            tokens_in=data.get("tokens_in") or 0,
-            tokens_out=data.get("tokens_out") or 0,
-            presented_key_id=data.get("presented_key_id"),
-            content_flags=tuple(data.get("content_flags") or ()),
-            outcome=data.get("outcome"),
+    def of(
+        cls,
+        index: int,
+        name: str,
+        at: float,
+        top: Mapping[str, Any],
+        facts: EventFacts,
+    ) -> Obs:
+        """An observation from a record's top-level fields and its typed payload."""
+        return cls._made(
+            index,
+            name,
+            at,
+            top.get("principal_id"),
+            top.get("credential_id"),
+            top.get("model"),
+            facts,
         )
 
     @classmethod
     def from_event(cls, index: int, event: AuditEvent) -> Obs:
-        data = event.data
-        return cls(
+        facts = event.payload
+        if facts is None:  # built with a data dictionary: read as its stored record would be
+            facts = payload_of(event.name.value, event.data)
+        return cls._made(
             index,
             event.name.value,
             event.at,
             event.principal_id,
             event.credential_id,
             event.model,
-            data.get("org_id"),
-            caller_address(data),
-            data.get("status"),
-            tuple(data.get("reasons") or ()),
-            data.get("tokens_in") or 0,
-            data.get("tokens_out") or 0,
-            data.get("presented_key_id"),
-            tuple(data.get("content_flags") or ()),
-            data.get("outcome"),
+            facts,
         )
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Obs:
+    def _made(
+        cls,
+        index: int,
+        name: str,
+        at: float,
+        principal_id: str | None,
+        credential_id: str | None,
+        model: str | None,
+        facts: EventFacts,
+    ) -> Obs:
+        return cls(
+            index,
+            name,
+            at,
+            principal_id,
+            credential_id,
+            model,
+            facts.org_id,
+            facts.client_address,
+            facts.status,
+            facts.reasons,
+            facts.tokens_in or 0,
+            facts.tokens_out or 0,
+            facts.presented_key_id,
+            facts.content_flags,
+            facts.outcome,
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Obs:
+        name = str(record["name"])
         return cls.of(
             int(record.get("i", -1)),
-            str(record["name"]),
+            name,
             float(record["at"]),
             record,
-            record.get("data") or {},
+            payload_of(name, record.get("data") or {}),
         )
 
 

@@ -6,11 +6,14 @@ covers them.
 
     authenticate (with standing) → locks
 
-The data plane then reads the body, picks the model and asks the policy engine; the admin
-plane checks its roles. Each plane answers a refusal in its own error shape and records it
-in its own event (``request.denied`` / ``admin.denied``) with the reason code this step
-gives. Synchronous (no await): a caller checked here and joined to the live calls before the
-next await is cut by any later lock (see ``gateway.containment``).
+``admit`` takes a request's key or token; ``admit_person`` takes a person who has no
+credential yet (the sign-in exchange, once the identity provider vouched for them) through
+the same standing rules and the same lock lookup. The data plane then reads the body, picks
+the model and asks the policy engine; the admin plane checks its roles. Each plane answers a
+refusal in its own error shape and records it in its own event (``request.denied`` /
+``admin.denied`` / ``session.refused``) with the reason code this step gives. Synchronous
+(no await): a caller checked here and joined to the live calls before the next await is cut
+by any later lock (see ``gateway.containment``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from aiohttp import web
 
 from garrison.domain import Principal, Reason
 from garrison.domain.locks import Lock
+from garrison.domain.snapshot import Snapshot
+from garrison.domain.standing import standing_refusal
 from garrison.edge.process import ProcessState
 from garrison.edge.request import Address, peer_certificate, presented_key
 from garrison.identity import authenticate
@@ -116,12 +121,47 @@ def admit(
     principal = auth.principal
     if not auth.ok or principal is None or caller.credential_id is None:
         return caller
-    lock = snap.locks.covering(
+    lock = _lock_on(snap, now, caller.credential_id, principal, address, include_global)
+    return caller if lock is None else Caller(auth, address, session, lock, proof)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRefusal:
+    """Why a person may not start a session: a reason code, and the lock when one covers them."""
+
+    reason: Reason
+    lock: Lock | None = None
+
+
+def admit_person(
+    snap: Snapshot, person: Principal, now: float, address: Address
+) -> PersonRefusal | None:
+    """The admission step for a person with no credential yet (the sign-in exchange):
+    their standing (active, their vendor's terms and networks), then a lock on them, their
+    org or the network. A global lockdown is left out, as on the admin plane (an admin
+    signs in to lift it)."""
+    org = snap.orgs.get(person.org_id)
+    reason = standing_refusal(credential=None, principal=person, org=org, now=now, address=address)
+    if reason is not None:
+        return PersonRefusal(reason)
+    lock = _lock_on(snap, now, None, person, address, include_global=False)
+    return None if lock is None else PersonRefusal(Reason.LOCKED, lock)
+
+
+def _lock_on(
+    snap: Snapshot,
+    now: float,
+    credential_id: str | None,
+    principal: Principal,
+    address: Address,
+    include_global: bool,
+) -> Lock | None:
+    """The lock covering this caller's key or session, person, vendor or network."""
+    return snap.locks.covering(
         now,
-        credential_id=caller.credential_id,
+        credential_id=credential_id,
         principal_id=principal.id,
         org_id=principal.org_id,
         address=address,
         include_global=include_global,
     )
-    return caller if lock is None else Caller(auth, address, session, lock, proof)

@@ -8,7 +8,6 @@ import logging
 
 from aiohttp import web
 
-from garrison.audit import EventName
 from garrison.domain import Model, Principal, Reason, UpstreamApi
 from garrison.domain.locks import Lock
 from garrison.edge.admission import admit
@@ -62,12 +61,8 @@ def lock_refusal(state: GatewayState, call: Call, api: UpstreamApi, lock: Lock) 
     state.refusals[Reason.LOCKED.value] += 1
     record_later(
         state,
-        call.event(
-            EventName.REQUEST_DENIED,
-            state.clock(),
-            status=403,
-            reasons=[Reason.LOCKED.value],
-            lock_id=lock.id,
+        call.denied_event(
+            state.clock(), status=403, reasons=(Reason.LOCKED.value,), by_lock=True, lock_id=lock.id
         ),
     )
     return error_response(api, Forbidden(), call.request_id)

@@ -21,7 +21,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from garrison.admin_wire import ADMIN_PREFIX, admin_error_body
-from garrison.audit import EventName
 from garrison.domain import Reason, UpstreamApi
 from garrison.domain.outcomes import CallOutcome
 from garrison.errors import (
@@ -179,28 +178,26 @@ async def _handle_model_call(
         return deny(state, call, api, exc, (Reason.OVERLOADED,))
     payload, injected_usage = built.payload, built.injected_usage
     stream = seen.stream
-    extra_data: dict[str, Any] = {"justification": justification} if justification else {}
-    trace = traceparent(request.headers)
-    if trace is not None:
-        extra_data["traceparent"] = trace
-    extra_data.update(built.dropped.record())
+    flags: list[str] = []
     if state.content_rules:
         try:
             flags = state.bodies.flags(state.content_rules, seen, endpoint.kind)
         except ContentUncheckable as exc:
             # Refused, never forwarded half-read (after the decision: it reveals nothing).
             return deny(state, call, api, exc, (Reason.BODY_MALFORMED,))
-        if flags:
-            extra_data["content_flags"] = flags
-    allowed = call.event(
-        EventName.REQUEST_ALLOWED,
+    dropped = built.dropped
+    allowed = call.allowed_event(
         now,
-        reasons=[r.value for r in decision.reasons],
-        policies=list(decision.policies),
+        reasons=tuple([r.value for r in decision.reasons]),
+        policies=tuple(decision.policies),
         stream=stream,
         upstream_model=model.upstream_model,
         level=model.level.label,
-        **extra_data,
+        justification=justification or None,
+        traceparent=traceparent(request.headers),
+        dropped_fields=tuple(dropped.names),
+        dropped_fields_count=dropped.count,
+        content_flags=tuple(flags),
     )
     if state.capture is not None:
         allowed = dataclasses.replace(allowed, capture=state.capture.seal_bytes(raw))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from garrison.audit import CLIENT_ADDRESS, AuditEvent, EventName
+from garrison.audit import AuditEvent
+from garrison.audit.payloads import CallFields, Payload, RequestAllowed, RequestDenied
 from garrison.domain import Reason, UpstreamApi
 from garrison.errors import (
     AuditRecordInvalid,
@@ -55,6 +56,7 @@ class Call:
         "presented_key_id",
         "principal_id",
         "proof",
+        "recorded",
         "request_id",
         "session",
         "shared_down",
@@ -98,25 +100,94 @@ class Call:
         self.lease: SharedLease | None = None
         self.proof: VerifiedProof | None = None
         self.shared_down = False
+        # What its request.allowed named about it (its request.completed names the same).
+        self.recorded: CallFields | None = None
 
-    def event(self, name: EventName, at: float, **data: Any) -> AuditEvent:
-        data["endpoint"] = self.endpoint
-        data[CLIENT_ADDRESS] = self.address
-        data["org_id"] = self.org_id
-        if self.presented_key_id is not None:
-            data["presented_key_id"] = self.presented_key_id
-        if self.body_sha256 is not None:
-            data["body_sha256"] = self.body_sha256
-            data["body_bytes"] = self.body_bytes
+    def fields(self) -> CallFields:
+        """The call's part of its data-plane events: the one its ``request.allowed`` named
+        (nothing in it changes once the call is allowed), or as it stands now."""
+        recorded = self.recorded
+        if recorded is not None:
+            return recorded
+        return CallFields(
+            self.endpoint,
+            self.address,
+            self.org_id,
+            self.presented_key_id,
+            self.body_sha256,
+            self.body_bytes,
+        )
+
+    def event(self, payload: Payload, at: float) -> AuditEvent:
+        """This call's audit event carrying ``payload`` (its fields in order: name, at,
+        actor, request_id, principal_id, credential_id, model, data; positional, as this
+        is built twice per call)."""
+        principal_id = self.principal_id
         return AuditEvent(
-            name,
-            at=at,
-            actor=self.principal_id,
-            request_id=self.request_id,
-            principal_id=self.principal_id,
-            credential_id=self.credential_id,
-            model=self.model,
-            data=data,
+            payload.NAME,
+            at,
+            principal_id,
+            self.request_id,
+            principal_id,
+            self.credential_id,
+            self.model,
+            payload.as_data(),
+            payload=payload,
+        )
+
+    def allowed_event(
+        self,
+        at: float,
+        *,
+        reasons: tuple[str, ...],
+        policies: tuple[str, ...],
+        stream: bool,
+        upstream_model: str,
+        level: str,
+        justification: str | None = None,
+        traceparent: str | None = None,
+        dropped_fields: tuple[str, ...] = (),
+        dropped_fields_count: int = 0,
+        content_flags: tuple[str, ...] = (),
+    ) -> AuditEvent:
+        self.recorded = fields = self.fields()
+        return self.event(
+            RequestAllowed(
+                call=fields,
+                reasons=reasons,
+                policies=policies,
+                stream=stream,
+                upstream_model=upstream_model,
+                level=level,
+                justification=justification,
+                traceparent=traceparent,
+                dropped_fields=dropped_fields,
+                dropped_fields_count=dropped_fields_count,
+                content_flags=content_flags,
+            ),
+            at,
+        )
+
+    def denied_event(
+        self,
+        at: float,
+        *,
+        status: int,
+        reasons: tuple[str, ...],
+        policies: tuple[str, ...] = (),
+        by_lock: bool = False,
+        lock_id: str | None = None,
+    ) -> AuditEvent:
+        return self.event(
+            RequestDenied(
+                call=self.fields(),
+                status=status,
+                reasons=reasons,
+                policies=policies,
+                by_lock=by_lock,
+                lock_id=lock_id,
+            ),
+            at,
         )
 
 
@@ -136,17 +207,15 @@ def deny(
     *,
     policies: tuple[str, ...] = (),
 ) -> web.Response:
-    extra = {"policies": list(policies)} if policies else {}
     for reason in reasons:
         state.refusals[reason.value] += 1
     record_later(
         state,
-        call.event(
-            EventName.REQUEST_DENIED,
+        call.denied_event(
             state.clock(),
             status=exc.status,
-            reasons=[r.value for r in reasons],
-            **extra,
+            reasons=tuple([r.value for r in reasons]),
+            policies=policies,
         ),
     )
     return error_response(api, exc, call.request_id)

@@ -148,12 +148,6 @@ class Dropped:
             shown = "".join(ch if ch.isprintable() else "?" for ch in name[:DROPPED_NAME_MAX_CHARS])
             self.names.append(shown)
 
-    def record(self) -> dict[str, Any]:
-        """The audit fields (empty when nothing was dropped)."""
-        if not self.count:
-            return {}
-        return {"dropped_fields": self.names, "dropped_fields_count": self.count}
-
 
 def _openai_metadata(value: Any, dropped: Dropped) -> dict[str, str] | None:
     if not isinstance(value, dict):

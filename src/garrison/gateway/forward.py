@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -29,29 +28,14 @@ from garrison.gateway.answers import (
     write_renamed,
 )
 from garrison.gateway.apis import Endpoint
+from garrison.gateway.call import Call
 from garrison.gateway.containment import uncancel
 from garrison.gateway.credential_echo import model_answer_forms, scrub_bytes
+from garrison.gateway.outcome import cut_response, end_call, upstream_error
 from garrison.gateway.state import GatewayState
-from garrison.gateway.upstream import (
-    REQUEST_ID_HEADER,
-    is_encoded,
-    is_redirect,
-    upstream_headers,
-    upstream_url,
-)
-
-if TYPE_CHECKING:
-    pass
-from garrison.gateway.call import Call
-from garrison.gateway.outcome import (
-    cut_response,
-    end_call,
-    upstream_error,
-    upstream_failure,
-    upstream_redirect,
-)
 from garrison.gateway.stream import forward_stream
-from garrison.gateway.upstream_call import client_model_bytes, upstream_timeout
+from garrison.gateway.upstream import REQUEST_ID_HEADER, upstream_headers
+from garrison.gateway.upstream_call import client_model_bytes, post_upstream, refused_answer
 
 log = logging.getLogger("garrison.gateway")
 
@@ -87,7 +71,6 @@ async def forward(
     charge: Charge,
 ) -> web.StreamResponse:
     api = endpoint.api
-    assert state.session is not None
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
     loop = asyncio.get_running_loop()
     # The whole call, connect to last byte (answers.py): a dripping upstream cannot stretch it.
@@ -96,30 +79,11 @@ async def forward(
     try:
         async with (
             asyncio.timeout_at(deadline),
-            state.session.post(
-                upstream_url(model, endpoint),
-                data=payload,
-                headers=headers,
-                timeout=upstream_timeout(state),
-                allow_redirects=False,  # never: see upstream.is_redirect
-                ssl=state.upstream_tls.for_model(model),
-            ) as resp,
+            post_upstream(state, model, endpoint, payload, headers) as resp,
         ):
-            if is_redirect(resp.status):
-                return upstream_redirect(state, call, api, resp.status)
-            if is_encoded(resp.headers):
-                raise UpstreamFailed("upstream answer compressed")
-            if resp.status >= 400:
-                exc, shape = await upstream_failure(resp, model)
-                return upstream_error(
-                    state,
-                    call,
-                    api,
-                    exc,
-                    CallOutcome.UPSTREAM_STATUS,
-                    upstream_status=resp.status,
-                    extra=shape,
-                )
+            refused = await refused_answer(state, call, api, model, resp)
+            if refused is not None:
+                return refused
             raw = await read_answer(resp, state.limits.max_response_bytes, charge)
     except asyncio.CancelledError:
         if call.cut is not None:

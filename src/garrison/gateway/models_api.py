@@ -88,7 +88,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         return refused
     models = [m for m in visible_models(principal, state, call) if not model_locked(state, m, now)]
     data = listing.models_list(api, models)
-    end_call(state, call, CallOutcome.OK, status=200, metered=False, extra={"listed": len(models)})
+    end_call(state, call, CallOutcome.OK, status=200, metered=False, listed=len(models))
     return web.Response(
         body=orjson.dumps(data), content_type=_JSON, headers={REQUEST_ID_HEADER: call.request_id}
     )

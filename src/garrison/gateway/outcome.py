@@ -10,11 +10,11 @@ import logging
 import time
 from typing import Any, Protocol
 
-import aiohttp
 from aiohttp import web
 
 from garrison.audit import CLIENT_ADDRESS, AuditEvent, EventName, caller_address
-from garrison.domain import Model, Reason, UpstreamApi
+from garrison.audit.payloads import RequestCompleted
+from garrison.domain import Reason, UpstreamApi
 from garrison.domain.outcomes import CallOutcome, encoded
 from garrison.errors import (
     Forbidden,
@@ -22,15 +22,10 @@ from garrison.errors import (
     ShuttingDown,
     UpstreamFailed,
 )
-from garrison.gateway import apis
 from garrison.gateway.call import Call, record_later
-from garrison.gateway.credential_echo import model_key
 from garrison.gateway.edge import error_response
-from garrison.gateway.limits import MAX_UPSTREAM_ERROR_BYTES
 from garrison.gateway.metering import Usage
 from garrison.gateway.state import GatewayState
-from garrison.gateway.upstream_call import read_all
-from garrison.gateway.upstream_errors import client_message
 
 log = logging.getLogger("garrison.gateway")
 
@@ -68,33 +63,15 @@ def cut_response(state: GatewayState, call: Call, api: UpstreamApi) -> web.Respo
     else:
         record_later(
             state,
-            call.event(
-                EventName.REQUEST_DENIED,
+            call.denied_event(
                 state.clock(),
                 status=error.status,
-                reasons=[call.cut.reason.value],
+                reasons=(call.cut.reason.value,),
+                by_lock=True,
                 lock_id=call.cut.lock_id,
             ),
         )
     return error_response(api, error, call.request_id)
-
-
-async def upstream_failure(
-    resp: aiohttp.ClientResponse, model: Model
-) -> tuple[GarrisonError, dict[str, Any] | None]:
-    """The caller's error for an upstream 4xx/5xx, and for a 4xx the audit field naming the
-    message shape the caller was shown (``generic``: the status's own message)."""
-    try:
-        raw = await read_all(resp, MAX_UPSTREAM_ERROR_BYTES)
-    except UpstreamFailed:
-        raw = b""
-    if 400 <= resp.status < 500:
-        message, shape = client_message(
-            raw, upstream_model=model.upstream_model, model_name=model.name, key=model_key(model)
-        )
-        exc = apis.error_for_upstream_status(resp.status, message)
-        return exc, {"upstream_message": shape}
-    return UpstreamFailed(f"upstream answered {resp.status}"), None
 
 
 def end_call(
@@ -108,7 +85,9 @@ def end_call(
     bytes_out: int = 0,
     ttfb: float | None = None,
     metered: bool = True,
-    extra: dict[str, Any] | None = None,
+    reasons: tuple[str, ...] = (),
+    upstream_message: str | None = None,
+    listed: int | None = None,
 ) -> None:
     """End an admitted call: the one writer of a live call's ``request.completed``.
 
@@ -116,15 +95,17 @@ def end_call(
     hold) count in the outcome and latency metrics and record their size and timings; a
     model listing, or a call the log was down for, records only its status and outcome.
     ``upstream_status`` is the upstream's own status (a redirect, or the status an
-    ``UPSTREAM_STATUS`` outcome is encoded with)."""
+    ``UPSTREAM_STATUS`` outcome is encoded with); ``upstream_message`` the shape of the
+    message a 4xx caller was shown; ``listed`` the models a listing named."""
     spelled = encoded(outcome, upstream_status)
-    fields = dict(extra) if extra else {}
-    if upstream_status is not None:
-        fields["upstream_status"] = upstream_status
+    cut = call.cut if metered else None
+    usage_flags: tuple[str, ...] = ()
+    duration_ms = 0.0
     if metered:
         state.outcomes[spelled] += 1
         now = time.perf_counter()
         duration = now - call.started
+        duration_ms = round(duration * 1000, 3)
         state.latency.duration.observe(duration)
         if ttfb is not None:
             state.latency.ttfb.observe(ttfb)
@@ -133,23 +114,30 @@ def end_call(
             state.latency.upstream.observe(now - call.forwarded)
         if state.model_outcomes is not None and call.model is not None:
             state.model_outcomes[(call.model, spelled)] += 1
-        if call.cut is not None:
-            fields.update(reasons=[call.cut.reason.value], lock_id=call.cut.lock_id)
+        if cut is not None:
+            reasons = (cut.reason.value,)
         if usage is not None and usage.flags:
-            fields["usage_flags"] = sorted(usage.flags)
-            fields["reasons"] = [*fields.get("reasons", ()), Reason.UPSTREAM_USAGE_INVALID.value]
-        fields.update(
-            status=status,
-            outcome=spelled,
-            tokens_in=usage.tokens_in if usage else None,
-            tokens_out=usage.output_tokens if usage else None,
-            bytes_out=bytes_out,
-            duration_ms=round(duration * 1000, 3),
-            ttfb_ms=None if ttfb is None else round(ttfb * 1000, 3),
-        )
-    else:
-        fields.update(status=status, outcome=spelled)
-    record_later(state, call.event(EventName.REQUEST_COMPLETED, state.clock(), **fields))
+            usage_flags = tuple(sorted(usage.flags))
+            reasons = (*reasons, Reason.UPSTREAM_USAGE_INVALID.value)
+    payload = RequestCompleted(
+        call=call.fields(),
+        status=status,
+        outcome=spelled,
+        reasons=reasons,
+        upstream_status=upstream_status,
+        upstream_message=upstream_message,
+        listed=listed,
+        cut=cut is not None,
+        lock_id=None if cut is None else cut.lock_id,
+        usage_flags=usage_flags,
+        metered=metered,
+        tokens_in=usage.tokens_in if usage and metered else None,
+        tokens_out=usage.output_tokens if usage and metered else None,
+        bytes_out=bytes_out if metered else 0,
+        duration_ms=duration_ms,
+        ttfb_ms=None if ttfb is None or not metered else round(ttfb * 1000, 3),
+    )
+    record_later(state, call.event(payload, state.clock()))
 
 
 def ended_elsewhere(
@@ -187,10 +175,19 @@ def upstream_error(
     outcome: CallOutcome,
     *,
     upstream_status: int | None = None,
-    extra: dict[str, Any] | None = None,
+    upstream_message: str | None = None,
+    reasons: tuple[str, ...] = (),
 ) -> web.Response:
     """End a call that failed before its answer started; the caller's error in its API's shape."""
-    end_call(state, call, outcome, status=exc.status, upstream_status=upstream_status, extra=extra)
+    end_call(
+        state,
+        call,
+        outcome,
+        status=exc.status,
+        upstream_status=upstream_status,
+        upstream_message=upstream_message,
+        reasons=reasons,
+    )
     return error_response(api, exc, call.request_id)
 
 
@@ -206,5 +203,5 @@ def upstream_redirect(
         UpstreamFailed(f"upstream answered {status}"),
         CallOutcome.UPSTREAM_REDIRECT,
         upstream_status=status,
-        extra={"reasons": [Reason.UPSTREAM_REDIRECT.value]},
+        reasons=(Reason.UPSTREAM_REDIRECT.value,),
     )

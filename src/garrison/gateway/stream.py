@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -21,31 +20,15 @@ from garrison.errors import (
 )
 from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
+from garrison.gateway.call import Call
 from garrison.gateway.containment import uncancel
 from garrison.gateway.credential_echo import model_answer_forms, model_key, scrub_bytes
 from garrison.gateway.metering import SseMeter
+from garrison.gateway.outcome import cut_as, cut_response, end_call, upstream_error
 from garrison.gateway.state import GatewayState
-from garrison.gateway.upstream import (
-    REQUEST_ID_HEADER,
-    is_encoded,
-    is_redirect,
-    upstream_headers,
-    upstream_url,
-)
+from garrison.gateway.upstream import REQUEST_ID_HEADER, upstream_headers
+from garrison.gateway.upstream_call import client_model_bytes, post_upstream, refused_answer
 from garrison.gateway.upstream_errors import rewrite_stream_errors
-
-if TYPE_CHECKING:
-    pass
-from garrison.gateway.call import Call
-from garrison.gateway.outcome import (
-    cut_as,
-    cut_response,
-    end_call,
-    upstream_error,
-    upstream_failure,
-    upstream_redirect,
-)
-from garrison.gateway.upstream_call import client_model_bytes, upstream_timeout
 
 log = logging.getLogger("garrison.gateway")
 
@@ -64,7 +47,6 @@ async def forward_stream(
     injected_usage: bool,
 ) -> web.StreamResponse:
     api = endpoint.api
-    assert state.session is not None
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
     meter = SseMeter(api, drop_usage_chunk=injected_usage)
     old, new = client_model_bytes(model)
@@ -79,29 +61,10 @@ async def forward_stream(
     deadline = loop.time() + state.limits.stream_max_seconds
     call.forwarded = time.perf_counter()
     try:
-        async with state.session.post(
-            upstream_url(model, endpoint),
-            data=payload,
-            headers=headers,
-            timeout=upstream_timeout(state),
-            allow_redirects=False,  # never: see upstream.is_redirect
-            ssl=state.upstream_tls.for_model(model),
-        ) as resp:
-            if is_redirect(resp.status):
-                return upstream_redirect(state, call, api, resp.status)
-            if is_encoded(resp.headers):
-                raise UpstreamFailed("upstream answer compressed")
-            if resp.status >= 400:
-                exc, shape = await upstream_failure(resp, model)
-                return upstream_error(
-                    state,
-                    call,
-                    api,
-                    exc,
-                    CallOutcome.UPSTREAM_STATUS,
-                    upstream_status=resp.status,
-                    extra=shape,
-                )
+        async with post_upstream(state, model, endpoint, payload, headers) as resp:
+            refused = await refused_answer(state, call, api, model, resp)
+            if refused is not None:
+                return refused
             response = web.StreamResponse(
                 status=200,
                 headers={

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from garrison.domain import Credential, Org, Principal, Reason
-from garrison.domain.standing import standing_refusal, vendor_refusal
+from garrison.domain.standing import standing_refusal
 from garrison.identity.cert_binding import binding_refusal
 from garrison.identity.keys import hash_secret, parse_key
 
@@ -39,15 +39,6 @@ class AuthResult:
     @property
     def ok(self) -> bool:
         return self.reason is None
-
-
-def _vendor_reason(
-    orgs: Mapping[str, Org] | None, org_id: str, now: float, address: Address
-) -> Reason | None:
-    """The vendor's terms for a person of ``org_id`` (the rule lives in
-    ``garrison.domain.standing``; this adapter keeps the token path's call)."""
-    org = orgs.get(org_id) if orgs is not None else None
-    return vendor_refusal(org.vendor if org is not None else None, now, address)
 
 
 def authenticate(

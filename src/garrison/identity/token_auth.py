@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from garrison.domain import Org, Principal, Reason, Status
+from garrison.domain import Org, Principal, Reason
+from garrison.domain.standing import standing_refusal
 from garrison.identity.access_tokens import (
     InvalidToken,
     SessionClaims,
     TokenSigner,
     VerifiedTokens,
 )
-from garrison.identity.authenticate import Address, AuthResult, _vendor_reason
+from garrison.identity.authenticate import Address, AuthResult
 from garrison.identity.dpop import (
     DPOP_ALGS,
     ReplayCache,
@@ -136,11 +137,10 @@ def authenticate_token(
             return TokenAuthResult(AuthResult(refused.reason, key_id=claims.session_id))
         return TokenAuthResult(AuthResult(refused.reason))
     principal = principals.get(claims.principal_id)
-    reason: Reason | None = None
-    if principal is None or principal.status is not Status.ACTIVE:
-        reason = Reason.PRINCIPAL_INACTIVE
-    else:
-        reason = _vendor_reason(orgs, principal.org_id, now, address)
+    org = orgs.get(principal.org_id) if orgs is not None and principal is not None else None
+    reason = standing_refusal(
+        credential=None, principal=principal, org=org, now=now, address=address
+    )
     return TokenAuthResult(
         AuthResult(reason, key_id=claims.session_id, principal=principal),
         session=claims,
