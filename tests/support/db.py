@@ -21,9 +21,8 @@ import psycopg
 import sqlalchemy as sa
 
 from garrison.audit import AuditEvent
-from garrison.audit.events import EncodedRecord
 from garrison.audit.pg_sink import AUDIT_PG_WRITE_LOCK, libpq_url
-from garrison.audit.sqlite_sink import SqliteAuditSink, integrate_outbox
+from garrison.audit.sinks import integrate_outbox, open_sink
 from garrison.store import schema, sqlite_path
 
 
@@ -92,82 +91,22 @@ def recorded(directory: Any, *, name: str | None = None) -> list[bytes]:
     return out
 
 
-def _next_index(conn: sa.Connection) -> int:
-    newest = conn.execute(sa.select(sa.func.max(schema.audit_events.c.seq))).scalar_one()
-    return int(newest or 0)
-
-
-def _advance_sequence(conn: sa.Connection) -> None:
-    """Rows inserted with their own ``seq`` leave PostgreSQL's sequence behind: catch it up."""
-    conn.execute(
-        sa.text(
-            "SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), "
-            "(SELECT coalesce(max(seq), 0) + 1 FROM audit_events), false)"
-        )
-    )
-
-
 def integrate(directory: Any) -> None:
-    """Give every waiting outbox record its leaf index in ``audit_events`` now, as an audit
-    writer would (SQLite: the real one; PostgreSQL: a stand-in that moves the rows without
-    a tree, for store tests whose queries read ``audit_events``)."""
-    engine = _engine(directory)
-    path = sqlite_path(engine.url.render_as_string(hide_password=False))
-    if path is not None:
-        integrate_outbox(path)
-        return
-    a, o = schema.audit_events, schema.audit_outbox
-    with engine.begin() as conn:
-        index = _next_index(conn)
-        for r in conn.execute(sa.select(o).order_by(o.c.seq)).all():
-            record = EncodedRecord.from_unindexed(bytes(r.record)).record(index)
-            index += 1
-            values = {c: getattr(r, c) for c in ("at", "name", "request_id", "principal_id")}
-            conn.execute(
-                a.insert().values(
-                    seq=index,
-                    credential_id=r.credential_id,
-                    model=r.model,
-                    record=record,
-                    **values,
-                )
-            )
-        conn.execute(o.delete())
-        _advance_sequence(conn)
+    """Give every waiting outbox record its leaf index in ``audit_events`` now, through the
+    real audit writer of the directory's database (what a gateway or a host command does)."""
+    integrate_outbox(_engine(directory).url.render_as_string(hide_password=False))
 
 
 def write_events(directory: Any, events: Iterable[AuditEvent]) -> None:
-    """Append ``events`` to the log as the next leaves (SQLite: through the audit writer;
-    PostgreSQL: rows written directly, after integrating the outbox)."""
-    engine = _engine(directory)
-    path = sqlite_path(engine.url.render_as_string(hide_password=False))
-    if path is not None:
-        sink = SqliteAuditSink(path)
-        sink.open()
-        try:
-            sink.write_batch(list(events))
-        finally:
-            sink.close()
-        return
-    integrate(engine)
-    a = schema.audit_events
-    with engine.begin() as conn:
-        index = _next_index(conn)
-        for event in events:
-            conn.execute(
-                a.insert().values(
-                    seq=index + 1,
-                    at=event.at,
-                    name=event.name.value,
-                    request_id=event.request_id,
-                    principal_id=event.principal_id,
-                    credential_id=event.credential_id,
-                    model=event.model,
-                    record=event.encode(index),
-                )
-            )
-            index += 1
-        _advance_sequence(conn)
+    """Append ``events`` to the log as the next leaves, through the database's audit sink
+    (waiting outbox records go first, as in every writer's batch)."""
+    url = _engine(directory).url.render_as_string(hide_password=False)
+    sink = open_sink(url)
+    sink.open()
+    try:
+        sink.write_batch(list(events))
+    finally:
+        sink.close()
 
 
 def row(directory: Any, table: str, name: str) -> dict[str, Any]:
