@@ -77,8 +77,6 @@ UPSTREAM_KEEPALIVE_S = 30.0
 # The signals a process manager stops a service with (systemd, Kubernetes, `docker stop`
 # send SIGTERM; a terminal sends SIGINT): both drain, then stop with exit status 0.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# The directory name ``_db_path`` points into on PostgreSQL: it does not exist.
-_NO_SQLITE = "no-sqlite-file-on-postgresql"
 
 
 class Gateway:
@@ -95,11 +93,6 @@ class Gateway:
         if path is None and not is_postgres(settings.database_url):
             raise ConfigError("[storage] database_url: SQLite or PostgreSQL (postgresql+psycopg)")
         self.engine = make_engine(settings.database_url)
-        # Readers that still open the SQLite file (detection's catch-up): on PostgreSQL a
-        # path that cannot be opened (its directory does not exist), never a stray file.
-        self._db_path = (
-            path if path is not None else data_dir(settings) / _NO_SQLITE / "garrison.db"
-        )
         self.pepper = load_pepper(settings.key_dir)
         self.sealer = Sealer.from_dir(settings.key_dir)
         self.signer = Signer.from_dir(settings.key_dir)
@@ -290,7 +283,6 @@ class Gateway:
 
         return Monitor(
             engine=self.engine,
-            db_path=self._db_path,
             directory_for=directory_for,
             facts=lambda: self.state.snapshot,
             after_write=self._reload_soon,

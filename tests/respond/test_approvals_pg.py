@@ -65,3 +65,35 @@ def test_a_proposal_on_postgresql_reaches_the_approvers_once(pg_directory: Direc
     # The engine is the caller's: the watcher leaves it usable.
     with pg_directory.engine.connect():
         pass
+
+
+def test_with_two_replicas_only_the_detection_worker_sends_notices(
+    pg_directory: Directory,
+) -> None:
+    """Every replica's watcher reads the shared log; only the one whose monitor is the
+    elected worker speaks, so approvers hear of a proposal once, and the standby knows the
+    open deadline (it tracked the request) for when it takes over."""
+    worker, standby = Captured(), Captured()
+    speaking = {"worker": True, "standby": False}
+    watchers = [
+        ApprovalWatcher(pg_directory.engine, [sink], poll_s=3600, speaks=lambda n=name: speaking[n])
+        for name, sink in (("worker", worker), ("standby", standby))
+    ]
+    for w in watchers:
+        w.start()
+    try:
+        proposal = changes.propose(
+            pg_directory, "policy", "org", {"text": ""}, "a new policy set", now=time.time()
+        )
+        deadline = time.monotonic() + 10
+        while not worker.sent:
+            assert time.monotonic() < deadline, "the proposal never reached the worker's watcher"
+            for w in watchers:
+                w.poll()
+            time.sleep(0.05)
+        assert [n["item"]["id"] for n in worker.sent] == [proposal["id"]]
+        assert standby.sent == []
+        assert len(watchers[1].deadlines) == 1  # tracked, not announced
+    finally:
+        for w in watchers:
+            w.stop()

@@ -103,7 +103,6 @@ class Db:
     def monitor(self, worker_id: str, facts: Callable[[], Snapshot] = Snapshot.empty) -> Monitor:
         return Monitor(
             engine=self.engine,
-            db_path=self.db_path,
             directory_for=self.directory_for,
             facts=facts,
             after_write=lambda: None,

@@ -348,7 +348,6 @@ async def test_queue_overflow_is_read_from_the_log_and_raises_a_lagging_alert(
         gw = world.gateway
         monitor = Monitor(
             engine=gw.engine,
-            db_path=world.db_path,
             directory_for=lambda actor: Directory(
                 gw.engine, actor=actor, pepper=gw.pepper, sealer=gw.sealer
             ),
@@ -560,10 +559,6 @@ async def test_rules_file_unusable_at_start_leaves_the_built_in_rules_in_force(
 GUARD_S = 10.0
 
 
-def _db_path(initialized: Initialized) -> Path:
-    return Path(initialized.settings.database_url.removeprefix("sqlite:///"))
-
-
 def alert_rows(d: Directory) -> list[dict[str, Any]]:
     conn = connect(d)
     try:
@@ -682,7 +677,6 @@ def test_a_failed_commit_stores_nothing_and_its_range_is_judged_again(
     snapshot = load_snapshot(env.d.engine, sealer)
     monitor = Monitor(
         engine=env.d.engine,
-        db_path=_db_path(env.initialized),
         directory_for=env.directory_for,
         facts=lambda: snapshot,
         after_write=lambda: None,

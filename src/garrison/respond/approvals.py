@@ -220,6 +220,7 @@ class ApprovalWatcher:
         *,
         clock: Callable[[], float] = time.time,
         poll_s: float = APPROVAL_POLL_S,
+        speaks: Callable[[], bool] = lambda: True,
     ) -> None:
         if isinstance(source, Path):
             self._engine = sa.create_engine(
@@ -232,6 +233,10 @@ class ApprovalWatcher:
         self._sinks = list(sinks)
         self._clock = clock
         self._poll_s = poll_s
+        # Whether this process sends the notices (the elected detection worker does; a
+        # standby reads and tracks the same records, so it knows every open deadline when
+        # it takes over, and sends nothing).
+        self._speaks = speaks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
@@ -333,6 +338,8 @@ class ApprovalWatcher:
                 {"kind": EXPIRED, "item": item, "by": None, "at": rfc3339(expires_at)}
                 | {"waiting": False}
             )
+        if not self._speaks():
+            return []
         for notice in notices:
             for sink in self._sinks:
                 sink.send(notice)

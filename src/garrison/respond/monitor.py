@@ -88,7 +88,6 @@ class Monitor:
         self,
         *,
         engine: sa.Engine,
-        db_path: Path,
         directory_for: Callable[[str], Directory],
         facts: Callable[[], Snapshot],
         after_write: Callable[[], None],
@@ -100,7 +99,6 @@ class Monitor:
         worker_id: str | None = None,
     ) -> None:
         self._db = engine
-        self._db_path = db_path
         self._directory_for = directory_for
         self._facts = facts
         self._after_write = after_write
@@ -134,8 +132,13 @@ class Monitor:
         self.rules_errors = 0
         self._last_lag_alert = 0.0
         self._dropped_seen = 0
-        # Approvers hear of requests and proposals through the same sinks (respond.approvals).
-        self.approvals = ApprovalWatcher(db_path, self._sinks, clock=clock) if sinks else None
+        # Approvers hear of requests and proposals through the same sinks (respond.approvals),
+        # from the detection worker alone: with several replicas, each notice once.
+        self.approvals = (
+            ApprovalWatcher(engine, self._sinks, clock=clock, speaks=lambda: self.active)
+            if sinks
+            else None
+        )
 
     # ── life cycle ─────────────────────────────────────────────────────────────────────────
     def start(self) -> None:
