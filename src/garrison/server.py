@@ -154,7 +154,7 @@ class Gateway:
             pepper=self.pepper,
             sealer=self.sealer,
             reload=self.reload,
-            db_path=path,  # None on PostgreSQL: incident exports need SQLite for now
+            database_url=settings.database_url,
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         if settings.oidc.enabled:

@@ -14,7 +14,6 @@ import dataclasses
 import html
 import ipaddress
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,8 +36,10 @@ from garrison.audit.proofs import check_evidence_bundle
 from garrison.config import CONFIG_FILE
 from garrison.domain import VendorStatus
 from garrison.respond.render import to_html, to_markdown
+from tests.conftest import BACKENDS
+from tests.support import db
 from tests.support.admin import admin_call, make_admin, table_counts
-from tests.support.world import World, start_world, stop_world
+from tests.support.world import World, world_on
 
 pytestmark = pytest.mark.e2e
 
@@ -120,28 +121,24 @@ def wrong_secret(key: str) -> str:
 
 
 # ── reading the world back ─────────────────────────────────────────────────────────────────
-def rows(world: World, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(world.db_path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+def rows(world: World, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (``:name`` parameters), on either database."""
+    return db.rows(world.directory, sql, **params)
 
 
 def principal_id(world: World, name: str) -> str:
-    return str(rows(world, "SELECT id FROM principals WHERE name = ?", name)[0]["id"])
+    return str(rows(world, "SELECT id FROM principals WHERE name = :name", name=name)[0]["id"])
 
 
 def org_id(world: World, name: str) -> str:
-    return str(rows(world, "SELECT id FROM orgs WHERE name = ?", name)[0]["id"])
+    return str(rows(world, "SELECT id FROM orgs WHERE name = :name", name=name)[0]["id"])
 
 
 def keys_of(world: World, name: str) -> list[dict[str, Any]]:
     return rows(
         world,
-        "SELECT * FROM credentials WHERE principal_id = ? ORDER BY id",
-        principal_id(world, name),
+        "SELECT * FROM credentials WHERE principal_id = :p ORDER BY id",
+        p=principal_id(world, name),
     )
 
 
@@ -192,15 +189,16 @@ class Scene:
     request_ids: dict[str, str] = field(default_factory=dict)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def scene(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scene]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=BACKENDS)
+async def scene(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Scene]:
+    """The same incident played on each database: the report's queries and the evidence's
+    inclusion proofs read SQLite and PostgreSQL alike."""
     root = tmp_path_factory.mktemp("incident")
     # Detection off: the script counts exactly the events it makes (alerts would add theirs).
-    world = await start_world(root, detect=False)
-    try:
+    async with world_on(request.param, root, detect=False) as world:
         yield await _play(world, root)
-    finally:
-        await stop_world(world)
 
 
 async def _play(world: World, root: Path) -> Scene:

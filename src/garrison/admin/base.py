@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -36,7 +35,8 @@ class AdminBackend:
     # Loads the newest snapshot into this process (called after every write).
     reload: Callable[[], Awaitable[None]]
     # For evidence bundles: the audit log's database file and the checkpoint public keys.
-    db_path: Path | None = None
+    # The audit log's database (SQLite or PostgreSQL): incident evidence reads it.
+    database_url: str | None = None
     public_keys: Mapping[str, str] = field(default_factory=dict)
     # The detection service (for /metrics and alert figures); None when detection is off.
     monitor: Any = None

@@ -78,8 +78,8 @@ async def incident_evidence(ctx: Ctx) -> Any:
     from garrison.respond.evidence import build_evidence
 
     backend = ctx.backend
-    if backend.db_path is None:
-        raise BadRequest("evidence bundles need the embedded SQLite audit log")
+    if backend.database_url is None:
+        raise BadRequest("evidence bundles need the audit log's database")
     incident_id = ctx.request.match_info["incident_id"]
     deadline = time.monotonic() + EVIDENCE_CHECKPOINT_WAIT_S
     while True:
@@ -87,7 +87,7 @@ async def incident_evidence(ctx: Ctx) -> Any:
             bundle = await asyncio.to_thread(
                 build_evidence,
                 backend.engine,
-                backend.db_path,
+                backend.database_url,
                 incident_id,
                 dict(backend.public_keys),
                 ctx.now,

@@ -18,19 +18,19 @@ import sqlalchemy as sa
 
 from garrison.audit.checkpoint import fingerprint_of, load_public_b64
 from garrison.audit.merkle import LeafHashes
-from garrison.audit.sqlite_reader import AuditReader, prove_inclusion
+from garrison.audit.sqlite_reader import open_reader, prove_inclusion
 from garrison.store.incidents import incident_report, timeline
 
 VERIFY_COMMAND = "garrison audit verify-proof evidence.json --fingerprint FINGERPRINT"
 
 
 def build_evidence(
-    engine: sa.Engine, db_path: Path, incident_id: str, public_keys: dict[str, str], now: float
+    engine: sa.Engine, database_url: str, incident_id: str, public_keys: dict[str, str], now: float
 ) -> dict[str, Any]:
     with engine.connect() as conn:
         report = incident_report(conn, incident_id, now)
         events = timeline(conn, incident_id, limit=None)
-    with AuditReader(db_path) as reader:
+    with open_reader(database_url) as reader:
         checkpoints = reader.checkpoints()
         if not checkpoints:
             raise LookupError("no signed checkpoint yet")
