@@ -4,7 +4,7 @@ so a proposal made on any replica (or by a host command) reaches the approvers o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,12 @@ def test_with_two_replicas_only_the_detection_worker_sends_notices(
     open deadline (it tracked the request) for when it takes over."""
     worker, standby = Captured(), Captured()
     speaking = {"worker": True, "standby": False}
+
+    def speaks(name: str) -> Callable[[], bool]:
+        return lambda: speaking[name]
+
     watchers = [
-        ApprovalWatcher(pg_directory.engine, [sink], poll_s=3600, speaks=lambda n=name: speaking[n])
+        ApprovalWatcher(pg_directory.engine, [sink], poll_s=3600, speaks=speaks(name))
         for name, sink in (("worker", worker), ("standby", standby))
     ]
     for w in watchers:
