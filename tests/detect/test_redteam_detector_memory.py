@@ -6,6 +6,8 @@ each state save sorted all of it)."""
 
 from __future__ import annotations
 
+import pytest
+
 from garrison.detect import detectors
 from tests.detect.test_detectors import FACTS, T0, denied, make
 
@@ -31,3 +33,27 @@ def test_a_spray_inside_one_window_keeps_the_newest_subjects() -> None:
     for n in range(3):
         found += detector.observe(denied(T0 + 100 + n, "x.other", key="k-alice"), FACTS)
     assert [f.subject_id for f in found] == ["k-alice"]
+
+
+@pytest.mark.xfail(
+    reason="refusal-burst evasion: an unauthenticated refusal counts only against the key id "
+    "the caller presented (its own choice), so guessing keys with a fresh id each time from "
+    "one address never fills any window; see docs/security.md, known unfixed items",
+    strict=True,
+)
+def test_guessing_keys_with_a_fresh_key_id_each_time_is_still_a_burst() -> None:
+    detector = make("refusal_burst", window="1m", threshold=20)
+    guesses = [
+        denied(
+            T0 + i,
+            "credential.unknown",
+            status=401,
+            key=None,
+            principal=None,
+            presented=f"k-guess-{i}",
+            address="198.51.100.9",
+        )
+        for i in range(50)
+    ]
+    found = [f for g in guesses for f in detector.observe(g, FACTS)]
+    assert found, "50 refused guesses from one address in 50 s went unnoticed"
