@@ -320,6 +320,8 @@ class RefusalBurst(_Base):
         horizon = obs.at - self.p.window
         while window and window[0][0] < horizon:
             window.popleft()
+        if len(self.times) > 2 * STATE_SUBJECTS_MAX:
+            self._forget(horizon)
         if len(window) != self.p.threshold:  # once per crossing
             return []
         return [
@@ -333,6 +335,15 @@ class RefusalBurst(_Base):
                 address=obs.address,
             )
         ]
+
+    def _forget(self, horizon: float) -> None:
+        """Subjects refused by a spray of made-up keys or addresses, one refusal each, would
+        be kept forever: drop those with nothing left in the window, then (a spray inside one
+        window) all but the most recently refused, as ``state()`` keeps. Amortised: runs
+        once the subjects have doubled past the bound."""
+        live = {s: t for s, t in self.times.items() if t and t[-1][0] >= horizon}
+        kept = newest(live, lambda times: times[-1][0], STATE_SUBJECTS_MAX)
+        self.times = defaultdict(deque, kept)
 
     def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
         active = {subject: times for subject, times in self.times.items() if times}

@@ -223,6 +223,10 @@ async def _handle_model_call(
         # Best effort: if the log recovers, it records why this call was refused.
         end_call(state, call, CallOutcome.AUDIT_UNAVAILABLE, status=503, metered=False)
         return error_response(api, AuditUnavailable(), call.request_id)
+    if call.cut is not None:
+        # Cut while it waited (a library awaited on the way may swallow the cancellation):
+        # the last gate before the upstream, so a lock that covered it is never bypassed.
+        return cut_response(state, call, api)
     return await forward_any(request, state, endpoint, model, call, payload, injected_usage, stream)
 
 

@@ -126,6 +126,8 @@ class RedisLimits:
             proof_args = [0, 0, ""]
         carried = self._released[:RELEASES_PER_ADMISSION]
         del self._released[: len(carried)]
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             code, retry_ms = await self._admit(
                 keys=[
@@ -145,10 +147,20 @@ class RedisLimits:
                     *(m for _, m in carried),
                 ],
             )
+        except asyncio.CancelledError:
+            # Cut (a lock, a client gone) while the script ran or before: the releases it
+            # carried may not have been given back, and the slots it took may be taken.
+            self._abandon(lease_id, keys, carried)
+            raise
         except REDIS_ERRORS as exc:
             self._released[:0] = carried  # not given back: retried
             self.link.failed(exc)
             return SharedAnswer(SharedVerdict.UNAVAILABLE)
+        if task is not None and task.cancelling() > cancels:
+            # Cancelled inside redis-py, which swallowed it and answered: the cut must still
+            # reach the call (a lock cutting it must stop it), and the slots go back.
+            self._abandon(lease_id, keys, ())
+            raise asyncio.CancelledError
         self.link.succeeded()
         verdict = SharedVerdict(int(code))
         if verdict is not SharedVerdict.ADMITTED:
@@ -172,6 +184,14 @@ class RedisLimits:
         return SharedVerdict(int(code))  # 0 new, 1 seen, 2 full: the same numbers
 
     # ── giving back and keeping ────────────────────────────────────────────────────────────
+    def _abandon(
+        self, lease_id: str, keys: tuple[str, str], carried: list[tuple[str, str]] | tuple[()]
+    ) -> None:
+        """An admission cut short: give back what it may have taken, and retry the releases
+        it carried (removing a lease twice, or one never added, changes nothing)."""
+        self._released[:0] = carried
+        self._release(lease_id, keys)
+
     def _release(self, lease_id: str, keys: tuple[str, str]) -> None:
         self._live.pop(lease_id, None)
         self._released.extend((key, lease_id) for key in keys)

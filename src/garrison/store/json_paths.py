@@ -66,8 +66,14 @@ def _sqlite(element: record_field, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(record_field, "postgresql")
 def _postgresql(element: record_field, compiler: SQLCompiler, **kw: Any) -> str:
+    # jsonb refuses the escape \u0000 that JSON allows (a NUL in any string a caller, an
+    # identity provider or an upstream supplied): one such record in the rows a query scans
+    # would fail the whole query. It is read as U+FFFD (only for reading a field: the stored
+    # record is untouched; an escaped backslash before "u0000" becomes "\\ufffd", still JSON).
     record = _record(element, compiler, **kw)
-    return f"(convert_from({record}, 'UTF8')::jsonb #>> '{{{','.join(element.path)}}}')"
+    # E'' strings: one backslash whatever standard_conforming_strings says.
+    text = f"replace(convert_from({record}, 'UTF8'), E'\\\\u0000', E'\\\\ufffd')"
+    return f"({text}::jsonb #>> '{{{','.join(element.path)}}}')"
 
 
 class distinct_list(FunctionElement[str]):
