@@ -170,6 +170,18 @@ def fresh_database(*, migrated: bool = True) -> Iterator[str]:
         _drop_later(name)
 
 
+def unique_name(label: str) -> str:
+    """A database name for this run that nothing else uses (and ``drop_stale`` recognises)."""
+    return f"{PREFIX}{label}_{_RUN}_{uuid.uuid4().hex[:10]}"
+
+
+def drop(name: str) -> None:
+    """Drop the database ``name`` now if it exists, ending its connections (made by others,
+    e.g. the ``createdb`` of a walkthrough)."""
+    with _admin().connect() as conn:
+        _drop(conn, name)
+
+
 @contextlib.contextmanager
 def copy_of(url: str) -> Iterator[str]:
     """A new database cloned from the one at ``url`` (nobody may be connected to it: dispose
