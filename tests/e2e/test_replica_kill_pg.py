@@ -1,12 +1,17 @@
 """Losing a replica loses nothing (issue 17): three real ``garrison serve`` processes on one
-PostgreSQL database and one mock upstream; under load, replica B is killed with SIGKILL.
+PostgreSQL database and one mock upstream; under load, replica B is killed with SIGKILL in
+the middle of an audit batch: its transaction open and holding the log's write lock (the
+advisory lock every batch takes; the closest thing this design has to an integrator), so
+A and C's batches are queued behind a dead writer.
 
 What must hold: every call any replica answered 200 (B too, before it died) has its
 ``request.allowed`` record in the shared log (matched by the ``x-request-id`` each answer
-carries); A and C keep answering 200; ``garrison audit verify`` passes (one tree, one chain
-of checkpoints: no gap, no fork) and the log's ``seq`` is contiguous; and the upstream saw
-no call whose record is missing (durability before forwarding). Set-up goes through
-``garrison init --database-url`` and replica A's admin API only; the log is only read.
+carries); A and C keep answering 200, never refused while the lock passes on; ``garrison
+audit verify`` passes (one tree, one chain of checkpoints: no gap, no fork) and the log's
+``seq`` is contiguous; and the upstream saw no call whose record is missing (durability
+before forwarding). Set-up goes through ``garrison init --database-url`` and replica A's
+admin API only; the log is only read (the one intrusion: the test holds the write lock for
+a moment, to catch B inside a batch).
 """
 
 from __future__ import annotations
@@ -25,14 +30,22 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 
+from garrison.audit.pg_sink import AUDIT_PG_WRITE_LOCK, libpq_url
 from garrison.audit.sqlite_reader import open_reader
 from garrison.mock import MockConfig, MockUpstream
 from tests.support import pg
 from tests.support.replicas import init_postgres
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"),
+        reason="finds the victim's PostgreSQL session through /proc (Linux only)",
+    ),
+]
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +60,16 @@ AFTER_KILL = 60
 # Longest any phase may take before the test fails instead of hanging (a loaded 2-core
 # machine starts three gateways in a few seconds; the whole test stays well under 60 s).
 GUARD_S = 40.0
+# How long to try catching B inside an audit batch (holding the log's write lock) before
+# killing it anyway (a try normally succeeds at once).
+CATCH_WITHIN_S = 10.0
+# Longest the test itself holds the write lock waiting for B's next batch to queue behind
+# it: well under the 1 s the replicas' batches wait for the lock (AUDIT_PG_LOCK_TIMEOUT_MS),
+# so A and C are delayed, never refused.
+HOLD_S = 0.25
+# Longest wait for PostgreSQL to grant the lock to B's queued batch (A's and C's batches
+# queued before it go first; each is short).
+GRANT_S = 0.5
 # Per-call client timeout: generous, so a slow shared machine is not read as a failure.
 CALL_TIMEOUT_S = 20.0
 
@@ -167,9 +190,77 @@ def _logged(url: str) -> tuple[list[int], list[dict[str, Any]]]:
     return [int(seq) for seq, _, _ in rows], [orjson.loads(record) for _, record, _ in rows]
 
 
+def _local_ports(pid: int) -> set[int]:
+    """The local TCP ports of process ``pid``'s sockets (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+_HOLDERS = (
+    "SELECT l.granted FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
+    "AND a.application_name = 'garrison-audit' AND a.client_port = ANY(%s)"
+)
+
+
+def _kill_inside_a_batch(proc: subprocess.Popen[bytes], url: str) -> bool:
+    """``kill -9`` ``proc`` while its audit batch holds the log's write lock (its
+    transaction open, its records uncommitted, the other replicas' batches waiting behind
+    it). Made so, not waited for: the test holds the lock itself for a moment until
+    ``proc``'s batch queues for it; stops ``proc`` (its batch stays queued in PostgreSQL);
+    lets go; and kills ``proc`` once PostgreSQL has granted the lock to its session. A try
+    that does not get that far lets ``proc`` go on and is repeated, within
+    ``CATCH_WITHIN_S``. Returns whether it was caught so; killed either way."""
+    key = (AUDIT_PG_WRITE_LOCK >> 32, AUDIT_PG_WRITE_LOCK & 0xFFFFFFFF)
+    caught = False
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        deadline = time.monotonic() + CATCH_WITHIN_S
+        while not caught and time.monotonic() < deadline:
+            ports = list(_local_ports(proc.pid))
+            conn.execute("SELECT pg_advisory_lock(%s)", (AUDIT_PG_WRITE_LOCK,))
+            queued = _poll(conn, (*key, ports), lambda g: g == [False], HOLD_S)
+            if queued:
+                proc.send_signal(signal.SIGSTOP)
+            conn.execute("SELECT pg_advisory_unlock(%s)", (AUDIT_PG_WRITE_LOCK,))
+            if not queued:
+                time.sleep(0.01)
+                continue
+            caught = _poll(conn, (*key, ports), lambda g: g == [True], GRANT_S)
+            if not caught:  # its wait ran out (lock_timeout): let it go on, try again
+                proc.send_signal(signal.SIGCONT)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=GUARD_S)
+    return caught
+
+
+def _poll(conn: psycopg.Connection[Any], args: tuple[Any, ...], test: Any, within: float) -> bool:
+    """Poll ``proc``'s audit session's hold on the write lock until ``test`` passes."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        granted = [bool(g) for (g,) in conn.execute(_HOLDERS, args).fetchall()]
+        if test(granted):
+            return True
+        time.sleep(0.001)
+    return False
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # in case a failed step left it stopped
             proc.send_signal(signal.SIGINT)
     for proc in procs:
         try:
@@ -237,8 +328,9 @@ async def test_a_replica_killed_under_load_loses_nothing_it_answered(
             try:
                 await _until(lambda: load.ok(VICTIM, after_kill=False) >= BEFORE_KILL, "B's load")
                 load.killed_at = time.monotonic()
-                procs[VICTIM].send_signal(signal.SIGKILL)  # kill -9, mid-load
-                procs[VICTIM].wait(timeout=GUARD_S)
+                # kill -9, mid-load and mid-batch: B holds the log's write lock.
+                caught = _kill_inside_a_batch(procs[VICTIM], database)
+                assert caught, "B was never caught inside a batch (killed anyway)"
                 await _until(
                     lambda: all(
                         load.ok(i, after_kill=True) >= AFTER_KILL
@@ -295,7 +387,8 @@ async def test_a_replica_killed_under_load_loses_nothing_it_answered(
         print(
             f"answered 200: {len(answered)} ({len(by_b)} by B before its death); "
             f"forwarded {len(forwarded)}; request.allowed {len(allowed_ids)}; "
-            f"log {len(seqs)} events, {report.get('checkpoints')} checkpoints"
+            f"log {len(seqs)} events, {report.get('checkpoints')} checkpoints; "
+            f"B killed holding the audit lock: {caught}"
         )
     finally:
         _stop(procs)
