@@ -21,6 +21,7 @@ The low-level leaf writing is ``garrison.audit.leaves`` (hazmat: only the sinks 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import time
@@ -83,7 +84,7 @@ def load_tree(conn: Conn, dialect: Dialect) -> tuple[CompactTree, Checkpoint | N
     return tree, checkpoint
 
 
-class TreeSink:
+class TreeSink(abc.ABC):
     """The recipe; a subclass gives the database: ``_connection``, ``_begin``, ``_commit_tx``,
     ``_rollback``, ``probe``, ``_release`` and the driver's error type ``_db_error``."""
 
@@ -113,30 +114,32 @@ class TreeSink:
         self._last_at = 0.0
 
     # -- what each database gives ------------------------------------------------------
-    def _connection(self) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _connection(self) -> Any: ...
 
+    @abc.abstractmethod
     def _begin(self, conn: Any) -> None:
         """Start the write transaction and take the log's one write lock."""
-        raise NotImplementedError
+        ...
 
-    def _commit_tx(self, conn: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _commit_tx(self, conn: Any) -> None: ...
 
-    def _rollback(self, conn: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _rollback(self, conn: Any) -> None: ...
 
     def _batch_scope(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
         """What one batch transaction runs inside (PostgreSQL: a pipeline, so statements
         whose results are not read go with the next round trip)."""
         return contextlib.nullcontext()
 
+    @abc.abstractmethod
     def _release(self, *, final: bool) -> None:
         """Close the connection (``final``: after the closing checkpoint)."""
-        raise NotImplementedError
+        ...
 
-    def probe(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def probe(self) -> None: ...
 
     # -- the recipe ----------------------------------------------------------------------
     def open(self) -> None:
@@ -301,8 +304,8 @@ class TreeSink:
         for exporter in self._exporters:
             exporter.close()
 
-    def _has_connection(self) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _has_connection(self) -> bool: ...
 
 
 def _runs(done: Committed) -> Iterator[tuple[int, list[AuditEvent]]]:
