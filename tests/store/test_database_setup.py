@@ -225,6 +225,9 @@ def test_record_fields_compile_for_each_dialect() -> None:
     assert str(expr.compile(dialect=sqlite.dialect())) == (
         "json_extract(audit_events.record, '$.data.client_address')"
     )
+    # A \u0000 escape (which jsonb refuses) reads as U+FFFD: one such record must not break
+    # every query over its rows (red-team finding).
     assert str(expr.compile(dialect=postgresql.dialect())) == (
-        "(convert_from(audit_events.record, 'UTF8')::jsonb #>> '{data,client_address}')"
+        "(replace(convert_from(audit_events.record, 'UTF8'), E'\\\\u0000', E'\\\\ufffd')"
+        "::jsonb #>> '{data,client_address}')"
     )
