@@ -384,28 +384,43 @@ def profile_gateway(
     pid: int,
     out: Path,
     log: Callable[[str], None],
+    phase: str = "nonstream_c32",
 ) -> dict[str, Any]:
-    """Non-streaming c=32 load while py-spy samples the gateway (native frames, threads)."""
+    """One load phase (non-streaming c=32 unless told) while py-spy samples the gateway
+    (native frames, threads)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         log("  py-spy is not installed (.venv/bin/pip install py-spy): skipped")
         return {}
-    spec = dict(phase_specs(plan, target))["nonstream_c32"]
-    duration = max(5, int(spec.requests / 1500) + 5)
-    argv = [spy, "record", "-p", str(pid), "--native", "--threads", "-r", "200", "-f", "raw"]
+    spec = dict(phase_specs(plan, target))[phase]
+    # Long enough for the whole phase at the gateway's slowest measured rate (c=1: ~400/s).
+    duration = max(5, int(spec.requests / (1500 if spec.concurrency > 1 else 400)) + 5)
+    argv = [
+        spy,
+        "record",
+        "-p",
+        str(pid),
+        "--native",
+        "--threads",
+        "--gil",
+        "-r",
+        "200",
+        "-f",
+        "raw",
+    ]
     argv.extend(["-o", str(out), "-d", str(duration)])
     recorder = children.spawn("py-spy", argv)
     time.sleep(1.0)
     result = run_phase(
         children, "gateway-profile", spec, {"target": pid}, quiet_max_wait_s=plan.quiet_max_wait_s
     )
-    log(f"  gateway        profile        {describe(result)}")
+    log(f"  gateway        profile {phase:<14} {describe(result)}")
     try:
         recorder.proc.wait(duration + 30)
     finally:
         children.stop(recorder)
     shares = hot_spots(out) if out.exists() else {}
-    return {"path": str(out), "calls": spec.warmup + spec.requests, **shares}
+    return {"path": str(out), "phase": phase, "calls": spec.warmup + spec.requests, **shares}
 
 
 def hot_spots(path: Path) -> dict[str, Any]:
@@ -461,6 +476,8 @@ def run(
     work: Path,
     log: Callable[[str], None],
     profile_path: Path | None = None,
+    profile_phase: str = "nonstream_c32",
+    profile_only: bool = False,
 ) -> dict[str, Any]:
     data_dir = work / "data"
     info = machine_info(work)
@@ -485,6 +502,13 @@ def run(
         log(f"idle gateway: {idle:.1f} ms of CPU per second")
         direct: dict[str, list[PhaseResult]] = {p: [] for p in PHASES}
         through: dict[str, list[PhaseResult]] = {p: [] for p in PHASES}
+        if profile_only and profile_path is not None:
+            log("profiling the gateway (py-spy), no measured phases:")
+            profile = profile_gateway(
+                children, plan, gw_target, gateway.pid, profile_path, log, profile_phase
+            )
+            children.stop(gateway, signal.SIGINT)
+            return {"machine": info, "profile": profile}
         for index in range(plan.rounds):
             log(f"round {index + 1}/{plan.rounds}:")
             for phase, result in measure(
@@ -519,7 +543,9 @@ def run(
         profile: dict[str, Any] = {}
         if profile_path is not None:
             log("profiling the gateway (py-spy, not a measured phase):")
-            profile = profile_gateway(children, plan, gw_target, gateway.pid, profile_path, log)
+            profile = profile_gateway(
+                children, plan, gw_target, gateway.pid, profile_path, log, profile_phase
+            )
         children.stop(gateway, signal.SIGINT)  # graceful: the audit log is flushed and closed
         summary = summarize(direct, through, hold, plan.hold_streams)
         summary["idle_cpu_ms_per_s"] = idle
@@ -592,6 +618,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="also run py-spy on the gateway under c=32 load; raw stacks go to this file",
     )
+    parser.add_argument(
+        "--profile-phase",
+        default="nonstream_c32",
+        choices=("nonstream_c1", "nonstream_c32", "stream_c32"),
+        help="the load phase --profile samples (default nonstream_c32)",
+    )
+    parser.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="with --profile: run only the profiled phase (no measured rounds, no stacks)",
+    )
     opts = parser.parse_args(argv)
     plan = QUICK if opts.quick else FULL
     if opts.rounds:
@@ -603,7 +640,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="garrison-bench-", dir=opts.work_dir) as tmp:
         profile_path = opts.profile.resolve() if opts.profile else None
-        report = run(plan, stacks, Path(tmp), print, profile_path)
+        report = run(
+            plan,
+            stacks,
+            Path(tmp),
+            print,
+            profile_path,
+            profile_phase=opts.profile_phase,
+            profile_only=opts.profile_only,
+        )
+    if opts.profile_only:
+        print_profile(report["profile"])
+        return 0
     print_results(report["summary"], plan.rounds)
     print_profile(report["profile"])
     events = report["audit_events"]
