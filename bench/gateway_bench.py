@@ -12,7 +12,11 @@ through the gateway, alternated for ``rounds`` rounds (the median of each figure
 * streaming chat completions at concurrency 32 (time to first SSE chunk, and total),
 * 1,000 concurrent streams held through the gateway (each lasting ~5 s): peak RSS.
 
-Then the bare forwarders of ``bench/stacks.py`` run the same phases for the stack comparison.
+Then one durable commit is timed (``bench/durable_commit.py``: one-row SQLite commits with the
+gateway's pragmas, beside its audit database), and the bare forwarders of ``bench/stacks.py``
+run the same phases for the stack comparison. The aiohttp forwarder always runs unless
+``--stacks none``: issue 18's targets are limits computed from it and from the durable commit
+in the same run (``bench/targets.py``), printed as a table and kept in the ``--json`` report.
 The method is written up in docs/benchmarks.md.
 """
 
@@ -38,6 +42,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import durable_commit, targets
 from bench.loadgen import (
     CLK_TCK,
     REPO_ROOT,
@@ -47,6 +52,7 @@ from bench.loadgen import (
     run_phase,
     terminate_on_signals,
     tree_cpu_ticks,
+    wait_for_quiet,
     wait_http,
 )
 from bench.stacks import (
@@ -79,26 +85,6 @@ PRINCIPAL = "bench-svc"
 # A credential the gateway injects upstream (the mock does not check it).
 UPSTREAM_KEY = "sk-bench-upstream-0123456789abcdef"
 PHASES = ("nonstream_c1", "nonstream_c32", "stream_c32")
-
-
-@dataclass(frozen=True)
-class Goal:
-    name: str
-    limit: float
-    unit: str
-    higher_is_better: bool = False
-
-    def met(self, value: float) -> bool:
-        return value >= self.limit if self.higher_is_better else value <= self.limit
-
-
-GOALS = {
-    "added_p50_c1": Goal("added latency p50, concurrency 1", 0.6, "ms"),
-    "added_p99_c1": Goal("added latency p99, concurrency 1", 3.0, "ms"),
-    "cpu_c32": Goal("gateway CPU per non-streaming call, c=32", 0.4, "ms"),
-    "rps_c32": Goal("calls/s at concurrency 32, one process", 2000.0, "calls/s", True),
-    "rss_hold": Goal("peak RSS holding 1,000 streams", 150.0, "MB"),
-}
 
 
 # ── the machine ────────────────────────────────────────────────────────────────────────────
@@ -232,7 +218,6 @@ def summarize(
     direct: Mapping[str, Sequence[PhaseResult]],
     gateway: Mapping[str, Sequence[PhaseResult]],
     hold: PhaseResult,
-    hold_streams: int,
 ) -> dict[str, Any]:
     d = {p: aggregate(direct[p]) for p in PHASES}
     g = {p: aggregate(gateway[p]) for p in PHASES}
@@ -244,27 +229,37 @@ def summarize(
         }
         for p in PHASES
     }
-    h = figures(hold)
-    measured = {
-        "added_p50_c1": added["nonstream_c1"]["p50"],
-        "added_p99_c1": added["nonstream_c1"]["p99"],
-        "cpu_c32": g["nonstream_c32"]["cpu_target"],
-        "rps_c32": g["nonstream_c32"]["rps"],
-        "rss_hold": h["rss_peak_mb"],
-    }
-    targets = [
-        {
-            "key": key,
-            "target": goal.name,
-            "limit": goal.limit,
-            "unit": goal.unit,
-            "measured": measured[key],
-            "met": goal.met(measured[key]),
-            "valid": key != "rss_hold" or h.get("max_open", 0) >= hold_streams,
-        }
-        for key, goal in GOALS.items()
-    ]
-    return {"direct": d, "gateway": g, "added": added, "hold": h, "targets": targets}
+    return {"direct": d, "gateway": g, "added": added, "hold": figures(hold)}
+
+
+def judge_run(
+    summary: Mapping[str, Any],
+    floor: Mapping[str, Mapping[str, float]] | None,
+    commit_p50_ms: float | None,
+    hold_streams: int,
+) -> list[targets.Verdict]:
+    """Issue 18's targets for this run: the gateway's figures against the bare forwarder's
+    (``floor``: its phase figures, ``None`` when it did not run) and the durable commit's."""
+    d, g, added, h = summary["direct"], summary["gateway"], summary["added"], summary["hold"]
+    gateway = targets.Gateway(
+        added_p50_c1=added["nonstream_c1"]["p50"],
+        added_p99_c1=added["nonstream_c1"]["p99"],
+        cpu_c1=g["nonstream_c1"]["cpu_target"],
+        cpu_c32=g["nonstream_c32"]["cpu_target"],
+        cpu_stream=g["stream_c32"]["cpu_target"],
+        rps_c32=g["nonstream_c32"]["rps"],
+        rss_hold_mb=h["rss_peak_mb"],
+        hold_complete=h.get("max_open", 0) >= hold_streams,
+    )
+    bare = None
+    if floor is not None:
+        bare = targets.Floor(
+            added_p50_c1=floor["nonstream_c1"]["p50"] - d["nonstream_c1"]["p50"],
+            cpu_c1=floor["nonstream_c1"]["cpu_target"],
+            cpu_c32=floor["nonstream_c32"]["cpu_target"],
+            cpu_stream=floor["stream_c32"]["cpu_target"],
+        )
+    return targets.judge(gateway, bare, commit_p50_ms)
 
 
 # ── output ─────────────────────────────────────────────────────────────────────────────────
@@ -334,15 +329,17 @@ def print_results(summary: Mapping[str, Any], rounds: int) -> None:
         f"gateway CPU {h['cpu_target']:.3f} ms/stream"
     )
     print(f"idle gateway: {summary['idle_cpu_ms_per_s']:.1f} ms of CPU per second")
-    print("\nTargets (2 cores, authentication and durable audit on)")
-    for t in summary["targets"]:
-        verdict = "MET" if t["met"] else "MISSED"
-        if not t["valid"]:
-            verdict = "NOT MEASURED (not every stream was open at once)"
-        cmp = "≥" if GOALS[t["key"]].higher_is_better else "≤"
-        value = f"{t['measured']:.0f}" if t["unit"] == "calls/s" else f"{t['measured']:.3f}"
-        limit = f"{cmp} {t['limit']:g} {t['unit']}"
-        print(f"  {t['target']:<44} {limit:>16} measured {value:>9} {t['unit']:<8} {verdict}")
+
+
+def print_targets(verdicts: Sequence[targets.Verdict], commit: Mapping[str, Any] | None) -> None:
+    print(
+        "\nIssue 18 targets (authentication, decision, durable audit, detection on), "
+        f"limits from this run's bare {targets.FLOOR_STACK} forwarder"
+    )
+    if commit:
+        print(f"one durable commit: {durable_commit.describe(commit)}")
+    for line in targets.table_lines(verdicts):
+        print(f"  {line}")
 
 
 # ── the run ────────────────────────────────────────────────────────────────────────────────
@@ -540,14 +537,18 @@ def run(
             main_thread_of=main_thread,
             log=log,
         )
-        profile: dict[str, Any] = {}
+        profile = {}  # typed by the --profile-only branch above
         if profile_path is not None:
             log("profiling the gateway (py-spy, not a measured phase):")
             profile = profile_gateway(
                 children, plan, gw_target, gateway.pid, profile_path, log, profile_phase
             )
         children.stop(gateway, signal.SIGINT)  # graceful: the audit log is flushed and closed
-        summary = summarize(direct, through, hold, plan.hold_streams)
+        # Beside the audit database (same disk), on a quiet machine like every phase.
+        wait_for_quiet(max_wait_s=plan.quiet_max_wait_s)
+        commit = durable_commit.measure_commits(seeded.db_path.parent, plan.durable_commits)
+        log(f"durable commit: {durable_commit.describe(commit)}")
+        summary = summarize(direct, through, hold)
         summary["idle_cpu_ms_per_s"] = idle
         sent = sum(
             int(r.spec["warmup"]) + int(r.spec["requests"])
@@ -571,14 +572,20 @@ def run(
         )
     audit["calls_sent"] = sent
     rows: list[dict[str, Any]] = []
+    floor: dict[str, dict[str, float]] | None = None
     if stack_results:
         figs = stack_figures(stack_results)
+        floor = figs.get(targets.FLOOR_STACK)
         figs["garrison gateway"] = {**summary["gateway"], "hold": summary["hold"]}
         rows = stack_rows(summary["direct"], figs)
+    verdicts = judge_run(summary, floor, commit["p50"], plan.hold_streams)
     return {
         "machine": info,
         "plan": asdict(plan),
         "summary": summary,
+        "durable_commit": commit,
+        "targets": [v.to_json() for v in verdicts],
+        "verdicts": verdicts,
         "profile": profile,
         "audit_events": audit,
         "stack_rows": rows,
@@ -637,6 +644,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = replace(plan, stack_rounds=opts.stack_rounds)
     chosen = opts.stacks or ",".join(QUICK_STACKS if opts.quick else STACKS)
     stacks = [] if chosen == "none" else [s for s in chosen.split(",") if s]
+    if stacks and targets.FLOOR_STACK not in stacks:
+        # The targets' limits are computed from it: it runs whenever any forwarder does.
+        stacks.insert(0, targets.FLOOR_STACK)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="garrison-bench-", dir=opts.work_dir) as tmp:
         profile_path = opts.profile.resolve() if opts.profile else None
@@ -663,6 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["stack_rows"]:
         print("\nStack comparison: bare forwarders, no security (times in ms, added vs direct)")
         print_stack_table(report["stack_rows"])
+    print_targets(report.pop("verdicts"), report["durable_commit"])
     elapsed = time.monotonic() - started
     print(f"\nfinished in {elapsed:.0f} s")
     report["elapsed_s"] = elapsed
