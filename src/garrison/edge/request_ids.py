@@ -6,7 +6,6 @@ import itertools
 import os
 import uuid
 
-
 # The counter's bits that fit beside the variant, and the variant bits (RFC 4122: 0b10).
 _LOW_BITS = 0x3FFF_FFFF_FFFF_FFFF
 _VARIANT = 0x8000_0000_0000_0000
