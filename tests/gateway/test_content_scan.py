@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from garrison.detect.rules import load_rules, parse_rules
 from garrison.gateway.content import CONTENT_SCAN_CHUNK_CHARS, prompt_text, scan
@@ -541,3 +543,65 @@ async def test_gateway_flags_an_instruction_hidden_in_a_tool_definition(world: W
     assert allowed["data"]["content_flags"] == [EXTRACTION]
     # Flagged, never stored.
     assert b"reveal the system prompt" not in world.raw_audit()
+
+
+# ── the union prefilter ───────────────────────────────────────────────────────────────────
+# Words of the built-in patterns and around them: texts made of these hit, nearly hit and
+# miss the patterns in every combination.
+_WORDS = [
+    "synthesize",
+    "produce",
+    "weaponize",
+    "nerve",
+    "agent",
+    "sarin",
+    "vx",
+    "anthrax",
+    "ignore",
+    "all",
+    "previous",
+    "instructions",
+    "reveal",
+    "the",
+    "system",
+    "prompt",
+    "print",
+    "your",
+    "hidden",
+    "rules",
+    "a",
+    "gateway",
+    "load",
+    "test",
+    "\n",
+    ".",
+    "  ",
+]
+
+
+def _each_pattern(rules: tuple[tuple[str, Any], ...], text: str) -> list[str]:
+    """The scan's answer without the union: every pattern asked on its own."""
+    hit = {rule_id for rule_id, pattern in rules if pattern.search(text)}
+    return list(dict.fromkeys(rule_id for rule_id, _ in rules if rule_id in hit))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=40).map(" ".join))
+def test_the_union_prefilter_names_exactly_the_rules_each_pattern_would(text: str) -> None:
+    from garrison.gateway.content import _union
+
+    assert _union(BUILTIN) is not None  # the built-in patterns are searched through it
+    body = {"prompt": text}
+    assert scan(BUILTIN, body) == _each_pattern(BUILTIN, "\n".join(request_texts(body)))
+
+
+def test_the_union_keeps_each_patterns_inline_flags_its_own() -> None:
+    rules = parse_rules(
+        "rules:\n"
+        '  - {id: folded, title: F, level: low, detector: content, patterns: ["(?i)secret"]}\n'
+        '  - {id: exact, title: E, level: low, detector: content, patterns: ["ABC"]}\n'
+    ).content_patterns()
+    patterns = tuple(rules)
+    assert scan(patterns, {"prompt": "SECRET"}) == ["folded"]
+    assert scan(patterns, {"prompt": "abc"}) == []  # (?i) of the first does not reach ABC
+    assert scan(patterns, {"prompt": "ABC"}) == ["exact"]

@@ -6,8 +6,8 @@ One writer thread owns the database connection. Callers on the event loop hand i
   uses it for the event of an allowed call, *before* forwarding: if it raises
   ``AuditUnavailable`` the call is refused (fail closed).
 * ``log.append_later(event)`` queues the event without waiting (outcomes, refusals). It is
-  committed with the next urgent event or within ``AUDIT_LAZY_FLUSH_S``; a failed write is
-  retried, not dropped, while the queue has room.
+  committed with the next urgent event or within ``AUDIT_LAZY_FLUSH_S`` (the writer is not
+  woken for it); a failed write is retried, not dropped, while the queue has room.
 
 Everything pending is committed as one transaction, so N concurrent callers share one fsync.
 Directory changes reach the log through the audit outbox (``garrison.audit.sqlite_sink``):
@@ -51,9 +51,12 @@ AUDIT_BATCH_MAX = 2_000
 AUDIT_APPEND_TIMEOUT_S = 2.0
 # How often the watchdog looks for appends past their timeout (the timeout's resolution).
 AUDIT_WATCHDOG_S = 0.1
-# Non-urgent events ride along with the next urgent one, or are committed after this delay:
-# at concurrency 1 a call's outcome then shares the next call's fsync instead of adding one.
-AUDIT_LAZY_FLUSH_S = 0.005
+# Non-urgent events (outcomes, refusals) ride along with the next urgent event's commit, or
+# are committed this long after they were queued. The writer is not woken for them: at
+# concurrency 1 a call's outcome then costs neither a thread switch nor an fsync of its own
+# (it shares the next call's). What a crash can lose is an outcome of the last moment, which
+# the next start records as ``process_ended`` (the allowed record is always durable first).
+AUDIT_LAZY_FLUSH_S = 0.05
 # Pause after a failed write before retrying queued events, so a broken disk is not hammered.
 AUDIT_RETRY_BACKOFF_S = 0.2
 # While the log is known to be down, calls are refused at once (no 2 s wait each) and the
@@ -215,7 +218,8 @@ class AuditLog:
             if urgent:
                 self._urgent += 1
                 self._cv.notify()
-            elif len(self._pending) == 1:
+            elif len(self._pending) >= AUDIT_BATCH_MAX:
+                # A full batch of them (a flood of refusals): commit now, not at the flush.
                 self._cv.notify()
 
     # ── writer thread ──────────────────────────────────────────────────────────────────────

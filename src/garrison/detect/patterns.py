@@ -17,6 +17,7 @@ Patterns are normalised like the text before compiling (``textnorm.normalise``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import re2
@@ -62,4 +63,20 @@ def compile_pattern(pattern: str) -> Matcher:
             f"engine (RE2): {reason} (RE2 refuses backreferences and lookaround, which can "
             "backtrack catastrophically, and programs over its memory bound)"
         ) from None
+    return compiled
+
+
+def compile_union(matchers: Sequence[Matcher]) -> Matcher | None:
+    """One pattern that matches a text wherever any of ``matchers`` does (an unanchored
+    alternation, each alternative in its own group so its inline flags stay its own), or
+    None when there is nothing to gain or it cannot be built (fewer than two patterns, a
+    pattern not compiled here). The scan searches it first: a text none of the patterns
+    matches (the common case) then costs one search instead of one per pattern."""
+    if len(matchers) < 2 or not all(isinstance(m, re2._Regexp) for m in matchers):
+        return None
+    union = "|".join(f"(?:{m.pattern})" for m in matchers)  # type: ignore[attr-defined]
+    try:
+        compiled: Matcher = re2.compile(union, options=_options())
+    except re2.error:
+        return None
     return compiled

@@ -12,12 +12,13 @@ to scan whole is refused (``ContentUncheckable``), never forwarded half-read.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from garrison.detect import textnorm
-from garrison.detect.patterns import Matcher
+from garrison.detect.patterns import Matcher, compile_union
 from garrison.gateway.content_fields import ContentUncheckable, request_texts
 
 # ``scan`` raises ContentUncheckable; callers import both from here.
@@ -97,6 +98,11 @@ def _token_ids(prompt: Any) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4)  # a rule set lives until the rules change: a few at most
+def _union(rules: tuple[tuple[str, Matcher], ...]) -> Matcher | None:
+    return compile_union([pattern for _, pattern in rules])
+
+
 def scan(
     rules: tuple[tuple[str, Matcher], ...],
     body: dict[str, Any],
@@ -121,9 +127,12 @@ def scan(
     started = clock()
     rule_ids = {rule_id for rule_id, _ in rules}
     hit: set[str] = set()
+    any_of = _union(rules)
     for n, window in enumerate(windows(_segments(texts))):
         if n and clock() - started > CONTENT_SCAN_BUDGET_S:
             raise ContentUncheckable(f"content scan over {CONTENT_SCAN_BUDGET_S} s")
+        if any_of is not None and any_of.search(window) is None:
+            continue  # no pattern matches this window: no need to ask each
         for rule_id, pattern in rules:
             if rule_id not in hit and pattern.search(window):
                 hit.add(rule_id)

@@ -47,6 +47,7 @@ class LogFeed:
         self.dropped = 0  # events the queue had no room for (read from the log instead)
         self.behind = False  # the last read of the log was a full one
         self._gap_since: float | None = None
+        self._stopped = False  # a STOP was taken while draining: the next take returns None
 
     # ── the audit writer's side ───────────────────────────────────────────────────────────
     def offer(self, first_index: int, events: Sequence[AuditEvent]) -> None:
@@ -75,7 +76,7 @@ class LogFeed:
         log has them). Returns whether a ``STOP`` was among them."""
         self.cursor = cursor
         self._gap_since = None
-        stop = False
+        stop, self._stopped = self._stopped, False
         try:
             while True:
                 stop = self._queue.get_nowait() is STOP or stop
@@ -86,14 +87,27 @@ class LogFeed:
         """The next items from the cursor on: a queued batch (after the log rows before it),
         else, after ``timeout`` with nothing queued, rows from the log; ``None`` after
         ``wake``."""
+        if self._stopped:
+            return None
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
             return self.from_log(CATCHUP_BATCH)
         if item is STOP:
             return None
-        first, events = item
-        return self.from_batch(first, events)
+        items = self.from_batch(*item)
+        # And every batch queued behind it (up to a catch-up's worth): one wake-up judges
+        # all the commits since the last.
+        while len(items) < CATCHUP_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is STOP:
+                self._stopped = True  # the next take returns None
+                break
+            items += self.from_batch(*item)
+        return items
 
     def queued(self) -> list[Item]:
         """Everything queued now, without waiting (at stop)."""

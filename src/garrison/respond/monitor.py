@@ -78,6 +78,11 @@ DETECT_STANDBY_POLL_S = 0.5
 # How long the worker waits on its own feed before it reads the log for other processes'
 # rows: how late another replica's events are judged at most, for one indexed read.
 DETECT_POLL_S = 0.25
+# After judging what its own process committed, the worker waits this long before it takes
+# more, so the commits of that time are judged together after one wake-up (at concurrency 1
+# every call's commit would otherwise wake the thread and contend for the interpreter with
+# the calls). Detection of this process's events is at most this much later.
+DETECT_LINGER_S = 0.02
 # After a failed commit (the database away), the worker restores its last stored state and
 # tries again after this pause.
 DETECT_RETRY_S = 1.0
@@ -290,6 +295,8 @@ class Monitor:
             self._commit([])
         elif now - self._last_renew >= DETECT_RENEW_S:
             self._renew()
+        if items and not self.feed.behind:
+            self._stopping.wait(DETECT_LINGER_S)
 
     def _judge(self, items: list[Item]) -> None:
         """Run the detectors over a range (in memory); commit at once if it found anything."""
