@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 
 from garrison.audit import ENCODING_VERSION, AuditEvent, EventName, decode
 from garrison.audit.sqlite_sink import SqliteAuditSink
-from garrison.audit.writer import AuditLog
+from garrison.audit.writer import (
+    AUDIT_BATCH_MAX,
+    AUDIT_LAZY_FLUSH_S,
+    AUDIT_OUTBOX_POLL_S,
+    AuditLog,
+)
 from garrison.errors import AuditRecordInvalid, AuditUnavailable
 from garrison.store import make_engine, migrate
 
@@ -302,3 +307,64 @@ def test_the_spliced_record_is_the_whole_record_for_any_event(
         data=data,
     )
     assert event.prepare().encode(index) == _whole_record(event, index)
+
+
+# ── outcomes ride along (AUDIT_LAZY_FLUSH_S) ──────────────────────────────────────────────
+class FrozenClock:
+    """The writer's monotonic clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _until(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the wait"
+        await asyncio.sleep(0.005)
+
+
+async def test_an_outcome_waits_for_the_next_urgent_event_and_shares_its_commit() -> None:
+    sink, clock = FlakySink(), FrozenClock()
+    log = AuditLog(sink, monotonic=clock)
+    log.start()
+    try:
+        log.append_later(_event(1, EventName.REQUEST_COMPLETED))
+        # The clock has not moved past the flush delay: the writer was not woken for it,
+        # and its idle ticks (every AUDIT_OUTBOX_POLL_S) leave it queued.
+        await asyncio.sleep(4 * AUDIT_OUTBOX_POLL_S)
+        assert sink.batches == []
+        await log.append(_event(2))
+        assert [[e.request_id for e in b] for b in sink.batches] == [["r1", "r2"]]
+    finally:
+        log.close()
+
+
+async def test_an_outcome_alone_is_committed_once_the_flush_delay_has_passed() -> None:
+    sink, clock = FlakySink(), FrozenClock()
+    log = AuditLog(sink, monotonic=clock)
+    log.start()
+    try:
+        log.append_later(_event(1, EventName.REQUEST_COMPLETED))
+        await asyncio.sleep(2 * AUDIT_OUTBOX_POLL_S)
+        assert sink.batches == []
+        clock.now += AUDIT_LAZY_FLUSH_S
+        await _until(lambda: bool(sink.batches))  # at the writer's next tick at the latest
+        assert [e.request_id for e in sink.written] == ["r1"]
+    finally:
+        log.close()
+
+
+async def test_a_full_batch_of_outcomes_is_committed_without_waiting() -> None:
+    sink, clock = FlakySink(), FrozenClock()
+    log = AuditLog(sink, monotonic=clock)
+    log.start()
+    try:
+        for i in range(AUDIT_BATCH_MAX):
+            log.append_later(_event(i, EventName.REQUEST_DENIED))
+        await _until(lambda: len(sink.written) == AUDIT_BATCH_MAX)  # the clock never moved
+    finally:
+        log.close()

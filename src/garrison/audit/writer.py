@@ -227,7 +227,9 @@ class AuditLog:
         """The next batch; ``[]`` when idle long enough that a checkpoint is due."""
         with self._cv:
             while True:
-                if self._pending and (self._urgent or self._closing):
+                if self._pending and (
+                    self._urgent or self._closing or len(self._pending) >= AUDIT_BATCH_MAX
+                ):
                     break
                 if self._pending:
                     remaining = self._oldest + AUDIT_LAZY_FLUSH_S - self._monotonic()
