@@ -392,6 +392,29 @@ def test_a_batch_ahead_of_the_cursor_reads_the_rows_before_it_from_the_log(db: D
     assert feed.from_batch(head, own) == []  # already taken: skipped
 
 
+def test_one_take_judges_every_batch_queued_since_the_last(db: Db) -> None:
+    """The worker lingers DETECT_LINGER_S after judging; the commits of that time are then
+    taken together (one wake-up), in order, and a stop queued among them still stops."""
+    now = time.time()
+    with db.engine.connect() as conn:
+        head = detector_state.head(conn)
+    feed = LogFeed(db.engine)
+    feed.restart(head)
+    feed.offer(head, [refused("a", now)])
+    feed.offer(head + 1, [refused("b", now), refused("c", now)])
+    feed.offer(head + 3, [refused("d", now)])
+    items = feed.take(0.01)
+    assert items is not None
+    assert [seq for seq, _ in items] == [head + 1, head + 2, head + 3, head + 4]
+    assert [o.key for _, o in items if o is not None] == ["a", "b", "c", "d"]
+    feed.offer(head + 4, [refused("e", now)])
+    feed.wake()
+    feed.offer(head + 5, [refused("f", now)])
+    items = feed.take(0.01)
+    assert items is not None and [o.key for _, o in items if o is not None] == ["e"]
+    assert feed.take(0.01) is None  # the stop taken while draining
+
+
 def test_a_missing_row_is_waited_for_then_stepped_over(
     db: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
