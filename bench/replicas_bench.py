@@ -422,10 +422,16 @@ def run(plan: RunPlan, work: Path, log: Callable[[str], None], *, detect: bool) 
                 asyncio.run(seed_group(group, mocks.fast_base, fast_port))
             log(f"targets up in {time.monotonic() - started:.0f} s")
             measured = measure_rounds(children, plan, mocks, groups, servers, log, started)
+        except RunTimeLimit:
+            raise
         except Exception:
             for child in (c for g in groups for c in g.replicas):
                 log(f"--- {child.name}: end of its log ---\n{child.log_tail()}")
             raise
+        finally:
+            # The time limit ends the measuring only: stopping the processes and dropping
+            # the databases (which waits for a checkpoint) are never cut short.
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for group in groups:  # graceful: the audit writers flush and close
             for child in group.replicas:
                 children.stop(child, signal.SIGINT)
