@@ -462,8 +462,10 @@ def run(plan: RunPlan, work: Path, log: Callable[[str], None], *, detect: bool) 
 
 def print_report(report: Mapping[str, Any]) -> None:
     d = report["direct"]
+    rounds = min(t["rounds"] for t in report["targets"].values())
     print(
-        f"\ndirect to the mock: c=1 p50 {d['nonstream_c1']['p50']:.3f} ms, "
+        f"\nmedians of {rounds} round(s); direct to the mock: "
+        f"c=1 p50 {d['nonstream_c1']['p50']:.3f} ms, "
         f"p99 {d['nonstream_c1']['p99']:.3f} ms; c=32 {d['nonstream_c32']['rps']:.0f} calls/s"
     )
     header = (
