@@ -73,6 +73,9 @@ class LoadSpec:
     deadline_s: float = 120.0  # the whole run (warm-up and measured phase) stops by then
     ramp_batch: int = 100  # hold mode: streams opened per batch
     ramp_interval_s: float = 0.02  # hold mode: pause between batches
+    # More URLs of the same service (replicas): each call goes to the next of ``url`` and
+    # these in turn, as a round-robin HTTP load balancer sends them.
+    spread_urls: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -81,7 +84,13 @@ class LoadSpec:
 
     @classmethod
     def from_json(cls, text: str) -> LoadSpec:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        data["spread_urls"] = tuple(data.get("spread_urls", ()))
+        return cls(**data)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.spread_urls)
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -113,6 +122,8 @@ class _Run:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
         self.body = spec.body.encode()
+        self.urls = spec.urls
+        self.sent = 0  # calls started: the next one goes to urls[sent % len(urls)]
         self.headers = {"content-type": "application/json", **spec.headers}
         self.latencies: list[int] = []
         self.ttft: list[int] = []
@@ -133,10 +144,12 @@ class _Run:
     async def one(self, session: Any, record: bool) -> None:
         import aiohttp
 
+        url = self.urls[self.sent % len(self.urls)]
+        self.sent += 1
         started = time.perf_counter_ns()
         first: int | None = None
         try:
-            async with session.post(self.spec.url, data=self.body, headers=self.headers) as resp:
+            async with session.post(url, data=self.body, headers=self.headers) as resp:
                 if resp.status != 200:
                     self._error(f"status {resp.status}: {(await resp.read())[:200]!r}")
                     return
@@ -214,8 +227,9 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
     import aiohttp
 
     run = _Run(spec)
-    pool = max(spec.concurrency, spec.requests if spec.hold else 0)
-    connector = aiohttp.TCPConnector(limit=pool, limit_per_host=pool, keepalive_timeout=120)
+    per_host = max(spec.concurrency, spec.requests if spec.hold else 0)
+    pool = per_host * len(spec.urls)  # every replica may hold a kept-alive connection per worker
+    connector = aiohttp.TCPConnector(limit=pool, limit_per_host=per_host, keepalive_timeout=120)
     timeout = aiohttp.ClientTimeout(total=spec.request_timeout_s)
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, auto_decompress=False
@@ -227,7 +241,7 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
         run.spec = warm_spec
         run.max_open = 0
         warm_errors = run.errors
-        emit({"event": "warm", "errors": warm_errors})
+        emit({"event": "warm", "errors": warm_errors, "error_samples": run.error_samples})
         line = await asyncio.to_thread(sys.stdin.readline)
         if line.strip() != "go":
             return {"event": "result", "aborted": True}
@@ -350,6 +364,22 @@ def main_thread_cpu_ticks(pid: int) -> int:
     text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
+
+
+def pid_cpu_ticks(pids: Sequence[int]) -> dict[int, int]:
+    """CPU ticks of each of ``pids`` still alive."""
+    out = {}
+    for p in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            out[p] = cpu_ticks(p)
+    return out
+
+
+def group_cpu_ticks(before: Mapping[int, int], pids_now: Sequence[int]) -> int:
+    """Ticks a changing set of processes spent since ``before`` (pid -> ticks then): a
+    process first seen now counts from its start, one gone since is lost from the figure."""
+    now = pid_cpu_ticks(pids_now)
+    return sum(t - before.get(p, 0) for p, t in now.items())
 
 
 def tree_cpu_ticks(pid: int) -> int:
@@ -612,10 +642,13 @@ def run_phase(
     rss_of: int | None = None,
     main_thread_of: Mapping[str, int] | None = None,
     quiet_max_wait_s: float = QUIET_MAX_WAIT_S,
+    groups: Mapping[str, Callable[[], Sequence[int]]] | None = None,
 ) -> PhaseResult:
     """Run one load generator process and account the CPU of ``watch`` (name -> pid) over its
     measured phase. ``rss_of``: sample that process tree's memory while streams are held.
-    ``main_thread_of`` (name -> pid): also account those processes' main threads alone."""
+    ``main_thread_of`` (name -> pid): also account those processes' main threads alone.
+    ``groups`` (name -> a function listing pids): processes found anew at each reading, such
+    as the database server processes serving a gateway; see ``group_cpu_ticks``."""
     idle_before = wait_for_quiet(max_wait_s=quiet_max_wait_s)
     loadgen = children.spawn(
         f"loadgen-{name}", python_module("bench.loadgen", "--spec", spec.to_json()), pipes=True
@@ -644,6 +677,7 @@ def run_phase(
             return out
 
         before = ticks()
+        groups_before = {k: pid_cpu_ticks(list_pids()) for k, list_pids in (groups or {}).items()}
         busy_before = machine_busy_ticks()
         t0 = time.perf_counter_ns()
         with sampler as sampling:
@@ -655,6 +689,8 @@ def run_phase(
                 rss["held_open"] = float(event.get("open", 0))
                 event = lines.next_event(deadline)
         after = ticks()
+        for k, list_pids in (groups or {}).items():
+            before[k], after[k] = 0, group_cpu_ticks(groups_before[k], list_pids())
         busy_ms = (machine_busy_ticks() - busy_before) * 1000.0 / CLK_TCK
         wall_s = (time.perf_counter_ns() - t0) / 1e9
         if rss_of is not None:
@@ -668,7 +704,7 @@ def run_phase(
         children.stop(loadgen)
     ok = max(int(event.get("ok", 0)), 1)
     cpu_ms = {k: (after[k] - before[k]) * 1000.0 / CLK_TCK for k in before}
-    processes_ms = sum(v for k, v in cpu_ms.items() if k in pids)
+    processes_ms = sum(v for k, v in cpu_ms.items() if k in pids or k in (groups or {}))
     return PhaseResult(
         name=name,
         spec={k: v for k, v in asdict(spec).items() if k not in ("body", "headers")},

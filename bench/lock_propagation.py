@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -69,7 +70,9 @@ RECOVER_S = 10.0
 
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
-    name = f"garrison_bench_{os.getpid()}_{int(time.time())}"
+    """A new database ``garrison_bench_<random>`` on ``ADMIN_URL`` for one run; dropped on
+    the way out, whatever ended the run (its sessions are ended first). Yields its URL."""
+    name = f"garrison_bench_{secrets.token_hex(6)}"
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -115,7 +118,11 @@ class CommitClock:
         self._conn.close()
 
 
-def write_config(root: Path, url: str, key_dir: Path) -> Path:
+def write_config(
+    root: Path, url: str, key_dir: Path, *, detect: bool = False, extra: str = ""
+) -> Path:
+    """A replica's config: the shared database and key files, any port (``GARRISON_PORT``
+    sets it), no metrics listener; detection off unless ``detect``; ``extra`` TOML after."""
     path = root / "garrison.toml"
     path.write_text(
         "[gateway]\n"
@@ -125,9 +132,9 @@ def write_config(root: Path, url: str, key_dir: Path) -> Path:
         f'database_url = "{url}"\n'
         f'key_dir = "{key_dir}"\n\n'
         "[detect]\n"
-        "enabled = false\n\n"
+        f"enabled = {'true' if detect else 'false'}\n\n"
         "[metrics]\n"
-        'listen = ""\n'
+        'listen = ""\n' + extra
     )
     path.chmod(0o600)
     return path
@@ -212,66 +219,95 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def rounds(
-    bases: list[str], admin_key: str, up_port: int, n: int, clock: CommitClock | None
-) -> dict[str, Any]:
+async def seed(
+    session: aiohttp.ClientSession, bases: list[str], admin_key: str, up_port: int
+) -> str:
+    """Through replica A's admin API: the models ``m`` and ``m-slow`` on the mock at
+    ``up_port`` and the service account ``svc``; returns its key once every replica takes it."""
     a = bases[0]
-    async with aiohttp.ClientSession() as session:
-        upstream = f"http://127.0.0.1:{up_port}/v1"
-        for name, model in (("m", "mock-small"), ("m-slow", "slow-stream")):
-            body = {"name": name, "upstream_url": upstream, "upstream_model": model}
-            await admin(session, a, admin_key, "POST", "/models", body | {"auth_style": "none"})
-        await admin(
+    upstream = f"http://127.0.0.1:{up_port}/v1"
+    for name, model in (("m", "mock-small"), ("m-slow", "slow-stream")):
+        body = {"name": name, "upstream_url": upstream, "upstream_model": model}
+        await admin(session, a, admin_key, "POST", "/models", body | {"auth_style": "none"})
+    await admin(
+        session,
+        a,
+        admin_key,
+        "POST",
+        "/principals",
+        {"name": "svc", "org": "internal", "kind": "service"},
+    )
+    key: str = (await admin(session, a, admin_key, "POST", "/keys", {"principal": "svc"}))["key"]
+    for base in bases:
+        if await until_status(session, base, key, 200, time.perf_counter(), RECOVER_S) > 9:
+            raise RuntimeError(f"{base} never learnt the key")
+    return key
+
+
+async def lock_rounds(
+    session: aiohttp.ClientSession,
+    bases: list[str],
+    admin_key: str,
+    key: str,
+    n: int,
+    clock: CommitClock | None,
+) -> dict[str, list[float]]:
+    """``n`` rounds (lock through A, refusal and cut elsewhere, lift); the samples in seconds.
+    With one replica, A is also where the stream runs and the refusal is probed."""
+    a = bases[0]
+    others = bases[1:] or bases[:1]
+    samples: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "refused_on_others",
+            "refused_on_all_others",
+            "stream_cut_on_b",
+            "admin_call_answered_on_a",
+            "commit_to_refused_on_others",
+            "commit_to_stream_cut_on_b",
+        )
+    }
+    for _ in range(n):
+        stream = await open_stream(session, others[0], key)
+        t0 = time.perf_counter()
+        lock_call = admin(
             session,
             a,
             admin_key,
             "POST",
-            "/principals",
-            {"name": "svc", "org": "internal", "kind": "service"},
+            "/locks",
+            {"kind": "principal", "target": "svc", "reason": "bench"},
         )
-        key = (await admin(session, a, admin_key, "POST", "/keys", {"principal": "svc"}))["key"]
+        lock, cut_s, *refused = await asyncio.gather(
+            timed(lock_call, t0, samples["admin_call_answered_on_a"]),
+            until_cut(stream, t0),
+            *(until_status(session, b, key, 403, t0, ROUND_TIMEOUT_S) for b in others),
+        )
+        samples["stream_cut_on_b"].append(cut_s)
+        samples["refused_on_others"].extend(refused)
+        samples["refused_on_all_others"].append(max(refused))
+        committed = await clock.heard_after(t0) if clock is not None else None
+        if committed is not None:
+            samples["commit_to_refused_on_others"].extend(t0 + x - committed for x in refused)
+            samples["commit_to_stream_cut_on_b"].append(t0 + cut_s - committed)
+        await admin(session, a, admin_key, "POST", f"/locks/{lock['id']}/lift", {"reason": "x"})
         for base in bases:
-            if await until_status(session, base, key, 200, time.perf_counter(), RECOVER_S) > 9:
-                raise RuntimeError(f"{base} never learnt the key")
-        refused: list[float] = []
-        cut: list[float] = []
-        answered: list[float] = []
-        after_commit: list[float] = []
-        cut_after_commit: list[float] = []
-        for _ in range(n):
-            stream = await open_stream(session, bases[1], key)
-            t0 = time.perf_counter()
-            lock_call = admin(
-                session,
-                a,
-                admin_key,
-                "POST",
-                "/locks",
-                {"kind": "principal", "target": "svc", "reason": "bench"},
-            )
-            lock, cut_s, *others = await asyncio.gather(
-                timed(lock_call, t0, answered),
-                until_cut(stream, t0),
-                *(until_status(session, b, key, 403, t0, ROUND_TIMEOUT_S) for b in bases[1:]),
-            )
-            cut.append(cut_s)
-            refused.extend(others)
-            committed = await clock.heard_after(t0) if clock is not None else None
-            if committed is not None:
-                after_commit.extend(t0 + x - committed for x in others)
-                cut_after_commit.append(t0 + cut_s - committed)
-            await admin(session, a, admin_key, "POST", f"/locks/{lock['id']}/lift", {"reason": "x"})
-            for base in bases:
-                await until_status(session, base, key, 200, time.perf_counter(), RECOVER_S)
-    figures = {
-        "refused_on_others": summary(refused),
-        "stream_cut_on_b": summary(cut),
-        "admin_call_answered_on_a": summary(answered),
-    }
-    if after_commit:
-        figures["commit_to_refused_on_others"] = summary(after_commit)
-        figures["commit_to_stream_cut_on_b"] = summary(cut_after_commit)
-    return figures
+            await until_status(session, base, key, 200, time.perf_counter(), RECOVER_S)
+    return samples
+
+
+def lock_figures(samples: dict[str, list[float]]) -> dict[str, Any]:
+    """p50/p99/max of each figure that has samples."""
+    return {k: summary(v) for k, v in samples.items() if v}
+
+
+async def rounds(
+    bases: list[str], admin_key: str, up_port: int, n: int, clock: CommitClock | None
+) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        key = await seed(session, bases, admin_key, up_port)
+        samples = await lock_rounds(session, bases, admin_key, key, n, clock)
+    return lock_figures(samples)
 
 
 async def measure(rounds_n: int, replicas: int, sqlite: bool, root: Path) -> dict[str, Any]:

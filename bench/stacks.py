@@ -120,6 +120,7 @@ class Target:
     headers: Mapping[str, str]
     hold_base: str | None = None  # base URL whose chat path reaches the hold mock
     hold_model: str | None = None
+    more_bases: tuple[str, ...] = ()  # other replicas: calls go to each base in turn
 
 
 @dataclass
@@ -183,7 +184,11 @@ PhaseFn = Callable[[str, LoadSpec, dict[str, int], int | None], PhaseResult]
 def phase_specs(plan: Plan, target: Target) -> list[tuple[str, LoadSpec]]:
     """The three load phases against one target: non-streaming c=1 and c=32, streaming c=32."""
     url = target.base + CHAT_PATH
-    common: dict[str, Any] = {"url": url, "headers": dict(target.headers)}
+    common: dict[str, Any] = {
+        "url": url,
+        "headers": dict(target.headers),
+        "spread_urls": tuple(base + CHAT_PATH for base in target.more_bases),
+    }
     return [
         (
             "nonstream_c1",
@@ -248,10 +253,15 @@ def measure(
     reset: Sequence[str] = (),
     main_thread_of: Mapping[str, int] | None = None,
     log: Callable[[str], None] = print,
+    phases: Sequence[str] | None = None,
+    groups: Mapping[str, Callable[[], Sequence[int]]] | None = None,
 ) -> dict[str, PhaseResult]:
-    """Run the three load phases against ``target``; CPU is read for every ``watch`` pid."""
+    """Run the load phases (all three, or those named in ``phases``) against ``target``; CPU
+    is read for every ``watch`` pid and every ``groups`` process set (``run_phase``)."""
     results: dict[str, PhaseResult] = {}
     for phase, spec in phase_specs(plan, target):
+        if phases is not None and phase not in phases:
+            continue
         for base in reset:
             reset_mock(base)
         result = run_phase(
@@ -261,6 +271,7 @@ def measure(
             watch,
             main_thread_of=main_thread_of,
             quiet_max_wait_s=plan.quiet_max_wait_s,
+            groups=groups,
         )
         log(f"  {target.name:<14} {phase:<14} {describe(result)}")
         results[phase] = result
