@@ -605,3 +605,67 @@ def test_the_union_keeps_each_patterns_inline_flags_its_own() -> None:
     assert scan(patterns, {"prompt": "SECRET"}) == ["folded"]
     assert scan(patterns, {"prompt": "abc"}) == []  # (?i) of the first does not reach ABC
     assert scan(patterns, {"prompt": "ABC"}) == ["exact"]
+
+
+def _custom(*patterns: str) -> tuple[tuple[str, Any], ...]:
+    """An operator's content rules, one per pattern (ids r0, r1, …), as the rules file loads
+    them."""
+    lines = "".join(
+        f"  - {{id: r{n}, title: R, level: low, detector: content, patterns: [{quoted}]}}\n"
+        for n, quoted in enumerate(orjson.dumps(p).decode() for p in patterns)
+    )
+    return tuple(parse_rules("rules:\n" + lines).content_patterns())
+
+
+def test_a_quoted_literal_left_open_does_not_swallow_the_rules_after_it() -> None:
+    """``\\Q…`` without ``\\E`` quotes to the end of its pattern. In the union it must not
+    quote the rest of the union: a later rule's ``\\E`` would close it there, and the first
+    rule would then never match (its text read as ``project-x)|(?:…``)."""
+    rules = _custom("\\Qproject-x", "\\Qexample.com\\E/admin", "zzz")
+    assert scan(rules, {"prompt": "tell me about project-x"}) == ["r0"]
+    assert scan(rules, {"prompt": "open example.com/admin"}) == ["r1"]
+    assert scan(rules, {"prompt": "zzz"}) == ["r2"]
+
+
+_OPERATOR_PATTERNS = [
+    "\\Qa.b",
+    "\\Qa)|(?:b\\E",
+    "(?i)ab",
+    "(?m)^b$",
+    "^a",
+    "b\\z",
+    "\\Aab",
+    "(?P<x>a+)b",
+    "(?P<x>b)a",
+    "a|b\\Q)",
+    "[)]b",
+    "(?s)a.b",
+    "(?U)a+?",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(_OPERATOR_PATTERNS), min_size=2, max_size=6, unique=True),
+    st.text(alphabet="ab.)|(?:\\QE\n", max_size=20),
+)
+def test_the_union_names_exactly_the_operator_rules_each_pattern_would(
+    patterns: list[str], text: str
+) -> None:
+    """Operator patterns with quoting, flags, anchors and named groups in any combination:
+    the union never hides a rule that matches on its own."""
+    rules = _custom(*patterns)
+    body = {"prompt": text}
+    assert scan(rules, body) == _each_pattern(rules, "\n".join(request_texts(body)))
+
+
+def test_a_union_whose_dfa_runs_out_of_memory_still_finds_the_match() -> None:
+    """Patterns whose DFA grows exponentially (``[ab]*a[ab]{n}…``) fill the union's DFA
+    cache on a/b text: RE2 must fall back to its NFA, never answer "no match"."""
+    from garrison.gateway.content import _union
+
+    rules = _custom(*(f"[ab]*a[ab]{{{n}}}c{n}" for n in range(10, 30)))
+    assert _union(rules) is not None
+    noise = "ab" * 15_000
+    text = noise + "a" + "ab" * 10 + "bb" + "c22" + noise
+    assert scan(rules, {"prompt": text}) == ["r12"]
