@@ -630,6 +630,9 @@ def test_a_quoted_literal_left_open_does_not_swallow_the_rules_after_it() -> Non
 _OPERATOR_PATTERNS = [
     "\\Qa.b",
     "\\Qa)|(?:b\\E",
+    "\\Qb\\",
+    "x\\Q",
+    "\\\\Q(a)",
     "(?i)ab",
     "(?m)^b$",
     "^a",

@@ -95,8 +95,12 @@ def _alternative(pattern: str) -> str | None:
     ``)`` and its inline flags ended there. The one construct that would carry on past it is
     a quote left open (``\\Q…`` without ``\\E`` quotes to the end of the pattern): in the
     union it would quote the ``)|(?:`` after it and the next patterns up to some ``\\E``, and
-    the rule would never match. Such a pattern has its quote closed first.
+    the rule would never match. Such a pattern has its quote closed first. (Only a pattern
+    holding ``\\Q`` can end inside a quote: the others are not compiled again, which would
+    also crowd RE2's cache of compiled patterns, the one body workers unpickle rules from.)
     """
+    if "\\Q" not in pattern:
+        return f"(?:{pattern})"
     for candidate in (f"(?:{pattern})", f"(?:{pattern}\\E)"):
         try:
             re2.compile(candidate, options=_options())
