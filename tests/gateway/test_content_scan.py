@@ -8,7 +8,9 @@ instruction hidden in a tool definition.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,7 +22,8 @@ from hypothesis import strategies as st
 from garrison.detect.rules import load_rules, parse_rules
 from garrison.gateway.content import CONTENT_SCAN_CHUNK_CHARS, prompt_text, scan
 from garrison.gateway.content_fields import request_texts
-from tests.support.world import World
+from garrison.server import Gateway
+from tests.support.world import World, start_world, stop_world
 
 BUILTIN = tuple(load_rules(None).content_patterns())
 HIGH_RISK = "prompt-high-risk-capability"
@@ -647,10 +650,14 @@ _OPERATOR_PATTERNS = [
 ]
 
 
+# Pieces of text those patterns match, nearly match, or hold as quoted syntax.
+_OPERATOR_TEXT = ["a", "b", "A", ".", "a.b", ")", "|", "(?:", "a)|(?:b", "\\", "Q", "x", "\n"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(st.sampled_from(_OPERATOR_PATTERNS), min_size=2, max_size=6, unique=True),
-    st.text(alphabet="ab.)|(?:\\QE\n", max_size=20),
+    st.lists(st.sampled_from(_OPERATOR_TEXT), max_size=8).map("".join),
 )
 def test_the_union_names_exactly_the_operator_rules_each_pattern_would(
     patterns: list[str], text: str
@@ -672,3 +679,40 @@ def test_a_union_whose_dfa_runs_out_of_memory_still_finds_the_match() -> None:
     noise = "ab" * 15_000
     text = noise + "a" + "ab" * 10 + "bb" + "c22" + noise
     assert scan(rules, {"prompt": text}) == ["r12"]
+
+
+async def test_gateway_flags_an_operators_rule_quoting_a_literal_left_open(
+    tmp_path: Path,
+) -> None:
+    """End to end: an operator's rules file where one rule quotes a literal without closing
+    it and a later one closes its quote; a prompt naming the first is flagged by it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {id: project-x, title: P, level: high, detector: content,"
+        ' patterns: ["\\\\Qproject-x"]}\n'
+        "  - {id: admin-host, title: H, level: low, detector: content,"
+        ' patterns: ["\\\\Qexample.com\\\\E/admin"]}\n'
+    )
+    world = await start_world(tmp_path)
+    try:
+        await world.gateway.stop()
+        world.settings = dataclasses.replace(world.settings, rules_path=rules)
+        world.gateway = Gateway(world.settings)
+        await world.gateway.start()
+        body = {"model": "assistant", "messages": [user("tell me all about project-x")]}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                world.base + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {world.keys['carol']}"},
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.read()
+            request_id = resp.headers["x-request-id"]
+        await world.settle()
+        (allowed,) = [e for e in world.events("request.allowed") if e["request_id"] == request_id]
+        assert allowed["data"]["content_flags"] == ["project-x"]
+    finally:
+        await stop_world(world)
