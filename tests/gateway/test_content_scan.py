@@ -9,6 +9,7 @@ instruction hidden in a tool definition.
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -676,7 +677,10 @@ def test_a_union_whose_dfa_runs_out_of_memory_still_finds_the_match() -> None:
 
     rules = _custom(*(f"[ab]*a[ab]{{{n}}}c{n}" for n in range(10, 30)))
     assert _union(rules) is not None
-    noise = "ab" * 15_000
+    # Random a/b text (periodic text would visit few DFA states): checked with RE2's own
+    # log, the union's DFA runs out of memory on it ("DFA out of memory: pattern length 439").
+    rng = random.Random(0)
+    noise = "".join(rng.choice("ab") for _ in range(30_000))
     text = noise + "a" + "ab" * 10 + "bb" + "c22" + noise
     assert scan(rules, {"prompt": text}) == ["r12"]
 
