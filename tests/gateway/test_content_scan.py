@@ -8,7 +8,10 @@ instruction hidden in a tool definition.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,7 +23,8 @@ from hypothesis import strategies as st
 from garrison.detect.rules import load_rules, parse_rules
 from garrison.gateway.content import CONTENT_SCAN_CHUNK_CHARS, prompt_text, scan
 from garrison.gateway.content_fields import request_texts
-from tests.support.world import World
+from garrison.server import Gateway
+from tests.support.world import World, start_world, stop_world
 
 BUILTIN = tuple(load_rules(None).content_patterns())
 HIGH_RISK = "prompt-high-risk-capability"
@@ -605,3 +609,114 @@ def test_the_union_keeps_each_patterns_inline_flags_its_own() -> None:
     assert scan(patterns, {"prompt": "SECRET"}) == ["folded"]
     assert scan(patterns, {"prompt": "abc"}) == []  # (?i) of the first does not reach ABC
     assert scan(patterns, {"prompt": "ABC"}) == ["exact"]
+
+
+def _custom(*patterns: str) -> tuple[tuple[str, Any], ...]:
+    """An operator's content rules, one per pattern (ids r0, r1, …), as the rules file loads
+    them."""
+    lines = "".join(
+        f"  - {{id: r{n}, title: R, level: low, detector: content, patterns: [{quoted}]}}\n"
+        for n, quoted in enumerate(orjson.dumps(p).decode() for p in patterns)
+    )
+    return tuple(parse_rules("rules:\n" + lines).content_patterns())
+
+
+def test_a_quoted_literal_left_open_does_not_swallow_the_rules_after_it() -> None:
+    """``\\Q…`` without ``\\E`` quotes to the end of its pattern. In the union it must not
+    quote the rest of the union: a later rule's ``\\E`` would close it there, and the first
+    rule would then never match (its text read as ``project-x)|(?:…``)."""
+    rules = _custom("\\Qproject-x", "\\Qexample.com\\E/admin", "zzz")
+    assert scan(rules, {"prompt": "tell me about project-x"}) == ["r0"]
+    assert scan(rules, {"prompt": "open example.com/admin"}) == ["r1"]
+    assert scan(rules, {"prompt": "zzz"}) == ["r2"]
+
+
+_OPERATOR_PATTERNS = [
+    "\\Qa.b",
+    "\\Qa)|(?:b\\E",
+    "\\Qb\\",
+    "x\\Q",
+    "\\\\Q(a)",
+    "(?i)ab",
+    "(?m)^b$",
+    "^a",
+    "b\\z",
+    "\\Aab",
+    "(?P<x>a+)b",
+    "(?P<x>b)a",
+    "a|b\\Q)",
+    "[)]b",
+    "(?s)a.b",
+    "(?U)a+?",
+]
+
+
+# Pieces of text those patterns match, nearly match, or hold as quoted syntax.
+_OPERATOR_TEXT = ["a", "b", "A", ".", "a.b", ")", "|", "(?:", "a)|(?:b", "\\", "Q", "x", "\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(_OPERATOR_PATTERNS), min_size=2, max_size=6, unique=True),
+    st.lists(st.sampled_from(_OPERATOR_TEXT), max_size=8).map("".join),
+)
+def test_the_union_names_exactly_the_operator_rules_each_pattern_would(
+    patterns: list[str], text: str
+) -> None:
+    """Operator patterns with quoting, flags, anchors and named groups in any combination:
+    the union never hides a rule that matches on its own."""
+    rules = _custom(*patterns)
+    body = {"prompt": text}
+    assert scan(rules, body) == _each_pattern(rules, "\n".join(request_texts(body)))
+
+
+def test_a_union_whose_dfa_runs_out_of_memory_still_finds_the_match() -> None:
+    """Patterns whose DFA grows exponentially (``[ab]*a[ab]{n}…``) fill the union's DFA
+    cache on a/b text: RE2 must fall back to its NFA, never answer "no match"."""
+    from garrison.gateway.content import _union
+
+    rules = _custom(*(f"[ab]*a[ab]{{{n}}}c{n}" for n in range(10, 30)))
+    assert _union(rules) is not None
+    # Random a/b text (periodic text would visit few DFA states): checked with RE2's own
+    # log, the union's DFA runs out of memory on it ("DFA out of memory: pattern length 439").
+    rng = random.Random(0)
+    noise = "".join(rng.choice("ab") for _ in range(30_000))
+    text = noise + "a" + "ab" * 10 + "bb" + "c22" + noise
+    assert scan(rules, {"prompt": text}) == ["r12"]
+
+
+async def test_gateway_flags_an_operators_rule_quoting_a_literal_left_open(
+    tmp_path: Path,
+) -> None:
+    """End to end: an operator's rules file where one rule quotes a literal without closing
+    it and a later one closes its quote; a prompt naming the first is flagged by it."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {id: project-x, title: P, level: high, detector: content,"
+        ' patterns: ["\\\\Qproject-x"]}\n'
+        "  - {id: admin-host, title: H, level: low, detector: content,"
+        ' patterns: ["\\\\Qexample.com\\\\E/admin"]}\n'
+    )
+    world = await start_world(tmp_path)
+    try:
+        await world.gateway.stop()
+        world.settings = dataclasses.replace(world.settings, rules_path=rules)
+        world.gateway = Gateway(world.settings)
+        await world.gateway.start()
+        body = {"model": "assistant", "messages": [user("tell me all about project-x")]}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                world.base + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {world.keys['carol']}"},
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.read()
+            request_id = resp.headers["x-request-id"]
+        await world.settle()
+        (allowed,) = [e for e in world.events("request.allowed") if e["request_id"] == request_id]
+        assert allowed["data"]["content_flags"] == ["project-x"]
+    finally:
+        await stop_world(world)

@@ -68,15 +68,43 @@ def compile_pattern(pattern: str) -> Matcher:
 
 def compile_union(matchers: Sequence[Matcher]) -> Matcher | None:
     """One pattern that matches a text wherever any of ``matchers`` does (an unanchored
-    alternation, each alternative in its own group so its inline flags stay its own), or
+    alternation, each alternative in a group that parses as it does alone), or
     None when there is nothing to gain or it cannot be built (fewer than two patterns, a
     pattern not compiled here). The scan searches it first: a text none of the patterns
     matches (the common case) then costs one search instead of one per pattern."""
     if len(matchers) < 2 or not all(isinstance(m, re2._Regexp) for m in matchers):
         return None
-    union = "|".join(f"(?:{m.pattern})" for m in matchers)  # type: ignore[attr-defined]
+    alternatives: list[str] = []
+    for matcher in matchers:
+        alternative = _alternative(matcher.pattern)  # type: ignore[attr-defined]
+        if alternative is None:
+            return None
+        alternatives.append(alternative)
     try:
-        compiled: Matcher = re2.compile(union, options=_options())
+        compiled: Matcher = re2.compile("|".join(alternatives), options=_options())
     except re2.error:
         return None
     return compiled
+
+
+def _alternative(pattern: str) -> str | None:
+    """``pattern`` in a group of its own that parses exactly as the pattern alone, so that
+    nothing of it reaches the alternatives beside it; None if there is no such group.
+
+    A pattern that compiles alone and also does in ``(?:…)`` has its group closed by that
+    ``)`` and its inline flags ended there. The one construct that would carry on past it is
+    a quote left open (``\\Q…`` without ``\\E`` quotes to the end of the pattern): in the
+    union it would quote the ``)|(?:`` after it and the next patterns up to some ``\\E``, and
+    the rule would never match. Such a pattern has its quote closed first. (Only a pattern
+    holding ``\\Q`` can end inside a quote: the others are not compiled again, which would
+    also crowd RE2's cache of compiled patterns, the one body workers unpickle rules from.)
+    """
+    if "\\Q" not in pattern:
+        return f"(?:{pattern})"
+    for candidate in (f"(?:{pattern})", f"(?:{pattern}\\E)"):
+        try:
+            re2.compile(candidate, options=_options())
+        except re2.error:
+            continue
+        return candidate
+    return None
