@@ -194,6 +194,11 @@ def check_transport(url: str) -> None:
         raise ConfigError("the admin API address must be http:// (loopback) or https://")
 
 
+def _keyless(configured: bool) -> bool:
+    """Nothing says where the admin API is, and no key is given: a session may say."""
+    return not configured and not os.environ.get("GARRISON_ADMIN_KEY", "").strip()
+
+
 class AdminClient:
     """``ask`` and ``step_up_login`` are the step-up's question and sign-in (tests inject
     them); ``session_path``: sign calls with that stored session instead of a key."""
@@ -253,14 +258,21 @@ class AdminClient:
     @classmethod
     def from_config(cls, config_path: Path) -> AdminClient:
         """With an admin key when one is configured; else with this machine's signed-in
-        session (``garrison login``), when there is one."""
+        session (``garrison login``), when there is one, at the admin API it signed in at
+        unless the config or ``GARRISON_ADMIN_URL`` says where."""
+        configured = config_path.exists() or bool(os.environ.get("GARRISON_ADMIN_URL"))
         try:
             return cls(*resolve(config_path))
-        except NoAdminKey:
+        except ConfigError as exc:
             session = _session_path()
-            if session is None:
+            if session is None or not (isinstance(exc, NoAdminKey) or _keyless(configured)):
                 raise
-            return cls(resolve_url(config_path), None, session_path=session)
+            if configured:
+                return cls(resolve_url(config_path), None, session_path=session)
+            # No config, no GARRISON_ADMIN_URL: the admin API the session signed in at.
+            from garrison.identity.client_session import load_session
+
+            return cls(load_session(session).admin_base, None, session_path=session)
 
     def close(self) -> None:
         self._http.close()
