@@ -47,6 +47,7 @@
     public_url = "https://garrison.example"   # what DPoP proofs must name; never the Host header
     people_bearer_keys = "internal-and-below"  # or "all" (default), "none"
     mfa_from_level = "restricted"         # models at or above need MFA from a sign-in token
+    mfa_amr_by_level = { critical = ["hwk"] }   # at critical only a hardware key counts
 
     [identity.oidc]                       # optional: people sign in through this provider
     issuer = "https://idp.example.com"    # (docs/identity.md; garrison.identity.oidc_config)
@@ -437,8 +438,36 @@ def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
             f'{path}: [identity] people_bearer_keys must be "all", "none" or "<level>-and-below"'
         )
     mfa = _level(table.get("mfa_from_level", "restricted"), "mfa_from_level", path)
-    out["identity_policy"] = IdentityPolicy(mfa_from_level=mfa, people_key_max_level=ceiling)
+    out["identity_policy"] = IdentityPolicy(
+        mfa_from_level=mfa,
+        people_key_max_level=ceiling,
+        mfa_amr_by_level=_mfa_amr_by_level(table.get("mfa_amr_by_level", {}), mfa, path),
+    )
     return out
+
+
+def _mfa_amr_by_level(
+    table: Any, mfa_from: Level, path: Path
+) -> tuple[tuple[Level, frozenset[str]], ...]:
+    """``mfa_amr_by_level = { critical = ["hwk"] }``: at a level listed, a sign-in's MFA
+    counts only when its ``amr`` holds one of those methods (RFC 8176 names)."""
+    where = f"{path}: [identity] mfa_amr_by_level"
+    if not isinstance(table, dict):
+        raise ConfigError(f'{where} must be a table like {{ critical = ["hwk"] }}')
+    out = []
+    for name, methods in table.items():
+        level = _level(name, "mfa_amr_by_level", path)
+        if level < mfa_from:
+            raise ConfigError(
+                f"{where}: {level.name.lower()} is below mfa_from_level, where no MFA is "
+                "asked for; lower mfa_from_level or drop it"
+            )
+        if not isinstance(methods, list) or not methods:
+            raise ConfigError(f"{where}: {name} must be a non-empty list of amr values")
+        if not all(isinstance(m, str) and m.strip() for m in methods):
+            raise ConfigError(f"{where}: {name} must list amr values (strings)")
+        out.append((level, frozenset(m.strip() for m in methods)))
+    return tuple(sorted(out, key=lambda pair: int(pair[0])))
 
 
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,
