@@ -62,3 +62,28 @@ def test_people_keys_can_be_switched_off_everywhere(tmp_path: Path) -> None:
 def test_bad_values_are_refused_by_name(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, line + "\n")
+
+
+def test_mfa_can_be_narrowed_to_some_methods_per_level(tmp_path: Path) -> None:
+    settings = load(tmp_path, 'mfa_amr_by_level = { critical = ["hwk", "sc"] }\n')
+    policy = settings.identity_policy
+    assert policy.mfa_amr_by_level == ((Level.CRITICAL, frozenset({"hwk", "sc"})),)
+    # At critical only a hardware key or smart card counts; other levels take any MFA.
+    assert policy.mfa_counts(Level.CRITICAL, ("pwd", "hwk", "mfa"))
+    assert not policy.mfa_counts(Level.CRITICAL, ("pwd", "otp", "mfa"))
+    assert policy.mfa_counts(Level.RESTRICTED, ("pwd", "otp", "mfa"))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('mfa_amr_by_level = ["hwk"]', "must be a table"),
+        ('mfa_amr_by_level = { secret = ["hwk"] }', "must name a level"),
+        ("mfa_amr_by_level = { critical = [] }", "non-empty list"),
+        ("mfa_amr_by_level = { critical = [1] }", "amr values"),
+        ('mfa_amr_by_level = { internal = ["hwk"] }', "below mfa_from_level"),
+    ],
+)
+def test_bad_mfa_amr_by_level_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, line + "\n")

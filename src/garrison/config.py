@@ -47,6 +47,7 @@
     public_url = "https://garrison.example"   # what DPoP proofs must name; never the Host header
     people_bearer_keys = "internal-and-below"  # or "all" (default), "none"
     mfa_from_level = "restricted"         # models at or above need MFA from a sign-in token
+    mfa_amr_by_level = { critical = ["hwk"] }   # at critical only a hardware key counts
 
     [identity.oidc]                       # optional: people sign in through this provider
     issuer = "https://idp.example.com"    # (docs/identity.md; garrison.identity.oidc_config)
@@ -58,12 +59,15 @@
     public_url = "https://garrison-admin.example"   # what admin calls' DPoP proofs name
                                           # (default: the admin listener's own address)
     credential_file = "/var/lib/garrison/admin.key"   # 0600; written by `garrison init`
+    client_cert_file = "/etc/garrison/admin-client.pem"   # optional: the CLI's client
+    client_key_file = "/etc/garrison/admin-client-key.pem"  # certificate (a bound key's)
 
 Environment overrides (they win over the file): ``GARRISON_HOST``, ``GARRISON_PORT``,
 ``GARRISON_DATABASE_URL``, ``GARRISON_KEY_DIR``, ``GARRISON_TRUSTED_PROXIES`` (comma-separated),
 ``GARRISON_WITNESS_DIR``, ``GARRISON_METRICS_LISTEN``, ``GARRISON_REDIS_URL``; for the CLI,
 ``GARRISON_ADMIN_URL`` and ``GARRISON_ADMIN_KEY`` (the key itself, e.g. from a secrets
-manager; it wins over ``credential_file``).
+manager; it wins over ``credential_file``), ``GARRISON_CLIENT_CERT`` and
+``GARRISON_CLIENT_KEY`` (they win over ``client_cert_file`` and ``client_key_file``).
 """
 
 from __future__ import annotations
@@ -119,6 +123,10 @@ class Settings:
     admin_url: str | None = None
     # A 0600 file holding the CLI's admin key (`garrison init` writes the first one).
     admin_credential_file: Path | None = None
+    # The client certificate the CLI presents to the admin API (a key bound to it needs
+    # it), and its private key (None: in the certificate's file).
+    admin_client_cert_file: Path | None = None
+    admin_client_key_file: Path | None = None
     # What a process refuses when it has not seen the locks for limits.lock_view_stale_s.
     lock_stale_mode: StaleMode = StaleMode.RESTRICTED
     # Detection: on by default, with the built-in rules unless a rules file is named.
@@ -296,6 +304,10 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     if credential_file is not None and not credential_file.is_absolute():
         credential_file = base / credential_file
     tls_cert, tls_key = _tls_files(gateway, path, base)
+    client_cert = _relative(admin.get("client_cert_file"), base)
+    client_key = _relative(admin.get("client_key_file"), base)
+    if client_key is not None and client_cert is None:
+        raise ConfigError(f"{path}: [admin] client_key_file needs client_cert_file")
     admin_public_url = _public_url(admin.get("public_url"), "admin", path)
     return Settings(
         tls_cert_file=tls_cert,
@@ -319,6 +331,8 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         capture_bodies=_flag(audit, "capture_bodies", path),
         admin_url=env.get("GARRISON_ADMIN_URL") or admin.get("url") or None,
         admin_credential_file=credential_file,
+        admin_client_cert_file=client_cert,
+        admin_client_key_file=client_key,
         lock_stale_mode=_stale_mode(data.get("locks", {}), path),
         metrics_listen=_metrics_listen(
             {"listen": env["GARRISON_METRICS_LISTEN"]}
@@ -404,6 +418,14 @@ def _level(value: Any, key: str, path: Path) -> Level:
         ) from None
 
 
+def _relative(value: Any, base: Path) -> Path | None:
+    """A file named in the config, relative to the config's directory."""
+    if not value:
+        return None
+    named = Path(str(value))
+    return named if named.is_absolute() else base / named
+
+
 def _public_url(url: Any, section: str, path: Path) -> str | None:
     """A ``public_url``: an http(s) origin (no path), without a trailing slash."""
     if not url:
@@ -437,8 +459,36 @@ def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
             f'{path}: [identity] people_bearer_keys must be "all", "none" or "<level>-and-below"'
         )
     mfa = _level(table.get("mfa_from_level", "restricted"), "mfa_from_level", path)
-    out["identity_policy"] = IdentityPolicy(mfa_from_level=mfa, people_key_max_level=ceiling)
+    out["identity_policy"] = IdentityPolicy(
+        mfa_from_level=mfa,
+        people_key_max_level=ceiling,
+        mfa_amr_by_level=_mfa_amr_by_level(table.get("mfa_amr_by_level", {}), mfa, path),
+    )
     return out
+
+
+def _mfa_amr_by_level(
+    table: Any, mfa_from: Level, path: Path
+) -> tuple[tuple[Level, frozenset[str]], ...]:
+    """``mfa_amr_by_level = { critical = ["hwk"] }``: at a level listed, a sign-in's MFA
+    counts only when its ``amr`` holds one of those methods (RFC 8176 names)."""
+    where = f"{path}: [identity] mfa_amr_by_level"
+    if not isinstance(table, dict):
+        raise ConfigError(f'{where} must be a table like {{ critical = ["hwk"] }}')
+    out = []
+    for name, methods in table.items():
+        level = _level(name, "mfa_amr_by_level", path)
+        if level < mfa_from:
+            raise ConfigError(
+                f"{where}: {level.name.lower()} is below mfa_from_level, where no MFA is "
+                "asked for; lower mfa_from_level or drop it"
+            )
+        if not isinstance(methods, list) or not methods:
+            raise ConfigError(f"{where}: {name} must be a non-empty list of amr values")
+        if not all(isinstance(m, str) and m.strip() for m in methods):
+            raise ConfigError(f"{where}: {name} must list amr values (strings)")
+        out.append((level, frozenset(m.strip() for m in methods)))
+    return tuple(sorted(out, key=lambda pair: int(pair[0])))
 
 
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,

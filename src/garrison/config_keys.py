@@ -34,11 +34,15 @@ CONFIG_SECTIONS: Mapping[str, frozenset[str]] = {
         {"webhook_url", "webhook_secret_env", "jsonl_path", "syslog", "min_severity"}
     ),
     "locks": frozenset({"stale_mode"}),
-    "admin": frozenset({"url", "credential_file", "listen", "public_url"}),
+    "admin": frozenset(
+        {"url", "credential_file", "listen", "public_url", "client_cert_file", "client_key_file"}
+    ),
     "metrics": frozenset({"listen", "model_labels"}),
     "tracing": frozenset({"otlp_endpoint"}),
     # "oidc" is the sign-in providers' table, checked by the OIDC settings themselves.
-    "identity": frozenset({"public_url", "people_bearer_keys", "mfa_from_level", "oidc"}),
+    "identity": frozenset(
+        {"public_url", "people_bearer_keys", "mfa_from_level", "mfa_amr_by_level", "oidc"}
+    ),
 }
 # Sections whose keys are checked elsewhere (against a dataclass's fields).
 _CHECKED_ELSEWHERE = frozenset({"limits"})

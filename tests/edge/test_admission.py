@@ -80,6 +80,7 @@ class Process:
     clock: Callable[[], float] = time.time
     policy: PolicyEngine | None = None
     tokens: TokenAuth | None = None
+    data_url: str | None = None
     trusted_proxies: tuple[Network, ...] = ()
     forwarded_header: ForwardedHeader = ForwardedHeader.X_FORWARDED_FOR
     limits: GatewayLimits = field(default_factory=GatewayLimits)

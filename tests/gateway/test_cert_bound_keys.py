@@ -6,6 +6,7 @@ are unaffected, with or without a certificate."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ssl
 import time
@@ -286,3 +287,27 @@ async def test_only_a_service_account_key_is_bound(world: World) -> None:
 def test_the_directory_refuses_to_bind_a_person_key(world: World) -> None:
     with pytest.raises(BadRequest, match="only a service account"):
         world.directory.create_key("carol", now=time.time(), cert_thumbprint="A" * 43)
+
+
+async def test_a_bound_key_used_without_its_certificate_raises_one_alert(scene: Scene) -> None:
+    """The leaked-key signal (detector ``cert_binding``, rule key-cert-binding-violation):
+    the copied key's retries are one leak, so one alert for the key."""
+    for _ in range(3):
+        with pytest.raises(openai.AuthenticationError):
+            await _chat(scene, scene.bound_key, None)
+    with pytest.raises(openai.AuthenticationError):
+        await _chat(scene, scene.bound_key, scene.other)
+    deadline = time.monotonic() + 15
+    raised: list[dict[str, Any]] = []
+    while not raised and time.monotonic() < deadline:
+        status, alerts = await _admin_get(scene, "/alerts", scene.world.admin_key)
+        assert status == 200, alerts
+        raised = [a for a in alerts if a["rule_id"] == "key-cert-binding-violation"]
+        if not raised:
+            await asyncio.sleep(0.1)
+    assert len(raised) == 1, raised
+    (alert,) = raised
+    assert alert["reason"] == "detect.cert_binding_violation"
+    assert alert["severity"] == "high"
+    assert scene.bound_id in str(alert["subject"])
+    assert scene.bound_key not in str(alerts)

@@ -88,3 +88,29 @@ def test_delete(tmp_path: Path) -> None:
     path = save_session(_session(), tmp_path / "session.json")
     assert delete_session(path) is True
     assert delete_session(path) is False
+
+
+def test_a_session_keeps_the_gateway_and_the_admin_api_apart(tmp_path: Path) -> None:
+    import dataclasses
+
+    session = dataclasses.replace(_session(), admin_url="http://127.0.0.1:8081")
+    loaded = load_session(save_session(session, tmp_path / "session.json"))
+    assert loaded.gateway_url == "http://127.0.0.1:8080"  # model calls
+    assert loaded.admin_base == "http://127.0.0.1:8081"  # admin commands
+
+
+def test_an_old_session_file_with_one_url_reads_as_one_listener(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "session.json"
+    old = {
+        "access_token": "tok",
+        "expires_at": 1_700_000_600.0,
+        "dpop_private_jwk": generate_proof_key().as_dict(private=True),
+        "gateway_url": "http://127.0.0.1:8080",
+    }
+    path.write_text(json.dumps(old))
+    path.chmod(0o600)
+    loaded = load_session(path)
+    assert loaded.admin_url is None
+    assert loaded.gateway_url == loaded.admin_base == "http://127.0.0.1:8080"

@@ -9,12 +9,13 @@
 //     "keys": [<private JWK>, ...],          // the first one signs; rotate by restarting
 //     "clients": [<client metadata>, ...],
 //     "users": { "<sub>": { "password": "...", "otp": "123456" | null,
+//                           "factor": "otp" | "hwk",  // what amr names the second factor
 //                           "groups": [...], "email": "..." } } }
 //
 // The login page is the tests' own: instead of the provider's development pages (which do
 // not set `amr`/`acr`), GET /interaction/<uid> answers a tiny HTML form and
 // POST /interaction/<uid>/login checks the user's password (and one-time code, when the user
-// has one), records how they authenticated (amr ["pwd"] or ["pwd", "otp", "mfa"], acr
+// has one), records how they authenticated (amr ["pwd"] or ["pwd", <factor>, "mfa"], acr
 // "urn:garrison:mfa" or "urn:garrison:pwd") and grants every requested scope at once, so a
 // test that follows the redirects completes the flow without a consent page.
 import { readFileSync } from 'node:fs';
@@ -122,7 +123,7 @@ async function interaction(req, res, uid, action) {
   return provider.interactionFinished(req, res, {
     login: {
       accountId: login,
-      amr: mfa ? ['pwd', 'otp', 'mfa'] : ['pwd'],
+      amr: mfa ? ['pwd', user.factor ?? 'otp', 'mfa'] : ['pwd'],
       acr: mfa ? 'urn:garrison:mfa' : 'urn:garrison:pwd',
     },
     consent: { grantId },

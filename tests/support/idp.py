@@ -54,6 +54,8 @@ class User:
     otp: str | None = None
     groups: list[str] = field(default_factory=list)
     email: str = ""
+    # The second factor the provider reports in amr ("otp"; "hwk": a hardware key).
+    factor: str = "otp"
 
 
 @dataclass
@@ -94,7 +96,13 @@ class TestIdp:
                 }
             ],
             "users": {
-                name: {"password": u.password, "otp": u.otp, "groups": u.groups, "email": u.email}
+                name: {
+                    "password": u.password,
+                    "otp": u.otp,
+                    "factor": u.factor,
+                    "groups": u.groups,
+                    "email": u.email,
+                }
                 for name, u in self.users.items()
             },
         }

@@ -48,6 +48,11 @@ class World:
         return f"http://127.0.0.1:{self.gateway.port}"
 
     @property
+    def admin_base(self) -> str:
+        """The admin API: its own listener when it has one, else the gateway's."""
+        return f"http://127.0.0.1:{self.gateway.admin_port or self.gateway.port}"
+
+    @property
     def db_path(self) -> Path:
         return Path(self.settings.database_url.removeprefix("sqlite:///"))
 
@@ -179,6 +184,7 @@ async def start_world(
     oidc: OidcSettings | None = None,
     audit_jsonl: Path | None = None,
     database_url: str | None = None,
+    admin_listen: str | None = None,
 ) -> World:
     done = init(root / "data", database_url=database_url)
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -202,6 +208,7 @@ async def start_world(
         detect_enabled=detect,
         oidc=oidc or OidcSettings(),
         audit_jsonl=audit_jsonl,
+        admin_listen=admin_listen,
     )
     gateway = Gateway(settings)
     await gateway.start()

@@ -391,13 +391,17 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
 
 async def providers_endpoint(request: web.Request) -> web.StreamResponse:
     """What ``garrison login`` needs to start a sign-in: public facts only (no secret; the
-    name of the environment variable a client secret is read from, where one is needed)."""
+    name of the environment variable a client secret is read from, where one is needed;
+    the data plane's URL)."""
     signin = request.app[SIGNIN_KEY]
     tokens = request.app[PROCESS_KEY].tokens
     return json_response(
         200,
         {
             "token_endpoint": tokens.url_for(TOKEN_PATH) if tokens is not None else None,
+            # Where the session calls models: with the admin API on its own listener
+            # ([admin] listen), not where the CLI signed in (the CLI keeps both).
+            "gateway_url": request.app[PROCESS_KEY].data_url,
             "providers": [
                 {
                     "name": p.name,

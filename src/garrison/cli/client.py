@@ -6,6 +6,10 @@ Where it connects and with which key, first match wins:
               and port of the config
     key       GARRISON_ADMIN_KEY, then the file named by [admin] credential_file (0600,
               written by `garrison init`)
+    client    `garrison --client-cert FILE [--client-key FILE]`, then GARRISON_CLIENT_CERT
+    cert      (and GARRISON_CLIENT_KEY), then [admin] client_cert_file (and
+              client_key_file): presented over TLS, for a key bound to that certificate
+              (the key file: None when it is in the certificate's file)
 
 The key travels only in the Authorization header; it is never printed, and errors from the
 server are shown as their message alone.
@@ -48,6 +52,11 @@ STEP_UP_CODE = "step_up_required"
 STEP_UP_COMMAND = f"garrison login --max-age {MFA_FRESH_S}"
 # Where `garrison --no-input <command>` leaves the flag for the command (click's meta).
 NO_INPUT_META = "garrison.no_input"
+# Where `garrison --client-cert C --client-key K <command>` leaves (C, K) for the command.
+CLIENT_CERT_META = "garrison.client_cert"
+
+# A certificate file and its private key's file (None: the key is in the certificate's).
+ClientCert = tuple[Path, Path | None]
 
 
 class ApiError(GarrisonError):
@@ -175,6 +184,52 @@ def resolve(config_path: Path, env: dict[str, str] | None = None) -> tuple[str, 
     return url.rstrip("/"), key
 
 
+def client_certificate(config_path: Path, env: dict[str, str] | None = None) -> ClientCert | None:
+    """The client certificate to present (see the module docstring), or None."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(CLIENT_CERT_META) if ctx is not None else None
+    if given is not None:
+        cert, key = given
+        return Path(cert), Path(key) if key is not None else None
+    env = dict(os.environ) if env is None else env
+    if env.get("GARRISON_CLIENT_CERT", "").strip():
+        key_env = env.get("GARRISON_CLIENT_KEY", "").strip()
+        return Path(env["GARRISON_CLIENT_CERT"].strip()), Path(key_env) if key_env else None
+    if env.get("GARRISON_CLIENT_KEY", "").strip():
+        raise ConfigError("GARRISON_CLIENT_KEY is set without GARRISON_CLIENT_CERT")
+    if not config_path.exists():
+        return None
+    settings = load_settings(config_path, env)
+    if settings.admin_client_cert_file is None:
+        return None
+    return settings.admin_client_cert_file, settings.admin_client_key_file
+
+
+def _tls_verify(client_cert: ClientCert | None) -> ssl.SSLContext | bool:
+    """The CAs to trust (``_ca_verify``) and, when given, the client certificate to present.
+    A file that does not load is named, never shown: a key file's content stays out of
+    every message."""
+    verify = _ca_verify()
+    if client_cert is None:
+        return verify
+    context = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+    cert, key = client_cert
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"client certificate: {path} is not a file")
+    try:
+        context.load_cert_chain(str(cert), str(key) if key is not None else None)
+    except (OSError, ssl.SSLError, ValueError):
+        named = f"{cert} with the key in {key}" if key is not None else f"{cert}"
+        raise ConfigError(
+            f"client certificate: cannot load {named} (a PEM certificate and its matching, "
+            "unencrypted private key)"
+        ) from None
+    return context
+
+
 def check_transport(url: str) -> None:
     """The admin key travels in a header: only over TLS, or to this host itself."""
     parts = httpx.URL(url)
@@ -194,6 +249,11 @@ def check_transport(url: str) -> None:
         raise ConfigError("the admin API address must be http:// (loopback) or https://")
 
 
+def _keyless(configured: bool) -> bool:
+    """Nothing says where the admin API is, and no key is given: a session may say."""
+    return not configured and not os.environ.get("GARRISON_ADMIN_KEY", "").strip()
+
+
 class AdminClient:
     """``ask`` and ``step_up_login`` are the step-up's question and sign-in (tests inject
     them); ``session_path``: sign calls with that stored session instead of a key."""
@@ -208,9 +268,11 @@ class AdminClient:
         ask: Callable[[str], bool] | None = None,
         step_up_login: Callable[[str], None] | None = None,
         interactive: Callable[[], bool] | None = None,
+        client_cert: ClientCert | None = None,
     ):
         self.base_url = base_url
         check_transport(base_url)
+        self._verify = _tls_verify(client_cert)
         self._timeout = timeout
         self._ask = ask or _ask
         self._step_up_login = step_up_login or _step_up_login
@@ -230,7 +292,7 @@ class AdminClient:
             headers["authorization"] = f"Bearer {key}"
         # GARRISON_SOURCE_ADDRESS: the local address to call from (a host with several).
         source = os.environ.get("GARRISON_SOURCE_ADDRESS", "").strip()
-        verify = _ca_verify()
+        verify = self._verify
         transport = httpx.HTTPTransport(local_address=source, verify=verify) if source else None
         return httpx.Client(
             base_url=self.base_url + ADMIN_PREFIX,
@@ -253,14 +315,24 @@ class AdminClient:
     @classmethod
     def from_config(cls, config_path: Path) -> AdminClient:
         """With an admin key when one is configured; else with this machine's signed-in
-        session (``garrison login``), when there is one."""
+        session (``garrison login``), when there is one, at the admin API it signed in at
+        unless the config or ``GARRISON_ADMIN_URL`` says where."""
+        configured = config_path.exists() or bool(os.environ.get("GARRISON_ADMIN_URL"))
+        cert = client_certificate(config_path)
         try:
-            return cls(*resolve(config_path))
-        except NoAdminKey:
+            return cls(*resolve(config_path), client_cert=cert)
+        except ConfigError as exc:
             session = _session_path()
-            if session is None:
+            if session is None or not (isinstance(exc, NoAdminKey) or _keyless(configured)):
                 raise
-            return cls(resolve_url(config_path), None, session_path=session)
+            if configured:
+                url = resolve_url(config_path)
+            else:
+                # No config, no GARRISON_ADMIN_URL: the admin API the session signed in at.
+                from garrison.identity.client_session import load_session
+
+                url = load_session(session).admin_base
+            return cls(url, None, session_path=session, client_cert=cert)
 
     def close(self) -> None:
         self._http.close()

@@ -16,7 +16,20 @@ from garrison.identity.step_up import MFA_FRESH_S
 
 
 @click.command()
-@click.option("--gateway", "gateway_url", default=None, help="Gateway URL (default: the config's).")
+@click.option(
+    "--gateway",
+    "gateway_url",
+    default=None,
+    help="The gateway's URL for model calls (default: $GARRISON_GATEWAY_URL, else the one "
+    "the admin API announces).",
+)
+@click.option(
+    "--admin",
+    "admin_url",
+    default=None,
+    help="The admin API's URL, where you sign in (default: $GARRISON_ADMIN_URL, else "
+    "--gateway, else the config's).",
+)
 @click.option("--provider", "provider_name", default=None, help="A vendor's provider by name.")
 @click.option(
     "--device", is_flag=True, help="Device flow (RFC 8628) for machines without a browser."
@@ -48,6 +61,7 @@ from garrison.identity.step_up import MFA_FRESH_S
 @json_option
 def login(
     gateway_url: str | None,
+    admin_url: str | None,
     provider_name: str | None,
     device: bool,
     enrollment_code: str | None,
@@ -59,12 +73,17 @@ def login(
     as_json: bool,
 ) -> None:
     """Sign in through the identity provider; the session (a short-lived token bound to a
-    key made on this machine) is stored 0600 for the CLI and `garrison.client`."""
+    key made on this machine) is stored 0600 for the CLI and `garrison.client`, with the
+    gateway's URL (model calls) and the admin API's (admin commands)."""
     from garrison.identity.oidc_login import login as do_login
 
-    url = gateway_url or os.environ.get("GARRISON_GATEWAY_URL") or resolve_url(config_path)
+    gateway_url = gateway_url or os.environ.get("GARRISON_GATEWAY_URL") or None
+    admin_url = (
+        admin_url or os.environ.get("GARRISON_ADMIN_URL") or gateway_url or resolve_url(config_path)
+    )
     result = do_login(
-        url,
+        admin_url,
+        gateway_url=gateway_url,
         provider_name=provider_name,
         device=device,
         refresh=refresh,

@@ -82,13 +82,38 @@ class _Group(click.Group):
     is_flag=True,
     help="Never ask a question (scripts): say what to run instead ($GARRISON_NO_INPUT=1 too).",
 )
+@click.option(
+    "--client-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Client certificate (PEM) to present to the admin API, for a key bound to it "
+    "($GARRISON_CLIENT_CERT, [admin] client_cert_file).",
+)
+@click.option(
+    "--client-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Its private key, if not in the certificate's file ($GARRISON_CLIENT_KEY).",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, verbose: bool, config_path: Path | None, log_format: str, no_input: bool
+    ctx: click.Context,
+    verbose: bool,
+    config_path: Path | None,
+    log_format: str,
+    no_input: bool,
+    client_cert: Path | None,
+    client_key: Path | None,
 ) -> None:
     """Garrison: zero-trust access gateway for restricted AI models."""
     if config_path is not None:
         ctx.meta[CONFIG_META] = config_path
+    if client_key is not None and client_cert is None:
+        raise click.UsageError("--client-key needs --client-cert")
+    if client_cert is not None:
+        from garrison.cli.client import CLIENT_CERT_META
+
+        ctx.meta[CLIENT_CERT_META] = (client_cert, client_key)
     if no_input:
         from garrison.cli.client import NO_INPUT_META
 

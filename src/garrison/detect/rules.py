@@ -139,8 +139,17 @@ class RefusalReason(_Params):
     reasons: list[str] = Field(min_length=1, max_length=50)
 
 
+class CertBinding(_Params):
+    # One alert per key per window: a leaked bound key retried by its new holder is one
+    # leak; an hour matches the alert deduplication (docs/concepts.md, "Alerts").
+    window: float = 3600.0
+
+    _w = field_validator("window", mode="before")(_seconds)
+
+
 DETECTORS: Mapping[str, type[_Params]] = {
     "refusal_reason": RefusalReason,
+    "cert_binding": CertBinding,
     "out_of_network": NoParams,
     "multi_network": MultiNetwork,
     "new_network": NewNetwork,

@@ -55,6 +55,11 @@ class ProcessState(EdgeSettings, Protocol):
     @property
     def tokens(self) -> TokenAuth | None: ...
 
+    @property
+    def data_url(self) -> str | None:
+        """The data plane's public URL (where a session calls models); None: no tokens."""
+        ...
+
 
 class ListenerProcess:
     """The process as the admin API on its own listener sees it: everything is the
@@ -85,6 +90,10 @@ class ListenerProcess:
     @property
     def policy(self) -> PolicyEngine | None:
         return self._process.policy
+
+    @property
+    def data_url(self) -> str | None:
+        return self._process.data_url
 
     @property
     def trusted_proxies(self) -> tuple[Network, ...]:

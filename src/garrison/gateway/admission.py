@@ -102,6 +102,7 @@ def decide(
         now,
         justification=justification,
         session_mfa=call.session.mfa if call.session is not None else None,
+        session_amr=call.session.amr if call.session is not None else (),
         identity=state.identity_policy,
     )
     decision = engine.decide(principal, model, context)

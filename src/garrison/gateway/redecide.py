@@ -48,6 +48,7 @@ def refusal(
         now,
         justification=bool(getattr(call, "justified", False)),
         session_mfa=session.mfa if session is not None else None,
+        session_amr=session.amr if session is not None else (),
         identity=identity,
     )
     decision = engine.decide(principal, model, context)

@@ -103,3 +103,9 @@ class GatewayState:
     # Counters for /metrics (cheap dict increments on the hot path).
     refusals: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def data_url(self) -> str | None:
+        """The data plane's public URL (``[identity] public_url``, else this listener's own
+        address once it is known): where a signed-in session calls models."""
+        return self.tokens.public_url if self.tokens is not None else None

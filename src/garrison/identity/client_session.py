@@ -6,7 +6,13 @@ to, so it is created 0600 (and refused if anyone else can read it, like the key 
 ``$XDG_CONFIG_HOME`` moves it, ``$GARRISON_SESSION_FILE`` names it outright.
 
     {"access_token": "...", "expires_at": 1765000000.0,
-     "dpop_private_jwk": {"kty": "EC", "crv": "P-256", ...}, "gateway_url": "https://..."}
+     "dpop_private_jwk": {"kty": "EC", "crv": "P-256", ...},
+     "gateway_url": "https://...", "admin_url": "https://..."}
+
+``gateway_url`` is the data plane (``garrison curl``, ``garrison.client``); ``admin_url``
+the admin API the person signed in at (admin commands), which differs when the admin API
+has its own listener (``[admin] listen``). A file without ``admin_url`` (written before
+there were two) reads as one URL for both.
 """
 
 from __future__ import annotations
@@ -44,6 +50,13 @@ class ClientSession:
     expires_at: float
     dpop_private_jwk: Mapping[str, Any] = field(repr=False)
     gateway_url: str
+    # The admin API's URL (None: the gateway's; one listener serves both).
+    admin_url: str | None = None
+
+    @property
+    def admin_base(self) -> str:
+        """Where admin commands go with this session."""
+        return self.admin_url or self.gateway_url
 
     def proof_key(self) -> ECKey:
         try:
@@ -68,6 +81,8 @@ def save_session(session: ClientSession, path: Path | None = None) -> Path:
         "dpop_private_jwk": dict(session.dpop_private_jwk),
         "gateway_url": session.gateway_url,
     }
+    if session.admin_url is not None:
+        data["admin_url"] = session.admin_url
     tmp = path.with_name(path.name + ".new")
     write_private_bytes(tmp, json.dumps(data, indent=1).encode())
     os.replace(tmp, path)
@@ -92,6 +107,7 @@ def load_session(path: Path | None = None) -> ClientSession:
             expires_at=float(data["expires_at"]),
             dpop_private_jwk=dict(data["dpop_private_jwk"]),
             gateway_url=str(data["gateway_url"]),
+            admin_url=str(data["admin_url"]) if data.get("admin_url") else None,
         )
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path} is not a Garrison session file: run `garrison login`") from None

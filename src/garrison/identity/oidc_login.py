@@ -96,11 +96,20 @@ def _json(response: httpx.Response, what: str) -> Any:
 
 
 def fetch_providers(client: httpx.Client, gateway_url: str) -> list[ProviderInfo]:
-    response = client.get(f"{gateway_url}/auth/v1/providers")
+    return fetch_signin_info(client, gateway_url)[0]
+
+
+def fetch_signin_info(
+    client: httpx.Client, admin_url: str
+) -> tuple[list[ProviderInfo], str | None]:
+    """The providers the admin API at ``admin_url`` signs people in through, and the data
+    plane's URL it announces (None from a gateway that does not say)."""
+    response = client.get(f"{admin_url}/auth/v1/providers")
     if response.status_code == 404:
         raise LoginFailed("this gateway does not offer sign-in (no [identity.oidc] configured)")
     body = _json(response, "the gateway")
-    return [
+    announced = body.get("gateway_url") if isinstance(body, dict) else None
+    providers = [
         ProviderInfo(
             name=p["name"],
             issuer=p["issuer"],
@@ -110,6 +119,7 @@ def fetch_providers(client: httpx.Client, gateway_url: str) -> list[ProviderInfo
         )
         for p in body.get("providers", [])
     ]
+    return providers, announced.rstrip("/") if isinstance(announced, str) and announced else None
 
 
 def choose_provider(providers: list[ProviderInfo], name: str | None) -> ProviderInfo:
@@ -374,8 +384,9 @@ def check_gateway_transport(gateway_url: str) -> None:
 
 
 def login(
-    gateway_url: str,
+    admin_url: str,
     *,
+    gateway_url: str | None = None,
     provider_name: str | None = None,
     device: bool = False,
     refresh: bool = False,
@@ -388,12 +399,17 @@ def login(
     timeout_s: float = LOGIN_TIMEOUT_S,
     local_address: str | None = None,
 ) -> dict[str, Any]:
-    """Sign in and store the session; returns the gateway's answer without the token.
+    """Sign in at the admin API ``admin_url`` and store the session; returns the gateway's
+    answer without the token. ``gateway_url``: the data plane the session calls models at
+    (default: the one the admin API announces, else ``admin_url``: one listener for both).
     ``local_address``: the source address to connect from (tests: a machine of its own)."""
     import webbrowser
 
-    gateway_url = gateway_url.rstrip("/")
-    check_gateway_transport(gateway_url)
+    admin_url = admin_url.rstrip("/")
+    check_gateway_transport(admin_url)
+    if gateway_url is not None:
+        gateway_url = gateway_url.rstrip("/")
+        check_gateway_transport(gateway_url)
     key = generate_proof_key()
     nonce = new_nonce(proof_key_thumbprint(key))
     idp_path = idp_session_path(session_path)
@@ -402,10 +418,11 @@ def login(
         timeout=OIDC_HTTP_TIMEOUT_S, follow_redirects=False, transport=transport
     ) as client:
         stored = load_idp_session(idp_path) if refresh else None
-        provider = choose_provider(
-            fetch_providers(client, gateway_url),
-            stored["provider"] if stored else provider_name,
-        )
+        providers, announced = fetch_signin_info(client, admin_url)
+        provider = choose_provider(providers, stored["provider"] if stored else provider_name)
+        if gateway_url is None:
+            gateway_url = announced or admin_url
+            check_gateway_transport(gateway_url)
         meta = discover(client, provider.issuer)
         if stored is not None:
             # A refreshed ID token keeps the nonce of the first sign-in, which names the
@@ -444,15 +461,14 @@ def login(
                 open_browser=open_browser or webbrowser.open,
                 timeout_s=timeout_s,
             )
-        answer = exchange(
-            client, gateway_url, tokens.id_token, key, enrollment_code=enrollment_code
-        )
+        answer = exchange(client, admin_url, tokens.id_token, key, enrollment_code=enrollment_code)
     path = save_session(
         ClientSession(
             access_token=answer["access_token"],
             expires_at=time.time() + float(answer["expires_in"]),
             dpop_private_jwk=key.as_dict(private=True),
             gateway_url=gateway_url,
+            admin_url=admin_url,
         ),
         session_path,
     )

@@ -28,6 +28,16 @@ class IdentityPolicy:
     # Highest level a person's API key may call (None: every level; NO_PEOPLE_KEYS: none).
     # Service accounts keep their keys at every level.
     people_key_max_level: int | None = None
+    # Per level, the amr values of which a sign-in must show one for its MFA to count at
+    # that level (e.g. critical: ("hwk",), a hardware key); a level not listed takes any MFA.
+    mfa_amr_by_level: tuple[tuple[Level, frozenset[str]], ...] = ()
+
+    def mfa_counts(self, level: Level, amr: tuple[str, ...]) -> bool:
+        """Whether a sign-in that showed MFA with methods ``amr`` counts at ``level``."""
+        for listed, methods in self.mfa_amr_by_level:
+            if listed == level:
+                return bool(methods & set(amr))
+        return True
 
 
 DEFAULT_IDENTITY_POLICY = IdentityPolicy()
@@ -41,6 +51,7 @@ def _token_fields(
     credential: Credential | None,
     session_mfa: bool | None,
     identity: IdentityPolicy,
+    session_amr: tuple[str, ...],
 ) -> dict[str, Any]:
     person_key = (
         session_mfa is None and credential is not None and principal.kind is PrincipalKind.HUMAN
@@ -48,7 +59,7 @@ def _token_fields(
     ceiling = identity.people_key_max_level
     return {
         "mfa_capable": session_mfa is not None,
-        "mfa": bool(session_mfa),
+        "mfa": bool(session_mfa) and identity.mfa_counts(model.level, session_amr),
         "mfa_from_level": int(identity.mfa_from_level),
         "person_key_ok": not (person_key and ceiling is not None and model.level > ceiling),
     }
@@ -65,10 +76,12 @@ def call_context(
     justification: bool = False,
     session_mfa: bool | None = None,
     identity: IdentityPolicy = DEFAULT_IDENTITY_POLICY,
+    session_amr: tuple[str, ...] = (),
 ) -> Context:
     """``session_mfa``: None for an API key; for a DPoP-bound sign-in token, whether its
-    sign-in showed MFA (such a call has no key, so no key networks to be outside of)."""
-    tokens = _token_fields(principal, model, credential, session_mfa, identity)
+    sign-in showed MFA (such a call has no key, so no key networks to be outside of), and
+    ``session_amr`` how (a level may take only some methods: ``mfa_amr_by_level``)."""
+    tokens = _token_fields(principal, model, credential, session_mfa, identity, session_amr)
     # No address (an explanation asked without one): take it to be an allowed one.
     if session_mfa is not None:
         key_ok = True
