@@ -29,9 +29,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,12 +45,17 @@ import sqlalchemy as sa
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.replicas import init_postgres
+from tests.support.serve_processes import (
+    spawn_mock_upstream,
+    spawn_replica,
+    stop_processes,
+    write_serve_config,
+)
 
 from bench.loadgen import free_port, wait_url
 from garrison.bootstrap import init
 from garrison.store.change_feed import CHANNEL, pg_conninfo
 
-GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 # Where the bench makes (and drops) its PostgreSQL database.
 ADMIN_URL = os.environ.get("GARRISON_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # Longest wait for one refusal or cut before the round counts as failed (inf).
@@ -116,28 +119,6 @@ class CommitClock:
         self._stop.set()
         self._thread.join(5)
         self._conn.close()
-
-
-def write_config(
-    root: Path, url: str, key_dir: Path, *, detect: bool = False, extra: str = ""
-) -> Path:
-    """A replica's config: the shared database and key files, any port (``GARRISON_PORT``
-    sets it), no metrics listener; detection off unless ``detect``; ``extra`` TOML after."""
-    path = root / "garrison.toml"
-    path.write_text(
-        "[gateway]\n"
-        'host = "127.0.0.1"\n'
-        "port = 0\n\n"
-        "[storage]\n"
-        f'database_url = "{url}"\n'
-        f'key_dir = "{key_dir}"\n\n'
-        "[detect]\n"
-        f"enabled = {'true' if detect else 'false'}\n\n"
-        "[metrics]\n"
-        'listen = ""\n' + extra
-    )
-    path.chmod(0o600)
-    return path
 
 
 async def call(session: aiohttp.ClientSession, base: str, key: str) -> int:
@@ -320,29 +301,15 @@ async def measure(rounds_n: int, replicas: int, sqlite: bool, root: Path) -> dic
             url = stack.enter_context(postgres_database())
             settings, code = init_postgres(root, url)
             key_dir = settings.key_dir
-        config = write_config(root, url, key_dir)
+        config = write_serve_config(root, url, key_dir)
         up_port = free_port()
-        procs = [
-            subprocess.Popen(
-                [*GARRISON, "mock-upstream", "--port", str(up_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        ]
+        procs = [spawn_mock_upstream(up_port)]
         try:
             bases = []
             for _ in range(replicas):
-                port = free_port()
-                env = {**os.environ, "GARRISON_PORT": str(port)}
-                procs.append(
-                    subprocess.Popen(
-                        [*GARRISON, "serve", "--config", str(config)],
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-                bases.append(f"http://127.0.0.1:{port}")
+                proc, base = spawn_replica(config, env=os.environ)
+                procs.append(proc)
+                bases.append(base)
             wait_url(f"http://127.0.0.1:{up_port}/v1/models")
             for base in bases:
                 wait_url(f"{base}/healthz", timeout=60)
@@ -355,14 +322,7 @@ async def measure(rounds_n: int, replicas: int, sqlite: bool, root: Path) -> dic
                 if clock is not None:
                     clock.close()
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGINT)
-            for proc in procs:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_processes(procs, timeout=15)
     return {
         "database": "sqlite" if sqlite else "postgresql",
         "replicas": replicas,

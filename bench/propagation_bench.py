@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,11 +29,12 @@ import orjson
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.serve_processes import spawn_mock_upstream, spawn_replica, stop_processes
+
 from bench.loadgen import free_port, wait_url
 from garrison.bootstrap import enroll_locally, init, open_directory
 from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi, VendorStatus
 
-GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 # Longest wait for one refusal before the round counts as failed.
 ROUND_TIMEOUT_S = 5.0
 # Poll interval while waiting for the refusal (the measurement's resolution).
@@ -66,13 +65,7 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
     directory = open_directory(done.settings, actor="bench")
     now = time.time()
     up_port = free_port()
-    procs = [
-        subprocess.Popen(
-            [*GARRISON, "mock-upstream", "--port", str(up_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
+    procs = [spawn_mock_upstream(up_port)]
     try:
         directory.create_model(
             "m",
@@ -85,17 +78,9 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
         )
         bases = []
         for _ in range(gateways):
-            port = free_port()
-            env = {**os.environ, "GARRISON_PORT": str(port)}
-            procs.append(
-                subprocess.Popen(
-                    [*GARRISON, "serve", "--config", str(done.config_path)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
+            proc, base = spawn_replica(done.config_path, env=os.environ)
+            procs.append(proc)
+            bases.append(base)
         wait_url(f"http://127.0.0.1:{up_port}/v1/models")
         for base in bases:
             wait_url(f"{base}/healthz")
@@ -148,14 +133,7 @@ async def measure(rounds: int, gateways: int, root: Path) -> dict[str, Any]:
                 samples[f"{kind}_same_process"].append(times[0])
                 samples[f"{kind}_other_process"].extend(times[1:])
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs, timeout=10)
         directory.engine.dispose()
     result: dict[str, Any] = {"rounds": rounds, "gateways": gateways}
     for kind, values in samples.items():

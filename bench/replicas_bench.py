@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.replicas import init_postgres
+from tests.support.serve_processes import write_serve_config
 
 from bench.gateway_bench import MODEL, PRINCIPAL, UPSTREAM_KEY, machine_info
 from bench.loadgen import Child, Children, PhaseResult, free_port, terminate_on_signals, wait_http
@@ -69,7 +70,6 @@ from bench.lock_propagation import (
     lock_rounds,
     postgres_database,
     seed,
-    write_config,
 )
 from bench.stacks import (
     UPSTREAM_MODEL,
@@ -175,7 +175,7 @@ def start_group(
     else:
         settings, code = init_postgres(root, url)
         key_dir = settings.key_dir
-    config = write_config(root, url, key_dir, detect=detect, extra=LIMITS_TOML)
+    config = write_serve_config(root, url, key_dir, detect=detect, extra=LIMITS_TOML)
     group = Group(name, "sqlite" if url.startswith("sqlite") else "postgresql", url, code)
     for i in range(n):
         port = free_port()

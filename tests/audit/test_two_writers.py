@@ -53,7 +53,7 @@ def settings(data: Path) -> Settings:
     return load_settings(data / CONFIG_FILE, env={})
 
 
-def sink(data: Path) -> TreeSink:
+def sink(data: Path) -> TreeSink[Any]:
     s = settings(data)
     assert s.witness_dir is not None
     out = open_sink(

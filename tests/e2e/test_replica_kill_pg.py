@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,12 @@ from garrison.audit.sqlite_reader import open_reader
 from garrison.mock import MockConfig, MockUpstream
 from tests.support import pg
 from tests.support.replicas import init_postgres
+from tests.support.serve_processes import (
+    GARRISON,
+    spawn_replica,
+    stop_processes,
+    write_serve_config,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -47,7 +52,6 @@ pytestmark = [
     ),
 ]
 
-GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
 REPLICAS = 3
 VICTIM = 1  # replica B
@@ -70,6 +74,8 @@ HOLD_S = 0.25
 # Longest wait for PostgreSQL to grant the lock to B's queued batch (A's and C's batches
 # queued before it go first; each is short).
 GRANT_S = 0.5
+# Longest a replica may take to stop cleanly (SIGINT) before it is killed.
+STOP_S = 20.0
 # Per-call client timeout: generous, so a slow shared machine is not read as a failure.
 CALL_TIMEOUT_S = 20.0
 
@@ -94,30 +100,6 @@ class Load:
             for a in self.answers
             if a.replica == replica and a.status == 200 and a.after_kill == after_kill
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(root: Path, url: str, key_dir: Path) -> Path:
-    path = root / "garrison.toml"
-    path.write_text(
-        "[gateway]\n"
-        'host = "127.0.0.1"\n'
-        "port = 0\n\n"
-        "[storage]\n"
-        f'database_url = "{url}"\n'
-        f'key_dir = "{key_dir}"\n\n'
-        "[detect]\n"
-        "enabled = false\n\n"
-        "[metrics]\n"
-        'listen = ""\n'
-    )
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture
@@ -257,24 +239,11 @@ def _poll(conn: psycopg.Connection[Any], args: tuple[Any, ...], test: Any, withi
     return False
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)  # in case a failed step left it stopped
-            proc.send_signal(signal.SIGINT)
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-
-
 async def test_a_replica_killed_under_load_loses_nothing_it_answered(
     database: str, tmp_path: Path
 ) -> None:
     settings, code = init_postgres(tmp_path, database)
-    config = _config(tmp_path, database, settings.key_dir)
+    config = write_serve_config(tmp_path, database, settings.key_dir)
     mock = MockUpstream(MockConfig())
     await mock.start("127.0.0.1", 0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GARRISON_")}
@@ -284,17 +253,9 @@ async def test_a_replica_killed_under_load_loses_nothing_it_answered(
     bases: list[str] = []
     try:
         for i in range(REPLICAS):
-            port = _free_port()
-            procs.append(
-                subprocess.Popen(
-                    [*GARRISON, "serve", "--config", str(config)],
-                    env={**env, "GARRISON_PORT": str(port)},
-                    cwd=ROOT,
-                    stdout=logs[i],
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            bases.append(f"http://127.0.0.1:{port}")
+            proc, base = spawn_replica(config, env=env, cwd=ROOT, output=logs[i])
+            procs.append(proc)
+            bases.append(base)
         timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             for base, proc in zip(bases, procs, strict=True):
@@ -342,7 +303,7 @@ async def test_a_replica_killed_under_load_loses_nothing_it_answered(
             finally:
                 load.stop = True
                 await asyncio.wait_for(asyncio.gather(*tasks), GUARD_S)
-        _stop([p for i, p in enumerate(procs) if i != VICTIM])
+        stop_processes([p for i, p in enumerate(procs) if i != VICTIM], timeout=STOP_S)
         assert all(p.returncode == 0 for i, p in enumerate(procs) if i != VICTIM), [
             p.returncode for p in procs
         ]
@@ -391,7 +352,7 @@ async def test_a_replica_killed_under_load_loses_nothing_it_answered(
             f"B killed holding the audit lock: {caught}"
         )
     finally:
-        _stop(procs)
+        stop_processes(procs, timeout=STOP_S)
         for f in logs:
             f.close()
         await mock.stop()

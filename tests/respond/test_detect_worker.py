@@ -18,7 +18,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -47,23 +45,13 @@ from garrison.store.db import write_transaction
 from garrison.store.snapshot import Snapshot
 from tests.support import pg
 from tests.support.admin import admin_call
+from tests.support.detection import chat_from, out_of_network, wait_for
+from tests.support.serve_processes import GARRISON, free_port
 from tests.support.world import World, start_world, stop_world
 
 # Election, handover and detection take milliseconds to a few seconds; a safety net.
 GUARD_S = 20.0
 HOME, AWAY = "127.0.0.1", "127.0.1.9"
-GARRISON = [sys.executable, "-m", "garrison.cli.main"]
-
-
-def wait_for(check: Callable[[], Any], what: str, within: float = GUARD_S) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within} s")
-        time.sleep(0.01)
 
 
 # ── a database of either kind, written to as other replicas would ─────────────────────────
@@ -149,21 +137,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
             engine.dispose()
 
 
-def refused(key_id: str, at: float) -> AuditEvent:
-    """A refusal the built-in ``key-out-of-network`` rule turns into an alert on ``key_id``."""
-    return AuditEvent(
-        EventName.REQUEST_DENIED,
-        at=at,
-        request_id=f"req-{key_id}",
-        data={
-            "status": 403,
-            "reasons": ["credential.network_not_allowed"],
-            "presented_key_id": key_id,
-            "client_address": "10.1.2.3",
-        },
-    )
-
-
 @contextlib.contextmanager
 def running(*monitors: Monitor) -> Iterator[None]:
     for m in monitors:
@@ -178,7 +151,7 @@ def running(*monitors: Monitor) -> Iterator[None]:
 # ── the lease (storage) ────────────────────────────────────────────────────────────────────
 def test_the_first_worker_starts_at_the_head_of_the_log(db: Db) -> None:
     now = time.time()
-    db.append(refused("k-before", now))
+    db.append(out_of_network("k-before", now))
     claimed = detector_state.claim(db.engine, "a", now=now, lease_s=5)
     assert claimed is not None
     with db.engine.connect() as conn:
@@ -254,7 +227,7 @@ def test_one_monitor_works_the_others_stand_by_and_a_stop_hands_over(db: Db) -> 
             assert [first.active, second.active].count(True) == 1
             time.sleep(0.05)
         now = time.time()
-        db.append(refused("k1", now), refused("k2", now))
+        db.append(out_of_network("k1", now), out_of_network("k2", now))
         wait_for(lambda: db.alerts() == [("k1", 1), ("k2", 1)], "alerts from the log")
         assert standby.processed == 0
         stopped_at = time.monotonic()
@@ -264,7 +237,7 @@ def test_one_monitor_works_the_others_stand_by_and_a_stop_hands_over(db: Db) -> 
         assert handover < monitor_mod.DETECT_STANDBY_POLL_S + 2.0, handover
         print(f"handover after a stop ({db.kind}): {handover:.2f} s")
         # It continues from the stored cursor: old rows are not judged again, new ones are.
-        db.append(refused("k1", now + 1), refused("k3", now + 1))
+        db.append(out_of_network("k1", now + 1), out_of_network("k3", now + 1))
         wait_for(lambda: db.alerts() == [("k1", 2), ("k2", 1), ("k3", 1)], "alerts after")
     assert db.raised() == ["k1", "k2", "k3"]
 
@@ -290,16 +263,16 @@ def test_a_stalled_worker_is_replaced_and_its_range_stored_once(
     with running(first):
         wait_for(lambda: first.active, "the first worker")
         now = time.time()
-        db.append(*(refused(f"k{n}", now) for n in range(5)))
+        db.append(*(out_of_network(f"k{n}", now) for n in range(5)))
         wait_for(lambda: len(db.alerts()) == 5, "five alerts")
         awake.clear()  # the next range stalls before it is stored
-        db.append(*(refused(f"k{n}", now + 1) for n in range(5, 8)))
+        db.append(*(out_of_network(f"k{n}", now + 1) for n in range(5, 8)))
         with running(second):
             wait_for(lambda: second.active, "the standby taking over")
             wait_for(lambda: len(db.alerts()) == 8, "the stalled range judged by the successor")
             awake.set()  # the stalled worker judges the same range and tries to store it
             wait_for(lambda: not first.active, "the stalled worker standing down")
-            db.append(refused("k0", now + 2), refused("k9", now + 2))
+            db.append(out_of_network("k0", now + 2), out_of_network("k9", now + 2))
             wait_for(lambda: len(db.alerts()) == 9, "the rest")
             assert dict(db.alerts())["k0"] == 2  # a repeat, not a second alert
             assert not first.active and second.active
@@ -379,12 +352,12 @@ def test_pending_playbooks_of_a_dead_worker_run_on_takeover(db: Db) -> None:
 # ── the feed ───────────────────────────────────────────────────────────────────────────────
 def test_a_batch_ahead_of_the_cursor_reads_the_rows_before_it_from_the_log(db: Db) -> None:
     now = time.time()
-    db.append(refused("a", now), refused("b", now))
+    db.append(out_of_network("a", now), out_of_network("b", now))
     with db.engine.connect() as conn:
         head = detector_state.head(conn)
     feed = LogFeed(db.engine)
     feed.restart(head - 2)
-    own = [refused("c", now)]
+    own = [out_of_network("c", now)]
     items = feed.from_batch(head, own)  # a batch committed after the two rows
     assert [seq for seq, _ in items] == [head - 1, head, head + 1]
     assert [o.key for _, o in items if o is not None] == ["a", "b", "c"]
@@ -418,7 +391,7 @@ def test_one_take_judges_every_batch_queued_since_the_last(db: Db) -> None:
 def test_a_missing_row_is_waited_for_then_stepped_over(
     db: Db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record = refused("x", 1.0)
+    record = out_of_network("x", 1.0)
     rows = [(1, record.encode(0)), (3, record.encode(2))]
     monkeypatch.setattr(detector_state, "records_after", lambda conn, cursor, limit: rows)
     monkeypatch.setattr(log_feed, "DETECT_GAP_WAIT_S", 0.2)
@@ -434,18 +407,8 @@ def test_a_missing_row_is_waited_for_then_stepped_over(
 
 # ── end to end: gateways on one database ───────────────────────────────────────────────────
 async def call(port: int, key: str, addr: str) -> int:
-    body = {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
-    connector = aiohttp.TCPConnector(local_addr=(addr, 0))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            json=body,
-            headers={"authorization": f"Bearer {key}"},
-        ) as resp,
-    ):
-        await resp.read()
-        return resp.status
+    status, _ = await chat_from(f"http://127.0.0.1:{port}", key, addr, content="hi")
+    return status
 
 
 async def call_ok(port: int, key: str, addr: str) -> int:
@@ -575,7 +538,7 @@ async def test_the_worker_killed_mid_stream_is_replaced_and_no_alert_is_missed_o
     tmp_path: Path,
 ) -> None:
     world = await start_world(tmp_path, detect=False)  # serves calls; detects nothing
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GARRISON_")}
     env["GARRISON_PORT"] = str(port)
     log_file = (tmp_path / "worker.log").open("wb")
@@ -635,11 +598,3 @@ async def test_the_worker_killed_mid_stream_is_replaced_and_no_alert_is_missed_o
         if standby is not None:
             await standby.stop()
         await stop_world(world)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import orjson
 import pytest
 
-from garrison.audit.events import AuditEvent, EventName
 from garrison.bootstrap import Initialized, init, open_directory
 from garrison.detect.engine import DetectionEngine, Verdict
 from garrison.detect.observation import Finding, Obs, Severity
@@ -37,6 +35,7 @@ from garrison.server import Gateway
 from garrison.store import Directory, alerts, load_snapshot
 from tests.support.admin import admin_call
 from tests.support.db import connect
+from tests.support.detection import chat_from, out_of_network, wait_for
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -63,17 +62,7 @@ async def chat(
     content: str = "hello",
     model: str = "assistant",
 ) -> tuple[int, bytes]:
-    body = {"model": model, "messages": [{"role": "user", "content": content}]}
-    connector = aiohttp.TCPConnector(local_addr=(addr, 0))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            f"{world.base}/v1/chat/completions",
-            json=body,
-            headers={"authorization": f"Bearer {key}"},
-        ) as resp,
-    ):
-        return resp.status, await resp.read()
+    return await chat_from(world.base, key, addr, content=content, model=model)
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], what: str, within: float = WITHIN_S) -> T:
@@ -556,9 +545,6 @@ async def test_rules_file_unusable_at_start_leaves_the_built_in_rules_in_force(
         await stop_world(world)
 
 
-GUARD_S = 10.0
-
-
 def alert_rows(d: Directory) -> list[dict[str, Any]]:
     conn = connect(d)
     try:
@@ -589,30 +575,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
         yield Env(initialized, d)
     finally:
         d.engine.dispose()
-
-
-def out_of_network(key_id: str, at: float) -> AuditEvent:
-    """A refusal the built-in ``key-out-of-network`` rule turns into a finding about ``key_id``
-    (high: its playbook only notifies)."""
-    return AuditEvent(
-        EventName.REQUEST_DENIED,
-        at=at,
-        request_id=f"req-{key_id}",
-        data={
-            "status": 403,
-            "reasons": ["credential.network_not_allowed"],
-            "presented_key_id": key_id,
-            "client_address": "10.1.2.3",
-        },
-    )
-
-
-def wait_for(check: Any, what: str) -> None:
-    deadline = time.monotonic() + GUARD_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {GUARD_S} s")
-        time.sleep(0.01)
 
 
 ALL_ACTIONS = Playbook(

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -25,6 +24,7 @@ from aiohttp import web
 from garrison.respond import sinks
 from garrison.respond.sinks import JsonlSink, SyslogSink, WebhookSink
 from garrison.server import Gateway
+from tests.support.detection import chat_from
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -325,18 +325,8 @@ SECRET_ENV = "GARRISON_TEST_ALERTS_SECRET"
 
 
 async def chat(world: World, key: str, addr: str) -> int:
-    body = {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]}
-    connector = aiohttp.TCPConnector(local_addr=(addr, 0))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            f"{world.base}/v1/chat/completions",
-            json=body,
-            headers={"authorization": f"Bearer {key}"},
-        ) as resp,
-    ):
-        await resp.read()
-        return resp.status
+    status, _ = await chat_from(world.base, key, addr)
+    return status
 
 
 async def test_gateway_webhook_receives_the_alert_of_a_scripted_attack(

@@ -245,7 +245,7 @@ def test_bad_titles_are_refused_and_nothing_is_written(
     ids=["vendor", "principal", "credential", "mixed", "principal-as-vendor", "vendor-as-person"],
 )
 def test_unknown_subjects_are_refused_and_nothing_is_written(
-    d: Directory, kw: dict[str, list[str]], match: str
+    d: Directory, kw: dict[str, Any], match: str
 ) -> None:
     with refused(d, match):
         d.open_incident("t", now=NOW, **kw)

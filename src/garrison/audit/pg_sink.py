@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
-from garrison.audit.checkpoint import Signer
 from garrison.audit.exporters import Exporter
 from garrison.audit.leaves import POSTGRES
 from garrison.audit.tree_sink import TreeSink, integrate_with
-from garrison.audit.witness import DirectoryWitness
 
 log = logging.getLogger("garrison.audit")
 
@@ -61,30 +58,18 @@ def libpq_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-class PgAuditSink(TreeSink):
+class PgAuditSink(TreeSink[str]):
+    """The log in the PostgreSQL database at its target (a SQLAlchemy URL)."""
+
     dialect = POSTGRES
     _db_error = psycopg.Error
 
-    def __init__(
-        self,
-        database_url: str,
-        *,
-        signer: Signer | None = None,
-        witness: DirectoryWitness | None = None,
-        exporters: Sequence[Exporter] = (),
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            signer=signer, witness=witness, exporters=exporters, clock=clock, monotonic=monotonic
-        )
-        self._conninfo = libpq_url(database_url)
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+    _conn: psycopg.Connection[tuple[object, ...]] | None = None
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             conn = psycopg.connect(
-                self._conninfo,
+                libpq_url(self._target),
                 autocommit=False,
                 connect_timeout=AUDIT_PG_CONNECT_TIMEOUT_S,
                 options=(

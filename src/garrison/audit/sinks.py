@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,7 +33,7 @@ def open_sink(
     exporters: Sequence[Exporter] = (),
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
-) -> TreeSink:
+) -> TreeSink[Any]:
     """The audit sink for ``database_url`` (not yet opened: the writer opens it)."""
     backend = _backend(database_url)
     if backend == "postgresql":

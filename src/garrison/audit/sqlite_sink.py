@@ -14,15 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from garrison.audit.checkpoint import Signer
 from garrison.audit.exporters import Exporter
 from garrison.audit.leaves import SQLITE
 from garrison.audit.tree_sink import TreeSink, integrate_with
-from garrison.audit.witness import DirectoryWitness
 from garrison.private_files import prepare_sqlite_file
 from garrison.store.db import apply_sqlite_pragmas, truncate_wal
 
@@ -38,31 +35,19 @@ AUDIT_SQLITE_BUSY_TIMEOUT_MS = 1000
 AUDIT_CACHED_STATEMENTS = 32
 
 
-class SqliteAuditSink(TreeSink):
+class SqliteAuditSink(TreeSink[Path]):
+    """The log in the SQLite database file at its target."""
+
     dialect = SQLITE
     _db_error = sqlite3.Error
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        signer: Signer | None = None,
-        witness: DirectoryWitness | None = None,
-        exporters: Sequence[Exporter] = (),
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            signer=signer, witness=witness, exporters=exporters, clock=clock, monotonic=monotonic
-        )
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
+    _conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            prepare_sqlite_file(self._path)
+            prepare_sqlite_file(self._target)
             conn = sqlite3.connect(
-                self._path,
+                self._target,
                 isolation_level=None,
                 check_same_thread=False,
                 cached_statements=AUDIT_CACHED_STATEMENTS,

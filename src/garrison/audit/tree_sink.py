@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 
@@ -84,15 +84,21 @@ def load_tree(conn: Conn, dialect: Dialect) -> tuple[CompactTree, Checkpoint | N
     return tree, checkpoint
 
 
-class TreeSink(abc.ABC):
+# Where a sink's log is, as its database takes it (a file path, a database URL).
+TargetT = TypeVar("TargetT")
+
+
+class TreeSink(abc.ABC, Generic[TargetT]):
     """The recipe; a subclass gives the database: ``_connection``, ``_begin``, ``_commit_tx``,
-    ``_rollback``, ``probe``, ``_release`` and the driver's error type ``_db_error``."""
+    ``_rollback``, ``probe``, ``_release`` and the driver's error type ``_db_error``. It is
+    made with its ``target`` (what ``_connection`` connects to) and the recipe's options."""
 
     dialect: Dialect
     _db_error: type[Exception] = Exception
 
     def __init__(
         self,
+        target: TargetT,
         *,
         signer: Signer | None = None,
         witness: DirectoryWitness | None = None,
@@ -100,6 +106,7 @@ class TreeSink(abc.ABC):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._target = target
         self._exporters = list(exporters)
         # Called in the writer thread after each commit with (first leaf index, events);
         # they must not block (the detection service only queues).
@@ -327,7 +334,7 @@ def _runs(done: Committed) -> Iterator[tuple[int, list[AuditEvent]]]:
         yield start, run
 
 
-def integrate_with(sink: TreeSink) -> int:
+def integrate_with(sink: TreeSink[Any]) -> int:
     """Integrate every waiting outbox row now, from a process without an audit writer of its
     own (the CLI: ``garrison.audit.outbox`` says when), exporting what it commits. Signs no
     checkpoint (the host's CLI need not hold the signing key): the next gateway does.

@@ -6,26 +6,103 @@ Times are UNIX seconds (REAL) so the same columns work on SQLite and PostgreSQL;
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+# Column factories: the shapes several tables share, named once. A Column belongs to one
+# table, so each call makes a new one. The DDL they compile to is held by
+# tests/store/test_schema_ddl.py (the migrations create exactly these columns).
+
+
+def _id() -> sa.Column[str]:
+    """The row's own id (a generated string id)."""
+    return sa.Column("id", sa.String(40), primary_key=True)
+
+
+def _seq() -> sa.Column[int]:
+    """An append-only table's own ordinal."""
+    return sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True)
+
+
+def _ref(name: str, foreign: str | None = None, *, nullable: bool = False) -> sa.Column[str]:
+    """Another row's id; with ``foreign`` ("table.id") a foreign key to it."""
+    if foreign is None:
+        return sa.Column(name, sa.String(40), nullable=nullable)
+    return sa.Column(name, sa.String(40), sa.ForeignKey(foreign), nullable=nullable)
+
+
+def _time(name: str, *, nullable: bool = False) -> sa.Column[float]:
+    """A moment, in UNIX seconds."""
+    return sa.Column(name, sa.Float, nullable=nullable)
+
+
+def _actor(name: str, *, nullable: bool = False) -> sa.Column[str]:
+    """Who did it: a principal id or the local actor's name."""
+    return sa.Column(name, sa.String(200), nullable=nullable)
+
+
+def _word(name: str) -> sa.Column[str]:
+    """A short enumerated value (a status, a kind)."""
+    return sa.Column(name, sa.String(20), nullable=False)
+
+
+def _reason(name: str, *, nullable: bool = False) -> sa.Column[str]:
+    """A person's stated reason."""
+    return sa.Column(name, sa.String(500), nullable=nullable)
+
+
+def _json(name: str, *, default: str | None = None) -> sa.Column[str]:
+    """JSON text (a list or an object), never NULL; ``default`` is the server default."""
+    return sa.Column(name, sa.Text, nullable=False, server_default=default)
+
+
+def _address(name: str) -> sa.Column[str]:
+    """A client's network address, where one is known."""
+    return sa.Column(name, sa.String(64), nullable=True)
+
+
+def _event_columns() -> list[sa.Column[Any]]:
+    """An audit event's row: its canonical ``record`` and the copies kept for querying."""
+    return [
+        _seq(),
+        _time("at"),
+        sa.Column("name", sa.String(60), nullable=False),
+        _ref("request_id", nullable=True),
+        _ref("principal_id", nullable=True),
+        _ref("credential_id", nullable=True),
+        sa.Column("model", sa.String(200), nullable=True),
+        sa.Column("record", sa.LargeBinary, nullable=False),
+    ]
+
+
+def _sign_in_identity() -> list[sa.Column[str]]:
+    """A person's identity at an OpenID provider; ``provider`` is "default" or a vendor's name."""
+    return [
+        sa.Column("issuer", sa.String(512), nullable=False),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("provider", sa.String(200), nullable=False),
+    ]
+
+
 orgs = sa.Table(
     "orgs",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
+    _word("kind"),
+    _time("created_at"),
     # Vendor terms (NULL / empty for the internal org).
-    sa.Column("sponsor_id", sa.String(40), nullable=True),
-    sa.Column("contract_start", sa.Float, nullable=True),
-    sa.Column("contract_end", sa.Float, nullable=True),
-    sa.Column("networks", sa.Text, nullable=False, server_default="[]"),
+    _ref("sponsor_id", nullable=True),
+    _time("contract_start", nullable=True),
+    _time("contract_end", nullable=True),
+    _json("networks", default="[]"),
     sa.Column("seat_limit", sa.Integer, nullable=True),
     sa.Column("ceiling_level", sa.Integer, nullable=True),
-    sa.Column("ceiling_compartments", sa.Text, nullable=False, server_default="[]"),
-    sa.Column("security_review_at", sa.Float, nullable=True),
+    _json("ceiling_compartments", default="[]"),
+    _time("security_review_at", nullable=True),
     sa.Column("agreement_ref", sa.String(200), nullable=False, server_default=""),
     sa.Column("status", sa.String(20), nullable=False, server_default="active"),
 )
@@ -33,36 +110,36 @@ orgs = sa.Table(
 principals = sa.Table(
     "principals",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("org_id", sa.String(40), sa.ForeignKey("orgs.id"), nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),
+    _ref("org_id", "orgs.id"),
+    _word("kind"),
     sa.Column("clearance", sa.Integer, nullable=False),
-    sa.Column("compartments", sa.Text, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("roles", sa.Text, nullable=False, server_default="[]"),
+    _json("compartments"),
+    _word("status"),
+    _time("created_at"),
+    _json("roles", default="[]"),
     # A service account's owner (a person's id); who invited a person (id or local actor).
-    sa.Column("owner_id", sa.String(40), nullable=True),
-    sa.Column("invited_by", sa.String(200), nullable=True),
+    _ref("owner_id", nullable=True),
+    _actor("invited_by", nullable=True),
 )
 
 credentials = sa.Table(
     "credentials",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
+    _id(),
+    _ref("principal_id", "principals.id"),
     sa.Column("secret_hash", sa.LargeBinary(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=True),
-    sa.Column("networks", sa.Text, nullable=False),
-    sa.Column("revoked_at", sa.Float, nullable=True),
+    _time("created_at"),
+    _time("expires_at", nullable=True),
+    _json("networks"),
+    _time("revoked_at", nullable=True),
     sa.Column("note", sa.String(200), nullable=False, server_default=""),
     sa.Column("canary", sa.Boolean, nullable=False, server_default=sa.false()),
     # How the key came to be (garrison.domain.provenance) and who made it (a principal id,
     # or the local actor for a break-glass key; NULL where nobody knows).
     sa.Column("provenance", sa.String(20), nullable=False, server_default="legacy"),
-    sa.Column("created_by", sa.String(200), nullable=True),
+    _actor("created_by", nullable=True),
     # A service account's key bound to a client certificate: its x5t#S256 (43 characters;
     # garrison.identity.cert_binding). NULL: a plain key.
     sa.Column("cert_thumbprint", sa.String(64), nullable=True),
@@ -72,37 +149,37 @@ credentials = sa.Table(
 enrollments = sa.Table(
     "enrollments",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("code_hash", sa.LargeBinary(32), nullable=False, unique=True),
-    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
-    sa.Column("invited_by", sa.String(200), nullable=False),
-    sa.Column("invited_with", sa.String(40), nullable=True),  # the inviter's key id
-    sa.Column("invited_from", sa.String(64), nullable=True),  # the inviter's address
-    sa.Column("change_id", sa.String(40), nullable=True),  # the approval it used
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("used_at", sa.Float, nullable=True),
-    sa.Column("used_from", sa.String(64), nullable=True),
-    sa.Column("credential_id", sa.String(40), nullable=True),
-    sa.Column("revoked_at", sa.Float, nullable=True),
+    _ref("principal_id", "principals.id"),
+    _actor("invited_by"),
+    _ref("invited_with", nullable=True),  # the inviter's key id
+    _address("invited_from"),  # the inviter's address
+    _ref("change_id", nullable=True),  # the approval it used
+    _time("created_at"),
+    _time("expires_at"),
+    _time("used_at", nullable=True),
+    _address("used_from"),
+    _ref("credential_id", nullable=True),
+    _time("revoked_at", nullable=True),
 )
 
 models = sa.Table(
     "models",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("upstream_url", sa.String(2000), nullable=False),
     sa.Column("upstream_model", sa.String(200), nullable=False),
     sa.Column("api", sa.String(20), nullable=False),
     sa.Column("auth_style", sa.String(20), nullable=False),
     sa.Column("level", sa.Integer, nullable=False),
-    sa.Column("compartments", sa.Text, nullable=False),
+    _json("compartments"),
     sa.Column("upstream_key_sealed", sa.LargeBinary, nullable=True),
-    sa.Column("created_at", sa.Float, nullable=False),
+    _time("created_at"),
     sa.Column("requires_justification", sa.Boolean, nullable=False, server_default=sa.false()),
     # JSON list of extra request fields an admin allowed (domain.request_fields).
-    sa.Column("extra_fields", sa.Text, nullable=False, server_default="[]"),
+    _json("extra_fields", default="[]"),
     # JSON object of the upstream's TLS files (domain.upstream_tls; NULL: the system's CAs).
     sa.Column("upstream_tls", sa.Text, nullable=True),
 )
@@ -112,10 +189,10 @@ models = sa.Table(
 change_feed = sa.Table(
     "change_feed",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
+    _seq(),
+    _time("at"),
     sa.Column("entity", sa.String(40), nullable=False),
-    sa.Column("entity_id", sa.String(40), nullable=False),
+    _ref("entity_id"),
     sa.Column("op", sa.String(20), nullable=False),
 )
 
@@ -124,14 +201,7 @@ change_feed = sa.Table(
 audit_events = sa.Table(
     "audit_events",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("name", sa.String(60), nullable=False),
-    sa.Column("request_id", sa.String(40), nullable=True),
-    sa.Column("principal_id", sa.String(40), nullable=True),
-    sa.Column("credential_id", sa.String(40), nullable=True),
-    sa.Column("model", sa.String(200), nullable=True),
-    sa.Column("record", sa.LargeBinary, nullable=False),
+    *_event_columns(),
     # H(0x00 ‖ record), kept so a modified record is located at once; verification always
     # recomputes it and never trusts this column.
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=True),
@@ -149,14 +219,7 @@ audit_events = sa.Table(
 audit_outbox = sa.Table(
     "audit_outbox",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("name", sa.String(60), nullable=False),
-    sa.Column("request_id", sa.String(40), nullable=True),
-    sa.Column("principal_id", sa.String(40), nullable=True),
-    sa.Column("credential_id", sa.String(40), nullable=True),
-    sa.Column("model", sa.String(200), nullable=True),
-    sa.Column("record", sa.LargeBinary, nullable=False),
+    *_event_columns(),
 )
 
 # Optional full capture of request bodies, encrypted with the capture key (keys/capture.keys),
@@ -165,7 +228,7 @@ audit_captures = sa.Table(
     "audit_captures",
     metadata,
     sa.Column("request_id", sa.String(40), primary_key=True),
-    sa.Column("at", sa.Float, nullable=False),
+    _time("at"),
     sa.Column("sealed", sa.LargeBinary, nullable=False),
 )
 
@@ -175,9 +238,9 @@ audit_captures = sa.Table(
 audit_checkpoints = sa.Table(
     "audit_checkpoints",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    _seq(),
     sa.Column("tree_size", sa.Integer, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
+    _time("at"),
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("edge", sa.LargeBinary, nullable=False),
 )
@@ -187,25 +250,25 @@ audit_checkpoints = sa.Table(
 incidents = sa.Table(
     "incidents",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("title", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("opened_by", sa.String(200), nullable=False),
-    sa.Column("opened_at", sa.Float, nullable=False),
-    sa.Column("since", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    _word("status"),
+    _actor("opened_by"),
+    _time("opened_at"),
+    _time("since"),
+    _time("updated_at"),
     # {"vendor": [org ids], "principal": [ids], "credential": [ids]}
-    sa.Column("subjects", sa.Text, nullable=False, server_default="{}"),
+    _json("subjects", default="{}"),
 )
 
 incident_notes = sa.Table(
     "incident_notes",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("incident_id", sa.String(40), sa.ForeignKey("incidents.id"), nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("author", sa.String(200), nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),  # note, status, action
+    _seq(),
+    _ref("incident_id", "incidents.id"),
+    _time("at"),
+    _actor("author"),
+    _word("kind"),  # note, status, action
     sa.Column("text", sa.Text, nullable=False),
 )
 
@@ -214,21 +277,21 @@ incident_notes = sa.Table(
 locks = sa.Table(
     "locks",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("kind", sa.String(20), nullable=False),
+    _id(),
+    _word("kind"),
     # The target's id (credential, principal, org, model), a CIDR, or "*".
     sa.Column("target", sa.String(200), nullable=False),
     sa.Column("target_name", sa.String(200), nullable=False),
-    sa.Column("reason", sa.String(500), nullable=False),
-    sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=True),
-    sa.Column("incident_id", sa.String(40), sa.ForeignKey("incidents.id"), nullable=True),
-    sa.Column("lifted_at", sa.Float, nullable=True),
-    sa.Column("lifted_by", sa.String(200), nullable=True),
-    sa.Column("lift_reason", sa.String(500), nullable=True),
-    sa.Column("lift_requested_by", sa.String(200), nullable=True),
-    sa.Column("lift_requested_at", sa.Float, nullable=True),
+    _reason("reason"),
+    _actor("created_by"),
+    _time("created_at"),
+    _time("expires_at", nullable=True),
+    _ref("incident_id", "incidents.id", nullable=True),
+    _time("lifted_at", nullable=True),
+    _actor("lifted_by", nullable=True),
+    _reason("lift_reason", nullable=True),
+    _actor("lift_requested_by", nullable=True),
+    _time("lift_requested_at", nullable=True),
     sa.Index("ix_locks_lifted_at", "lifted_at"),
 )
 
@@ -240,57 +303,57 @@ policy_sets = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("digest", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("proposed_by", sa.String(200), nullable=False),
-    sa.Column("approved_by", sa.String(200), nullable=True),
+    _time("created_at"),
+    _actor("proposed_by"),
+    _actor("approved_by", nullable=True),
 )
 
 # Just-in-time access: a principal asks for a critical model for a while; approvers decide.
 access_requests = sa.Table(
     "access_requests",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("principal_id", sa.String(40), nullable=False),
-    sa.Column("model_id", sa.String(40), nullable=False),
-    sa.Column("duration_s", sa.Float, nullable=False),
-    sa.Column("reason", sa.String(500), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),  # a pending request lapses at this
-    sa.Column("approvals", sa.Text, nullable=False, server_default="[]"),  # approver ids
-    sa.Column("decided_at", sa.Float, nullable=True),
-    sa.Column("decided_by", sa.String(200), nullable=True),
-    sa.Column("decision_reason", sa.String(500), nullable=True),
+    _id(),
+    _ref("principal_id"),
+    _ref("model_id"),
+    _time("duration_s"),
+    _reason("reason"),
+    _word("status"),
+    _time("created_at"),
+    _time("expires_at"),  # a pending request lapses at this
+    _json("approvals", default="[]"),  # approver ids
+    _time("decided_at", nullable=True),
+    _actor("decided_by", nullable=True),
+    _reason("decision_reason", nullable=True),
 )
 
 grants = sa.Table(
     "grants",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("request_id", sa.String(40), nullable=False),
-    sa.Column("principal_id", sa.String(40), nullable=False),
-    sa.Column("model_id", sa.String(40), nullable=False),
-    sa.Column("starts_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("revoked_at", sa.Float, nullable=True),
-    sa.Column("revoked_by", sa.String(200), nullable=True),
+    _id(),
+    _ref("request_id"),
+    _ref("principal_id"),
+    _ref("model_id"),
+    _time("starts_at"),
+    _time("expires_at"),
+    _time("revoked_at", nullable=True),
+    _actor("revoked_by", nullable=True),
 )
 
 # Sensitive admin changes waiting for a second admin (two-person rule).
 pending_changes = sa.Table(
     "pending_changes",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("target", sa.String(200), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("summary", sa.String(500), nullable=False),
-    sa.Column("requested_by", sa.String(200), nullable=False),
-    sa.Column("requested_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("decided_by", sa.String(200), nullable=True),
-    sa.Column("decided_at", sa.Float, nullable=True),
+    _actor("requested_by"),
+    _time("requested_at"),
+    _time("expires_at"),
+    _word("status"),
+    _actor("decided_by", nullable=True),
+    _time("decided_at", nullable=True),
 )
 
 # Alerts from the detection engine: deduplicated (a repeat grows count and evidence), with
@@ -298,7 +361,7 @@ pending_changes = sa.Table(
 alerts = sa.Table(
     "alerts",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    _seq(),
     sa.Column("id", sa.String(40), nullable=False, unique=True),
     sa.Column("rule_id", sa.String(64), nullable=False),
     sa.Column("title", sa.String(200), nullable=False),
@@ -307,19 +370,19 @@ alerts = sa.Table(
     sa.Column("subject_kind", sa.String(20), nullable=False),
     sa.Column("subject_id", sa.String(200), nullable=False),
     sa.Column("dedup_key", sa.String(300), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),  # open, acked, resolved
-    sa.Column("first_at", sa.Float, nullable=False),  # the first evidence event's time
-    sa.Column("last_at", sa.Float, nullable=False),
-    sa.Column("raised_at", sa.Float, nullable=False),  # when detection raised it
+    _word("status"),  # open, acked, resolved
+    _time("first_at"),  # the first evidence event's time
+    _time("last_at"),
+    _time("raised_at"),  # when detection raised it
     sa.Column("count", sa.Integer, nullable=False),
-    sa.Column("evidence", sa.Text, nullable=False),  # JSON list of leaf indices
+    _json("evidence"),  # JSON list of leaf indices
     sa.Column("data", sa.Text, nullable=False),
-    sa.Column("principal_id", sa.String(40), nullable=True),
-    sa.Column("org_id", sa.String(40), nullable=True),
-    sa.Column("credential_id", sa.String(40), nullable=True),
-    sa.Column("incident_id", sa.String(40), nullable=True),
-    sa.Column("actions", sa.Text, nullable=False, server_default="[]"),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    _ref("principal_id", nullable=True),
+    _ref("org_id", nullable=True),
+    _ref("credential_id", nullable=True),
+    _ref("incident_id", nullable=True),
+    _json("actions", default="[]"),
+    _time("updated_at"),
     sa.Index("ix_alerts_dedup", "dedup_key", "status"),
 )
 
@@ -329,13 +392,13 @@ alerts = sa.Table(
 gateway_instances = sa.Table(
     "gateway_instances",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("lease_until", sa.Float, nullable=False),
-    sa.Column("ended_at", sa.Float, nullable=True),  # a clean stop, or recovery by another
-    sa.Column("ended_by", sa.String(40), nullable=True),  # itself, or the recovering instance
+    _time("started_at"),
+    _time("lease_until"),
+    _time("ended_at", nullable=True),  # a clean stop, or recovery by another
+    _ref("ended_by", nullable=True),  # itself, or the recovering instance
 )
 
 
@@ -347,13 +410,13 @@ gateway_instances = sa.Table(
 detector_state = sa.Table(
     "detector_state",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    _id(),
     sa.Column("cursor", sa.Integer, nullable=False),
     sa.Column("state", sa.LargeBinary, nullable=True),
-    sa.Column("pending", sa.Text, nullable=False, server_default="[]"),
+    _json("pending", default="[]"),
     sa.Column("holder", sa.String(64), nullable=True),
     sa.Column("lease_until", sa.Float, nullable=False, server_default="0"),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    _time("updated_at"),
 )
 
 # A person's sign-in identity at an OpenID provider: (issuer, subject), recorded once when
@@ -361,15 +424,13 @@ detector_state = sa.Table(
 identity_links = sa.Table(
     "identity_links",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
-    sa.Column("issuer", sa.String(512), nullable=False),
-    sa.Column("subject", sa.String(255), nullable=False),
-    sa.Column("provider", sa.String(200), nullable=False),  # "default" or the vendor's name
-    sa.Column("enrollment_id", sa.String(40), nullable=False),
-    sa.Column("linked_at", sa.Float, nullable=False),
-    sa.Column("linked_from", sa.String(64), nullable=True),
-    sa.Column("unlinked_at", sa.Float, nullable=True),
+    _id(),
+    _ref("principal_id", "principals.id"),
+    *_sign_in_identity(),
+    _ref("enrollment_id"),
+    _time("linked_at"),
+    _address("linked_from"),
+    _time("unlinked_at", nullable=True),
     sa.UniqueConstraint("issuer", "subject", name="uq_identity_links_issuer_subject"),
 )
 
@@ -380,17 +441,15 @@ identity_links = sa.Table(
 sessions = sa.Table(
     "sessions",
     metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("principal_id", sa.String(40), sa.ForeignKey("principals.id"), nullable=False),
-    sa.Column("issuer", sa.String(512), nullable=False),
-    sa.Column("subject", sa.String(255), nullable=False),
-    sa.Column("provider", sa.String(200), nullable=False),
+    _id(),
+    _ref("principal_id", "principals.id"),
+    *_sign_in_identity(),
     sa.Column("jkt", sa.String(64), nullable=False),  # the client key's RFC 7638 thumbprint
-    sa.Column("amr", sa.Text, nullable=False),  # JSON list
+    _json("amr"),  # JSON list
     sa.Column("acr", sa.String(200), nullable=True),
-    sa.Column("roles", sa.Text, nullable=False),  # JSON list: what the session holds
-    sa.Column("issued_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("address", sa.String(64), nullable=True),
+    _json("roles"),  # JSON list: what the session holds
+    _time("issued_at"),
+    _time("expires_at"),
+    _address("address"),
     sa.Index("ix_sessions_principal_id", "principal_id"),
 )
