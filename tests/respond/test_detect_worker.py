@@ -373,16 +373,16 @@ def test_one_take_judges_every_batch_queued_since_the_last(db: Db) -> None:
         head = detector_state.head(conn)
     feed = LogFeed(db.engine)
     feed.restart(head)
-    feed.offer(head, [refused("a", now)])
-    feed.offer(head + 1, [refused("b", now), refused("c", now)])
-    feed.offer(head + 3, [refused("d", now)])
+    feed.offer(head, [out_of_network("a", now)])
+    feed.offer(head + 1, [out_of_network("b", now), out_of_network("c", now)])
+    feed.offer(head + 3, [out_of_network("d", now)])
     items = feed.take(0.01)
     assert items is not None
     assert [seq for seq, _ in items] == [head + 1, head + 2, head + 3, head + 4]
     assert [o.key for _, o in items if o is not None] == ["a", "b", "c", "d"]
-    feed.offer(head + 4, [refused("e", now)])
+    feed.offer(head + 4, [out_of_network("e", now)])
     feed.wake()
-    feed.offer(head + 5, [refused("f", now)])
+    feed.offer(head + 5, [out_of_network("f", now)])
     items = feed.take(0.01)
     assert items is not None and [o.key for _, o in items if o is not None] == ["e"]
     assert feed.take(0.01) is None  # the stop taken while draining
