@@ -19,6 +19,7 @@ from garrison.audit.writer import (
     AUDIT_BATCH_MAX,
     AUDIT_LAZY_FLUSH_S,
     AUDIT_OUTBOX_POLL_S,
+    AUDIT_RIDE_ALONG_S,
     AuditLog,
 )
 from garrison.errors import AuditRecordInvalid, AuditUnavailable
@@ -309,7 +310,7 @@ def test_the_spliced_record_is_the_whole_record_for_any_event(
     assert event.prepare().encode(index) == _whole_record(event, index)
 
 
-# ── outcomes ride along (AUDIT_LAZY_FLUSH_S) ──────────────────────────────────────────────
+# ── outcomes ride along (AUDIT_RIDE_ALONG_S) ──────────────────────────────────────────────
 class FrozenClock:
     """The writer's monotonic clock, moved only by the test."""
 
@@ -350,8 +351,10 @@ async def test_an_outcome_alone_is_committed_once_the_flush_delay_has_passed() -
     try:
         log.append_later(_event(1, EventName.REQUEST_COMPLETED))
         await asyncio.sleep(2 * AUDIT_OUTBOX_POLL_S)
+        clock.now += AUDIT_LAZY_FLUSH_S  # a refusal's delay is not an outcome's
+        await asyncio.sleep(2 * AUDIT_OUTBOX_POLL_S)
         assert sink.batches == []
-        clock.now += AUDIT_LAZY_FLUSH_S
+        clock.now += AUDIT_RIDE_ALONG_S
         await _until(lambda: bool(sink.batches))  # at the writer's next tick at the latest
         assert [e.request_id for e in sink.written] == ["r1"]
     finally:
@@ -364,7 +367,24 @@ async def test_a_full_batch_of_outcomes_is_committed_without_waiting() -> None:
     log.start()
     try:
         for i in range(AUDIT_BATCH_MAX):
-            log.append_later(_event(i, EventName.REQUEST_DENIED))
+            log.append_later(_event(i, EventName.REQUEST_COMPLETED))
         await _until(lambda: len(sink.written) == AUDIT_BATCH_MAX)  # the clock never moved
+    finally:
+        log.close()
+
+
+async def test_a_refusal_wakes_the_writer_and_is_committed_after_the_short_delay() -> None:
+    """Refusals are not recovered after a crash as outcomes are: they keep the short window."""
+    sink, clock = FlakySink(), FrozenClock()
+    log = AuditLog(sink, monotonic=clock)
+    log.start()
+    try:
+        log.append_later(_event(1, EventName.REQUEST_DENIED))
+        log.append_later(_event(2, EventName.REQUEST_DENIED))
+        await asyncio.sleep(2 * AUDIT_OUTBOX_POLL_S)
+        assert sink.batches == []  # concurrent refusals wait the short delay to share a commit
+        clock.now += AUDIT_LAZY_FLUSH_S
+        await _until(lambda: bool(sink.batches), seconds=1.0)
+        assert [[e.request_id for e in b] for b in sink.batches] == [["r1", "r2"]]
     finally:
         log.close()

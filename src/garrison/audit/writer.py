@@ -6,8 +6,10 @@ One writer thread owns the database connection. Callers on the event loop hand i
   uses it for the event of an allowed call, *before* forwarding: if it raises
   ``AuditUnavailable`` the call is refused (fail closed).
 * ``log.append_later(event)`` queues the event without waiting (outcomes, refusals). It is
-  committed with the next urgent event or within ``AUDIT_LAZY_FLUSH_S`` (the writer is not
-  woken for it); a failed write is retried, not dropped, while the queue has room.
+  committed within ``AUDIT_LAZY_FLUSH_S``, sharing a commit with whatever else comes then;
+  a call's outcome (``RIDES_ALONG``) waits for the next urgent commit instead, at most
+  ``AUDIT_RIDE_ALONG_S``, without waking the writer. A failed write is retried, not dropped,
+  while the queue has room.
 
 Everything pending is committed as one transaction, so N concurrent callers share one fsync.
 Directory changes reach the log through the audit outbox (``garrison.audit.sqlite_sink``):
@@ -51,12 +53,18 @@ AUDIT_BATCH_MAX = 2_000
 AUDIT_APPEND_TIMEOUT_S = 2.0
 # How often the watchdog looks for appends past their timeout (the timeout's resolution).
 AUDIT_WATCHDOG_S = 0.1
-# Non-urgent events (outcomes, refusals) ride along with the next urgent event's commit, or
-# are committed this long after they were queued. The writer is not woken for them: at
-# concurrency 1 a call's outcome then costs neither a thread switch nor an fsync of its own
-# (it shares the next call's). What a crash can lose is an outcome of the last moment, which
-# the next start records as ``process_ended`` (the allowed record is always durable first).
-AUDIT_LAZY_FLUSH_S = 0.05
+# Other unawaited events (refusals, sign-in failures, recoveries) wake the writer and are
+# committed within this delay, so concurrent ones share one fsync. Nothing recovers such an
+# event after a crash, so the window it can be lost in stays this short.
+AUDIT_LAZY_FLUSH_S = 0.005
+# The outcome of an allowed call (``request.completed``) rides along with the next urgent
+# event's commit, or is committed this long after it was queued; the writer is not woken
+# for it. At concurrency 1 an outcome then costs neither a thread switch nor an fsync of its
+# own (it shares the next call's). One lost at a crash is not lost for good: the allowed
+# record is durable first, and the next start records the call as ``process_ended``.
+AUDIT_RIDE_ALONG_S = 0.05
+# The events that ride along (see AUDIT_RIDE_ALONG_S).
+RIDES_ALONG = frozenset({EventName.REQUEST_COMPLETED})
 # Pause after a failed write before retrying queued events, so a broken disk is not hammered.
 AUDIT_RETRY_BACKOFF_S = 0.2
 # While the log is known to be down, calls are refused at once (no 2 s wait each) and the
@@ -117,6 +125,8 @@ class AuditLog:
         self._pending: list[_Item] = []
         self._urgent = 0
         self._oldest = 0.0
+        # When the oldest queued event that wakes the writer (not riding along) was queued.
+        self._soon_since: float | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,9 +214,9 @@ class AuditLog:
     def append_later(self, event: AuditEvent) -> None:
         """Queue ``event`` to be committed soon; ``AuditUnavailable`` if the queue is full,
         ``AuditRecordInvalid`` if the event cannot be encoded."""
-        self._put(_Item(event.prepare(), None), urgent=False)
+        self._put(_Item(event.prepare(), None), urgent=False, soon=event.name not in RIDES_ALONG)
 
-    def _put(self, item: _Item, *, urgent: bool) -> None:
+    def _put(self, item: _Item, *, urgent: bool, soon: bool = False) -> None:
         with self._cv:
             if self._closing:
                 raise AuditUnavailable("audit log is closing")
@@ -218,6 +228,10 @@ class AuditLog:
             if urgent:
                 self._urgent += 1
                 self._cv.notify()
+            elif soon:
+                if self._soon_since is None:
+                    self._soon_since = self._monotonic()
+                    self._cv.notify()
             elif len(self._pending) >= AUDIT_BATCH_MAX:
                 # A full batch of them (a flood of refusals): commit now, not at the flush.
                 self._cv.notify()
@@ -232,7 +246,10 @@ class AuditLog:
                 ):
                     break
                 if self._pending:
-                    remaining = self._oldest + AUDIT_LAZY_FLUSH_S - self._monotonic()
+                    due = self._oldest + AUDIT_RIDE_ALONG_S
+                    if self._soon_since is not None:
+                        due = min(due, self._soon_since + AUDIT_LAZY_FLUSH_S)
+                    remaining = due - self._monotonic()
                     if remaining <= 0:
                         break
                     self._cv.wait(remaining)
@@ -250,6 +267,8 @@ class AuditLog:
             self._pending = rest
             self._urgent = sum(1 for item in rest if item.future is not None)
             self._oldest = self._monotonic()
+            # Whatever is left is at least a full batch: it is committed next in any case.
+            self._soon_since = self._oldest if rest else None
             return batch
 
     def _run(self) -> None:
@@ -315,6 +334,8 @@ class AuditLog:
         keep = [item for item in batch if item.future is None]
         with self._cv:
             self._pending = keep + self._pending
+            if keep and self._soon_since is None:
+                self._soon_since = self._monotonic()  # retried as soon as the sink allows
             if len(self._pending) > self._queue_max:
                 dropped = len(self._pending) - self._queue_max
                 log.error("audit queue overflow while failing: %d queued events lost", dropped)
