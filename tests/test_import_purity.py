@@ -36,6 +36,8 @@ PURE_MODULES = (
     "garrison.audit",
     "garrison.audit.events",
     "garrison.audit.payloads",
+    "garrison.audit.payload_base",
+    "garrison.audit.payloads_directory",
     "garrison.audit.frozen",
     "garrison.audit.merkle",
     "garrison.audit.checkpoint",
