@@ -38,6 +38,7 @@ PURE_MODULES = (
     "garrison.audit.payloads",
     "garrison.audit.payload_base",
     "garrison.audit.payloads_directory",
+    "garrison.audit.payloads_respond",
     "garrison.audit.frozen",
     "garrison.audit.merkle",
     "garrison.audit.checkpoint",

@@ -24,9 +24,13 @@ import sqlalchemy as sa
 from garrison.audit.events import EventName
 from garrison.audit.payloads import UNTYPED_YET, payload_of
 from garrison.bootstrap import init, open_directory
+from garrison.detect.engine import Verdict
+from garrison.detect.observation import Finding, Severity
 from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, UpstreamApi, VendorStatus
+from garrison.domain.incidents import IncidentStatus
+from garrison.domain.locks import LockKind
 from garrison.domain.provenance import Provenance
-from garrison.store import Directory, invitations
+from garrison.store import Directory, alerts, invitations, locks
 from garrison.store.audit_rows import audit_rows
 
 GOLDEN = Path(__file__).with_name("golden_payloads.json")
@@ -150,6 +154,7 @@ def _scenario(tmp_path: Path) -> list[tuple[str, bytes]]:
     )
     d.set_vendor_status("beta", VendorStatus.ACTIVE, now=NOW + 15)
     d.set_vendor_status("beta", VendorStatus.EXPIRED, now=NOW + 16, reason="contract")
+    _respond(d, admin)
     rows = audit_rows()
     with d.engine.connect() as conn:
         found = conn.execute(
@@ -159,6 +164,57 @@ def _scenario(tmp_path: Path) -> list[tuple[str, bytes]]:
         ).all()
     d.engine.dispose()
     return [(r.name, orjson.dumps(orjson.loads(r.record)["data"])) for r in found]
+
+
+def _respond(d: Directory, admin: Directory) -> None:
+    """The responders' producers: locks, alerts and incidents."""
+    incident = d.open_incident(
+        "keys seen from two networks",
+        now=NOW + 20,
+        since=NOW,
+        principals=["bob"],
+        vendors=["acme"],
+    )
+    d.update_incident(incident, now=NOW + 21, status=IncidentStatus.CONTAINED, note="locked")
+    d.update_incident(incident, now=NOW + 21, note="waiting on the vendor")
+    lock = d.create_lock(
+        LockKind.PRINCIPAL, "bob", reason="suspicious", now=NOW + 22, incident=incident
+    )
+    d.create_lock(LockKind.MODEL, "gpt", reason="review", now=NOW + 22, ttl_s=600.0)
+    d.lift_lock(lock["id"], reason="cleared", now=NOW + 23)
+    lockdown = admin.create_lock(LockKind.ALL, "*", reason="drill", now=NOW + 24)
+    admin.lift_lock(lockdown["id"], reason="drill over", now=NOW + 24)
+    d.lift_lock(lockdown["id"], reason="drill over", now=NOW + 25)
+    locks.adopt_emergency_lock(
+        d,
+        {
+            "id": "lck_emergency0001",
+            "kind": "principal",
+            "target": "prn_0000000000000006",
+            "target_name": "ann",
+            "reason": "placed while the log was down",
+            "created_by": "mallory",
+            "created_at": NOW + 26,
+            "expires_at": None,
+        },
+        now=NOW + 27,
+    )
+    finding = Finding(
+        rule_id="credential.multi_network",
+        title="a key used from two networks",
+        severity=Severity.HIGH,
+        subject_kind="principal",
+        subject_id="prn_0000000000000006",
+        reason="credential.multi_network",
+        at=NOW + 27,
+        evidence=(3, 5),
+        data={"networks": ["10.0.0.0/8", "192.168.0.0/16"]},
+        principal_id="prn_0000000000000006",
+    )
+    alert_id, _ = alerts.record(d, Verdict(finding, "k", True), now=NOW + 28)
+    alerts.update(admin, alert_id, now=NOW + 29, status="acked", note="looking")
+    alerts.update(d, alert_id, now=NOW + 29, action={"playbook": "lock", "lock_id": "l"})
+    alerts.update(d, alert_id, now=NOW + 30, status="resolved")
 
 
 @pytest.fixture

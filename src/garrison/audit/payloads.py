@@ -1,8 +1,9 @@
 """Typed ``data`` of audit events: a frozen dataclass per event name. Here, the events the
 data plane writes and the detectors read (``request.allowed``, ``request.denied``,
 ``request.completed``), and the registry of every event's class (``PAYLOAD_CLASSES``: the
-directory's are in ``payloads_directory``, built on ``payload_base``); ``Untyped`` reads the
-data of the events named in ``UNTYPED_YET``, whose producers still write a dictionary.
+directory's are in ``payloads_directory``, the responders' in ``payloads_respond``, both
+built on ``payload_base``); ``Untyped`` reads the data of the events named in
+``UNTYPED_YET``, whose producers still write a dictionary.
 
 A payload is written through ``as_data``, which gives the dictionary the record stores
 under ``"data"``, with its keys in the order the gateway has always written them and the
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.audit import payload_base, payloads_directory
+from garrison.audit import payload_base, payloads_directory, payloads_respond
 from garrison.audit.events import CLIENT_ADDRESS, EventFacts, EventName, caller_address
 from garrison.audit.frozen import quick_init
 
@@ -353,7 +354,7 @@ class Untyped:
 Payload = RequestAllowed | RequestDenied | RequestCompleted
 
 # Every event name has one payload class (a test holds it), save these, whose producers
-# still write a dictionary (the admin API's, the responders', the host's and the identity
+# still write a dictionary (the admin API's, the host's and the identity
 # provider's events): their data is read as ``Untyped``.
 UNTYPED_YET: frozenset[EventName] = frozenset(
     {
@@ -364,9 +365,6 @@ UNTYPED_YET: frozenset[EventName] = frozenset(
         EventName.CLOCK_AGREED,
         EventName.AUDIT_RECOVERED,
         EventName.ADMIN_DENIED,
-        EventName.LOCK_CREATED,
-        EventName.LOCK_LIFT_REQUESTED,
-        EventName.LOCK_LIFTED,
         EventName.ACCESS_REQUESTED,
         EventName.ACCESS_APPROVED,
         EventName.ACCESS_GRANTED,
@@ -378,12 +376,8 @@ UNTYPED_YET: frozenset[EventName] = frozenset(
         EventName.CHANGE_DENIED,
         EventName.CHANGE_APPROVED,
         EventName.POLICY_CHANGED,
-        EventName.ALERT_RAISED,
-        EventName.ALERT_UPDATED,
         EventName.RULES_LOADED,
         EventName.RULES_REFUSED,
-        EventName.INCIDENT_OPENED,
-        EventName.INCIDENT_UPDATED,
         EventName.ADMIN_READ,
         EventName.ADMIN_UNCHANGED,
         EventName.ADMIN_FAILED,
@@ -400,6 +394,7 @@ _DATA_PLANE: tuple[type[Payload], ...] = (RequestAllowed, RequestDenied, Request
 PAYLOAD_CLASSES: Mapping[str, type[Payload] | type[payload_base.Payload]] = {
     **{cls.NAME.value: cls for cls in _DATA_PLANE},
     **{cls.NAME.value: cls for cls in payloads_directory.PAYLOADS},
+    **{cls.NAME.value: cls for cls in payloads_respond.PAYLOADS},
 }
 
 
