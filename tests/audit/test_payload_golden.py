@@ -30,7 +30,7 @@ from garrison.domain import AuthStyle, Level, OrgKind, PrincipalKind, UpstreamAp
 from garrison.domain.incidents import IncidentStatus
 from garrison.domain.locks import LockKind
 from garrison.domain.provenance import Provenance
-from garrison.store import Directory, alerts, invitations, locks
+from garrison.store import Directory, alerts, enrollment, invitations, locks
 from garrison.store.audit_rows import audit_rows
 
 GOLDEN = Path(__file__).with_name("golden_payloads.json")
@@ -91,7 +91,10 @@ def _scenario(tmp_path: Path) -> list[tuple[str, bytes]]:
         "bob", org="internal", kind=PrincipalKind.HUMAN, clearance=Level.INTERNAL, now=NOW + 6
     )
     bobs = d.create_key("bob", now=NOW + 6)
-    invitations.rotate_person_key(admin, bobs.key.key_id, now=NOW + 6, reason="rotation")
+    bobs_code = invitations.rotate_person_key(
+        admin, bobs.key.key_id, now=NOW + 6, reason="rotation"
+    )
+    assert bobs_code is not None
     d.create_model(
         "gpt",
         upstream_url="http://127.0.0.1:9/v1",
@@ -155,6 +158,7 @@ def _scenario(tmp_path: Path) -> list[tuple[str, bytes]]:
     d.set_vendor_status("beta", VendorStatus.ACTIVE, now=NOW + 15)
     d.set_vendor_status("beta", VendorStatus.EXPIRED, now=NOW + 16, reason="contract")
     _respond(d, admin)
+    enrollment.redeem(d, bobs_code.code.reveal(), now=NOW + 31, address="10.9.9.9")
     rows = audit_rows()
     with d.engine.connect() as conn:
         found = conn.execute(
