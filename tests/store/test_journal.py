@@ -10,10 +10,12 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from garrison.audit.events import EventName
+from garrison.audit.payloads_directory import SealKeyRotated
 from garrison.bootstrap import Initialized, open_directory
 from garrison.domain import Level, PrincipalKind
 from garrison.errors import BadRequest
-from garrison.store import Directory, keys, principals
+from garrison.store import Directory, journal, keys, principals
 from garrison.store.audit_rows import audit_rows
 from garrison.store.journal import Journal
 
@@ -82,3 +84,18 @@ def test_a_refused_write_records_nothing(directory: Directory) -> None:
             now=NOW,
         )
     assert len(_records(directory, "principal.created")) == before
+
+
+def test_record_takes_a_payload_or_a_name_and_data_never_both(directory: Directory) -> None:
+    common: dict[str, Any] = {"at": NOW, "actor": "ops", "entity": "keys", "entity_id": "seal"}
+    with directory.engine.connect() as conn:
+        with pytest.raises(TypeError, match="not both"):
+            journal.record(
+                conn,
+                op="rotate",
+                payload=SealKeyRotated(resealed=1),
+                name=EventName.SEAL_KEY_ROTATED,
+                **common,
+            )
+        with pytest.raises(TypeError, match="needs a payload"):
+            journal.record(conn, op="rotate", name=EventName.SEAL_KEY_ROTATED, **common)

@@ -394,7 +394,7 @@ def test_a_failure_after_the_successor_is_inserted_leaves_nothing(
     record = journal.record
 
     def failing_record(conn: Any, **kw: Any) -> None:
-        if kw["name"].value == "credential.rotated":
+        if kw["payload"].NAME.value == "credential.rotated":
             raise RuntimeError("disk full")
         record(conn, **kw)
 

@@ -36,6 +36,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads import payload_of
+from garrison.audit.payloads_respond import LockLifted, LockLiftRequested
 from garrison.domain.access import ACCESS_REQUEST_TTL_S
 from garrison.respond.sinks import Sink
 from garrison.store.changes import CHANGE_TTL_S
@@ -134,12 +137,16 @@ def notice_for(record: Mapping[str, Any], names: Mapping[str, str]) -> dict[str,
             item["approvals"] = len(data.get("approvals") or [])
     elif name in _LOCK_LIFT:
         # Lifting a global lockdown takes two admins: the request, then the lift by another.
-        lock_id = data.get("lock_id")
-        if not isinstance(lock_id, str) or (name == "lock.lifted" and "requested_by" not in data):
+        lift = payload_of(name, data)
+        if not isinstance(lift, LockLiftRequested | LockLifted) or not isinstance(
+            lift.lock_id, str
+        ):
             return None
+        if isinstance(lift, LockLifted) and lift.requested_by is ABSENT:
+            return None  # not a lockdown's: nobody else was waiting on it
         kind = _LOCK_LIFT[name]
-        item = {"type": "lock-lift", "id": lock_id, "kind": str(data.get("kind", ""))}
-        item["reason"] = str(data.get("reason", ""))[:SUMMARY_MAX]
+        item = {"type": "lock-lift", "id": lift.lock_id, "kind": str(lift.kind)}
+        item["reason"] = str(lift.reason)[:SUMMARY_MAX]
         waiting = name == "lock.lift_requested"
     else:
         kind = _CHANGE.get(name)

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads_respond import AlertRaised, AlertUpdated
 from garrison.detect.engine import Verdict
 from garrison.errors import BadRequest, Conflict, NotFound
 from garrison.store import journal, schema
@@ -94,23 +95,22 @@ def record_in(conn: sa.Connection, verdict: Verdict, *, now: float) -> tuple[str
         at=now,
         actor=f"detector:{f.rule_id}",
         origin=None,
-        name=EventName.ALERT_RAISED,
+        payload=AlertRaised(
+            alert_id=alert_id,
+            rule_id=f.rule_id,
+            severity=f.severity.label,
+            reason=f.reason,
+            subject={"kind": f.subject_kind, "id": f.subject_id},
+            evidence=list(f.evidence),
+            detail=f.data,
+            detected_after_s=round(now - f.at, 3),
+        ),
         feed=False,
         entity="alert",
         entity_id=alert_id,
         op="raise",
         principal_id=f.principal_id,
         credential_id=f.credential_id if f.credential_id and len(f.credential_id) <= 40 else None,
-        data={
-            "alert_id": alert_id,
-            "rule_id": f.rule_id,
-            "severity": f.severity.label,
-            "reason": f.reason,
-            "subject": {"kind": f.subject_kind, "id": f.subject_id},
-            "evidence": list(f.evidence),
-            "detail": f.data,
-            "detected_after_s": round(now - f.at, 3),
-        },
     )
     return alert_id, True
 
@@ -135,21 +135,23 @@ def update(
         if row is None:
             raise NotFound(f"no alert {alert_id!r}", public_message=f"No alert {alert_id!r}.")
         values: dict[str, Any] = {"updated_at": now}
-        data: dict[str, Any] = {"alert_id": alert_id}
         if status is not None:
             if row.status == "resolved":
                 raise Conflict(f"alert {alert_id} is already resolved")
             if row.status == status:
                 raise Conflict(f"alert {alert_id} is already {status}")
             values["status"] = status
-            data.update({"from": row.status, "to": status})
-        if note:
-            data["note"] = note
         if action is not None:
             actions = orjson.loads(row.actions)
             actions.append(action)
             values["actions"] = orjson.dumps(actions).decode()
-            data["action"] = action
+        updated = AlertUpdated(
+            alert_id=alert_id,
+            from_status=ABSENT if status is None else row.status,
+            to=ABSENT if status is None else status,
+            note=note if note else ABSENT,
+            action=ABSENT if action is None else action,
+        )
         if incident_id is not None:
             values["incident_id"] = incident_id
         conn.execute(sa.update(al).where(al.c.id == alert_id).values(**values))
@@ -158,12 +160,11 @@ def update(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.ALERT_UPDATED,
+            payload=updated,
             feed=False,
             entity="alert",
             entity_id=alert_id,
             op="update",
-            data=data,
         )
     return {"id": alert_id, **{k: v for k, v in values.items() if k != "actions"}}
 

@@ -248,7 +248,8 @@ def redeem(
                 now=now,
                 provenance=Provenance.ENROLLED,
                 created_by=person.id,
-                extra={"enrollment_id": row.id, "invited_by": row.invited_by},
+                enrollment_id=row.id,
+                invited_by=row.invited_by,
             )
             conn.execute(
                 sa.update(en)

@@ -16,7 +16,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName, caller_address
+from garrison.audit.events import caller_address
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads import payload_of
+from garrison.audit.payloads_respond import IncidentOpened, IncidentUpdated
 from garrison.domain.incidents import IncidentStatus, check_incident_transition
 from garrison.errors import BadRequest, NotFound
 from garrison.store import journal, queries, schema
@@ -114,12 +117,18 @@ def open_incident(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.INCIDENT_OPENED,
+            payload=IncidentOpened(
+                incident_id=incident_id,
+                title=title,
+                since=start,
+                vendor=subjects["vendor"],
+                principal=subjects["principal"],
+                credential=subjects["credential"],
+            ),
             feed=False,
             entity="incident",
             entity_id=incident_id,
             op="open",
-            data={"incident_id": incident_id, "title": title, "since": start, **subjects},
         )
     return incident_id
 
@@ -142,7 +151,7 @@ def update_incident(
         raise BadRequest("nothing to change: give a status or a note")
     with write_transaction(d.engine) as conn:
         row = _get(conn, incident_id)
-        data: dict[str, Any] = {"incident_id": row.id}
+        moved: tuple[str, str] | None = None
         if status is not None:
             current = IncidentStatus(row.status)
             check_incident_transition(current, status)
@@ -152,23 +161,27 @@ def update_incident(
                 .values(status=status.value, updated_at=now)
             )
             _note(conn, row.id, now, d.actor, "status", f"{current.value} → {status.value}")
-            data.update({"from": current.value, "to": status.value})
+            moved = (current.value, status.value)
         if note is not None:
             _note(conn, row.id, now, d.actor, "note", note)
-            data["note"] = note
+        updated = IncidentUpdated(
+            incident_id=row.id,
+            from_status=ABSENT if moved is None else moved[0],
+            to=ABSENT if moved is None else moved[1],
+            note=ABSENT if note is None else note,
+        )
         journal.record(
             conn,
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.INCIDENT_UPDATED,
+            payload=updated,
             feed=False,
             entity="incident",
             entity_id=row.id,
             op="update",
-            data=data,
         )
-    return data
+    return updated.as_data()
 
 
 def list_incidents(conn: sa.Connection) -> list[dict[str, Any]]:
@@ -280,10 +293,11 @@ def incident_report(conn: sa.Connection, incident_id: str, now: float) -> dict[s
             if address:
                 sources[address]["calls"] += 1
         elif name == "request.completed":
-            models[model]["tokens_in"] += data.get("tokens_in") or 0
-            models[model]["tokens_out"] += data.get("tokens_out") or 0
+            ended = payload_of(name, data)
+            models[model]["tokens_in"] += ended.tokens_in or 0
+            models[model]["tokens_out"] += ended.tokens_out or 0
         elif name == "request.denied":
-            for reason in data.get("reasons") or ["-"]:
+            for reason in payload_of(name, data).reasons or ["-"]:
                 refusals[(model, reason)] += 1
             if model != "-":
                 models[model]["refused"] += 1

@@ -18,13 +18,15 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName, caller_address
+from garrison.audit.events import caller_address
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads_directory import CredentialRevoked, EnrollmentIssued
 from garrison.domain import Level, PrincipalKind, Status
 from garrison.domain.provenance import Provenance
 from garrison.domain.secret import Secret
 from garrison.domain.two_person import new_principal_is_sensitive
 from garrison.errors import BadRequest, Conflict
-from garrison.store import changes, journal, key_containment, schema
+from garrison.store import changes, journal, key_containment, keys, schema
 from garrison.store.db import write_transaction
 from garrison.store.journal import Journal
 from garrison.store.rows import lookup, new_id
@@ -139,19 +141,18 @@ def issue(
         at=now,
         actor=d.actor,
         origin=d.origin,
-        name=EventName.ENROLLMENT_ISSUED,
+        payload=EnrollmentIssued(
+            enrollment_id=enrollment_id,
+            name=row.name,
+            expires_at=expires_at,
+            why=why,
+            change_id=change_id if change_id else ABSENT,
+        ),
         entity="enrollment",
         entity_id=enrollment_id,
         op="issue",
         principal_id=row.id,
         feed=False,
-        data={
-            "enrollment_id": enrollment_id,
-            "name": row.name,
-            "expires_at": expires_at,
-            "why": why,
-            **({"change_id": change_id} if change_id else {}),
-        },
     )
     return Invitation(enrollment_id, code, row.id, row.name, expires_at)
 
@@ -197,19 +198,13 @@ def rotate_person_key(
             action=f"rotate key {key_id}",
         )
         if old.revoked_at is None:
-            conn.execute(sa.update(c).where(c.c.id == key_id).values(revoked_at=now))
-            journal.record(
+            keys.revoke_in(
+                d,
                 conn,
-                at=now,
-                actor=d.actor,
-                origin=d.origin,
-                name=EventName.CREDENTIAL_REVOKED,
-                entity="credential",
-                entity_id=key_id,
-                op="revoke",
+                key_id=key_id,
                 principal_id=row.id,
-                credential_id=key_id,
-                data={"reason": reason, "rotation": "re-enroll"},
+                now=now,
+                why=CredentialRevoked(reason=reason, rotation="re-enroll"),
             )
         if needs_second_admin(row):
             return None

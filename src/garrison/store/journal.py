@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.payload_base import Payload
 from garrison.errors import Conflict
 from garrison.keyring import Sealer
 from garrison.store import schema
@@ -67,11 +68,12 @@ def record(
     *,
     at: float,
     actor: str,
-    name: EventName,
     entity: str,
     entity_id: str,
     op: str,
-    data: dict[str, Any],
+    payload: Payload | None = None,
+    name: EventName | None = None,
+    data: dict[str, Any] | None = None,
     principal_id: str | None = None,
     credential_id: str | None = None,
     model: str | None = None,
@@ -81,7 +83,16 @@ def record(
     """One audit event in the caller's transaction (into the audit outbox, for the audit
     writer to index), and (``feed``) a change-feed row that makes every gateway process load
     a new snapshot. Changes the snapshot does not hold (alerts, incidents, proposals,
-    requests) pass ``feed=False``."""
+    requests) pass ``feed=False``.
+
+    The event is ``payload`` (its name and data), or, for the events that have no payload
+    class yet (``garrison.audit.payloads.UNTYPED_YET``), ``name`` and ``data``."""
+    if payload is not None:
+        if name is not None or data is not None:
+            raise TypeError("record takes a payload or a name and data, not both")
+        name, data = payload.NAME, payload.as_data()
+    elif name is None or data is None:
+        raise TypeError("record needs a payload, or a name and data")
     if origin:
         # Where the change came from (the admin API: the admin's key, address, request id).
         data = {**data, "origin": origin}

@@ -15,7 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads_directory import (
+    CredentialCreated,
+    CredentialRevoked,
+    CredentialRotated,
+)
 from garrison.domain import Network, PrincipalKind, Status
 from garrison.domain.directory_rules import (
     KEY_MAX_LIFETIME_S,
@@ -51,15 +56,20 @@ def insert_key(
     note: str,
     canary: bool,
     now: float,
-    extra: dict[str, Any] | None = None,
     rotated_from: str | None = None,
+    vendor_rotation: str | None = None,
+    enrollment_id: str | None = None,
+    invited_by: str | None = None,
     provenance: Provenance = Provenance.LEGACY,
     created_by: str | None = None,
     cert_thumbprint: str | None = None,
 ) -> CreatedKey:
     """A new key for principal ``row``, inside the caller's transaction. Refused while a
     lock covers the principal, its org or (``rotated_from``) the key it replaces.
-    ``cert_thumbprint``: bind it to a client certificate (service accounts only)."""
+    ``cert_thumbprint``: bind it to a client certificate (service accounts only). Its
+    record names where it came from: the key it replaces (``rotated_from``), the vendor
+    whose containment made it (``vendor_rotation``), or the enrollment code redeemed for it
+    (``enrollment_id``, with who ``invited_by``)."""
     creator = d.actor if created_by is None else created_by
     if row.status != Status.ACTIVE.value:
         raise BadRequest(f"principal {row.name!r} is {row.status}; no key can be issued")
@@ -91,27 +101,28 @@ def insert_key(
             cert_thumbprint=cert_thumbprint,
         )
     )
-    bound = {"cert_thumbprint": cert_thumbprint} if cert_thumbprint is not None else {}
     journal.record(
         conn,
         at=now,
         actor=d.actor,
         origin=d.origin,
-        name=EventName.CREDENTIAL_CREATED,
+        payload=CredentialCreated(
+            expires_at=expires_at,
+            networks=[str(n) for n in nets],
+            note=note,
+            provenance=provenance.value,
+            created_by=creator,
+            cert_thumbprint=ABSENT if cert_thumbprint is None else cert_thumbprint,
+            rotated_from=ABSENT if rotated_from is None else rotated_from,
+            vendor_rotation=ABSENT if vendor_rotation is None else vendor_rotation,
+            enrollment_id=ABSENT if enrollment_id is None else enrollment_id,
+            invited_by=ABSENT if enrollment_id is None else invited_by,
+        ),
         entity="credential",
         entity_id=issued.key_id,
         op="create",
         principal_id=row.id,
         credential_id=issued.key_id,
-        data={
-            "expires_at": expires_at,
-            "networks": [str(n) for n in nets],
-            "note": note,
-            "provenance": provenance.value,
-            "created_by": creator,
-            **bound,
-            **(extra or {}),
-        },
     )
     return CreatedKey(key=issued, principal_id=row.id, expires_at=expires_at)
 
@@ -216,7 +227,6 @@ def rotate_key(
             note=old.note,
             canary=bool(old.canary),
             now=now,
-            extra={"rotated_from": key_id},
             rotated_from=key_id,
             provenance=Provenance(old.provenance) if provenance is None else provenance,
             cert_thumbprint=old.cert_thumbprint,
@@ -231,13 +241,12 @@ def rotate_key(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.CREDENTIAL_ROTATED,
+            payload=CredentialRotated(successor=created.key.key_id, grace_s=grace_s, reason=reason),
             entity="credential",
             entity_id=key_id,
             op="rotate",
             principal_id=row.id,
             credential_id=key_id,
-            data={"successor": created.key.key_id, "grace_s": grace_s, "reason": reason},
         )
     return created
 
@@ -251,21 +260,40 @@ def revoke_key(d: Journal, key_id: str, *, now: float, reason: str) -> None:
             raise BadRequest(f"key {key_id!r} does not exist")
         if row.revoked_at is not None:
             raise Conflict(f"key {key_id!r} is already revoked")
-        conn.execute(
-            sa.update(schema.credentials)
-            .where(schema.credentials.c.id == key_id)
-            .values(revoked_at=now)
-        )
-        journal.record(
+        revoke_in(
+            d,
             conn,
-            at=now,
-            actor=d.actor,
-            origin=d.origin,
-            name=EventName.CREDENTIAL_REVOKED,
-            entity="credential",
-            entity_id=key_id,
-            op="revoke",
+            key_id=key_id,
             principal_id=row.principal_id,
-            credential_id=key_id,
-            data={"reason": reason},
+            now=now,
+            why=CredentialRevoked(reason=reason),
         )
+
+
+def revoke_in(
+    d: Journal,
+    conn: sa.Connection,
+    *,
+    key_id: str,
+    principal_id: str,
+    now: float,
+    why: CredentialRevoked,
+) -> None:
+    """Revoke key ``key_id`` (of ``principal_id``) now, with its ``credential.revoked``
+    record, in the caller's transaction (the caller has found it live). Every revocation of
+    one key is written here: an admin's, a person's rotation by a new enrollment code and a
+    vendor's containment."""
+    c = schema.credentials
+    conn.execute(sa.update(c).where(c.c.id == key_id).values(revoked_at=now))
+    journal.record(
+        conn,
+        at=now,
+        actor=d.actor,
+        origin=d.origin,
+        payload=why,
+        entity="credential",
+        entity_id=key_id,
+        op="revoke",
+        principal_id=principal_id,
+        credential_id=key_id,
+    )

@@ -11,7 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads_respond import LockCreated, LockLifted, LockLiftRequested
 from garrison.domain.locks import LockKind
 from garrison.domain.networks import parse_network
 from garrison.errors import BadRequest, Conflict, NotFound
@@ -142,21 +143,20 @@ def create_lock(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.LOCK_CREATED,
+            payload=LockCreated(
+                lock_id=lock_id,
+                kind=kind.value,
+                target=target,
+                target_name=target_name,
+                reason=reason,
+                expires_at=expires_at,
+                incident_id=incident_id,
+            ),
             entity="lock",
             entity_id=lock_id,
             op="create",
             principal_id=target if kind is LockKind.PRINCIPAL else None,
             credential_id=target if kind is LockKind.CREDENTIAL else None,
-            data={
-                "lock_id": lock_id,
-                "kind": kind.value,
-                "target": target,
-                "target_name": target_name,
-                "reason": reason,
-                "expires_at": expires_at,
-                "incident_id": incident_id,
-            },
         )
     return values
 
@@ -188,23 +188,22 @@ def adopt_emergency_lock(d: Journal, record: dict[str, Any], *, now: float) -> b
             at=now,
             actor=values["created_by"],
             origin=d.origin,
-            name=EventName.LOCK_CREATED,
+            payload=LockCreated(
+                lock_id=values["id"],
+                kind=kind.value,
+                target=values["target"],
+                target_name=values["target_name"],
+                reason=values["reason"],
+                expires_at=values["expires_at"],
+                incident_id=None,
+                emergency=True,
+                placed_at=values["created_at"],
+            ),
             entity="lock",
             entity_id=values["id"],
             op="create",
             principal_id=values["target"] if kind is LockKind.PRINCIPAL else None,
             credential_id=values["target"] if kind is LockKind.CREDENTIAL else None,
-            data={
-                "lock_id": values["id"],
-                "kind": kind.value,
-                "target": values["target"],
-                "target_name": values["target_name"],
-                "reason": values["reason"],
-                "expires_at": values["expires_at"],
-                "incident_id": None,
-                "emergency": True,
-                "placed_at": values["created_at"],
-            },
         )
     return True
 
@@ -228,7 +227,6 @@ def lift_lock(d: Journal, lock_id: str, *, reason: str, now: float) -> dict[str,
             "entity": "lock",
             "entity_id": lock_id,
         }
-        data = {"lock_id": lock_id, "kind": kind.value, "target": row.target, "reason": reason}
         pending = (
             row.lift_requested_by is not None
             and row.lift_requested_at is not None
@@ -240,9 +238,10 @@ def lift_lock(d: Journal, lock_id: str, *, reason: str, now: float) -> dict[str,
                 .where(lk.c.id == lock_id)
                 .values(lift_requested_by=d.actor, lift_requested_at=now, lift_reason=reason)
             )
-            journal.record(
-                conn, name=EventName.LOCK_LIFT_REQUESTED, op="lift_request", data=data, **common
+            requested = LockLiftRequested(
+                lock_id=lock_id, kind=kind.value, target=row.target, reason=reason
             )
+            journal.record(conn, payload=requested, op="lift_request", **common)
             return {"id": lock_id, "status": "pending", "requested_by": d.actor}
         if kind is LockKind.ALL and row.lift_requested_by == d.actor:
             raise Conflict(
@@ -268,9 +267,14 @@ def lift_lock(d: Journal, lock_id: str, *, reason: str, now: float) -> dict[str,
             )
         journal.record(
             conn,
-            name=EventName.LOCK_LIFTED,
+            payload=LockLifted(
+                lock_id=lock_id,
+                kind=kind.value,
+                target=row.target,
+                reason=reason,
+                requested_by=row.lift_requested_by if kind is LockKind.ALL else ABSENT,
+            ),
             op="lift",
-            data={**data, **confirmed},
             principal_id=row.target if kind is LockKind.PRINCIPAL else None,
             credential_id=row.target if kind is LockKind.CREDENTIAL else None,
             **common,

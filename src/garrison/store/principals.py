@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads_directory import PrincipalCreated, PrincipalUpdated
 from garrison.domain import Level, PrincipalKind, Status
 from garrison.domain.directory_rules import check_ceiling, check_roles, check_service_roles
 from garrison.domain.names import check_compartments, check_name
@@ -81,20 +82,19 @@ def create_principal(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.PRINCIPAL_CREATED,
+            payload=PrincipalCreated(
+                name=name,
+                org_id=org_row.id,
+                kind=kind.value,
+                roles=sorted(role_set),
+                clearance=clearance.label,
+                compartments=sorted(comps),
+                owner_id=owner_id if owner_id else ABSENT,
+            ),
             entity="principal",
             entity_id=principal_id,
             op="create",
             principal_id=principal_id,
-            data={
-                "name": name,
-                "org_id": org_row.id,
-                "kind": kind.value,
-                "roles": sorted(role_set),
-                "clearance": clearance.label,
-                "compartments": sorted(comps),
-                **({"owner_id": owner_id} if owner_id else {}),
-            },
         )
     return principal_id
 
@@ -181,12 +181,11 @@ def update_principal(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.PRINCIPAL_UPDATED,
+            payload=PrincipalUpdated(name=row.name, changes=changes),
             entity="principal",
             entity_id=row.id,
             op="update",
             principal_id=row.id,
-            data={"name": row.name, "changes": changes},
         )
     return changes
 

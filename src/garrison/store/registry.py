@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads_directory import ModelCreated, ModelUpdated, SealKeyRotated
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.domain.names import check_compartments, check_name, check_url
 from garrison.domain.request_fields import check_extra_fields
@@ -122,21 +123,20 @@ def create_model(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.MODEL_CREATED,
+            payload=ModelCreated(
+                upstream_url=url,
+                upstream_model=upstream_model,
+                api=api.value,
+                level=level.label,
+                compartments=sorted(comps),
+                upstream_key="sealed" if sealed else None,
+                extra_fields=sorted(extras),
+                upstream_tls=tls.as_fields() if tls else ABSENT,
+            ),
             entity="model",
             entity_id=model_id,
             op="create",
             model=name,
-            data={
-                "upstream_url": url,
-                "upstream_model": upstream_model,
-                "api": api.value,
-                "level": level.label,
-                "compartments": sorted(comps),
-                "upstream_key": "sealed" if sealed else None,
-                "extra_fields": sorted(extras),
-                **({"upstream_tls": tls.as_fields()} if tls else {}),
-            },
         )
     return model_id
 
@@ -164,11 +164,10 @@ def reseal_upstream_keys(d: Journal, sealer: Sealer, *, now: float) -> int:
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.SEAL_KEY_ROTATED,
+            payload=SealKeyRotated(resealed=count),
             entity="keys",
             entity_id="seal",
             op="rotate",
-            data={"resealed": count},
         )
     return count
 
@@ -268,11 +267,10 @@ def update_model(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.MODEL_UPDATED,
+            payload=ModelUpdated(name=row.name, changes=changes),
             entity="model",
             entity_id=row.id,
             op="update",
             model=row.name,
-            data={"name": row.name, "changes": changes},
         )
     return changes

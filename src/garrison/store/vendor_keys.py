@@ -8,18 +8,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payloads_directory import CredentialRevoked
 from garrison.domain import OrgKind, PrincipalKind, Status, VendorStatus
 from garrison.domain.directory_rules import KEY_MAX_LIFETIME_S
 from garrison.domain.names import NAME_MAX_CHARS, check_text
 from garrison.domain.provenance import Provenance
 from garrison.errors import BadRequest
-from garrison.store import invitations, journal, key_containment, schema
+from garrison.store import invitations, key_containment, schema
 from garrison.store.columns import parse_networks
 from garrison.store.db import write_transaction
 from garrison.store.invitations import Invitation
 from garrison.store.journal import Journal
-from garrison.store.keys import CreatedKey, insert_key
+from garrison.store.keys import CreatedKey, insert_key, revoke_in
 from garrison.store.rows import lookup
 
 
@@ -65,19 +65,13 @@ def rotate_vendor_keys(
                 )
             )
             for old in live:
-                conn.execute(sa.update(c).where(c.c.id == old.id).values(revoked_at=now))
-                journal.record(
+                revoke_in(
+                    d,
                     conn,
-                    at=now,
-                    actor=d.actor,
-                    origin=d.origin,
-                    name=EventName.CREDENTIAL_REVOKED,
-                    entity="credential",
-                    entity_id=old.id,
-                    op="revoke",
+                    key_id=old.id,
                     principal_id=person.id,
-                    credential_id=old.id,
-                    data={"reason": reason, "vendor_rotation": org.id},
+                    now=now,
+                    why=CredentialRevoked(reason=reason, vendor_rotation=org.id),
                 )
             if person.status != Status.ACTIVE.value or not issuing:
                 continue
@@ -108,7 +102,7 @@ def rotate_vendor_keys(
                     note=f"vendor rotation: {reason}"[:NAME_MAX_CHARS],
                     canary=False,
                     now=now,
-                    extra={"vendor_rotation": org.id},
+                    vendor_rotation=org.id,
                     provenance=Provenance.SERVICE,
                     # A bound key's successor stays bound: containment never downgrades it.
                     cert_thumbprint=live[0].cert_thumbprint if live else None,

@@ -21,7 +21,15 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payloads_directory import (
+    OrgCreated,
+    VendorActivated,
+    VendorExpired,
+    VendorOffboarded,
+    VendorStatusChanged,
+    VendorSuspended,
+    VendorUpdated,
+)
 from garrison.domain import (
     IllegalTransition,
     Level,
@@ -113,11 +121,10 @@ def create_org(d: Journal, name: str, kind: OrgKind, *, now: float) -> str:
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.ORG_CREATED,
+            payload=OrgCreated(org_id=org_id, name=name, kind=kind.value),
             entity="org",
             entity_id=org_id,
             op="create",
-            data={"org_id": org_id, "name": name, "kind": kind.value},
         )
     return org_id
 
@@ -180,24 +187,23 @@ def create_vendor(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.ORG_CREATED,
+            payload=OrgCreated(
+                org_id=org_id,
+                name=name,
+                kind="vendor",
+                sponsor_id=sponsor_row.id,
+                contract_start=contract_start,
+                contract_end=contract_end,
+                networks=[str(n) for n in nets],
+                seat_limit=seat_limit,
+                ceiling_level=ceiling_level.label,
+                ceiling_compartments=sorted(comps),
+                security_review_at=security_review_at,
+                agreement_ref=agreement_ref,
+            ),
             entity="org",
             entity_id=org_id,
             op="create",
-            data={
-                "org_id": org_id,
-                "name": name,
-                "kind": "vendor",
-                "sponsor_id": sponsor_row.id,
-                "contract_start": contract_start,
-                "contract_end": contract_end,
-                "networks": [str(n) for n in nets],
-                "seat_limit": seat_limit,
-                "ceiling_level": ceiling_level.label,
-                "ceiling_compartments": sorted(comps),
-                "security_review_at": security_review_at,
-                "agreement_ref": agreement_ref,
-            },
         )
     return org_id
 
@@ -234,27 +240,26 @@ def set_vendor_status(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=_STATUS_EVENTS[target],
+            payload=_STATUS_EVENTS[target](
+                org_id=row.id,
+                name=row.name,
+                from_status=row.status,
+                to=target.value,
+                reason=reason,
+                keys_revoked=revoked,
+                principals_disabled=disabled,
+            ),
             entity="org",
             entity_id=row.id,
             op=target.value,
-            data={
-                "org_id": row.id,
-                "name": row.name,
-                "from": row.status,
-                "to": target.value,
-                "reason": reason,
-                "keys_revoked": revoked,
-                "principals_disabled": disabled,
-            },
         )
 
 
-_STATUS_EVENTS = {
-    VendorStatus.ACTIVE: EventName.VENDOR_ACTIVATED,
-    VendorStatus.SUSPENDED: EventName.VENDOR_SUSPENDED,
-    VendorStatus.EXPIRED: EventName.VENDOR_EXPIRED,
-    VendorStatus.OFFBOARDED: EventName.VENDOR_OFFBOARDED,
+_STATUS_EVENTS: dict[VendorStatus, type[VendorStatusChanged]] = {
+    VendorStatus.ACTIVE: VendorActivated,
+    VendorStatus.SUSPENDED: VendorSuspended,
+    VendorStatus.EXPIRED: VendorExpired,
+    VendorStatus.OFFBOARDED: VendorOffboarded,
 }  # onboarding is never a target (TRANSITIONS), so it has no event
 
 
@@ -395,11 +400,12 @@ def update_vendor(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.VENDOR_UPDATED,
+            payload=VendorUpdated(
+                org_id=row.id, name=row.name, changes=changes, keys_clipped=clipped
+            ),
             entity="org",
             entity_id=row.id,
             op="update",
-            data={"org_id": row.id, "name": row.name, "changes": changes, "keys_clipped": clipped},
         )
     return changes
 
