@@ -45,6 +45,7 @@ PURE_MODULES = (
     "garrison.audit.proofs",
     "garrison.audit.verify",
     "garrison.audit.findings",
+    "garrison.audit.columns",
     "garrison.identity.keys",
 )
 

@@ -113,3 +113,19 @@ def test_sequential_verifier_reports_a_record_rewritten_as_text(
         report = verify_log(reader.rows(), reader.checkpoints(), signer.public_keys())
     assert not report.ok
     assert (report.problems[0].kind, report.first_bad_index) == ("modified", 500)
+
+
+def test_parallel_path_steps_aside_on_a_rewritten_copied_column(
+    log: tuple[Path, Signer, Path], tmp_path: Path
+) -> None:
+    db, signer, _ = log
+    copy = _copy(db, tmp_path / "copy.db")
+    dst = sqlite3.connect(copy)
+    dst.execute("UPDATE audit_events SET request_id = 'elsewhere' WHERE seq = 40001")
+    dst.commit()
+    dst.close()
+    keys = signer.public_keys()
+    assert verify_parallel(copy, EVENTS, _checkpoints(copy), keys, jobs=2) is None
+    with AuditReader(copy) as reader:
+        report = verify_log(reader.indexed_rows(), reader.checkpoints(), keys)
+    assert [(p.kind, p.index) for p in report.problems] == [("column_mismatch", 40000)]

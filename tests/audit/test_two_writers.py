@@ -9,6 +9,7 @@ the writers are gateway replicas sharing one log).
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,12 +22,14 @@ from click.testing import CliRunner
 
 from garrison.audit import AuditEvent, EventName
 from garrison.audit.checkpoint import Signer
+from garrison.audit.merkle import CompactTree, leaf_hash
 from garrison.audit.sinks import open_sink
 from garrison.audit.tree_sink import TreeSink
 from garrison.audit.witness import DirectoryWitness
 from garrison.cli.audit_cmds import audit
 from garrison.cli.main import cli
 from garrison.config import CONFIG_FILE, Settings, load_settings
+from tests.audit.test_tamper import _Sql
 from tests.conftest import BACKENDS
 from tests.support import pg
 
@@ -132,3 +135,72 @@ def test_two_processes_writing_at_once_keep_one_chain(data: Path) -> None:
     report = verify(data)
     assert report["ok"], report["problems"]
     assert report["events"] >= 2 * WRITES_PER_PROCESS
+
+
+def _edit(data: Path, sql: str, args: tuple[Any, ...]) -> None:
+    conn = _Sql(settings(data).database_url)
+    try:
+        conn.execute(sql, args)
+    finally:
+        conn.close()
+
+
+def _tree_of_records(data: Path) -> CompactTree:
+    conn = _Sql(settings(data).database_url)
+    try:
+        rows = conn.execute("SELECT record FROM audit_events ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    tree = CompactTree()
+    tree.extend([leaf_hash(bytes(record)) for (record,) in rows])
+    return tree
+
+
+def test_a_row_whose_record_was_edited_is_folded_from_the_record_and_logged(
+    data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team (issue 17): a replica folded other writers' rows from their stored leaf
+    hash, so the tree it signed did not follow the records. It folds from the records."""
+    first, second = sink(data), sink(data)
+    try:
+        first.write_batch([event("a", 0), event("a", 1)])
+        seq = first.tree.size  # the last row a wrote
+        _edit(
+            data,
+            "UPDATE audit_events SET record = ? WHERE seq = ?",
+            (bytes(event("x", 9).encode(seq - 1)), seq),
+        )
+        with caplog.at_level(logging.ERROR, logger="garrison.audit"):
+            second.checkpoint()  # folds a's rows in and signs them
+        assert second.tree.root() == _tree_of_records(data).root()
+        assert [r.getMessage() for r in caplog.records if "stored leaf hash" in r.getMessage()] == [
+            f"audit row {seq}: its record does not give its stored leaf hash (one of them was "
+            "edited after the commit); folded from the record"
+        ]
+    finally:
+        first.close()
+        second.close()
+    # The stored hash still names the record as modified, at its index.
+    report = verify(data)
+    assert [(p["kind"], p["index"]) for p in report["problems"]] == [("modified", seq - 1)]
+
+
+def test_a_row_whose_stored_leaf_hash_was_edited_is_folded_from_its_record(
+    data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forged stored hash is not signed into the chain: the checkpoint follows the records,
+    and the verifier names the row whose stored hash disagrees."""
+    first, second = sink(data), sink(data)
+    try:
+        first.write_batch([event("a", 0), event("a", 1)])
+        seq = first.tree.size
+        _edit(data, "UPDATE audit_events SET leaf_hash = ? WHERE seq = ?", (b"\x01" * 32, seq))
+        with caplog.at_level(logging.ERROR, logger="garrison.audit"):
+            second.checkpoint()
+        assert second.tree.root() == _tree_of_records(data).root()
+        assert any(f"audit row {seq}:" in r.getMessage() for r in caplog.records)
+    finally:
+        first.close()
+        second.close()
+    report = verify(data)
+    assert [(p["kind"], p["index"]) for p in report["problems"]] == [("modified", seq - 1)]

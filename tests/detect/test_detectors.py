@@ -768,8 +768,13 @@ def test_refusal_burst_unauthenticated_key_guessing_is_per_presented_key() -> No
         )
         for i in range(5)
     ]
+    # Its address crosses at the same refusal: one finding, the key's.
     (f,) = feed(d, guesses)
-    assert (f.subject_kind, f.subject_id) == ("credential", "k-x")
+    assert (f.subject_kind, f.subject_id, f.reason) == (
+        "credential",
+        "k-x",
+        detectors.REFUSALS_BURST,
+    )
 
 
 def test_refusal_burst_without_any_key_is_per_address() -> None:
@@ -787,7 +792,11 @@ def test_refusal_burst_without_any_key_is_per_address() -> None:
     ]
     stream.append(denied(T0 + 6, "credential.missing", key=None, principal=None, address=None))
     (f,) = feed(d, stream)
-    assert (f.subject_kind, f.subject_id) == ("address", "198.51.100.9")
+    assert (f.subject_kind, f.subject_id, f.reason) == (
+        "address",
+        "198.51.100.9",
+        detectors.REFUSALS_ADDRESS_BURST,
+    )
     assert f.data["address"] == "198.51.100.9"
 
 

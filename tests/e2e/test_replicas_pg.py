@@ -6,6 +6,7 @@ closed by the staleness rule. State is set only through the admin API."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 
 from garrison.config import Settings
@@ -23,6 +25,7 @@ from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 from garrison.serve.snapshots import SNAPSHOT_POLL_LISTENING_S
 from garrison.server import data_dir
+from garrison.store.change_feed import CHANNEL, pg_conninfo
 from tests.support import pg
 from tests.support.replicas import Replicas, blocked, start_replicas, stop_replicas
 
@@ -160,6 +163,67 @@ async def test_the_listener_lets_replicas_poll_slowly(three: Replicas) -> None:
             assert time.monotonic() < deadline, "the listener never connected"
             await asyncio.sleep(0.01)
         assert gateway.snapshots._poll_interval() == SNAPSHOT_POLL_LISTENING_S
+
+
+# How long the NOTIFY flood lasts, and notifications sent per statement (distinct payloads:
+# PostgreSQL folds identical ones sent in one transaction).
+FLOOD_S = 2.0
+FLOOD_BATCH = 200
+
+
+def _flood(url: str, stop: threading.Event, sent: list[int]) -> None:
+    """``NOTIFY`` the change channel as fast as one connection can, as any role able to
+    connect could (no table is written: nothing changed)."""
+    with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:
+        n = 0
+        while not stop.is_set():
+            conn.execute(
+                "SELECT pg_notify(%s, g::text) FROM generate_series(%s::int, %s::int) AS g",
+                (CHANNEL, n, n + FLOOD_BATCH - 1),
+            )
+            n += FLOOD_BATCH
+        sent.append(n)
+
+
+async def test_a_notify_flood_costs_no_reloads_and_a_real_change_still_propagates(
+    three: Replicas,
+) -> None:
+    """Red team (issue 17): any database role may NOTIFY the channel. A notification is a
+    hint: it costs a version read at most every NOTIFIED_READ_MIN_S, a reload only when the
+    feed's version changed, and a lock placed during the flood still propagates in time."""
+    r = three
+    reloads = [0] * len(r.gateways)
+    for i, gateway in enumerate(r.gateways):
+        snapshots = gateway.snapshots
+        real = snapshots.reload
+
+        async def counted(i: int = i, real: Any = real) -> None:
+            reloads[i] += 1
+            await real()
+
+        snapshots.reload = counted  # type: ignore[method-assign]
+    stop, sent = threading.Event(), list[int]()
+    flood = threading.Thread(target=_flood, args=(r.settings.database_url, stop, sent))
+    flood.start()
+    try:
+        await asyncio.sleep(FLOOD_S / 2)
+        quiet = list(reloads)
+        t0 = time.monotonic()
+        lock = await r.admin(
+            0, "POST", "/locks", {"kind": "principal", "target": "svc", "reason": "ir"}, want=201
+        )
+        waits = await asyncio.gather(*(_until_status(r, i, 403) for i in (1, 2)))
+        assert time.monotonic() - t0 < PROPAGATED_WITHIN_S, waits
+        await asyncio.sleep(FLOOD_S / 2)
+    finally:
+        stop.set()
+        await asyncio.to_thread(flood.join, GUARD_S)
+    assert sent[0] >= 1000, sent  # the flood was one
+    # Half the flood, before the lock: no replica reloaded at all.
+    assert quiet == [0, 0, 0], quiet
+    # The lock is one change (the admin write may reload its own replica once more).
+    assert all(n <= 2 for n in reloads), reloads
+    await r.admin(2, "POST", f"/locks/{lock['id']}/lift", {"reason": "resolved"}, want=200)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The snapshot watcher's reading of the change feed: how often it reads the version (every
 tick, or the slower fallback while LISTEN is healthy), that a read in a worker thread which
-does not answer fails instead of holding the watcher, and that a notification makes it
-reload at once."""
+does not answer fails instead of holding the watcher, and that a notification — only a hint,
+which any database role may send — reads the version at once and reloads only if it
+changed, at most one read per ``NOTIFIED_READ_MIN_S`` however many arrive."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from garrison.gateway.limits import GatewayLimits
 from garrison.serve import snapshots as watcher_module
 from garrison.serve.snapshots import (
+    NOTIFIED_READ_MIN_S,
     PROBE_WAIT_S,
     SNAPSHOT_POLL_LISTENING_S,
     SNAPSHOT_POLL_S,
@@ -112,8 +114,11 @@ async def test_a_read_that_does_not_answer_fails_and_is_not_started_twice() -> N
     assert await snaps.read_version() == 0  # the late answer is used once it comes
 
 
-async def test_a_notification_reloads_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_notification_of_a_change_reloads_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     probe = FakeProbe(in_thread=True)
+    probe.value = 1  # the feed moved past the snapshot (version 0)
     made: list[FakeListener] = []
 
     def make(wake: Any) -> FakeListener:
@@ -138,7 +143,7 @@ async def test_a_notification_reloads_at_once(monkeypatch: pytest.MonkeyPatch) -
         while not reloads:
             await asyncio.sleep(0.001)
         assert reloads[0] - woken_at < SNAPSHOT_POLL_S
-        assert probe.reads == 0  # no version read was needed
+        assert probe.reads == 1  # the hint was checked against the feed first
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -182,3 +187,62 @@ async def test_a_failed_reload_is_followed_by_a_read_on_the_next_tick(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_flood_of_notifications_reads_the_version_boundedly_and_never_reloads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Red team (issue 17): any role that can connect may NOTIFY the channel; a flood of
+    notifications with nothing changed costs a bounded number of version reads and no
+    reload, and a real change arriving in the middle of it is loaded at once."""
+    probe = FakeProbe(in_thread=False)
+    made: list[FakeListener] = []
+
+    def make(wake: Any) -> FakeListener:
+        made.append(FakeListener(wake))
+        return made[-1]
+
+    snaps = _snapshots(probe, listener=make)
+    reloads: list[float] = []
+
+    async def reload() -> None:
+        reloads.append(time.monotonic())
+        snaps.state.snapshot = SimpleNamespace(version=probe.value, orgs={})  # type: ignore[assignment]
+
+    monkeypatch.setattr(snaps, "reload", reload)
+    monkeypatch.setattr(watcher_module, "SNAPSHOT_POLL_S", 3600.0)  # only a wake ends a tick
+    stop = threading.Event()
+
+    def flood() -> None:  # the listener's thread, woken by every notification
+        while not stop.wait(0.00005):
+            for _ in range(100):
+                made[0].wake()
+
+    task = asyncio.create_task(snaps.watch())
+    try:
+        while not made:
+            await asyncio.sleep(0.001)
+        flooder = threading.Thread(target=flood, daemon=True)
+        t0 = time.monotonic()
+        flooder.start()
+        await asyncio.sleep(0.5)
+        assert reloads == []  # nothing changed: nothing loaded
+        probe.value = 1  # a real change, and its notification among the others
+        changed_at = time.monotonic()
+        while not reloads:
+            assert time.monotonic() - changed_at < 1.0, "the change was not loaded"
+            await asyncio.sleep(0.001)
+        assert reloads[0] - changed_at < 2 * NOTIFIED_READ_MIN_S + 0.05
+        await asyncio.sleep(0.5)
+        stop.set()
+        flooder.join()
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    flooder.join(5)
+    assert len(reloads) == 1
+    # One read per spacing at most (plus the first, which waits for none).
+    assert 2 <= probe.reads <= elapsed / NOTIFIED_READ_MIN_S + 2, probe.reads

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from garrison.audit.checkpoint import Checkpoint
 
 Row = tuple[int, bytes, bytes | None]  # (seq, record, stored leaf hash)
+# A row with its copied columns after the leaf hash (``garrison.audit.columns``: at, name,
+# request_id, principal_id, credential_id, model), which the verifier checks too.
+IndexedRow = tuple[int, bytes, bytes | None, object, object, object, object, object, object]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from garrison.audit.columns import DERIVED_COLUMNS
 from garrison.audit.events import AuditEvent, EncodedRecord, EventName
 from garrison.audit.insert_chunks import chunk_sizes
 from garrison.audit.merkle import CompactTree, leaf_hash
@@ -45,6 +46,8 @@ LEAF_COLUMNS = (
     "record",
     "leaf_hash",
 )
+# The columns between seq and record are the record's fields the verifier checks them against.
+assert LEAF_COLUMNS[1:-2] == DERIVED_COLUMNS
 
 log = logging.getLogger("garrison.audit")
 
@@ -131,24 +134,28 @@ def insert_arrays(conn: Conn, rows: Rows) -> None:
 
 POSTGRES = Dialect("postgresql", "%s", insert_arrays)
 
-# Other writers' rows are folded from their stored leaf hash (32 bytes a row), the record
-# read only where the hash is missing or not 32 bytes (a row from before leaf hashes, or an
-# edit): folding stays cheap while replicas interleave. The verifier checks every stored
-# hash against its record, so a hash edited to differ is found there.
-_FOLD = (
-    "SELECT seq, CASE WHEN length(leaf_hash) = 32 THEN leaf_hash END,"
-    " CASE WHEN leaf_hash IS NULL OR length(leaf_hash) <> 32 THEN record END"
-    " FROM audit_events WHERE seq > ? ORDER BY seq"
-)
+# Other writers' rows are folded from their records, hashed again here: the tree, and so
+# every checkpoint signed from it, holds what the records say, never a stored hash an edit
+# made differ (the verifier rebuilds the tree from the records too). A stored hash that
+# disagrees is logged as it is folded, so the edit is seen while it happens.
+_FOLD = "SELECT seq, record, leaf_hash FROM audit_events WHERE seq > ? ORDER BY seq"
 
 
 def fold(conn: Conn, tree: CompactTree, dialect: Dialect = SQLITE) -> int:
-    """Append rows beyond ``tree.size`` (committed by another process) to the tree."""
+    """Append rows beyond ``tree.size`` (committed by another process) to the tree, each
+    leaf hashed from its record."""
     count = 0
-    for seq, lh, record in conn.execute(dialect.sql(_FOLD), (tree.size,)):
+    for seq, record, stored in conn.execute(dialect.sql(_FOLD), (tree.size,)):
         if seq != tree.size + 1:
             raise TreeStateError(f"audit row {seq} follows {tree.size}: rows are missing")
-        tree.append(stored_bytes(lh) if lh is not None else leaf_hash(stored_bytes(record)))
+        lh = leaf_hash(stored_bytes(record))
+        if stored is not None and stored_bytes(stored) != lh:
+            log.error(
+                "audit row %s: its record does not give its stored leaf hash (one of them was "
+                "edited after the commit); folded from the record",
+                seq,
+            )
+        tree.append(lh)
         count += 1
     return count
 

@@ -2,10 +2,10 @@
 
 The log is cut into aligned chunks of ``CHUNK`` leaves. Worker processes each read their
 chunks from the database (the SQLite file, or PostgreSQL by its libpq URL), re-hash every
-record, check every record's own index and its stored hash, and return the chunk's perfect
-subtree root, or — for a chunk holding a checkpoint or witness size, or the tail — the
-chunk's compact edge at each such size. The parent joins the
-chunks into the tree (the prefix before a chunk is a whole number of chunks, so its edge and
+record, check every record's own index, its stored hash and its copied columns, and return
+the chunk's perfect subtree root, or — for a chunk holding a checkpoint or witness size, or
+the tail — the chunk's compact edge at each such size. The parent joins the chunks into the
+tree (the prefix before a chunk is a whole number of chunks, so its edge and
 the chunk's inner edge form the compact tree at any size inside the chunk) and checks every
 root. Anything amiss, or a log whose seqs are not 1..n, and the caller runs the sequential
 ``verify_log``, which names the exact index and kind.
@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from garrison.audit.checkpoint import Checkpoint
+from garrison.audit.columns import DERIVED_COLUMNS, record_columns
 from garrison.audit.merkle import CompactTree
 from garrison.audit.sqlite_reader import connect_read_only, is_pg_source
 from garrison.audit.verify import VerifyReport, _check_checkpoints, _check_witness, _claimed_index
@@ -32,7 +33,8 @@ CHUNK_BITS = 15
 CHUNK = 1 << CHUNK_BITS
 _sha256 = hashlib.sha256
 _CHUNK_SQL = (
-    "SELECT seq, record, leaf_hash FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq"
+    f"SELECT seq, record, leaf_hash, {', '.join(DERIVED_COLUMNS)}"  # noqa: S608 (fixed names)
+    " FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq"
 )
 
 
@@ -62,8 +64,10 @@ def _verify_chunk(args: tuple[str, int, int, tuple[int, ...]]) -> _ChunkResult:
     clean = count == end - start and rows[-1][0] == end if count else False
     if clean:
         stored = [r[2] for r in rows]
-        clean = stored == hashes and all(
-            _claimed_index(rec) == start + k for k, rec in enumerate(records)
+        clean = (
+            stored == hashes
+            and all(_claimed_index(rec) == start + k for k, rec in enumerate(records))
+            and record_columns(records) == [tuple(r[3:]) for r in rows]
         )
     inner = CompactTree()
     edges: dict[int, tuple[bytes, ...]] = {}

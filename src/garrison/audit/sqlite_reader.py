@@ -13,11 +13,16 @@ from typing import Any
 import orjson
 
 from garrison.audit.checkpoint import Checkpoint, CheckpointError
+from garrison.audit.columns import DERIVED_COLUMNS
 from garrison.audit.merkle import LeafHashes, consistency_proof, inclusion_proof, leaf_hash
-from garrison.audit.verify import Row
+from garrison.audit.verify import IndexedRow, Row
 
 # Rows fetched per round trip while streaming the log (memory stays flat on huge logs).
 READ_BATCH = 10_000
+_INDEXED_ROWS = (
+    f"SELECT seq, record, leaf_hash, {', '.join(DERIVED_COLUMNS)}"  # noqa: S608 (fixed names)
+    " FROM audit_events ORDER BY seq"
+)
 
 
 def stored_bytes(value: object) -> bytes:
@@ -97,20 +102,28 @@ class AuditReader:
         return int(self._q("SELECT count(*) FROM audit_outbox").fetchone()[0])
 
     def rows(self) -> Iterator[Row]:
-        sql = "SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq"
+        """Every row in leaf order: (seq, record, stored leaf hash)."""
+        return self._stream("SELECT seq, record, leaf_hash FROM audit_events ORDER BY seq")
+
+    def indexed_rows(self) -> Iterator[IndexedRow]:
+        """Every row in leaf order with the columns copied from its record after the leaf
+        hash (what ``verify_log`` checks them against)."""
+        return self._stream(_INDEXED_ROWS)
+
+    def _stream(self, sql: str) -> Iterator[Any]:
         if self.pg:
             # A server-side cursor: the rows come READ_BATCH at a time, not all at once.
             with self._conn.transaction(), self._conn.cursor(name="audit_rows") as named:
                 named.itersize = READ_BATCH
                 named.execute(sql)
-                yield from named  # (int, bytes, bytes | None): bytea is bytes
+                yield from named  # bytea is bytes
             return
         cur = self._conn.execute(sql)
         while True:
             batch = cur.fetchmany(READ_BATCH)
             if not batch:
                 return
-            yield from batch  # (int, bytes, bytes | None) as sqlite3 returns them
+            yield from batch
 
     def rows_range(self, start: int, end: int) -> list[Row]:
         """Rows at leaf positions [start, end) (by order, whatever their seq says)."""

@@ -273,25 +273,23 @@ class TreeSink(abc.ABC, Generic[TargetT]):
                 log.error("witness publish failed: %s", exc)
 
     def _publish_leaves(self, witness: DirectoryWitness, size: int) -> None:
-        """Give the witness the leaf hashes it lacks up to ``size`` (read back from the log
-        as just committed): what lets the verifier name the exact record changed."""
+        """Give the witness the leaf hashes it lacks up to ``size`` (the records read back
+        from the log as just committed, hashed): what lets the verifier name the exact record
+        changed."""
         have = witness.leaf_count()
         conn = self._connection()
         try:
             while have < size:
                 end = min(size, have + WITNESS_LEAVES_CHUNK)
+                # From the records, as the tree is folded (``leaves.fold``): the copy is of
+                # the leaves the checkpoint signed, not of a stored hash an edit made differ.
                 rows = conn.execute(
                     self.dialect.sql(
-                        "SELECT leaf_hash, CASE WHEN length(leaf_hash) = 32 THEN NULL"
-                        " ELSE record END FROM audit_events"
-                        " WHERE seq > ? AND seq <= ? ORDER BY seq"
+                        "SELECT record FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq"
                     ),
                     (have, end),
                 ).fetchall()
-                hashes = b"".join(
-                    leaf_hash(stored_bytes(record)) if record is not None else stored_bytes(lh)
-                    for lh, record in rows
-                )
+                hashes = b"".join(leaf_hash(stored_bytes(record)) for (record,) in rows)
                 if len(hashes) != 32 * (end - have):
                     raise TreeStateError(f"audit rows {have + 1}..{end} are not all there")
                 witness.publish_leaves(have, hashes)

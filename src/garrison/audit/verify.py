@@ -13,6 +13,10 @@ What each kind of tampering looks like here:
 * **truncated** — a signed checkpoint (or a witness copy) covers more events than exist;
 * **bad_signature** / **broken_chain** — a checkpoint that does not verify, or whose
   ``prev`` does not name the checkpoint before it (one removed, inserted or replaced);
+* **column_mismatch** — a column copied from the record for queries (``principal_id``,
+  ``at`` …; see ``garrison.audit.columns``) no longer says what the record says: the event
+  is hidden from the timelines, reports and searches that select on it (checked when the
+  rows carry their columns, as ``garrison audit verify`` reads them);
 * **rewritten** — a witness copy published outside the database disagrees with the tree
   rebuilt at its size: the whole log and its checkpoints were replaced, even if the forgery
   is self-consistent.
@@ -26,10 +30,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from garrison.audit.checkpoint import GENESIS_PREV, Checkpoint, CheckpointError, verify_checkpoint
-from garrison.audit.findings import Problem, Row, VerifyReport, tidy, witness_findings
+from garrison.audit.columns import Columns, differing, record_columns
+from garrison.audit.findings import (
+    IndexedRow,
+    Problem,
+    Row,
+    VerifyReport,
+    tidy,
+    witness_findings,
+)
 from garrison.audit.merkle import CompactTree
 
-__all__ = ["Problem", "Row", "VerifyReport", "verify_log", "witness_findings"]
+__all__ = ["IndexedRow", "Problem", "Row", "VerifyReport", "verify_log", "witness_findings"]
 
 
 def _check_checkpoints(
@@ -267,7 +279,7 @@ def _locate_with_leaves(
 
 
 def verify_log(
-    rows: Iterable[Row],
+    rows: Iterable[Row | IndexedRow],
     checkpoints: Sequence[Checkpoint],
     keys: Mapping[str, Ed25519PublicKey],
     *,
@@ -276,7 +288,8 @@ def verify_log(
     reread: Callable[[int, int], Iterable[Row]] | None = None,
     leaves: Callable[[int, int], bytes] | None = None,
 ) -> VerifyReport:
-    """``reread(start, end)`` gives rows at positions [start, end) again; with it, a range
+    """Rows may carry their copied columns (``IndexedRow``): each is then checked against
+    its record. ``reread(start, end)`` gives rows at positions [start, end) again; with it, a range
     whose signed root fails is re-read record by record to locate the change exactly.
     ``leaves(start, end)`` gives the witness's copy of those leaf hashes (see
     ``garrison.audit.witness``): with both, a record changed together with its stored leaf
@@ -290,6 +303,9 @@ def verify_log(
     state = {"last_good": 0, "witness_good": 0}
     records: list[bytes] = []
     stored_hashes: list[bytes | None] = []
+    seqs: list[int] = []
+    # Each row's copied columns (empty when the rows came without them).
+    copies: list[Columns] = []
 
     last_signed = max(signed, default=0)
     # The rebuilt tree at the last size whose signed root held: where a failed range starts.
@@ -315,9 +331,11 @@ def verify_log(
             records[:] = [_as_bytes(r) for r in records]
             hashes = [_sha256(b"\x00" + r).digest() for r in records]
         suspect = stored_hashes != hashes
+        modified: set[int] = set()
         if suspect:
             for k, (computed, stored) in enumerate(zip(hashes, stored_hashes, strict=True)):
                 if stored is not None and stored != computed:
+                    modified.add(k)
                     report.problems.append(
                         Problem("modified", start + k, "record does not match its hash")
                     )
@@ -332,9 +350,13 @@ def verify_log(
             or _claimed_index(records[-1]) != end + tracker.offset
         ):
             detail(start, records, tracker)
+        if copies and copies[0]:
+            _check_columns(start, records, modified)
         tree.extend(hashes)
         records.clear()
         stored_hashes.clear()
+        seqs.clear()
+        copies.clear()
         bad = _check_roots(tree, signed, witnessed, report, state)
         if bad is not None and reread is not None:
             # A root failed where every record matched its stored hash and its batch ends:
@@ -350,6 +372,24 @@ def verify_log(
                 _name_modified(lo, hi, again)
         if state["last_good"] == tree.size:
             anchor["tree"] = tree.copy()
+
+    def _check_columns(start: int, batch: Sequence[bytes], modified: set[int]) -> None:
+        """Every copied column against its record: the batch at once, row by row only
+        where the two differ (a record already found modified is that finding alone)."""
+        expected = record_columns(batch)
+        if expected == copies:
+            return
+        for k, (want, have) in enumerate(zip(expected, copies, strict=True)):
+            names = differing(want, have) if have and k not in modified else []
+            if names:
+                report.problems.append(
+                    Problem(
+                        "column_mismatch",
+                        start + k,
+                        f"row seq {seqs[k]}: column(s) {', '.join(names)} differ from the "
+                        "hashed record (queries selecting on them miss or misplace the event)",
+                    )
+                )
 
     def _name_modified(lo: int, hi: int, again: Sequence[bytes]) -> None:
         """Every record in place, yet the signed root fails: the witness's leaf hashes (once
@@ -381,7 +421,8 @@ def verify_log(
     position = 0
     expected_seq = 1
     next_target = targets.pop(0) if targets else -1
-    for seq, record, stored in rows:
+    for row in rows:
+        seq, record, stored = row[0], row[1], row[2]
         if seq != expected_seq:
             report.problems.append(
                 Problem(
@@ -391,6 +432,8 @@ def verify_log(
         expected_seq = seq + 1
         records.append(record)
         stored_hashes.append(stored)
+        seqs.append(seq)
+        copies.append(row[3:])
         position += 1
         if position == next_target or len(records) >= _BATCH:
             flush()

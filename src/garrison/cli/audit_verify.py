@@ -154,7 +154,7 @@ def _verify_sequential(
     ) as bar:
         task = bar.add_task("verify", total=total)
         return verify_log(
-            reader.rows(),
+            reader.indexed_rows(),
             checkpoints,
             keys,
             witness=witness,

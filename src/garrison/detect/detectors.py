@@ -8,6 +8,7 @@ the gateway's current snapshot satisfies it, and so does any object holding thos
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections import defaultdict, deque
@@ -301,8 +302,23 @@ class Volume(_Base):
             self.buckets_seen[who] = int(seen)
 
 
+# Reason codes of the refusal-burst detector's findings.
+# ``threshold`` refusals within the window against one key (authenticated or presented).
+REFUSALS_BURST = "refusals.burst"
+# ``threshold`` unauthenticated refusals within the window from one address, whatever key
+# ids it presented (key guessing with a fresh id each try, or no key at all).
+REFUSALS_ADDRESS_BURST = "refusals.address_burst"
+
+
 class RefusalBurst(_Base):
-    """``threshold`` refused calls within ``window`` from one key (or one address)."""
+    """``threshold`` refused calls within ``window`` from one key, or unauthenticated ones
+    from one address.
+
+    A refusal counts against the key it names. One that did not authenticate also counts
+    against its source address: the key id it presented is the caller's own choice, and a
+    guesser who makes up a fresh id for each try would otherwise never fill any window.
+    Keys and addresses share one memory, bounded as ``_forget`` says. One finding per
+    refusal: when its key and its address cross together, the key's (more specific) one."""
 
     def __init__(self, rule: r.Rule) -> None:
         super().__init__(rule)
@@ -312,29 +328,39 @@ class RefusalBurst(_Base):
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         if obs.name not in _DENIALS or obs.status in (429, 503):
             return []
-        subject_kind, subject = ("credential", obs.key) if obs.key else ("address", obs.address)
-        if subject is None:
+        subjects: list[tuple[str, str, str]] = []
+        if obs.key:
+            subjects.append(("credential", obs.key, REFUSALS_BURST))
+        if obs.credential_id is None and obs.address is not None:
+            subjects.append(("address", obs.address, REFUSALS_ADDRESS_BURST))
+        if not subjects:
             return []
-        window = self.times[subject]
-        window.append((obs.at, obs.index))
         horizon = obs.at - self.p.window
-        while window and window[0][0] < horizon:
-            window.popleft()
+        found: list[Finding] = []
+        for subject_kind, subject, reason in subjects:
+            window = self.times[subject]
+            window.append((obs.at, obs.index))
+            while window and window[0][0] < horizon:
+                window.popleft()
+            if len(window) == self.p.threshold and not found:  # once per crossing
+                finding = self.finding(
+                    obs,
+                    subject_kind,
+                    subject,
+                    reason,
+                    evidence=tuple(i for _, i in window),
+                    refusals=len(window),
+                    address=obs.address,
+                )
+                if subject_kind == "address":
+                    # The key ids an unauthenticated caller presented are its guesses, not a
+                    # credential of its own: the finding names none (a playbook acting on it
+                    # must not lock someone else's key).
+                    finding = dataclasses.replace(finding, credential_id=None)
+                found.append(finding)
         if len(self.times) > 2 * STATE_SUBJECTS_MAX:
             self._forget(horizon)
-        if len(window) != self.p.threshold:  # once per crossing
-            return []
-        return [
-            self.finding(
-                obs,
-                subject_kind,
-                subject,
-                "refusals.burst",
-                evidence=tuple(i for _, i in window),
-                refusals=len(window),
-                address=obs.address,
-            )
-        ]
+        return found
 
     def _forget(self, horizon: float) -> None:
         """Subjects refused by a spray of made-up keys or addresses, one refusal each, would

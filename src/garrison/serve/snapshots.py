@@ -3,8 +3,12 @@ watcher that follows the change feed, runs the contract clock and re-checks live
 
 The watcher ticks every ``SNAPSHOT_POLL_S`` (the contract clock and the re-check of live
 calls need no database). It reads the feed's version on every tick, except on PostgreSQL
-while the change listener is healthy: a notification then wakes it at once and it reloads,
-and it reads the version only every ``SNAPSHOT_POLL_LISTENING_S`` as a fallback. A lock
+while the change listener is healthy: a notification then wakes it at once, and it reads the
+version only every ``SNAPSHOT_POLL_LISTENING_S`` as a fallback. A notification is only a
+hint — any database role that can connect may ``NOTIFY`` the channel — so a wake reads the
+version (an index lookup) and reloads only if it changed, and wakes are read at most once
+per ``NOTIFIED_READ_MIN_S``: a flood of notifications costs a bounded number of reads and
+no reload at all, while a real change still propagates at once. A lock
 view that no read has refreshed for ``limits.lock_view_stale_s`` is stale
 (``gateway.containment.stale_refusal``), whichever way the process was following."""
 
@@ -47,6 +51,11 @@ SNAPSHOT_POLL_S = 0.05
 # fallback then, for a notification lost without the connection noticing. Well under the
 # staleness limit (5 s by default), which only a successful read or reload keeps fresh.
 SNAPSHOT_POLL_LISTENING_S = 1.0
+# Least time between two version reads a notification asks for. A notification is a hint
+# anyone who can connect may send: this bounds a flood to 50 reads a second (one index
+# lookup each, a reload only when the version changed), and adds at most a fifth of the
+# 100 ms propagation target to a real change.
+NOTIFIED_READ_MIN_S = 0.02
 # How long the watcher waits for a version read in a worker thread (PostgreSQL) before it
 # counts the read as failed; a read still running is not started again.
 PROBE_WAIT_S = 1.0
@@ -143,7 +152,9 @@ class Snapshots:
 
     def _wake_from_thread(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         def wake() -> None:
-            if not loop.is_closed():
+            # One pending wake is enough (a flood of notifications must not flood the loop);
+            # reading the flag from this thread can only race into one extra call.
+            if not self._woken.is_set() and not loop.is_closed():
                 loop.call_soon_threadsafe(self._woken.set)
 
         return wake
@@ -182,25 +193,33 @@ class Snapshots:
 
     async def _watch(self) -> None:
         last_read = self._monotonic()
+        last_notified = -math.inf
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), SNAPSHOT_POLL_S)
             woken = self._woken.is_set()
+            if woken:
+                # Notified (a commit, a listener that reconnected, or anyone's NOTIFY): wait
+                # out the least spacing of notified reads; wakes meanwhile join this one.
+                pause = last_notified + NOTIFIED_READ_MIN_S - self._monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
             self._woken.clear()
             try:
                 await self.contract_clock()
                 now = self._monotonic()
-                if woken:
-                    # Notified (a commit, or a listener that reconnected): load at once.
-                    await self.reload()
-                    last_read = now
-                    log.info("snapshot %d loaded (notified)", self.state.snapshot.version)
-                elif now - last_read >= self._poll_interval():
+                if woken or now - last_read >= self._poll_interval():
                     version = await self.read_version()
                     last_read = now
+                    if woken:
+                        last_notified = now
                     if version != self.state.snapshot.version:
                         await self.reload()
-                        log.info("snapshot %d loaded", self.state.snapshot.version)
+                        log.info(
+                            "snapshot %d loaded%s",
+                            self.state.snapshot.version,
+                            " (notified)" if woken else "",
+                        )
                     else:
                         self.state.lock_view_at = time.monotonic()
                 # A lock with a TTL, or a contract, can end or start covering a call without
