@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from garrison.domain import AuthStyle, Level, UpstreamApi
+from tests.conftest import BACKENDS
 from tests.support.admin import Admins, make_admin
-from tests.support.world import UPSTREAM_KEY, World
+from tests.support.world import UPSTREAM_KEY, World, world_on
+
+
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    """Every admin test runs on each database: SQLite (the embedded default) and
+    PostgreSQL (a fresh database of its own; skipped with the stated reason without one)."""
+    async with world_on(request.param, tmp_path) as w:
+        yield w
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ forbid is enforced on the next call, with its id in the audit log; explain tells
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import orjson
 import pytest
 
 from garrison.domain import Level
+from tests.support import db
 from tests.support.admin import Admins, admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World
 
@@ -52,11 +52,9 @@ async def chat(world: World, key: str, model: str) -> tuple[int, Any]:
 
 
 def count(world: World, table: str) -> int:
-    conn = sqlite3.connect(world.db_path)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-    finally:
-        conn.close()
+    """Rows in ``table`` (on either database)."""
+    (found,) = db.rows(world.directory, f"SELECT count(*) AS n FROM {table}")  # noqa: S608
+    return int(found["n"])
 
 
 @dataclass
@@ -643,20 +641,16 @@ async def test_explain_without_an_address_assumes_an_allowed_one(jit: Jit) -> No
     assert (anywhere["decision"], anywhere["reasons"]) == ("allow", ["allowed"]), anywhere
 
 
-def sql(world: World, query: str, *params: Any) -> None:
-    conn = sqlite3.connect(world.db_path)
-    try:
-        conn.execute(query, params)
-        conn.commit()
-    finally:
-        conn.close()
+def sql(world: World, query: str, **params: Any) -> None:
+    """A direct write to the database (behind the admin API's back)."""
+    db.sql(world.directory, query, **params)
 
 
 # ── asking for access reveals nothing ─────────────────────────────────────────────────────
 async def test_asking_for_access_is_one_404_for_every_unreachable_model(admins: Admins) -> None:
     w = admins.world
     # bob (contractor-co, ceiling internal) cleared critical behind the vendor's back.
-    sql(w, "UPDATE principals SET clearance = ? WHERE name = 'bob'", int(Level.CRITICAL))
+    sql(w, "UPDATE principals SET clearance = :c WHERE name = 'bob'", c=int(Level.CRITICAL))
     await w.reload()
     oracle_id = admins.model("oracle").id
     carol, bob = w.keys["carol"], w.keys["bob"]

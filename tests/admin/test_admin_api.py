@@ -32,7 +32,7 @@ from garrison.domain import (
 )
 from garrison.errors import BadRequest
 from tests.support.admin import admin_call, make_admin, table_counts
-from tests.support.db import hold_write_lock
+from tests.support.db import hold_audit_lock
 from tests.support.world import UPSTREAM_KEY, World
 
 pytestmark = pytest.mark.e2e
@@ -1488,7 +1488,7 @@ async def test_an_admin_read_is_503_while_the_audit_log_cannot_be_written(
 ) -> None:
     await world.settle()
     async with aiohttp.ClientSession() as session:
-        with hold_write_lock(world.db_path):
+        with hold_audit_lock(world.settings.database_url):
             async with session.get(
                 f"{world.base}/admin/v1{path}",
                 headers={"authorization": f"Bearer {world.admin_key}"},

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from garrison.store.directory import KEY_MAX_LIFETIME_S, KEY_ROTATION_GRACE_MAX_S
+from tests.support import db
 from tests.support.admin import admin_call, invite_and_enroll, lift_enroll_limits, make_admin
 from tests.support.world import World
 
@@ -81,46 +81,48 @@ def inside(net: str, vendor_nets: list[str]) -> bool:
 def violations(world: World) -> list[str]:
     """Every way the directory breaks a vendor's terms right now (empty: none)."""
     now = time.time()
-    conn = sqlite3.connect(world.db_path)
-    conn.row_factory = sqlite3.Row
     found: list[str] = []
-    try:
-        vendors = conn.execute("SELECT * FROM orgs WHERE kind = 'vendor'").fetchall()
-        for org in vendors:
-            nets = orjson.loads(org["networks"])
-            ceiling = set(orjson.loads(org["ceiling_compartments"]))
-            active = conn.execute(
-                "SELECT * FROM principals WHERE org_id = ? AND status = 'active'", (org["id"],)
-            ).fetchall()
-            if len(active) > org["seat_limit"]:
-                found.append(f"{org['name']}: {len(active)} active > {org['seat_limit']} seats")
-            for p in active:
-                comps = set(orjson.loads(p["compartments"]))
-                if p["clearance"] > org["ceiling_level"] or not comps <= ceiling:
+    # Three reads, grouped here (a read per vendor and per person made every step of a
+    # PostgreSQL example cost dozens of round trips).
+    d = world.directory
+    vendors = db.rows(d, "SELECT * FROM orgs WHERE kind = 'vendor'")
+    people: dict[str, list[dict[str, Any]]] = {}
+    for p in db.rows(d, "SELECT * FROM principals WHERE status = 'active'"):
+        people.setdefault(p["org_id"], []).append(p)
+    live_keys: dict[str, list[dict[str, Any]]] = {}
+    for k in db.rows(
+        d,
+        "SELECT * FROM credentials WHERE revoked_at IS NULL "
+        "AND (expires_at IS NULL OR expires_at > :now)",
+        now=now,
+    ):
+        live_keys.setdefault(k["principal_id"], []).append(k)
+    for org in vendors:
+        nets = orjson.loads(org["networks"])
+        ceiling = set(orjson.loads(org["ceiling_compartments"]))
+        active = people.get(org["id"], [])
+        if len(active) > org["seat_limit"]:
+            found.append(f"{org['name']}: {len(active)} active > {org['seat_limit']} seats")
+        for p in active:
+            comps = set(orjson.loads(p["compartments"]))
+            if p["clearance"] > org["ceiling_level"] or not comps <= ceiling:
+                found.append(
+                    f"{org['name']}: {p['name']} ({LEVELS[p['clearance']]}, {sorted(comps)})"
+                    f" above the ceiling ({LEVELS[org['ceiling_level']]}, {sorted(ceiling)})"
+                )
+            for k in live_keys.get(p["id"], []):
+                key_nets = orjson.loads(k["networks"])
+                outside = [n for n in key_nets if not inside(n, nets)]
+                if not key_nets or outside:
                     found.append(
-                        f"{org['name']}: {p['name']} ({LEVELS[p['clearance']]}, {sorted(comps)})"
-                        f" above the ceiling ({LEVELS[org['ceiling_level']]}, {sorted(ceiling)})"
+                        f"{org['name']}: {p['name']}'s live key {k['id']} has networks "
+                        f"{key_nets} outside the vendor's {nets}"
                     )
-                keys = conn.execute(
-                    "SELECT * FROM credentials WHERE principal_id = ? AND revoked_at IS NULL "
-                    "AND (expires_at IS NULL OR expires_at > ?)",
-                    (p["id"], now),
-                ).fetchall()
-                for k in keys:
-                    key_nets = orjson.loads(k["networks"])
-                    outside = [n for n in key_nets if not inside(n, nets)]
-                    if not key_nets or outside:
-                        found.append(
-                            f"{org['name']}: {p['name']}'s live key {k['id']} has networks "
-                            f"{key_nets} outside the vendor's {nets}"
-                        )
-                    if k["expires_at"] is None or k["expires_at"] > org["contract_end"]:
-                        found.append(
-                            f"{org['name']}: {p['name']}'s live key {k['id']} expires at "
-                            f"{k['expires_at']}, after the contract end {org['contract_end']}"
-                        )
-    finally:
-        conn.close()
+                if k["expires_at"] is None or k["expires_at"] > org["contract_end"]:
+                    found.append(
+                        f"{org['name']}: {p['name']}'s live key {k['id']} expires at "
+                        f"{k['expires_at']}, after the contract end {org['contract_end']}"
+                    )
     return found
 
 

@@ -6,7 +6,6 @@ clear in the proposal row, the change list or the audit log."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from garrison.keyring import Sealer, add_seal_key
 from garrison.mock import MockConfig, MockUpstream
 from garrison.store import model_origin
 from garrison.store.model_origin import Registered, creation_needs_two, origin_of
+from tests.support import db
 from tests.support.admin import Admins, admin_call, make_admin
 from tests.support.world import UPSTREAM_KEY, World
 
@@ -34,11 +34,8 @@ def mock_port(world: World) -> int:
 
 
 def rows(world: World, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(world.db_path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    """The rows of ``sql`` as tuples (on either database)."""
+    return [tuple(r.values()) for r in db.rows(world.directory, sql)]
 
 
 async def chat(world: World, key: str, model: str) -> int:
@@ -59,8 +56,8 @@ def never_shown(world: World, secret: str) -> None:
     for (payload,) in rows(world, "SELECT payload FROM pending_changes"):
         assert secret not in payload
     assert secret.encode() not in world.raw_audit()
-    for path in world.db_path.parent.glob(world.db_path.name + "*"):
-        assert secret.encode() not in path.read_bytes(), path
+    # Everything the database holds (SQLite's files; every row on PostgreSQL).
+    assert secret.encode() not in db.stored_bytes(world.directory)
 
 
 def alias_body(world: World, **more: Any) -> dict[str, Any]:
@@ -312,11 +309,9 @@ def test_lookups_run_at_once_within_one_timeout(monkeypatch: pytest.MonkeyPatch)
 
 
 def count(world: World, table: str) -> int:
-    conn = sqlite3.connect(world.db_path)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-    finally:
-        conn.close()
+    """Rows in ``table`` (on either database)."""
+    (found,) = db.rows(world.directory, f"SELECT count(*) AS n FROM {table}")  # noqa: S608
+    return int(found["n"])
 
 
 async def chat_answer(world: World, key: str, model: str) -> tuple[int, bytes]:

@@ -6,12 +6,12 @@ principal is created at once (201).
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
 
 from garrison.domain import Level, PrincipalKind
+from tests.support import db
 from tests.support.admin import Admins, make_admin, table_counts
 from tests.support.world import World
 
@@ -19,11 +19,9 @@ pytestmark = pytest.mark.e2e
 
 
 def count(world: World, table: str) -> int:
-    conn = sqlite3.connect(world.db_path)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
-    finally:
-        conn.close()
+    """Rows in ``table`` (on either database)."""
+    (found,) = db.rows(world.directory, f"SELECT count(*) AS n FROM {table}")  # noqa: S608
+    return int(found["n"])
 
 
 SENSITIVE_CREATIONS = {

@@ -8,15 +8,29 @@ lock looked placed, during the very outage it was placed for, and did nothing.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import aiohttp
 import orjson
 import pytest
 
+from garrison.server import data_dir
+from tests.conftest import BACKENDS
 from tests.support.admin import admin_call
-from tests.support.db import hold_write_lock
-from tests.support.world import World
+from tests.support.db import database_lost
+from tests.support.world import World, world_on
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    """Each test on each database (on PostgreSQL the outage is the database refusing every
+    connection)."""
+    async with world_on(request.param, tmp_path) as w:
+        yield w
+
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -38,7 +52,7 @@ async def chat_status(world: World, key: str, local_addr: str) -> int:
 async def test_a_mapped_network_lock_placed_in_an_outage_holds_at_once(world: World) -> None:
     carol = world.keys["carol"]
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with database_lost(world.settings.database_url):
         status, lock = await admin_call(
             world,
             world.admin_key,
@@ -62,10 +76,10 @@ async def test_locks_placed_at_once_in_an_outage_are_all_kept(world: World) -> N
 
     from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
 
-    journal = EmergencyJournal(world.db_path.parent / JOURNAL_FILE)
+    journal = EmergencyJournal(data_dir(world.settings) / JOURNAL_FILE)
     nets = [f"127.0.9.{n}/32" for n in range(1, 9)]
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with database_lost(world.settings.database_url):
         answers = await asyncio.gather(
             *(
                 admin_call(
@@ -120,7 +134,7 @@ async def test_a_lock_placed_through_one_process_holds_in_the_other_during_the_o
 
         assert await other_status() == 200
         await world.settle()
-        with hold_write_lock(world.db_path):
+        with database_lost(world.settings.database_url):
             status, lock = await admin_call(
                 world,
                 world.admin_key,
@@ -153,7 +167,7 @@ async def test_a_lock_with_a_long_non_ascii_reason_is_placed_in_an_outage(world:
 
     carol = world.keys["carol"]
     await world.settle()
-    with hold_write_lock(world.db_path):
+    with database_lost(world.settings.database_url):
         status, lock = await admin_call(
             world,
             world.admin_key,

@@ -7,6 +7,8 @@ vendor network was accepted and never matched. Set up through the admin HTTP API
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,10 +16,19 @@ import orjson
 import pytest
 
 from garrison.domain.networks import parse_address, parse_network
+from tests.conftest import BACKENDS
 from tests.support.admin import admin_call, invite_and_enroll
-from tests.support.world import World
+from tests.support.world import World, world_on
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    """Each test on each database (locks, key bindings and vendor networks are stored)."""
+    async with world_on(request.param, tmp_path) as w:
+        yield w
+
 
 USER = [{"role": "user", "content": "hello"}]
 

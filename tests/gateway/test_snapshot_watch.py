@@ -246,3 +246,41 @@ async def test_a_flood_of_notifications_reads_the_version_boundedly_and_never_re
     assert len(reloads) == 1
     # One read per spacing at most (plus the first, which waits for none).
     assert 2 <= probe.reads <= elapsed / NOTIFIED_READ_MIN_S + 2, probe.reads
+
+
+# The steps of the event loop between the wake and the stop that the race is tried at (on
+# Python 3.11 ``asyncio.wait_for`` lost the cancellation at 0, 1 and 2).
+RACE_STEPS = range(4)
+
+
+@pytest.mark.parametrize("steps", RACE_STEPS)
+async def test_a_stop_that_coincides_with_a_wake_stops_the_watcher(steps: int) -> None:
+    """A change notification (PostgreSQL's LISTEN) wakes the watcher just as the gateway
+    stops: the cancellation must end the watch loop, not be swallowed by the wait (the loop
+    then ran on and ``Gateway.stop`` waited for it forever: a suite run hung in teardown)."""
+    woken = asyncio.Event()
+
+    async def watch() -> None:
+        while True:
+            await watcher_module.woken_within(woken, 10.0)
+            woken.clear()
+
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0)
+    woken.set()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2.0)
+    assert done == {task} and task.cancelled()
+
+
+async def test_the_wait_still_ends_at_its_timeout_and_at_a_wake() -> None:
+    woken = asyncio.Event()
+    started = time.monotonic()
+    await watcher_module.woken_within(woken, 0.05)
+    assert 0.04 <= time.monotonic() - started < 1.0
+    asyncio.get_running_loop().call_later(0.01, woken.set)
+    started = time.monotonic()
+    await watcher_module.woken_within(woken, 10.0)
+    assert woken.is_set() and time.monotonic() - started < 1.0

@@ -4,7 +4,7 @@ ceiling are enforced on every call, through the running gateway."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,8 +23,10 @@ from garrison.serve import snapshots as runtime
 from garrison.serve.snapshots import SNAPSHOT_POLL_S
 from garrison.server import Gateway
 from garrison.store.vendors import expire_ended_contracts
+from tests.conftest import BACKENDS
+from tests.support import db, pg
 from tests.support.admin import admin_call, make_admin
-from tests.support.world import UPSTREAM_KEY, World, seed
+from tests.support.world import UPSTREAM_KEY, World, seed, world_on
 
 pytestmark = pytest.mark.e2e
 
@@ -84,14 +86,9 @@ def key_id(token: str) -> str:
     return token.split("_", 2)[1]
 
 
-def sql(world: World, statement: str, *params: Any) -> None:
+def sql(world: World, statement: str, **params: Any) -> None:
     """A write made around the directory (as a bug, a restore or a hand edit might)."""
-    conn = sqlite3.connect(world.db_path, timeout=10)
-    try:
-        with conn:
-            conn.execute(statement, params)
-    finally:
-        conn.close()
+    db.sql(world.directory, statement, **params)
 
 
 # ── a world whose gateway reads an injected clock ──────────────────────────────────────────
@@ -122,8 +119,8 @@ class ClockedWorld:
     clock: Clock
 
 
-async def start_clocked_world(root: Path) -> ClockedWorld:
-    done = init(root / "data")
+async def start_clocked_world(root: Path, database_url: str | None = None) -> ClockedWorld:
+    done = init(root / "data", database_url=database_url)
     admin_key = enroll_locally(done.settings, done.codes[0].code.reveal())
     mock = MockUpstream(MockConfig(expected_api_key=UPSTREAM_KEY))
     upstream_port = await mock.start("127.0.0.1", 0)
@@ -153,15 +150,24 @@ async def start_clocked_world(root: Path) -> ClockedWorld:
     return ClockedWorld(world, clock)
 
 
-@pytest.fixture
-async def clocked(tmp_path: Path) -> AsyncIterator[ClockedWorld]:
-    cw = await start_clocked_world(tmp_path)
-    try:
-        yield cw
-    finally:
-        await cw.world.gateway.stop()
-        await cw.world.mock.stop()
-        cw.world.directory.engine.dispose()
+@pytest.fixture(params=BACKENDS)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    """Each test on each database."""
+    async with world_on(request.param, tmp_path) as w:
+        yield w
+
+
+@pytest.fixture(params=BACKENDS)
+async def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClockedWorld]:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg.fresh_database()) if request.param == "postgresql" else None
+        cw = await start_clocked_world(tmp_path, url)
+        try:
+            yield cw
+        finally:
+            await cw.world.gateway.stop()
+            await cw.world.mock.stop()
+            cw.world.directory.engine.dispose()
 
 
 @pytest.fixture
@@ -268,9 +274,9 @@ async def test_key_outliving_the_contract_is_still_stopped_at_the_contract_end(
     end = terms(world).contract_end
     sql(
         world,
-        "UPDATE credentials SET expires_at = ? WHERE id = ?",
-        end + 30 * 86400,
-        key_id(world.keys["bob"]),
+        "UPDATE credentials SET expires_at = :at WHERE id = :id",
+        at=end + 30 * 86400,
+        id=key_id(world.keys["bob"]),
     )
     await world.reload()
     clock.set(end + 1)
@@ -363,7 +369,7 @@ async def test_key_without_networks_is_still_held_to_the_vendor_networks(
     world: World, edge_key: str
 ) -> None:
     """Defence in depth: a vendor key stored with no networks is bound by the vendor's."""
-    sql(world, "UPDATE credentials SET networks = '[]' WHERE id = ?", key_id(edge_key))
+    sql(world, "UPDATE credentials SET networks = '[]' WHERE id = :id", id=key_id(edge_key))
     await world.reload()
     reply = await call(world, edge_key)  # from 127.0.0.1
     assert reply.status == 401, reply.body
@@ -389,9 +395,9 @@ async def test_vendor_principal_above_the_ceiling_still_lists_nothing_above_it(
     """Defence in depth: a clearance raised around the directory does not lift the ceiling."""
     sql(
         world,
-        "UPDATE principals SET clearance = ?, compartments = ? WHERE name = 'bob'",
-        int(Level.CRITICAL),
-        '["cyber"]',
+        "UPDATE principals SET clearance = :c, compartments = :comps WHERE name = 'bob'",
+        c=int(Level.CRITICAL),
+        comps='["cyber"]',
     )
     await world.reload()
     listed = await listed_models(world, world.keys["bob"])
@@ -402,9 +408,9 @@ async def test_vendor_principal_above_the_ceiling_still_lists_nothing_above_it(
 async def test_vendor_principal_above_the_ceiling_is_refused_the_model(world: World) -> None:
     sql(
         world,
-        "UPDATE principals SET clearance = ?, compartments = ? WHERE name = 'bob'",
-        int(Level.CRITICAL),
-        '["cyber"]',
+        "UPDATE principals SET clearance = :c, compartments = :comps WHERE name = 'bob'",
+        c=int(Level.CRITICAL),
+        comps='["cyber"]',
     )
     await world.reload()
     reply = await call(world, world.keys["bob"], model="cyber-model")

@@ -183,3 +183,21 @@ def hold_audit_lock(database_url: str) -> Iterator[None]:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (AUDIT_PG_WRITE_LOCK,))
+
+
+@contextlib.contextmanager
+def database_lost(database_url: str) -> Iterator[None]:
+    """The database cannot be written (nor, on PostgreSQL, reached) for the block: SQLite's
+    write lock held by another connection; PostgreSQL refusing every connection and ending
+    every session on the database (a failover or a cut network). Back on exit."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        with hold_write_lock(path):
+            yield
+        return
+    from tests.support.replicas import blocked
+
+    name = sa.engine.make_url(database_url).database
+    assert name is not None
+    with blocked(name):
+        yield

@@ -68,6 +68,17 @@ async def integrated(audit: AuditLog) -> None:
         await audit.integrate()
 
 
+async def woken_within(woken: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``woken`` is set or ``timeout_s`` passes. Not ``asyncio.wait_for``: on
+    Python 3.11 it swallows a cancellation that arrives just after the event is set (the
+    wait done, the waiting task not yet resumed), so a stop that coincided with a change
+    notification on PostgreSQL left the watcher running and ``Gateway.stop`` waiting for
+    it forever. ``asyncio.timeout`` delivers the cancellation."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await woken.wait()
+
+
 class Snapshots:
     """Loads the directory's snapshot and policy engine into ``state`` and keeps them
     current; ``overlay`` gives the emergency locks not yet in the database."""
@@ -195,8 +206,7 @@ class Snapshots:
         last_read = self._monotonic()
         last_notified = -math.inf
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), SNAPSHOT_POLL_S)
+            await woken_within(self._woken, SNAPSHOT_POLL_S)
             woken = self._woken.is_set()
             if woken:
                 # Notified (a commit, a listener that reconnected, or anyone's NOTIFY): wait
