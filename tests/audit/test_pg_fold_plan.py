@@ -80,3 +80,10 @@ def test_an_open_range_would_scan_the_whole_log(url: str) -> None:
 def test_the_head_read_is_an_index_read(url: str) -> None:
     plan = generic_plan(url, leaves._HEAD, (), analyzed=False)
     assert "Seq Scan" not in plan, plan
+
+
+def test_the_detection_workers_read_of_the_log_is_an_index_read(url: str) -> None:
+    """``detector_state.records_after``: an open range, but ordered and limited."""
+    sql = "SELECT seq, record FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
+    plan = generic_plan(url, sql, (ROWS - 1, 5000), analyzed=False)
+    assert "Seq Scan" not in plan, plan
