@@ -92,6 +92,7 @@ class RedisLimits:
         self._ids = itertools.count()
         self._live: dict[str, tuple[str, str]] = {}  # lease id → its two keys
         self._released: list[tuple[str, str]] = []  # (key, lease id) to remove
+        self._sending = 0  # release batches on their way to Redis (``flush`` waits for them)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -211,6 +212,7 @@ class RedisLimits:
                 # Taken off the queue before the await: admissions take from it meanwhile.
                 batch = self._released[:LEASE_BATCH_MAX]
                 del self._released[: len(batch)]
+                self._sending += 1
                 try:
                     await self._release_script(
                         keys=[k for k, _ in batch], args=[m for _, m in batch]
@@ -219,6 +221,8 @@ class RedisLimits:
                     self._released[:0] = batch
                     self.link.failed(exc)
                     continue
+                finally:
+                    self._sending -= 1
                 self.link.succeeded()
 
     async def renew(self) -> int:
@@ -253,9 +257,10 @@ class RedisLimits:
         return len(self._released)
 
     async def flush(self) -> None:
-        """Wait until queued releases are sent (tests, and stopping)."""
+        """Wait until queued releases are sent, the batch on its way included (tests, and
+        stopping)."""
         for _ in range(100):
-            if not self._released or not self.link.up:
+            if not (self._released or self._sending) or not self.link.up:
                 return
             self._wake.set()
             await asyncio.sleep(0.01)
