@@ -33,13 +33,21 @@ _OWNER_ONLY = 0o600
 
 
 def write_secret_file(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600; never overwrite an existing key."""
+    """Create ``path`` with mode 0600, whole or not at all; never overwrite an existing key
+    (``FileExistsError``). Written to a private file first and linked into place: replicas
+    starting together on one key directory never read a key file still being written (one
+    made with O_EXCL and then written was seen empty by another replica's first start)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # atomic, and refuses an existing path
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_secret_file(path: Path, text: str) -> None:
