@@ -38,7 +38,7 @@ def write_secret_file(path: Path, text: str) -> None:
     starting together on one key directory never read a key file still being written (one
     made with O_EXCL and then written was seen empty by another replica's first start)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
     try:
         with os.fdopen(fd, "w") as handle:
