@@ -3,7 +3,7 @@ client certificate is a leaked key. One finding per key per window, bounded memo
 
 from __future__ import annotations
 
-from garrison.detect import detectors
+from garrison.detect import base
 from tests.detect.test_detectors import FACTS, T0, denied, feed, make, obs
 
 
@@ -51,10 +51,10 @@ def test_its_state_survives_a_restart() -> None:
 
 def test_a_spray_of_bound_keys_leaves_it_bounded() -> None:
     detector = make("cert_binding", window=60)
-    spray = 3 * detectors.STATE_SUBJECTS_MAX
+    spray = 3 * base.STATE_SUBJECTS_MAX
     for n in range(spray):
         detector.observe(denied(T0 + n * 0.01, "credential.cert_missing", key=f"k-{n}"), FACTS)
-        assert len(detector.fired) <= 2 * detectors.STATE_SUBJECTS_MAX
+        assert len(detector.fired) <= 2 * base.STATE_SUBJECTS_MAX
     # A key seen recently is still remembered: no second alert for it.
     last = f"k-{spray - 1}"
     assert (

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from garrison.detect import detectors
+from garrison.detect import base, detectors
 from garrison.detect import engine as engine_mod
 from garrison.detect.engine import DetectionEngine
 from garrison.detect.observation import Finding, Obs, Severity
@@ -103,20 +103,20 @@ def test_state_keeps_the_most_recently_active_subjects_up_to_the_limit() -> None
 
 def test_state_keeps_at_most_the_network_limit_per_key() -> None:
     detector = make("multi_network", window=600, min_networks=100)
-    for n in range(detectors.STATE_NETWORKS_MAX + 20):
+    for n in range(base.STATE_NETWORKS_MAX + 20):
         address = f"10.{n // 250}.{n % 250}.1"
         detector.observe(obs(T0 + n, key="k-alice", address=address), FACTS)
     (nets,) = detector.state().values()
-    assert len(nets) == detectors.STATE_NETWORKS_MAX
-    assert max(t for _, t, _ in nets) == T0 + detectors.STATE_NETWORKS_MAX + 19  # the newest
+    assert len(nets) == base.STATE_NETWORKS_MAX
+    assert max(t for _, t, _ in nets) == T0 + base.STATE_NETWORKS_MAX + 19  # the newest
 
 
 def test_state_keeps_at_most_the_refusal_limit_per_subject() -> None:
     detector = make("refusal_burst", window=86400, threshold=2)
-    for n in range(detectors.STATE_REFUSALS_MAX + 5):
+    for n in range(base.STATE_REFUSALS_MAX + 5):
         detector.observe(denied(T0 + n, "x.other", key="k-alice"), FACTS)
     (times,) = detector.state().values()
-    assert len(times) == detectors.STATE_REFUSALS_MAX
+    assert len(times) == base.STATE_REFUSALS_MAX
 
 
 def rules(window: str = "10m") -> RuleSet:

@@ -1,6 +1,7 @@
-"""Tests for ``garrison.detect.detectors``: for each detector, what it must catch and what it
-must not — windows and thresholds at their boundaries, learning periods, once-per-crossing,
-IPv6 networks, malformed addresses, and events that are not calls.
+"""Tests for the built-in detectors (``garrison.detect.detectors`` builds them): for each
+detector, what it must catch and what it must not — windows and thresholds at their
+boundaries, learning periods, once-per-crossing, IPv6 networks, malformed addresses, and
+events that are not calls.
 
 Detectors are pure: observations and a ``Facts`` snapshot in, findings out. Each test builds
 its detector from a rule parsed the way a rules file is, so the parameters are validated.
@@ -19,7 +20,7 @@ import yaml
 
 from garrison.audit.events import AuditEvent, EventName, decode
 from garrison.audit.payloads import CallFields, Payload, RequestAllowed, RequestCompleted
-from garrison.detect import detectors
+from garrison.detect import detectors, refusals
 from garrison.detect.observation import Finding, Obs, Severity, network_of
 from garrison.detect.rules import DETECTORS, Rule, parse_rules
 from garrison.domain import (
@@ -773,7 +774,7 @@ def test_refusal_burst_unauthenticated_key_guessing_is_per_presented_key() -> No
     assert (f.subject_kind, f.subject_id, f.reason) == (
         "credential",
         "k-x",
-        detectors.REFUSALS_BURST,
+        refusals.REFUSALS_BURST,
     )
 
 
@@ -795,7 +796,7 @@ def test_refusal_burst_without_any_key_is_per_address() -> None:
     assert (f.subject_kind, f.subject_id, f.reason) == (
         "address",
         "198.51.100.9",
-        detectors.REFUSALS_ADDRESS_BURST,
+        refusals.REFUSALS_ADDRESS_BURST,
     )
     assert f.data["address"] == "198.51.100.9"
 

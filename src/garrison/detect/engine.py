@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.detect import detectors
+from garrison.detect.base import STATE_SUBJECTS_MAX, Facts, newest
+from garrison.detect.detectors import build
 from garrison.detect.observation import Finding, Obs
 from garrison.detect.rules import Rule, RuleSet
 
@@ -60,7 +61,7 @@ class Dedup:
             return {}
         horizon = max(self.last.values()) - DEDUP_WINDOW_S
         live = {k: t for k, t in self.last.items() if t >= horizon}
-        return dict(detectors.newest(live, float, limit))
+        return dict(newest(live, float, limit))
 
     def restore(self, state: dict[str, Any]) -> None:
         self.last = {str(k): float(t) for k, t in state.items()}
@@ -76,11 +77,11 @@ def fingerprint(rule: Rule) -> str:
 class DetectionEngine:
     def __init__(self, ruleset: RuleSet, *, last_used: dict[str, float] | None = None) -> None:
         self.ruleset = ruleset
-        self.detectors = [detectors.build(rule, last_used=last_used) for rule in ruleset.rules]
+        self.detectors = [build(rule, last_used=last_used) for rule in ruleset.rules]
         self.dedup = Dedup()
         self.processed = 0
 
-    def process(self, obs: Obs, facts: detectors.Facts) -> list[Finding]:
+    def process(self, obs: Obs, facts: Facts) -> list[Finding]:
         self.processed += 1
         if not obs.name.startswith(("request.", "admin.")):
             return []  # calls and admin API calls; alerts, locks and the like are not read
@@ -99,7 +100,7 @@ class DetectionEngine:
         self.dedup.forget(dedup_key)
 
     # ── state ─────────────────────────────────────────────────────────────────────────────
-    def state(self, limit: int = detectors.STATE_SUBJECTS_MAX) -> dict[str, Any]:
+    def state(self, limit: int = STATE_SUBJECTS_MAX) -> dict[str, Any]:
         """Everything learned, JSON-able, at most ``limit`` subjects per detector."""
         return {
             "v": STATE_VERSION,

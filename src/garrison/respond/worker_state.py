@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from garrison.detect import detectors
+from garrison.detect.base import STATE_SUBJECTS_MAX
 from garrison.detect.engine import DetectionEngine
 from garrison.detect.observation import Finding, Severity
 
@@ -30,7 +30,7 @@ STATE_ZLIB_LEVEL = 1
 def encode_state(
     engine: DetectionEngine,
     *,
-    limit: int = detectors.STATE_SUBJECTS_MAX,
+    limit: int = STATE_SUBJECTS_MAX,
     max_bytes: int = STATE_MAX_BYTES,
 ) -> bytes:
     """The engine's state, compressed, at most ``max_bytes`` (subjects cut until it fits)."""
