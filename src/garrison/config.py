@@ -83,16 +83,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from garrison.config_identity import identity_settings, public_url
 from garrison.config_keys import check_config_document
-from garrison.domain import Level, Network
-from garrison.domain.networks import parse_listen, parse_network
+from garrison.config_listeners import (
+    client_ca_file,
+    forwarded_header,
+    listen_address,
+    tls_files,
+    trusted_proxies,
+)
+from garrison.domain import Network
 from garrison.edge.client_address import ForwardedHeader
 from garrison.errors import ConfigError
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
-from garrison.identity.dpop import normalize_htu
 from garrison.identity.oidc_config import OidcSettings, parse_oidc
-from garrison.policy.context import NO_PEOPLE_KEYS, IdentityPolicy
+from garrison.policy.context import IdentityPolicy
 
 CONFIG_FILE = "garrison.toml"
 ADMIN_CREDENTIAL_FILE = "admin.key"
@@ -187,17 +193,6 @@ class Settings:
         )
 
 
-def _networks(values: Any, where: str) -> tuple[Network, ...]:
-    if isinstance(values, str):
-        values = [v for v in values.split(",") if v.strip()]
-    if not isinstance(values, list):
-        raise ConfigError(f"{where}: trusted_proxies must be a list of CIDRs")
-    try:
-        return tuple(parse_network(str(v)) for v in values)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
 def _limits(table: Mapping[str, Any], where: str) -> GatewayLimits:
     known = {f.name: f for f in dataclasses.fields(GatewayLimits)}
     values: dict[str, Any] = {}
@@ -247,15 +242,6 @@ def _detection(
     return out
 
 
-def _forwarded_header(table: Mapping[str, Any], path: Path) -> ForwardedHeader:
-    value = table.get("forwarded_header", ForwardedHeader.X_FORWARDED_FOR.value)
-    try:
-        return ForwardedHeader(str(value).lower())
-    except ValueError:
-        known = ", ".join(h.value for h in ForwardedHeader)
-        raise ConfigError(f"{path}: [gateway] forwarded_header must be one of {known}") from None
-
-
 def _stale_mode(table: Mapping[str, Any], path: Path) -> StaleMode:
     value = table.get("stale_mode", StaleMode.RESTRICTED.value)
     try:
@@ -303,26 +289,26 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     credential_file = Path(credential) if credential else None
     if credential_file is not None and not credential_file.is_absolute():
         credential_file = base / credential_file
-    tls_cert, tls_key = _tls_files(gateway, path, base)
+    tls_cert, tls_key = tls_files(gateway, path, base)
     client_cert = _relative(admin.get("client_cert_file"), base)
     client_key = _relative(admin.get("client_key_file"), base)
     if client_key is not None and client_cert is None:
         raise ConfigError(f"{path}: [admin] client_key_file needs client_cert_file")
-    admin_public_url = _public_url(admin.get("public_url"), "admin", path)
+    admin_public_url = public_url(admin.get("public_url"), "admin", path)
     return Settings(
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
-        tls_client_ca_file=_client_ca_file(gateway, tls_cert, path, base),
-        admin_listen=_listen(admin, "admin", path),
+        tls_client_ca_file=client_ca_file(gateway, tls_cert, path, base),
+        admin_listen=listen_address(admin, "admin", path),
         admin_public_url=admin_public_url,
         database_url=database_url,
         key_dir=key_dir,
         host=env.get("GARRISON_HOST") or gateway.get("host", "127.0.0.1"),
         port=port,
-        trusted_proxies=_networks(
+        trusted_proxies=trusted_proxies(
             proxies if proxies is not None else gateway.get("trusted_proxies", []), str(path)
         ),
-        forwarded_header=_forwarded_header(gateway, path),
+        forwarded_header=forwarded_header(gateway, path),
         limits=_limits(data.get("limits", {}), str(path)),
         witness_dir=witness_dir,
         audit_fail_open=fail_open,
@@ -343,7 +329,7 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         metrics_model_labels=_flag(data.get("metrics", {}), "model_labels", path, "metrics"),
         **_detection(data.get("detect", {}), data.get("alerts", {}), path, base),
         tracing_otlp_endpoint=_tracing_endpoint(data.get("tracing", {}), path),
-        **_identity(data.get("identity", {}), path),
+        **identity_settings(data.get("identity", {}), path),
         oidc=parse_oidc(data.get("identity", {}).get("oidc"), str(path)),
         **_redis(storage, env, path),
     )
@@ -365,39 +351,6 @@ def _redis(table: Mapping[str, Any], env: Mapping[str, str], path: Path) -> dict
     return {"redis_url": url or None, "redis_prefix": prefix}
 
 
-def _tls_files(table: Mapping[str, Any], path: Path, base: Path) -> tuple[Path | None, Path | None]:
-    """[gateway] tls_cert_file and tls_key_file: both or neither (relative to the file)."""
-    found: list[Path | None] = []
-    for name in ("tls_cert_file", "tls_key_file"):
-        value = table.get(name, "")
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: [gateway] {name} must be a file path")
-        file = Path(value) if value.strip() else None
-        found.append(file if file is None or file.is_absolute() else base / file)
-    cert, key = found
-    if (cert is None) != (key is None):
-        raise ConfigError(f"{path}: [gateway] tls_cert_file and tls_key_file go together")
-    return cert, key
-
-
-def _client_ca_file(
-    table: Mapping[str, Any], cert: Path | None, path: Path, base: Path
-) -> Path | None:
-    """[gateway] tls_client_ca_file: a CA bundle for client certificates; only with TLS."""
-    value = table.get("tls_client_ca_file", "")
-    if not isinstance(value, str):
-        raise ConfigError(f"{path}: [gateway] tls_client_ca_file must be a file path")
-    if not value.strip():
-        return None
-    if cert is None:
-        raise ConfigError(
-            f"{path}: [gateway] tls_client_ca_file needs tls_cert_file and tls_key_file "
-            "(client certificates travel only in a TLS handshake)"
-        )
-    file = Path(value)
-    return file if file.is_absolute() else base / file
-
-
 # ── [tracing] (garrison.gateway.tracing) ──────────────────────────────────────────────────
 def _tracing_endpoint(table: Mapping[str, Any], path: Path) -> str | None:
     value = table.get("otlp_endpoint", "")
@@ -409,15 +362,6 @@ def _tracing_endpoint(table: Mapping[str, Any], path: Path) -> str | None:
     return value or None
 
 
-def _level(value: Any, key: str, path: Path) -> Level:
-    try:
-        return Level.parse(str(value))
-    except ValueError:
-        raise ConfigError(
-            f"{path}: [identity] {key} must name a level (public, internal, restricted, critical)"
-        ) from None
-
-
 def _relative(value: Any, base: Path) -> Path | None:
     """A file named in the config, relative to the config's directory."""
     if not value:
@@ -426,91 +370,13 @@ def _relative(value: Any, base: Path) -> Path | None:
     return named if named.is_absolute() else base / named
 
 
-def _public_url(url: Any, section: str, path: Path) -> str | None:
-    """A ``public_url``: an http(s) origin (no path), without a trailing slash."""
-    if not url:
-        return None
-    try:
-        normalize_htu(str(url))
-    except ValueError:
-        raise ConfigError(f"{path}: [{section}] public_url must be an http(s) URL") from None
-    if urlsplit(str(url)).path.strip("/") or "?" in str(url) or "#" in str(url):
-        raise ConfigError(f"{path}: [{section}] public_url is the origin only (no path)")
-    return str(url).rstrip("/")
-
-
-def _identity(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """``[identity]``: public_url, people_bearer_keys ("all", "none", "<level>-and-below"),
-    mfa_from_level (a level)."""
-    out: dict[str, Any] = {}
-    url = _public_url(table.get("public_url"), "identity", path)
-    if url is not None:
-        out["public_url"] = url
-    keys = str(table.get("people_bearer_keys", "all")).lower()
-    ceiling: int | None
-    if keys == "all":
-        ceiling = None
-    elif keys == "none":
-        ceiling = NO_PEOPLE_KEYS
-    elif keys.endswith("-and-below"):
-        ceiling = int(_level(keys.removesuffix("-and-below"), "people_bearer_keys", path))
-    else:
-        raise ConfigError(
-            f'{path}: [identity] people_bearer_keys must be "all", "none" or "<level>-and-below"'
-        )
-    mfa = _level(table.get("mfa_from_level", "restricted"), "mfa_from_level", path)
-    out["identity_policy"] = IdentityPolicy(
-        mfa_from_level=mfa,
-        people_key_max_level=ceiling,
-        mfa_amr_by_level=_mfa_amr_by_level(table.get("mfa_amr_by_level", {}), mfa, path),
-    )
-    return out
-
-
-def _mfa_amr_by_level(
-    table: Any, mfa_from: Level, path: Path
-) -> tuple[tuple[Level, frozenset[str]], ...]:
-    """``mfa_amr_by_level = { critical = ["hwk"] }``: at a level listed, a sign-in's MFA
-    counts only when its ``amr`` holds one of those methods (RFC 8176 names)."""
-    where = f"{path}: [identity] mfa_amr_by_level"
-    if not isinstance(table, dict):
-        raise ConfigError(f'{where} must be a table like {{ critical = ["hwk"] }}')
-    out = []
-    for name, methods in table.items():
-        level = _level(name, "mfa_amr_by_level", path)
-        if level < mfa_from:
-            raise ConfigError(
-                f"{where}: {level.name.lower()} is below mfa_from_level, where no MFA is "
-                "asked for; lower mfa_from_level or drop it"
-            )
-        if not isinstance(methods, list) or not methods:
-            raise ConfigError(f"{where}: {name} must be a non-empty list of amr values")
-        if not all(isinstance(m, str) and m.strip() for m in methods):
-            raise ConfigError(f"{where}: {name} must list amr values (strings)")
-        out.append((level, frozenset(m.strip() for m in methods)))
-    return tuple(sorted(out, key=lambda pair: int(pair[0])))
-
-
 # Where Prometheus metrics are served by default (`garrison init` writes it): loopback only,
 # since the listener asks for no credential.
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 
 
-def _listen(table: Mapping[str, Any], section: str, path: Path) -> str | None:
-    value = table.get("listen", "")
-    if not isinstance(value, str):
-        raise ConfigError(f'{path}: [{section}] listen must be a string like "127.0.0.1:9464"')
-    if not value.strip():
-        return None
-    try:
-        parse_listen(value)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: [{section}] {exc}") from None
-    return value.strip()
-
-
 def _metrics_listen(table: Mapping[str, Any], path: Path) -> str | None:
-    return _listen(table, "metrics", path)
+    return listen_address(table, "metrics", path)
 
 
 def render_settings(settings: Settings) -> str:
