@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,58 @@ def test_replace_secret_file_keeps_owner_only(key_dir: Path) -> None:
     path = key_dir / SEAL_FILE
     replace_secret_file(path, "new\n")
     assert (path.read_text(), mode(path)) == ("new\n", 0o600)
+
+
+def test_replace_secret_file_renames_a_whole_new_file_over_the_old(key_dir: Path) -> None:
+    """The old file is swapped, not rewritten: one already open still reads the old key
+    whole, and the path gives the new one (a rewrite in place would show a reader an empty
+    or half-written file)."""
+    path = key_dir / SEAL_FILE
+    old = path.read_text()
+    with path.open() as opened:
+        replace_secret_file(path, "new\n")
+        assert opened.read() == old
+    assert path.read_text() == "new\n"
+
+
+def test_replace_secret_file_leaves_no_temporary(key_dir: Path) -> None:
+    before = sorted(p.name for p in key_dir.iterdir())
+    replace_secret_file(key_dir / SEAL_FILE, "new\n")
+    assert sorted(p.name for p in key_dir.iterdir()) == before
+
+
+def test_replace_secret_file_that_fails_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "a.key"
+    path.mkdir()  # nothing can be renamed over a directory
+    with pytest.raises(OSError):
+        replace_secret_file(path, "new\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.key"]
+
+
+# Replacements a reader races against: enough for a rewrite in place to be caught mid-way.
+REPLACE_ROUNDS = 300
+
+
+def test_a_reader_never_sees_a_partial_replaced_file(key_dir: Path) -> None:
+    path = key_dir / SEAL_FILE
+    contents = {"a" * 4096 + "\n", "b" * 4096 + "\n"}
+    replace_secret_file(path, "a" * 4096 + "\n")
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.add(path.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(REPLACE_ROUNDS):
+            replace_secret_file(path, ("a" if n % 2 else "b") * 4096 + "\n")
+    finally:
+        done.set()
+        reader.join(10)
+    assert seen and seen <= contents
 
 
 def test_pepper_holds_32_bytes(key_dir: Path) -> None:

@@ -32,11 +32,9 @@ PEPPER_BYTES = 32
 _OWNER_ONLY = 0o600
 
 
-def write_secret_file(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600, whole or not at all; never overwrite an existing key
-    (``FileExistsError``). Written to a private file first and linked into place: replicas
-    starting together on one key directory never read a key file still being written (one
-    made with O_EXCL and then written was seen empty by another replica's first start)."""
+def _private_copy(path: Path, text: str) -> Path:
+    """``text`` written whole (and synced) to a new mode-0600 file beside ``path``, under a
+    name no other writer uses; the caller moves it into place or removes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
@@ -45,18 +43,33 @@ def write_secret_file(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600, whole or not at all; never overwrite an existing key
+    (``FileExistsError``). Written to a private file first and linked into place: replicas
+    starting together on one key directory never read a key file still being written (one
+    made with O_EXCL and then written was seen empty by another replica's first start)."""
+    tmp = _private_copy(path, text)
+    try:
         os.link(tmp, path)  # atomic, and refuses an existing path
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def replace_secret_file(path: Path, text: str) -> None:
-    """Atomically replace a key file, keeping mode 0600."""
-    tmp = path.with_suffix(path.suffix + ".new")
-    if tmp.exists():
-        tmp.unlink()
-    write_secret_file(tmp, text)
-    os.replace(tmp, path)
+    """Atomically replace a key file, keeping mode 0600: written to a private file first and
+    renamed over it, so a reader sees the old key file or the new one, whole."""
+    tmp = _private_copy(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_secret_file(path: Path) -> str:
