@@ -8,7 +8,6 @@ message shows key material."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ from click.testing import CliRunner, Result
 
 from garrison.cli.main import cli
 from garrison.identity.cert_binding import thumbprint
-from garrison.server import Gateway
-from tests.support.admin import admin_call
 from tests.support.certs import Ca, der, issue, make_ca
+from tests.support.mtls import bound_service_key, denied_reasons, restart_over_tls
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -48,40 +46,13 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
     try:
         pki = tmp_path / "pki"
         pki.mkdir()
-        server_ca = make_ca(pki, "server-ca")
         clients_ca = make_ca(pki, "clients-ca")
         good = issue(clients_ca, pki / "good.pem", pki / "good-key.pem", name="ops", client=True)
         issue(clients_ca, pki / "other.pem", pki / "other-key.pem", name="ops-b", client=True)
         # A service account holds no admin role (rule service-roles); it uses the admin
         # commands open to every principal (its own keys, access requests).
-        status, made = await admin_call(
-            world,
-            world.admin_key,
-            "POST",
-            "/principals",
-            {"name": "ops-bot", "org": "internal", "kind": "service"},
-        )
-        assert status == 201, made
-        status, bound = await admin_call(
-            world,
-            world.admin_key,
-            "POST",
-            "/keys",
-            {"principal": "ops-bot", "cert_thumbprint": thumbprint(der(good))},
-        )
-        assert status == 201, bound
-        cert, key = pki / "server.pem", pki / "server-key.pem"
-        issue(server_ca, cert, key)
-        await world.gateway.stop()
-        world.gateway = Gateway(
-            dataclasses.replace(
-                world.settings,
-                tls_cert_file=cert,
-                tls_key_file=key,
-                tls_client_ca_file=clients_ca.file,
-            )
-        )
-        await world.gateway.start()
+        bound = await bound_service_key(world, "ops-bot", thumbprint(der(good)))
+        server_ca = await restart_over_tls(world, pki, clients_ca)
         yield Scene(world, server_ca, pki, bound["key"])
     finally:
         await stop_world(world)
@@ -107,11 +78,6 @@ def _no_secrets(scene: Scene, result: Result) -> None:
         assert key.read_text().splitlines()[1] not in shown
     assert scene.bound_key not in shown
     assert "Traceback" not in shown
-
-
-async def _denied_reasons(world: World) -> list[list[str]]:
-    await world.settle()
-    return [e["data"]["reasons"] for e in world.events("admin.denied")]
 
 
 async def test_a_bound_service_account_runs_admin_commands_with_its_certificate(
@@ -174,7 +140,7 @@ async def test_without_its_certificate_the_bound_key_is_refused(
         args = ["--client-cert", str(cert), "--client-key", str(key)]
     result = await _cli(scene, *args, "access", "list", "--mine", "--json")
     assert result.exit_code == 3, result.output  # refused (docs/cli.md, "Exit codes")
-    assert [reason] in await _denied_reasons(scene.world)
+    assert [reason] in await denied_reasons(scene.world, "admin.denied")
     _no_secrets(scene, result)
 
 

@@ -7,7 +7,6 @@ are unaffected, with or without a certificate."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -23,9 +22,9 @@ import pytest
 from garrison.errors import BadRequest
 from garrison.identity.cert_binding import THUMBPRINT_CHARS, thumbprint
 from garrison.identity.keys import parse_key
-from garrison.server import Gateway
 from tests.support.admin import admin_call
 from tests.support.certs import Ca, der, issue, make_ca
+from tests.support.mtls import bound_service_key, denied_reasons, restart_over_tls
 from tests.support.world import World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
@@ -83,46 +82,19 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
     world = await start_world(tmp_path / "w")
     try:
         pki = tmp_path / "pki"
-        server_ca = make_ca(pki, "server-ca")
         clients_ca = make_ca(pki, "clients-ca")
         good = _client(clients_ca, pki / "good", "batch-a")
         other = _client(clients_ca, pki / "other", "batch-b")
         # The same name as the bound certificate, from a CA the gateway does not trust.
         stranger = _client(make_ca(pki, "stranger-ca"), pki / "stranger", "batch-a")
         # Set-up through the admin API (plain HTTP, before TLS is turned on).
-        status, made = await admin_call(
-            world,
-            world.admin_key,
-            "POST",
-            "/principals",
-            {"name": "batch", "org": "internal", "kind": "service", "clearance": "internal"},
-        )
-        assert status == 201, made
-        status, bound = await admin_call(
-            world,
-            world.admin_key,
-            "POST",
-            "/keys",
-            {"principal": "batch", "cert_thumbprint": good.thumbprint},
-        )
-        assert status == 201, bound
+        bound = await bound_service_key(world, "batch", good.thumbprint, clearance="internal")
         assert bound["cert_thumbprint"] == good.thumbprint
         status, unbound = await admin_call(
             world, world.admin_key, "POST", "/keys", {"principal": "batch"}
         )
         assert status == 201, unbound
-        cert, key = pki / "server.pem", pki / "server-key.pem"
-        issue(server_ca, cert, key)
-        await world.gateway.stop()
-        world.gateway = Gateway(
-            dataclasses.replace(
-                world.settings,
-                tls_cert_file=cert,
-                tls_key_file=key,
-                tls_client_ca_file=clients_ca.file,
-            )
-        )
-        await world.gateway.start()
+        server_ca = await restart_over_tls(world, pki, clients_ca)
         yield Scene(
             world, server_ca, good, other, stranger, bound["key"], bound["id"], unbound["key"]
         )
@@ -134,11 +106,6 @@ async def _chat(scene: Scene, key: str, client: Client | None) -> str | None:
     async with scene.openai(key, client) as sdk:
         answer = await sdk.chat.completions.create(model="assistant", messages=USER)
     return answer.choices[0].message.content
-
-
-async def _denied_reasons(world: World) -> list[list[str]]:
-    await world.settle()
-    return [e["data"]["reasons"] for e in world.events("request.denied")]
 
 
 async def test_a_bound_key_with_its_certificate_calls_through_the_openai_client(
@@ -168,7 +135,7 @@ async def test_a_bound_key_without_its_certificate_is_refused_and_never_forwarde
     body: Any = refused.value.body
     assert body["code"] == "invalid_api_key"
     assert len(scene.world.mock.seen) == before
-    assert [reason] in await _denied_reasons(scene.world)
+    assert [reason] in await denied_reasons(scene.world, "request.denied")
     await scene.world.settle()
     (event,) = [e for e in scene.world.events("request.denied") if e["data"]["reasons"] == [reason]]
     # Attributed: the secret was right, so the key (copied) is named.
