@@ -9,21 +9,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
-from garrison.admin.session_api import SIGNIN_KEY
 from garrison.cli.main import cli
-from garrison.identity.oidc_config import OidcProvider, OidcSettings
-from garrison.server import Gateway
 from tests.e2e.test_oidc_signin import machine, person
-from tests.support.admin import lift_enroll_limits
-from tests.support.idp import CLIENT_ID, Browser, TestIdp, User, node_missing_reason
-from tests.support.world import World, start_world, stop_world
+from tests.support.idp import Browser, User, node_missing_reason
+from tests.support.idp_world import idp_fixtures, restart_with
+from tests.support.world import World
 
 pytestmark = [
     pytest.mark.e2e,
@@ -33,32 +29,13 @@ pytestmark = [
 USERS = {"u-lena": User("pw-lena", otp="121212"), "u-omar": User("pw-omar", otp="343434")}
 
 
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdp]:
-    provider = TestIdp(tmp_path_factory.mktemp("idp"), dict(USERS)).start()
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture
-async def world(tmp_path: Path, idp: TestIdp) -> AsyncIterator[World]:
-    oidc = OidcSettings((OidcProvider(issuer=idp.issuer, client_id=CLIENT_ID),))
-    w = await start_world(tmp_path, oidc=oidc)
-    lift_enroll_limits(w)
-    try:
-        yield w
-    finally:
-        await stop_world(w)
+idp, world = idp_fixtures(USERS)
 
 
 async def _admin_apart(world: World) -> None:
     """The same deployment, restarted with the admin API on a listener of its own."""
-    await world.gateway.stop()
-    world.settings = dataclasses.replace(world.settings, admin_listen="127.0.0.1:0")
-    world.gateway = Gateway(world.settings)
-    await world.gateway.start()
+    await restart_with(world, dataclasses.replace(world.settings, admin_listen="127.0.0.1:0"))
     assert world.gateway.admin_http is not None
-    world.gateway.admin_http.app[SIGNIN_KEY].limiter.per_source = 10**6
     assert world.admin_base != world.base
 
 

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from garrison.admin.session_api import SIGNIN_KEY
 from garrison.domain import Level
-from garrison.identity.oidc_config import OidcProvider, OidcSettings
-from garrison.server import Gateway
 from tests.e2e.test_oidc_signin import _chat, person, sign_in
-from tests.support.admin import lift_enroll_limits
-from tests.support.idp import CLIENT_ID, TestIdp, User, node_missing_reason
-from tests.support.world import World, start_world, stop_world
+from tests.support.idp import User, node_missing_reason
+from tests.support.idp_world import idp_fixtures, restart_with
+from tests.support.world import World
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,36 +30,16 @@ USERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdp]:
-    provider = TestIdp(tmp_path_factory.mktemp("idp"), dict(USERS)).start()
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture
-async def world(tmp_path: Path, idp: TestIdp) -> AsyncIterator[World]:
-    oidc = OidcSettings((OidcProvider(issuer=idp.issuer, client_id=CLIENT_ID),))
-    w = await start_world(tmp_path, oidc=oidc)
-    lift_enroll_limits(w)
-    w.gateway.http.app[SIGNIN_KEY].limiter.per_source = 10**6
-    try:
-        yield w
-    finally:
-        await stop_world(w)
+idp, world = idp_fixtures(USERS)
 
 
 async def _narrow_restricted_to_hardware_keys(world: World) -> None:
     """The same deployment restarted with ``mfa_amr_by_level = { restricted = ["hwk"] }``."""
-    await world.gateway.stop()
     policy = dataclasses.replace(
         world.settings.identity_policy,
         mfa_amr_by_level=((Level.RESTRICTED, frozenset({"hwk"})),),
     )
-    world.settings = dataclasses.replace(world.settings, identity_policy=policy)
-    world.gateway = Gateway(world.settings)
-    await world.gateway.start()
-    world.gateway.http.app[SIGNIN_KEY].limiter.per_source = 10**6
+    await restart_with(world, dataclasses.replace(world.settings, identity_policy=policy))
 
 
 async def _two_people(world: World, tmp_path: Path) -> tuple[Path, Path]:
