@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from garrison.bootstrap import Initialized, init, open_directory
-from garrison.domain import AuthStyle, Level, PrincipalKind, UpstreamApi
+from garrison.domain import Level, PrincipalKind
 from garrison.store import Directory
 from tests.support import pg
+from tests.support.models import keyed_model
 
 BACKENDS = ("sqlite", "postgresql")
 NOW = 1_800_000_000.0
 OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
-HERE = "http://127.0.0.1:9/v1"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -50,17 +50,7 @@ def staffed(initialized: Initialized) -> Iterator[Directory]:
     """``gpt`` (openai, bearer, keyed, internal, [cyber]); ``ann`` critical in
     [bio, cyber]; ``mallory`` a security-admin; ``vic`` a plain internal principal."""
     dr = open_directory(initialized.settings, actor="test")
-    dr.create_model(
-        "gpt",
-        upstream_url=HERE,
-        upstream_model="up-small",
-        api=UpstreamApi.OPENAI,
-        auth_style=AuthStyle.BEARER,
-        level=Level.INTERNAL,
-        compartments=["cyber"],
-        upstream_key=OLD_KEY,
-        now=NOW,
-    )
+    keyed_model(dr, "gpt", upstream_key=OLD_KEY, now=NOW, compartments=["cyber"])
     dr.create_principal(
         "ann",
         org="internal",

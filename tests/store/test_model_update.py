@@ -28,10 +28,11 @@ from tests.support.db import (
     stored_bytes,
 )
 from tests.support.db import row_counts as counts
+from tests.support.models import KEYED_URL, keyed_model, keyless_model
 
 NOW = 1_800_000_000.0
 OLD_KEY = "sk-old-upstream-PLAINTEXT-1111"
-HERE = "http://127.0.0.1:9/v1"  # the staffed fixture's gpt (tests/store/conftest.py)
+HERE = KEYED_URL  # gpt's, here and in the staffed fixture (tests/store/conftest.py)
 NEW_KEY = "sk-new-upstream-PLAINTEXT-2222"
 
 
@@ -39,26 +40,8 @@ NEW_KEY = "sk-new-upstream-PLAINTEXT-2222"
 def d(initialized: Initialized) -> Iterator[Directory]:
     """``gpt`` (openai, bearer, keyed, internal, [cyber]) and ``local`` (no key, auth none)."""
     dr = open_directory(initialized.settings, actor="test")
-    dr.create_model(
-        "gpt",
-        upstream_url="http://127.0.0.1:9/v1",
-        upstream_model="up-small",
-        api=UpstreamApi.OPENAI,
-        auth_style=AuthStyle.BEARER,
-        level=Level.INTERNAL,
-        compartments=["cyber"],
-        upstream_key=OLD_KEY,
-        now=NOW,
-    )
-    dr.create_model(
-        "local",
-        upstream_url="http://127.0.0.1:10/v1",
-        upstream_model="llama",
-        api=UpstreamApi.OPENAI,
-        auth_style=AuthStyle.NONE,
-        level=Level.PUBLIC,
-        now=NOW,
-    )
+    keyed_model(dr, "gpt", upstream_key=OLD_KEY, now=NOW, compartments=["cyber"])
+    keyless_model(dr, "local", now=NOW)
     try:
         yield dr
     finally:

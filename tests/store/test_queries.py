@@ -17,13 +17,14 @@ import sqlalchemy as sa
 
 from garrison.audit import AuditEvent, EventName
 from garrison.bootstrap import Initialized, open_directory
-from garrison.domain import AuthStyle, Level, PrincipalKind, Status, UpstreamApi, VendorStatus
+from garrison.domain import Level, PrincipalKind, Status, UpstreamApi, VendorStatus
 from garrison.errors import NotFound
 from garrison.identity import parse_key
 from garrison.store import Directory, queries
 from garrison.store.directory import KEY_MAX_LIFETIME_S
 from garrison.store.queries import DORMANT_DAYS, KEY_SOURCES_SHOWN
 from tests.support import db
+from tests.support.models import keyed_model, keyless_model
 from tests.support.world import World
 
 NOW = 1_800_000_000.0
@@ -91,26 +92,8 @@ class Setup:
         self.gus_key = d.create_key("gus", now=NOW).key.key_id
         self.alice_key = d.create_key("alice", now=NOW).key.key_id
 
-        d.create_model(
-            "gpt",
-            upstream_url="http://127.0.0.1:9/v1",
-            upstream_model="up",
-            api=UpstreamApi.OPENAI,
-            auth_style=AuthStyle.BEARER,
-            level=Level.INTERNAL,
-            upstream_key=UPSTREAM_SECRET,
-            now=NOW,
-        )
-        d.create_model(
-            "local",
-            upstream_url="http://127.0.0.1:10/v1",
-            upstream_model="llama",
-            api=UpstreamApi.ANTHROPIC,
-            auth_style=AuthStyle.NONE,
-            level=Level.PUBLIC,
-            compartments=["cyber"],
-            now=NOW,
-        )
+        keyed_model(d, "gpt", upstream_key=UPSTREAM_SECRET, now=NOW, upstream_model="up")
+        keyless_model(d, "local", now=NOW, api=UpstreamApi.ANTHROPIC, compartments=["cyber"])
 
         write_events(
             d,
