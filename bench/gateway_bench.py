@@ -408,11 +408,12 @@ def profile_gateway(
         "raw",
     ]
     argv.extend(["-o", str(out), "-d", str(duration)])
+    # The wait for a quiet machine comes before py-spy starts: its sampling time is fixed, and
+    # a wait inside the phase spent it on an idle gateway (on a busy machine, all of it).
+    wait_for_quiet(max_wait_s=plan.quiet_max_wait_s)
     recorder = children.spawn("py-spy", argv)
     time.sleep(1.0)
-    result = run_phase(
-        children, "gateway-profile", spec, {"target": pid}, quiet_max_wait_s=plan.quiet_max_wait_s
-    )
+    result = run_phase(children, "gateway-profile", spec, {"target": pid}, quiet_max_wait_s=0.0)
     log(f"  gateway        profile {phase:<14} {describe(result)}")
     try:
         recorder.proc.wait(duration + 30)
