@@ -382,9 +382,11 @@ def profile_gateway(
     out: Path,
     log: Callable[[str], None],
     phase: str = "nonstream_c32",
+    wall: bool = False,
 ) -> dict[str, Any]:
     """One load phase (non-streaming c=32 unless told) while py-spy samples the gateway
-    (native frames, threads)."""
+    (native frames, threads): the thread holding the GIL, or (``wall``) every thread, idle
+    or not, so a thread's share is wall-clock time, waits included."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         log("  py-spy is not installed (.venv/bin/pip install py-spy): skipped")
@@ -399,25 +401,32 @@ def profile_gateway(
         str(pid),
         "--native",
         "--threads",
-        "--gil",
+        "--idle" if wall else "--gil",
         "-r",
         "200",
         "-f",
         "raw",
     ]
     argv.extend(["-o", str(out), "-d", str(duration)])
+    # The wait for a quiet machine comes before py-spy starts: its sampling time is fixed, and
+    # a wait inside the phase spent it on an idle gateway (on a busy machine, all of it).
+    wait_for_quiet(max_wait_s=plan.quiet_max_wait_s)
     recorder = children.spawn("py-spy", argv)
     time.sleep(1.0)
-    result = run_phase(
-        children, "gateway-profile", spec, {"target": pid}, quiet_max_wait_s=plan.quiet_max_wait_s
-    )
+    result = run_phase(children, "gateway-profile", spec, {"target": pid}, quiet_max_wait_s=0.0)
     log(f"  gateway        profile {phase:<14} {describe(result)}")
     try:
         recorder.proc.wait(duration + 30)
     finally:
         children.stop(recorder)
     shares = hot_spots(out) if out.exists() else {}
-    return {"path": str(out), "phase": phase, "calls": spec.warmup + spec.requests, **shares}
+    return {
+        "path": str(out),
+        "phase": phase,
+        "sampling": "wall" if wall else "gil",
+        "calls": spec.warmup + spec.requests,
+        **shares,
+    }
 
 
 def hot_spots(path: Path) -> dict[str, Any]:
@@ -455,7 +464,11 @@ def hot_spots(path: Path) -> dict[str, Any]:
 def print_profile(profile: Mapping[str, Any]) -> None:
     if not profile.get("samples"):
         return
-    print(f"\nProfile of the gateway at c=32 (py-spy --native, {profile['samples']} samples)")
+    sampling = "every thread, wall clock" if profile.get("sampling") == "wall" else "GIL holder"
+    print(
+        f"\nProfile of the gateway, {profile.get('phase', 'nonstream_c32')} "
+        f"(py-spy --native, {sampling}, {profile['samples']} samples)"
+    )
     for thread, pct in sorted(profile["threads_pct"].items(), key=lambda kv: -kv[1]):
         print(f"  thread {thread:<30} {pct:5.1f}% of samples")
     print("  event-loop thread, inclusive share:")
@@ -475,6 +488,7 @@ def run(
     profile_path: Path | None = None,
     profile_phase: str = "nonstream_c32",
     profile_only: bool = False,
+    profile_wall: bool = False,
 ) -> dict[str, Any]:
     data_dir = work / "data"
     info = machine_info(work)
@@ -502,7 +516,14 @@ def run(
         if profile_only and profile_path is not None:
             log("profiling the gateway (py-spy), no measured phases:")
             profile = profile_gateway(
-                children, plan, gw_target, gateway.pid, profile_path, log, profile_phase
+                children,
+                plan,
+                gw_target,
+                gateway.pid,
+                profile_path,
+                log,
+                profile_phase,
+                profile_wall,
             )
             children.stop(gateway, signal.SIGINT)
             return {"machine": info, "profile": profile}
@@ -541,7 +562,14 @@ def run(
         if profile_path is not None:
             log("profiling the gateway (py-spy, not a measured phase):")
             profile = profile_gateway(
-                children, plan, gw_target, gateway.pid, profile_path, log, profile_phase
+                children,
+                plan,
+                gw_target,
+                gateway.pid,
+                profile_path,
+                log,
+                profile_phase,
+                profile_wall,
             )
         children.stop(gateway, signal.SIGINT)  # graceful: the audit log is flushed and closed
         # Beside the audit database (same disk), on a quiet machine like every phase.
@@ -632,6 +660,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the load phase --profile samples (default nonstream_c32)",
     )
     parser.add_argument(
+        "--profile-wall",
+        action="store_true",
+        help="with --profile: sample every thread, idle or not (py-spy --idle: wall-clock "
+        "time, waits included) instead of the thread holding the GIL",
+    )
+    parser.add_argument(
         "--profile-only",
         action="store_true",
         help="with --profile: run only the profiled phase (no measured rounds, no stacks)",
@@ -658,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile_path,
             profile_phase=opts.profile_phase,
             profile_only=opts.profile_only,
+            profile_wall=opts.profile_wall,
         )
     if opts.profile_only:
         print_profile(report["profile"])

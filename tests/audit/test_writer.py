@@ -388,3 +388,70 @@ async def test_a_refusal_wakes_the_writer_and_is_committed_after_the_short_delay
         assert [[e.request_id for e in b] for b in sink.batches] == [["r1", "r2"]]
     finally:
         log.close()
+
+
+async def test_an_append_is_acknowledged_once_durable_before_its_records_are_handed_on(
+    db: Path,
+) -> None:
+    """The caller waits for the commit only; listeners (detection) and exporters get the
+    records right after, on the writer thread, before it takes the next batch (leaf order)."""
+    sink = SqliteAuditSink(db)
+    release = threading.Event()
+    seen: list[tuple[int, str | None]] = []
+
+    def listener(first: int, events: Sequence[AuditEvent]) -> None:
+        assert release.wait(5)
+        seen.extend((first + k, e.request_id) for k, e in enumerate(events))
+
+    sink.add_listener(listener)
+    log = AuditLog(sink)
+    log.start()
+    try:
+        await asyncio.wait_for(log.append(_event(1)), 5)  # the listener is still held
+        assert [decode(r)["request_id"] for r in _rows(db)] == ["r1"]
+        assert seen == []
+        second = asyncio.ensure_future(log.append(_event(2)))
+        await asyncio.sleep(0.1)
+        assert not second.done()  # not taken before the first batch is handed on
+        release.set()
+        await asyncio.wait_for(second, 5)
+        await _until(lambda: len(seen) == 2)
+        assert seen == [(0, "r1"), (1, "r2")]
+    finally:
+        release.set()
+        log.close()
+
+
+async def test_integrate_returns_only_once_the_records_are_handed_on(db: Path) -> None:
+    """``integrate`` promises the records were seen by the listeners too, not just durable:
+    in a batch shared with an append, the append is acknowledged first, ``integrate`` after
+    the hand-on."""
+    sink = SqliteAuditSink(db)
+    gates = [threading.Event(), threading.Event()]
+    seen: list[str | None] = []
+
+    def listener(first: int, events: Sequence[AuditEvent]) -> None:
+        assert gates[min(len(seen), 1)].wait(5)
+        seen.extend(e.request_id for e in events)
+
+    sink.add_listener(listener)
+    log = AuditLog(sink)
+    log.start()
+    try:
+        # The first batch's hand-on holds the writer, so the next two share a batch.
+        await asyncio.wait_for(log.append(_event(1)), 5)
+        waiting = asyncio.ensure_future(log.integrate())
+        appended = asyncio.ensure_future(log.append(_event(2)))
+        await asyncio.sleep(0.05)
+        gates[0].set()
+        await asyncio.wait_for(appended, 5)
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # durable, but not handed on yet
+        assert seen == ["r1"]
+        gates[1].set()
+        await asyncio.wait_for(waiting, 5)
+        assert seen == ["r1", "r2"]
+    finally:
+        for gate in gates:
+            gate.set()
+        log.close()

@@ -10,7 +10,8 @@ exactly once whoever integrates). At most once per ``CHECKPOINT_INTERVAL_S`` whi
 flow, and at close, a signed checkpoint is written in the same transaction, chained to the
 newest one *stored* (by any writer), and then published to the witness. After the commit
 *every* record it committed — outbox and own alike — goes, in leaf order, to the listeners
-(detection) and the exporters (JSON lines, syslog).
+(detection) and the exporters (JSON lines, syslog); ``commit_batch`` lets the audit writer
+acknowledge the batch's appends between the commit and that hand-on.
 
 Leaf order is decided here, inside the writer's transaction, so all a database must give is
 one lock that the transaction takes first and holds to its commit: SQLite's ``BEGIN
@@ -192,8 +193,18 @@ class TreeSink(abc.ABC, Generic[TargetT]):
 
     def write_batch(self, events: Sequence[AuditEvent]) -> None:
         """Commit waiting outbox rows and then ``events`` as the next leaves (``events`` may
-        be empty: the outbox alone); returns once durable, else raises."""
-        self._commit(events, force_checkpoint=False)
+        be empty: the outbox alone), then hand them on; returns once durable and handed on,
+        else raises."""
+        self.commit_batch(events)()
+
+    def commit_batch(self, events: Sequence[AuditEvent]) -> Callable[[], None]:
+        """``write_batch`` in two steps: commit (returns once durable, else raises), then the
+        returned function hands on what was committed — the new checkpoint to the witness,
+        every record to the listeners and exporters — and never raises. The audit writer
+        acknowledges the appends between the two (their callers wait for durability only);
+        it calls the function before it takes the next batch, so records reach the
+        listeners and exporters in leaf order as before."""
+        return self._commit(events, force_checkpoint=False)
 
     def outbox_waiting(self) -> bool:
         """Directory changes are waiting in the outbox (one indexed read, no lock)."""
@@ -206,9 +217,11 @@ class TreeSink(abc.ABC, Generic[TargetT]):
     def checkpoint(self) -> None:
         """Integrate the outbox, then sign and store a checkpoint of everything written so
         far (if anything is new)."""
-        self._commit((), force_checkpoint=True)
+        self._commit((), force_checkpoint=True)()
 
-    def _commit(self, events: Sequence[AuditEvent], *, force_checkpoint: bool) -> None:
+    def _commit(
+        self, events: Sequence[AuditEvent], *, force_checkpoint: bool
+    ) -> Callable[[], None]:
         published: Checkpoint | None = None
         sql = self.dialect.sql
         with self._transaction() as conn:
@@ -223,9 +236,18 @@ class TreeSink(abc.ABC, Generic[TargetT]):
             ):
                 published = self._checkpoint(conn)
         if published is not None:
-            self._committed(published)
-        if done.records:
-            self._deliver(done)
+            # The chain's state now (the next batch's checkpoint is paced from it); the
+            # witness's copy goes out with the hand-on.
+            self._last = published
+            self._last_at = self._monotonic()
+
+        def hand_on() -> None:
+            if published is not None:
+                self._publish(published)
+            if done.records:
+                self._deliver(done)
+
+        return hand_on
 
     def _deliver(self, done: Committed) -> None:
         """Every committed record, in leaf order, to the listeners and the exporters."""
@@ -262,6 +284,11 @@ class TreeSink(abc.ABC, Generic[TargetT]):
     def _committed(self, checkpoint: Checkpoint) -> None:
         self._last = checkpoint
         self._last_at = self._monotonic()
+        self._publish(checkpoint)
+
+    def _publish(self, checkpoint: Checkpoint) -> None:
+        """The witness's copy of ``checkpoint`` (and the leaf hashes it lacks); a failure is
+        logged (the next checkpoint, or the next start, publishes again)."""
         if self._witness is not None:
             try:
                 self._publish_leaves(self._witness, checkpoint.tree_size)

@@ -23,7 +23,9 @@ an event that cannot be encoded fails its own caller there and then, never the s
     ─────────────────                    ─────────────
     append(e) ──▶ pending[] ──notify──▶  take all pending
        await future                      INSERT … ; COMMIT (fsync)
-       ◀──────── call_soon_threadsafe ── settle futures of the batch
+       ◀──────── call_soon_threadsafe ── settle the appends' futures of the batch
+                                         hand on: witness, listeners, exporters
+       ◀──────── call_soon_threadsafe ── settle the integrate futures (if any)
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ AUDIT_OUTBOX_POLL_S = 0.05
 
 
 class AuditSink(Protocol):
-    """Where batches go. ``write_batch`` returns only when the rows are durable, else raises."""
+    """Where batches go. ``write_batch`` returns only when the rows are durable, else raises.
+    A sink may also have ``commit_batch`` (``TreeSink``): the commit alone, returning what
+    hands the records on, so the writer acknowledges the appends in between."""
 
     def open(self) -> None: ...
 
@@ -285,16 +289,34 @@ class AuditLog:
             started = time.perf_counter()
             events = [item.event for item in batch if item.event is not None]
             try:
-                self._sink.write_batch(events)
+                hand_on = self._commit(events)
             except Exception as exc:  # any sink failure means "not durable"
                 self._on_failure(batch, exc)
                 continue
+            # Durable: the appends' callers go on now; the records are handed on (listeners,
+            # exporters, the witness) while they do, and ``integrate`` callers, who wait for
+            # that too, after it. The next batch is taken only once this one is handed on.
+            self._settle(batch, None, integrated=False)
+            try:
+                hand_on()
+            except Exception as exc:  # the hand-on logs its own failures; never the commit's
+                log.error("audit hand-on failed: %s: %s", type(exc).__name__, exc)
+            self._settle(batch, None, integrated=True)
             self._last_commit = time.monotonic()
             self.commit_latency.observe(time.perf_counter() - started)
             self.written += len(events)
-            self._settle(batch, None)
             if not self.healthy:
                 self._on_recovery()
+
+    def _commit(self, events: list[AuditEvent]) -> Callable[[], None]:
+        """Commit ``events`` (durable when this returns, else it raises); returns what hands
+        them on. A sink without the two steps does both here."""
+        commit_batch = getattr(self._sink, "commit_batch", None)
+        if commit_batch is not None:
+            hand_on: Callable[[], None] = commit_batch(events)
+            return hand_on
+        self._sink.write_batch(events)
+        return _nothing
 
     def _probe(self) -> None:
         """Is the log writable again? (A sink without a probe is simply tried again.)"""
@@ -362,14 +384,27 @@ class AuditLog:
                 )
             )
 
-    def _settle(self, batch: list[_Item], exc: Exception | None) -> None:
-        futures = [item.future for item in batch if item.future is not None]
+    def _settle(
+        self, batch: list[_Item], exc: Exception | None, *, integrated: bool | None = None
+    ) -> None:
+        """Resolve the batch's waiters in one loop callback (``integrated``: only the
+        ``integrate`` ones (True) or only the appends (False); None: all)."""
+        futures = [
+            item.future
+            for item in batch
+            if item.future is not None
+            and (integrated is None or (item.event is None) == integrated)
+        ]
         if not futures or self._loop is None:
             return
         error = None if exc is None else AuditUnavailable(f"{type(exc).__name__}: {exc}")
         # RuntimeError: the loop closed during shutdown, so nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, futures, error)
+
+
+def _nothing() -> None:
+    """The hand-on of a sink that hands on inside ``write_batch``."""
 
 
 def _resolve(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
