@@ -121,7 +121,9 @@ def _dict_children(node: dict[str, Any], key: str | None) -> Iterator[_Child]:
     for child_key, child in node.items():
         if isinstance(child_key, str) and child_key and not _is_identifier(child_key):
             yield child_key, None, key
-        if isinstance(child, str) and isinstance(child_key, str):
+        # Only a "data" or a binary key can be a binary slot (``_binary_text``): the call is
+        # skipped for every other string (nearly all of them).
+        if isinstance(child, str) and (child_key == "data" or child_key in _BINARY_KEYS):
             binary = _binary_text(node, child_key, child, key)
             if binary is not None:
                 if binary:
