@@ -183,12 +183,15 @@ class _Collect:
 def test_write_renamed_equals_bytes_replace(raw: bytes, old: bytes, new: bytes, step: int) -> None:
     raw = raw.replace(b"\x00", old)  # plant some occurrences
     sink = _Collect()
+    renamed = len(raw.replace(old, new))
     with mock.patch.object(answers, "WRITE_BYTES", step):
         asyncio.run(answers.write_renamed(sink, bytearray(raw), old, new))  # type: ignore[arg-type]
+        whole = answers.renamed_whole(bytearray(raw), old, new, renamed)
     assert bytes(sink.out) == raw.replace(old, new)
-    renamed = len(raw.replace(old, new))
     if renamed <= step and len(raw) <= step:
-        assert sink.writes == ([renamed] if raw else [])  # fits one write: written in one
+        assert whole is not None and bytes(whole) == raw.replace(old, new)  # sent whole
+    else:
+        assert whole is None
     # Never one write much over WRITE_BYTES, however much the renaming grows the answer.
     assert all(size <= 2 * step + len(new) for size in sink.writes)
     assert answers.renamed_length(bytearray(raw), old, new) == renamed

@@ -125,18 +125,21 @@ def renamed_length(raw: bytearray, old: bytes, new: bytes) -> int:
     return len(raw) + raw.count(old) * (len(new) - len(old))
 
 
+def renamed_whole(raw: bytearray, old: bytes, new: bytes, length: int) -> bytearray | None:
+    """``raw`` with every ``old`` replaced by ``new`` (``length``: ``renamed_length``'s), when
+    both fit one write (most answers: sent whole with their head, one copy made in C);
+    None when not: then ``write_renamed`` sends it piece by piece."""
+    if len(raw) > WRITE_BYTES or length > WRITE_BYTES:
+        return None
+    return raw if old == new else raw.replace(old, new)
+
+
 async def write_renamed(
     response: web.StreamResponse, raw: bytearray, old: bytes, new: bytes
 ) -> None:
     """Write ``raw`` with every ``old`` replaced by ``new`` (as ``bytes.replace`` would),
     ``WRITE_BYTES`` at a time with back-pressure: no renamed copy of the whole answer, no
     whole answer queued in the transport."""
-    if len(raw) <= WRITE_BYTES and renamed_length(raw, old, new) <= WRITE_BYTES:
-        # The renamed answer fits one write (most answers): one copy made in C, instead of
-        # the piece-by-piece loop below (1.1 µs instead of 2.4 µs for a short answer).
-        if raw:
-            await response.write(raw if old == new else raw.replace(old, new))
-        return
     view = memoryview(raw)
     if old == new:
         for start in range(0, len(raw), WRITE_BYTES):
@@ -191,5 +194,6 @@ __all__ = [
     "answer_usage",
     "read_answer",
     "renamed_length",
+    "renamed_whole",
     "write_renamed",
 ]
