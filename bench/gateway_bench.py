@@ -394,6 +394,9 @@ def profile_gateway(
     spec = dict(phase_specs(plan, target))[phase]
     # Long enough for the whole phase at the gateway's slowest measured rate (c=1: ~400/s).
     duration = max(5, int(spec.requests / (1500 if spec.concurrency > 1 else 400)) + 5)
+    # The phase first waits (up to this long) for a quiet machine: sample through that too,
+    # or on a busy machine py-spy stops before the load starts.
+    duration += int(plan.quiet_max_wait_s)
     argv = [
         spy,
         "record",

@@ -167,21 +167,31 @@ async def test_large_answer_usage_is_read_from_its_tail(make_world: MakeWorld) -
 class _Collect:
     def __init__(self) -> None:
         self.out = bytearray()
+        self.writes: list[int] = []
 
     async def write(self, data: bytes | memoryview) -> None:
         self.out += data
+        self.writes.append(len(data))
 
 
 @given(
     raw=st.binary(max_size=300),
     old=st.sampled_from([b'"remote"', b'"m"', b'"x"']),
     new=st.sampled_from([b'"m-big"', b'"y"', b'"remote"']),
-    step=st.integers(min_value=1, max_value=16),
+    step=st.integers(min_value=1, max_value=16) | st.integers(min_value=200, max_value=2000),
 )
 def test_write_renamed_equals_bytes_replace(raw: bytes, old: bytes, new: bytes, step: int) -> None:
     raw = raw.replace(b"\x00", old)  # plant some occurrences
     sink = _Collect()
+    renamed = len(raw.replace(old, new))
     with mock.patch.object(answers, "WRITE_BYTES", step):
         asyncio.run(answers.write_renamed(sink, bytearray(raw), old, new))  # type: ignore[arg-type]
+        whole = answers.renamed_whole(bytearray(raw), old, new, renamed)
     assert bytes(sink.out) == raw.replace(old, new)
-    assert answers.renamed_length(bytearray(raw), old, new) == len(raw.replace(old, new))
+    if renamed <= step and len(raw) <= step:
+        assert whole is not None and bytes(whole) == raw.replace(old, new)  # sent whole
+    else:
+        assert whole is None
+    # Never one write much over WRITE_BYTES, however much the renaming grows the answer.
+    assert all(size <= 2 * step + len(new) for size in sink.writes)
+    assert answers.renamed_length(bytearray(raw), old, new) == renamed

@@ -285,6 +285,35 @@ rules:
     assert scan(rules, {"prompt": "gamma"}) == []
 
 
+@pytest.mark.parametrize("length", [CONTENT_SCAN_CHUNK_CHARS - 200, CONTENT_SCAN_CHUNK_CHARS + 200])
+def test_a_match_at_the_end_is_found_either_side_of_one_window(length: int) -> None:
+    # Text shorter than a window is scanned in one search; longer text in windows.
+    prompt = "x " * ((length - len(INSTRUCTION)) // 2) + INSTRUCTION
+    assert scan(BUILTIN, {"prompt": prompt}) == [EXTRACTION]
+    assert scan(BUILTIN, {"prompt": prompt[: -len(INSTRUCTION)]}) == []
+
+
+def test_text_that_normalises_past_one_window_is_scanned_whole() -> None:
+    # Under a window as sent, over one once normalised (each ligature becomes three letters).
+    prompt = "\ufb03 " * (CONTENT_SCAN_CHUNK_CHARS // 3) + INSTRUCTION
+    assert len(prompt) < CONTENT_SCAN_CHUNK_CHARS
+    assert scan(BUILTIN, {"prompt": prompt}) == [EXTRACTION]
+
+
+def test_several_texts_are_scanned_as_lines_of_one_text() -> None:
+    rules = tuple(
+        parse_rules(
+            """
+rules:
+  - {id: across, title: A, level: low, detector: content, patterns: ["alpha\\nbeta"]}
+  - {id: one, title: O, level: low, detector: content, patterns: ["gamma"]}
+"""
+        ).content_patterns()
+    )
+    assert scan(rules, {"prompt": ["alpha", "beta"]}) == ["across"]
+    assert scan(rules, {"prompt": ["beta", "alpha gamma"]}) == ["one"]
+
+
 class Exploding:
     """A pattern (or body) that must never be touched."""
 

@@ -16,6 +16,7 @@ from garrison.identity.keys import (
     KEY_MAX_CHARS,
     KEY_PREFIX,
     KEY_SECRET_BYTES,
+    PEPPERS_KEYED,
     hash_secret,
     issue_key,
     parse_key,
@@ -77,6 +78,23 @@ def test_issued_token_repr_hides_the_secret() -> None:
 def test_hash_secret_is_hmac_sha256_of_id_and_secret_under_the_pepper() -> None:
     expected = hmac.new(PEPPER, f"{KEY_ID}:{SECRET}".encode(), hashlib.sha256).digest()
     assert hash_secret(PEPPER, KEY_ID, SECRET) == expected
+
+
+@pytest.mark.parametrize("length", [0, 1, 32, 63, 64, 65, 200])
+def test_hash_secret_is_hmac_sha256_for_any_pepper_length(length: int) -> None:
+    # The keyed hashes are computed once per pepper: shorter, block-sized and longer peppers
+    # (RFC 2104 hashes a key longer than the block) all give what hmac.new gives.
+    pepper = bytes((n * 7 + length) % 256 for n in range(length))
+    expected = hmac.new(pepper, f"{KEY_ID}:{SECRET}".encode(), hashlib.sha256).digest()
+    assert hash_secret(pepper, KEY_ID, SECRET) == expected
+
+
+def test_hash_secret_stays_right_past_the_peppers_kept_keyed() -> None:
+    peppers = [bytes([n]) * 32 for n in range(PEPPERS_KEYED * 2 + 1)]
+    for _ in range(2):  # the second pass finds the first peppers no longer kept
+        for pepper in peppers:
+            expected = hmac.new(pepper, f"{KEY_ID}:{SECRET}".encode(), hashlib.sha256).digest()
+            assert hash_secret(pepper, KEY_ID, SECRET) == expected
 
 
 def test_hash_secret_is_32_bytes() -> None:

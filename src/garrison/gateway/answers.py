@@ -125,6 +125,15 @@ def renamed_length(raw: bytearray, old: bytes, new: bytes) -> int:
     return len(raw) + raw.count(old) * (len(new) - len(old))
 
 
+def renamed_whole(raw: bytearray, old: bytes, new: bytes, length: int) -> bytearray | None:
+    """``raw`` with every ``old`` replaced by ``new`` (``length``: ``renamed_length``'s), when
+    both fit one write (most answers: sent whole with their head, one copy made in C);
+    None when not: then ``write_renamed`` sends it piece by piece."""
+    if len(raw) > WRITE_BYTES or length > WRITE_BYTES:
+        return None
+    return raw if old == new else raw.replace(old, new)
+
+
 async def write_renamed(
     response: web.StreamResponse, raw: bytearray, old: bytes, new: bytes
 ) -> None:
@@ -185,5 +194,6 @@ __all__ = [
     "answer_usage",
     "read_answer",
     "renamed_length",
+    "renamed_whole",
     "write_renamed",
 ]

@@ -47,6 +47,7 @@ DATA_URL_HEADER_MAX = 256
 # hyphens or dots: "ignore-previous-instructions" has word boundaries a rule can match on;
 # "ignore_previous_instructions" has none (``_`` is a word character), so \b-rules could not.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_IDENTIFIER_MAX = 64  # characters: the longest key _IDENTIFIER reads as a field name
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\r\n]*")
 _DATA_URL = re.compile(r"data:([^;,]{0,200})((?:;[^;,]{0,200}){0,8});base64,", re.IGNORECASE)
 # Keys whose string value is an audio clip or file: base64 payloads by definition.
@@ -63,6 +64,13 @@ class ContentUncheckable(BadRequest):
     """The body is nested deeper or has more values than the content walk reads."""
 
     default_message = "The request is too deeply nested or has too many parts to be checked."
+
+
+def _is_identifier(key: str) -> bool:
+    """``key`` is a bare identifier (``_IDENTIFIER``). The same test as that regex's
+    ``fullmatch`` (an ASCII Python identifier is exactly ``[A-Za-z_][A-Za-z0-9_]*``) with
+    three string methods instead: a fifth of the cost, on every key of every body."""
+    return len(key) <= _IDENTIFIER_MAX and key.isascii() and key.isidentifier()
 
 
 def _is_base64(text: str) -> bool:
@@ -111,9 +119,11 @@ _Child = tuple[Any, str | None, str | None]
 
 def _dict_children(node: dict[str, Any], key: str | None) -> Iterator[_Child]:
     for child_key, child in node.items():
-        if isinstance(child_key, str) and child_key and not _IDENTIFIER.fullmatch(child_key):
+        if isinstance(child_key, str) and child_key and not _is_identifier(child_key):
             yield child_key, None, key
-        if isinstance(child, str) and isinstance(child_key, str):
+        # Only a "data" or a binary key can be a binary slot (``_binary_text``): the call is
+        # skipped for every other string (nearly all of them).
+        if isinstance(child, str) and (child_key == "data" or child_key in _BINARY_KEYS):
             binary = _binary_text(node, child_key, child, key)
             if binary is not None:
                 if binary:

@@ -25,6 +25,7 @@ from garrison.gateway.answers import (
     answer_usage,
     read_answer,
     renamed_length,
+    renamed_whole,
     write_renamed,
 )
 from garrison.gateway.apis import Endpoint
@@ -110,21 +111,28 @@ async def forward(
     # The model's own credential never reaches the caller (a copy only when it is there).
     raw = scrub_bytes(raw, model_answer_forms(model))
     # Our own content type: the upstream's header is its text (it can carry the credential).
-    response = web.StreamResponse(
-        headers={"content-type": _JSON, REQUEST_ID_HEADER: call.request_id}
-    )
-    response.content_length = renamed_length(raw, old, new)
+    answer_headers = {"content-type": _JSON, REQUEST_ID_HEADER: call.request_id}
+    length = renamed_length(raw, old, new)
     end_call(
         state,
         call,
         CallOutcome.OK,
         status=200,
         usage=usage,
-        bytes_out=response.content_length,
+        bytes_out=length,
         ttfb=time.perf_counter() - call.started,
     )
-    # Written here, renamed piece by piece, so the budget holds the answer until it is sent.
+    # Written here, so the budget holds the answer until it is sent.
+    whole = renamed_whole(raw, old, new, length)
+    if whole is not None:
+        # Sent with its head in one write: a few µs cheaper than a stream of it.
+        answer = web.Response(body=whole, headers=answer_headers)
+        await answer.prepare(request)
+        await answer.write_eof()
+        return answer
+    response = web.StreamResponse(headers=answer_headers)
+    response.content_length = length
     await response.prepare(request)
-    await write_renamed(response, raw, old, new)
+    await write_renamed(response, raw, old, new)  # renamed piece by piece
     await response.write_eof()
     return response
