@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from garrison.domain.secret import Secret
 
@@ -24,10 +24,9 @@ KEY_ID_BYTES = 8
 KEY_SECRET_BYTES = 32
 # Longest Authorization value we even look at; anything longer cannot be a Garrison key.
 KEY_MAX_CHARS = 128
-# Peppers whose keyed hashes are kept (``_pads``): a process has one pepper (tests make a
+# Peppers whose keyed HMACs are kept (``_keyed``): a process has one pepper (tests make a
 # few); a pepper past these is keyed again, never hashed wrong.
 PEPPERS_KEYED = 4
-_SHA256_BLOCK = 64  # bytes: HMAC pads its key to the hash's block size
 
 _ID_CHARS = KEY_ID_BYTES * 2  # hex
 _SECRET_CHARS = 43  # unpadded base64url of 32 bytes
@@ -63,27 +62,19 @@ def parse_key(token: str) -> ParsedKey | None:
 
 def hash_secret(pepper: bytes, key_id: str, secret: str) -> bytes:
     """HMAC-SHA-256 of the secret under the pepper, bound to the key id."""
-    inner, outer = _pads(pepper)
-    inner = inner.copy()
-    inner.update(f"{key_id}:{secret}".encode())
-    outer = outer.copy()
-    outer.update(inner.digest())
-    digest: bytes = outer.digest()
-    return digest
+    mac = _keyed(pepper).copy()
+    mac.update(f"{key_id}:{secret}".encode())
+    return mac.digest()
 
 
 @functools.lru_cache(maxsize=PEPPERS_KEYED)
-def _pads(pepper: bytes) -> tuple[Any, Any]:
-    """HMAC-SHA-256 keyed with ``pepper`` (RFC 2104), as its two hashes already fed their
-    key pads; ``hash_secret`` copies them and never updates these. Keying an HMAC on every
-    call (``hmac.new``) hashed both pads again: 1.6 µs a key instead of 0.7 µs
+def _keyed(pepper: bytes) -> hmac.HMAC:
+    """The standard library's HMAC-SHA-256 keyed with ``pepper`` and fed nothing:
+    ``hash_secret`` copies it (``HMAC.copy``) and never updates this one. Keying an HMAC on
+    every call (``hmac.new``) hashed both key pads again: 1.6 µs a key instead of 1.1 µs
     (docs/benchmarks.md). Holds only what the pepper gives, which this process holds
     anyway; no presented secret is kept."""
-    key = hashlib.sha256(pepper).digest() if len(pepper) > _SHA256_BLOCK else pepper
-    key = key.ljust(_SHA256_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    return inner, outer
+    return hmac.new(pepper, digestmod=hashlib.sha256)
 
 
 def issue_key(pepper: bytes) -> IssuedKey:
