@@ -33,7 +33,7 @@ import orjson
 
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S, GENESIS_PREV, Checkpoint, Signer
 from garrison.audit.events import AuditEvent
-from garrison.audit.exporters import Exporter
+from garrison.audit.exporters import EXPORT_CATCH_UP_CHUNK, EXPORT_CATCH_UP_MAX, Exporter
 from garrison.audit.leaves import (
     Committed,
     Conn,
@@ -157,6 +157,7 @@ class TreeSink(abc.ABC, Generic[TargetT]):
         finally:
             self._rollback(conn)  # a read only: end it (PostgreSQL opened a transaction)
         self._last_at = self._monotonic()
+        self._catch_up_exporters()
         if (
             self._witness is not None
             and self._last is not None
@@ -165,6 +166,49 @@ class TreeSink(abc.ABC, Generic[TargetT]):
             # Stored but never published (the process ended between the two): publish now.
             log.warning("witness is behind the log: publishing the newest checkpoint again")
             self._committed(self._last)
+
+    def _catch_up_exporters(self) -> None:
+        """Hand an exporter that can say where it stopped (``resume_after``: the JSON-lines
+        file) the log's records after that point: the ones a process killed between its
+        commit and its hand-on never exported (``garrison.audit.exporters``)."""
+        for exporter in self._exporters:
+            resume = getattr(exporter, "resume_after", None)
+            last = resume() if resume is not None else None
+            if last is None or last + 1 >= self.tree.size:
+                continue
+            missing = self.tree.size - (last + 1)
+            if missing > EXPORT_CATCH_UP_MAX:
+                log.warning(
+                    "audit export is %d records behind the log (after index %d): not replayed "
+                    "at start; `garrison audit export` writes them",
+                    missing,
+                    last,
+                )
+                continue
+            log.warning(
+                "audit export: appending %d records committed after index %d", missing, last
+            )
+            try:
+                self._export_range(exporter, last + 1, self.tree.size)
+            except (OSError, self._db_error) as exc:  # the copy may fail; the log stands
+                log.error("audit export catch-up failed: %s", exc)
+
+    def _export_range(self, exporter: Exporter, first: int, end: int) -> None:
+        """Stored records with leaf index in [first, end), in leaf order, in chunks."""
+        conn = self._connection()
+        try:
+            while first < end:
+                stop = min(end, first + EXPORT_CATCH_UP_CHUNK)
+                rows = conn.execute(
+                    self.dialect.sql(
+                        "SELECT record FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq"
+                    ),
+                    (first, stop),
+                ).fetchall()
+                exporter.export([stored_bytes(record) for (record,) in rows])
+                first = stop
+        finally:
+            self._rollback(conn)
 
     @property
     def checkpoint_due(self) -> bool:
