@@ -427,8 +427,9 @@ def test_every_record_the_producers_write_is_its_golden_bytes(
 
 
 # Written by a running process (the gateway, its admin API, its audit writer and clock), not
-# through the directory: their golden bytes are held below (``IN_PROCESS``) and by the tests
-# of those processes.
+# through the directory: ``test_payload_golden_process`` holds the golden bytes of
+# ``gateway.*``, ``admin.denied``/``read``, ``session.refused`` (and ``enrollment.refused``
+# at the door); ``test_payloads`` those of ``request.*`` and ``ended_elsewhere``.
 IN_PROCESS = frozenset(
     {
         EventName.REQUEST_ALLOWED,

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import orjson
+from aiohttp.test_utils import make_mocked_request
 
+from garrison.admin.dispatch import record_failure
+from garrison.audit import AuditEvent
 from garrison.audit.payloads import Untyped, payload_of
 from garrison.identity.oidc_config import OidcProvider, OidcSettings
 from tests.support.admin import admin_call
@@ -75,3 +79,22 @@ async def test_every_record_a_process_writes_is_its_golden_bytes(tmp_path: Path)
         payload = payload_of(name, orjson.loads(data))
         assert not isinstance(payload, Untyped)
         assert orjson.dumps(payload.as_data()) == data
+
+
+def test_an_admin_failure_writes_the_bytes_its_dictionary_wrote() -> None:
+    """``admin.failed`` (a failure on Garrison's side, rare: not driven through HTTP here):
+    golden, the order ``dispatch.record_failure`` wrote by hand."""
+    events: list[AuditEvent] = []
+    state = SimpleNamespace(
+        audit=SimpleNamespace(append_later=events.append), clock=lambda: 1_800_000_000.0
+    )
+    request = make_mocked_request("POST", "/admin/v1/principals?dry_run=1")
+    record_failure(state, request, "prn_1", "gk_1", "req_1", RuntimeError("boom"))
+    (event,) = events
+    golden = (
+        b'{"method":"POST","path":"/admin/v1/principals","query":{"dry_run":"1"},'
+        b'"status":500,"error":"internal_error"}'
+    )
+    assert orjson.dumps(event.data) == golden
+    assert event.payload is not None and orjson.dumps(event.payload.as_data()) == golden
+    assert orjson.dumps(payload_of("admin.failed", orjson.loads(golden)).as_data()) == golden
