@@ -331,3 +331,34 @@ def test_secret_in_a_formatted_container_hides_the_value() -> None:
 
 def test_secret_reveal_returns_the_value() -> None:
     assert Secret(UPSTREAM_KEY).reveal() == UPSTREAM_KEY
+
+
+# Rotations run at once (two operators, or a script retried while the first still runs).
+ROTATORS = 6
+ROTATIONS_EACH = 5
+
+
+def test_rotations_at_once_keep_every_added_sealing_key(key_dir: Path) -> None:
+    """A rotation reads the key file, adds a key and replaces the file: two at once must
+    not drop the other's key (a credential re-encrypted under a dropped key is lost)."""
+    first = seal_keys(key_dir)
+    start = threading.Barrier(ROTATORS)
+    errors: list[BaseException] = []
+
+    def rotate() -> None:
+        try:
+            start.wait(10)
+            for _ in range(ROTATIONS_EACH):
+                add_seal_key(key_dir)
+        except BaseException as exc:  # reported below, with the count
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rotate) for _ in range(ROTATORS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    keys = seal_keys(key_dir)
+    assert not errors
+    assert len(keys) == len(set(keys)) == len(first) + ROTATORS * ROTATIONS_EACH
+    assert keys[-len(first) :] == first

@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit import EventName
 from garrison.audit.checkpoint import create_signing_key
 from garrison.audit.exporters import build_exporters
 from garrison.audit.outbox import integrate_or_wait
+from garrison.audit.payloads_host import BreakGlass, SystemInitialized
 from garrison.config import CONFIG_FILE, DEFAULT_METRICS_LISTEN, Settings, render_settings
 from garrison.domain import Level, OrgKind, PrincipalKind, Reason
 from garrison.domain.names import check_name
@@ -109,9 +109,7 @@ def init(
         migrate(engine)
         directory = open_directory(settings, engine=engine)
         now = time.time()
-        directory.record_event(
-            EventName.SYSTEM_INITIALIZED, now=now, data={"data_dir": str(data_dir)}
-        )
+        directory.record_event(SystemInitialized(data_dir=str(data_dir)), now=now)
         directory.create_org(INTERNAL_ORG, OrgKind.INTERNAL, now=now)
         codes = []
         for name in names:
@@ -182,12 +180,10 @@ def recover_admin_key(directory: Directory, principal: str, *, now: float) -> Cr
     created = directory.create_key(
         row.id, now=now, note="recover-admin (local break glass)", provenance=Provenance.BREAK_GLASS
     )
-    data = {
-        "principal": row.name,
-        "credential_id": created.key.key_id,
-        "host": socket.gethostname(),
-    }
-    directory.record_event(EventName.BREAK_GLASS, now=now, data=data)
+    glass = BreakGlass(
+        principal=row.name, credential_id=created.key.key_id, host=socket.gethostname()
+    )
+    directory.record_event(glass, now=now)
     enrollment.raise_alert(
         directory,
         rule_id="break-glass",
@@ -195,7 +191,7 @@ def recover_admin_key(directory: Directory, principal: str, *, now: float) -> Cr
         subject_kind="principal",
         subject_id=row.id,
         reason=Reason.BREAK_GLASS.value,
-        data=data,
+        data=glass.as_data(),
         now=now,
         principal_id=row.id,
     )

@@ -12,9 +12,11 @@ the owner can read it:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -70,6 +72,22 @@ def replace_secret_file(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def update_secret_file(path: Path, change: Callable[[str], str]) -> str:
+    """Replace a key file with ``change`` of its current text (``replace_secret_file``),
+    one update at a time: an exclusive lock on the key directory is held from the read to
+    the rename, so two rotations at once (two operators, a retried script) each add their
+    key; without it the later rename dropped the other's (a credential re-sealed under a
+    dropped key could never be read again). Returns the text written."""
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)  # released when the descriptor is closed
+        text = change(read_secret_file(path))
+        replace_secret_file(path, text)
+        return text
+    finally:
+        os.close(directory)
 
 
 def read_secret_file(path: Path) -> str:
@@ -151,6 +169,5 @@ class Sealer:
 
 def add_seal_key(key_dir: Path) -> None:
     """Put a new newest key at the top of ``seal.keys``; older keys stay for decryption."""
-    path = key_dir / SEAL_FILE
-    old = read_secret_file(path)
-    replace_secret_file(path, Fernet.generate_key().decode() + "\n" + old + "\n")
+    new = Fernet.generate_key().decode()
+    update_secret_file(key_dir / SEAL_FILE, lambda old: new + "\n" + old + "\n")

@@ -30,9 +30,10 @@ import aiohttp
 import sqlalchemy as sa
 
 from garrison.admin.api import AdminBackend, add_admin_routes
-from garrison.audit import AuditEvent, EventName
+from garrison.audit import AuditEvent
 from garrison.audit.checkpoint import Signer, public_b64
 from garrison.audit.exporters import build_exporters, parse_syslog_address
+from garrison.audit.payloads_host import GatewayStarted, GatewayStopped
 from garrison.audit.sinks import open_sink
 from garrison.audit.witness import DirectoryWitness
 from garrison.audit.writer import AuditLog
@@ -352,16 +353,18 @@ class Gateway:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        started = GatewayStarted(
+            host=self.settings.host,
+            port=self.port,
+            snapshot_version=self.state.snapshot.version,
+        )
         await self.audit.append(
             AuditEvent(
-                EventName.GATEWAY_STARTED,
+                started.NAME,
                 at=self.clock(),
                 actor="garrison",
-                data={
-                    "host": self.settings.host,
-                    "port": self.port,
-                    "snapshot_version": self.state.snapshot.version,
-                },
+                data=started.as_data(),
+                payload=started,
             )
         )
         return self.port
@@ -423,12 +426,14 @@ class Gateway:
         if self.shared is not None:
             await self.shared.close()  # after the listener: every lease is given back
         with contextlib.suppress(Exception):
+            stopped = GatewayStopped(calls=self.state.calls)
             self.audit.append_later(
                 AuditEvent(
-                    EventName.GATEWAY_STOPPED,
+                    stopped.NAME,
                     at=self.clock(),
                     actor="garrison",
-                    data={"calls": self.state.calls},
+                    data=stopped.as_data(),
+                    payload=stopped,
                 )
             )
         await asyncio.to_thread(self.audit.close)

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import hashlib
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,27 @@ def test_exported_public_key_loads_back_with_the_same_key_id(key_dir: Path) -> N
 def test_garbage_public_key_raises_checkpoint_error() -> None:
     with pytest.raises(CheckpointError):
         load_public_b64("definitely not a key")
+
+
+# Signing-key rotations run at once (two operators on one key directory).
+ROTATORS = 4
+
+
+def test_rotations_at_once_keep_every_new_signing_key(key_dir: Path) -> None:
+    """Each rotation's key stays in the file: one dropped by a racing rotation would leave
+    the checkpoints a process signed with it unverifiable."""
+    before = set(Signer.from_dir(key_dir).public_keys())
+    start = threading.Barrier(ROTATORS)
+    kids: list[str] = []
+
+    def rotate() -> None:
+        start.wait(10)
+        kids.append(rotate_signing_key(key_dir))
+
+    threads = [threading.Thread(target=rotate) for _ in range(ROTATORS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(kids) == ROTATORS
+    assert set(Signer.from_dir(key_dir).public_keys()) == before | set(kids)

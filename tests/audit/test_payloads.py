@@ -3,10 +3,14 @@ record is byte for byte the one its data dictionary gives (the encoding is uncha
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from garrison.audit import AuditEvent, decode
+from garrison.audit import AuditEvent, EventName, decode
 from garrison.audit.payloads import (
     CallFields,
     Payload,
@@ -16,6 +20,7 @@ from garrison.audit.payloads import (
     Untyped,
     payload_of,
 )
+from garrison.gateway.outcome import ended_elsewhere
 
 _text = st.text(st.characters(codec="utf-8"), max_size=12)
 _words = st.lists(_text, max_size=3).map(tuple)
@@ -127,7 +132,9 @@ def test_the_record_of_a_payload_is_the_record_of_its_dictionary(
     assert typed.unindexed() == plain.unindexed()
 
 
-def test_an_event_with_no_payload_class_is_read_through_the_same_fields() -> None:
+def test_a_record_its_class_cannot_read_is_read_through_the_same_fields() -> None:
+    """An encoding-version-1 record (the caller's ``address``, not ``client_address``)
+    lacks a key its class requires: it reads as ``Untyped``, its facts intact."""
     data = {"address": "10.0.0.9", "reasons": ["lock.active"], "presented_key_id": "gk_1"}
     facts = payload_of("admin.denied", data)
     assert facts == Untyped(data)
@@ -136,9 +143,19 @@ def test_an_event_with_no_payload_class_is_read_through_the_same_fields() -> Non
     assert facts.status is None and facts.tokens_in is None and facts.content_flags == ()
 
 
-def test_a_completed_record_another_process_wrote_reads_back_without_its_extra_keys() -> None:
+def test_a_version_1_canary_read_keeps_its_address() -> None:
+    """``admin.read`` names an address only for a canary's call, optionally: a version-1
+    record's ``address`` is read (as ``Untyped``), not dropped by the class."""
+    data = {"method": "GET", "path": "/admin/v1/keys", "address": "10.0.0.9"}
+    assert payload_of("admin.read", data).client_address == "10.0.0.9"
+    now = {"method": "GET", "path": "/admin/v1/keys", "client_address": "10.0.0.9"}
+    assert payload_of("admin.read", now).client_address == "10.0.0.9"
+    assert payload_of("admin.read", {**now, "client_address": None}).client_address is None
+
+
+def test_a_record_another_process_ended_reads_back_and_writes_the_same_bytes() -> None:
     """A dead process's call, ended by another (``gateway.outcome.ended_elsewhere``): the
-    payload holds what its class names; the record keeps the rest."""
+    payload names the dead process and its recorder, and writes the record's own order."""
     data = {
         "endpoint": "chat",
         "client_address": "10.0.0.9",
@@ -153,3 +170,42 @@ def test_a_completed_record_another_process_wrote_reads_back_without_its_extra_k
     assert isinstance(facts, RequestCompleted)
     assert facts.outcome == "process_ended" and facts.status is None and not facts.metered
     assert facts.reasons == ("gateway.process_ended",)
+    assert (facts.instance, facts.recorded_by) == ("gw1", "gw2")
+    assert orjson.dumps(facts.as_data()) == orjson.dumps(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unfinished:
+    request_id: str
+    principal_id: str | None
+    credential_id: str | None
+    model: str | None
+    data: dict[str, Any]
+
+
+def test_ended_elsewhere_writes_the_bytes_its_dictionary_wrote() -> None:
+    """``ended_elsewhere`` builds a ``RequestCompleted``; its data is, byte for byte, the
+    dictionary it built by hand before (golden: the order below), from an allowed record's
+    call fields (a body's hash and a presented key id are not repeated)."""
+    allowed = RequestAllowed(
+        call=CallFields("chat", "10.0.0.9", "org_1", "gk_1", "ab" * 32, 12),
+        reasons=("policy.allow",),
+        policies=("p",),
+        stream=False,
+        upstream_model="up",
+        level="internal",
+    ).as_data()
+    event = ended_elsewhere(
+        _Unfinished("req_1", "prn_1", "gk_2", "gpt", allowed),
+        instance="gw1",
+        recorded_by="gw2",
+        at=1.0,
+    )
+    golden = (
+        b'{"endpoint":"chat","client_address":"10.0.0.9","org_id":"org_1","status":null,'
+        b'"outcome":"process_ended","reasons":["gateway.process_ended"],"instance":"gw1",'
+        b'"recorded_by":"gw2"}'
+    )
+    assert orjson.dumps(event.data) == golden
+    assert event.payload is not None and orjson.dumps(event.payload.as_data()) == golden
+    assert event.name is EventName.REQUEST_COMPLETED

@@ -85,12 +85,32 @@ def _session(sid: str, pid: str, issued: float) -> Any:
     )
 
 
+def _started(sid: str, pid: str, issued: float) -> Any:
+    from garrison.audit.payloads_identity import SessionStarted
+
+    return SessionStarted(
+        client_address="10.0.0.5",
+        jkt="thumb",
+        provider="default",
+        issuer="https://idp.example",
+        person="carol@example.com",
+        principal_id=pid,
+        session_id=sid,
+        amr=("pwd", "otp", "mfa"),
+        acr=None,
+        auth_time=issued,
+        expires_at=issued + 3600,
+        roles=("auditor",),
+        roles_dropped=(),
+    )
+
+
 def test_a_session_is_recorded_with_its_event_and_listed(tmp_path: Path) -> None:
     from garrison.store import identity_links
 
     engine, pid = _directory(tmp_path)
     identity_links.record_session(
-        engine, _session("ses_a", pid, NOW), data={"session_id": "ses_a"}, request_id="r-1"
+        engine, _session("ses_a", pid, NOW), started=_started("ses_a", pid, NOW), request_id="r-1"
     )
     with engine.connect() as conn:
         (row,) = identity_links.list_sessions(conn, pid, now=NOW + 1)
@@ -112,14 +132,20 @@ def test_old_rows_are_pruned_after_the_keep_window(tmp_path: Path) -> None:
     from garrison.store.identity_links import SESSION_RECORD_KEEP_S
 
     engine, pid = _directory(tmp_path)
-    identity_links.record_session(engine, _session("ses_old", pid, NOW), data={})
+    identity_links.record_session(
+        engine, _session("ses_old", pid, NOW), started=_started("ses_old", pid, NOW)
+    )
     # Just inside the window: kept.
     just = NOW + 3600 + SESSION_RECORD_KEEP_S - 1
-    identity_links.record_session(engine, _session("ses_b", pid, just), data={})
+    identity_links.record_session(
+        engine, _session("ses_b", pid, just), started=_started("ses_b", pid, just)
+    )
     with engine.connect() as conn:
         assert identity_links.session_owner(conn, "ses_old") == pid
     # Past it: the next start prunes the old row.
-    identity_links.record_session(engine, _session("ses_c", pid, just + 2), data={})
+    identity_links.record_session(
+        engine, _session("ses_c", pid, just + 2), started=_started("ses_c", pid, just + 2)
+    )
     with engine.connect() as conn:
         assert identity_links.session_owner(conn, "ses_old") is None
         assert identity_links.session_owner(conn, "ses_b") == pid
@@ -131,7 +157,9 @@ def test_a_listing_is_bounded(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(identity_links, "SESSIONS_LIST_MAX", 3)
     engine, pid = _directory(tmp_path)
     for n in range(5):
-        identity_links.record_session(engine, _session(f"ses_{n}", pid, NOW + n), data={})
+        identity_links.record_session(
+            engine, _session(f"ses_{n}", pid, NOW + n), started=_started(f"ses_{n}", pid, NOW + n)
+        )
     with engine.connect() as conn:
         rows = identity_links.list_sessions(conn, pid, now=NOW + 10)
     assert [r["id"] for r in rows] == ["ses_4", "ses_3", "ses_2"]  # newest first

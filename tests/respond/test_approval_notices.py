@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 import pytest
 
+from garrison.audit.payloads_access import AccessRequested
+from garrison.audit.payloads_admin import ChangeProposed
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.keyring import Sealer
 from garrison.respond.approvals import (
@@ -306,7 +308,8 @@ def test_data_plane_traffic_never_leaves_the_watcher_behind(tmp_path: Path) -> N
     try:
         for _ in range(APPROVAL_BATCH * 3):
             append(conn, "request.completed", {"status": 200})
-        append(conn, "change.proposed", {"change_id": "chg_1", "kind": "k", "target": "t"})
+        proposed = ChangeProposed(change_id="chg_1", kind="k", target="t", summary="s")
+        append(conn, "change.proposed", proposed.as_data())
         (notice,) = watcher.poll()  # one poll, however many calls came first
         assert (notice["kind"], notice["item"]["id"]) == (REQUESTED, "chg_1")
     finally:
@@ -324,7 +327,14 @@ def test_a_burst_of_proposals_is_read_a_batch_at_a_time_and_none_is_lost(
     try:
         total = APPROVAL_BATCH + 7
         for n in range(total):
-            append(conn, "access.requested", {"request_id": f"acr_{n}", "reason": "r"})
+            asked = AccessRequested(
+                request_id=f"acr_{n}",
+                model_id="mdl_1",
+                duration_s=60.0,
+                reason="r",
+                approvals_needed=2,
+            )
+            append(conn, "access.requested", asked.as_data())
         assert len(watcher.poll()) == APPROVAL_BATCH
         assert len(watcher.poll()) == 7
         assert [n["item"]["id"] for n in sink.sent] == [f"acr_{n}" for n in range(total)]

@@ -75,7 +75,7 @@ class Db:
         if self.kind == "sqlite":  # the directory's outbox, integrated at once (the CLI way)
             d = self.directory_for("replica-2")
             for e in events:
-                d.record_event(e.name, now=e.at, data=e.data)
+                d.record_copy(e.name, now=e.at, data=e.data)
             return
         a = schema.audit_events
         with write_transaction(self.engine) as conn:  # as PostgreSQL's integrator does

@@ -663,7 +663,7 @@ def test_a_failed_commit_stores_nothing_and_its_range_is_judged_again(
         # Written to the log by another process (this one's feed never sees them).
         for key in ("k1", "k2", "k1"):
             event = out_of_network(key, at)
-            env.d.record_event(event.name, now=at, data=event.data)
+            env.d.record_copy(event.name, now=at, data=event.data)
         wait_for(
             lambda: (
                 [(a["subject_id"], a["count"]) for a in alert_rows(env.d)] == [("k1", 2), ("k2", 1)]

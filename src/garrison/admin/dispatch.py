@@ -26,7 +26,9 @@ from garrison.admin.base import (
     Route,
 )
 from garrison.admin_wire import admin_error_body, rule_of
-from garrison.audit import AuditEvent, EventName
+from garrison.audit import AuditEvent
+from garrison.audit.payload_base import ABSENT, Absent
+from garrison.audit.payloads_admin import AdminDenied, AdminFailed, AdminRead, AdminUnchanged
 from garrison.domain import (
     Reason,
 )
@@ -120,21 +122,23 @@ def record_failure(
     request_id: str,
     exc: Exception,
 ) -> None:
+    failed = AdminFailed(
+        method=request.method,
+        path=request.path,
+        query=dict(request.query),
+        status=exc.status if isinstance(exc, GarrisonError) else 500,
+        error=exc.code if isinstance(exc, GarrisonError) else "internal_error",
+    )
     record(
         state,
         AuditEvent(
-            EventName.ADMIN_FAILED,
+            failed.NAME,
             at=state.clock(),
             actor=actor,
             request_id=request_id,
             credential_id=credential_id,
-            data={
-                "method": request.method,
-                "path": request.path,
-                "query": dict(request.query),
-                "status": exc.status if isinstance(exc, GarrisonError) else 500,
-                "error": exc.code if isinstance(exc, GarrisonError) else "internal_error",
-            },
+            data=failed.as_data(),
+            payload=failed,
         ),
     )
 
@@ -154,29 +158,41 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         # What names the caller's credential: the key id, or the sign-in session's id.
         credential_id = caller.credential_id
 
-        def denied(reason: Reason, status: int, actor: str | None, **more: Any) -> None:
+        def denied(
+            reason: Reason,
+            status: int,
+            actor: str | None,
+            *,
+            key_id: str | Absent | None = ABSENT,
+            lock_id: str | Absent = ABSENT,
+            rule: str | Absent | None = ABSENT,
+        ) -> None:
+            payload = AdminDenied(
+                method=request.method,
+                path=request.path,
+                client_address=str(address),
+                status=status,
+                reason_codes=(reason.value,),
+                key_id=key_id,
+                lock_id=lock_id,
+                rule=rule,
+            )
             record(
                 state,
                 AuditEvent(
-                    EventName.ADMIN_DENIED,
+                    payload.NAME,
                     at=state.clock(),
                     actor=actor,
                     request_id=request_id,
                     credential_id=credential_id,
-                    data={
-                        "method": request.method,
-                        "path": request.path,
-                        "client_address": str(address),
-                        "status": status,
-                        "reasons": [reason.value],
-                        **more,
-                    },
+                    data=payload.as_data(),
+                    payload=payload,
                 ),
             )
 
         if not auth.ok or auth.principal is None or credential_id is None:
             reason = auth.reason or Reason.CREDENTIAL_MISSING
-            denied(reason, 401, None, presented_key_id=auth.key_id)
+            denied(reason, 401, None, key_id=auth.key_id)
             return error_response(Unauthenticated(), request_id)
         admin = auth.principal
         if session is not None:
@@ -186,20 +202,18 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
             admin = session_admin(admin, session)
         if auth.credential is not None and auth.credential.canary:
             # Whatever the call, a canary's use must reach the detectors.
+            canary = AdminRead(method=request.method, path=request.path, address=str(address))
             record(
                 state,
                 AuditEvent(
-                    EventName.ADMIN_READ,
+                    canary.NAME,
                     at=now,
                     actor=admin.id,
                     request_id=request_id,
                     principal_id=admin.id,
                     credential_id=credential_id,
-                    data={
-                        "method": request.method,
-                        "path": request.path,
-                        "client_address": str(address),
-                    },
+                    data=canary.as_data(),
+                    payload=canary,
                 ),
             )
         # A locked key, person, org or network cannot administer either.
@@ -260,19 +274,22 @@ def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         elif route.audit_reads or ctx.attempted:
             # Durable before the answer leaves (what an admin read is in the record); a log
             # that cannot be written refuses the read, as it refuses model calls.
+            query = dict(request.query)
+            seen: AdminUnchanged | AdminRead = (
+                AdminUnchanged(method=request.method, path=request.path, query=query)
+                if ctx.attempted
+                else AdminRead(method=request.method, path=request.path, query=query)
+            )
             try:
                 await state.audit.append(
                     AuditEvent(
-                        EventName.ADMIN_UNCHANGED if ctx.attempted else EventName.ADMIN_READ,
+                        seen.NAME,
                         at=state.clock(),
                         actor=admin.id,
                         request_id=request_id,
                         credential_id=ctx.credential_id,
-                        data={
-                            "method": request.method,
-                            "path": request.path,
-                            "query": dict(request.query),
-                        },
+                        data=seen.as_data(),
+                        payload=seen,
                     ),
                 )
             except AuditUnavailable:

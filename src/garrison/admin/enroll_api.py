@@ -15,7 +15,8 @@ from garrison.admin import schemas
 from garrison.admin.base import BACKEND_KEY, PROCESS_KEY
 from garrison.admin.dispatch import RULE_REASONS, error_response, json_response, parse_body, record
 from garrison.admin.identity_api import issued
-from garrison.audit import AuditEvent, EventName
+from garrison.audit import AuditEvent
+from garrison.audit.payloads_identity import EnrollmentRefused
 from garrison.domain import Reason
 from garrison.domain.provenance import Provenance
 from garrison.edge.process import ProcessState
@@ -46,14 +47,16 @@ async def enroll_endpoint(request: web.Request) -> web.StreamResponse:
     address = str(peer_address(request, state))
 
     def refused(reason: Reason) -> None:
+        payload = EnrollmentRefused(client_address=address, reason_codes=(reason.value,))
         record(
             state,
             AuditEvent(
-                EventName.ENROLLMENT_REFUSED,
+                payload.NAME,
                 at=state.clock(),
                 actor=f"enroll:{address}",
                 request_id=request_id,
-                data={"client_address": address, "reasons": [reason.value]},
+                data=payload.as_data(),
+                payload=payload,
             ),
         )
 

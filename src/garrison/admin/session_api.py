@@ -38,7 +38,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from garrison.admin.base import BACKEND_KEY, PROCESS_KEY
 from garrison.admin.dispatch import error_response, json_response, parse_body
-from garrison.audit import AuditEvent, EventName
+from garrison.audit import AuditEvent
+from garrison.audit.payload_base import ABSENT, Absent
+from garrison.audit.payloads_identity import SessionRefused, SessionStarted
 from garrison.domain import OrgKind, Principal, PrincipalKind, Reason
 from garrison.edge.admission import admit_person
 from garrison.edge.request import peer_address, read_body
@@ -187,6 +189,34 @@ async def _verify_id_token(
     return provider, token
 
 
+@dataclass(slots=True)
+class _Exchange:
+    """What the token endpoint has learnt of an exchange so far, in the order it learns it:
+    a refusal records as much as it got to (``session.refused``)."""
+
+    client_address: str
+    jkt: str | Absent = ABSENT
+    provider: str | Absent = ABSENT
+    issuer: str | Absent = ABSENT
+    person: str | Absent = ABSENT
+    principal_id: str | Absent = ABSENT
+
+    def refused(
+        self, reason: Reason, *, detail: str | Absent, lock: str | Absent
+    ) -> SessionRefused:
+        return SessionRefused(
+            client_address=self.client_address,
+            jkt=self.jkt,
+            provider=self.provider,
+            issuer=self.issuer,
+            person=self.person,
+            principal_id=self.principal_id,
+            detail=detail,
+            lock=lock,
+            reason_codes=(reason.value,),
+        )
+
+
 async def token_endpoint(request: web.Request) -> web.StreamResponse:
     state = request.app[PROCESS_KEY]
     backend = request.app[BACKEND_KEY]
@@ -198,18 +228,27 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
     now = state.clock()
     peer = peer_address(request, state)
     address = str(peer)
-    facts: dict[str, Any] = {"client_address": address}
+    facts = _Exchange(address)
 
-    async def refused(exc: GarrisonError, reason: Reason, **more: Any) -> web.Response:
+    async def refused(
+        exc: GarrisonError,
+        reason: Reason,
+        *,
+        detail: str | Absent = ABSENT,
+        lock: str | Absent = ABSENT,
+    ) -> web.Response:
+        payload = facts.refused(reason, detail=detail, lock=lock)
+        principal_id = None if facts.principal_id is ABSENT else facts.principal_id
         try:
             await state.audit.append(
                 AuditEvent(
-                    EventName.SESSION_REFUSED,
+                    payload.NAME,
                     at=state.clock(),
-                    actor=facts.get("principal_id") or f"signin:{address}",
+                    actor=principal_id or f"signin:{address}",
                     request_id=request_id,
-                    principal_id=facts.get("principal_id"),
-                    data={**facts, **more, "reasons": [reason.value]},
+                    principal_id=principal_id,
+                    data=payload.as_data(),
+                    payload=payload,
                 )
             )
         except AuditUnavailable:
@@ -246,14 +285,14 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         )
     except InvalidToken as exc:
         return await refused(exc, exc.reason)
-    facts["jkt"] = jkt
+    facts.jkt = jkt
     try:
         provider, token = await _verify_id_token(signin, body.id_token, jkt, now)
     except IdTokenRejected as exc:
         return await refused(exc, Reason.OIDC_TOKEN_INVALID, detail=exc.reason)
     except ProviderUnavailable as exc:
         return await refused(exc, Reason.OIDC_PROVIDER_DOWN)
-    facts.update(provider=provider.name, issuer=token.issuer, person=token.person)
+    facts.provider, facts.issuer, facts.person = provider.name, token.issuer, token.person
     verdict = signin.seen.first_use(
         token.digest,
         # Until the token can no longer be accepted: its exp, or its age limit if sooner (a
@@ -303,7 +342,7 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         except ClientError as exc:  # a lock on the person, their org or the inviter
             return await refused(exc, Reason.LOCKED)
         await backend.reload()
-    facts["principal_id"] = link.principal_id
+    facts.principal_id = link.principal_id
     snap = state.snapshot
     person = snap.principals.get(link.principal_id)
     org = snap.orgs.get(person.org_id) if person is not None else None
@@ -314,11 +353,10 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
         return await refused(generic, Reason.OIDC_VENDOR_BOUND)
     refusal = admit_person(snap, person, now, peer)
     if refusal is not None:
-        more = {"lock": refusal.lock.id} if refusal.lock is not None else {}
         return await refused(
             SignInRefused(refusal.reason, _REFUSED_BECAUSE.get(refusal.reason, _BY_TERMS)),
             refusal.reason,
-            **more,
+            lock=refusal.lock.id if refusal.lock is not None else ABSENT,
         )
     kept, dropped = session_roles(person.roles, provider, token.groups)
     amr = token.amr
@@ -362,16 +400,21 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
             address=address,
         ),
         request_id=request_id,
-        data={
-            **facts,
-            "session_id": claims.session_id,
-            "amr": list(amr),
-            "acr": token.acr,
-            "auth_time": token.auth_time,
-            "expires_at": claims.expires_at,
-            "roles": sorted(kept),
-            "roles_dropped": sorted(dropped),
-        },
+        started=SessionStarted(
+            client_address=address,
+            jkt=jkt,
+            provider=provider.name,
+            issuer=token.issuer,
+            person=token.person,
+            principal_id=link.principal_id,
+            session_id=claims.session_id,
+            amr=list(amr),
+            acr=token.acr,
+            auth_time=token.auth_time,
+            expires_at=claims.expires_at,
+            roles=sorted(kept),
+            roles_dropped=sorted(dropped),
+        ),
     )
     return json_response(
         200,

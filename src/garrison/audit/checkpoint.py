@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from garrison.errors import ConfigError
-from garrison.keyring import read_secret_file, replace_secret_file, write_secret_file
+from garrison.keyring import read_secret_file, update_secret_file, write_secret_file
 
 SIGNING_FILE = "audit-signing.keys"
 CHECKPOINT_VERSION = 1
@@ -164,9 +164,10 @@ def create_signing_key(key_dir: Path) -> None:
 
 def rotate_signing_key(key_dir: Path) -> str:
     """Put a new newest key on top; old keys stay so old checkpoints still verify."""
-    path = key_dir / SIGNING_FILE
     new = Ed25519PrivateKey.generate()
-    replace_secret_file(path, _line(new) + "\n" + read_secret_file(path) + "\n")
+    # One rotation at a time: a key dropped by a racing one would leave the checkpoints it
+    # signed unverifiable.
+    update_secret_file(key_dir / SIGNING_FILE, lambda old: _line(new) + "\n" + old + "\n")
     return key_id_of(new.public_key())
 
 

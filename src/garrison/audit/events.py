@@ -25,14 +25,14 @@ ENCODING_VERSION = 2
 # The key under which an event's data names the caller's network address.
 CLIENT_ADDRESS = "client_address"
 # What records of encoding version 1 used outside the data plane.
-_V1_ADDRESS = "address"
+V1_ADDRESS = "address"
 
 
 def caller_address(data: Mapping[str, Any]) -> Any:
     """The caller's address an event's data names, whichever version wrote it (``None``
     when it names none)."""
     found = data.get(CLIENT_ADDRESS)
-    return found if found is not None else data.get(_V1_ADDRESS)
+    return found if found is not None else data.get(V1_ADDRESS)
 
 
 class EventFacts(Protocol):

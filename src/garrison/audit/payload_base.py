@@ -10,10 +10,11 @@ hashes, are what the dictionary the producer used to build by hand gave). A fiel
 - ``required()``: a required field named as one of the facts every payload answers.
 
 ``from_data`` reads a stored record's ``data`` back (``None`` when a key its class requires
-is missing: a record an older producer wrote stays readable as ``Untyped``). A payload holds
-its class's keys only: a key it does not name (``origin``, which the journal adds to every
-directory change) stays in the record. Readers take the ``EventFacts`` fields
-(``garrison.audit.events``): a payload without such a field answers ``None`` (or ``()``).
+is missing: a record an older producer wrote — encoding version 1, say — stays readable as
+``Untyped``). A payload holds its class's keys only: a key it does not name (``origin``,
+which the journal adds to every directory change) stays in the record. Readers take the
+``EventFacts`` fields (``garrison.audit.events``): a payload without such a field answers
+``None`` (or ``()``).
 
 Pure: no I/O.
 """

@@ -1,9 +1,12 @@
 """Typed ``data`` of audit events: a frozen dataclass per event name. Here, the events the
 data plane writes and the detectors read (``request.allowed``, ``request.denied``,
 ``request.completed``), and the registry of every event's class (``PAYLOAD_CLASSES``: the
-directory's are in ``payloads_directory``, the responders' in ``payloads_respond``, both
-built on ``payload_base``); ``Untyped`` reads the data of the events named in
-``UNTYPED_YET``, whose producers still write a dictionary.
+directory's are in ``payloads_directory``, the responders' in ``payloads_respond``, just-in-
+time access in ``payloads_access``, the admin API's and two-person changes' in
+``payloads_admin``, the host's in ``payloads_host``, enrollment and sign-in in
+``payloads_identity``, all built on ``payload_base``). Every event name has a class (a test
+holds it); ``Untyped`` reads only what no class can: a record under a name this version does
+not know, or one missing a key its class requires.
 
 A payload is written through ``as_data``, which gives the dictionary the record stores
 under ``"data"``, with its keys in the order the gateway has always written them and the
@@ -14,8 +17,8 @@ same bytes). ``payload_of`` reads a stored record's data back into its payload. 
 ``garrison.audit.events``), never keys.
 
 The record stays the truth: a payload read back holds its class's fields only (a key its
-class does not name — ``instance`` in the ``request.completed`` a surviving process writes
-for a dead one's call — is left in the record, not in the payload).
+class does not name — ``origin``, which the journal adds to a directory change — is left in
+the record, not in the payload).
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from garrison.audit import payload_base, payloads_directory, payloads_respond
+from garrison.audit import (
+    payload_base,
+    payloads_access,
+    payloads_admin,
+    payloads_directory,
+    payloads_host,
+    payloads_identity,
+    payloads_respond,
+)
 from garrison.audit.events import CLIENT_ADDRESS, EventFacts, EventName, caller_address
 from garrison.audit.frozen import quick_init
 
@@ -223,7 +234,12 @@ class RequestCompleted(_OfACall):
     A ``metered`` call (a forwarded one, not a listing nor a call the log was down for) also
     records the tokens the upstream reported (None when it reported none), the bytes sent to
     the caller, and its duration and time to first byte in milliseconds (None: nothing was
-    sent); the others record none of the five."""
+    sent); the others record none of the five.
+
+    The end a surviving process writes for a call whose process died (``ended_elsewhere``)
+    names the dead process (``instance``) and itself (``recorded_by``), and keeps the order
+    it has always written: the call's endpoint, address and org first, then status, outcome
+    and reasons."""
 
     call: CallFields
     status: int | None
@@ -241,6 +257,8 @@ class RequestCompleted(_OfACall):
     bytes_out: int = 0
     duration_ms: float = 0.0
     ttfb_ms: float | None = None
+    instance: str | None = None  # set: ended by another process for this dead one
+    recorded_by: str | None = None
 
     NAME = EventName.REQUEST_COMPLETED
 
@@ -249,6 +267,8 @@ class RequestCompleted(_OfACall):
         return ()
 
     def as_data(self) -> dict[str, Any]:
+        if self.instance is not None:
+            return self._ended_elsewhere()
         # The order the gateway has always written: what explains the end first (a cut's
         # reasons and lock before the usage flags it also saw), then status and outcome.
         data: dict[str, Any] = {}
@@ -280,6 +300,18 @@ class RequestCompleted(_OfACall):
             data["ttfb_ms"] = self.ttfb_ms
         return self.call.write(data)
 
+    def _ended_elsewhere(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.call.endpoint,
+            CLIENT_ADDRESS: self.call.client_address,
+            "org_id": self.call.org_id,
+            "status": self.status,
+            "outcome": self.outcome,
+            "reasons": self.reasons,
+            "instance": self.instance,
+            "recorded_by": self.recorded_by,
+        }
+
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> RequestCompleted:
         metered = "duration_ms" in data
@@ -300,13 +332,16 @@ class RequestCompleted(_OfACall):
             bytes_out=data.get("bytes_out") or 0 if metered else 0,
             duration_ms=data["duration_ms"] if metered else 0.0,
             ttfb_ms=data.get("ttfb_ms") if metered else None,
+            instance=data.get("instance"),
+            recorded_by=data.get("recorded_by"),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Untyped:
-    """The data of an event that has no payload class yet, read through the same fields
-    (the one place such data is read by key)."""
+    """The data of a record no payload class reads (a name this version does not know, or
+    a record missing a key its class requires), read through the same fields (the one
+    place such data is read by key)."""
 
     data: Mapping[str, Any]
 
@@ -353,54 +388,22 @@ class Untyped:
 
 Payload = RequestAllowed | RequestDenied | RequestCompleted
 
-# Every event name has one payload class (a test holds it), save these, whose producers
-# still write a dictionary (the admin API's, the host's and the identity
-# provider's events): their data is read as ``Untyped``.
-UNTYPED_YET: frozenset[EventName] = frozenset(
-    {
-        EventName.SYSTEM_INITIALIZED,
-        EventName.GATEWAY_STARTED,
-        EventName.GATEWAY_STOPPED,
-        EventName.CLOCK_JUMPED,
-        EventName.CLOCK_AGREED,
-        EventName.AUDIT_RECOVERED,
-        EventName.ADMIN_DENIED,
-        EventName.ACCESS_REQUESTED,
-        EventName.ACCESS_APPROVED,
-        EventName.ACCESS_GRANTED,
-        EventName.ACCESS_DENIED,
-        EventName.ACCESS_CANCELLED,
-        EventName.ACCESS_EXPIRED,
-        EventName.GRANT_REVOKED,
-        EventName.CHANGE_PROPOSED,
-        EventName.CHANGE_DENIED,
-        EventName.CHANGE_APPROVED,
-        EventName.POLICY_CHANGED,
-        EventName.RULES_LOADED,
-        EventName.RULES_REFUSED,
-        EventName.ADMIN_READ,
-        EventName.ADMIN_UNCHANGED,
-        EventName.ADMIN_FAILED,
-        EventName.ENROLLMENT_REDEEMED,
-        EventName.ENROLLMENT_REFUSED,
-        EventName.BREAK_GLASS,
-        EventName.IDENTITY_LINKED,
-        EventName.SESSION_STARTED,
-        EventName.SESSION_REFUSED,
-    }
-)
-
 _DATA_PLANE: tuple[type[Payload], ...] = (RequestAllowed, RequestDenied, RequestCompleted)
 PAYLOAD_CLASSES: Mapping[str, type[Payload] | type[payload_base.Payload]] = {
     **{cls.NAME.value: cls for cls in _DATA_PLANE},
     **{cls.NAME.value: cls for cls in payloads_directory.PAYLOADS},
     **{cls.NAME.value: cls for cls in payloads_respond.PAYLOADS},
+    **{cls.NAME.value: cls for cls in payloads_access.PAYLOADS},
+    **{cls.NAME.value: cls for cls in payloads_admin.PAYLOADS},
+    **{cls.NAME.value: cls for cls in payloads_host.PAYLOADS},
+    **{cls.NAME.value: cls for cls in payloads_identity.PAYLOADS},
 }
 
 
 def payload_of(name: str, data: Mapping[str, Any]) -> EventFacts:
-    """The typed payload of a stored record's ``data`` (``Untyped`` for an event name with
-    no payload class yet, or a record that lacks a key its class requires)."""
+    """The typed payload of a stored record's ``data`` (``Untyped`` for a name no class
+    answers — a record from a newer Garrison — or a record that lacks a key its class
+    requires: both still read safely)."""
     cls = PAYLOAD_CLASSES.get(name)
     found: EventFacts | None = None if cls is None else cls.from_data(data)
     return Untyped(data) if found is None else found

@@ -41,6 +41,7 @@ from typing import Protocol
 
 from garrison.audit.checkpoint import CHECKPOINT_INTERVAL_S
 from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.payloads_host import AuditRecovered
 from garrison.errors import AuditUnavailable
 from garrison.histograms import Histogram
 
@@ -375,12 +376,14 @@ class AuditLog:
         self._unhealthy_since = None
         log.warning("audit log writable again")
         with contextlib.suppress(AuditUnavailable):
+            recovered = AuditRecovered(unavailable_since=since, failed_batches=self.failures)
             self.append_later(
                 AuditEvent(
-                    EventName.AUDIT_RECOVERED,
+                    recovered.NAME,
                     at=self._clock(),
                     actor="garrison",
-                    data={"unavailable_since": since, "failed_batches": self.failures},
+                    data=recovered.as_data(),
+                    payload=recovered,
                 )
             )
 

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from garrison.audit import CLIENT_ADDRESS, AuditEvent, EventName, caller_address
-from garrison.audit.payloads import RequestCompleted
+from garrison.audit import AuditEvent, caller_address
+from garrison.audit.payloads import CallFields, RequestCompleted
 from garrison.domain import Reason, UpstreamApi
 from garrison.domain.outcomes import CallOutcome, encoded
 from garrison.errors import (
@@ -146,24 +146,27 @@ def ended_elsewhere(
     """The ``request.completed`` of a call whose process died before it ended: written by
     the process that found its lease lapsed (``recorded_by``), from the call's
     ``request.allowed`` record."""
+    # As the allowed record named them, read as they are (``CallFields.from_data`` would turn
+    # a missing value into "": the record must say what the allowed one said).
+    endpoint: Any = call.data.get("endpoint")
+    payload = RequestCompleted(
+        call=CallFields(endpoint, caller_address(call.data), call.data.get("org_id")),
+        status=None,
+        outcome=encoded(CallOutcome.PROCESS_ENDED),
+        reasons=(Reason.PROCESS_ENDED.value,),
+        instance=instance,
+        recorded_by=recorded_by,
+    )
     return AuditEvent(
-        EventName.REQUEST_COMPLETED,
+        payload.NAME,
         at=at,
         actor="garrison",
         request_id=call.request_id,
         principal_id=call.principal_id,
         credential_id=call.credential_id,
         model=call.model,
-        data={
-            "endpoint": call.data.get("endpoint"),
-            CLIENT_ADDRESS: caller_address(call.data),
-            "org_id": call.data.get("org_id"),
-            "status": None,
-            "outcome": encoded(CallOutcome.PROCESS_ENDED),
-            "reasons": [Reason.PROCESS_ENDED.value],
-            "instance": instance,
-            "recorded_by": recorded_by,
-        },
+        data=payload.as_data(),
+        payload=payload,
     )
 
 

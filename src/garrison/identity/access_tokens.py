@@ -43,7 +43,7 @@ from joserfc.jws import JWSRegistry
 
 from garrison.domain import Reason
 from garrison.errors import ConfigError, Unauthenticated
-from garrison.keyring import read_secret_file, replace_secret_file, write_secret_file
+from garrison.keyring import read_secret_file, update_secret_file, write_secret_file
 
 # An access token lives at most an hour: long enough that a working session refreshes rarely,
 # short enough that a token taken off a device (with its key) dies soon on its own.
@@ -202,11 +202,14 @@ def rotate_token_key(key_dir: Path) -> str:
     """Put a new key on top of ``token.keys`` (keeping ``TOKEN_KEYS_KEPT`` in all); returns
     its kid. Running processes pick it up when they reload their keys (restart)."""
     path = key_dir / TOKEN_KEY_FILE
-    old = [line for line in read_secret_file(path).splitlines() if line.strip()]
-    _parse_key_file(path, "\n".join(old))  # refuse to rotate a damaged file
     line = _new_key_line()
-    kept = [line, *old][:TOKEN_KEYS_KEPT]
-    replace_secret_file(path, "\n".join(kept) + "\n")
+
+    def add(text: str) -> str:
+        old = [kept for kept in text.splitlines() if kept.strip()]
+        _parse_key_file(path, "\n".join(old))  # refuse to rotate a damaged file
+        return "\n".join([line, *old][:TOKEN_KEYS_KEPT]) + "\n"
+
+    update_secret_file(path, add)  # one rotation at a time: none drops another's key
     return line.split()[0]
 
 

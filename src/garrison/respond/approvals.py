@@ -38,6 +38,14 @@ import sqlalchemy as sa
 
 from garrison.audit.payload_base import ABSENT
 from garrison.audit.payloads import payload_of
+from garrison.audit.payloads_access import (
+    AccessApproved,
+    AccessCancelled,
+    AccessDenied,
+    AccessExpired,
+    AccessRequested,
+)
+from garrison.audit.payloads_admin import ChangeDecided, ChangeProposed
 from garrison.audit.payloads_respond import LockLifted, LockLiftRequested
 from garrison.domain.access import ACCESS_REQUEST_TTL_S
 from garrison.respond.sinks import Sink
@@ -72,6 +80,7 @@ _ACCESS = {
     "access.cancelled": CANCELLED,
     "access.expired": EXPIRED,
 }
+_ACCESS_PAYLOADS = (AccessRequested, AccessApproved, AccessDenied, AccessCancelled, AccessExpired)
 _CHANGE = {
     "change.proposed": REQUESTED,
     "change.approved": APPROVED,
@@ -115,26 +124,26 @@ def notice_for(record: Mapping[str, Any], names: Mapping[str, str]) -> dict[str,
     item: dict[str, Any]
     kind = _ACCESS.get(name)
     if kind is not None:
-        request_id = data.get("request_id")
-        if not isinstance(request_id, str):
+        asked = payload_of(name, data)
+        if not isinstance(asked, _ACCESS_PAYLOADS) or not isinstance(asked.request_id, str):
             return None
-        item = {"type": "access", "id": request_id}
+        item = {"type": "access", "id": asked.request_id}
         principal = record.get("principal_id")
         if isinstance(principal, str):
             item["principal"] = _person(principal, names)
         if record.get("model") is not None:
             item["model"] = str(record["model"])
-        if name == "access.requested":
-            item["duration_s"] = data.get("duration_s")
-            item["reason"] = str(data.get("reason", ""))[:SUMMARY_MAX]
-            item["approvals_needed"] = data.get("approvals_needed")
-        if name == "access.denied":
-            item["reason"] = str(data.get("reason", ""))[:SUMMARY_MAX]
-        waiting = name == "access.requested" or (
-            name == "access.approved" and not data.get("complete")
+        if isinstance(asked, AccessRequested):
+            item["duration_s"] = asked.duration_s
+            item["reason"] = str(asked.reason)[:SUMMARY_MAX]
+            item["approvals_needed"] = asked.approvals_needed
+        if isinstance(asked, AccessDenied):
+            item["reason"] = str(asked.reason)[:SUMMARY_MAX]
+        waiting = isinstance(asked, AccessRequested) or (
+            isinstance(asked, AccessApproved) and not asked.complete
         )
-        if name == "access.approved":
-            item["approvals"] = len(data.get("approvals") or [])
+        if isinstance(asked, AccessApproved):
+            item["approvals"] = len(asked.approvals or [])
     elif name in _LOCK_LIFT:
         # Lifting a global lockdown takes two admins: the request, then the lift by another.
         lift = payload_of(name, data)
@@ -150,24 +159,31 @@ def notice_for(record: Mapping[str, Any], names: Mapping[str, str]) -> dict[str,
         waiting = name == "lock.lift_requested"
     else:
         kind = _CHANGE.get(name)
-        origin = data.get("origin")
+        origin = data.get("origin")  # the journal's, beside the payload's keys
         applied = isinstance(origin, dict) and isinstance(origin.get("change_id"), str)
         if kind is None and not applied:
             return None
+        decided: ChangeProposed | ChangeDecided | None = None
         if kind is None:  # an event that applied an approved change
             kind = APPROVED
             change_id = origin["change_id"]  # type: ignore[index]
         else:
-            change_id = data.get("change_id")
+            found = payload_of(name, data)
+            if not isinstance(found, ChangeProposed | ChangeDecided):
+                return None
+            decided, change_id = found, found.change_id
         if not isinstance(change_id, str):
             return None
         item = {"type": "change", "id": change_id}
-        for field in ("kind", "target"):
-            if isinstance(data.get(field), str):
-                item[field] = data[field]
-        if name == "change.proposed":
-            item["summary"] = scrub_summary(str(data.get("summary", "")))
-        waiting = name == "change.proposed"
+        if decided is not None:
+            # The change's own kind and target (an event applying one names neither: its
+            # ``kind``, if any, is the thing it made, not the change).
+            for field, value in (("kind", decided.kind), ("target", decided.target)):
+                if isinstance(value, str):
+                    item[field] = value
+        if isinstance(decided, ChangeProposed):
+            item["summary"] = scrub_summary(str(decided.summary))
+        waiting = isinstance(decided, ChangeProposed)
     notice: dict[str, Any] = {
         "kind": kind,
         "item": item,

@@ -41,7 +41,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from garrison.audit.events import AuditEvent, EventName
+from garrison.audit.events import AuditEvent
+from garrison.audit.payloads_host import RulesLoaded, RulesRefused
 from garrison.detect.engine import Dedup, DetectionEngine, Verdict
 from garrison.detect.observation import Finding, Severity
 from garrison.detect.rules import RulesError, RuleSet, load_rules
@@ -460,9 +461,8 @@ class Monitor:
             self.rules_errors += 1
             log.error("rules file refused, previous rules stay in force: %s", exc.detail)
             directory.record_event(
-                EventName.RULES_REFUSED,
+                RulesRefused(path=str(path), error=exc.detail[:2000]),
                 now=self._clock(),
-                data={"path": str(path), "error": exc.detail[:2000]},
             )
             if initial:
                 self._use_built_in()
@@ -471,14 +471,13 @@ class Monitor:
         if self._on_rules is not None:
             self._on_rules(ruleset)
         directory.record_event(
-            EventName.RULES_LOADED,
+            RulesLoaded(
+                path=str(path),
+                sha256=ruleset.digest,
+                rules=[r.id for r in ruleset.rules],
+                playbooks=[p.id for p in ruleset.playbooks],
+            ),
             now=self._clock(),
-            data={
-                "path": str(path),
-                "sha256": ruleset.digest,
-                "rules": [r.id for r in ruleset.rules],
-                "playbooks": [p.id for p in ruleset.playbooks],
-            },
         )
         log.info("rules loaded from %s: %d rules", path, len(ruleset.rules))
 

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 
-from garrison.audit import AuditEvent, EventName
+from garrison.audit import AuditEvent
+from garrison.audit.payloads_host import ClockAgreed, ClockJumped
 from garrison.audit.writer import AuditLog
 from garrison.detect.observation import Finding, Severity
 from garrison.domain import VendorStatus
@@ -276,9 +277,17 @@ class Snapshots:
             )
         else:
             log.warning("wall clock agrees again (skew %.3f s): contract expiries resume", skew)
-        name = EventName.CLOCK_JUMPED if change is ClockChange.JUMPED else EventName.CLOCK_AGREED
+        changed = (
+            ClockJumped(skew_s=skew) if change is ClockChange.JUMPED else ClockAgreed(skew_s=skew)
+        )
         self.state.audit.append_later(
-            AuditEvent(name, at=now, actor="contract-clock", data={"skew_s": skew})
+            AuditEvent(
+                changed.NAME,
+                at=now,
+                actor="contract-clock",
+                data=changed.as_data(),
+                payload=changed,
+            )
         )
         if change is ClockChange.JUMPED and self.monitor is not None:
             finding = Finding(

@@ -13,6 +13,16 @@ import orjson
 import sqlalchemy as sa
 
 from garrison.audit.events import EventName
+from garrison.audit.payload_base import Payload
+from garrison.audit.payloads_access import (
+    AccessApproved,
+    AccessCancelled,
+    AccessDenied,
+    AccessExpired,
+    AccessGranted,
+    AccessRequested,
+    GrantRevoked,
+)
 from garrison.domain import Level, OrgKind, Status
 from garrison.domain.access import (
     ACCESS_REQUEST_TTL_S,
@@ -50,9 +60,15 @@ def _text(value: str, what: str) -> str:
 _FEEDS = frozenset({EventName.ACCESS_GRANTED, EventName.GRANT_REVOKED})
 
 
-def _record(d: Journal, conn: sa.Connection, name: EventName, now: float, **kw: Any) -> None:
+def _record(d: Journal, conn: sa.Connection, payload: Payload, now: float, **kw: Any) -> None:
     journal.record(
-        conn, at=now, actor=d.actor, origin=d.origin, name=name, feed=name in _FEEDS, **kw
+        conn,
+        at=now,
+        actor=d.actor,
+        origin=d.origin,
+        payload=payload,
+        feed=payload.NAME in _FEEDS,
+        **kw,
     )
 
 
@@ -72,13 +88,12 @@ def _lapse(d: Journal, conn: sa.Connection, row: Any, now: float) -> bool:
         _record(
             d,
             conn,
-            EventName.ACCESS_EXPIRED,
+            AccessExpired(request_id=row.id),
             now,
             entity="access",
             entity_id=row.id,
             op="expire",
             principal_id=row.principal_id,
-            data={"request_id": row.id},
         )
         return True
     return False
@@ -141,20 +156,19 @@ def request_access(
         _record(
             d,
             conn,
-            EventName.ACCESS_REQUESTED,
+            AccessRequested(
+                request_id=request_id,
+                model_id=model.id,
+                duration_s=duration_s,
+                reason=reason,
+                approvals_needed=CRITICAL_APPROVALS,
+            ),
             now,
             entity="access",
             entity_id=request_id,
             op="request",
             principal_id=who.id,
             model=model.name,
-            data={
-                "request_id": request_id,
-                "model_id": model.id,
-                "duration_s": duration_s,
-                "reason": reason,
-                "approvals_needed": CRITICAL_APPROVALS,
-            },
         )
     return {**values, "model": model.name, "approvals": []}
 
@@ -215,14 +229,13 @@ def approve(d: Journal, request_id: str, *, now: float) -> dict[str, Any]:
         _record(
             d,
             conn,
-            EventName.ACCESS_APPROVED,
+            AccessApproved(request_id=row.id, approvals=approvals, complete=done),
             now,
             entity="access",
             entity_id=row.id,
             op="approve",
             principal_id=row.principal_id,
             model=model_name,
-            data={"request_id": row.id, "approvals": approvals, "complete": done},
         )
         if done:
             grant_id = new_id("gnt")
@@ -240,19 +253,18 @@ def approve(d: Journal, request_id: str, *, now: float) -> dict[str, Any]:
             _record(
                 d,
                 conn,
-                EventName.ACCESS_GRANTED,
+                AccessGranted(
+                    grant_id=grant_id,
+                    request_id=row.id,
+                    expires_at=expires_at,
+                    approvals=approvals,
+                ),
                 now,
                 entity="grant",
                 entity_id=grant_id,
                 op="grant",
                 principal_id=row.principal_id,
                 model=model_name,
-                data={
-                    "grant_id": grant_id,
-                    "request_id": row.id,
-                    "expires_at": expires_at,
-                    "approvals": approvals,
-                },
             )
     return {
         "id": row.id,
@@ -285,13 +297,12 @@ def deny(d: Journal, request_id: str, *, reason: str, now: float) -> dict[str, A
         _record(
             d,
             conn,
-            EventName.ACCESS_DENIED,
+            AccessDenied(request_id=row.id, reason=reason),
             now,
             entity="access",
             entity_id=row.id,
             op="deny",
             principal_id=row.principal_id,
-            data={"request_id": row.id, "reason": reason},
         )
     return {"id": row.id, "status": AccessStatus.DENIED.value}
 
@@ -312,13 +323,12 @@ def cancel(d: Journal, request_id: str, *, now: float) -> dict[str, Any]:
         _record(
             d,
             conn,
-            EventName.ACCESS_CANCELLED,
+            AccessCancelled(request_id=row.id),
             now,
             entity="access",
             entity_id=row.id,
             op="cancel",
             principal_id=row.principal_id,
-            data={"request_id": row.id},
         )
     return {"id": row.id, "status": AccessStatus.CANCELLED.value}
 
@@ -340,13 +350,12 @@ def revoke_grant(
         _record(
             d,
             conn,
-            EventName.GRANT_REVOKED,
+            GrantRevoked(grant_id=grant_id, reason=reason),
             now,
             entity="grant",
             entity_id=grant_id,
             op="revoke",
             principal_id=row.principal_id,
-            data={"grant_id": grant_id, "reason": reason},
         )
     return {"id": grant_id, "status": "revoked"}
 

@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payloads_admin import (
+    AdminUnchanged,
+    ChangeApproved,
+    ChangeDenied,
+    ChangeProposed,
+    PolicyChanged,
+)
 from garrison.domain.two_person import MODEL_ROUTING_FIELDS as MODEL_ROUTING_FIELDS
 from garrison.domain.two_person import model_change_is_sensitive as model_change_is_sensitive
 from garrison.domain.two_person import new_principal_is_sensitive as new_principal_is_sensitive
@@ -62,12 +68,11 @@ def propose(
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.CHANGE_PROPOSED,
+            payload=ChangeProposed(change_id=change_id, kind=kind, target=target, summary=summary),
             feed=False,
             entity="change",
             entity_id=change_id,
             op="propose",
-            data={"change_id": change_id, "kind": kind, "target": target, "summary": summary},
         )
     return {k: v for k, v in values.items() if k != "payload"}
 
@@ -109,12 +114,11 @@ def deny(d: Journal, change_id: str, *, now: float) -> dict[str, Any]:
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.CHANGE_DENIED,
+            payload=ChangeDenied(change_id=change_id, kind=row.kind, target=row.target),
             feed=False,
             entity="change",
             entity_id=change_id,
             op="deny",
-            data={"change_id": change_id, "kind": row.kind, "target": row.target},
         )
     return {"id": change_id, "status": "denied"}
 
@@ -164,16 +168,12 @@ def set_policy(d: Journal, text: str, *, now: float, proposed_by: str) -> int:
             at=now,
             actor=d.actor,
             origin=d.origin,
-            name=EventName.POLICY_CHANGED,
+            payload=PolicyChanged(
+                version=number, sha256=digest, size=len(text.encode()), proposed_by=proposed_by
+            ),
             entity="policy",
             entity_id=str(number),
             op="set",
-            data={
-                "version": number,
-                "sha256": digest,
-                "bytes": len(text.encode()),
-                "proposed_by": proposed_by,
-            },
         )
     return number
 
@@ -202,12 +202,11 @@ def close_unchanged(d: Journal, change_id: str, *, now: float) -> dict[str, Any]
             at=now,
             actor=d.actor,
             origin=None,
-            name=EventName.ADMIN_UNCHANGED,
+            payload=AdminUnchanged(change_id=change_id, note="approved; nothing left to change"),
             feed=False,
             entity="change",
             entity_id=change_id,
             op="approve",
-            data={"change_id": change_id, "note": "approved; nothing left to change"},
         )
     return {"id": change_id, "status": "approved"}
 
@@ -247,12 +246,11 @@ def approve_only(d: Journal, change_id: str, *, now: float) -> dict[str, Any]:
             at=now,
             actor=d.actor,
             origin=None,
-            name=EventName.CHANGE_APPROVED,
+            payload=ChangeApproved(change_id=change_id, kind=row.kind, target=row.target),
             feed=False,
             entity="change",
             entity_id=change_id,
             op="approve",
-            data={"change_id": change_id, "kind": row.kind, "target": row.target},
         )
     return {"id": change_id, "status": "approved", "for": row.requested_by}
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from garrison.audit.events import EventName
+from garrison.audit.payload_base import Payload
 from garrison.domain import Status
 from garrison.domain.directory_rules import KEY_MAX_LIFETIME_S as KEY_MAX_LIFETIME_S
 from garrison.domain.directory_rules import KEY_ROTATION_GRACE_MAX_S as KEY_ROTATION_GRACE_MAX_S
@@ -124,7 +125,24 @@ class Directory(Journal):
     def revoke_key(self, key_id: str, *, now: float, reason: str) -> None:
         keys.revoke_key(self, key_id, now=now, reason=reason)
 
-    def record_event(self, name: EventName, *, now: float, data: dict[str, Any]) -> None:
+    def record_event(self, payload: Payload, *, now: float) -> None:
+        """A system event (no directory change): ``payload``'s name and data."""
+        with write_transaction(self.engine) as conn:
+            journal.record(
+                conn,
+                at=now,
+                actor=self.actor,
+                origin=self.origin,
+                payload=payload,
+                entity="system",
+                entity_id="-",
+                op=payload.NAME.value,
+                feed=False,
+            )
+
+    def record_copy(self, name: EventName, *, now: float, data: dict[str, Any]) -> None:
+        """An event whose ``data`` is given as it is, not built from a payload: a record
+        copied from elsewhere (tests replay recorded events through this)."""
         with write_transaction(self.engine) as conn:
             journal.record(
                 conn,

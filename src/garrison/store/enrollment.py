@@ -18,7 +18,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName, caller_address
+from garrison.audit.events import caller_address
+from garrison.audit.payload_base import ABSENT
+from garrison.audit.payloads import payload_of
+from garrison.audit.payloads_identity import EnrollmentRedeemed, EnrollmentRefused
 from garrison.detect.engine import Verdict
 from garrison.detect.observation import Finding, Severity
 from garrison.domain import Reason
@@ -97,8 +100,13 @@ def _inviter_addresses(conn: sa.Connection, inviter: str, now: float) -> set[str
     )
     found: set[str] = set()
     for (record,) in rows:
-        data = orjson.loads(record).get("data") or {}
-        for value in (caller_address(data), caller_address(data.get("origin") or {})):
+        read = orjson.loads(record)
+        data = read.get("data") or {}
+        origin = data.get("origin") or {}  # the journal's, beside any payload's keys
+        for value in (
+            payload_of(read.get("name", ""), data).client_address,
+            caller_address(origin),
+        ):
             if isinstance(value, str):
                 found.add(value)
     return found
@@ -116,13 +124,14 @@ def _refuse(
 ) -> EnrollRefused:
     """Record the refusal (its own transaction: the redemption's rolled back); an attempt
     by the inviter also burns the code and raises a critical alert."""
-    data: dict[str, Any] = {"client_address": address, "reasons": [reason.value]}
-    if presented_key is not None:
-        data["presented_key_id"] = presented_key
-    principal_id = None
-    if enrollment is not None:
-        principal_id = enrollment.principal_id
-        data.update(enrollment_id=enrollment.id, invited_by=enrollment.invited_by)
+    refused = EnrollmentRefused(
+        client_address=address,
+        reason_codes=(reason.value,),
+        key_id=ABSENT if presented_key is None else presented_key,
+        enrollment_id=ABSENT if enrollment is None else enrollment.id,
+        invited_by=ABSENT if enrollment is None else enrollment.invited_by,
+    )
+    principal_id = None if enrollment is None else enrollment.principal_id
     with write_transaction(d.engine) as conn:
         if reason is Reason.ENROLL_BY_INVITER and enrollment is not None:
             conn.execute(sa.update(en).where(en.c.id == enrollment.id).values(revoked_at=now))
@@ -131,13 +140,12 @@ def _refuse(
             at=now,
             actor=d.actor,
             origin=None,
-            name=EventName.ENROLLMENT_REFUSED,
+            payload=refused,
             entity="enrollment",
             entity_id=enrollment.id if enrollment is not None else "-",
             op="refuse",
             principal_id=principal_id,
             feed=False,
-            data=data,
         )
     if reason is Reason.ENROLL_BY_INVITER and enrollment is not None:
         raise_alert(
@@ -147,7 +155,7 @@ def _refuse(
             subject_kind="principal",
             subject_id=enrollment.invited_by,
             reason=reason.value,
-            data=data,
+            data=refused.as_data(),
             principal_id=enrollment.invited_by,
             now=now,
         )
@@ -261,19 +269,18 @@ def redeem(
                 at=now,
                 actor=person.id,
                 origin=None,
-                name=EventName.ENROLLMENT_REDEEMED,
+                payload=EnrollmentRedeemed(
+                    enrollment_id=row.id,
+                    client_address=address,
+                    invited_by=row.invited_by,
+                    provenance=Provenance.ENROLLED.value,
+                ),
                 entity="enrollment",
                 entity_id=row.id,
                 op="redeem",
                 principal_id=person.id,
                 credential_id=created.key.key_id,
                 feed=False,
-                data={
-                    "enrollment_id": row.id,
-                    "client_address": address,
-                    "invited_by": row.invited_by,
-                    "provenance": Provenance.ENROLLED.value,
-                },
             )
             return created, person.name
     reason, row, message = refusal

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import EventName
+from garrison.audit.payloads_identity import IdentityLinked, SessionStarted
 from garrison.domain import PrincipalKind, Reason, Status
 from garrison.errors import Forbidden
 from garrison.store import journal, key_containment, schema
@@ -201,19 +201,18 @@ def redeem_for_link(
                     at=now,
                     actor=person.id,
                     origin=None,
-                    name=EventName.IDENTITY_LINKED,
+                    payload=IdentityLinked(
+                        enrollment_id=row.id,
+                        issuer=issuer,
+                        provider=provider,
+                        client_address=address,
+                        invited_by=row.invited_by,
+                    ),
                     entity="identity_link",
                     entity_id=link_id,
                     op="link",
                     principal_id=person.id,
                     feed=False,
-                    data={
-                        "enrollment_id": row.id,
-                        "issuer": issuer,
-                        "provider": provider,
-                        "client_address": address,
-                        "invited_by": row.invited_by,
-                    },
                 )
                 return Link(link_id, person.id, issuer, subject, provider)
     reason, row, message = refusal
@@ -257,11 +256,11 @@ def record_session(
     engine: sa.Engine,
     session: SessionRecord,
     *,
-    data: dict[str, Any],
+    started: SessionStarted,
     request_id: str | None = None,
 ) -> None:
-    """Record ``session`` with its ``session.started`` event (``data``: the exchange's facts)
-    in one transaction, through the directory's audited write path: the token leaves only
+    """Record ``session`` with its ``session.started`` event (``started``: the exchange's
+    facts) in one transaction, through the directory's audited write path: the token leaves only
     once both are durable. Rows expired longer than ``SESSION_RECORD_KEEP_S`` go on the way."""
     t = schema.sessions
     with write_transaction(engine) as conn:
@@ -287,14 +286,13 @@ def record_session(
             at=session.issued_at,
             actor=session.principal_id,
             origin={"request_id": request_id} if request_id else None,
-            name=EventName.SESSION_STARTED,
+            payload=started,
             entity="session",
             entity_id=session.id,
             op="create",
             principal_id=session.principal_id,
             credential_id=session.id,
             feed=False,
-            data=data,
         )
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from garrison.audit.events import caller_address
 from garrison.audit.payload_base import ABSENT
 from garrison.audit.payloads import payload_of
 from garrison.audit.payloads_respond import IncidentOpened, IncidentUpdated
@@ -281,7 +280,8 @@ def incident_report(conn: sa.Connection, incident_id: str, now: float) -> dict[s
         ev = orjson.loads(record)
         name, at, data = ev["name"], ev["at"], ev.get("data") or {}
         model = ev.get("model") or "-"
-        address = caller_address(data)
+        facts = payload_of(name, data)
+        address = facts.client_address
         if name.startswith("request."):
             first = at if first is None else min(first, at)
             last = at if last is None else max(last, at)
@@ -293,11 +293,10 @@ def incident_report(conn: sa.Connection, incident_id: str, now: float) -> dict[s
             if address:
                 sources[address]["calls"] += 1
         elif name == "request.completed":
-            ended = payload_of(name, data)
-            models[model]["tokens_in"] += ended.tokens_in or 0
-            models[model]["tokens_out"] += ended.tokens_out or 0
+            models[model]["tokens_in"] += facts.tokens_in or 0
+            models[model]["tokens_out"] += facts.tokens_out or 0
         elif name == "request.denied":
-            for reason in payload_of(name, data).reasons or ["-"]:
+            for reason in facts.reasons or ["-"]:
                 refusals[(model, reason)] += 1
             if model != "-":
                 models[model]["refused"] += 1
@@ -312,11 +311,11 @@ def incident_report(conn: sa.Connection, incident_id: str, now: float) -> dict[s
                     "name": name,
                     "actor": ev.get("actor"),
                     "principal_id": ev.get("principal_id"),
-                    "credential_id": ev.get("credential_id") or data.get("presented_key_id"),
+                    "credential_id": ev.get("credential_id") or facts.presented_key_id,
                     "model": ev.get("model"),
                     "client_address": address,
-                    "status": data.get("status"),
-                    "reasons": data.get("reasons"),
+                    "status": facts.status,
+                    "reasons": list(facts.reasons) if facts.reasons else None,
                     "request_id": ev.get("request_id"),
                 }
             )

@@ -85,8 +85,8 @@ def record(
     a new snapshot. Changes the snapshot does not hold (alerts, incidents, proposals,
     requests) pass ``feed=False``.
 
-    The event is ``payload`` (its name and data), or, for the events that have no payload
-    class yet (``garrison.audit.payloads.UNTYPED_YET``), ``name`` and ``data``."""
+    The event is ``payload`` (its name and data; every producer writes one), or ``name``
+    and ``data`` for a record copied as it is (``Directory.record_copy``)."""
     if payload is not None:
         if name is not None or data is not None:
             raise TypeError("record takes a payload or a name and data, not both")
