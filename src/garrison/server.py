@@ -6,8 +6,8 @@ import each other: the admin routes are mounted here, on the process state seen 
 
 The moving parts it wires live in ``garrison.serve``: the snapshot keeper, its watcher and
 the contract clock (``snapshots``), the emergency lock overlay (``emergency``), the instance
-lease and dead processes' calls (``upkeep``), and draining (``drain``). Nothing below
-imports this module."""
+lease and dead processes' calls (``upkeep``), draining (``drain``), and the factories of the
+smaller parts (``wiring``). Nothing below imports this module."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
@@ -61,8 +60,9 @@ from garrison.serve.drain import drain
 from garrison.serve.emergency import EmergencyLocks
 from garrison.serve.snapshots import Snapshots
 from garrison.serve.upkeep import Upkeep
+from garrison.serve.wiring import build_signin, change_listener, data_dir, shared_backends, with_url
 from garrison.store import is_postgres, make_engine, migrate, sqlite_path
-from garrison.store.change_feed import ChangeListener, version_probe
+from garrison.store.change_feed import version_probe
 from garrison.store.directory import Directory
 from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
 from garrison.store.snapshot import Snapshot
@@ -111,7 +111,7 @@ class Gateway:
         )
         self.audit = AuditLog(self.sink, clock=clock)
         # [storage] redis_url: limits and replay caches shared by every replica.
-        self.shared = _shared(settings)
+        self.shared = shared_backends(settings)
         self.state = GatewayState(
             snapshot=Snapshot.empty(),
             pepper=self.pepper,
@@ -159,7 +159,7 @@ class Gateway:
             public_keys={kid: public_b64(k) for kid, k in self.signer.public_keys().items()},
         )
         if settings.oidc.enabled:
-            signin = _signin(settings, self.state.tokens)
+            signin = build_signin(settings, self.state.tokens)
             if self.shared is not None:
                 shared = self.shared
                 signin = dataclasses.replace(
@@ -179,7 +179,7 @@ class Gateway:
         # own listener (or at its own public URL) DPoP proofs name that URL, not the data
         # plane's (the URL is set in start() when it is the listener's own port).
         self.admin_process = (
-            ListenerProcess(self.state, _with_url(self.state.tokens, settings.admin_public_url))
+            ListenerProcess(self.state, with_url(self.state.tokens, settings.admin_public_url))
             if apart or settings.admin_public_url is not None
             else None
         )
@@ -235,7 +235,7 @@ class Gateway:
             pepper=self.pepper,
             sealer=self.sealer,
             probe=self._probe,
-            listener=_listener(settings.database_url),
+            listener=change_listener(settings.database_url),
             overlay=self.emergency.overlay,
             monitor=self.monitor,
             clock=clock,
@@ -334,14 +334,14 @@ class Gateway:
             host, port = parse_listen(self.settings.admin_listen)
             self.admin_port = await self.admin_http.start(host, port, context)
             if self.admin_process is not None and self.settings.admin_public_url is None:
-                self.admin_process.tokens = _with_url(
+                self.admin_process.tokens = with_url(
                     self.state.tokens, self._own_url(host, self.admin_port)
                 )
         if self.tls is not None:
             self._tls_watch = asyncio.create_task(self.tls.watch(), name="garrison-tls-reload")
         if self.settings.public_url is None and self.state.tokens is not None:
             # No public_url configured: proofs name this listener (its port now known).
-            self.state.tokens = _with_url(
+            self.state.tokens = with_url(
                 self.state.tokens, self._own_url(self.settings.host, self.port)
             )
         if self.metrics is not None:
@@ -479,59 +479,3 @@ async def serve_forever(settings: Settings, on_ready: Callable[[int], None] | No
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await gateway.stop()
-
-
-def data_dir(settings: Settings) -> Path:
-    """This process's own files (the emergency lock journal; free space is read there): the
-    SQLite database's directory, or on PostgreSQL the one holding the key directory."""
-    path = sqlite_path(settings.database_url)
-    return path.parent if path is not None else settings.key_dir.parent
-
-
-def _listener(url: str) -> Callable[[Callable[[], None]], ChangeListener] | None:
-    """On PostgreSQL, the change listener that wakes the snapshot watcher (LISTEN/NOTIFY);
-    on SQLite none (processes poll the file)."""
-    if not is_postgres(url):
-        return None
-
-    def build(wake: Callable[[], None]) -> ChangeListener:
-        return ChangeListener(url, on_change=lambda _seq: wake(), on_resync=wake)
-
-    return build
-
-
-def _with_url(tokens: TokenAuth | None, url: str | None) -> TokenAuth | None:
-    """``tokens`` checking proofs against ``url`` (same keys, replay cache and verified
-    tokens); unchanged when ``url`` is None."""
-    if tokens is None or url is None:
-        return tokens
-    return dataclasses.replace(tokens, public_url=url)
-
-
-def _shared(settings: Settings) -> Any:
-    """The shared backends (garrison.shared.backends.SharedBackends) for [storage]
-    redis_url; None without it (and Redis is never imported)."""
-    if not settings.redis_url:
-        return None
-    from garrison.admin.session_api import (
-        ID_TOKEN_REPLAY_PER_VENDOR_MAX,
-        SIGNIN_ATTEMPTS_PER_SOURCE,
-    )
-    from garrison.shared.backends import connect
-
-    return connect(
-        settings.redis_url,
-        settings.redis_prefix,
-        id_token_per_owner=ID_TOKEN_REPLAY_PER_VENDOR_MAX,
-        signin_per_source=SIGNIN_ATTEMPTS_PER_SOURCE,
-    )
-
-
-def _signin(settings: Settings, tokens: TokenAuth | None) -> Any:
-    """Sign-in through [identity.oidc]; it signs with this process's token keys and checks
-    proofs against its public URL and jti cache (``state.tokens``)."""
-    from garrison.admin.session_api import build_signin
-
-    if tokens is None:
-        raise ConfigError("[identity.oidc] needs the token keys (token.keys) of this process")
-    return build_signin(settings.oidc)

@@ -24,7 +24,7 @@ from garrison.gateway.containment import stale_refusal
 from garrison.gateway.limits import GatewayLimits
 from garrison.gateway.state import StaleMode
 from garrison.serve.snapshots import SNAPSHOT_POLL_LISTENING_S
-from garrison.server import data_dir
+from garrison.serve.wiring import data_dir
 from garrison.store.change_feed import CHANNEL, pg_conninfo
 from tests.support import pg
 from tests.support.replicas import Replicas, blocked, start_replicas, stop_replicas

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
-from garrison.server import data_dir
+from garrison.serve.wiring import data_dir
 from garrison.store import sqlite_path
 from garrison.store.emergency_locks import JOURNAL_FILE, EmergencyJournal
 from tests.conftest import BACKENDS

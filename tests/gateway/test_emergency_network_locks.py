@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from garrison.server import data_dir
+from garrison.serve.wiring import data_dir
 from tests.conftest import BACKENDS
 from tests.support.admin import admin_call
 from tests.support.db import database_lost

@@ -50,7 +50,7 @@ class Upkeep:
         emergency: EmergencyLocks,
         monitor: Monitor | None,
         instance_id: str,
-        # This process's data directory (``server.data_dir``): SQLite's, or on PostgreSQL
+        # This process's data directory (``serve.wiring.data_dir``): SQLite's, or on PostgreSQL
         # the one holding the key files and the emergency lock journal.
         data_dir: Path,
         clock: Callable[[], float],
