@@ -315,7 +315,7 @@ def incident_report(conn: sa.Connection, incident_id: str, now: float) -> dict[s
                     "model": ev.get("model"),
                     "client_address": address,
                     "status": facts.status,
-                    "reasons": list(facts.reasons) if facts.reasons else None,
+                    "reasons": list(facts.reasons or ()) if "reasons" in data else None,
                     "request_id": ev.get("request_id"),
                 }
             )
