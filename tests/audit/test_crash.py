@@ -33,8 +33,9 @@ MAX_CALLS = 300
 KILL_AFTER = 100  # completed calls before the gateway is killed
 LOAD_TIMEOUT_S = 30.0
 CALLS_AFTER_RESTART = 5
-# Longer than the checkpoint interval (1 s): the idle writer signs a checkpoint meanwhile.
-CHECKPOINT_PAUSE_S = 1.3
+# Longest the test waits for the idle writer's checkpoint before the crash: many times its
+# 1 s quiet interval (a loaded machine delays the writer's idle ticks).
+SIGNED_WITHIN_S = 15.0
 
 
 def _free_port() -> int:
@@ -138,6 +139,15 @@ def event_count(db: Path) -> int:
         conn.close()
 
 
+def wait_signed(db: Path) -> None:
+    """Until a stored checkpoint covers every event committed (a condition: a pause of a
+    little more than the checkpoint interval was too short on a loaded machine)."""
+    deadline = time.monotonic() + SIGNED_WITHIN_S
+    while not ((sizes := checkpoint_sizes(db)) and max(sizes) == event_count(db)):
+        assert time.monotonic() < deadline, f"no checkpoint of every event: {sizes}"
+        time.sleep(0.05)
+
+
 # ── load ───────────────────────────────────────────────────────────────────────────────────
 @dataclass
 class Load:
@@ -228,10 +238,11 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, procs: Processes) -> Outco
     base = f"http://127.0.0.1:{port}"
     gateway = procs.start("serve-1", "serve", "--config", config, env={"GARRISON_PORT": str(port)})
     wait_http(base + "/healthz", gateway)
-    # A few calls, then a pause past the checkpoint interval: a checkpoint is signed before
-    # the crash, so the restarted gateway has a signed tree to continue (plus a tail to fold).
+    # A few calls, then a pause until the idle writer has signed them: a checkpoint is signed
+    # before the crash, so the restarted gateway has a signed tree to continue (plus a tail
+    # to fold).
     assert asyncio.run(calls(base, keys["alice"], 3)) == [200] * 3
-    time.sleep(CHECKPOINT_PAUSE_S)
+    wait_signed(db)
     load = asyncio.run(load_and_kill(base, keys["alice"], gateway))
     assert gateway.wait(timeout=10) == -signal.SIGKILL
     sizes_before, events_before = checkpoint_sizes(db), event_count(db)
