@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,7 @@ async def start_world(
     audit_jsonl: Path | None = None,
     database_url: str | None = None,
     admin_listen: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> World:
     done = init(root / "data", database_url=database_url)
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -231,7 +232,7 @@ async def start_world(
         audit_jsonl=audit_jsonl,
         admin_listen=admin_listen,
     )
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, clock=clock)
     await gateway.start()
     return World(
         root=root,
