@@ -302,5 +302,9 @@ def test_tree_continues_after_a_crash(crashed: Outcome) -> None:
     assert crashed.sizes_after[: len(before)] == before  # nothing signed was lost
     assert after, "no checkpoint after the restart"
     assert min(after) > max(before)
-    assert min(after) > crashed.events_before  # the unsigned tail was folded in
+    # The unsigned tail was folded in: the first checkpoint after the restart covers every
+    # event from before the crash. It may cover nothing more (not ">"): a restarted gateway
+    # idle for its first second (a loaded machine between its start and the next call)
+    # signs the folded tail alone.
+    assert min(after) >= crashed.events_before
     assert after[-1] == crashed.events_after
