@@ -29,7 +29,7 @@ from garrison.gateway.state import StaleMode
 from garrison.identity import parse_key
 from garrison.server import Gateway
 from tests.support.admin import admin_call, make_admin, own_key, table_counts
-from tests.support.world import UPSTREAM_KEY, World, world_on
+from tests.support.world import UPSTREAM_KEY, SkewedClock, World, world_on
 
 pytestmark = pytest.mark.e2e
 
@@ -209,16 +209,6 @@ async def stale_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     """A world whose gateway calls its lock view stale after 0.3 s without a directory read."""
     async with world_on(request.param, tmp_path, limits=GatewayLimits(lock_view_stale_s=0.3)) as w:
         yield w
-
-
-class SkewedClock:
-    """The gateway's wall clock, ``ahead`` seconds past the real one (moved by the test)."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.ahead
 
 
 @pytest.fixture(params=BACKENDS)

@@ -36,6 +36,16 @@ UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
 SIGNED_WITHIN_S = 15.0
 
 
+class SkewedClock:
+    """A gateway's's wall clock, ``ahead`` seconds past the real one (moved by the test)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+
 @dataclass
 class World:
     root: Path
