@@ -29,8 +29,6 @@ from tests.support.world import World, start_world, stop_world
 pytestmark = pytest.mark.e2e
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
-# Longer than the checkpoint interval (1 s): the idle writer signs a checkpoint in the pause.
-PAUSE_S = 1.3
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ async def _build(root: Path) -> tuple[float, str]:
             for i in range(3):
                 await _call(session, world, "alice", "assistant", i)
                 await _call(session, world, "carol", "assistant", i)
-            await asyncio.sleep(PAUSE_S)
+            await world.signed()  # the idle writer signs the first phase: two checkpoints
             since = time.time()
             await asyncio.sleep(0.01)
             ids = []

@@ -1,12 +1,12 @@
 """Tampering with a real audit log, one kind at a time, and what ``garrison audit verify`` says.
 
-One log is built per database by a real gateway (about fifty calls, with pauses so that
-several checkpoints are signed, then a clean stop for the final one): an embedded SQLite file
-and a PostgreSQL database. Each test copies it, edits the database directly with SQL as an
-insider with database access would, and runs the verifier the way an operator does:
-``garrison audit verify --json`` with the configured witness directory. A few tests are about
-the SQLite file itself (its bytes, its loose column types) and say so when skipped on
-PostgreSQL.
+One log is built per database by a real gateway (about fifty calls in three phases, each
+waited on until the idle writer has signed it, then a clean stop for the final checkpoint):
+an embedded SQLite file and a PostgreSQL database. Each test copies it, edits the database
+directly with SQL as an insider with database access would, and runs the verifier the way an
+operator does: ``garrison audit verify --json`` with the configured witness directory. A few
+tests are about the SQLite file itself (its bytes, its loose column types) and say so when
+skipped on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ pytestmark = pytest.mark.e2e
 
 GARRISON = [sys.executable, "-m", "garrison.cli.main"]
 CALLS_PER_PHASE = 17
-# Longer than the checkpoint interval (1 s): the idle writer signs a checkpoint in each pause.
-PAUSE_S = 1.3
 EVENT_COLUMNS = ("at", "name", "request_id", "principal_id", "credential_id", "model")
 
 
@@ -94,7 +92,7 @@ async def _build(root: Path, database_url: str | None) -> Path:
         async with aiohttp.ClientSession() as session:
             for phase in range(3):
                 if phase:
-                    await asyncio.sleep(PAUSE_S)
+                    await world.signed()  # the idle writer signs the phase before the next
                 for i in range(CALLS_PER_PHASE):
                     await _call(session, world, phase * CALLS_PER_PHASE + i)
     finally:

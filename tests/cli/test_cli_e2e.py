@@ -48,7 +48,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 15) -> None:
+# Longest a started process may take to answer HTTP (a process that exits fails at once):
+# it imports and opens its database in ~2 s of CPU, which a loaded machine stretched past
+# 15 s.
+STARTUP_WITHIN_S = 60.0
+
+
+def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = STARTUP_WITHIN_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ import pytest
 from garrison.domain import AuthStyle, Level, UpstreamApi
 from garrison.gateway.containment import cut_covered
 from tests.support.admin import admin_call, make_admin
-from tests.support.world import UPSTREAM_KEY, World
+from tests.support.world import UPSTREAM_KEY, SkewedClock, World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +34,8 @@ CUT_WITHIN_S = 1.0
 GUARD_S = 10.0
 # A stream that does not end by itself lasts at least this long in the tests below.
 NOT_CUT_S = 0.5
+# The life of the key that expires mid-stream (its end brought by moving the gateway's clock).
+KEY_LIFE_S = 3600.0
 
 
 def slow_model(world: World, name: str, api: UpstreamApi, level: Level, comps: list[str]) -> None:
@@ -242,11 +245,22 @@ async def _chat(world: World, key: str, model: str, *, stream: bool = False) -> 
 
 # ── a key expiring mid-stream ──────────────────────────────────────────────────────────────
 @pytest.mark.e2e
-async def test_a_stream_is_cut_when_its_key_expires(world: World) -> None:
-    lifetime = 2.5
-    created = world.directory.create_key("carol", now=time.time(), expires_in=lifetime)
+async def test_a_stream_is_cut_when_its_key_expires(tmp_path: Path) -> None:
+    # The key's end is brought to the stream on the gateway's clock (moved by the test), not
+    # waited for: a 2.5 s key assumed making it, reloading and the stream's start took less.
+    clock = SkewedClock()
+    world = await start_world(tmp_path, clock=clock)
+    try:
+        await _cut_at_expiry(world, clock)
+    finally:
+        await stop_world(world)
+
+
+async def _cut_at_expiry(world: World, clock: SkewedClock) -> None:
+    created = world.directory.create_key("carol", now=time.time(), expires_in=KEY_LIFE_S)
     await world.reload()
     expires_at = created.expires_at
+    assert expires_at is not None
     session, resp = await _chat(world, created.key.token.reveal(), "m-slow-stream", stream=True)
     async with session, resp:
         assert resp.status == 200, await resp.read()
@@ -255,12 +269,15 @@ async def test_a_stream_is_cut_when_its_key_expires(world: World) -> None:
         async with asyncio.timeout(GUARD_S):
             while first.count(b"\n\n") < 2:
                 first += await resp.content.readany()
-        assert time.time() < expires_at  # the answer began while the key was live
+        assert clock() < expires_at  # the answer began while the key was live
+        assert b'"code":"forbidden"' not in first
+        clock.ahead = expires_at - time.time()  # the key's end is now, on the gateway's clock
+        moved = time.monotonic()
         async with asyncio.timeout(GUARD_S):
             rest = await resp.read()
-        ended = time.time()
-    assert ended >= expires_at
-    assert ended - expires_at < 2.0  # the watcher re-checks live calls every tick (50 ms)
+        took = time.monotonic() - moved
+    assert clock() >= expires_at
+    assert took < 2.0  # the watcher re-checks live calls every tick (50 ms)
     assert b'"code":"forbidden"' in rest
     assert b"[DONE]" not in rest
 

@@ -29,7 +29,7 @@ from garrison.gateway.state import StaleMode
 from garrison.identity import parse_key
 from garrison.server import Gateway
 from tests.support.admin import admin_call, make_admin, own_key, table_counts
-from tests.support.world import UPSTREAM_KEY, World, world_on
+from tests.support.world import UPSTREAM_KEY, SkewedClock, World, world_on
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +40,8 @@ VENDOR = "contractor-co"
 CUT_WITHIN_S = 1.0
 # Guards every wait so a broken cut fails the test instead of hanging it.
 GUARD_S = 10.0
+# The TTL of the lock that ends by itself (on the gateway's clock, which the test moves).
+SHORT_TTL_S = 60.0
 # Seeded upstream models (see tests/support/world.py): a never-ending stream and a call that
 # never answers.
 SLOW_STREAM = "m-slow-stream"
@@ -207,6 +209,16 @@ async def stale_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     """A world whose gateway calls its lock view stale after 0.3 s without a directory read."""
     async with world_on(request.param, tmp_path, limits=GatewayLimits(lock_view_stale_s=0.3)) as w:
         yield w
+
+
+@pytest.fixture(params=BACKENDS)
+async def clocked_world(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[World, SkewedClock]]:
+    """A world whose gateway reads a clock the test can move forward."""
+    clock = SkewedClock()
+    async with world_on(request.param, tmp_path, clock=clock) as w:
+        yield w, clock
 
 
 @pytest.fixture
@@ -728,19 +740,24 @@ async def test_openai_client_sees_the_stream_cut_when_its_key_is_revoked(world: 
 
 
 # ── time and restarts ────────────────────────────────────────────────────────────────────
-async def test_lock_with_ttl_cuts_at_once_and_stops_covering_by_itself(world: World) -> None:
+async def test_lock_with_ttl_cuts_at_once_and_stops_covering_by_itself(
+    clocked_world: tuple[World, SkewedClock],
+) -> None:
+    world, clock = clocked_world
     # Placed with a TTL, a lock cuts what it covers at once, like any other...
     async with raw_stream(world, world.keys["carol"]) as (resp, _first):
-        await lock(world, LockKind.PRINCIPAL, "carol", ttl_s=60)
+        await lock(world, LockKind.PRINCIPAL, "carol", ttl_s=SHORT_TTL_S * 100)
         rest, took = await rest_of(resp)
     assert took < CUT_WITHIN_S
     assert b'"code":"forbidden"' in rest
 
-    # ...and ends by itself.
-    lock_id = await lock(world, LockKind.PRINCIPAL, "alice", ttl_s=0.5)
+    # ...and ends by itself: its TTL passes on the gateway's clock (moved, not waited for:
+    # a 0.5 s TTL assumed the lock's placement and the next call took less than that).
+    lock_id = await lock(world, LockKind.PRINCIPAL, "alice", ttl_s=SHORT_TTL_S)
     refused = await chat(world, world.keys["alice"])
     assert refused.status == 403
     await assert_lock_denial(world, refused, lock_id)
+    clock.ahead = SHORT_TTL_S + 1.0
 
     async def served() -> bool:
         return (await chat(world, world.keys["alice"])).status == 200

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,12 +23,14 @@ from garrison.gateway.caller_text import JUSTIFICATION_HEADER, JUSTIFICATION_MAX
 from garrison.policy.context import call_context
 from garrison.policy.reference import reference_reasons
 from garrison.store.changes import set_policy
-from tests.support.world import UPSTREAM_KEY, World
+from tests.support.world import UPSTREAM_KEY, World, start_world, stop_world
 
 pytestmark = pytest.mark.e2e
 
 USER = [{"role": "user", "content": "hello"}]
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
+# The expiring grant's life on the gateway's clock (passed by moving that clock, not waited).
+GRANT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -343,19 +346,26 @@ async def test_a_critical_model_needs_a_grant(world: World) -> None:
     assert "grant.required" in event["data"]["reasons"]
 
 
-async def test_an_expiring_grant_stops_allowing_without_a_reload(world: World) -> None:
-    await add_critical_model(world)
-    add_grant(world, "alice", "vault", expires_in=1.0)
-    await world.reload()
-    engine = world.gateway.state.policy
-    assert (await chat(world, "alice", "vault")).status == 200
-    await asyncio.sleep(1.1)
-    reply = await chat(world, "alice", "vault")
-    assert reply.status == 404
-    assert world.gateway.state.policy is engine  # same engine: the cache did not answer
-    event = await event_of(world, "request.denied", reply)
-    assert event["data"]["reasons"] == ["grant.required"]
-    assert "vault" not in await listed(world, "alice")
+async def test_an_expiring_grant_stops_allowing_without_a_reload(tmp_path: Path) -> None:
+    # The grant's end is passed on the gateway's clock, not waited for: a 1 s grant and a
+    # 1.1 s sleep assumed the set-up and the first call took less than a second.
+    skew = [0.0]
+    world = await start_world(tmp_path, clock=lambda: time.time() + skew[0])
+    try:
+        await add_critical_model(world)
+        add_grant(world, "alice", "vault", expires_in=GRANT_S)
+        await world.reload()
+        engine = world.gateway.state.policy
+        assert (await chat(world, "alice", "vault")).status == 200
+        skew[0] = GRANT_S + 1.0
+        reply = await chat(world, "alice", "vault")
+        assert reply.status == 404
+        assert world.gateway.state.policy is engine  # same engine: the cache did not answer
+        event = await event_of(world, "request.denied", reply)
+        assert event["data"]["reasons"] == ["grant.required"]
+        assert "vault" not in await listed(world, "alice")
+    finally:
+        await stop_world(world)
 
 
 # ── the engine follows the snapshot ────────────────────────────────────────────────────────

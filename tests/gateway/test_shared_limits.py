@@ -24,6 +24,7 @@ from garrison.identity.access_tokens import SessionClaims, issue_access_token
 from garrison.identity.dpop import generate_proof_key, make_proof
 from garrison.metrics import render
 from garrison.server import Gateway
+from garrison.shared.redis_limits import RedisLimits
 from garrison.shared.redis_link import REDIS_RETRY_S
 from tests.support.redis_server import (
     REDIS_URL,
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.e2e
 PUBLIC_URL = "http://garrison.test"  # both replicas behind one name, as behind a balancer
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
+# Longest the stalled uploads may take to be admitted (a Redis round trip each).
+ADMITTED_WITHIN_S = 10.0
 # The second replicas running in this test (``reasons`` waits for their logs too).
 OTHERS: list[Gateway] = []
 
@@ -48,9 +51,11 @@ class Pair:
     world: World
     other: Gateway
 
+    def gateway(self, which: int) -> Gateway:
+        return self.world.gateway if which == 0 else self.other
+
     def base(self, which: int) -> str:
-        gateway = self.world.gateway if which == 0 else self.other
-        return f"http://127.0.0.1:{gateway.port}"
+        return f"http://127.0.0.1:{self.gateway(which).port}"
 
 
 Start = Callable[..., Awaitable[Pair]]
@@ -112,10 +117,12 @@ async def reasons(world: World, request_id: str) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def stalled_uploads(base: str, key: str, count: int) -> AsyncIterator[None]:
-    """``count`` calls that send their head and one byte of the body, then stall (each
-    holding its slots)."""
-    port = int(base.rsplit(":", 1)[1])
+async def stalled_uploads(gateway: Gateway, key: str, count: int) -> AsyncIterator[None]:
+    """``count`` calls to ``gateway`` that send their head and one byte of the body, then
+    stall (each holding its slots); entered once the gateway holds their shared leases."""
+    port = gateway.port
+    shared = gateway.state.shared
+    assert isinstance(shared, RedisLimits)
     writers = []
     head = (
         f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
@@ -127,7 +134,12 @@ async def stalled_uploads(base: str, key: str, count: int) -> AsyncIterator[None
             writer.write(head)
             await writer.drain()
             writers.append(writer)
-        await asyncio.sleep(0.3)  # admitted: past admission, waiting for the body
+        # Admitted: past admission (their leases taken in Redis), waiting for the body. A
+        # condition, not a 0.3 s pause, which a loaded machine could outlast.
+        deadline = time.monotonic() + ADMITTED_WITHIN_S
+        while shared.in_flight < count:
+            assert time.monotonic() < deadline, f"{shared.in_flight} of {count} admitted"
+            await asyncio.sleep(0.01)
         yield
     finally:
         for writer in writers:
@@ -149,7 +161,7 @@ async def until_status(base: str, key: str, status: int, within: float = 3.0) ->
 async def test_a_keys_calls_in_flight_are_limited_over_both_replicas(replicas: Start) -> None:
     pair = await replicas(max_concurrent_per_credential=2, max_concurrent_per_principal=3)
     carol = pair.world.keys["carol"]
-    async with stalled_uploads(pair.base(0), carol, 2):
+    async with stalled_uploads(pair.gateway(0), carol, 2):
         status, raw, headers = await call(pair.base(1), carol)
         assert status == 429 and orjson.loads(raw)["error"]["code"] == "rate_limited"
         assert await reasons(pair.world, headers["x-request-id"]) == ["credential.concurrency"]
@@ -167,8 +179,8 @@ async def test_a_persons_calls_in_flight_are_limited_over_their_keys_and_replica
     await pair.other.reload()
     carol = world.keys["carol"]
     async with (
-        stalled_uploads(pair.base(0), carol, 2),
-        stalled_uploads(pair.base(1), second, 1),
+        stalled_uploads(pair.gateway(0), carol, 2),
+        stalled_uploads(pair.gateway(1), second, 1),
     ):
         # Replica 1 itself holds one of carol's calls: its own limits would let this in.
         status, _, headers = await call(pair.base(1), second)

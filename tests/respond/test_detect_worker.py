@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -394,12 +395,17 @@ def test_a_missing_row_is_waited_for_then_stepped_over(
     record = out_of_network("x", 1.0)
     rows = [(1, record.encode(0)), (3, record.encode(2))]
     monkeypatch.setattr(detector_state, "records_after", lambda conn, cursor, limit: rows)
-    monkeypatch.setattr(log_feed, "DETECT_GAP_WAIT_S", 0.2)
+    # The feed's clock, moved by the test (a 0.2 s wait in real time assumed the two reads
+    # before it were less than 0.2 s apart).
+    now = [1000.0]
+    monkeypatch.setattr(log_feed, "time", SimpleNamespace(monotonic=lambda: now[0]))
     feed = LogFeed(db.engine)
     assert [seq for seq, _ in feed.from_log(10)] == [1]  # row 2 not committed yet: wait
     rows.pop(0)
     assert feed.from_log(10) == []
-    time.sleep(0.25)
+    now[0] = 1000.0 + log_feed.DETECT_GAP_WAIT_S - 0.5
+    assert feed.from_log(10) == []  # still waited for
+    now[0] = 1000.0 + log_feed.DETECT_GAP_WAIT_S
     items = feed.from_log(10)
     assert [seq for seq, _ in items] == [3]  # stepped over after DETECT_GAP_WAIT_S
     assert isinstance(items[0][1], Obs)

@@ -17,6 +17,8 @@ from tests.support.redis_server import REDIS_URL, RedisProxy, closed_port, fresh
 
 Make = Callable[..., RedisLimits]
 CAPS = {"per_credential": 2, "per_principal": 3, "per_minute": 1000}
+# The lease TTL of the test that outlives it by renewal.
+RENEWED_TTL_S = 1.0
 
 
 @pytest.fixture
@@ -116,11 +118,14 @@ async def test_the_slots_of_a_killed_replica_come_back_when_their_leases_lapse(
 
 
 async def test_a_running_calls_lease_is_renewed_past_its_ttl(replicas: Make) -> None:
-    running = replicas(lease_ttl_s=0.3, renew_s=0.1)
+    # Renewed ten times per TTL: the leases lapse only if renewal stalls for most of a
+    # second (a 0.3 s TTL renewed every 0.1 s would lapse on a loaded machine holding the
+    # event loop or the Redis round trip for 0.2 s).
+    running = replicas(lease_ttl_s=RENEWED_TTL_S, renew_s=RENEWED_TTL_S / 10)
     other = replicas()
     for _ in range(2):
         assert (await enter(running)).verdict is SharedVerdict.ADMITTED
-    await asyncio.sleep(0.8)
+    await asyncio.sleep(2.5 * RENEWED_TTL_S)
     assert (await enter(other)).verdict is SharedVerdict.CREDENTIAL_CONCURRENCY
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,19 @@ from garrison.store import Directory
 from tests.support import pg
 
 UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
+# Longest ``World.signed`` waits for the idle checkpoint: many times its 1 s quiet interval
+# (a loaded machine delays the writer thread's idle ticks).
+SIGNED_WITHIN_S = 15.0
+
+
+class SkewedClock:
+    """A gateway's's wall clock, ``ahead`` seconds past the real one (moved by the test)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
 
 
 @dataclass
@@ -80,6 +93,24 @@ class World:
         try:
             await self.gateway.audit.integrate()
         except AuditUnavailable:
+            await asyncio.sleep(0.05)
+
+    async def signed(self, within: float = SIGNED_WITHIN_S) -> int:
+        """Wait until a stored checkpoint covers every event committed so far (the idle
+        writer signs one after a quiet ``CHECKPOINT_INTERVAL_S``); returns its tree size.
+        A condition, not a pause: a pause of a little more than the interval was too short
+        when the machine was loaded."""
+        await self.settle()
+        deadline = time.monotonic() + within
+        while True:
+            with self.directory.engine.connect() as conn:
+                events = conn.execute(sa.text("SELECT count(*) FROM audit_events")).scalar_one()
+                signed = conn.execute(
+                    sa.text("SELECT max(tree_size) FROM audit_checkpoints")
+                ).scalar_one()
+            if signed is not None and signed == events:
+                return int(signed)
+            assert time.monotonic() < deadline, f"{events} events, signed only {signed}"
             await asyncio.sleep(0.05)
 
     async def reload(self) -> None:
@@ -185,6 +216,7 @@ async def start_world(
     audit_jsonl: Path | None = None,
     database_url: str | None = None,
     admin_listen: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> World:
     done = init(root / "data", database_url=database_url)
     # The first admin enrolls (its key is its own), as `garrison enroll` would.
@@ -210,7 +242,7 @@ async def start_world(
         audit_jsonl=audit_jsonl,
         admin_listen=admin_listen,
     )
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, clock=clock)
     await gateway.start()
     return World(
         root=root,
