@@ -15,6 +15,7 @@ import itertools
 import os
 import secrets
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,19 @@ ORIGIN = {"admin": "mallory", "credential_id": "k-1", "client_address": "10.0.0.
 
 
 def _deterministic_hex(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every id the scenario makes (``new_id``, key ids, codes' ids) is a counter."""
+    """Every id the scenario makes (``new_id``, key ids, codes' ids) is a counter. Only on
+    this test's thread: a thread an earlier test in this worker left running (a detection
+    worker, a shared-limits replica) that makes an id meanwhile gets a real one and does not
+    move the counter."""
     counter = itertools.count(1)
-    monkeypatch.setattr(secrets, "token_hex", lambda n=32: f"{next(counter):0{2 * int(n)}x}")
+    real, mine = secrets.token_hex, threading.get_ident()
+
+    def token_hex(n: int | None = 32) -> str:
+        if threading.get_ident() != mine:
+            return real(n)
+        return f"{next(counter):0{2 * int(n or 32)}x}"
+
+    monkeypatch.setattr(secrets, "token_hex", token_hex)
     monkeypatch.setattr(socket, "gethostname", lambda: "golden-host")
 
 
