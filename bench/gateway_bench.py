@@ -1,6 +1,7 @@
 """Garrison's data plane against the same mock upstream, direct and through the gateway.
 
     python bench/gateway_bench.py [--quick] [--json out.json] [--stacks LIST|none]
+    python bench/gateway_bench.py --hold-only [--repeat N] [--json out.json]
 
 Every process is separate and on 127.0.0.1: two mock upstreams (``garrison mock-upstream``),
 the gateway (``garrison serve`` on a data directory seeded here: one principal, one key, a
@@ -29,6 +30,7 @@ import platform
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -492,6 +494,7 @@ def run(
     profile_phase: str = "nonstream_c32",
     profile_only: bool = False,
     profile_wall: bool = False,
+    hold_only: bool = False,
 ) -> dict[str, Any]:
     data_dir = work / "data"
     info = machine_info(work)
@@ -530,6 +533,19 @@ def run(
             )
             children.stop(gateway, signal.SIGINT)
             return {"machine": info, "profile": profile}
+        if hold_only:
+            log("holding streams through the gateway (no other phase):")
+            hold = measure_hold(
+                children,
+                plan,
+                gw_target,
+                {"target": gateway.pid, "mock": mocks.hold.pid},
+                gateway.pid,
+                main_thread_of=main_thread,
+                log=log,
+            )
+            children.stop(gateway, signal.SIGINT)
+            return {"machine": info, "hold": figures(hold), "raw": {"hold": asdict(hold)}}
         for index in range(plan.rounds):
             log(f"round {index + 1}/{plan.rounds}:")
             for phase, result in measure(
@@ -632,6 +648,15 @@ def run(
     }
 
 
+def print_hold(hold: Mapping[str, Any]) -> None:
+    print(
+        f"holding {int(hold.get('rss_held_open', 0))} streams (max open {int(hold['max_open'])}): "
+        f"gateway RSS before {hold['rss_baseline_mb']:.1f} MB, at all-open "
+        f"{hold.get('rss_at_held_mb', float('nan')):.1f} MB, peak {hold['rss_peak_mb']:.1f} MB "
+        f"(VmHWM {hold['rss_hwm_mb']:.1f}, sampled {hold['rss_sampled_peak_mb']:.1f})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (smoke check)")
@@ -673,8 +698,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="with --profile: run only the profiled phase (no measured rounds, no stacks)",
     )
+    parser.add_argument(
+        "--hold-only",
+        action="store_true",
+        help="run only the 1,000-stream hold through a fresh gateway (no rounds, no stacks, "
+        "no durable commit); its peak RSS is lower than after the full plan's ~100,000 calls",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --hold-only: this many holds, each on a new gateway; min/median printed",
+    )
     opts = parser.parse_args(argv)
     plan = QUICK if opts.quick else FULL
+    if opts.hold_only:
+        return hold_only_main(plan, opts.repeat, opts.work_dir, opts.json)
     if opts.rounds:
         plan = replace(plan, rounds=opts.rounds)
     if opts.stack_rounds:
@@ -717,6 +756,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["elapsed_s"] = elapsed
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def hold_only_main(plan: Plan, repeat: int, work_dir: Path | None, out: Path | None) -> int:
+    """``--hold-only``: the hold phase alone, ``repeat`` times, each on a new gateway."""
+    holds: list[dict[str, Any]] = []
+    for index in range(max(1, repeat)):
+        print(f"hold {index + 1}/{max(1, repeat)}:")
+        with tempfile.TemporaryDirectory(prefix="garrison-bench-", dir=work_dir) as tmp:
+            report = run(plan, [], Path(tmp), print, hold_only=True)
+        print_hold(report["hold"])
+        holds.append(report)
+    peaks = sorted(h["hold"]["rss_peak_mb"] for h in holds)
+    bases = sorted(h["hold"]["rss_baseline_mb"] for h in holds)
+    print(
+        f"\npeak RSS over {len(peaks)} hold(s): min {peaks[0]:.1f} MB, "
+        f"median {statistics.median(peaks):.1f} MB, max {peaks[-1]:.1f} MB; "
+        f"RSS before the hold: min {bases[0]:.1f}, median {statistics.median(bases):.1f} MB"
+    )
+    if out:
+        out.write_text(json.dumps(holds, indent=2))
     return 0
 
 

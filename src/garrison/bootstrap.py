@@ -31,7 +31,6 @@ from garrison.store import (
     enrollment,
     make_engine,
     migrate,
-    revisions,
     schema,
     sqlite_path,
 )
@@ -135,6 +134,10 @@ def _check_database_is_new(url: str) -> None:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return  # a new SQLite file: nothing there yet
+    # Imported here: alembic (with mako and pygments) would otherwise stay resident in every
+    # process that imports this module, the gateway's included, for this check at init alone.
+    from garrison.store import revisions
+
     engine = make_engine(url)
     try:
         revisions.check_uninitialised(engine)

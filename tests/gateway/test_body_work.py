@@ -44,6 +44,19 @@ async def test_offload_body_bytes_sends_the_limit_to_a_worker_and_keeps_smaller_
     assert bodies.offloaded == 1
 
 
+async def test_the_pool_and_its_resource_tracker_start_with_the_first_large_body(
+    make_world: MakeWorld,
+) -> None:
+    # Making the pool starts multiprocessing's resource tracker (a process of ~12 MB): a
+    # gateway that never sees a large body never pays it (issue 18's memory target).
+    world = await make_world(offload_body_bytes=LIMIT)
+    bodies = world.gateway.state.bodies
+    assert (await post(world, chat_body(LIMIT - 1)))[0] == 200
+    assert bodies.pool is None
+    assert (await post(world, chat_body(LIMIT)))[0] == 200
+    assert bodies.pool is not None and bodies.offloaded == 1
+
+
 async def test_worker_parsed_body_is_forwarded_renamed_and_scanned(
     make_world: MakeWorld,
 ) -> None:

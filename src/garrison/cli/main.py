@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
-from rich.console import Console
 
 from garrison import __version__
 from garrison.bootstrap import FIRST_ADMIN, open_directory, recover_admin_key, write_credential
@@ -33,9 +32,6 @@ from garrison.keyring import Sealer, add_seal_key
 from garrison.log_format import LOG_FORMATS
 from garrison.log_format import configure as configure_logs
 from garrison.safe_text import terminal_safe
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _settings(config_path: Path) -> Settings:
@@ -52,6 +48,18 @@ def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> None:
 class _Group(click.Group):
     """Turns Garrison's own errors into one clean line and the exit code of its kind
     (``garrison.cli.exits``: the one table every command follows)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # ``serve`` and the other host commands defined here run without the directory
+        # commands' modules (httpx, rich, markdown: ~10 MB the gateway would keep resident);
+        # any other name brings them in first.
+        if cmd_name not in _HOST_COMMANDS:
+            _register()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -308,7 +316,17 @@ def keys_rotate_token(config_path: Path) -> None:
     click.echo(f"new token-signing key {kid}; restart the gateway processes to sign with it")
 
 
+# Commands defined in this module that need none of the registered ones: a call naming one of
+# them leaves the others unimported (``keys`` is not here: ``keys audit`` is registered).
+_HOST_COMMANDS = frozenset({"serve", "init", "demo", "mock-upstream", "recover-admin"})
+_REGISTERED: list[bool] = []
+
+
 def _register() -> None:
+    """Add the directory, audit and other commands (once; on first use)."""
+    if _REGISTERED:
+        return
+    _REGISTERED.append(True)
     from garrison.cli import (
         access_cmds,
         curl_cmd,
@@ -358,9 +376,6 @@ def _register() -> None:
         ops_cmds.completion,
     ):
         cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

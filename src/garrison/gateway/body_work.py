@@ -105,21 +105,27 @@ class BodyWork:
     pool: concurrent.futures.ProcessPoolExecutor | None = None
     # Bodies handled in a worker, for /metrics and tests.
     offloaded: int = 0
+    # Large bodies go to the pool (made on the first one) once started.
+    started: bool = False
 
     def start(self) -> None:
-        """Make the pool. Its processes start with the first large body: a process that
-        never sees one never pays their memory (~35 MB with the resource tracker)."""
+        """Send large bodies to the pool from now on. The pool is made with the first large
+        body: a process that never sees one never pays its memory (~35 MB with the resource
+        tracker, which making the pool starts: 12 MB at once, measured)."""
+        self.started = True
+
+    def _make_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         # spawn, not fork: the gateway has threads (the audit writer) by now.
         context = multiprocessing.get_context("spawn")
         self.pool = concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_lower_priority
         )
+        return self.pool
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(*args)`` in a worker. A pool whose worker died (killed, out of memory) is
         replaced, and this call is refused with 503 rather than every later one failing."""
-        pool = self.pool
-        assert pool is not None
+        pool = self.pool or self._make_pool()
         loop = asyncio.get_running_loop()
         # A worker is spawned inside submit: hide the gateway's __main__ (the CLI) so the
         # worker imports only this module (23 MB) instead of the whole CLI (90 MB).
@@ -139,12 +145,13 @@ class BodyWork:
             raise Overloaded("body worker died") from None
 
     def stop(self) -> None:
+        self.started = False
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
     def _large(self, raw: bytes) -> bool:
-        return self.pool is not None and len(raw) >= self.offload_bytes
+        return self.started and len(raw) >= self.offload_bytes
 
     async def digest(self, raw: bytes) -> str:
         if len(raw) >= THREAD_DIGEST_BYTES:

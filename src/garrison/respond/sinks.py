@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import orjson
 
 from garrison.audit.exporters import SyslogExporter
@@ -98,6 +97,11 @@ class WebhookSink(_Threaded):
     def __init__(self, url: str, secret: bytes | None) -> None:
         self._url = url
         self._secret = secret
+        # Imported here: httpx (with click and rich, which it pulls in) costs the gateway
+        # ~10 MB of resident memory, and only a configured webhook sink needs it.
+        import httpx
+
+        self._transport_error = httpx.TransportError
         self._client = httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False)
         self._stop = threading.Event()
         super().__init__()
@@ -117,7 +121,7 @@ class WebhookSink(_Threaded):
                 problem = f"HTTP {resp.status_code}"
                 if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
                     raise RuntimeError(f"receiver refused the alert ({problem})")
-            except httpx.TransportError as exc:
+            except self._transport_error as exc:
                 problem = type(exc).__name__
             if attempt == WEBHOOK_ATTEMPTS or self._stop.wait(delay):
                 raise RuntimeError(f"gave up after {attempt} attempt(s): {problem}")
