@@ -15,6 +15,7 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from garrison.audit.events import EventName
 from garrison.detect import rules as r
 from garrison.detect.observation import Finding, Obs
 from garrison.domain import Credential, Principal
@@ -33,7 +34,7 @@ class Facts(Protocol):
 # Evidence indices kept per finding: enough to point an investigator at the events.
 EVIDENCE_MAX = 20
 # Refusals on the data plane and on the admin API (key guessing there counts as much).
-DENIALS = frozenset({"request.denied", "admin.denied"})
+DENIALS = frozenset({EventName.REQUEST_DENIED, EventName.ADMIN_DENIED})
 
 # Exported state (``state()``, stored by the detection worker with its cursor) is bounded:
 # each detector keeps its most recently active subjects, at most this many — a deployment's

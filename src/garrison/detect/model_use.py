@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from garrison.audit.events import EventName
 from garrison.detect import rules as r
 from garrison.detect.base import STATE_SUBJECTS_MAX, Base, Facts, newest
 from garrison.detect.observation import Finding, Obs
@@ -15,7 +16,7 @@ class Content(Base):
     """The gateway matched this rule's patterns against the prompt in flight."""
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.allowed" or self.rule.id not in obs.content_flags:
+        if obs.name != EventName.REQUEST_ALLOWED or self.rule.id not in obs.content_flags:
             return []
         return [
             self.finding(
@@ -35,7 +36,7 @@ class Extraction(Base):
         self.state_of: dict[tuple[str, str], list[Any]] = {}
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.allowed" or obs.model is None:
+        if obs.name != EventName.REQUEST_ALLOWED or obs.model is None:
             return []
         subject = obs.principal_id if self.p.by == "principal" else obs.org_id
         if subject is None:

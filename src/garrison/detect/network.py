@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from garrison.audit.events import EventName
 from garrison.detect import rules as r
 from garrison.detect.base import (
     DENIALS,
@@ -43,7 +44,11 @@ class MultiNetwork(Base):
         self.seen: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.allowed" or obs.credential_id is None or obs.address is None:
+        if (
+            obs.name != EventName.REQUEST_ALLOWED
+            or obs.credential_id is None
+            or obs.address is None
+        ):
             return []
         net = network_of(obs.address, self.p.prefix_v4, self.p.prefix_v6)
         if net is None:
@@ -92,7 +97,7 @@ class NewNetwork(Base):
         self.last_at: dict[str, float] = {}  # principal → its last call (state bounds)
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.allowed" or obs.principal_id is None or obs.address is None:
+        if obs.name != EventName.REQUEST_ALLOWED or obs.principal_id is None or obs.address is None:
             return []
         net = network_of(obs.address, self.p.prefix_v4, self.p.prefix_v6)
         if net is None:

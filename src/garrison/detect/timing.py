@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from garrison.audit.events import EventName
 from garrison.detect import rules as r
 from garrison.detect.base import STATE_SUBJECTS_MAX, Base, Facts, newest
 from garrison.detect.observation import Finding, Obs
@@ -16,7 +17,7 @@ from garrison.domain import PrincipalKind
 
 class OutsideContract(Base):
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.denied" or "vendor.outside_contract" not in obs.reasons:
+        if obs.name != EventName.REQUEST_DENIED or "vendor.outside_contract" not in obs.reasons:
             return []
         return [
             self.finding(
@@ -35,7 +36,7 @@ class OffHours(Base):
         self.first_seen: dict[str, float] = {}
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.allowed" or obs.principal_id is None:
+        if obs.name != EventName.REQUEST_ALLOWED or obs.principal_id is None:
             return []
         principal = facts.principals.get(obs.principal_id)
         if principal is not None and principal.kind is PrincipalKind.SERVICE:
@@ -74,7 +75,7 @@ class Dormant(Base):
         self.last: dict[str, float] = dict(last_used or {})
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
-        if obs.name != "request.allowed" or obs.credential_id is None:
+        if obs.name != EventName.REQUEST_ALLOWED or obs.credential_id is None:
             return []
         key = obs.credential_id
         previous = self.last.get(key)

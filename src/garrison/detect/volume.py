@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from garrison.audit.events import EventName
 from garrison.detect import rules as r
 from garrison.detect.base import STATE_SUBJECTS_MAX, Base, Facts, newest
 from garrison.detect.observation import Finding, Obs
@@ -41,11 +42,11 @@ class Volume(Base):
 
     def observe(self, obs: Obs, facts: Facts) -> list[Finding]:
         who = obs.principal_id
-        if who is None or obs.name not in ("request.allowed", "request.completed"):
+        if who is None or obs.name not in (EventName.REQUEST_ALLOWED, EventName.REQUEST_COMPLETED):
             return []
         start = obs.at - (obs.at % self.p.bucket)
         cur = self._roll(who, start)
-        if obs.name == "request.allowed":
+        if obs.name == EventName.REQUEST_ALLOWED:
             cur[1] += 1
         else:
             cur[2] += obs.tokens_in + obs.tokens_out
