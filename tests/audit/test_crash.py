@@ -302,7 +302,10 @@ def test_tree_continues_after_a_crash(crashed: Outcome) -> None:
     before = crashed.sizes_before
     after = crashed.sizes_after[len(before) :]
     assert before, "no checkpoint was signed before the crash"
-    assert max(before) < crashed.events_before  # the crash left an unsigned tail
+    # Usually the crash leaves an unsigned tail (the writer signs at most once a second, a
+    # batch every few ms); if the very last commit happened to carry a checkpoint there is
+    # none, and the fold below has nothing to add (not a failure of the product).
+    assert max(before) <= crashed.events_before
     assert crashed.sizes_after[: len(before)] == before  # nothing signed was lost
     assert after, "no checkpoint after the restart"
     assert min(after) > max(before)
