@@ -143,6 +143,10 @@ def keys_of(world: World, name: str) -> list[dict[str, Any]]:
     )
 
 
+# A key ending within this long of the renderings is waited out first (see ``_play``).
+KEY_ENDING_S = 5.0
+
+
 def key_id(token: str) -> str:
     return token.split("_")[1]
 
@@ -285,6 +289,16 @@ async def _play(world: World, root: Path) -> Scene:
     assert updated == {"incident_id": incident, "from": "open", "to": "contained", "note": NOTE}
     assert t_locked < t_last
     await world.settle()
+    # A key of bob's that ends within seconds (the world's 1 s "bob-short") must not end
+    # between the three renderings below, which are three calls: wait until it has ended,
+    # so each shows it expired (a fast machine reached them inside its second).
+    ending = [
+        float(k["expires_at"])
+        for k in keys_of(world, "bob")
+        if k["expires_at"] is not None and float(k["expires_at"]) < time.time() + KEY_ENDING_S
+    ]
+    if ending:
+        await asyncio.sleep(max(0.0, max(ending) - time.time() + 0.01))
 
     status, report = await admin_call(world, admin, "GET", f"/incidents/{incident}/report")
     assert status == 200, report
