@@ -1,6 +1,6 @@
 """One durable commit: what a one-row SQLite commit with fsync costs on this disk.
 
-    python bench/durable_commit.py [--commits N] [--dir DIR]
+    python bench/durable_commit.py [--commits N] [--dir DIR] [--segment] [--rounds R]
 
 The gateway forwards an allowed call only after its audit record is committed, so one
 durable commit is part of the floor under its added latency at concurrency 1 (issue 18
@@ -50,6 +50,8 @@ WARMUP_COMMITS = 50
 RECORD_BYTES = 600
 # The database file's name inside the directory (removed afterwards, with its WAL).
 DB_NAME = "durable-commit-bench.db"
+# The append-only file of ``--segment`` (removed afterwards).
+SEGMENT_NAME = "durable-commit-bench.segment"
 
 _SCHEMA = (
     "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
@@ -90,10 +92,12 @@ def measure_commits(
         record = os.urandom(RECORD_BYTES)
         for index in range(warmup):
             _commit_one(conn, index, record)
+        cpu0 = time.thread_time_ns()
         for index in range(warmup, warmup + commits):
             t0 = time.perf_counter_ns()
             _commit_one(conn, index, record)
             timings.append(time.perf_counter_ns() - t0)
+        cpu_ns = time.thread_time_ns() - cpu0
     finally:
         conn.close()
         for leftover in files:
@@ -103,6 +107,47 @@ def measure_commits(
         "directory": str(directory),
         "journal_mode": mode,
         "synchronous": synchronous,  # 2 is FULL
+        # The committing thread's CPU (user + system: the fsync's kernel work included).
+        "cpu_ms": cpu_ns / commits / 1e6,
+        **summarize_ns(timings),
+    }
+
+
+def measure_segment(
+    directory: Path, commits: int = COMMITS, warmup: int = WARMUP_COMMITS
+) -> dict[str, Any]:
+    """The same number of durable appends to a preallocated append-only file instead:
+    ``pwrite`` of one record-sized block, then ``fdatasync``. Issue 18 lists an append-only
+    segment with SQLite indexing behind it as a candidate for the durable part; this is the
+    disk's part of that design alone (no framing, no checksum, no index)."""
+    path = directory / SEGMENT_NAME
+    record = os.urandom(RECORD_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    timings: list[int] = []
+    try:
+        # Preallocated and synced first, so each fdatasync writes data, not the file's size.
+        os.posix_fallocate(fd, 0, (warmup + commits) * RECORD_BYTES)
+        os.fsync(fd)
+        offset = 0
+        for _ in range(warmup):
+            os.pwrite(fd, record, offset)
+            os.fdatasync(fd)
+            offset += RECORD_BYTES
+        cpu0 = time.thread_time_ns()
+        for _ in range(commits):
+            t0 = time.perf_counter_ns()
+            os.pwrite(fd, record, offset)
+            os.fdatasync(fd)
+            timings.append(time.perf_counter_ns() - t0)
+            offset += RECORD_BYTES
+        cpu_ns = time.thread_time_ns() - cpu0
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return {
+        "commits": commits,
+        "directory": str(directory),
+        "cpu_ms": cpu_ns / commits / 1e6,
         **summarize_ns(timings),
     }
 
@@ -113,6 +158,15 @@ def describe(result: Mapping[str, Any]) -> str:
         f"{result['commits']} one-row commits (journal_mode={result['journal_mode']}, "
         f"synchronous={synchronous}): p50 {result['p50']:.3f} ms, "
         f"p99 {result['p99']:.3f} ms, max {result['max']:.3f} ms"
+        + (f", {result['cpu_ms']:.3f} ms of CPU each" if "cpu_ms" in result else "")
+    )
+
+
+def describe_segment(result: Mapping[str, Any]) -> str:
+    return (
+        f"{result['commits']} appends to a preallocated file, each followed by fdatasync: "
+        f"p50 {result['p50']:.3f} ms, p99 {result['p99']:.3f} ms, max {result['max']:.3f} ms, "
+        f"{result['cpu_ms']:.3f} ms of CPU each"
     )
 
 
@@ -123,15 +177,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", type=Path, help="where the database goes (default: a new temporary directory)"
     )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument(
+        "--segment",
+        action="store_true",
+        help="also time appends + fdatasync to a preallocated file (issue 18's candidate)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat, alternating the two")
     opts = parser.parse_args(argv)
-    if opts.dir is not None:
-        result = measure_commits(opts.dir, opts.commits)
-    else:
-        with tempfile.TemporaryDirectory(prefix="garrison-commit-") as tmp:
-            result = measure_commits(Path(tmp), opts.commits)
-    print(describe(result))
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="garrison-commit-") as tmp:
+        directory = opts.dir if opts.dir is not None else Path(tmp)
+        for _ in range(opts.rounds):
+            result = measure_commits(directory, opts.commits)
+            print(describe(result))
+            results.append(result)
+            if opts.segment:
+                segment = measure_segment(directory, opts.commits)
+                print(describe_segment(segment))
+                results.append({"segment": True, **segment})
     if opts.json:
-        opts.json.write_text(json.dumps(result, indent=2))
+        opts.json.write_text(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0
 
 
