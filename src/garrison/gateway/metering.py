@@ -153,10 +153,11 @@ def split_events(data: bytes) -> list[bytes]:
 def _one_event(data: bytes) -> bool:
     """``data`` is one line and its empty line, ended by LF LF or CRLF CRLF."""
     n = len(data)
-    if data.endswith(b"\n\n"):
-        if data.endswith(b"\r\n\r\n"):
-            return data.find(b"\r") == n - 4 and data.find(b"\n") == n - 3
-        return data.find(b"\n") == n - 2 and b"\r" not in data
+    first = data.find(b"\n")
+    if first == n - 2:
+        return data[-1] == 0x0A and b"\r" not in data
+    if first == n - 3:
+        return data.endswith(b"\r\n\r\n") and data.find(b"\r") == n - 4
     return False
 
 
@@ -173,15 +174,6 @@ def _named_event(data: bytes) -> tuple[bytes, bytes] | None:
     name = data[7 : second - 1] if data.startswith(b" ", 6) else data[6 : second - 1]
     value = second + 6 if data.startswith(b" ", second + 5) else second + 5
     return name or b"message", data[value : n - 2]
-
-
-def _has_content(raw: bytes, start: int) -> bool:
-    """``_CONTENT`` matches ``raw`` from ``start`` on: first the compact ``"content":"x`` as a
-    plain substring (a match of the pattern when present), else the pattern itself."""
-    at = raw.find(b'"content":"', start)
-    if at >= 0 and not raw.startswith(b'"', at + 11):
-        return True
-    return _CONTENT.search(raw, start) is not None
 
 
 class SseMeter:
@@ -265,11 +257,14 @@ class SseMeter:
         :meth:`_openai_event` gives, found with substring tests alone for the usual chunk (no
         ``"usage"``, or one ``"usage":null``, with ``,`` before it when it is to be removed);
         any other chunk goes to :meth:`_openai_event`."""
-        if not raw.startswith(b"data:"):
+        if raw.startswith(b"data: {"):
+            start = 6
+        elif not raw.startswith(b"data:"):
             return raw  # a comment or another field: no data, or empty data
-        start = 6 if raw.startswith(b" ", 5) else 5
-        if not raw.startswith(b"{", start):
-            return raw
+        else:
+            start = 6 if raw.startswith(b" ", 5) else 5
+            if not raw.startswith(b"{", start):
+                return raw
         at = raw.find(b'"usage"', start)
         if at >= 0:
             if not raw.startswith(b'"usage":null', at) or raw.find(b'"usage"', at + 12) >= 0:
@@ -279,7 +274,11 @@ class SseMeter:
                     return self._openai_event(raw)
                 # The first match of _NULL_USAGE_FIELD: the "," and the field.
                 raw = raw[: at - 1] + raw[at + 12 :]
-        if _has_content(raw, start):
+        # _CONTENT on the data, i.e. on ``raw`` from ``start`` on (after the data come only
+        # line ends, which no match can take in); first the compact ``"content":"x`` as a
+        # plain substring (where present, a match of the pattern).
+        at = raw.find(b'"content":"', start)
+        if (at >= 0 and not raw.startswith(b'"', at + 11)) or _CONTENT.search(raw, start):
             self.usage.counted_chunks += 1
         return raw
 
