@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -70,6 +71,28 @@ def answer_forms(key: str) -> tuple[bytes, ...]:
     return tuple(f.encode() for f in credential_forms(key))
 
 
+def detection_forms(forms: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The ``forms`` that hold none of the others. Every form holds one of them (the base64
+    of ``Bearer <key>`` holds the base64 of the key), so a text without any of these holds
+    no form at all: fewer substring tests for the usual text, which holds none."""
+    return tuple(f for f in forms if not any(g != f and g in f for g in forms))
+
+
+@dataclass(frozen=True, slots=True)
+class EchoForms:
+    """One credential's forms (:func:`answer_forms`) and the few that tell whether any of
+    them is there (:func:`detection_forms`), computed once per stream."""
+
+    forms: tuple[bytes, ...]
+    detect: tuple[bytes, ...]
+
+
+@functools.lru_cache(maxsize=1024)
+def echo_forms(key: str) -> EchoForms:
+    forms = answer_forms(key)
+    return EchoForms(forms, detection_forms(forms))
+
+
 def scrub_text(text: str, key: str | None) -> str:
     """``text`` with every form of ``key`` replaced."""
     if not key:
@@ -110,10 +133,21 @@ def scrub_bytes(data: _Bytes, forms: tuple[bytes, ...]) -> _Bytes:
     for form in forms:
         if form in data:
             data = data.replace(form, REDACTED.encode())
-    if forms and b"\\u" in data:
+    if forms and b"\\" in data and b"\\u" in data:  # one byte's search first: the quicker one
         plain = _scrub_escaped(bytes(data), forms)
         if plain != data:
             return type(data)(plain)
+    return data
+
+
+def scrub_event(data: bytes, echo: EchoForms) -> bytes:
+    """What :func:`scrub_bytes` gives for ``echo.forms``; a text with none of the detection
+    forms and no backslash (the usual stream event) is returned after those tests alone."""
+    for form in echo.detect:
+        if form in data:
+            return scrub_bytes(data, echo.forms)
+    if b"\\" in data and b"\\u" in data:
+        return scrub_bytes(data, echo.forms)
     return data
 
 

@@ -153,11 +153,27 @@ def split_events(data: bytes) -> list[bytes]:
 def _one_event(data: bytes) -> bool:
     """``data`` is one line and its empty line, ended by LF LF or CRLF CRLF."""
     n = len(data)
-    if data[-2:] == b"\n\n":
-        if data[-4:] == b"\r\n\r\n":
-            return data.find(b"\r") == n - 4 and data.find(b"\n") == n - 3
-        return data.find(b"\n") == n - 2 and b"\r" not in data
+    first = data.find(b"\n")
+    if first == n - 2:
+        return data[-1] == 0x0A and b"\r" not in data
+    if first == n - 3:
+        return data.endswith(b"\r\n\r\n") and data.find(b"\r") == n - 4
     return False
+
+
+def _named_event(data: bytes) -> tuple[bytes, bytes] | None:
+    """The name and data of ``data`` when it is exactly ``event:`` line, ``data:`` line, empty
+    line, all ended by LF (the usual Anthropic chunk); None for any other shape. The same
+    result as :func:`parse_event` for that shape, without its split."""
+    n = len(data)
+    if not data.startswith(b"event:") or not data.endswith(b"\n\n") or b"\r" in data:
+        return None
+    second = data.find(b"\n") + 1  # the second line: the data line, ended by the first LF LF
+    if data.find(b"\n", second) != n - 2 or not data.startswith(b"data:", second):
+        return None
+    name = data[7 : second - 1] if data.startswith(b" ", 6) else data[6 : second - 1]
+    value = second + 6 if data.startswith(b" ", second + 5) else second + 5
+    return name or b"message", data[value : n - 2]
 
 
 class SseMeter:
@@ -177,12 +193,20 @@ class SseMeter:
 
     def feed(self, data: bytes) -> bytes:
         held = len(self._buf)
-        if not held and _one_event(data):
-            # The usual chunk: exactly one whole one-line event (no scan, no split).
+        if not held:
+            # The usual chunk: exactly one whole event (no scan, no split).
             if self.api is UpstreamApi.ANTHROPIC:
-                self._anthropic(parse_event(data))
-                return data
-            return self._openai(data, [(0, len(data))])
+                named = _named_event(data)
+                if named is not None:
+                    self._anthropic(*named)
+                    return data
+                if _one_event(data):
+                    event = parse_event(data)
+                    self._anthropic(event.name, event.data)
+                    return data
+            elif _one_event(data):
+                out = self._openai_one(data)
+                return b"" if out is None else out
         buf = self._buf + data if held else data
         # Only the new bytes (and the two before them, which may start a terminator) can
         # complete an event: never rescan what was already scanned.
@@ -199,7 +223,8 @@ class SseMeter:
             self.overflow = True
         if self.api is UpstreamApi.ANTHROPIC:
             for lo, hi in starts:
-                self._anthropic(parse_event(complete[lo:hi]))
+                event = parse_event(complete[lo:hi])
+                self._anthropic(event.name, event.data)
             return complete
         return self._openai(complete, starts)
 
@@ -218,22 +243,59 @@ class SseMeter:
         changed = False
         for lo, hi in spans:
             raw = complete[lo:hi]
-            data = event_data(raw)
-            if data is not None and data[:1] == b"{":
-                if self.drop_usage_chunk and _NULL_USAGE.search(raw):
-                    raw = _NULL_USAGE_FIELD.sub(b"", raw, count=1)
-                    changed = True
-                    data = _NULL_USAGE_FIELD.sub(b"", data, count=1)
-                if b'"usage"' in data and not _NULL_USAGE.search(data):
-                    if not self._openai_usage(data):
-                        changed = True
-                        continue
-                elif _CONTENT.search(data):
-                    self.usage.counted_chunks += 1
-            kept.append(raw)
+            out = self._openai_one(raw) if _one_event(raw) else self._openai_event(raw)
+            if out is not raw:
+                changed = True
+            if out is not None:
+                kept.append(out)
         if not changed:
             return complete
         return b"".join(kept)
+
+    def _openai_one(self, raw: bytes) -> bytes | None:
+        """One whole event of one line (as :func:`_one_event` says): what
+        :meth:`_openai_event` gives, found with substring tests alone for the usual chunk (no
+        ``"usage"``, or one ``"usage":null``, with ``,`` before it when it is to be removed);
+        any other chunk goes to :meth:`_openai_event`."""
+        if raw.startswith(b"data: {"):
+            start = 6
+        elif not raw.startswith(b"data:"):
+            return raw  # a comment or another field: no data, or empty data
+        else:
+            start = 6 if raw.startswith(b" ", 5) else 5
+            if not raw.startswith(b"{", start):
+                return raw
+        at = raw.find(b'"usage"', start)
+        if at >= 0:
+            if not raw.startswith(b'"usage":null', at) or raw.find(b'"usage"', at + 12) >= 0:
+                return self._openai_event(raw)
+            if self.drop_usage_chunk:
+                if raw[at - 1] != 0x2C:  # not a ","
+                    return self._openai_event(raw)
+                # The first match of _NULL_USAGE_FIELD: the "," and the field.
+                raw = raw[: at - 1] + raw[at + 12 :]
+        # _CONTENT on the data, i.e. on ``raw`` from ``start`` on (after the data come only
+        # line ends, which no match can take in); first the compact ``"content":"x`` as a
+        # plain substring (where present, a match of the pattern).
+        at = raw.find(b'"content":"', start)
+        if (at >= 0 and not raw.startswith(b'"', at + 11)) or _CONTENT.search(raw, start):
+            self.usage.counted_chunks += 1
+        return raw
+
+    def _openai_event(self, raw: bytes) -> bytes | None:
+        """One whole event, any shape: the bytes to pass on (``raw`` itself when unchanged),
+        None to drop it."""
+        data = event_data(raw)
+        if data is not None and data[:1] == b"{":
+            if self.drop_usage_chunk and _NULL_USAGE.search(raw):
+                raw = _NULL_USAGE_FIELD.sub(b"", raw, count=1)
+                data = _NULL_USAGE_FIELD.sub(b"", data, count=1)
+            if b'"usage"' in data and not _NULL_USAGE.search(data):
+                if not self._openai_usage(data):
+                    return None
+            elif _CONTENT.search(data):
+                self.usage.counted_chunks += 1
+        return raw
 
     def _openai_usage(self, event: bytes) -> bool:
         try:
@@ -254,14 +316,14 @@ class SseMeter:
                 return False
         return True
 
-    def _anthropic(self, event: SseEvent) -> None:
-        if event.name == b"content_block_delta":
+    def _anthropic(self, name: bytes, data: bytes | None) -> None:
+        if name == b"content_block_delta":
             self.usage.counted_chunks += 1
             return
-        if event.name not in (b"message_start", b"message_delta") or event.data is None:
+        if name not in (b"message_start", b"message_delta") or data is None:
             return
         try:
-            payload = orjson.loads(event.data)
+            payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             return
         if not isinstance(payload, dict):

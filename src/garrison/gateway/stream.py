@@ -22,13 +22,11 @@ from garrison.gateway import apis
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.call import Call
 from garrison.gateway.containment import uncancel
-from garrison.gateway.credential_echo import model_answer_forms, model_key, scrub_bytes
-from garrison.gateway.metering import SseMeter
 from garrison.gateway.outcome import cut_as, cut_response, end_call, upstream_error
+from garrison.gateway.sse_relay import StreamRelay
 from garrison.gateway.state import GatewayState
 from garrison.gateway.upstream import REQUEST_ID_HEADER, upstream_headers
-from garrison.gateway.upstream_call import client_model_bytes, post_upstream, refused_answer
-from garrison.gateway.upstream_errors import rewrite_stream_errors
+from garrison.gateway.upstream_call import post_upstream, refused_answer
 
 log = logging.getLogger("garrison.gateway")
 
@@ -48,10 +46,7 @@ async def forward_stream(
 ) -> web.StreamResponse:
     api = endpoint.api
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
-    meter = SseMeter(api, drop_usage_chunk=injected_usage)
-    old, new = client_model_bytes(model)
-    rename = old != new
-    echo_forms = model_answer_forms(model)
+    relay = StreamRelay(api, model, drop_usage_chunk=injected_usage)
     response: web.StreamResponse | None = None
     bytes_out = 0
     ttfb: float | None = None
@@ -77,37 +72,20 @@ async def forward_stream(
             try:
                 async with asyncio.timeout_at(deadline):
                     async for data in resp.content.iter_any():
-                        out = meter.feed(data)
-                        if meter.overflow:
+                        out = relay.feed(data)
+                        if relay.overflow:
                             raise UpstreamFailed("SSE event over the size limit")
                         if not out:
                             continue
                         if ttfb is None:
                             ttfb = time.perf_counter() - call.started
-                        if rename:
-                            out = out.replace(old, new)
-                        if echo_forms:
-                            out = scrub_bytes(out, echo_forms)
-                        out = rewrite_stream_errors(
-                            out,
-                            api,
-                            upstream_model=model.upstream_model,
-                            model_name=model.name,
-                            key=model_key(model),
-                        )
                         bytes_out += len(out)
                         await response.write(out)
             except TimeoutError:
                 if loop.time() >= deadline:
                     raise StreamLimit from None
                 raise
-            rest = rewrite_stream_errors(
-                scrub_bytes(meter.flush(), echo_forms),
-                api,
-                upstream_model=model.upstream_model,
-                model_name=model.name,
-                key=model_key(model),
-            )
+            rest = relay.flush()
             if rest:
                 bytes_out += len(rest)
                 await response.write(rest)
@@ -118,7 +96,7 @@ async def forward_stream(
                 call,
                 CallOutcome.CLIENT_CLOSED,
                 status=499,
-                usage=meter.usage,
+                usage=relay.usage,
                 bytes_out=bytes_out,
                 ttfb=ttfb,
             )
@@ -155,7 +133,7 @@ async def forward_stream(
         call,
         outcome,
         status=status,
-        usage=meter.usage,
+        usage=relay.usage,
         bytes_out=bytes_out,
         ttfb=ttfb,
     )
