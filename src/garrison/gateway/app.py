@@ -41,7 +41,7 @@ from garrison.gateway.admission_limits import Refused
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.call import Call, deny
 from garrison.gateway.caller_text import caller_justification
-from garrison.gateway.connections import reserve_middleware
+from garrison.gateway.connections import reserve_refusal
 from garrison.gateway.containment import stale_refusal, uncancel
 from garrison.gateway.content import ContentUncheckable
 from garrison.gateway.dpop_challenge import dpop_challenge
@@ -277,7 +277,7 @@ def build_app(
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
         client_max_size=state.limits.max_body_bytes + 1,
-        middlewares=[error_middleware, reserve_middleware],
+        middlewares=[error_middleware],
     )
     app[STATE_KEY] = state
     app[SERVES_ADMIN_KEY] = admin is not None
@@ -302,35 +302,51 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: anything unexpected becomes a clean error in the API's shape, never a trace."""
-    api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
-    admin = request.path.startswith(ADMIN_PREFIX + "/") and request.app[SERVES_ADMIN_KEY]
-
-    def body(exc: GarrisonError) -> bytes:
-        return admin_error_body(exc) if admin else apis.error_body(api, exc)
-
+    """The only middleware (each one is a coroutine frame on every request): first the
+    connection reserve (``connections.reserve_refusal``), then anything unexpected becomes
+    a clean error in the API's shape, never a trace."""
     try:
+        refused = reserve_refusal(request)
+        if refused is not None:
+            return refused
         return await handler(request)
     except web.HTTPNotFound:
-        if admin:
+        if _admin_path(request):
             exc404 = NotFound(public_message="Unknown admin endpoint.")
-            return web.Response(status=404, body=body(exc404), content_type=_JSON)
+            return web.Response(status=404, body=admin_error_body(exc404), content_type=_JSON)
         return await not_found(request)
-    except web.HTTPMethodNotAllowed as refused:
+    except web.HTTPMethodNotAllowed as refused_method:
         exc405 = BadRequest(public_message="Method not allowed.")
-        allow = ", ".join(sorted(refused.allowed_methods))
+        allow = ", ".join(sorted(refused_method.allowed_methods))
         return web.Response(
-            status=405, body=body(exc405), content_type=_JSON, headers={"Allow": allow}
+            status=405,
+            body=_error_body(request, exc405),
+            content_type=_JSON,
+            headers={"Allow": allow},
         )
     except web.HTTPException:
         raise
     except GarrisonError as exc:
-        return web.Response(status=exc.status, body=body(exc), content_type=_JSON)
+        return web.Response(status=exc.status, body=_error_body(request, exc), content_type=_JSON)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unexpected error on %s", request.path)
-        return web.Response(status=500, body=body(GarrisonError()), content_type=_JSON)
+        return web.Response(
+            status=500, body=_error_body(request, GarrisonError()), content_type=_JSON
+        )
+
+
+def _admin_path(request: web.Request) -> bool:
+    return request.path.startswith(ADMIN_PREFIX + "/") and request.app[SERVES_ADMIN_KEY]
+
+
+def _error_body(request: web.Request, exc: GarrisonError) -> bytes:
+    """An error in the shape of the API the path belongs to (worked out only on an error)."""
+    if _admin_path(request):
+        return admin_error_body(exc)
+    api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
+    return apis.error_body(api, exc)
 
 
 __all__ = ["STATE_KEY", "build_app", "new_request_id"]
