@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler
 from garrison.admin_wire import ADMIN_PREFIX, admin_error_body
 from garrison.domain import Reason, UpstreamApi
 from garrison.domain.outcomes import CallOutcome
+from garrison.edge.client_address import address_text
 from garrison.errors import (
     AuditRecordInvalid,
     AuditUnavailable,
@@ -83,12 +84,12 @@ def model_handler(endpoint: Endpoint) -> Any:
         request_id_var.set(call.request_id)  # this task's log lines carry it
         if state.draining:
             # Stopping: finish what is in flight, take nothing new; the client reconnects.
-            call.address = str(peer_address(request, state))
+            call.address = address_text(peer_address(request, state))
             refused = deny(state, call, api, ShuttingDown(), (Reason.SHUTTING_DOWN,))
             refused.force_close()
             return refused
         if state.inflight >= state.limits.max_concurrent_requests:
-            call.address = str(peer_address(request, state))
+            call.address = address_text(peer_address(request, state))
             return deny(state, call, api, Overloaded(), (Reason.OVERLOADED,))
         state.inflight += 1
         state.calls += 1
