@@ -12,6 +12,11 @@ on the path. CPU time (``time.process_time``) per call, the min and median over
   the middleware chain costs every request.
 * ``address_text``: the caller's address as the audit events spell it, from the address
   ``peer_address`` returns (IPv4 and IPv6): once per model call, in ``admitted``.
+* ``loop look-ups``: what a forwarded call does with the loop and its task outside
+  aiohttp: the handler's task for ``state.live`` (``_handle_model_call``), the loop for the
+  call's deadline and the deadline entered and left (``forward``): before, with
+  ``asyncio.current_task()``, ``get_running_loop()`` and ``asyncio.timeout_at``; after,
+  with the loop kept on the state and ``gateway.deadline.deadline_at``.
 * ``primitives``: what the event loop's look-ups cost on Python 3.11 (each one a
   ``getpid()``), for the cuts this issue measured and dropped.
 
@@ -89,6 +94,36 @@ def address_text(rounds: int, calls: int) -> None:
     _sync("address_text: IPv6", lambda: text(v6), rounds, calls)
 
 
+async def loop_lookups(rounds: int, calls: int) -> None:
+    state = GatewayState(snapshot=Snapshot.empty(), pepper=b"p" * 32, audit=cast(Any, None))
+    state_any: Any = state
+    try:
+        from garrison.gateway.deadline import deadline_at
+    except ImportError:  # before the cut
+        deadline_at = None
+    if deadline_at is None:
+
+        async def step() -> object:
+            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout_at(loop.time() + 60.0):
+                pass
+            return task
+
+    else:
+        state_any.loop = asyncio.get_running_loop()
+        use = deadline_at
+
+        async def step() -> object:
+            task = asyncio.current_task(state_any.loop)
+            loop = state_any.loop
+            async with use(loop, loop.time() + 60.0):
+                pass
+            return task
+
+    await _async("loop look-ups: one forwarded call", step, rounds, calls)
+
+
 async def primitives(rounds: int, calls: int) -> None:
     loop = asyncio.get_running_loop()
     _sync("getpid()", os.getpid, rounds, calls)
@@ -100,6 +135,7 @@ async def primitives(rounds: int, calls: int) -> None:
 async def main(rounds: int, calls: int) -> None:
     await middleware(rounds, calls)
     address_text(rounds, calls)
+    await loop_lookups(rounds, calls)
     await primitives(rounds, calls)
 
 

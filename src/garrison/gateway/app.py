@@ -123,7 +123,7 @@ async def _handle_model_call(
     if isinstance(principal, web.Response):
         return principal
     # Join the live calls right after the lock check (no await in between: see containment).
-    call.task = asyncio.current_task()
+    call.task = asyncio.current_task(state.loop)
     state.live.add(call)
     try:
         # Before the model is looked up: the same refusal whatever model was asked for.
@@ -282,6 +282,7 @@ def build_app(
     )
     app[STATE_KEY] = state
     app[SERVES_ADMIN_KEY] = admin is not None
+    app.on_startup.append(_remember_loop)
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(dpop_challenge)  # 401s of DPoP-bound calls
     if data_routes:
@@ -294,6 +295,11 @@ def build_app(
     if admin is not None:
         admin(app)
     return app
+
+
+async def _remember_loop(app: web.Application) -> None:
+    # Run in the loop that serves the app, before its first request.
+    app[STATE_KEY].loop = asyncio.get_running_loop()
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
