@@ -5,10 +5,14 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from garrison.edge.client_address import (
     MAX_FORWARDED_HOPS,
+    PARSED_ADDRESS_CACHE,
     ForwardedHeader,
+    address_text,
     client_address,
     parse_address,
 )
@@ -239,3 +243,24 @@ def test_client_within_the_hop_limit_is_found() -> None:
     trusted = ", ".join(f"10.0.0.{i}" for i in range(1, MAX_FORWARDED_HOPS))
     header = f"203.0.113.5, {trusted}"
     assert client_address(PROXY, header, PROXIES) == ip("203.0.113.5")
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_address_text_spells_an_address_as_str_does(address: ipaddress._BaseAddress) -> None:
+    assert isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
+    assert address_text(address) == str(address)
+    assert address_text(address) == str(address)  # and again, from the cache
+
+
+def test_address_text_spells_a_scoped_ipv6_address_with_its_scope() -> None:
+    scoped = ip("fe80::1%eth0")
+    assert isinstance(scoped, ipaddress.IPv6Address)
+    assert address_text(scoped) == "fe80::1%eth0"
+    assert address_text(ip("fe80::1")) == "fe80::1"  # equal addresses, told apart
+
+
+def test_address_text_remembers_at_most_its_cache_bound() -> None:
+    address_text.cache_clear()
+    for n in range(PARSED_ADDRESS_CACHE + 100):
+        address_text(ipaddress.IPv4Address(n))
+    assert address_text.cache_info().currsize == PARSED_ADDRESS_CACHE

@@ -1147,3 +1147,25 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return run
+
+
+async def test_plain_call_waiting_for_its_answer_is_cut_by_a_lock(world: World) -> None:
+    """A non-streamed call inside its deadline, waiting on an upstream that never answers,
+    is cut when a lock covers its model: a 403, the upstream request dropped, recorded as
+    cut (the call's deadline passes the cut's cancellation on, as asyncio's does)."""
+    reply = asyncio.create_task(chat(world, world.keys["alice"], "m-hang"))
+    await until(_async(lambda: bool(world.mock.seen_request_ids)), what="call forwarded")
+    (request_id,) = world.mock.seen_request_ids
+    lock_id = await lock(world, LockKind.MODEL, "m-hang")
+    async with asyncio.timeout(GUARD_S):
+        answered = await reply
+    assert answered.status == 403
+    assert answered.request_id == request_id
+    assert orjson.loads(answered.body)["error"]["code"] == "forbidden"
+    await until(
+        _async(lambda: request_id in world.mock.cancelled_request_ids),
+        what="upstream request cancelled",
+    )
+    done = await event_for(world, "request.completed", request_id)
+    assert (done["data"]["outcome"], done["data"]["status"]) == ("cut", 403)
+    assert done["data"]["lock_id"] == lock_id

@@ -276,3 +276,24 @@ async def test_client_disconnect_mid_stream_cancels_upstream_call(world: World) 
     event = await completed(world, request_id)
     assert event["data"]["status"] == 499
     assert event["data"]["outcome"] == "client_closed"
+
+
+async def test_client_disconnect_while_waiting_for_a_plain_answer_ends_the_call(
+    world: World,
+) -> None:
+    """A client that goes away while its non-streamed call waits inside the call's deadline:
+    the upstream request is dropped and the call recorded as 499 ``client_closed``."""
+    body = {"model": "m-hang", "messages": USER}
+    async with aiohttp.ClientSession() as session:
+        pending = asyncio.create_task(
+            session.post(world.base + CHAT, json=body, headers=_headers(world, CHAT))
+        )
+        assert await wait_until(lambda: bool(world.mock.seen_request_ids), timeout=5.0)
+        (request_id,) = world.mock.seen_request_ids
+        pending.cancel()  # drops the connection before any answer
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+    assert await wait_until(lambda: request_id in world.mock.cancelled_request_ids, timeout=5.0)
+    event = await completed(world, request_id)
+    assert event["data"]["status"] == 499
+    assert event["data"]["outcome"] == "client_closed"

@@ -67,6 +67,14 @@ def parse_address(text: str) -> Address | None:
 
 
 @functools.lru_cache(maxsize=PARSED_ADDRESS_CACHE)
+def address_text(address: Address) -> str:
+    """``str(address)``, once per distinct address (cached): the caller's address in every
+    call's audit events. ``str`` of an IPv4Address costs 0.7 µs, of an IPv6Address 3.5 µs
+    (bench/loop_cuts_bench.py); a cache hit 0.2 µs."""
+    return str(address)
+
+
+@functools.lru_cache(maxsize=PARSED_ADDRESS_CACHE)
 def parse_node(text: str) -> Address | None:
     """An address, its port dropped: ``a.b.c.d``, ``a.b.c.d:p``, ``v6``, ``[v6]``, ``[v6]:p``."""
     text = text.strip()

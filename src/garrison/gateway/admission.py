@@ -11,6 +11,7 @@ from aiohttp import web
 from garrison.domain import Model, Principal, Reason, UpstreamApi
 from garrison.domain.locks import Lock
 from garrison.edge.admission import admit
+from garrison.edge.client_address import address_text
 from garrison.errors import Forbidden, Unauthenticated
 from garrison.gateway.call import Call, deny, record_later
 from garrison.gateway.edge import error_response, peer_address
@@ -31,7 +32,7 @@ def admitted(
     with the authentication or standing reason, 403 when a lock (a global lockdown too)
     covers the caller. Fills ``call`` with what the audit events name either way."""
     address = peer_address(request, state)
-    call.address = str(address)
+    call.address = address_text(address)
     call.peer = address
     # With shared limits, a proof's jti is recorded in Redis by the call's one admission
     # round trip (gateway.shared_admission), after this process's own replay check here.

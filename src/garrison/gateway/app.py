@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler
 from garrison.admin_wire import ADMIN_PREFIX, admin_error_body
 from garrison.domain import Reason, UpstreamApi
 from garrison.domain.outcomes import CallOutcome
+from garrison.edge.client_address import address_text
 from garrison.errors import (
     AuditRecordInvalid,
     AuditUnavailable,
@@ -41,7 +42,7 @@ from garrison.gateway.admission_limits import Refused
 from garrison.gateway.apis import Endpoint
 from garrison.gateway.call import Call, deny
 from garrison.gateway.caller_text import caller_justification
-from garrison.gateway.connections import reserve_middleware
+from garrison.gateway.connections import reserve_refusal
 from garrison.gateway.containment import stale_refusal, uncancel
 from garrison.gateway.content import ContentUncheckable
 from garrison.gateway.dpop_challenge import dpop_challenge
@@ -83,12 +84,12 @@ def model_handler(endpoint: Endpoint) -> Any:
         request_id_var.set(call.request_id)  # this task's log lines carry it
         if state.draining:
             # Stopping: finish what is in flight, take nothing new; the client reconnects.
-            call.address = str(peer_address(request, state))
+            call.address = address_text(peer_address(request, state))
             refused = deny(state, call, api, ShuttingDown(), (Reason.SHUTTING_DOWN,))
             refused.force_close()
             return refused
         if state.inflight >= state.limits.max_concurrent_requests:
-            call.address = str(peer_address(request, state))
+            call.address = address_text(peer_address(request, state))
             return deny(state, call, api, Overloaded(), (Reason.OVERLOADED,))
         state.inflight += 1
         state.calls += 1
@@ -122,7 +123,7 @@ async def _handle_model_call(
     if isinstance(principal, web.Response):
         return principal
     # Join the live calls right after the lock check (no await in between: see containment).
-    call.task = asyncio.current_task()
+    call.task = asyncio.current_task(state.loop)
     state.live.add(call)
     try:
         # Before the model is looked up: the same refusal whatever model was asked for.
@@ -277,10 +278,11 @@ def build_app(
     # client_max_size is a backstop only; read_body enforces the limit with a clean 413.
     app = web.Application(
         client_max_size=state.limits.max_body_bytes + 1,
-        middlewares=[error_middleware, reserve_middleware],
+        middlewares=[error_middleware],
     )
     app[STATE_KEY] = state
     app[SERVES_ADMIN_KEY] = admin is not None
+    app.on_startup.append(_remember_loop)
     app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(dpop_challenge)  # 401s of DPoP-bound calls
     if data_routes:
@@ -295,6 +297,11 @@ def build_app(
     return app
 
 
+async def _remember_loop(app: web.Application) -> None:
+    # Run in the loop that serves the app, before its first request.
+    app[STATE_KEY].loop = asyncio.get_running_loop()
+
+
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     # aiohttp announces "Python/3.11 aiohttp/x.y"; callers learn nothing about our stack.
     response.headers["Server"] = "garrison"
@@ -302,35 +309,51 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: anything unexpected becomes a clean error in the API's shape, never a trace."""
-    api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
-    admin = request.path.startswith(ADMIN_PREFIX + "/") and request.app[SERVES_ADMIN_KEY]
-
-    def body(exc: GarrisonError) -> bytes:
-        return admin_error_body(exc) if admin else apis.error_body(api, exc)
-
+    """The only middleware (each one is a coroutine frame on every request): first the
+    connection reserve (``connections.reserve_refusal``), then anything unexpected becomes
+    a clean error in the API's shape, never a trace."""
     try:
+        refused = reserve_refusal(request)
+        if refused is not None:
+            return refused
         return await handler(request)
     except web.HTTPNotFound:
-        if admin:
+        if _admin_path(request):
             exc404 = NotFound(public_message="Unknown admin endpoint.")
-            return web.Response(status=404, body=body(exc404), content_type=_JSON)
+            return web.Response(status=404, body=admin_error_body(exc404), content_type=_JSON)
         return await not_found(request)
-    except web.HTTPMethodNotAllowed as refused:
+    except web.HTTPMethodNotAllowed as refused_method:
         exc405 = BadRequest(public_message="Method not allowed.")
-        allow = ", ".join(sorted(refused.allowed_methods))
+        allow = ", ".join(sorted(refused_method.allowed_methods))
         return web.Response(
-            status=405, body=body(exc405), content_type=_JSON, headers={"Allow": allow}
+            status=405,
+            body=_error_body(request, exc405),
+            content_type=_JSON,
+            headers={"Allow": allow},
         )
     except web.HTTPException:
         raise
     except GarrisonError as exc:
-        return web.Response(status=exc.status, body=body(exc), content_type=_JSON)
+        return web.Response(status=exc.status, body=_error_body(request, exc), content_type=_JSON)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unexpected error on %s", request.path)
-        return web.Response(status=500, body=body(GarrisonError()), content_type=_JSON)
+        return web.Response(
+            status=500, body=_error_body(request, GarrisonError()), content_type=_JSON
+        )
+
+
+def _admin_path(request: web.Request) -> bool:
+    return request.path.startswith(ADMIN_PREFIX + "/") and request.app[SERVES_ADMIN_KEY]
+
+
+def _error_body(request: web.Request, exc: GarrisonError) -> bytes:
+    """An error in the shape of the API the path belongs to (worked out only on an error)."""
+    if _admin_path(request):
+        return admin_error_body(exc)
+    api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
+    return apis.error_body(api, exc)
 
 
 __all__ = ["STATE_KEY", "build_app", "new_request_id"]

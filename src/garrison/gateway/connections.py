@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from garrison.admin_wire import ADMIN_PREFIX
 from garrison.domain import Network, UpstreamApi
@@ -126,9 +125,10 @@ def reserve_path(path: str) -> bool:
 RESERVE_ATTRIBUTE = "garrison_reserve"
 
 
-@web.middleware
-async def reserve_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On a reserve connection, only health checks and the admin API are served."""
+def reserve_refusal(request: web.Request) -> web.Response | None:
+    """On a reserve connection, only health checks and the admin API are served: a 503 (and
+    the connection closed) for anything else; None: serve it. Checked first by the app's one
+    middleware (``app.error_middleware``), before the route is run."""
     if getattr(request.protocol, RESERVE_ATTRIBUTE, False) and not reserve_path(request.path):
         api = UpstreamApi.ANTHROPIC if request.path == "/v1/messages" else UpstreamApi.OPENAI
         response = web.Response(
@@ -138,7 +138,7 @@ async def reserve_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
         response.force_close()
         return response
-    return await handler(request)
+    return None
 
 
 __all__ = [
@@ -148,6 +148,6 @@ __all__ = [
     "MAX_CONNECTIONS_PER_TRUSTED_PROXY",
     "Admit",
     "ConnectionTable",
-    "reserve_middleware",
+    "reserve_refusal",
     "source_of",
 ]

@@ -32,6 +32,7 @@ from garrison.gateway.apis import Endpoint
 from garrison.gateway.call import Call
 from garrison.gateway.containment import uncancel
 from garrison.gateway.credential_echo import model_answer_forms, scrub_bytes
+from garrison.gateway.deadline import deadline_at
 from garrison.gateway.outcome import cut_response, end_call, upstream_error
 from garrison.gateway.state import GatewayState
 from garrison.gateway.stream import forward_stream
@@ -73,13 +74,14 @@ async def forward(
 ) -> web.StreamResponse:
     api = endpoint.api
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
-    loop = asyncio.get_running_loop()
+    loop = state.loop
+    assert loop is not None  # set when the app started (app.build_app)
     # The whole call, connect to last byte (answers.py): a dripping upstream cannot stretch it.
     deadline = loop.time() + state.limits.nonstream_max_seconds
     call.forwarded = time.perf_counter()
     try:
         async with (
-            asyncio.timeout_at(deadline),
+            deadline_at(loop, deadline),
             post_upstream(state, model, endpoint, payload, headers) as resp,
         ):
             refused = await refused_answer(state, call, api, model, resp)

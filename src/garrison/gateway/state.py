@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections import Counter
@@ -100,6 +101,9 @@ class GatewayState:
     # [identity] settings every decision uses.
     tokens: TokenAuth | None = None
     identity_policy: IdentityPolicy = DEFAULT_IDENTITY_POLICY
+    # The event loop serving this state's apps, set by their start-up (``app.build_app``):
+    # each ``asyncio.get_running_loop()`` is a getpid() system call on Python 3.11.
+    loop: asyncio.AbstractEventLoop | None = None
     # Counters for /metrics (cheap dict increments on the hot path).
     refusals: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
