@@ -32,7 +32,6 @@ from garrison.gateway.apis import Endpoint
 from garrison.gateway.call import Call
 from garrison.gateway.containment import uncancel
 from garrison.gateway.credential_echo import model_answer_forms, scrub_bytes
-from garrison.gateway.deadline import deadline_at
 from garrison.gateway.outcome import cut_response, end_call, upstream_error
 from garrison.gateway.state import GatewayState
 from garrison.gateway.stream import forward_stream
@@ -81,7 +80,7 @@ async def forward(
     call.forwarded = time.perf_counter()
     try:
         async with (
-            deadline_at(loop, deadline),
+            asyncio.timeout_at(deadline),
             post_upstream(state, model, endpoint, payload, headers) as resp,
         ):
             refused = await refused_answer(state, call, api, model, resp)
