@@ -125,7 +125,7 @@ class JsonlExporter:
             self._left_out(records)
             return
         try:
-            size = os.fstat(self._fd).st_size
+            size = os.lseek(self._fd, 0, os.SEEK_END)  # cheaper than fstat, same answer
             if size != self._end:  # another process wrote, or one died mid-write
                 size = self._cut_torn_end(size)
             _write_all(self._fd, data)
@@ -224,9 +224,11 @@ class JsonlExporter:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    done = os.write(fd, data)  # a regular file takes it whole unless the disk is full
+    if done < len(data):
+        view = memoryview(data)[done:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _index(record: bytes) -> int | None:
