@@ -9,9 +9,11 @@ the copy, is the record.
 
 The writer acknowledges a batch once it is durable and hands it on after, so a process
 killed in between has committed records its exporters never saw. The JSON-lines file
-catches up when the log is opened again (``JsonlExporter.resume_after``): it appends every
-record after the highest leaf index its file holds, so a crash leaves no gap in the file —
-at the price of a possible duplicate when another process shares the log and the file
+catches up when the log is opened again (``JsonlExporter.resume_after``,
+``append_missing``): it appends every record after the last leaf index its file holds and
+not already in it, so a crash leaves no gap in the file. Processes sharing one file take its
+lock for each write (``garrison.audit.jsonl_export``); the one duplicate left is a record
+another live process committed but had not yet handed on when the catch-up read the log
 (records carry their leaf index ``i``: deduplicate on it). Syslog cannot be read back; its
 gap is the durable log's to fill (``garrison audit export``).
 """
@@ -19,16 +21,15 @@ gap is the durable log's to fill (``garrison audit export``).
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import orjson
+from garrison.audit.jsonl_export import JsonlExporter
 
-from garrison.private_files import open_private_append
+__all__ = ["EXPORT_CATCH_UP_CHUNK", "EXPORT_CATCH_UP_MAX", "Exporter", "JsonlExporter"]
 
 log = logging.getLogger("garrison.audit")
 
@@ -37,10 +38,6 @@ SYSLOG_PRI = 134
 # Largest UDP syslog message sent; RFC 5426 asks receivers to accept at least 2,048 bytes,
 # most accept 64 KiB. Longer records are cut (the full record stays in the log).
 SYSLOG_MAX_BYTES = 8192
-# How much of a JSON-lines file's end is read at start for its last leaf index: one record
-# is at most a few KiB (a call's record; a directory change's summary is capped), so the
-# last whole line is always in it; a file whose end holds no index is not caught up.
-EXPORT_TAIL_READ_BYTES = 1 << 20
 # Most records one start appends to catch a JSON-lines file up. A crash leaves at most one
 # batch unexported; more means the file was behind for another reason (an exporter that
 # failed for a long time, a file restored from an old copy, a process that shares the log
@@ -55,56 +52,6 @@ class Exporter(Protocol):
     def export(self, records: Sequence[bytes]) -> None: ...
 
     def close(self) -> None: ...
-
-
-class JsonlExporter:
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._resume = _cut_torn_line(path)
-        # Kept open for the process lifetime; 0600 like every state file.
-        self._handle = open_private_append(path)
-
-    def resume_after(self) -> int | None:
-        """The leaf index of the file's last whole record (None: the file is new, empty,
-        or its end holds no index): the log's records after it are appended at start."""
-        return self._resume
-
-    def export(self, records: Sequence[bytes]) -> None:
-        self._handle.write(b"".join(r + b"\n" for r in records))
-        self._handle.flush()
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def _cut_torn_line(path: Path) -> int | None:
-    """Cut a torn last line off ``path`` (a process killed mid-write leaves part of a
-    record after the last newline: that part is written again whole by the catch-up), and
-    return the leaf index of the last whole record, if its end holds one."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return None
-    if size == 0:
-        return None
-    with open(path, "rb") as handle:
-        start = max(0, size - EXPORT_TAIL_READ_BYTES)
-        handle.seek(start)
-        tail = handle.read()
-    whole = tail.rfind(b"\n") + 1
-    if whole < len(tail):
-        if whole == 0 and start > 0:
-            return None  # no line end in the tail: not a file of records; leave it be
-        log.warning("audit export %s: cutting a torn last line (%d bytes)", path, len(tail) - whole)
-        os.truncate(path, start + whole)
-    for line in reversed(tail[:whole].splitlines()):
-        try:
-            index = orjson.loads(line).get("i")
-        except (orjson.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
-            return index
-    return None
 
 
 class SyslogExporter:

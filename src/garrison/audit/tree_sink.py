@@ -170,10 +170,23 @@ class TreeSink(abc.ABC, Generic[TargetT]):
     def _catch_up_exporters(self) -> None:
         """Hand an exporter that can say where it stopped (``resume_after``: the JSON-lines
         file) the log's records after that point: the ones a process killed between its
-        commit and its hand-on never exported (``garrison.audit.exporters``)."""
+        commit and its hand-on never exported (``garrison.audit.exporters``). Records it
+        already holds (another process sharing it exported them meanwhile) are skipped by
+        its ``append_missing``."""
         for exporter in self._exporters:
             resume = getattr(exporter, "resume_after", None)
-            last = resume() if resume is not None else None
+            append = getattr(exporter, "append_missing", None)
+            if resume is None or append is None:
+                continue
+            try:
+                last = resume()
+            except OSError as exc:  # the file's lock held elsewhere, or the file unreadable
+                log.error(
+                    "audit export catch-up skipped: %s; `garrison audit export` writes what "
+                    "the file misses",
+                    exc,
+                )
+                continue
             if last is None or last + 1 >= self.tree.size:
                 continue
             missing = self.tree.size - (last + 1)
@@ -189,23 +202,32 @@ class TreeSink(abc.ABC, Generic[TargetT]):
                 "audit export: appending %d records committed after index %d", missing, last
             )
             try:
-                self._export_range(exporter, last + 1, self.tree.size)
+                self._export_range(append, last + 1, self.tree.size)
             except (OSError, self._db_error) as exc:  # the copy may fail; the log stands
-                log.error("audit export catch-up failed: %s", exc)
+                log.error(
+                    "audit export catch-up failed: %s; `garrison audit export` writes the "
+                    "records after index %d",
+                    exc,
+                    last,
+                )
 
-    def _export_range(self, exporter: Exporter, first: int, end: int) -> None:
-        """Stored records with leaf index in [first, end), in leaf order, in chunks."""
+    def _export_range(
+        self, append: Callable[[Sequence[tuple[int, bytes]]], int], first: int, end: int
+    ) -> None:
+        """Stored records with leaf index in [first, end), in leaf order, in chunks, as
+        ``(leaf index, record)`` pairs (``seq`` is the leaf index plus one)."""
         conn = self._connection()
         try:
             while first < end:
                 stop = min(end, first + EXPORT_CATCH_UP_CHUNK)
                 rows = conn.execute(
                     self.dialect.sql(
-                        "SELECT record FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq"
+                        "SELECT seq, record FROM audit_events WHERE seq > ? AND seq <= ? "
+                        "ORDER BY seq"
                     ),
                     (first, stop),
                 ).fetchall()
-                exporter.export([stored_bytes(record) for (record,) in rows])
+                append([(seq - 1, stored_bytes(record)) for seq, record in rows])
                 first = stop
         finally:
             self._rollback(conn)
