@@ -560,3 +560,18 @@ def test_every_event_is_released_as_soon_as_it_is_complete(
             assert released == 0
     assert released + len(meter.flush()) == len(stream)
     assert (meter.usage.tokens_in, meter.usage.tokens_out) == expected_usage
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_read_ending_between_the_cr_and_lf_of_an_event_end_changes_no_byte(drop: bool) -> None:
+    # The read ends with "\r\n\r" (the event ends there, as the spec says), the next one
+    # starts with the "\n" and is the usage chunk the gateway asked for: dropping that chunk
+    # must leave the "\n", else the client gets "…\r\n\rdata: [DONE]" (found by
+    # test_any_split_gives_the_same_output_as_the_whole_stream).
+    stream = openai_stream(sep=b"\r\n\r\n")
+    usage_at = stream.index(b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk"', 600)
+    assert b'"usage"' in stream[usage_at : stream.index(b"\r\n\r\n", usage_at)]
+    expected, _ = whole(OPENAI, stream, drop=drop)
+    cut = usage_at - 1
+    assert stream[cut - 3 : cut + 1] == b"\r\n\r\n"
+    assert run(SseMeter(OPENAI, drop_usage_chunk=drop), [stream[:cut], stream[cut:]]) == expected

@@ -95,6 +95,8 @@ def usage_from_body(api: UpstreamApi, body: Any) -> Usage:
 _EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 # One line of an event (its terminator excluded).
 _LINE = re.compile(rb"\r\n|\n|\r")
+# The first byte of a line terminator.
+_LINE_ENDS = (b"\r", b"\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,11 @@ class SseMeter:
                 changed = True
             if out is not None:
                 kept.append(out)
+            elif raw[:1] in _LINE_ENDS:
+                # A dropped event's leading line ends stay: the LF of a CRLF whose CR ended
+                # the previous read (which the spec makes that event's end) is that event's
+                # end still, in the bytes the client gets as much as when unsplit.
+                kept.append(raw[: len(raw) - len(raw.lstrip(b"\r\n"))])
         if not changed:
             return complete
         return b"".join(kept)

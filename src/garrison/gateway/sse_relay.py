@@ -57,7 +57,9 @@ class StreamRelay:
     def _outgoing(self, out: bytes) -> bytes:
         if self._echo is not None:
             out = scrub_event(out, self._echo)
-        if b"error" not in out:  # what rewrite_stream_errors tests first: no call for it
+        # Neither the word nor a \u escape that may spell it (upstream_errors.may_hold_error,
+        # inline; the one byte's search first, the quicker one): no call for it.
+        if b"error" not in out and (b"\\" not in out or b"\\u00" not in out):
             return out
         return rewrite_stream_errors(
             out,

@@ -12,6 +12,7 @@ OpenAI, Anthropic, vLLM and llama.cpp error messages.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -166,9 +167,36 @@ def client_message(
     return message, shape
 
 
+# A JSON escape of a letter of "error": how a JSON text spells the word without its bytes
+# (``{"\\u0065rror": …}`` is read as ``{"error": …}``).
+_ERROR_LETTER_ESCAPE = re.compile(rb"\\u00(?:65|72|6[Ff])")
+
+
+def may_hold_error(out: bytes) -> bool:
+    """Whether ``out`` can hold an error event a client would read: the word itself, or an
+    escape spelling one of its letters. False for the usual event after two substring tests."""
+    return b"error" in out or (b"\\u00" in out and _ERROR_LETTER_ESCAPE.search(out) is not None)
+
+
+def _client_json(data: bytes) -> Any:
+    """``data`` as a client's JSON reader reads it, None where none would: orjson first, then
+    Python's ``json`` (the OpenAI SDK's reader: it also takes ``NaN``, ``Infinity`` and a
+    lone surrogate escape, which orjson refuses) on the text decoded as clients decode it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+
+
 def _is_error_event(event: bytes) -> dict[str, Any] | None:
     """The payload of an SSE error event (Anthropic ``event: error``, OpenAI/llama.cpp
-    ``{"error": …}``, vLLM ``{"object": "error", …}``), else None."""
+    ``{"error": …}``, vLLM ``{"object": "error", …}``), else None. An ``event: error`` is
+    one whatever its data (the Anthropic SDK shows data it cannot parse verbatim): ``{}``
+    when that is not a JSON object."""
     name = b""
     data: list[bytes] = []
     for line in event.splitlines():
@@ -178,15 +206,13 @@ def _is_error_event(event: bytes) -> dict[str, Any] | None:
             data.append(line[5:].strip())
     if not data:
         return None
-    try:
-        payload: Any = orjson.loads(b"\n".join(data))
-    except orjson.JSONDecodeError:
-        return None
+    payload = _client_json(b"\n".join(data))
+    if name == b"error":
+        return payload if isinstance(payload, dict) else {}
     if not isinstance(payload, dict):
         return None
     if (
-        name == b"error"
-        or payload.get("type") == "error"
+        payload.get("type") == "error"
         or payload.get("object") == "error"
         or isinstance(payload.get("error"), dict | str)
     ):
@@ -204,20 +230,25 @@ def rewrite_stream_errors(
 ) -> bytes:
     """``out`` (whole SSE events, split as the spec says) with every upstream error event
     replaced by the gateway's own error event: the message passes only as a known shape, as
-    for a 4xx answer. Events that are not errors pass unchanged (and cost one substring
-    test)."""
-    if b"error" not in out:
+    for a 4xx answer, however the upstream spells the event (:func:`may_hold_error`,
+    :func:`_client_json`). Events that are not errors pass unchanged (and cost two substring
+    tests)."""
+    if not may_hold_error(out):
         return out
     events = split_events(out)
     changed = False
     for i, event in enumerate(events):
-        if b"error" not in event:
+        if not may_hold_error(event):
             continue
         payload = _is_error_event(event)
         if payload is None:
             continue
+        try:
+            raw = orjson.dumps(payload)
+        except orjson.JSONEncodeError:  # what only Python's json read (a lone surrogate)
+            raw = b"{}"  # no known shape: the generic message
         message, _ = client_message(
-            orjson.dumps(payload), upstream_model=upstream_model, model_name=model_name, key=key
+            raw, upstream_model=upstream_model, model_name=model_name, key=key
         )
         exc = UpstreamFailed("upstream error event", public_message=message or None)
         events[i] = stream_error_event(api, exc)
