@@ -1169,3 +1169,23 @@ async def test_plain_call_waiting_for_its_answer_is_cut_by_a_lock(world: World) 
     done = await event_for(world, "request.completed", request_id)
     assert (done["data"]["outcome"], done["data"]["status"]) == ("cut", 403)
     assert done["data"]["lock_id"] == lock_id
+
+
+async def test_a_lock_cuts_a_call_even_when_the_kept_loop_is_not_the_running_one(
+    world: World,
+) -> None:
+    """The handler finds its task through the loop kept on the state (no getpid()); on a
+    state whose kept loop is not the one serving it, it asks asyncio instead, so the call
+    is still in the live set with its task and a lock still cuts it."""
+    other = asyncio.new_event_loop()
+    try:
+        world.gateway.state.loop = other
+        reply = asyncio.create_task(chat(world, world.keys["alice"], "m-hang"))
+        await until(_async(lambda: bool(world.mock.seen_request_ids)), what="call forwarded")
+        await lock(world, LockKind.MODEL, "m-hang")
+        async with asyncio.timeout(GUARD_S):
+            answered = await reply
+        assert answered.status == 403
+    finally:
+        world.gateway.state.loop = asyncio.get_running_loop()
+        other.close()

@@ -123,7 +123,9 @@ async def _handle_model_call(
     if isinstance(principal, web.Response):
         return principal
     # Join the live calls right after the lock check (no await in between: see containment).
-    call.task = asyncio.current_task(state.loop)
+    # The loop kept on the state spares a getpid(); asked without it if that finds no task
+    # (a state served on another loop), so a lock can always cut the call.
+    call.task = asyncio.current_task(state.loop) or asyncio.current_task()
     state.live.add(call)
     try:
         # Before the model is looked up: the same refusal whatever model was asked for.

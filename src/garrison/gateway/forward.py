@@ -73,8 +73,8 @@ async def forward(
 ) -> web.StreamResponse:
     api = endpoint.api
     headers = upstream_headers(endpoint, model, call.request_id, request.headers)
-    loop = state.loop
-    assert loop is not None  # set when the app started (app.build_app)
+    # Asked, not taken from the state: the deadline must be on the running loop's clock.
+    loop = asyncio.get_running_loop()
     # The whole call, connect to last byte (answers.py): a dripping upstream cannot stretch it.
     deadline = loop.time() + state.limits.nonstream_max_seconds
     call.forwarded = time.perf_counter()
