@@ -8,8 +8,6 @@ old middlewares are loaded from git (skipped where that commit is not in the rep
 from __future__ import annotations
 
 import re
-import subprocess
-from pathlib import Path
 from typing import Any, cast
 from unittest import mock
 
@@ -25,23 +23,17 @@ from garrison.gateway import connections
 from garrison.gateway.connections import RESERVE_ATTRIBUTE
 from garrison.gateway.state import GatewayState
 from garrison.store.snapshot import Snapshot
+from tests.support.git_source import source_at
 
 BEFORE = "23a715a"
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _old_function(path: str, module: Any, name: str) -> Middleware | None:
     """``name`` as it was at BEFORE, run in ``module``'s namespace today."""
-    try:
-        text = subprocess.run(
-            ["git", "show", f"{BEFORE}:{path}"],
-            cwd=_ROOT,
-            capture_output=True,
-            check=True,
-            text=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
+    raw = source_at(BEFORE, path)
+    if raw is None:
         return None
+    text = raw.decode()
     start = text.index(f"@web.middleware\nasync def {name}")
     source = text[start : text.index("\n__all__", start)]
     namespace = {**vars(module), "Handler": Handler}

@@ -7,7 +7,6 @@ from git (the test is skipped where that commit is not in the repository)."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,10 +21,10 @@ from garrison.gateway.metering import MAX_SSE_EVENT_BYTES, Usage
 from garrison.gateway.sse_relay import StreamRelay
 from garrison.gateway.upstream_call import client_model_bytes
 from garrison.gateway.upstream_errors import rewrite_stream_errors
+from tests.support.git_source import source_at
 
 # The commit whose streaming steps are the reference.
 BEFORE = "23a715a"
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Changes made on purpose since BEFORE, applied to the reference as (old text, new text):
@@ -50,14 +49,8 @@ INTENDED: dict[str, list[tuple[bytes, bytes]]] = {
 
 
 def _load_old(path: str, name: str) -> ModuleType | None:
-    try:
-        text = subprocess.run(
-            ["git", "show", f"{BEFORE}:{path}"],
-            cwd=_ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
+    text = source_at(BEFORE, path)
+    if text is None:
         return None
     for before, after in INTENDED.get(path, []):
         assert text.count(before) == 1
