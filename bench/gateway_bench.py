@@ -533,9 +533,9 @@ def run(
             )
             children.stop(gateway, signal.SIGINT)
             return {"machine": info, "profile": profile}
-        if hold_only:
-            log("holding streams through the gateway (no other phase):")
-            hold = measure_hold(
+
+        def hold_through_gateway() -> PhaseResult:
+            return measure_hold(
                 children,
                 plan,
                 gw_target,
@@ -544,6 +544,10 @@ def run(
                 main_thread_of=main_thread,
                 log=log,
             )
+
+        if hold_only:
+            log("holding streams through the gateway (no other phase):")
+            hold = hold_through_gateway()
             children.stop(gateway, signal.SIGINT)
             return {"machine": info, "hold": figures(hold), "raw": {"hold": asdict(hold)}}
         for index in range(plan.rounds):
@@ -568,15 +572,7 @@ def run(
             ).items():
                 through[phase].append(result)
         log("holding streams through the gateway:")
-        hold = measure_hold(
-            children,
-            plan,
-            gw_target,
-            {"target": gateway.pid, "mock": mocks.hold.pid},
-            gateway.pid,
-            main_thread_of=main_thread,
-            log=log,
-        )
+        hold = hold_through_gateway()
         profile = {}  # typed by the --profile-only branch above
         if profile_path is not None:
             log("profiling the gateway (py-spy, not a measured phase):")
